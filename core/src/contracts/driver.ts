@@ -1,0 +1,72 @@
+// The hypervisor driver contract: what the daemon serves and what the client library opens.
+
+import type { ConnectAuth, CredentialRequester } from '../credentials.js';
+import type { ConnectUri } from '../uri.js';
+import type { RemoteDomain } from '../protocol/remote.js';
+
+export type DomainRef = RemoteDomain;
+
+export interface DomainInfo {
+  state: number;
+  maxMem: bigint;
+  memory: bigint;
+  nrVirtCpu: number;
+  cpuTime: bigint;
+}
+
+export interface NodeInfo {
+  model: string;
+  memory: bigint;
+  cpus: number;
+  mhz: number;
+  nodes: number;
+  sockets: number;
+  cores: number;
+  threads: number;
+}
+
+export interface DriverOpenContext {
+  /** Credentials for the driver's own login: auth.conf, then the caller's callback (or relay). */
+  requestCredentials: CredentialRequester;
+  /** The caller's declared credential types and callback, when there is one. */
+  auth: ConnectAuth | null;
+  readOnly: boolean;
+  /** Names this process in a relayed request's origin chain, e.g. `virtauthd@hostA`. */
+  processName: string;
+  /** Aborted when the open is abandoned (client gone, deadline). */
+  signal?: AbortSignal;
+  /** Driver-specific extras (the remote driver's relay hooks, for example). */
+  extensions?: Record<string, unknown>;
+}
+
+/** An open hypervisor connection: the connect/domain subset virtauth serves. */
+export interface DriverConnection {
+  readonly driverName: string;
+  getType(): Promise<string>;
+  getVersion(): Promise<bigint>;
+  getLibVersion(): Promise<bigint>;
+  getHostname(): Promise<string>;
+  getUri(): Promise<string>;
+  isSecure(): Promise<boolean>;
+  supportsFeature(feature: number): Promise<boolean>;
+  getNodeInfo(): Promise<NodeInfo>;
+  listAllDomains(flags: number): Promise<DomainRef[]>;
+  lookupDomainByName(name: string): Promise<DomainRef>;
+  lookupDomainById(id: number): Promise<DomainRef>;
+  lookupDomainByUuid(uuid: Buffer): Promise<DomainRef>;
+  getDomainInfo(dom: DomainRef): Promise<DomainInfo>;
+  getDomainState(dom: DomainRef): Promise<{ state: number; reason: number }>;
+  getDomainXmlDesc(dom: DomainRef, flags: number): Promise<string>;
+  close(): Promise<void>;
+}
+
+export interface Driver {
+  /** Short name: `test`, `remote`, `xenapi`. */
+  readonly name: string;
+  /**
+   * Whether this driver opens the URI. The remote driver claims URIs with a transport or host;
+   * local drivers claim their scheme without a host.
+   */
+  accepts(uri: ConnectUri): boolean;
+  open(uri: ConnectUri, ctx: DriverOpenContext): Promise<DriverConnection>;
+}

@@ -1,0 +1,14 @@
+export * as xdr from './xdr/codec.js';
+export { XdrError, XdrReader, XdrWriter, type Codec, type Infer } from './xdr/codec.js';
+export * from './errors.js';
+export * from './credentials.js';
+export * from './uri.js';
+export * from './tokens.js';
+export * as remote from './protocol/remote.js';
+export { AuthType, RemoteProc, REMOTE_PROGRAM, Feature, DomainState, ListDomainsFlag, OpenFlag } from './protocol/remote.js';
+export * from './contracts/auth.js';
+export * from './contracts/sasl.js';
+export * from './contracts/driver.js';
+export * from './contracts/transport.js';
+export * from './contracts/userdb.js';
+export * from './rpc/index.js';

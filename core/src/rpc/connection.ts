@@ -1,0 +1,332 @@
+// One RPC connection over a byte stream, usable from both ends: calls with serials matched to
+// replies (many in flight), dispatch of incoming calls with a per-connection concurrency bound,
+// MESSAGE packets routed by program, and keepalive. It knows nothing of any particular program.
+
+import { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
+import { XdrReader, type Codec, xvoid } from '../xdr/codec.js';
+import { ErrorCode, ErrorDomain, VirError, rpcError } from '../errors.js';
+import { FramingError, PacketFramer } from './framer.js';
+import { encodePacket, errorPayload, errorToPayload, MessageStatus, MessageType, payloadToError, readHeader, type Header } from './packet.js';
+import { KEEPALIVE_PROGRAM, KEEPALIVE_VERSION, KeepaliveProc } from './keepalive.js';
+
+export interface Reply<R = unknown> {
+  codec: Codec<R>;
+  value: R;
+}
+
+/** Handles one incoming CALL; resolves with the reply payload or rejects with a VirError. */
+export type CallHandler = (header: Header, body: XdrReader) => Promise<Reply> | Reply;
+/** Handles one incoming MESSAGE packet of a program. */
+export type MessageHandler = (header: Header, body: XdrReader) => void;
+
+export interface RpcConnectionOptions {
+  /** Calls dispatched at once; further input waits (the socket is paused). libvirt: 5. */
+  maxConcurrentCalls?: number;
+  /** Largest number of replies a client waits for at once. */
+  maxPendingCalls?: number;
+}
+
+interface PendingCall {
+  prog: number;
+  vers: number;
+  proc: number;
+  ret: Codec<unknown>;
+  resolve(v: unknown): void;
+  reject(e: unknown): void;
+}
+
+export interface CallOptions {
+  signal?: AbortSignal;
+}
+
+let nextConnectionId = 1;
+
+export class RpcConnection extends EventEmitter {
+  readonly id = nextConnectionId++;
+  private readonly framer = new PacketFramer();
+  private readonly pending = new Map<number, PendingCall>();
+  private readonly messageHandlers = new Map<number, MessageHandler>();
+  private callHandler: CallHandler | null = null;
+  private serial = 0;
+  private inFlight = 0;
+  private readonly maxConcurrent: number;
+  private readonly maxPending: number;
+  private paused = false;
+  private corked = false;
+  private closedError: VirError | null = null;
+  private isClosed = false;
+  private keepaliveTimer: NodeJS.Timeout | null = null;
+  private lastReceived = Date.now();
+  private unansweredPings = 0;
+  private readonly closedPromise: Promise<VirError | null>;
+  private resolveClosed!: (e: VirError | null) => void;
+
+  constructor(readonly stream: Duplex, opts: RpcConnectionOptions = {}) {
+    super();
+    this.maxConcurrent = opts.maxConcurrentCalls ?? 5;
+    this.maxPending = opts.maxPendingCalls ?? 65536;
+    this.closedPromise = new Promise((r) => (this.resolveClosed = r));
+    stream.on('data', (chunk: Buffer) => this.onData(chunk));
+    stream.on('end', () => this.close(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: 'End of file while reading data: Input/output error' })));
+    stream.on('error', (e: NodeJS.ErrnoException) =>
+      this.close(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: `Cannot recv data: ${e.message}`, cause: e })),
+    );
+    stream.on('close', () => this.close(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: 'Connection closed' })));
+  }
+
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  /** Resolves when the connection has closed, with the reason (null for a local close()). */
+  whenClosed(): Promise<VirError | null> {
+    return this.closedPromise;
+  }
+
+  setCallHandler(handler: CallHandler): void {
+    this.callHandler = handler;
+  }
+
+  /** Routes MESSAGE packets of a program (other than keepalive) to a handler. */
+  onProgramMessage(prog: number, handler: MessageHandler): void {
+    this.messageHandlers.set(prog, handler);
+  }
+
+  /** Issues a call and resolves with the decoded reply, or rejects with the peer's VirError. */
+  call<A, R>(prog: number, vers: number, proc: number, args: Codec<A>, value: A, ret: Codec<R>, opts: CallOptions = {}): Promise<R> {
+    if (this.isClosed) return Promise.reject(this.closedError ?? rpcError('client socket is closed'));
+    if (this.pending.size >= this.maxPending) return Promise.reject(rpcError('too many calls in flight'));
+    const serial = this.serial;
+    this.serial = (this.serial + 1) >>> 0;
+    const packet = encodePacket({ prog, vers, proc, type: MessageType.CALL, serial, status: MessageStatus.OK }, args, value);
+    return new Promise<R>((resolve, reject) => {
+      const entry: PendingCall = { prog, vers, proc, ret: ret as Codec<unknown>, resolve: resolve as (v: unknown) => void, reject };
+      if (opts.signal) {
+        const signal = opts.signal;
+        if (signal.aborted) return reject(signal.reason);
+        const onAbort = () => {
+          // The reply, if it still comes, is dropped: the serial is no longer pending.
+          if (this.pending.delete(serial)) reject(signal.reason);
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+        entry.resolve = (v) => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(v as R);
+        };
+        entry.reject = (e) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(e);
+        };
+      }
+      this.pending.set(serial, entry);
+      this.write(packet);
+    });
+  }
+
+  /** Sends a MESSAGE packet (events, relay requests): serial 0, status OK. */
+  sendMessage<T>(prog: number, vers: number, proc: number, codec: Codec<T>, value: T): void {
+    if (this.isClosed) return;
+    this.write(encodePacket({ prog, vers, proc, type: MessageType.MESSAGE, serial: 0, status: MessageStatus.OK }, codec, value));
+  }
+
+  /**
+   * Starts sending PINGs when the peer has been silent for `intervalSec`; after `count`
+   * unanswered PINGs the connection is closed. Only call once the peer said it supports them.
+   */
+  startKeepalive(intervalSec: number, count: number): void {
+    if (intervalSec <= 0 || this.keepaliveTimer || this.isClosed) return;
+    const intervalMs = intervalSec * 1000;
+    this.keepaliveTimer = setInterval(() => {
+      if (Date.now() - this.lastReceived < intervalMs) return;
+      if (this.unansweredPings >= count) {
+        this.close(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: 'connection closed due to keepalive timeout' }));
+        return;
+      }
+      this.unansweredPings++;
+      this.sendMessage(KEEPALIVE_PROGRAM, KEEPALIVE_VERSION, KeepaliveProc.PING, xvoid, undefined);
+    }, Math.min(intervalMs, 1000));
+    this.keepaliveTimer.unref();
+  }
+
+  /** Closes the connection; pending calls fail with `reason` (or a generic closed error). */
+  close(reason: VirError | null = null): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    this.closedError = reason;
+    if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
+    const err = reason ?? rpcError('client socket is closed');
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+    this.messageHandlers.clear();
+    if (!this.stream.destroyed) {
+      this.stream.end();
+      // Give a final reply a moment to flush, then make sure the descriptor goes.
+      setTimeout(() => this.stream.destroy(), 50).unref();
+    }
+    this.resolveClosed(reason);
+    this.emit('close', reason);
+  }
+
+  /** Writes a reply to a call, then closes (CONNECT_CLOSE's semantics). */
+  closeAfterFlush(): void {
+    if (this.corked) {
+      this.corked = false;
+      this.stream.uncork();
+    }
+    this.close(null);
+  }
+
+  private write(packet: Buffer): void {
+    if (!this.corked) {
+      // Coalesce packets written in the same tick into one syscall (pipelined calls, replies).
+      this.corked = true;
+      this.stream.cork();
+      process.nextTick(() => {
+        if (!this.corked) return;
+        this.corked = false;
+        this.stream.uncork();
+      });
+    }
+    this.stream.write(packet);
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.isClosed) return;
+    this.lastReceived = Date.now();
+    this.unansweredPings = 0;
+    try {
+      this.framer.push(chunk, (p) => this.onPacket(p));
+    } catch (e) {
+      if (e instanceof FramingError) {
+        this.emit('protocolError', e);
+        this.close(rpcError(e.message));
+        return;
+      }
+      throw e;
+    }
+  }
+
+  private onPacket(packet: Buffer): void {
+    if (this.isClosed) return;
+    const r = new XdrReader(packet, 4);
+    const h = readHeader(r);
+    if (h.prog === KEEPALIVE_PROGRAM) {
+      if (h.type === MessageType.MESSAGE && h.proc === KeepaliveProc.PING) {
+        this.sendMessage(KEEPALIVE_PROGRAM, KEEPALIVE_VERSION, KeepaliveProc.PONG, xvoid, undefined);
+      }
+      return;
+    }
+    switch (h.type) {
+      case MessageType.REPLY:
+      case MessageType.REPLY_WITH_FDS:
+        this.onReply(h, r);
+        return;
+      case MessageType.CALL:
+      case MessageType.CALL_WITH_FDS:
+        this.onCall(h, r);
+        return;
+      case MessageType.MESSAGE: {
+        const handler = this.messageHandlers.get(h.prog);
+        if (handler) {
+          try {
+            handler(h, r);
+          } catch (e) {
+            this.emit('protocolError', e);
+          }
+        }
+        return;
+      }
+      default:
+        // Streams are not used by the procedures virtauth serves; libvirtd drops stray ones too.
+        this.emit('protocolError', new Error(`unexpected message type ${h.type}`));
+    }
+  }
+
+  private onReply(h: Header, r: XdrReader): void {
+    const p = this.pending.get(h.serial);
+    if (!p) {
+      this.emit('protocolError', new Error(`reply with serial ${h.serial} matches no call`));
+      return;
+    }
+    this.pending.delete(h.serial);
+    if (p.prog !== h.prog || p.vers !== h.vers || p.proc !== h.proc) {
+      p.reject(rpcError(`Unexpected message proc ${h.proc} != ${p.proc}`));
+      return;
+    }
+    try {
+      if (h.status === MessageStatus.OK) {
+        p.resolve(p.ret.decode(r));
+      } else if (h.status === MessageStatus.ERROR) {
+        p.reject(rewriteUnknownProcedure(payloadToError(errorPayload.decode(r))));
+      } else {
+        p.reject(rpcError(`Unexpected message status ${h.status}`));
+      }
+    } catch (e) {
+      p.reject(rpcError(`Unable to decode message payload: ${(e as Error).message}`));
+    }
+  }
+
+  private onCall(h: Header, r: XdrReader): void {
+    if (!this.callHandler) {
+      this.replyError(h, rpcError(`Cannot find program ${h.prog} version ${h.vers}`));
+      return;
+    }
+    this.inFlight++;
+    if (this.inFlight >= this.maxConcurrent && !this.paused) {
+      this.paused = true;
+      this.stream.pause();
+    }
+    let result: Promise<Reply> | Reply;
+    try {
+      result = this.callHandler(h, r);
+    } catch (e) {
+      result = Promise.reject(e);
+    }
+    Promise.resolve(result).then(
+      (reply) => {
+        this.callDone();
+        if (this.isClosed) return;
+        try {
+          this.write(encodePacket({ ...h, type: MessageType.REPLY, status: MessageStatus.OK }, reply.codec, reply.value));
+        } catch (e) {
+          this.replyError(h, toVirError(e));
+        }
+      },
+      (e) => {
+        this.callDone();
+        this.replyError(h, toVirError(e));
+      },
+    );
+  }
+
+  private callDone(): void {
+    this.inFlight--;
+    if (this.paused && this.inFlight < this.maxConcurrent && !this.isClosed) {
+      this.paused = false;
+      this.stream.resume();
+    }
+  }
+
+  replyError(h: Header, e: VirError): void {
+    if (this.isClosed) return;
+    this.write(encodePacket({ ...h, type: MessageType.REPLY, status: MessageStatus.ERROR }, errorPayload, errorToPayload(e)));
+  }
+}
+
+/** Any thrown value as the VirError a peer should see. */
+export function toVirError(e: unknown): VirError {
+  if (e instanceof VirError) return e;
+  return new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.RPC, detail: e instanceof Error ? e.message : String(e), cause: e });
+}
+
+/**
+ * As libvirt's client does: an "unknown procedure" RPC error from the peer means the peer lacks
+ * the call, reported as NO_SUPPORT with the text kept, so callers can fall back.
+ */
+function rewriteUnknownProcedure(e: VirError): VirError {
+  if ((e.domain === ErrorDomain.REMOTE || e.domain === ErrorDomain.RPC) && e.code === ErrorCode.RPC && e.level === 2 && e.message.startsWith('unknown procedure')) {
+    return new VirError({ code: ErrorCode.NO_SUPPORT, domain: e.domain, message: e.message, level: e.level, str1: e.str1, str2: e.str2, str3: e.str3, int1: e.int1, int2: e.int2 });
+  }
+  return e;
+}

@@ -1,0 +1,85 @@
+// Splits a byte stream into whole packets. The length word is checked before anything is
+// allocated for the packet, so a peer cannot make us reserve more than PACKET_MAX bytes.
+
+import { PACKET_MAX, PACKET_MIN } from './packet.js';
+
+export class FramingError extends Error {
+  override readonly name = 'FramingError';
+}
+
+export class PacketFramer {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private expected = -1;
+
+  /** Feeds bytes; calls `onPacket` for each complete packet (length word included). */
+  push(chunk: Buffer, onPacket: (packet: Buffer) => void): void {
+    // Fast path: nothing buffered and the chunk holds whole packets.
+    if (this.buffered === 0) {
+      let off = 0;
+      while (chunk.length - off >= 4) {
+        const len = chunk.readUInt32BE(off);
+        this.check(len);
+        if (chunk.length - off < len) break;
+        onPacket(chunk.subarray(off, off + len));
+        off += len;
+      }
+      if (off === chunk.length) return;
+      chunk = chunk.subarray(off);
+    }
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    for (;;) {
+      if (this.expected < 0) {
+        if (this.buffered < 4) return;
+        const head = this.peek4();
+        this.check(head);
+        this.expected = head;
+      }
+      if (this.buffered < this.expected) return;
+      const packet = this.take(this.expected);
+      this.expected = -1;
+      onPacket(packet);
+    }
+  }
+
+  /** Bytes held for a packet that has not fully arrived. */
+  get pending(): number {
+    return this.buffered;
+  }
+
+  private check(len: number): void {
+    if (len < PACKET_MIN) throw new FramingError(`packet length ${len} is below the minimum of ${PACKET_MIN}`);
+    if (len > PACKET_MAX) throw new FramingError(`packet length ${len} exceeds the maximum of ${PACKET_MAX}`);
+  }
+
+  private peek4(): number {
+    const first = this.chunks[0]!;
+    if (first.length >= 4) return first.readUInt32BE(0);
+    const b = Buffer.concat(this.chunks, Math.min(4, this.buffered));
+    return b.readUInt32BE(0);
+  }
+
+  private take(n: number): Buffer {
+    const first = this.chunks[0]!;
+    let out: Buffer;
+    if (first.length >= n) {
+      out = first.subarray(0, n);
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+    } else {
+      out = Buffer.allocUnsafe(n);
+      let off = 0;
+      while (off < n) {
+        const c = this.chunks[0]!;
+        const k = Math.min(c.length, n - off);
+        c.copy(out, off, 0, k);
+        off += k;
+        if (k === c.length) this.chunks.shift();
+        else this.chunks[0] = c.subarray(k);
+      }
+    }
+    this.buffered -= n;
+    return out;
+  }
+}

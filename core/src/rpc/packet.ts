@@ -1,0 +1,105 @@
+// libvirt RPC packets: a length word, a 24-byte header, an XDR payload (virnetprotocol.x).
+
+import * as x from '../xdr/codec.js';
+import { XdrReader, XdrWriter, type Codec } from '../xdr/codec.js';
+import { VirError } from '../errors.js';
+
+export const MESSAGE_MAX = 33554432;
+export const MESSAGE_LEN_MAX = 4;
+export const MESSAGE_HEADER_SIZE = 24;
+/** Smallest packet: length word + header, void payload. */
+export const PACKET_MIN = MESSAGE_LEN_MAX + MESSAGE_HEADER_SIZE;
+/** Largest value the length word may carry. */
+export const PACKET_MAX = MESSAGE_MAX + MESSAGE_LEN_MAX;
+export const MESSAGE_STRING_MAX = 4194304;
+
+export const MessageType = {
+  CALL: 0,
+  REPLY: 1,
+  MESSAGE: 2,
+  STREAM: 3,
+  CALL_WITH_FDS: 4,
+  REPLY_WITH_FDS: 5,
+  STREAM_HOLE: 6,
+} as const;
+export type MessageType = (typeof MessageType)[keyof typeof MessageType];
+
+export const MessageStatus = { OK: 0, ERROR: 1, CONTINUE: 2 } as const;
+export type MessageStatus = (typeof MessageStatus)[keyof typeof MessageStatus];
+
+export interface Header {
+  prog: number;
+  vers: number;
+  proc: number;
+  type: number;
+  serial: number;
+  status: number;
+}
+
+export function readHeader(r: XdrReader): Header {
+  return { prog: r.uint(), vers: r.uint(), proc: r.int(), type: r.int(), serial: r.uint(), status: r.int() };
+}
+
+/** Encodes a whole packet (length word, header, payload) in one buffer. */
+export function encodePacket<T>(h: Header, codec: Codec<T>, payload: T, sizeHint = 128): Buffer {
+  const w = new XdrWriter(PACKET_MIN + sizeHint, PACKET_MIN);
+  codec.encode(w, payload);
+  const len = w.offset;
+  if (len > PACKET_MAX) throw new VirError({ code: 39, domain: 7, detail: `message payload of ${len - PACKET_MIN} bytes exceeds the maximum of ${MESSAGE_MAX - MESSAGE_HEADER_SIZE}` });
+  w.setUint32At(0, len);
+  w.setUint32At(4, h.prog);
+  w.setUint32At(8, h.vers);
+  w.setUint32At(12, h.proc >>> 0);
+  w.setUint32At(16, h.type >>> 0);
+  w.setUint32At(20, h.serial);
+  w.setUint32At(24, h.status >>> 0);
+  return w.finish();
+}
+
+/** `virNetMessageError` / `remote_error`. */
+const nonnullString = x.string(MESSAGE_STRING_MAX);
+const optString = x.optional(nonnullString);
+export const errorPayload = x.struct({
+  code: x.int,
+  domain: x.int,
+  message: optString,
+  level: x.int,
+  dom: x.optional(x.struct({ name: nonnullString, uuid: x.fixedOpaque(16), id: x.int })),
+  str1: optString,
+  str2: optString,
+  str3: optString,
+  int1: x.int,
+  int2: x.int,
+  net: x.optional(x.struct({ name: nonnullString, uuid: x.fixedOpaque(16) })),
+});
+export type ErrorPayload = x.Infer<typeof errorPayload>;
+
+export function errorToPayload(e: VirError): ErrorPayload {
+  return {
+    code: e.code,
+    domain: e.domain,
+    message: e.message,
+    level: e.level,
+    dom: null,
+    str1: e.str1,
+    str2: e.str2,
+    str3: e.str3,
+    int1: e.int1,
+    int2: e.int2,
+    net: null,
+  };
+}
+
+export function payloadToError(p: ErrorPayload): VirError {
+  return new VirError({
+    code: p.code,
+    domain: p.domain,
+    message: p.message ?? 'Library function returned error but did not set virError',
+    level: p.level,
+    str1: p.str1,
+    str2: p.str2,
+    str3: p.str3,
+    int1: p.int1,
+    int2: p.int2,
+  });
+}
