@@ -1,1 +1,6 @@
-export {};
+export * from './config.js';
+export * from './server.js';
+export * from './session.js';
+export * from './logger.js';
+export { createRemoteProgram, authFailed } from './remote-program.js';
+export { createDaemon, type DaemonHandle, type CreateDaemonOptions } from './daemon.js';

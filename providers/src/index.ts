@@ -1,1 +1,2 @@
-export {};
+export { noneAuthProvider } from './none.js';
+export { registerDefaultProviders } from './register.js';

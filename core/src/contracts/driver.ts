@@ -25,6 +25,16 @@ export interface NodeInfo {
   threads: number;
 }
 
+export interface SecurityModel {
+  model: string;
+  doi: string;
+}
+
+export interface SecurityLabel {
+  label: string;
+  enforcing: boolean;
+}
+
 export interface DriverOpenContext {
   /** Credentials for the driver's own login: auth.conf, then the caller's callback (or relay). */
   requestCredentials: CredentialRequester;
@@ -58,6 +68,14 @@ export interface DriverConnection {
   getDomainState(dom: DomainRef): Promise<{ state: number; reason: number }>;
   getDomainXmlDesc(dom: DomainRef, flags: number): Promise<string>;
   close(): Promise<void>;
+  // Optional details (virsh dominfo asks for them); a driver without one answers NO_SUPPORT.
+  getDomainOsType?(dom: DomainRef): Promise<string>;
+  getDomainAutostart?(dom: DomainRef): Promise<boolean>;
+  isDomainPersistent?(dom: DomainRef): Promise<boolean>;
+  hasManagedSaveImage?(dom: DomainRef): Promise<boolean>;
+  getSecurityModel?(): Promise<SecurityModel>;
+  getDomainSecurityLabel?(dom: DomainRef): Promise<SecurityLabel>;
+  getDomainMessages?(dom: DomainRef, flags: number): Promise<string[]>;
 }
 
 export interface Driver {
@@ -69,4 +87,12 @@ export interface Driver {
    */
   accepts(uri: ConnectUri): boolean;
   open(uri: ConnectUri, ctx: DriverOpenContext): Promise<DriverConnection>;
+}
+
+/**
+ * Picks the driver for a URI as virConnectOpen does: local drivers first, then the remote
+ * driver for whatever names a transport or host that no local driver claims.
+ */
+export function selectDriver(drivers: readonly Driver[], uri: ConnectUri): Driver | undefined {
+  return drivers.find((d) => d.name !== 'remote' && d.accepts(uri)) ?? drivers.find((d) => d.name === 'remote' && d.accepts(uri));
 }

@@ -5,10 +5,17 @@ import * as x from '../xdr/codec.js';
 export const REMOTE_PROGRAM = 0x20008086;
 export const REMOTE_PROTOCOL_VERSION = 1;
 
+/** The libvirt API level virtauth implements, reported as the daemon's library version. */
+export const LIBVIRT_API_VERSION = 9000000n;
+
 export const REMOTE_STRING_MAX = 4194304;
 export const REMOTE_DOMAIN_LIST_MAX = 16384;
 export const REMOTE_AUTH_TYPE_LIST_MAX = 20;
 export const REMOTE_AUTH_SASL_DATA_MAX = 65536;
+export const REMOTE_DOMAIN_MESSAGES_MAX = 2048;
+export const SECURITY_MODEL_BUFLEN = 257;
+export const SECURITY_DOI_BUFLEN = 257;
+export const SECURITY_LABEL_BUFLEN = 4097;
 
 /** `remote_auth_type`; the daemon's per-socket setting uses the same numbers. */
 export const AuthType = { NONE: 0, SASL: 1, POLKIT: 2 } as const;
@@ -21,7 +28,10 @@ export const RemoteProc = {
   CONNECT_GET_VERSION: 4,
   NODE_GET_INFO: 6,
   DOMAIN_GET_XML_DESC: 14,
+  DOMAIN_GET_AUTOSTART: 15,
   DOMAIN_GET_INFO: 16,
+  DOMAIN_GET_MAX_MEMORY: 17,
+  DOMAIN_GET_OS_TYPE: 19,
   CONNECT_LIST_DEFINED_DOMAINS: 21,
   DOMAIN_LOOKUP_BY_ID: 22,
   DOMAIN_LOOKUP_BY_NAME: 23,
@@ -37,14 +47,18 @@ export const RemoteProc = {
   AUTH_SASL_STEP: 69,
   AUTH_POLKIT: 70,
   CONNECT_GET_URI: 110,
+  DOMAIN_GET_SECURITY_LABEL: 121,
+  NODE_GET_SECURITY_MODEL: 122,
   CONNECT_IS_SECURE: 149,
   DOMAIN_IS_ACTIVE: 150,
   DOMAIN_IS_PERSISTENT: 151,
   CONNECT_GET_LIB_VERSION: 157,
+  DOMAIN_HAS_MANAGED_SAVE_IMAGE: 183,
   DOMAIN_GET_STATE: 212,
   CONNECT_LIST_ALL_DOMAINS: 273,
   CONNECT_REGISTER_CLOSE_CALLBACK: 360,
   CONNECT_UNREGISTER_CLOSE_CALLBACK: 361,
+  DOMAIN_GET_MESSAGES: 426,
 } as const;
 export type RemoteProc = (typeof RemoteProc)[keyof typeof RemoteProc];
 
@@ -156,3 +170,23 @@ export const domainGetStateArgs = x.struct({ dom: nonnullDomain, flags: x.uint }
 export const domainGetStateRet = x.struct({ state: x.int, reason: x.int });
 export const domainIsActiveRet = x.struct({ active: x.int });
 export const domainIsPersistentRet = x.struct({ persistent: x.int });
+export const domainGetAutostartRet = x.struct({ autostart: x.int });
+export const domainGetMaxMemoryRet = x.struct({ memory: x.uhyper });
+export const domainGetOsTypeRet = x.struct({ type: nonnullString });
+export const domainFlagsArgs = x.struct({ dom: nonnullDomain, flags: x.uint });
+export const domainHasManagedSaveImageRet = x.struct({ result: x.int });
+// Security model and label travel as `char<>` arrays holding a NUL-terminated C string.
+export const nodeGetSecurityModelRet = x.struct({ model: x.charArray(SECURITY_MODEL_BUFLEN), doi: x.charArray(SECURITY_DOI_BUFLEN) });
+export const domainGetSecurityLabelRet = x.struct({ label: x.charArray(SECURITY_LABEL_BUFLEN), enforcing: x.int });
+export const domainGetMessagesRet = x.struct({ msgs: x.array(nonnullString, REMOTE_DOMAIN_MESSAGES_MAX) });
+
+/** A C string as libvirt puts it in a `char<>` array: the bytes and the terminating NUL. */
+export function cString(s: string): Buffer {
+  return Buffer.concat([Buffer.from(s, 'utf8'), Buffer.alloc(1)]);
+}
+
+/** The text of a `char<>` array holding a C string (up to the first NUL). */
+export function fromCString(b: Buffer): string {
+  const nul = b.indexOf(0);
+  return b.toString('utf8', 0, nul < 0 ? b.length : nul);
+}

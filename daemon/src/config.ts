@@ -1,0 +1,217 @@
+// virtauthd's configuration: libvirtd.conf syntax and libvirt's key names, with defaults that
+// serve out of the box.
+
+import { readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { AuthType, ErrorCode, ErrorDomain, VirError } from '@virtauth/core';
+
+export type ConfValue = number | string | string[];
+
+function confError(file: string, line: number, why: string): VirError {
+  return new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `${file}:${line}: ${why}` });
+}
+
+/**
+ * Parses libvirt's config syntax: `key = value` where value is an integer, a "string" (or
+ * 'string'), or a [ list, of, strings ] that may span lines; `#` starts a comment.
+ */
+export function parseConf(text: string, file = 'config'): Map<string, ConfValue> {
+  const out = new Map<string, ConfValue>();
+  let i = 0;
+  let line = 1;
+  const n = text.length;
+  const skipBlank = (newlines: boolean) => {
+    while (i < n) {
+      const c = text[i]!;
+      if (c === '#') {
+        while (i < n && text[i] !== '\n') i++;
+      } else if (c === ' ' || c === '\t' || c === '\r') {
+        i++;
+      } else if (c === '\n' && newlines) {
+        line++;
+        i++;
+      } else break;
+    }
+  };
+  const readString = (): string => {
+    const quote = text[i]!;
+    i++;
+    let s = '';
+    while (i < n && text[i] !== quote) {
+      if (text[i] === '\n') throw confError(file, line, 'unterminated string');
+      s += text[i++];
+    }
+    if (i >= n) throw confError(file, line, 'unterminated string');
+    i++;
+    return s;
+  };
+  while (i < n) {
+    skipBlank(true);
+    if (i >= n) break;
+    const keyMatch = /^[A-Za-z_][A-Za-z0-9_]*/.exec(text.slice(i, i + 256));
+    if (!keyMatch) throw confError(file, line, `expected a setting name, found '${text[i]}'`);
+    const key = keyMatch[0];
+    i += key.length;
+    skipBlank(false);
+    if (text[i] !== '=') throw confError(file, line, `expected '=' after '${key}'`);
+    i++;
+    skipBlank(false);
+    let value: ConfValue;
+    const c = text[i];
+    if (c === '"' || c === "'") {
+      value = readString();
+    } else if (c === '[') {
+      i++;
+      const list: string[] = [];
+      for (;;) {
+        skipBlank(true);
+        if (text[i] === ']') {
+          i++;
+          break;
+        }
+        if (text[i] !== '"' && text[i] !== "'") throw confError(file, line, `list '${key}' may only hold strings`);
+        list.push(readString());
+        skipBlank(true);
+        if (text[i] === ',') i++;
+        else if (text[i] !== ']') throw confError(file, line, `expected ',' or ']' in list '${key}'`);
+      }
+      value = list;
+    } else {
+      const m = /^-?\d+/.exec(text.slice(i, i + 32));
+      if (!m) throw confError(file, line, `value of '${key}' must be a number, a "string" or a [list]`);
+      value = Number(m[0]);
+      i += m[0].length;
+    }
+    skipBlank(false);
+    if (i < n && text[i] !== '\n') throw confError(file, line, `unexpected text after the value of '${key}'`);
+    out.set(key, value);
+  }
+  return out;
+}
+
+export interface DaemonConfig {
+  unixSockDir: string;
+  unixSockGroup: string | null;
+  unixSockRwPerms: number;
+  unixSockRoPerms: number;
+  authUnixRw: AuthType;
+  authUnixRo: AuthType;
+  listenTcp: boolean;
+  listenAddr: string;
+  tcpPort: number;
+  authTcp: AuthType;
+  maxClients: number;
+  maxQueuedClients: number;
+  maxAnonymousClients: number;
+  maxClientRequests: number;
+  keepaliveInterval: number;
+  keepaliveCount: number;
+  /** libvirt's log levels: 1 debug, 2 info, 3 warning, 4 error. */
+  logLevel: number;
+  /** Name this daemon gives itself in relayed requests' origin chains. */
+  daemonName: string;
+  /** The URI opened when a client's CONNECT_OPEN carries no name. */
+  defaultUri: string;
+  /** Settings this version does not interpret, kept for plugins. */
+  extra: Map<string, ConfValue>;
+}
+
+function defaultSockDir(): string {
+  if (process.getuid?.() === 0) return '/run/virtauth';
+  const runtime = process.env.XDG_RUNTIME_DIR;
+  return runtime ? join(runtime, 'virtauth') : join(homedir(), '.cache', 'virtauth', 'run');
+}
+
+export function defaultConfig(): DaemonConfig {
+  return {
+    unixSockDir: defaultSockDir(),
+    unixSockGroup: null,
+    unixSockRwPerms: 0o700,
+    unixSockRoPerms: 0o777,
+    authUnixRw: AuthType.NONE,
+    authUnixRo: AuthType.NONE,
+    listenTcp: false,
+    listenAddr: '127.0.0.1',
+    tcpPort: 16509,
+    authTcp: AuthType.SASL,
+    maxClients: 5000,
+    maxQueuedClients: 1000,
+    maxAnonymousClients: 20,
+    maxClientRequests: 5,
+    keepaliveInterval: 5,
+    keepaliveCount: 5,
+    logLevel: 3,
+    daemonName: 'virtauthd',
+    defaultUri: 'test:///default',
+    extra: new Map(),
+  };
+}
+
+const AUTH_NAMES: Record<string, AuthType> = { none: AuthType.NONE, sasl: AuthType.SASL, polkit: AuthType.POLKIT };
+
+export function authTypeName(t: number): string {
+  for (const [k, v] of Object.entries(AUTH_NAMES)) if (v === t) return k;
+  return String(t);
+}
+
+/** Applies parsed settings over the defaults, checking each value's type and range. */
+export function buildConfig(settings: Map<string, ConfValue>, file = 'config'): DaemonConfig {
+  const cfg = defaultConfig();
+  const bad = (key: string, why: string) => new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `${file}: ${key}: ${why}` });
+  const str = (key: string, v: ConfValue): string => {
+    if (typeof v !== 'string') throw bad(key, 'expected a "string"');
+    return v;
+  };
+  const int = (key: string, v: ConfValue, min: number, max: number): number => {
+    const num = typeof v === 'string' && /^-?\d+$/.test(v) ? Number(v) : v;
+    if (typeof num !== 'number' || !Number.isInteger(num) || num < min || num > max) throw bad(key, `expected an integer from ${min} to ${max}`);
+    return num;
+  };
+  const perms = (key: string, v: ConfValue): number => {
+    const s = str(key, v);
+    if (!/^0?[0-7]{3,4}$/.test(s)) throw bad(key, 'expected an octal mode such as "0770"');
+    return parseInt(s, 8);
+  };
+  const auth = (key: string, v: ConfValue): AuthType => {
+    const t = AUTH_NAMES[str(key, v)];
+    if (t === undefined) throw bad(key, `unknown authentication scheme '${v}' (expected none, sasl or polkit)`);
+    return t;
+  };
+  for (const [key, v] of settings) {
+    switch (key) {
+      case 'unix_sock_dir': cfg.unixSockDir = str(key, v); break;
+      case 'unix_sock_group': cfg.unixSockGroup = str(key, v); break;
+      case 'unix_sock_rw_perms': cfg.unixSockRwPerms = perms(key, v); break;
+      case 'unix_sock_ro_perms': cfg.unixSockRoPerms = perms(key, v); break;
+      case 'auth_unix_rw': cfg.authUnixRw = auth(key, v); break;
+      case 'auth_unix_ro': cfg.authUnixRo = auth(key, v); break;
+      case 'listen_tcp': cfg.listenTcp = int(key, v, 0, 1) === 1; break;
+      case 'listen_addr': cfg.listenAddr = str(key, v); break;
+      case 'tcp_port': cfg.tcpPort = int(key, v, 0, 65535); break;
+      case 'auth_tcp': cfg.authTcp = auth(key, v); break;
+      case 'max_clients': cfg.maxClients = int(key, v, 1, 1_000_000); break;
+      case 'max_queued_clients': cfg.maxQueuedClients = int(key, v, 0, 1_000_000); break;
+      case 'max_anonymous_clients': cfg.maxAnonymousClients = int(key, v, 0, 1_000_000); break;
+      case 'max_client_requests': cfg.maxClientRequests = int(key, v, 1, 10_000); break;
+      case 'keepalive_interval': cfg.keepaliveInterval = int(key, v, -1, 86400); break;
+      case 'keepalive_count': cfg.keepaliveCount = int(key, v, 0, 1000); break;
+      case 'log_level': cfg.logLevel = int(key, v, 1, 4); break;
+      case 'daemon_name': cfg.daemonName = str(key, v); break;
+      case 'default_uri': cfg.defaultUri = str(key, v); break;
+      default: cfg.extra.set(key, v);
+    }
+  }
+  return cfg;
+}
+
+export function loadConfig(file: string | null): DaemonConfig {
+  if (!file) return defaultConfig();
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `cannot read configuration file ${file}: ${(e as Error).message}` });
+  }
+  return buildConfig(parseConf(text, file), file);
+}

@@ -1,0 +1,41 @@
+// Assembles virtauthd: a container with the shipped plugins, the server, its listeners.
+
+import type { Logger } from 'pino';
+import { container as rootContainer, type DependencyContainer } from 'tsyringe';
+import { registerDefaultProviders } from '@virtauth/providers';
+import { registerDefaultDrivers } from '@virtauth/drivers';
+import type { DaemonConfig } from './config.js';
+import { createLogger } from './logger.js';
+import { VirtauthServer, type DaemonExtension, type ListenerInfo, type ListenerSpec } from './server.js';
+
+export interface CreateDaemonOptions {
+  config: DaemonConfig;
+  /** A container that already holds extra plugins; the shipped ones are added to a child. */
+  container?: DependencyContainer;
+  logger?: Logger;
+  listeners?: ListenerSpec[];
+  extensions?: DaemonExtension[];
+}
+
+export interface DaemonHandle {
+  server: VirtauthServer;
+  listeners: ListenerInfo[];
+  container: DependencyContainer;
+  stop(): Promise<void>;
+}
+
+export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHandle> {
+  const container = (opts.container ?? rootContainer).createChildContainer();
+  registerDefaultProviders(container);
+  registerDefaultDrivers(container);
+  const logger = opts.logger ?? createLogger(opts.config.logLevel);
+  const server = new VirtauthServer({
+    config: opts.config,
+    container,
+    logger,
+    ...(opts.listeners ? { listeners: opts.listeners } : {}),
+    ...(opts.extensions ? { extensions: opts.extensions } : {}),
+  });
+  const listeners = await server.start();
+  return { server, listeners, container, stop: () => server.stop() };
+}

@@ -1,0 +1,197 @@
+// The REMOTE program as virtauthd serves it: authentication procedures delegated to providers,
+// connect/domain procedures mapped onto the open DriverConnection.
+
+import {
+  AuthType,
+  ErrorCode,
+  ErrorDomain,
+  Feature,
+  OpenFlag,
+  REMOTE_PROGRAM,
+  REMOTE_PROTOCOL_VERSION,
+  RemoteProc,
+  VirError,
+  remote,
+  xdr,
+  type AuthProvider,
+  type Codec,
+  type DriverConnection,
+  type Procedure,
+  type ProgramDefinition,
+} from '@virtauth/core';
+import type { ClientSession } from './session.js';
+
+export interface RemoteProgramOptions {
+  providers: readonly AuthProvider[];
+  /** Opens the hypervisor connection for CONNECT_OPEN. */
+  open(session: ClientSession, name: string | null, readOnly: boolean): Promise<DriverConnection>;
+  keepaliveInterval: number;
+  keepaliveCount: number;
+}
+
+export const authFailed = (): VirError =>
+  new VirError({ code: ErrorCode.AUTH_FAILED, domain: ErrorDomain.RPC, detail: 'authentication failed' });
+
+function unsupported(fn: string): VirError {
+  return new VirError({ code: ErrorCode.NO_SUPPORT, domain: ErrorDomain.RPC, detail: fn });
+}
+
+type Handler<A, R> = (s: ClientSession, args: A) => Promise<R> | R;
+
+export function createRemoteProgram(opts: RemoteProgramOptions): ProgramDefinition<ClientSession> {
+  const procs = new Map<number, Procedure<any, any, ClientSession>>();
+  const def = <A, R>(proc: number, args: Codec<A>, ret: Codec<R>, handle: Handler<A, R>, needsAuth = true) => {
+    procs.set(proc, { args, ret, handle, needsAuth });
+  };
+  const byType = new Map<number, AuthProvider>();
+  for (const p of opts.providers) byType.set(p.type, p);
+
+  // --- authentication -------------------------------------------------------------------
+  def(RemoteProc.AUTH_LIST, xdr.xvoid, remote.authListRet, async (s) => {
+    if (s.authenticated) return { types: [AuthType.NONE] };
+    const provider = byType.get(s.socketAuth);
+    const override = await provider?.server?.onAuthList?.(s);
+    return { types: override ?? [s.socketAuth] };
+  }, false);
+
+  // Each provider's procedures run only on a socket that requires that provider, before auth.
+  for (const provider of opts.providers) {
+    const server = provider.server;
+    if (!server) continue;
+    for (const [num, p] of Object.entries(server.procedures)) {
+      def(Number(num), p.args, p.ret, async (s, args) => {
+        if (s.authenticated || s.socketAuth !== provider.type) {
+          s.log.warn({ event: 'auth.rejected', proc: Number(num), socketAuth: s.socketAuth }, 'authentication procedure not allowed on this connection');
+          throw authFailed();
+        }
+        return p.handle(s, args);
+      }, false);
+    }
+  }
+  // The libvirt auth procedures no registered provider answers still exist in the protocol.
+  for (const num of [RemoteProc.AUTH_SASL_INIT, RemoteProc.AUTH_SASL_START, RemoteProc.AUTH_SASL_STEP, RemoteProc.AUTH_POLKIT]) {
+    if (procs.has(num)) continue;
+    const args = num === RemoteProc.AUTH_SASL_START ? remote.authSaslStartArgs : num === RemoteProc.AUTH_SASL_STEP ? remote.authSaslStepArgs : xdr.xvoid;
+    def(num, args as Codec<unknown>, xdr.xvoid, () => {
+      throw authFailed();
+    }, false);
+  }
+
+  // --- connection -----------------------------------------------------------------------
+  def(RemoteProc.CONNECT_OPEN, remote.connectOpenArgs, xdr.xvoid, async (s, { name, flags }) => {
+    if (s.driverConn || s.opening) throw new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.RPC, detail: 'connection already open' });
+    const readOnly = s.readOnly || (flags & OpenFlag.READ_ONLY) !== 0;
+    s.driverConn = await opts.open(s, name, readOnly);
+  });
+
+  def(RemoteProc.CONNECT_CLOSE, xdr.xvoid, xdr.xvoid, async (s) => {
+    const conn = s.driverConn;
+    s.driverConn = null;
+    await conn?.close();
+    // The reply goes out first; then the daemon closes the socket, as libvirtd does.
+    setImmediate(() => s.rpc.closeAfterFlush());
+  });
+
+  def(RemoteProc.CONNECT_SUPPORTS_FEATURE, remote.connectSupportsFeatureArgs, remote.connectSupportsFeatureRet, async (s, { feature }) => {
+    if (feature === Feature.PROGRAM_KEEPALIVE) {
+      s.rpc.startKeepalive(opts.keepaliveInterval, opts.keepaliveCount);
+      return { supported: opts.keepaliveInterval > 0 ? 1 : 0 };
+    }
+    if (feature === Feature.REMOTE_CLOSE_CALLBACK || feature === Feature.REMOTE_EVENT_CALLBACK) return { supported: 1 };
+    if (feature === Feature.REMOTE) return { supported: 1 };
+    return { supported: (await s.conn().supportsFeature(feature)) ? 1 : 0 };
+  });
+
+  def(RemoteProc.CONNECT_REGISTER_CLOSE_CALLBACK, xdr.xvoid, xdr.xvoid, (s) => void s.conn());
+  def(RemoteProc.CONNECT_UNREGISTER_CLOSE_CALLBACK, xdr.xvoid, xdr.xvoid, (s) => void s.conn());
+  def(RemoteProc.CONNECT_GET_TYPE, xdr.xvoid, remote.connectGetTypeRet, async (s) => ({ type: await s.conn().getType() }));
+  def(RemoteProc.CONNECT_GET_VERSION, xdr.xvoid, remote.connectGetVersionRet, async (s) => ({ hv_ver: await s.conn().getVersion() }));
+  def(RemoteProc.CONNECT_GET_LIB_VERSION, xdr.xvoid, remote.connectGetLibVersionRet, async (s) => ({ lib_ver: await s.conn().getLibVersion() }));
+  def(RemoteProc.CONNECT_GET_HOSTNAME, xdr.xvoid, remote.connectGetHostnameRet, async (s) => ({ hostname: await s.conn().getHostname() }));
+  def(RemoteProc.CONNECT_GET_URI, xdr.xvoid, remote.connectGetUriRet, async (s) => ({ uri: await s.conn().getUri() }));
+  def(RemoteProc.CONNECT_IS_SECURE, xdr.xvoid, remote.connectIsSecureRet, async (s) => {
+    const conn = s.conn();
+    // The client's link to us counts too: plain TCP is not secure whatever the hypervisor says.
+    return { secure: s.transport.secure && (await conn.isSecure()) ? 1 : 0 };
+  });
+  def(RemoteProc.NODE_GET_INFO, xdr.xvoid, remote.nodeGetInfoRet, async (s) => s.conn().getNodeInfo());
+
+  def(RemoteProc.CONNECT_LIST_ALL_DOMAINS, remote.connectListAllDomainsArgs, remote.connectListAllDomainsRet, async (s, { need_results, flags }) => {
+    const domains = await s.conn().listAllDomains(flags);
+    return { domains: need_results ? domains : [], ret: domains.length };
+  });
+  def(RemoteProc.CONNECT_NUM_OF_DOMAINS, xdr.xvoid, remote.connectNumOfDomainsRet, async (s) => ({
+    num: (await s.conn().listAllDomains(1)).length,
+  }));
+  def(RemoteProc.CONNECT_LIST_DOMAINS, remote.connectListDomainsArgs, remote.connectListDomainsRet, async (s, { maxids }) => {
+    if (maxids < 0 || maxids > remote.REMOTE_DOMAIN_LIST_MAX) throw rpcMax('maxids');
+    return { ids: (await s.conn().listAllDomains(1)).map((d) => d.id).slice(0, maxids) };
+  });
+  def(RemoteProc.CONNECT_NUM_OF_DEFINED_DOMAINS, xdr.xvoid, remote.connectNumOfDomainsRet, async (s) => ({
+    num: (await s.conn().listAllDomains(2)).length,
+  }));
+  def(RemoteProc.CONNECT_LIST_DEFINED_DOMAINS, remote.connectListDefinedDomainsArgs, remote.connectListDefinedDomainsRet, async (s, { maxnames }) => {
+    if (maxnames < 0 || maxnames > remote.REMOTE_DOMAIN_LIST_MAX) throw rpcMax('maxnames');
+    return { names: (await s.conn().listAllDomains(2)).map((d) => d.name).slice(0, maxnames) };
+  });
+
+  // --- domains --------------------------------------------------------------------------
+  def(RemoteProc.DOMAIN_LOOKUP_BY_NAME, remote.domainLookupByNameArgs, remote.domainLookupRet, async (s, { name }) => ({ dom: await s.conn().lookupDomainByName(name) }));
+  def(RemoteProc.DOMAIN_LOOKUP_BY_ID, remote.domainLookupByIdArgs, remote.domainLookupRet, async (s, { id }) => ({ dom: await s.conn().lookupDomainById(id) }));
+  def(RemoteProc.DOMAIN_LOOKUP_BY_UUID, remote.domainLookupByUuidArgs, remote.domainLookupRet, async (s, { uuid }) => ({ dom: await s.conn().lookupDomainByUuid(uuid) }));
+  def(RemoteProc.DOMAIN_GET_INFO, remote.domainArgs, remote.domainGetInfoRet, async (s, { dom }) => s.conn().getDomainInfo(dom));
+  def(RemoteProc.DOMAIN_GET_STATE, remote.domainGetStateArgs, remote.domainGetStateRet, async (s, { dom }) => s.conn().getDomainState(dom));
+  def(RemoteProc.DOMAIN_GET_XML_DESC, remote.domainGetXmlDescArgs, remote.domainGetXmlDescRet, async (s, { dom, flags }) => ({
+    xml: await s.conn().getDomainXmlDesc(dom, flags),
+  }));
+  def(RemoteProc.DOMAIN_IS_ACTIVE, remote.domainArgs, remote.domainIsActiveRet, async (s, { dom }) => {
+    const { state } = await s.conn().getDomainState(dom);
+    return { active: state !== 5 && state !== 0 ? 1 : 0 };
+  });
+  def(RemoteProc.DOMAIN_IS_PERSISTENT, remote.domainArgs, remote.domainIsPersistentRet, async (s, { dom }) => {
+    const c = s.conn();
+    if (!c.isDomainPersistent) throw unsupported('virDomainIsPersistent');
+    return { persistent: (await c.isDomainPersistent(dom)) ? 1 : 0 };
+  });
+  def(RemoteProc.DOMAIN_GET_MAX_MEMORY, remote.domainArgs, remote.domainGetMaxMemoryRet, async (s, { dom }) => ({
+    memory: (await s.conn().getDomainInfo(dom)).maxMem,
+  }));
+  def(RemoteProc.DOMAIN_GET_OS_TYPE, remote.domainArgs, remote.domainGetOsTypeRet, async (s, { dom }) => {
+    const c = s.conn();
+    if (!c.getDomainOsType) throw unsupported('virDomainGetOSType');
+    return { type: await c.getDomainOsType(dom) };
+  });
+  def(RemoteProc.DOMAIN_GET_AUTOSTART, remote.domainArgs, remote.domainGetAutostartRet, async (s, { dom }) => {
+    const c = s.conn();
+    if (!c.getDomainAutostart) throw unsupported('virDomainGetAutostart');
+    return { autostart: (await c.getDomainAutostart(dom)) ? 1 : 0 };
+  });
+  def(RemoteProc.DOMAIN_HAS_MANAGED_SAVE_IMAGE, remote.domainFlagsArgs, remote.domainHasManagedSaveImageRet, async (s, { dom }) => {
+    const c = s.conn();
+    if (!c.hasManagedSaveImage) throw unsupported('virDomainHasManagedSaveImage');
+    return { result: (await c.hasManagedSaveImage(dom)) ? 1 : 0 };
+  });
+  def(RemoteProc.NODE_GET_SECURITY_MODEL, xdr.xvoid, remote.nodeGetSecurityModelRet, async (s) => {
+    const c = s.conn();
+    if (!c.getSecurityModel) throw unsupported('virNodeGetSecurityModel');
+    const m = await c.getSecurityModel();
+    return { model: remote.cString(m.model), doi: remote.cString(m.doi) };
+  });
+  def(RemoteProc.DOMAIN_GET_SECURITY_LABEL, remote.domainArgs, remote.domainGetSecurityLabelRet, async (s, { dom }) => {
+    const c = s.conn();
+    if (!c.getDomainSecurityLabel) throw unsupported('virDomainGetSecurityLabel');
+    const l = await c.getDomainSecurityLabel(dom);
+    return { label: remote.cString(l.label), enforcing: l.enforcing ? 1 : 0 };
+  });
+  def(RemoteProc.DOMAIN_GET_MESSAGES, remote.domainFlagsArgs, remote.domainGetMessagesRet, async (s, { dom, flags }) => {
+    const c = s.conn();
+    if (!c.getDomainMessages) throw unsupported('virDomainGetMessages');
+    return { msgs: await c.getDomainMessages(dom, flags) };
+  });
+
+  return { prog: REMOTE_PROGRAM, vers: REMOTE_PROTOCOL_VERSION, procedures: procs };
+}
+
+function rpcMax(what: string): VirError {
+  return new VirError({ code: ErrorCode.RPC, domain: ErrorDomain.RPC, detail: `${what} > REMOTE_DOMAIN_LIST_MAX` });
+}

@@ -1,0 +1,291 @@
+// virtauthd's listeners and per-connection plumbing: accept, admission limits, dispatch through
+// the registered programs, and orderly shutdown.
+
+import { chmod, mkdir, rm, stat } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import net from 'node:net';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { DependencyContainer } from 'tsyringe';
+import {
+  AUTH_PROVIDER,
+  AuthType,
+  CREDENTIAL_SOURCE,
+  DRIVER,
+  ErrorCode,
+  ErrorDomain,
+  RpcConnection,
+  VirError,
+  createDispatcher,
+  makeCredentialRequester,
+  parseUri,
+  selectDriver,
+  type AuthProvider,
+  type DriverConnection,
+  type DriverOpenContext,
+  type ProgramDefinition,
+  type TransportInfo,
+  type TransportKind,
+} from '@virtauth/core';
+import { authTypeName, type DaemonConfig } from './config.js';
+import { createRemoteProgram } from './remote-program.js';
+import { ClientSession } from './session.js';
+
+export interface ListenerSpec {
+  kind: TransportKind;
+  /** Unix socket path. */
+  path?: string;
+  host?: string;
+  port?: number;
+  auth: AuthType;
+  readOnly: boolean;
+  perms?: number;
+}
+
+export interface ListenerInfo extends ListenerSpec {
+  /** A URI a client can use to reach this listener with the test driver. */
+  uri: string;
+}
+
+/** Extra programs (e.g. the credential relay) and hooks that plugins add to the daemon. */
+export interface DaemonExtension {
+  programs?(server: VirtauthServer): ProgramDefinition<ClientSession>[];
+  /** Adds to the context a driver is opened with, for this client (e.g. relayed credentials). */
+  decorateOpenContext?(session: ClientSession, ctx: DriverOpenContext, uri: string): DriverOpenContext;
+  onSession?(session: ClientSession): void;
+}
+
+export interface ServerOptions {
+  config: DaemonConfig;
+  container: DependencyContainer;
+  logger: Logger;
+  listeners?: ListenerSpec[];
+  extensions?: DaemonExtension[];
+  /** Peer credentials of a unix socket, where the platform offers them. */
+  peerCredentials?: (socket: net.Socket) => TransportInfo['peer'] | undefined;
+}
+
+export function listenersFromConfig(cfg: DaemonConfig): ListenerSpec[] {
+  const out: ListenerSpec[] = [
+    { kind: 'unix', path: join(cfg.unixSockDir, 'virtauth-sock'), auth: cfg.authUnixRw, readOnly: false, perms: cfg.unixSockRwPerms },
+    { kind: 'unix', path: join(cfg.unixSockDir, 'virtauth-sock-ro'), auth: cfg.authUnixRo, readOnly: true, perms: cfg.unixSockRoPerms },
+  ];
+  if (cfg.listenTcp) out.push({ kind: 'tcp', host: cfg.listenAddr, port: cfg.tcpPort, auth: cfg.authTcp, readOnly: false });
+  return out;
+}
+
+export class VirtauthServer {
+  readonly config: DaemonConfig;
+  readonly container: DependencyContainer;
+  readonly log: Logger;
+  private readonly servers: net.Server[] = [];
+  private readonly sessions = new Set<ClientSession>();
+  private readonly waiting: net.Socket[] = [];
+  private anonymous = 0;
+  private readonly specs: ListenerSpec[];
+  private readonly extensions: DaemonExtension[];
+  private programs: ProgramDefinition<ClientSession>[] = [];
+  private providers: AuthProvider[] = [];
+  private stopping = false;
+  readonly processName: string;
+
+  constructor(private readonly opts: ServerOptions) {
+    this.config = opts.config;
+    this.container = opts.container;
+    this.log = opts.logger;
+    this.specs = opts.listeners ?? listenersFromConfig(opts.config);
+    this.extensions = opts.extensions ?? [];
+    this.processName = `${opts.config.daemonName}@${hostname()}`;
+  }
+
+  get clientCount(): number {
+    return this.sessions.size;
+  }
+
+  async start(): Promise<ListenerInfo[]> {
+    this.providers = this.container.resolveAll(AUTH_PROVIDER);
+    for (const spec of this.specs) {
+      const p = this.providers.find((x) => x.type === spec.auth);
+      if (!p?.server && spec.auth !== AuthType.NONE) {
+        throw new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `no server-side provider is registered for auth scheme '${authTypeName(spec.auth)}'` });
+      }
+    }
+    this.programs = [
+      createRemoteProgram({
+        providers: this.providers,
+        open: (s, name, ro) => this.openDriver(s, name, ro),
+        keepaliveInterval: this.config.keepaliveInterval,
+        keepaliveCount: this.config.keepaliveCount,
+      }),
+      ...this.extensions.flatMap((e) => e.programs?.(this) ?? []),
+    ];
+    const infos: ListenerInfo[] = [];
+    try {
+      for (const spec of this.specs) infos.push(await this.listen(spec));
+    } catch (e) {
+      await this.stop();
+      throw e;
+    }
+    return infos;
+  }
+
+  private async listen(spec: ListenerSpec): Promise<ListenerInfo> {
+    const server = net.createServer({ pauseOnConnect: true }, (socket) => this.accept(socket, spec));
+    server.maxConnections = this.config.maxClients;
+    server.on('error', (e) => this.log.error({ err: e }, 'listener error'));
+    if (spec.kind === 'unix') {
+      const path = spec.path!;
+      await mkdir(join(path, '..'), { recursive: true, mode: 0o755 });
+      await removeStaleSocket(path);
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(path, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+      if (spec.perms !== undefined) await chmod(path, spec.perms);
+      this.servers.push(server);
+      const scheme = 'test+unix';
+      return { ...spec, uri: `${scheme}:///default?socket=${path}` };
+    }
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(spec.port ?? 0, spec.host ?? '127.0.0.1', () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.servers.push(server);
+    const addr = server.address() as net.AddressInfo;
+    const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+    return { ...spec, port: addr.port, uri: `test+${spec.kind}://${host}:${addr.port}/default` };
+  }
+
+  private accept(socket: net.Socket, spec: ListenerSpec): void {
+    if (this.stopping) {
+      socket.destroy();
+      return;
+    }
+    socket.setNoDelay(true);
+    // Unauthenticated clients beyond max_anonymous_clients wait unread, as in libvirtd's backlog.
+    if (spec.auth !== AuthType.NONE && this.config.maxAnonymousClients > 0 && this.anonymous >= this.config.maxAnonymousClients) {
+      if (this.waiting.length >= this.config.maxQueuedClients) {
+        this.log.warn({ event: 'client.refused', reason: 'queue full' }, 'too many clients waiting to authenticate');
+        socket.destroy();
+        return;
+      }
+      this.waiting.push(socket);
+      (socket as net.Socket & { virtauthSpec?: ListenerSpec }).virtauthSpec = spec;
+      socket.once('close', () => {
+        const i = this.waiting.indexOf(socket);
+        if (i >= 0) this.waiting.splice(i, 1);
+      });
+      return;
+    }
+    this.startSession(socket, spec);
+  }
+
+  private startSession(socket: net.Socket, spec: ListenerSpec): void {
+    const transport: TransportInfo = { kind: spec.kind, secure: spec.kind !== 'tcp' };
+    if (spec.kind === 'unix') {
+      const peer = this.opts.peerCredentials?.(socket);
+      if (peer) transport.peer = peer;
+    } else {
+      transport.localAddress = `${socket.localAddress};${socket.localPort}`;
+      transport.remoteAddress = `${socket.remoteAddress};${socket.remotePort}`;
+    }
+    const rpc = new RpcConnection(socket, { maxConcurrentCalls: this.config.maxClientRequests });
+    const log = this.log.child({ conn: rpc.id, transport: spec.kind }) as Logger & ClientSession['log'];
+    const anonymous = spec.auth !== AuthType.NONE;
+    if (anonymous) this.anonymous++;
+    const session = new ClientSession(rpc, transport, spec.auth, spec.readOnly, log, () => this.releaseAnonymous());
+    this.sessions.add(session);
+    rpc.setCallHandler(createDispatcher(this.programs, { context: session, isAuthenticated: () => session.authenticated }));
+    rpc.on('protocolError', (e: Error) => log.warn({ event: 'protocol.error', err: e.message }, 'malformed input from client'));
+    rpc.whenClosed().then(async (reason) => {
+      this.sessions.delete(session);
+      if (anonymous && !session.authenticated) this.releaseAnonymous();
+      log.debug({ event: 'client.closed', reason: reason?.message }, 'client disconnected');
+      await session.dispose();
+    });
+    for (const e of this.extensions) e.onSession?.(session);
+    log.debug({ event: 'client.connected', peerUid: transport.peer?.uid }, 'client connected');
+    socket.resume();
+  }
+
+  private releaseAnonymous(): void {
+    this.anonymous--;
+    const next = this.waiting.shift();
+    if (next) {
+      const spec = (next as net.Socket & { virtauthSpec?: ListenerSpec }).virtauthSpec!;
+      this.startSession(next, spec);
+    }
+  }
+
+  /** Finds the driver for a CONNECT_OPEN name, as virConnectOpen does, and opens it. */
+  private async openDriver(session: ClientSession, name: string | null, readOnly: boolean): Promise<DriverConnection> {
+    const uriText = name && name !== '' ? name : this.config.defaultUri;
+    const uri = parseUri(uriText);
+    const drivers = this.container.resolveAll(DRIVER);
+    const driver = selectDriver(drivers, uri);
+    if (!driver) throw new VirError({ code: ErrorCode.NO_CONNECT, domain: ErrorDomain.NONE, detail: uriText });
+    const abort = new AbortController();
+    session.opening = abort;
+    const sources = this.container.isRegistered(CREDENTIAL_SOURCE) ? this.container.resolveAll(CREDENTIAL_SOURCE) : [];
+    let ctx: DriverOpenContext = {
+      requestCredentials: makeCredentialRequester(sources, null),
+      auth: null,
+      readOnly,
+      processName: this.processName,
+      signal: abort.signal,
+    };
+    for (const e of this.extensions) if (e.decorateOpenContext) ctx = e.decorateOpenContext(session, ctx, uriText);
+    const started = Date.now();
+    try {
+      const conn = await driver.open(uri, ctx);
+      session.log.info({ event: 'connect.open', driver: driver.name, uri: uriText, readOnly, ms: Date.now() - started }, 'hypervisor connection opened');
+      if (session.rpc.closed) {
+        await conn.close();
+        throw new VirError({ code: ErrorCode.AUTH_CANCELLED, domain: ErrorDomain.RPC, detail: 'client disconnected' });
+      }
+      return conn;
+    } catch (e) {
+      session.log.info({ event: 'connect.open.failed', driver: driver.name, uri: uriText, err: (e as Error).message }, 'hypervisor connection failed');
+      throw e;
+    } finally {
+      session.opening = null;
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    const closes = this.servers.map((s) => new Promise<void>((r) => s.close(() => r())));
+    for (const w of this.waiting.splice(0)) w.destroy();
+    for (const s of [...this.sessions]) s.rpc.close(null);
+    await Promise.all(closes);
+    for (const spec of this.specs) if (spec.kind === 'unix' && spec.path) await rm(spec.path, { force: true });
+  }
+}
+
+async function removeStaleSocket(path: string): Promise<void> {
+  try {
+    const st = await stat(path);
+    if (!st.isSocket()) throw new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: `${path} exists and is not a socket` });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw e;
+  }
+  // A live daemon answers a connect; a stale socket file refuses it.
+  const live = await new Promise<boolean>((resolve) => {
+    const c = net.connect(path);
+    c.once('connect', () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once('error', () => resolve(false));
+  });
+  if (live) throw new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: `another daemon is already listening on ${path}` });
+  await rm(path, { force: true });
+}

@@ -1,0 +1,89 @@
+// One client connection as the daemon sees it: authentication state, the open hypervisor
+// connection, and the context handed to auth providers and drivers.
+
+import type { Logger } from 'pino';
+import {
+  ErrorCode,
+  ErrorDomain,
+  VirError,
+  type AuthLogger,
+  type ClientIdentity,
+  type DriverConnection,
+  type RpcConnection,
+  type ServerAuthContext,
+  type TransportInfo,
+} from '@virtauth/core';
+
+export class ClientSession implements ServerAuthContext {
+  readonly state = new Map<string, unknown>();
+  readonly identity: ClientIdentity = {};
+  private authed: boolean;
+  /** Set while CONNECT_OPEN runs, so a second one is refused and relays know an open is pending. */
+  opening: AbortController | null = null;
+  driverConn: DriverConnection | null = null;
+  /** Resources to release when the connection goes (relay channels, timers). */
+  private readonly cleanups: (() => void)[] = [];
+
+  constructor(
+    readonly rpc: RpcConnection,
+    readonly transport: TransportInfo,
+    readonly socketAuth: number,
+    readonly readOnly: boolean,
+    readonly log: Logger & AuthLogger,
+    private readonly onAuthenticated: (session: ClientSession) => void,
+  ) {
+    this.authed = socketAuth === 0;
+    if (transport.peer) {
+      this.identity.unixUid = transport.peer.uid;
+      this.identity.unixGid = transport.peer.gid;
+      this.identity.unixPid = transport.peer.pid;
+    }
+    if (this.authed) this.identity.method = 'none';
+  }
+
+  get connectionId(): number {
+    return this.rpc.id;
+  }
+
+  get authenticated(): boolean {
+    return this.authed;
+  }
+
+  markAuthenticated(identity: ClientIdentity): void {
+    if (this.authed) return;
+    Object.assign(this.identity, identity);
+    this.authed = true;
+    this.log.info({ event: 'client.authenticated', method: identity.method, user: identity.username }, 'client authenticated');
+    this.onAuthenticated(this);
+  }
+
+  /** The open hypervisor connection, or libvirt's error for a call made before CONNECT_OPEN. */
+  conn(): DriverConnection {
+    if (!this.driverConn) throw new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.RPC, detail: 'hypervisor connection not open' });
+    return this.driverConn;
+  }
+
+  onClose(fn: () => void): void {
+    this.cleanups.push(fn);
+  }
+
+  async dispose(): Promise<void> {
+    this.opening?.abort(new VirError({ code: ErrorCode.AUTH_CANCELLED, domain: ErrorDomain.RPC, detail: 'client disconnected' }));
+    for (const fn of this.cleanups.splice(0)) {
+      try {
+        fn();
+      } catch (e) {
+        this.log.warn({ err: e }, 'cleanup failed');
+      }
+    }
+    const conn = this.driverConn;
+    this.driverConn = null;
+    if (conn) {
+      try {
+        await conn.close();
+      } catch (e) {
+        this.log.warn({ err: e }, 'closing the hypervisor connection failed');
+      }
+    }
+  }
+}

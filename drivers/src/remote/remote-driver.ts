@@ -1,0 +1,224 @@
+// The client side of libvirt's wire: connect, negotiate authentication (AUTH_LIST first, as
+// libvirt's remote driver does), open the hypervisor on the server, then forward every call.
+
+import {
+  AuthType,
+  ErrorCode,
+  ErrorDomain,
+  Feature,
+  OpenFlag,
+  REMOTE_PROGRAM,
+  REMOTE_PROTOCOL_VERSION,
+  RemoteProc,
+  RpcConnection,
+  VirError,
+  driverUriForServer,
+  isRemoteUri,
+  remote,
+  uriParam,
+  xdr,
+  type AuthProvider,
+  type ChannelBindingPolicy,
+  type Codec,
+  type ConnectUri,
+  type DomainRef,
+  type Driver,
+  type DriverConnection,
+  type DriverOpenContext,
+  type RemoteCaller,
+  type TransportInfo,
+} from '@virtauth/core';
+import { openTransport } from './transport.js';
+
+export type AuthSchemeName = 'none' | 'sasl' | 'polkit' | (string & {});
+
+export interface RemoteDriverOptions {
+  /** Providers available to the client (resolved lazily, so plugins registered later count). */
+  providers: () => readonly AuthProvider[];
+  /** Order in which the client prefers the auth schemes a server offers. */
+  authPriority?: readonly AuthSchemeName[];
+  /** Keepalive the client runs once the server says it supports it; false disables. */
+  keepalive?: { interval: number; count: number } | false;
+  channelBindingPolicy?: ChannelBindingPolicy;
+  connectTimeoutMs?: number;
+}
+
+/**
+ * Hooks a host process adds to an open (the credential relay uses them): called after auth and
+ * before CONNECT_OPEN, with the RPC connection, so extra programs can be enabled on it.
+ */
+export interface RemoteOpenHooks {
+  beforeOpen?(rpc: RpcConnection, uri: ConnectUri): Promise<void>;
+}
+export const REMOTE_OPEN_HOOKS = 'remote.openHooks';
+
+const DEFAULT_PRIORITY: readonly AuthSchemeName[] = ['sasl', 'polkit', 'none'];
+
+function remoteError(code: number, detail: string): VirError {
+  return new VirError({ code, domain: ErrorDomain.REMOTE, detail });
+}
+
+export class RemoteDriver implements Driver {
+  readonly name = 'remote';
+
+  constructor(private readonly opts: RemoteDriverOptions) {}
+
+  accepts(uri: ConnectUri): boolean {
+    return isRemoteUri(uri);
+  }
+
+  async open(uri: ConnectUri, ctx: DriverOpenContext): Promise<DriverConnection> {
+    const { socket, info } = await openTransport(uri, { readOnly: ctx.readOnly, ...(ctx.signal ? { signal: ctx.signal } : {}), timeoutMs: this.opts.connectTimeoutMs ?? 30000 });
+    const rpc = new RpcConnection(socket);
+    socket.resume();
+    const onAbort = () => rpc.close(toVirError(ctx.signal!.reason));
+    ctx.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      const caller: RemoteCaller = {
+        call: (proc, args, value, ret) => rpc.call(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, proc, args, value, ret, ctx.signal ? { signal: ctx.signal } : {}),
+      };
+      await this.authenticate(caller, uri, info, ctx);
+      const hooks = ctx.extensions?.[REMOTE_OPEN_HOOKS] as RemoteOpenHooks | undefined;
+      await hooks?.beforeOpen?.(rpc, uri);
+      const keepalive = this.opts.keepalive ?? { interval: 5, count: 6 };
+      if (keepalive) {
+        const supported = await caller
+          .call(RemoteProc.CONNECT_SUPPORTS_FEATURE, remote.connectSupportsFeatureArgs, { feature: Feature.PROGRAM_KEEPALIVE }, remote.connectSupportsFeatureRet)
+          .then((r) => r.supported === 1, () => false);
+        if (supported) rpc.startKeepalive(keepalive.interval, keepalive.count);
+      }
+      const name = driverUriForServer(uri);
+      const flags = ctx.readOnly ? OpenFlag.READ_ONLY : 0;
+      await caller.call(RemoteProc.CONNECT_OPEN, remote.connectOpenArgs, { name: name === '' ? null : name, flags }, xdr.xvoid);
+      return new RemoteConnection(rpc, uri, info);
+    } catch (e) {
+      rpc.close(null);
+      throw e;
+    } finally {
+      ctx.signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** AUTH_LIST, the choice of scheme, and the chosen provider's exchange. */
+  private async authenticate(caller: RemoteCaller, uri: ConnectUri, transport: TransportInfo, ctx: DriverOpenContext): Promise<void> {
+    let offered: number[];
+    try {
+      offered = (await caller.call(RemoteProc.AUTH_LIST, xdr.xvoid, undefined, remote.authListRet)).types;
+    } catch (e) {
+      // A server older than AUTH_LIST answers "unknown procedure": it has no auth to do.
+      if (e instanceof VirError && e.code === ErrorCode.NO_SUPPORT) return;
+      throw e;
+    }
+    const providers = this.opts.providers();
+    const authParam = uriParam(uri, 'auth');
+    let chosen: number;
+    let mechanism: string | null = null;
+    if (authParam !== null) {
+      const lower = authParam.toLowerCase();
+      let wanted: number | undefined;
+      if (lower === 'sasl' || lower.startsWith('sasl.')) {
+        wanted = AuthType.SASL;
+        if (lower.startsWith('sasl.')) mechanism = authParam.slice(5);
+      } else {
+        wanted = providers.find((p) => p.name === lower && p.type !== AuthType.NONE)?.type;
+      }
+      if (wanted === undefined || !offered.includes(wanted)) {
+        throw remoteError(ErrorCode.AUTH_FAILED, `requested authentication type ${authParam} rejected`);
+      }
+      chosen = wanted;
+    } else {
+      if (offered.length === 0) return;
+      const priority = this.opts.authPriority ?? DEFAULT_PRIORITY;
+      const byName = new Map(providers.map((p) => [p.name, p.type]));
+      const pick = priority.map((n) => byName.get(n)).find((t) => t !== undefined && offered.includes(t));
+      if (pick === undefined) {
+        throw remoteError(ErrorCode.AUTH_FAILED, `unsupported authentication type ${offered[0]}`);
+      }
+      chosen = pick;
+    }
+    if (chosen === AuthType.NONE) return;
+    const provider = providers.find((p) => p.type === chosen && p.client);
+    if (!provider?.client) throw remoteError(ErrorCode.AUTH_FAILED, `unsupported authentication type ${chosen}`);
+    await provider.client.authenticate({
+      rpc: caller,
+      uri,
+      mechanism,
+      transport,
+      auth: ctx.auth,
+      requestCredentials: ctx.requestCredentials,
+      service: 'libvirt',
+      host: uri.host || 'localhost',
+      channelBindingPolicy: (uriParam(uri, 'channel_binding') as ChannelBindingPolicy | null) ?? this.opts.channelBindingPolicy ?? 'prefer',
+      ...(ctx.signal ? { signal: ctx.signal } : {}),
+    });
+  }
+}
+
+function toVirError(reason: unknown): VirError {
+  if (reason instanceof VirError) return reason;
+  return new VirError({ code: ErrorCode.AUTH_CANCELLED, domain: ErrorDomain.REMOTE, detail: reason instanceof Error ? reason.message : 'the open was cancelled' });
+}
+
+/** An open connection to a remote daemon's hypervisor. */
+export class RemoteConnection implements DriverConnection {
+  readonly driverName = 'remote';
+
+  constructor(readonly rpc: RpcConnection, private readonly uri: ConnectUri, readonly transport: TransportInfo) {}
+
+  private call<A, R>(proc: number, args: Codec<A>, value: A, ret: Codec<R>): Promise<R> {
+    return this.rpc.call(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, proc, args, value, ret);
+  }
+
+  private domCall<R>(proc: number, dom: DomainRef, ret: Codec<R>): Promise<R> {
+    return this.call(proc, remote.domainArgs, { dom }, ret);
+  }
+
+  async getType() { return (await this.call(RemoteProc.CONNECT_GET_TYPE, xdr.xvoid, undefined, remote.connectGetTypeRet)).type; }
+  async getVersion() { return (await this.call(RemoteProc.CONNECT_GET_VERSION, xdr.xvoid, undefined, remote.connectGetVersionRet)).hv_ver; }
+  async getLibVersion() { return (await this.call(RemoteProc.CONNECT_GET_LIB_VERSION, xdr.xvoid, undefined, remote.connectGetLibVersionRet)).lib_ver; }
+  async getHostname() { return (await this.call(RemoteProc.CONNECT_GET_HOSTNAME, xdr.xvoid, undefined, remote.connectGetHostnameRet)).hostname; }
+  async getUri() { return this.uri.raw; }
+  async getServerUri() { return (await this.call(RemoteProc.CONNECT_GET_URI, xdr.xvoid, undefined, remote.connectGetUriRet)).uri; }
+  async isSecure() { return (await this.call(RemoteProc.CONNECT_IS_SECURE, xdr.xvoid, undefined, remote.connectIsSecureRet)).secure === 1; }
+  async supportsFeature(feature: number) {
+    return (await this.call(RemoteProc.CONNECT_SUPPORTS_FEATURE, remote.connectSupportsFeatureArgs, { feature }, remote.connectSupportsFeatureRet)).supported === 1;
+  }
+  async getNodeInfo() { return this.call(RemoteProc.NODE_GET_INFO, xdr.xvoid, undefined, remote.nodeGetInfoRet); }
+  async listAllDomains(flags: number) {
+    return (await this.call(RemoteProc.CONNECT_LIST_ALL_DOMAINS, remote.connectListAllDomainsArgs, { need_results: 1, flags }, remote.connectListAllDomainsRet)).domains;
+  }
+  async lookupDomainByName(name: string) { return (await this.call(RemoteProc.DOMAIN_LOOKUP_BY_NAME, remote.domainLookupByNameArgs, { name }, remote.domainLookupRet)).dom; }
+  async lookupDomainById(id: number) { return (await this.call(RemoteProc.DOMAIN_LOOKUP_BY_ID, remote.domainLookupByIdArgs, { id }, remote.domainLookupRet)).dom; }
+  async lookupDomainByUuid(uuid: Buffer) { return (await this.call(RemoteProc.DOMAIN_LOOKUP_BY_UUID, remote.domainLookupByUuidArgs, { uuid }, remote.domainLookupRet)).dom; }
+  async getDomainInfo(dom: DomainRef) { return this.domCall(RemoteProc.DOMAIN_GET_INFO, dom, remote.domainGetInfoRet); }
+  async getDomainState(dom: DomainRef) { return this.call(RemoteProc.DOMAIN_GET_STATE, remote.domainGetStateArgs, { dom, flags: 0 }, remote.domainGetStateRet); }
+  async getDomainXmlDesc(dom: DomainRef, flags: number) {
+    return (await this.call(RemoteProc.DOMAIN_GET_XML_DESC, remote.domainGetXmlDescArgs, { dom, flags }, remote.domainGetXmlDescRet)).xml;
+  }
+  async getDomainOsType(dom: DomainRef) { return (await this.domCall(RemoteProc.DOMAIN_GET_OS_TYPE, dom, remote.domainGetOsTypeRet)).type; }
+  async getDomainAutostart(dom: DomainRef) { return (await this.domCall(RemoteProc.DOMAIN_GET_AUTOSTART, dom, remote.domainGetAutostartRet)).autostart === 1; }
+  async isDomainPersistent(dom: DomainRef) { return (await this.domCall(RemoteProc.DOMAIN_IS_PERSISTENT, dom, remote.domainIsPersistentRet)).persistent === 1; }
+  async hasManagedSaveImage(dom: DomainRef) {
+    return (await this.call(RemoteProc.DOMAIN_HAS_MANAGED_SAVE_IMAGE, remote.domainFlagsArgs, { dom, flags: 0 }, remote.domainHasManagedSaveImageRet)).result === 1;
+  }
+  async getSecurityModel() {
+    const r = await this.call(RemoteProc.NODE_GET_SECURITY_MODEL, xdr.xvoid, undefined, remote.nodeGetSecurityModelRet);
+    return { model: remote.fromCString(r.model), doi: remote.fromCString(r.doi) };
+  }
+  async getDomainSecurityLabel(dom: DomainRef) {
+    const r = await this.domCall(RemoteProc.DOMAIN_GET_SECURITY_LABEL, dom, remote.domainGetSecurityLabelRet);
+    return { label: remote.fromCString(r.label), enforcing: r.enforcing === 1 };
+  }
+  async getDomainMessages(dom: DomainRef, flags: number) {
+    return (await this.call(RemoteProc.DOMAIN_GET_MESSAGES, remote.domainFlagsArgs, { dom, flags }, remote.domainGetMessagesRet)).msgs;
+  }
+
+  async close() {
+    if (this.rpc.closed) return;
+    try {
+      await this.call(RemoteProc.CONNECT_CLOSE, xdr.xvoid, undefined, xdr.xvoid);
+    } finally {
+      this.rpc.close(null);
+    }
+  }
+}
