@@ -124,3 +124,10 @@ export function driverUriForServer(uri: ConnectUri): string {
 export function isRemoteUri(uri: ConnectUri): boolean {
   return uri.transport !== null || (uri.host !== null && uri.host !== '') || uri.driver === 'remote';
 }
+
+/** Where virtauthd puts its unix sockets by default: /run/virtauth as root, else per user. */
+export function defaultVirtauthSocketDir(): string {
+  if (process.getuid?.() === 0) return '/run/virtauth';
+  const runtime = process.env.XDG_RUNTIME_DIR;
+  return runtime ? `${runtime}/virtauth` : `${process.env.HOME ?? '/tmp'}/.cache/virtauth/run`;
+}

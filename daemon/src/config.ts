@@ -2,93 +2,7 @@
 // serve out of the box.
 
 import { readFileSync } from 'node:fs';
-import { homedir } from 'node:os';
-import { join } from 'node:path';
-import { AuthType, ErrorCode, ErrorDomain, VirError } from '@virtauth/core';
-
-export type ConfValue = number | string | string[];
-
-function confError(file: string, line: number, why: string): VirError {
-  return new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `${file}:${line}: ${why}` });
-}
-
-/**
- * Parses libvirt's config syntax: `key = value` where value is an integer, a "string" (or
- * 'string'), or a [ list, of, strings ] that may span lines; `#` starts a comment.
- */
-export function parseConf(text: string, file = 'config'): Map<string, ConfValue> {
-  const out = new Map<string, ConfValue>();
-  let i = 0;
-  let line = 1;
-  const n = text.length;
-  const skipBlank = (newlines: boolean) => {
-    while (i < n) {
-      const c = text[i]!;
-      if (c === '#') {
-        while (i < n && text[i] !== '\n') i++;
-      } else if (c === ' ' || c === '\t' || c === '\r') {
-        i++;
-      } else if (c === '\n' && newlines) {
-        line++;
-        i++;
-      } else break;
-    }
-  };
-  const readString = (): string => {
-    const quote = text[i]!;
-    i++;
-    let s = '';
-    while (i < n && text[i] !== quote) {
-      if (text[i] === '\n') throw confError(file, line, 'unterminated string');
-      s += text[i++];
-    }
-    if (i >= n) throw confError(file, line, 'unterminated string');
-    i++;
-    return s;
-  };
-  while (i < n) {
-    skipBlank(true);
-    if (i >= n) break;
-    const keyMatch = /^[A-Za-z_][A-Za-z0-9_]*/.exec(text.slice(i, i + 256));
-    if (!keyMatch) throw confError(file, line, `expected a setting name, found '${text[i]}'`);
-    const key = keyMatch[0];
-    i += key.length;
-    skipBlank(false);
-    if (text[i] !== '=') throw confError(file, line, `expected '=' after '${key}'`);
-    i++;
-    skipBlank(false);
-    let value: ConfValue;
-    const c = text[i];
-    if (c === '"' || c === "'") {
-      value = readString();
-    } else if (c === '[') {
-      i++;
-      const list: string[] = [];
-      for (;;) {
-        skipBlank(true);
-        if (text[i] === ']') {
-          i++;
-          break;
-        }
-        if (text[i] !== '"' && text[i] !== "'") throw confError(file, line, `list '${key}' may only hold strings`);
-        list.push(readString());
-        skipBlank(true);
-        if (text[i] === ',') i++;
-        else if (text[i] !== ']') throw confError(file, line, `expected ',' or ']' in list '${key}'`);
-      }
-      value = list;
-    } else {
-      const m = /^-?\d+/.exec(text.slice(i, i + 32));
-      if (!m) throw confError(file, line, `value of '${key}' must be a number, a "string" or a [list]`);
-      value = Number(m[0]);
-      i += m[0].length;
-    }
-    skipBlank(false);
-    if (i < n && text[i] !== '\n') throw confError(file, line, `unexpected text after the value of '${key}'`);
-    out.set(key, value);
-  }
-  return out;
-}
+import { AuthType, ErrorCode, ErrorDomain, VirError, defaultVirtauthSocketDir, parseConf, type ConfValue } from '@virtauth/core';
 
 export interface DaemonConfig {
   unixSockDir: string;
@@ -101,6 +15,16 @@ export interface DaemonConfig {
   listenAddr: string;
   tcpPort: number;
   authTcp: AuthType;
+  listenTls: boolean;
+  tlsPort: number;
+  authTls: AuthType;
+  keyFile: string;
+  certFile: string;
+  caFile: string;
+  /** Globs matched against the client certificate's subject DN; null allows any valid one. */
+  tlsAllowedDnList: string[] | null;
+  /** Seconds an unauthenticated client may take to authenticate before it is disconnected. */
+  authTimeout: number;
   maxClients: number;
   maxQueuedClients: number;
   maxAnonymousClients: number;
@@ -117,15 +41,9 @@ export interface DaemonConfig {
   extra: Map<string, ConfValue>;
 }
 
-function defaultSockDir(): string {
-  if (process.getuid?.() === 0) return '/run/virtauth';
-  const runtime = process.env.XDG_RUNTIME_DIR;
-  return runtime ? join(runtime, 'virtauth') : join(homedir(), '.cache', 'virtauth', 'run');
-}
-
 export function defaultConfig(): DaemonConfig {
   return {
-    unixSockDir: defaultSockDir(),
+    unixSockDir: defaultVirtauthSocketDir(),
     unixSockGroup: null,
     unixSockRwPerms: 0o700,
     unixSockRoPerms: 0o777,
@@ -135,6 +53,14 @@ export function defaultConfig(): DaemonConfig {
     listenAddr: '127.0.0.1',
     tcpPort: 16509,
     authTcp: AuthType.SASL,
+    listenTls: false,
+    tlsPort: 16514,
+    authTls: AuthType.NONE,
+    keyFile: '/etc/pki/libvirt/private/serverkey.pem',
+    certFile: '/etc/pki/libvirt/servercert.pem',
+    caFile: '/etc/pki/CA/cacert.pem',
+    tlsAllowedDnList: null,
+    authTimeout: 60,
     maxClients: 5000,
     maxQueuedClients: 1000,
     maxAnonymousClients: 20,
@@ -190,6 +116,17 @@ export function buildConfig(settings: Map<string, ConfValue>, file = 'config'): 
       case 'listen_addr': cfg.listenAddr = str(key, v); break;
       case 'tcp_port': cfg.tcpPort = int(key, v, 0, 65535); break;
       case 'auth_tcp': cfg.authTcp = auth(key, v); break;
+      case 'listen_tls': cfg.listenTls = int(key, v, 0, 1) === 1; break;
+      case 'tls_port': cfg.tlsPort = int(key, v, 0, 65535); break;
+      case 'auth_tls': cfg.authTls = auth(key, v); break;
+      case 'key_file': cfg.keyFile = str(key, v); break;
+      case 'cert_file': cfg.certFile = str(key, v); break;
+      case 'ca_file': cfg.caFile = str(key, v); break;
+      case 'tls_allowed_dn_list':
+        if (!Array.isArray(v)) throw bad(key, 'expected a [ "list", "of", "strings" ]');
+        cfg.tlsAllowedDnList = v;
+        break;
+      case 'auth_timeout': cfg.authTimeout = int(key, v, 0, 86400); break;
       case 'max_clients': cfg.maxClients = int(key, v, 1, 1_000_000); break;
       case 'max_queued_clients': cfg.maxQueuedClients = int(key, v, 0, 1_000_000); break;
       case 'max_anonymous_clients': cfg.maxAnonymousClients = int(key, v, 0, 1_000_000); break;

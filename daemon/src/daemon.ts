@@ -2,7 +2,7 @@
 
 import type { Logger } from 'pino';
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
-import { registerDefaultProviders } from '@virtauth/providers';
+import { FileUserDatabase, registerDefaultProviders, saslSettingsFrom } from '@virtauth/providers';
 import { registerDefaultDrivers } from '@virtauth/drivers';
 import type { DaemonConfig } from './config.js';
 import { createLogger } from './logger.js';
@@ -26,7 +26,19 @@ export interface DaemonHandle {
 
 export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHandle> {
   const container = (opts.container ?? rootContainer).createChildContainer();
-  registerDefaultProviders(container);
+  const sasl = saslSettingsFrom(opts.config.extra);
+  registerDefaultProviders(container, {
+    scramIterations: sasl.iterations,
+    saslServer: {
+      users: new FileUserDatabase({ path: sasl.userDatabasePath, iterations: sasl.iterations }),
+      ...(sasl.mechanisms ? { mechanisms: sasl.mechanisms } : {}),
+      allowedUsernames: sasl.allowedUsernames,
+      maxFailuresPerConnection: sasl.maxFailuresPerConnection,
+      maxFailuresPerUser: sasl.maxFailuresPerUser,
+      failureWindowMs: sasl.failureWindowMs,
+      failureDelayMs: sasl.failureDelayMs,
+    },
+  });
   registerDefaultDrivers(container);
   const logger = opts.logger ?? createLogger(opts.config.logLevel);
   const server = new VirtauthServer({

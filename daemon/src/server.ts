@@ -1,9 +1,10 @@
 // virtauthd's listeners and per-connection plumbing: accept, admission limits, dispatch through
 // the registered programs, and orderly shutdown.
 
-import { chmod, mkdir, rm, stat } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import net from 'node:net';
+import tls from 'node:tls';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { DependencyContainer } from 'tsyringe';
@@ -27,6 +28,7 @@ import {
   type TransportInfo,
   type TransportKind,
 } from '@virtauth/core';
+import { globMatch } from '@virtauth/providers';
 import { authTypeName, type DaemonConfig } from './config.js';
 import { createRemoteProgram } from './remote-program.js';
 import { ClientSession } from './session.js';
@@ -71,6 +73,7 @@ export function listenersFromConfig(cfg: DaemonConfig): ListenerSpec[] {
     { kind: 'unix', path: join(cfg.unixSockDir, 'virtauth-sock-ro'), auth: cfg.authUnixRo, readOnly: true, perms: cfg.unixSockRoPerms },
   ];
   if (cfg.listenTcp) out.push({ kind: 'tcp', host: cfg.listenAddr, port: cfg.tcpPort, auth: cfg.authTcp, readOnly: false });
+  if (cfg.listenTls) out.push({ kind: 'tls', host: cfg.listenAddr, port: cfg.tlsPort, auth: cfg.authTls, readOnly: false });
   return out;
 }
 
@@ -129,8 +132,35 @@ export class VirtauthServer {
     return infos;
   }
 
+  private async createTlsServer(spec: ListenerSpec): Promise<net.Server> {
+    const cfg = this.config;
+    const read = async (what: string, path: string) => {
+      try {
+        return await readFile(path);
+      } catch (e) {
+        throw new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: `Cannot read TLS ${what} '${path}': ${(e as Error).message}` });
+      }
+    };
+    const [key, cert, ca] = await Promise.all([read('key', cfg.keyFile), read('certificate', cfg.certFile), read('CA certificate', cfg.caFile)]);
+    // libvirt requires a client certificate signed by the CA; the handshake enforces both.
+    const server = tls.createServer({ key, cert, ca, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' });
+    server.on('secureConnection', (socket: tls.TLSSocket) => {
+      const dn = clientDistinguishedName(socket);
+      if (cfg.tlsAllowedDnList && !cfg.tlsAllowedDnList.some((g) => globMatch(g, dn))) {
+        this.log.warn({ event: 'client.refused', reason: 'tls_allowed_dn_list', dn }, 'client certificate DN not allowed');
+        socket.destroy();
+        return;
+      }
+      // The one byte libvirt's server sends once it has accepted the client's certificate.
+      socket.write(Buffer.from([1]));
+      this.accept(socket, spec, dn);
+    });
+    server.on('tlsClientError', (e) => this.log.warn({ event: 'tls.handshake.failed', err: e.message }, 'TLS handshake failed'));
+    return server;
+  }
+
   private async listen(spec: ListenerSpec): Promise<ListenerInfo> {
-    const server = net.createServer({ pauseOnConnect: true }, (socket) => this.accept(socket, spec));
+    const server = spec.kind === 'tls' ? await this.createTlsServer(spec) : net.createServer({ pauseOnConnect: true }, (socket) => this.accept(socket, spec));
     server.maxConnections = this.config.maxClients;
     server.on('error', (e) => this.log.error({ err: e }, 'listener error'));
     if (spec.kind === 'unix') {
@@ -162,7 +192,7 @@ export class VirtauthServer {
     return { ...spec, port: addr.port, uri: `test+${spec.kind}://${host}:${addr.port}/default` };
   }
 
-  private accept(socket: net.Socket, spec: ListenerSpec): void {
+  private accept(socket: net.Socket, spec: ListenerSpec, tlsDn?: string): void {
     if (this.stopping) {
       socket.destroy();
       return;
@@ -176,18 +206,21 @@ export class VirtauthServer {
         return;
       }
       this.waiting.push(socket);
-      (socket as net.Socket & { virtauthSpec?: ListenerSpec }).virtauthSpec = spec;
+      socket.pause();
+      (socket as WaitingSocket).virtauthSpec = spec;
+      if (tlsDn !== undefined) (socket as WaitingSocket).virtauthDn = tlsDn;
       socket.once('close', () => {
         const i = this.waiting.indexOf(socket);
         if (i >= 0) this.waiting.splice(i, 1);
       });
       return;
     }
-    this.startSession(socket, spec);
+    this.startSession(socket, spec, tlsDn);
   }
 
-  private startSession(socket: net.Socket, spec: ListenerSpec): void {
+  private startSession(socket: net.Socket, spec: ListenerSpec, tlsDn?: string): void {
     const transport: TransportInfo = { kind: spec.kind, secure: spec.kind !== 'tcp' };
+    if (socket instanceof tls.TLSSocket) transport.tls = socket;
     if (spec.kind === 'unix') {
       const peer = this.opts.peerCredentials?.(socket);
       if (peer) transport.peer = peer;
@@ -200,6 +233,16 @@ export class VirtauthServer {
     const anonymous = spec.auth !== AuthType.NONE;
     if (anonymous) this.anonymous++;
     const session = new ClientSession(rpc, transport, spec.auth, spec.readOnly, log, () => this.releaseAnonymous());
+    if (tlsDn !== undefined) session.identity.tlsDistinguishedName = tlsDn;
+    if (anonymous && this.config.authTimeout > 0) {
+      const timer = setTimeout(() => {
+        if (session.authenticated || rpc.closed) return;
+        log.warn({ event: 'client.auth_timeout', seconds: this.config.authTimeout }, 'client did not authenticate in time');
+        rpc.close(null);
+      }, this.config.authTimeout * 1000);
+      timer.unref();
+      session.onClose(() => clearTimeout(timer));
+    }
     this.sessions.add(session);
     rpc.setCallHandler(createDispatcher(this.programs, { context: session, isAuthenticated: () => session.authenticated }));
     rpc.on('protocolError', (e: Error) => log.warn({ event: 'protocol.error', err: e.message }, 'malformed input from client'));
@@ -218,8 +261,8 @@ export class VirtauthServer {
     this.anonymous--;
     const next = this.waiting.shift();
     if (next) {
-      const spec = (next as net.Socket & { virtauthSpec?: ListenerSpec }).virtauthSpec!;
-      this.startSession(next, spec);
+      const w = next as WaitingSocket;
+      this.startSession(next, w.virtauthSpec!, w.virtauthDn);
     }
   }
 
@@ -267,6 +310,15 @@ export class VirtauthServer {
     await Promise.all(closes);
     for (const spec of this.specs) if (spec.kind === 'unix' && spec.path) await rm(spec.path, { force: true });
   }
+}
+
+type WaitingSocket = net.Socket & { virtauthSpec?: ListenerSpec; virtauthDn?: string };
+
+/** The client certificate's subject as libvirt writes it for tls_allowed_dn_list: C=..,O=..,CN=.. */
+export function clientDistinguishedName(socket: tls.TLSSocket): string {
+  const raw = socket.getPeerX509Certificate?.();
+  if (!raw) return '';
+  return raw.subject.split('\n').join(',');
 }
 
 async function removeStaleSocket(path: string): Promise<void> {

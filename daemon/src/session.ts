@@ -63,6 +63,10 @@ export class ClientSession implements ServerAuthContext {
     return this.driverConn;
   }
 
+  closeAfterReply(): void {
+    setImmediate(() => this.rpc.closeAfterFlush());
+  }
+
   onClose(fn: () => void): void {
     this.cleanups.push(fn);
   }

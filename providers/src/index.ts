@@ -1,2 +1,12 @@
 export { noneAuthProvider } from './none.js';
-export { registerDefaultProviders } from './register.js';
+export { registerDefaultProviders, type ProviderRegistrationOptions } from './register.js';
+export { SaslAuthProvider, globMatch, saslAuthFailed, type SaslClientOptions, type SaslServerOptions } from './sasl-provider.js';
+export { saslSettingsFrom, loadSaslSettings, defaultUserDatabasePath, type SaslSettings } from './sasl-settings.js';
+export { ScramSha256Mechanism } from './sasl/scram-sha-256.js';
+export { ScramSha256PlusMechanism } from './sasl/scram-sha-256-plus.js';
+export { PlainMechanism } from './sasl/plain.js';
+export { channelBindingFor } from './sasl/channel-binding.js';
+export { FileUserDatabase, type FileUserDatabaseOptions } from './userdb/file-user-database.js';
+export { InMemoryUserDatabase } from './userdb/in-memory-user-database.js';
+export { AuthConfig, AuthConfCredentialSource, findAuthConfPath, loadAuthConfSource, SYSTEM_AUTH_CONF_PATH } from './credentials/auth-conf.js';
+export { createConsoleAuth, describeOrigin, CONSOLE_CREDENTIAL_TYPES, type ConsoleAuthOptions } from './credentials/console-prompter.js';

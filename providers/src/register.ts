@@ -1,10 +1,32 @@
-// Registers the authentication providers virtauth ships; third-party providers register the
-// same way, under the same token.
+// Registers the authentication providers and SASL mechanisms virtauth ships. Third-party
+// providers and mechanisms register the same way, under the same tokens.
 
-import { AUTH_PROVIDER } from '@virtauth/core';
-import type { DependencyContainer } from 'tsyringe';
+import { AUTH_PROVIDER, SASL_MECHANISM } from '@virtauth/core';
+import { instanceCachingFactory, type DependencyContainer } from 'tsyringe';
 import { noneAuthProvider } from './none.js';
+import { SaslAuthProvider, type SaslClientOptions, type SaslServerOptions } from './sasl-provider.js';
+import { PlainMechanism } from './sasl/plain.js';
+import { ScramSha256Mechanism } from './sasl/scram-sha-256.js';
+import { ScramSha256PlusMechanism } from './sasl/scram-sha-256-plus.js';
 
-export function registerDefaultProviders(container: DependencyContainer): void {
+export interface ProviderRegistrationOptions {
+  saslClient?: SaslClientOptions;
+  /** Server half of SASL; without it the provider only authenticates clients (the client library). */
+  saslServer?: SaslServerOptions;
+  /** PBKDF2 iterations the server announces for unknown users (match the user database's). */
+  scramIterations?: number;
+}
+
+export function registerDefaultProviders(container: DependencyContainer, opts: ProviderRegistrationOptions = {}): void {
+  const unknownUserIterations = opts.scramIterations;
+  const mechOpts = unknownUserIterations !== undefined ? { unknownUserIterations } : {};
+  container.register(SASL_MECHANISM, { useValue: new ScramSha256PlusMechanism(mechOpts) });
+  container.register(SASL_MECHANISM, { useValue: new ScramSha256Mechanism(mechOpts) });
+  container.register(SASL_MECHANISM, { useValue: new PlainMechanism(mechOpts) });
   container.register(AUTH_PROVIDER, { useValue: noneAuthProvider });
+  container.register(AUTH_PROVIDER, {
+    useFactory: instanceCachingFactory(
+      (c) => new SaslAuthProvider(() => c.resolveAll(SASL_MECHANISM), opts.saslClient ?? {}, opts.saslServer ?? null),
+    ),
+  });
 }

@@ -55,6 +55,8 @@ export interface ServerAuthContext {
   readonly authenticated: boolean;
   /** Marks the connection authenticated (the daemon then accepts every procedure). */
   markAuthenticated(identity: ClientIdentity): void;
+  /** Closes the connection once the reply in progress has been sent (e.g. after too many failures). */
+  closeAfterReply(): void;
   /** Provider-private state for this connection (e.g. a SASL session), keyed by provider name. */
   state: Map<string, unknown>;
   readonly log: AuthLogger;

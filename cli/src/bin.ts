@@ -1,0 +1,81 @@
+#!/usr/bin/env node
+// virtauth: a virsh-like client, and the administration of virtauthd's user database.
+import 'reflect-metadata';
+import { Command, Option } from 'commander';
+import { VirError, defaultVirtauthSocketDir } from '@virtauth/core';
+import { createConsoleAuth } from '@virtauth/providers';
+import { openAuth, type Connection } from './connect.js';
+import { dominfoCommand, dumpxmlCommand, hostnameCommand, listCommand, uriCommand, versionCommand, CLIENT_VERSION } from './commands.js';
+import { registerPasswdCommands } from './passwd.js';
+
+class ExitError extends Error {
+  constructor(readonly lines: string[], readonly exitCode = 1) {
+    super(lines.join('\n'));
+  }
+}
+
+function defaultUri(): string {
+  return process.env.VIRTAUTH_DEFAULT_URI || process.env.LIBVIRT_DEFAULT_URI || `test+unix:///default?socket=${defaultVirtauthSocketDir()}/virtauth-sock`;
+}
+
+const program = new Command();
+program
+  .name('virtauth')
+  .description('A virsh-like client for virtauthd and libvirtd, and virtauthd user administration')
+  .version(CLIENT_VERSION)
+  .option('-c, --connect <uri>', 'hypervisor connection URI')
+  .option('-r, --readonly', 'connect read-only')
+  .option('--no-prompt', 'never ask on the terminal; fail at once when credentials are needed')
+  .showHelpAfterError();
+
+async function withConnection(run: (conn: Connection) => Promise<string>): Promise<void> {
+  const opts = program.opts<{ connect?: string; readonly?: boolean; prompt: boolean }>();
+  const uri = opts.connect ?? defaultUri();
+  const auth = createConsoleAuth({ noPrompt: !opts.prompt });
+  let conn: Connection;
+  try {
+    conn = await openAuth(uri, auth, opts.readonly ? 1 : 0);
+  } catch (e) {
+    throw new ExitError(['error: failed to connect to the hypervisor', `error: ${(e as Error).message}`]);
+  }
+  try {
+    process.stdout.write(await run(conn));
+    process.stdout.write('\n');
+  } catch (e) {
+    throw new ExitError([`error: ${(e as Error).message}`]);
+  } finally {
+    await conn.close().catch(() => {});
+  }
+}
+
+program.command('hostname').description("print the hypervisor host's name").action(() => withConnection(hostnameCommand));
+program.command('version').description('print the library and hypervisor versions').action(() => withConnection(versionCommand));
+program.command('uri').description('print the connection URI').action(() => withConnection(uriCommand));
+program
+  .command('list')
+  .description('list domains')
+  .option('--all', 'active and inactive domains')
+  .option('--inactive', 'inactive domains only')
+  .option('--name', 'names only')
+  .action((o: { all?: boolean; inactive?: boolean; name?: boolean }) => withConnection((c) => listCommand(c, o)));
+program.command('dominfo').description('domain information').argument('<domain>', 'name, id or UUID').action((d: string) => withConnection((c) => dominfoCommand(c, d)));
+program
+  .command('dumpxml')
+  .description('domain XML description')
+  .argument('<domain>', 'name, id or UUID')
+  .addOption(new Option('--inactive', 'the persistent definition'))
+  .addOption(new Option('--security-info', 'include security-sensitive data'))
+  .action((d: string, o: { inactive?: boolean; securityInfo?: boolean }) => withConnection((c) => dumpxmlCommand(c, d, (o.securityInfo ? 1 : 0) | (o.inactive ? 2 : 0))));
+registerPasswdCommands(program);
+
+program.parseAsync(process.argv).then(
+  () => process.exit(0),
+  (e) => {
+    if (e instanceof ExitError) {
+      process.stderr.write(`${e.lines.join('\n')}\n\n`);
+      process.exit(e.exitCode);
+    }
+    process.stderr.write(`error: ${e instanceof VirError ? e.message : (e as Error).stack ?? String(e)}\n`);
+    process.exit(1);
+  },
+);

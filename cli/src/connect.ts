@@ -1,0 +1,85 @@
+// The client library's entry points, modelled on virConnectOpenAuth / virConnectOpen /
+// virConnectOpenReadOnly.
+
+import { hostname } from 'node:os';
+import { container as rootContainer, type DependencyContainer } from 'tsyringe';
+import {
+  CREDENTIAL_SOURCE,
+  DRIVER,
+  ErrorCode,
+  ErrorDomain,
+  OpenFlag,
+  VirError,
+  makeCredentialRequester,
+  parseUri,
+  selectDriver,
+  type ConnectAuth,
+  type CredentialSource,
+  type DriverConnection,
+  type DriverOpenContext,
+} from '@virtauth/core';
+import { loadAuthConfSource, registerDefaultProviders } from '@virtauth/providers';
+import { registerDefaultDrivers } from '@virtauth/drivers';
+
+export interface OpenOptions {
+  /** A container with the plugins to use; by default the shipped providers and drivers. */
+  container?: DependencyContainer;
+  /** Sources consulted before the callback; by default the libvirt auth.conf for this URI. */
+  credentialSources?: readonly CredentialSource[];
+  /** Abandons the open (and any credential prompt in progress). */
+  signal?: AbortSignal;
+  /** Extra data for drivers (e.g. the credential relay's hooks). */
+  extensions?: Record<string, unknown>;
+}
+
+export type Connection = DriverConnection;
+
+/** Registered sources, then the libvirt auth.conf that applies to this URI. */
+async function defaultCredentialSources(container: DependencyContainer, uri: ReturnType<typeof parseUri>): Promise<CredentialSource[]> {
+  const registered = container.isRegistered(CREDENTIAL_SOURCE, true) ? container.resolveAll(CREDENTIAL_SOURCE) : [];
+  const authConf = await loadAuthConfSource(uri);
+  return authConf ? [...registered, authConf] : registered;
+}
+
+let defaultContainer: DependencyContainer | null = null;
+
+/** A container holding the providers and drivers virtauth ships. */
+export function createClientContainer(parent: DependencyContainer = rootContainer): DependencyContainer {
+  const c = parent.createChildContainer();
+  registerDefaultProviders(c);
+  registerDefaultDrivers(c);
+  return c;
+}
+
+function sharedContainer(): DependencyContainer {
+  return (defaultContainer ??= createClientContainer());
+}
+
+/**
+ * Opens a connection. `auth` declares the credential types the caller can answer and the one
+ * callback that answers all of them at once; null means no callback (as virConnectOpen).
+ */
+export async function openAuth(uri: string, auth: ConnectAuth | null, flags = 0, options: OpenOptions = {}): Promise<Connection> {
+  const parsed = parseUri(uri);
+  const container = options.container ?? sharedContainer();
+  const driver = selectDriver(container.resolveAll(DRIVER), parsed);
+  if (!driver) throw new VirError({ code: ErrorCode.NO_CONNECT, domain: ErrorDomain.NONE, detail: uri });
+  const sources = options.credentialSources ?? (await defaultCredentialSources(container, parsed));
+  const ctx: DriverOpenContext = {
+    requestCredentials: makeCredentialRequester(sources, auth),
+    auth,
+    readOnly: (flags & OpenFlag.READ_ONLY) !== 0,
+    processName: `virtauth@${hostname()}`,
+    ...(options.signal ? { signal: options.signal } : {}),
+    ...(options.extensions ? { extensions: options.extensions } : {}),
+  };
+  return driver.open(parsed, ctx);
+}
+
+export function open(uri: string, options: OpenOptions = {}): Promise<Connection> {
+  return openAuth(uri, null, 0, options);
+}
+
+export function openReadOnly(uri: string, options: OpenOptions = {}): Promise<Connection> {
+  return openAuth(uri, null, OpenFlag.READ_ONLY, options);
+}

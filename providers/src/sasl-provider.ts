@@ -1,0 +1,283 @@
+// The SASL scheme on libvirt's wire (AUTH_SASL_INIT / START / STEP): mechanism choice and the
+// message loop on the client, sessions, allow list and failure throttling on the server. The
+// mechanisms themselves are plugins found under SASL_MECHANISM.
+
+import {
+  AuthType,
+  ErrorCode,
+  ErrorDomain,
+  RemoteProc,
+  SaslAuthenticationError,
+  VirError,
+  remote,
+  xdr,
+  type AuthProvider,
+  type ClientAuthContext,
+  type SaslMechanism,
+  type ServerAuthContext,
+  type ServerAuthProcedure,
+  type ServerAuthProvider,
+  type SaslServerSession,
+  type UserDatabase,
+} from '@virtauth/core';
+import { channelBindingFor } from './sasl/channel-binding.js';
+
+/** The most SASL round trips a client or server goes through before giving up. */
+const MAX_SASL_ROUNDS = 16;
+const STATE_KEY = 'sasl';
+
+function clientError(detail: string): VirError {
+  return new VirError({ code: ErrorCode.AUTH_FAILED, domain: ErrorDomain.REMOTE, detail });
+}
+
+/** libvirt's only answer to any SASL failure: the reason stays in the server's log. */
+export function saslAuthFailed(): VirError {
+  return new VirError({ code: ErrorCode.AUTH_FAILED, domain: ErrorDomain.RPC, detail: 'authentication failed' });
+}
+
+export interface SaslClientOptions {
+  /** Upper bound on the SCRAM iteration count a server may make this client spend. */
+  maxIterations?: number;
+}
+
+export interface SaslServerOptions {
+  users: UserDatabase;
+  /** Mechanism names offered, in order; default: every registered one. */
+  mechanisms?: readonly string[];
+  /** Globs (`*`, `?`) matched against the authenticated name; null allows everyone. */
+  allowedUsernames?: readonly string[] | null;
+  /** Failures a connection may make before it is closed. */
+  maxFailuresPerConnection?: number;
+  /** Failures per user name within `failureWindowMs` before that name is refused outright. */
+  maxFailuresPerUser?: number;
+  failureWindowMs?: number;
+  /** Delay added to a failure reply, doubled per failure on the connection, capped at 8 s. */
+  failureDelayMs?: number;
+}
+
+export function globMatch(glob: string, text: string): boolean {
+  const re = new RegExp(`^${glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`, 's');
+  return re.test(text);
+}
+
+type ServerState =
+  | { stage: 'init'; offered: string[] }
+  | { stage: 'step'; offered: string[]; session: SaslServerSession; rounds: number };
+
+interface ConnectionFailures {
+  count: number;
+}
+
+/** Throttles repeated failures, per connection and per user name. */
+class FailureThrottle {
+  private readonly perUser = new Map<string, number[]>();
+
+  constructor(private readonly opts: Required<Pick<SaslServerOptions, 'maxFailuresPerConnection' | 'maxFailuresPerUser' | 'failureWindowMs' | 'failureDelayMs'>>) {}
+
+  isUserLocked(name: string): boolean {
+    return this.recent(name).length >= this.opts.maxFailuresPerUser;
+  }
+
+  private recent(name: string): number[] {
+    const now = Date.now();
+    const list = (this.perUser.get(name) ?? []).filter((t) => now - t < this.opts.failureWindowMs);
+    if (list.length) this.perUser.set(name, list);
+    else this.perUser.delete(name);
+    return list;
+  }
+
+  /** Records a failure; returns the delay before replying and whether to drop the connection. */
+  record(conn: ConnectionFailures, name: string | undefined): { delayMs: number; close: boolean } {
+    conn.count++;
+    if (name !== undefined) {
+      const list = this.recent(name);
+      list.push(Date.now());
+      this.perUser.set(name, list);
+      // Bounded memory: forget the oldest names first when too many are tracked.
+      if (this.perUser.size > 10000) this.perUser.delete(this.perUser.keys().next().value!);
+    }
+    const delayMs = Math.min(this.opts.failureDelayMs * 2 ** (conn.count - 1), 8000);
+    return { delayMs, close: conn.count >= this.opts.maxFailuresPerConnection };
+  }
+}
+
+export class SaslAuthProvider implements AuthProvider {
+  readonly type = AuthType.SASL;
+  readonly name = 'sasl';
+
+  readonly client = {
+    authenticate: (ctx: ClientAuthContext) => this.authenticateClient(ctx),
+  };
+  readonly server: ServerAuthProvider | undefined;
+
+  /** A provider without server options is a client-only one (what the client library uses). */
+  constructor(
+    private readonly mechanisms: () => readonly SaslMechanism[],
+    private readonly clientOptions: SaslClientOptions = {},
+    serverOptions: SaslServerOptions | null = null,
+  ) {
+    this.server = serverOptions ? this.buildServer(serverOptions) : undefined;
+  }
+
+  private async authenticateClient(ctx: ClientAuthContext): Promise<void> {
+    // SASL here has no security layer, so like libvirt's client it insists on a secure channel.
+    if (!ctx.transport.secure) throw clientError('SASL authentication needs a secure channel (a unix socket or TLS); plain TCP would expose it');
+    const { mechlist } = await ctx.rpc.call(RemoteProc.AUTH_SASL_INIT, xdr.xvoid, undefined, remote.authSaslInitRet);
+    const offered = mechlist.split(',').map((m) => m.trim()).filter((m) => m !== '');
+    let candidates = offered;
+    if (ctx.mechanism !== null) {
+      if (!mechlist.includes(ctx.mechanism)) throw clientError(`SASL mechanism ${ctx.mechanism} not supported by server`);
+      candidates = [ctx.mechanism];
+    }
+    const binding = ctx.transport.tls ? channelBindingFor(ctx.transport.tls, 'client') : null;
+    const usable = this.mechanisms()
+      .filter((m) => candidates.includes(m.name))
+      .filter((m) => !m.requiresChannelBinding || (binding !== null && ctx.channelBindingPolicy !== 'disable'))
+      .sort((a, b) => b.priority - a.priority);
+    const mech = usable[0];
+    if (!mech) {
+      throw clientError(`Failed to start SASL negotiation: no mechanism available (server offers ${offered.join(', ') || 'none'})`);
+    }
+    const session = mech.createClient({
+      requestCredentials: ctx.requestCredentials,
+      auth: ctx.auth,
+      service: ctx.service,
+      host: ctx.host,
+      transport: ctx.transport,
+      channelBinding: binding,
+      channelBindingPolicy: ctx.channelBindingPolicy,
+      serverMechanisms: offered,
+      maxIterations: this.clientOptions.maxIterations ?? 100000,
+      ...(ctx.signal ? { signal: ctx.signal } : {}),
+    });
+    const first = await session.start();
+    let reply = await ctx.rpc.call(
+      RemoteProc.AUTH_SASL_START,
+      remote.authSaslStartArgs,
+      { mech: mech.name, nil: first === null ? 1 : 0, data: first ?? Buffer.alloc(0) },
+      remote.authSaslStartRet,
+    );
+    for (let round = 0; round < MAX_SASL_ROUNDS; round++) {
+      if (reply.complete === 1 && session.complete) return;
+      // Even when the server says complete, the client checks its final message (mutual auth).
+      const out = await session.step(reply.nil ? null : reply.data);
+      if (reply.complete === 1) {
+        if (session.complete) return;
+        throw clientError(`the server ended the ${mech.name} exchange before the client could verify it`);
+      }
+      reply = await ctx.rpc.call(
+        RemoteProc.AUTH_SASL_STEP,
+        remote.authSaslStepArgs,
+        { nil: out === null ? 1 : 0, data: out ?? Buffer.alloc(0) },
+        remote.authSaslStepRet,
+      );
+    }
+    throw clientError(`the ${mech.name} exchange did not finish within ${MAX_SASL_ROUNDS} rounds`);
+  }
+
+  private buildServer(opts: SaslServerOptions): ServerAuthProvider {
+    const throttle = new FailureThrottle({
+      maxFailuresPerConnection: opts.maxFailuresPerConnection ?? 5,
+      maxFailuresPerUser: opts.maxFailuresPerUser ?? 10,
+      failureWindowMs: opts.failureWindowMs ?? 60000,
+      failureDelayMs: opts.failureDelayMs ?? 250,
+    });
+    const failuresOf = (ctx: ServerAuthContext): ConnectionFailures => {
+      let f = ctx.state.get('sasl.failures') as ConnectionFailures | undefined;
+      if (!f) ctx.state.set('sasl.failures', (f = { count: 0 }));
+      return f;
+    };
+    const fail = async (ctx: ServerAuthContext, reason: string, user?: string): Promise<never> => {
+      ctx.state.delete(STATE_KEY);
+      const verdict = throttle.record(failuresOf(ctx), user);
+      ctx.log.warn({ event: 'auth.sasl.failed', reason, user, failures: failuresOf(ctx).count }, 'SASL authentication failed');
+      await new Promise((r) => setTimeout(r, verdict.delayMs));
+      if (verdict.close) {
+        ctx.log.warn({ event: 'auth.sasl.too_many_failures' }, 'closing a connection after repeated authentication failures');
+        ctx.closeAfterReply();
+      }
+      throw saslAuthFailed();
+    };
+
+    const offeredFor = (ctx: ServerAuthContext): string[] => {
+      const registered = this.mechanisms();
+      const names = opts.mechanisms ?? registered.map((m) => m.name);
+      return names
+        .map((n) => registered.find((m) => m.name === n))
+        .filter((m): m is SaslMechanism => m !== undefined)
+        .filter((m) => !m.requiresChannelBinding || ctx.transport.tls !== undefined)
+        .map((m) => m.name);
+    };
+
+    const runStep = async (ctx: ServerAuthContext, state: Extract<ServerState, { stage: 'step' }>, data: Buffer | null) => {
+      let result;
+      try {
+        result = await state.session.step(data);
+      } catch (e) {
+        const reason = e instanceof SaslAuthenticationError ? e.reason : `mechanism error: ${(e as Error).message}`;
+        return fail(ctx, reason, e instanceof SaslAuthenticationError ? e.username : undefined);
+      }
+      if (!result.done) {
+        if (++state.rounds > MAX_SASL_ROUNDS) return fail(ctx, 'too many SASL rounds');
+        return { complete: 0, nil: result.data === null ? 1 : 0, data: result.data ?? Buffer.alloc(0) };
+      }
+      const username = state.session.username ?? '';
+      if (opts.allowedUsernames && !opts.allowedUsernames.some((g) => globMatch(g, username))) {
+        return fail(ctx, 'user name not in sasl_allowed_username_list', username);
+      }
+      if (throttle.isUserLocked(username)) return fail(ctx, 'user is locked out after repeated failures', username);
+      ctx.state.delete(STATE_KEY);
+      ctx.markAuthenticated({ username, method: 'sasl' });
+      return { complete: 1, nil: result.data === null ? 1 : 0, data: result.data ?? Buffer.alloc(0) };
+    };
+
+    const init: ServerAuthProcedure = {
+      args: xdr.xvoid,
+      ret: remote.authSaslInitRet,
+      handle: async (ctx) => {
+        if (ctx.state.has(STATE_KEY)) return fail(ctx, 'AUTH_SASL_INIT called twice');
+        if (!ctx.transport.secure) return fail(ctx, 'SASL refused on an insecure channel (no mechanism provides a security layer)');
+        const offered = offeredFor(ctx);
+        if (offered.length === 0) return fail(ctx, 'no SASL mechanism is available on this connection');
+        ctx.state.set(STATE_KEY, { stage: 'init', offered } satisfies ServerState);
+        return { mechlist: offered.join(',') };
+      },
+    };
+    const start: ServerAuthProcedure = {
+      args: remote.authSaslStartArgs,
+      ret: remote.authSaslStartRet,
+      handle: async (ctx, args: { mech: string; nil: number; data: Buffer }) => {
+        const state = ctx.state.get(STATE_KEY) as ServerState | undefined;
+        if (!state || state.stage !== 'init') return fail(ctx, 'AUTH_SASL_START without AUTH_SASL_INIT');
+        const mech = this.mechanisms().find((m) => m.name === args.mech);
+        if (!mech || !state.offered.includes(args.mech)) return fail(ctx, `mechanism '${args.mech}' was not offered`);
+        const channelBinding = ctx.transport.tls ? channelBindingFor(ctx.transport.tls, 'server') : null;
+        const session = mech.createServer({
+          users: opts.users,
+          transport: ctx.transport,
+          channelBinding,
+          serverOffersChannelBinding: state.offered.some((n) => this.mechanisms().find((m) => m.name === n)?.requiresChannelBinding),
+        });
+        const next: Extract<ServerState, { stage: 'step' }> = { stage: 'step', offered: state.offered, session, rounds: 0 };
+        ctx.state.set(STATE_KEY, next);
+        return runStep(ctx, next, args.nil ? null : args.data);
+      },
+    };
+    const step: ServerAuthProcedure = {
+      args: remote.authSaslStepArgs,
+      ret: remote.authSaslStepRet,
+      handle: async (ctx, args: { nil: number; data: Buffer }) => {
+        const state = ctx.state.get(STATE_KEY) as ServerState | undefined;
+        if (!state || state.stage !== 'step') return fail(ctx, 'AUTH_SASL_STEP without AUTH_SASL_START');
+        return runStep(ctx, state, args.nil ? null : args.data);
+      },
+    };
+    return {
+      procedures: {
+        [RemoteProc.AUTH_SASL_INIT]: init,
+        [RemoteProc.AUTH_SASL_START]: start,
+        [RemoteProc.AUTH_SASL_STEP]: step,
+      },
+    };
+  }
+}

@@ -1,0 +1,147 @@
+import {spawnSync} from 'node:child_process';
+import {readdirSync} from 'node:fs';
+
+import test, {type ExecutionContext} from 'ava';
+
+import {findExecutable, systemPython} from './executables.js';
+
+/** Something outside Node that an interop test needs: a real libvirt program, a library, or root. */
+export interface PeerStatus {
+  name: string;
+  available: boolean;
+  /** What is missing and how to get it (usually the Debian package); empty when available. */
+  reason: string;
+}
+
+/** Returns why a peer is unusable here, with the remedy, or undefined when it is fine. */
+type PeerProbe = () => string | undefined;
+
+const rootProblem = (): string | undefined => (process.getuid?.() === 0 ? undefined : 'not running as root: run the interop tests as root');
+
+function executableProbe(binary: string, debianPackage: string): PeerProbe {
+  return () => (findExecutable(binary) === undefined ? `${binary} not found: install Debian package ${debianPackage}` : undefined);
+}
+
+function saslPluginProbe(plugin: string, debianPackage: string): PeerProbe {
+  return () => {
+    for (const libraryDirectory of ['/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib']) {
+      try {
+        if (readdirSync(`${libraryDirectory}/sasl2`).some((file) => file.startsWith(`lib${plugin}.so`))) {
+          return undefined;
+        }
+      } catch {
+        // Directory absent on this architecture: try the next.
+      }
+    }
+    return `cyrus-sasl ${plugin} plugin not found: install Debian package ${debianPackage}`;
+  };
+}
+
+const peerProbes: Record<string, PeerProbe> = {
+  root: rootProblem,
+  // A private libvirtd is only usable as root (see PrivateLibvirtd).
+  libvirtd: () => executableProbe('libvirtd', 'libvirt-daemon')() ?? rootProblem(),
+  virsh: executableProbe('virsh', 'libvirt-clients'),
+  'python3-libvirt': () => {
+    if (findExecutable(systemPython) === undefined) {
+      return `${systemPython} not found: install Debian package python3-libvirt`;
+    }
+    // Registration time only: no server of ours is running yet, so a synchronous spawn is safe.
+    const check = spawnSync(systemPython, ['-I', '-c', 'import libvirt'], {stdio: 'ignore', timeout: 10_000});
+    return check.status === 0 ? undefined : `${systemPython} cannot import libvirt: install Debian package python3-libvirt`;
+  },
+  saslpasswd2: executableProbe('saslpasswd2', 'sasl2-bin'),
+  'sasl-scram': saslPluginProbe('scram', 'libsasl2-modules'),
+  'sasl-digest-md5': saslPluginProbe('digestmd5', 'libsasl2-modules'),
+  'sasl-sasldb': saslPluginProbe('sasldb', 'libsasl2-modules-db'),
+  certtool: executableProbe('certtool', 'gnutls-bin'),
+  polkitd: executableProbe('polkitd', 'polkitd'),
+  pkcheck: executableProbe('pkcheck', 'polkitd'),
+  'dbus-daemon': executableProbe('dbus-daemon', 'dbus-daemon'),
+  unshare: executableProbe('unshare', 'util-linux'),
+  setpriv: executableProbe('setpriv', 'util-linux'),
+  runuser: executableProbe('runuser', 'util-linux'),
+  ip: executableProbe('ip', 'iproute2'),
+};
+
+/** Every peer name interopTest and peerAvailable accept. */
+export const knownPeers: readonly string[] = Object.keys(peerProbes);
+
+const statusCache = new Map<string, PeerStatus>();
+
+export function peerStatus(name: string): PeerStatus {
+  const cached = statusCache.get(name);
+  if (cached !== undefined) {
+    return cached;
+  }
+  const probe = peerProbes[name];
+  if (probe === undefined) {
+    throw new Error(`unknown interop peer ${JSON.stringify(name)}; known peers: ${knownPeers.join(', ')}`);
+  }
+  const problem = probe();
+  const status: PeerStatus = problem === undefined ? {name, available: true, reason: ''} : {name, available: false, reason: problem};
+  statusCache.set(name, status);
+  return status;
+}
+
+/** Whether a peer can be used here: its binaries exist (and, for libvirtd, we are root). */
+export function peerAvailable(name: string): boolean {
+  return peerStatus(name).available;
+}
+
+export function isCi(environment: NodeJS.ProcessEnv = process.env): boolean {
+  return environment.CI === 'true' || environment.CI === '1';
+}
+
+export interface InteropPlan {
+  /** run: all peers present; fail: CI lacks a peer (a setup bug); skip: a developer machine lacks one. */
+  mode: 'run' | 'fail' | 'skip';
+  missing: PeerStatus[];
+  message: string;
+}
+
+/** Decides what to do with an interop test; separate from registration so it can be tested. */
+export function planInteropTest(statuses: readonly PeerStatus[], ci: boolean): InteropPlan {
+  const missing = statuses.filter((status) => !status.available);
+  if (missing.length === 0) {
+    return {mode: 'run', missing, message: ''};
+  }
+  const reasons = missing.map((status) => `${status.name}: ${status.reason}`).join('; ');
+  return ci
+    ? {mode: 'fail', missing, message: `interop peer missing in CI (.ci/run must install it): ${reasons}`}
+    : {mode: 'skip', missing, message: `needs ${reasons}`};
+}
+
+export type InteropImplementation = (t: ExecutionContext) => PromiseLike<void> | void;
+
+function register(serial: boolean, title: string, peers: readonly string[], implementation: InteropImplementation): void {
+  const plan = planInteropTest(peers.map(peerStatus), isCi());
+  const declare = serial ? test.serial : test;
+  switch (plan.mode) {
+    case 'run':
+      declare(title, implementation);
+      break;
+    case 'fail':
+      declare(title, (t) => {
+        t.fail(plan.message);
+      });
+      break;
+    case 'skip':
+      // Ava 7 cannot skip at run time, so the decision is made while tests are declared.
+      declare.skip(`${title} [skipped: ${plan.message}]`, implementation);
+      break;
+  }
+}
+
+/**
+ * Declares a test that talks to real peers. It runs when they are all present; in CI (CI=true) a
+ * missing peer fails it with the package to install; on a developer machine it is skipped.
+ */
+export function interopTest(title: string, peers: readonly string[], implementation: InteropImplementation): void {
+  register(false, title, peers, implementation);
+}
+
+/** interopTest declared with test.serial (for tests that must not overlap others in the file). */
+interopTest.serial = (title: string, peers: readonly string[], implementation: InteropImplementation): void => {
+  register(true, title, peers, implementation);
+};
