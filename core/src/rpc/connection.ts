@@ -53,6 +53,8 @@ export class RpcConnection extends EventEmitter {
   private readonly maxConcurrent: number;
   private readonly maxPending: number;
   private paused = false;
+  /** Calls that arrived beyond the concurrency bound, run in order as others finish. */
+  private readonly heldCalls: { header: Header; body: XdrReader }[] = [];
   private corked = false;
   private closedError: VirError | null = null;
   private isClosed = false;
@@ -158,6 +160,7 @@ export class RpcConnection extends EventEmitter {
     const err = reason ?? rpcError('client socket is closed');
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
+    this.heldCalls.length = 0;
     this.messageHandlers.clear();
     if (!this.stream.destroyed) {
       this.stream.end();
@@ -224,7 +227,8 @@ export class RpcConnection extends EventEmitter {
         return;
       case MessageType.CALL:
       case MessageType.CALL_WITH_FDS:
-        this.onCall(h, r);
+        if (this.inFlight >= this.maxConcurrent) this.heldCalls.push({ header: h, body: r });
+        else this.onCall(h, r);
         return;
       case MessageType.MESSAGE: {
         const handler = this.messageHandlers.get(h.prog);
@@ -302,7 +306,11 @@ export class RpcConnection extends EventEmitter {
 
   private callDone(): void {
     this.inFlight--;
-    if (this.paused && this.inFlight < this.maxConcurrent && !this.isClosed) {
+    while (this.heldCalls.length > 0 && this.inFlight < this.maxConcurrent && !this.isClosed) {
+      const next = this.heldCalls.shift()!;
+      this.onCall(next.header, next.body);
+    }
+    if (this.paused && this.heldCalls.length === 0 && this.inFlight < this.maxConcurrent && !this.isClosed) {
       this.paused = false;
       this.stream.resume();
     }

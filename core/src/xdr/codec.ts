@@ -66,6 +66,28 @@ export class XdrWriter {
 
   /** A string's UTF-8 bytes with its length prefix, written without an intermediate buffer. */
   utf8(s: string, max: number): void {
+    const n = s.length;
+    // Short ASCII strings (names, URIs, mechanisms) are the common case: copy them byte by byte
+    // rather than pay Buffer's UTF-8 machinery twice.
+    if (n <= 64) {
+      const p = pad4(n);
+      this.ensure(4 + n + p);
+      const buf = this.buf;
+      const start = this.offset + 4;
+      let i = 0;
+      for (; i < n; i++) {
+        const c = s.charCodeAt(i);
+        if (c > 0x7f) break;
+        buf[start + i] = c;
+      }
+      if (i === n) {
+        if (n > max) throw new XdrError(`string of ${n} bytes exceeds its maximum of ${max}`);
+        this.view.setUint32(this.offset, n);
+        this.offset = start + n;
+        for (let k = 0; k < p; k++) buf[this.offset++] = 0;
+        return;
+      }
+    }
     const byteLen = Buffer.byteLength(s, 'utf8');
     if (byteLen > max) throw new XdrError(`string of ${byteLen} bytes exceeds its maximum of ${max}`);
     const p = pad4(byteLen);
@@ -140,7 +162,8 @@ export class XdrReader {
   bytes(n: number): Buffer {
     const total = n + pad4(n);
     this.need(total, 'opaque data');
-    const out = Buffer.from(this.buf.subarray(this.offset, this.offset + n));
+    const out = Buffer.allocUnsafe(n);
+    this.buf.copy(out, 0, this.offset, this.offset + n);
     this.offset += total;
     return out;
   }
@@ -148,9 +171,15 @@ export class XdrReader {
   utf8(n: number): string {
     const total = n + pad4(n);
     this.need(total, 'string');
-    const s = this.buf.toString('utf8', this.offset, this.offset + n);
+    const buf = this.buf;
+    const start = this.offset;
     this.offset += total;
-    return s;
+    if (n <= 64) {
+      // Short ASCII text (the common case) skips the UTF-8 decoder.
+      for (let i = start; i < start + n; i++) if (buf[i]! > 0x7f) return buf.toString('utf8', start, start + n);
+      return buf.toString('latin1', start, start + n);
+    }
+    return buf.toString('utf8', start, start + n);
   }
 
   /** Checks a variable-length count before anything is allocated for it. */
@@ -312,6 +341,7 @@ export function fixedCharString(size: number): Codec<string> {
       for (let i = 0; i < size; i++) w.int(i < b.length ? (b[i]! << 24) >> 24 : 0);
     },
     decode(r) {
+      if (r.remaining < size * 4) throw new XdrError(`char[${size}] needs ${size * 4} bytes, only ${r.remaining} left`);
       const b = Buffer.allocUnsafe(size);
       for (let i = 0; i < size; i++) b[i] = r.int() & 0xff;
       const nul = b.indexOf(0);
@@ -321,7 +351,8 @@ export function fixedCharString(size: number): Codec<string> {
 }
 
 export function array<T>(elem: Codec<T>, max = 0xffffffff): Codec<T[]> {
-  const min = Math.max(elem.minSize, 1);
+  if (elem.minSize === 0) throw new XdrError('array elements must encode to at least one byte');
+  const min = elem.minSize;
   return {
     minSize: 4,
     encode(w, v) {
@@ -339,6 +370,7 @@ export function array<T>(elem: Codec<T>, max = 0xffffffff): Codec<T[]> {
 }
 
 export function fixedArray<T>(elem: Codec<T>, size: number): Codec<T[]> {
+  if (elem.minSize === 0) throw new XdrError('array elements must encode to at least one byte');
   return {
     minSize: elem.minSize * size,
     encode(w, v) {
@@ -375,28 +407,25 @@ export function optional<T>(inner: Codec<T>): Codec<T | null> {
 type Fields = Record<string, Codec<any>>;
 export type StructOf<F extends Fields> = { [K in keyof F]: Infer<F[K]> };
 
-/** A struct: fields in declaration order. */
+/**
+ * A struct: fields in declaration order. The encoder and decoder are generated once per struct
+ * so each field access is a fixed property, and decoded objects share one hidden class.
+ */
 export function struct<F extends Fields>(fields: F): Codec<StructOf<F>> {
   const entries = Object.entries(fields) as [string, Codec<unknown>][];
-  const names = entries.map(([n]) => n);
   const codecs = entries.map(([, c]) => c);
-  const len = entries.length;
-  return {
-    minSize: codecs.reduce((s, c) => s + c.minSize, 0),
-    encode(w, v) {
-      const o = v as Record<string, unknown>;
-      for (let i = 0; i < len; i++) {
-        const value = o[names[i]!];
-        if (value === undefined) throw new XdrError(`struct field '${names[i]}' is missing`);
-        codecs[i]!.encode(w, value);
-      }
-    },
-    decode(r) {
-      const o: Record<string, unknown> = {};
-      for (let i = 0; i < len; i++) o[names[i]!] = codecs[i]!.decode(r);
-      return o as StructOf<F>;
-    },
+  const key = (name: string) => JSON.stringify(name);
+  const enc = entries
+    .map(([name], i) => `x = v[${key(name)}]; if (x === undefined) missing(${key(name)}); c[${i}].encode(w, x);`)
+    .join('\n');
+  const dec = `return { ${entries.map(([name], i) => `${key(name)}: c[${i}].decode(r)`).join(', ')} };`;
+  const missing = (name: string): never => {
+    throw new XdrError(`struct field '${name}' is missing`);
   };
+  // Field names come from our own declarations, never from input.
+  const encode = new Function('c', 'missing', `return function encodeStruct(w, v) { let x;\n${enc}\n};`)(codecs, missing) as Codec<StructOf<F>>['encode'];
+  const decode = new Function('c', `return function decodeStruct(r) { ${dec} };`)(codecs) as Codec<StructOf<F>>['decode'];
+  return { minSize: codecs.reduce((sum, c) => sum + c.minSize, 0), encode, decode };
 }
 
 type Arms = Record<number, Codec<any>>;
@@ -407,6 +436,7 @@ export function union<A extends Arms>(arms: A, defaultArm?: Codec<any>): Codec<U
   return {
     minSize: 4,
     encode(w, v) {
+      checkInt(v.tag, INT32_MIN, INT32_MAX, 'union discriminant');
       const arm = (arms as Arms)[v.tag] ?? defaultArm;
       if (!arm) throw new XdrError(`union discriminant ${v.tag} has no arm`);
       w.int(v.tag);
