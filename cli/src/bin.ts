@@ -34,7 +34,7 @@ async function withConnection(run: (conn: Connection) => Promise<string>): Promi
   const auth = createConsoleAuth({ noPrompt: !opts.prompt });
   let conn: Connection;
   try {
-    conn = await openAuth(uri, auth, opts.readonly ? 1 : 0);
+    conn = await openAuth(uri, auth, opts.readonly ? 1 : 0, { personPresent: opts.prompt });
   } catch (e) {
     throw new ExitError(['error: failed to connect to the hypervisor', `error: ${(e as Error).message}`]);
   }

@@ -20,6 +20,7 @@ import {
 } from '@virtauth/core';
 import { loadAuthConfSource, registerDefaultProviders } from '@virtauth/providers';
 import { registerDefaultDrivers } from '@virtauth/drivers';
+import { createRelayClient, type RelayClientOptions, type RelayPolicy } from '@virtauth/relay';
 
 export interface OpenOptions {
   /** A container with the plugins to use; by default the shipped providers and drivers. */
@@ -28,8 +29,16 @@ export interface OpenOptions {
   credentialSources?: readonly CredentialSource[];
   /** Abandons the open (and any credential prompt in progress). */
   signal?: AbortSignal;
-  /** Extra data for drivers (e.g. the credential relay's hooks). */
+  /** Extra data for drivers. */
   extensions?: Record<string, unknown>;
+  /** Answer credential requests that daemons relay back during the open (default true). */
+  relay?: boolean;
+  /** What relayed requests may ask for, and how many and how long. */
+  relayPolicy?: RelayPolicy;
+  /** Whether a person can answer relayed prompts (default: when `auth` is given). */
+  personPresent?: boolean;
+  /** Receives one record per relayed request (origin and types only). */
+  relayAudit?: RelayClientOptions['audit'];
 }
 
 export type Connection = DriverConnection;
@@ -73,6 +82,15 @@ export async function openAuth(uri: string, auth: ConnectAuth | null, flags = 0,
     ...(options.signal ? { signal: options.signal } : {}),
     ...(options.extensions ? { extensions: options.extensions } : {}),
   };
+  if (options.relay !== false) {
+    ctx.relay = createRelayClient({
+      auth,
+      sources,
+      ...(options.relayPolicy ? { policy: options.relayPolicy } : {}),
+      ...(options.personPresent !== undefined ? { personPresent: options.personPresent } : {}),
+      ...(options.relayAudit ? { audit: options.relayAudit } : {}),
+    });
+  }
   return driver.open(parsed, ctx);
 }
 

@@ -13,3 +13,6 @@ export * from './contracts/driver.js';
 export * from './contracts/transport.js';
 export * from './contracts/userdb.js';
 export * from './rpc/index.js';
+export * as relayProtocol from './protocol/relay.js';
+export { RELAY_PROGRAM, RELAY_PROTOCOL_VERSION, RelayProc, RelayStatus, RELAY_MAX_HOPS } from './protocol/relay.js';
+export * from './contracts/relay.js';

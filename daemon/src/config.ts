@@ -25,6 +25,10 @@ export interface DaemonConfig {
   tlsAllowedDnList: string[] | null;
   /** Seconds an unauthenticated client may take to authenticate before it is disconnected. */
   authTimeout: number;
+  /** Longest a relayed credential request may wait, in seconds, whatever the client asks. */
+  relayMaxTimeout: number;
+  /** Most relayed credential requests during one CONNECT_OPEN. */
+  relayMaxRequestsPerOpen: number;
   maxClients: number;
   maxQueuedClients: number;
   maxAnonymousClients: number;
@@ -61,6 +65,8 @@ export function defaultConfig(): DaemonConfig {
     caFile: '/etc/pki/CA/cacert.pem',
     tlsAllowedDnList: null,
     authTimeout: 60,
+    relayMaxTimeout: 120,
+    relayMaxRequestsPerOpen: 8,
     maxClients: 5000,
     maxQueuedClients: 1000,
     maxAnonymousClients: 20,
@@ -127,6 +133,8 @@ export function buildConfig(settings: Map<string, ConfValue>, file = 'config'): 
         cfg.tlsAllowedDnList = v;
         break;
       case 'auth_timeout': cfg.authTimeout = int(key, v, 0, 86400); break;
+      case 'relay_max_timeout': cfg.relayMaxTimeout = int(key, v, 1, 86400); break;
+      case 'relay_max_requests_per_open': cfg.relayMaxRequestsPerOpen = int(key, v, 0, 1000); break;
       case 'max_clients': cfg.maxClients = int(key, v, 1, 1_000_000); break;
       case 'max_queued_clients': cfg.maxQueuedClients = int(key, v, 0, 1_000_000); break;
       case 'max_anonymous_clients': cfg.maxAnonymousClients = int(key, v, 0, 1_000_000); break;

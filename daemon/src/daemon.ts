@@ -2,7 +2,9 @@
 
 import type { Logger } from 'pino';
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
-import { FileUserDatabase, registerDefaultProviders, saslSettingsFrom } from '@virtauth/providers';
+import { CREDENTIAL_SOURCE, type CredentialSource } from '@virtauth/core';
+import { FileUserDatabase, loadAuthConfSource, registerDefaultProviders, saslSettingsFrom } from '@virtauth/providers';
+import { relayExtension } from './relay-extension.js';
 import { registerDefaultDrivers } from '@virtauth/drivers';
 import type { DaemonConfig } from './config.js';
 import { createLogger } from './logger.js';
@@ -40,13 +42,20 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
     },
   });
   registerDefaultDrivers(container);
+  // The daemon's own auth.conf (LIBVIRT_AUTH_FILE, ~/.config/libvirt, /etc/libvirt), read per use.
+  container.register(CREDENTIAL_SOURCE, { useValue: { fill: async (creds, service, host) => (await loadAuthConfSource())?.fill(creds, service, host) } satisfies CredentialSource });
+  const relay = relayExtension({
+    maxTimeoutMs: opts.config.relayMaxTimeout * 1000,
+    maxRequestsPerOpen: opts.config.relayMaxRequestsPerOpen,
+    sources: async () => container.resolveAll(CREDENTIAL_SOURCE),
+  });
   const logger = opts.logger ?? createLogger(opts.config.logLevel);
   const server = new VirtauthServer({
     config: opts.config,
     container,
     logger,
     ...(opts.listeners ? { listeners: opts.listeners } : {}),
-    ...(opts.extensions ? { extensions: opts.extensions } : {}),
+    extensions: [relay, ...(opts.extensions ?? [])],
   });
   const listeners = await server.start();
   return { server, listeners, container, stop: () => server.stop() };

@@ -4,3 +4,4 @@ export * from './session.js';
 export * from './logger.js';
 export { createRemoteProgram, authFailed } from './remote-program.js';
 export { createDaemon, type DaemonHandle, type CreateDaemonOptions } from './daemon.js';
+export { relayExtension, type RelaySettings } from './relay-extension.js';

@@ -53,7 +53,9 @@ export interface ListenerInfo extends ListenerSpec {
 export interface DaemonExtension {
   programs?(server: VirtauthServer): ProgramDefinition<ClientSession>[];
   /** Adds to the context a driver is opened with, for this client (e.g. relayed credentials). */
-  decorateOpenContext?(session: ClientSession, ctx: DriverOpenContext, uri: string): DriverOpenContext;
+  decorateOpenContext?(session: ClientSession, ctx: DriverOpenContext, target: { uri: string; driver: string }): DriverOpenContext | Promise<DriverOpenContext>;
+  /** Called when a CONNECT_OPEN has finished, whether it succeeded or not. */
+  openFinished?(session: ClientSession): void;
   onSession?(session: ClientSession): void;
 }
 
@@ -283,9 +285,9 @@ export class VirtauthServer {
       processName: this.processName,
       signal: abort.signal,
     };
-    for (const e of this.extensions) if (e.decorateOpenContext) ctx = e.decorateOpenContext(session, ctx, uriText);
     const started = Date.now();
     try {
+      for (const e of this.extensions) if (e.decorateOpenContext) ctx = await e.decorateOpenContext(session, ctx, { uri: uriText, driver: driver.name });
       const conn = await driver.open(uri, ctx);
       session.log.info({ event: 'connect.open', driver: driver.name, uri: uriText, readOnly, ms: Date.now() - started }, 'hypervisor connection opened');
       if (session.rpc.closed) {
@@ -298,6 +300,7 @@ export class VirtauthServer {
       throw e;
     } finally {
       session.opening = null;
+      for (const e of this.extensions) e.openFinished?.(session);
     }
   }
 

@@ -1,5 +1,6 @@
 export { TestDriver, uuidToBytes, uuidToString, escapeXml } from './test/test-driver.js';
-export { RemoteDriver, RemoteConnection, REMOTE_OPEN_HOOKS, type RemoteDriverOptions, type RemoteOpenHooks, type AuthSchemeName } from './remote/remote-driver.js';
+export { RemoteDriver, RemoteConnection, type RemoteDriverOptions, type AuthSchemeName } from './remote/remote-driver.js';
+export { enableRelay } from './remote/relay-client.js';
 export { openTransport, defaultUnixSocket, DEFAULT_TCP_PORT, DEFAULT_TLS_PORT } from './remote/transport.js';
 export { registerDefaultDrivers } from './register.js';
 export * from './xenapi/index.js';

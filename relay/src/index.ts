@@ -1,1 +1,2 @@
-export {};
+export { RelayChannel, type RelayAuditRecord, type ClientRelayCapabilities, type RelayChannelOptions, type ChannelRequest } from './server-channel.js';
+export { createRelayClient, policyAllows, globMatch, type RelayPolicy, type RelayPolicyRule, type RelayClientOptions, type ClientRelayAuditRecord } from './client-relay.js';

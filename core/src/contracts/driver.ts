@@ -3,6 +3,7 @@
 import type { ConnectAuth, CredentialRequester } from '../credentials.js';
 import type { ConnectUri } from '../uri.js';
 import type { RemoteDomain } from '../protocol/remote.js';
+import type { RelayClientConfig } from './relay.js';
 
 export type DomainRef = RemoteDomain;
 
@@ -45,7 +46,12 @@ export interface DriverOpenContext {
   processName: string;
   /** Aborted when the open is abandoned (client gone, deadline). */
   signal?: AbortSignal;
-  /** Driver-specific extras (the remote driver's relay hooks, for example). */
+  /**
+   * Present when whoever opens this driver can answer relayed credential requests: the remote
+   * driver enables the relay on the server and hands it each request that comes back.
+   */
+  relay?: RelayClientConfig;
+  /** Driver-specific extras. */
   extensions?: Record<string, unknown>;
 }
 

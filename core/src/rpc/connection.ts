@@ -273,7 +273,7 @@ export class RpcConnection extends EventEmitter {
 
   private onCall(h: Header, r: XdrReader): void {
     if (!this.callHandler) {
-      this.replyError(h, rpcError(`Cannot find program ${h.prog} version ${h.vers}`));
+      this.replyError(h, rpcError(`Cannot find program ${h.prog | 0} version ${h.vers | 0}`));
       return;
     }
     this.inFlight++;

@@ -32,7 +32,8 @@ export function createDispatcher<C>(programs: readonly ProgramDefinition<C>[], g
   for (const p of programs) byKey.set(`${p.prog}:${p.vers}`, p);
   return (h: Header, body: XdrReader): Promise<Reply> | Reply => {
     const program = byKey.get(`${h.prog}:${h.vers}`);
-    if (!program) throw rpcError(`Cannot find program ${h.prog} version ${h.vers}`);
+    // libvirtd prints the numbers as signed ints; clients may match the text.
+    if (!program) throw rpcError(`Cannot find program ${h.prog | 0} version ${h.vers | 0}`);
     if (h.type !== MessageType.CALL) throw rpcError(`Unexpected message type ${h.type}`);
     if (h.status !== MessageStatus.OK) throw rpcError(`Unexpected message status ${h.status}`);
     const proc = program.procedures.get(h.proc);

@@ -28,6 +28,7 @@ import {
   type RemoteCaller,
   type TransportInfo,
 } from '@virtauth/core';
+import { enableRelay } from './relay-client.js';
 import { openTransport } from './transport.js';
 
 export type AuthSchemeName = 'none' | 'sasl' | 'polkit' | (string & {});
@@ -42,15 +43,6 @@ export interface RemoteDriverOptions {
   channelBindingPolicy?: ChannelBindingPolicy;
   connectTimeoutMs?: number;
 }
-
-/**
- * Hooks a host process adds to an open (the credential relay uses them): called after auth and
- * before CONNECT_OPEN, with the RPC connection, so extra programs can be enabled on it.
- */
-export interface RemoteOpenHooks {
-  beforeOpen?(rpc: RpcConnection, uri: ConnectUri): Promise<void>;
-}
-export const REMOTE_OPEN_HOOKS = 'remote.openHooks';
 
 const DEFAULT_PRIORITY: readonly AuthSchemeName[] = ['sasl', 'polkit', 'none'];
 
@@ -78,8 +70,8 @@ export class RemoteDriver implements Driver {
         call: (proc, args, value, ret) => rpc.call(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, proc, args, value, ret, ctx.signal ? { signal: ctx.signal } : {}),
       };
       await this.authenticate(caller, uri, info, ctx);
-      const hooks = ctx.extensions?.[REMOTE_OPEN_HOOKS] as RemoteOpenHooks | undefined;
-      await hooks?.beforeOpen?.(rpc, uri);
+      // The relay is enabled before CONNECT_OPEN, so the server's drivers can ask us during it.
+      if (ctx.relay) await enableRelay(rpc, ctx.relay);
       const keepalive = this.opts.keepalive ?? { interval: 5, count: 6 };
       if (keepalive) {
         const supported = await caller
@@ -179,7 +171,11 @@ export class RemoteConnection implements DriverConnection {
   async getHostname() { return (await this.call(RemoteProc.CONNECT_GET_HOSTNAME, xdr.xvoid, undefined, remote.connectGetHostnameRet)).hostname; }
   async getUri() { return this.uri.raw; }
   async getServerUri() { return (await this.call(RemoteProc.CONNECT_GET_URI, xdr.xvoid, undefined, remote.connectGetUriRet)).uri; }
-  async isSecure() { return (await this.call(RemoteProc.CONNECT_IS_SECURE, xdr.xvoid, undefined, remote.connectIsSecureRet)).secure === 1; }
+  async isSecure() {
+    // As libvirt's client: the server only knows its own side; a plain TCP link to it is never secure.
+    const serverSays = (await this.call(RemoteProc.CONNECT_IS_SECURE, xdr.xvoid, undefined, remote.connectIsSecureRet)).secure === 1;
+    return serverSays && this.transport.secure;
+  }
   async supportsFeature(feature: number) {
     return (await this.call(RemoteProc.CONNECT_SUPPORTS_FEATURE, remote.connectSupportsFeatureArgs, { feature }, remote.connectSupportsFeatureRet)).supported === 1;
   }

@@ -1,0 +1,61 @@
+// The credential relay as drivers and hosts see it: a request that travelled from a driver in
+// some daemon, and the errors each outcome becomes.
+
+import type { Credential, OriginHop } from '../credentials.js';
+import { ErrorCode, ErrorDomain, VirError } from '../errors.js';
+import { RelayStatus } from '../protocol/relay.js';
+
+export interface RelayedCredentialRequest {
+  /** auth.conf service and host the credentials are for. */
+  service: string;
+  host: string;
+  /** From the hop nearest the driver outwards. */
+  origin: OriginHop[];
+  credentials: Credential[];
+  /** Absolute time (ms since the epoch) after which no answer is taken. */
+  deadline: number;
+}
+
+/** Answers one relayed request: fills each credential's result or rejects with a VirError. */
+export type RelayHandler = (req: RelayedCredentialRequest, signal: AbortSignal) => Promise<void>;
+
+/** What a connection that may receive relayed requests declares, and who answers them. */
+export interface RelayClientConfig {
+  credTypes: readonly number[];
+  personPresent: boolean;
+  /** How long the client will wait for one request, in ms. */
+  timeoutMs: number;
+  maxRequests: number;
+  handle: RelayHandler;
+}
+
+const STATUS_ERRORS: Record<number, number> = {
+  [RelayStatus.CANCELLED]: ErrorCode.AUTH_CANCELLED,
+  [RelayStatus.TIMED_OUT]: ErrorCode.AUTH_UNAVAILABLE,
+  [RelayStatus.UNAVAILABLE]: ErrorCode.AUTH_UNAVAILABLE,
+  [RelayStatus.DENIED]: ErrorCode.AUTH_FAILED,
+  [RelayStatus.FAILED]: ErrorCode.AUTH_FAILED,
+};
+
+/** The typed error a relay outcome becomes. */
+export function relayError(status: number, detail: string): VirError {
+  return new VirError({ code: STATUS_ERRORS[status] ?? ErrorCode.AUTH_FAILED, domain: ErrorDomain.AUTH, detail, int1: status });
+}
+
+/** The relay status an error stands for, so it can travel back down the chain. */
+export function relayStatusOf(e: unknown): RelayStatus {
+  if (e instanceof VirError) {
+    if (e.domain === ErrorDomain.AUTH && e.int1 >= RelayStatus.CANCELLED && e.int1 <= RelayStatus.FAILED) return e.int1 as RelayStatus;
+    if (e.code === ErrorCode.AUTH_CANCELLED) return RelayStatus.CANCELLED;
+    if (e.code === ErrorCode.AUTH_UNAVAILABLE) return RelayStatus.UNAVAILABLE;
+    if (e.code === ErrorCode.OPERATION_TIMEOUT) return RelayStatus.TIMED_OUT;
+  }
+  return RelayStatus.FAILED;
+}
+
+/** "xenapi on xen1.example via virtauthd@hostB": who asks, for messages and prompts. */
+export function describeRequester(req: Pick<RelayedCredentialRequest, 'origin' | 'host'>): string {
+  const [first, ...rest] = req.origin;
+  if (!first) return `a driver for ${req.host}`;
+  return [`${first.driver} on ${req.host}`, `via ${first.daemon}`, ...rest.map((h) => `via ${h.daemon}`)].join(' ');
+}

@@ -1,0 +1,122 @@
+// Wires the credential relay into virtauthd: the relay program on every connection, and the
+// credentials a driver asks for during CONNECT_OPEN sent back to that connection's client.
+
+import {
+  ErrorCode,
+  ErrorDomain,
+  RELAY_PROGRAM,
+  RELAY_PROTOCOL_VERSION,
+  RelayProc,
+  VirError,
+  makeCredentialRequester,
+  relayProtocol as p,
+  xdr,
+  ALL_CREDENTIAL_TYPES,
+  type CredentialSource,
+  type DriverOpenContext,
+  type Procedure,
+  type ProgramDefinition,
+} from '@virtauth/core';
+import { RelayChannel } from '@virtauth/relay';
+import type { DaemonExtension, VirtauthServer } from './server.js';
+import type { ClientSession } from './session.js';
+
+export interface RelaySettings {
+  /** Longest a relayed request may wait, whatever the client asks for (ms). */
+  maxTimeoutMs: number;
+  maxRequestsPerOpen: number;
+  /** The daemon's own credential sources (its auth.conf), consulted before the client. */
+  sources: () => Promise<readonly CredentialSource[]>;
+}
+
+export function relayExtension(settings: RelaySettings): DaemonExtension {
+  const channels = new WeakMap<ClientSession, RelayChannel>();
+  const channelOf = (s: ClientSession): RelayChannel => channels.get(s)!;
+  let processName = '';
+
+  return {
+    onSession(session) {
+      const channel = new RelayChannel({
+        connectionId: session.connectionId,
+        sendRequest: (msg) => session.rpc.sendMessage(RELAY_PROGRAM, RELAY_PROTOCOL_VERSION, RelayProc.REQUEST, p.relayRequestMsg, msg),
+        sendCancel: (id, status, message) =>
+          session.rpc.sendMessage(RELAY_PROGRAM, RELAY_PROTOCOL_VERSION, RelayProc.CANCEL, p.relayCancelMsg, { id, status, message: message.slice(0, p.RELAY_TEXT_MAX) }),
+        maxTimeoutMs: settings.maxTimeoutMs,
+        maxRequestsPerOpen: settings.maxRequestsPerOpen,
+        audit: (record) => session.log.info({ event: 'relay.audit', ...record }, 'relayed credential request'),
+      });
+      channels.set(session, channel);
+      session.onClose(() => channel.close(new VirError({ code: ErrorCode.AUTH_CANCELLED, domain: ErrorDomain.AUTH, detail: 'client disconnected' })));
+    },
+
+    programs(server: VirtauthServer): ProgramDefinition<ClientSession>[] {
+      processName = server.processName;
+      const procs = new Map<number, Procedure<any, any, ClientSession>>();
+      procs.set(RelayProc.ENABLE, {
+        args: p.relayEnableArgs,
+        ret: p.relayEnableRet,
+        handle: (s, a: p.RelayEnableArgs) => {
+          if (s.driverConn || s.opening) {
+            throw new VirError({ code: ErrorCode.OPERATION_INVALID, domain: ErrorDomain.AUTH, detail: 'the credential relay must be enabled before CONNECT_OPEN' });
+          }
+          const channel = channelOf(s);
+          channel.enable({ credTypes: a.cred_types, personPresent: a.person_present !== 0, timeoutMs: a.timeout_ms, maxRequests: a.max_requests });
+          s.log.debug({ event: 'relay.enabled', credTypes: a.cred_types, personPresent: a.person_present !== 0 }, 'client enabled the credential relay');
+          return { daemon: processName, max_timeout_ms: channel.clientCapabilities!.timeoutMs };
+        },
+      });
+      procs.set(RelayProc.ANSWER, {
+        args: p.relayAnswerArgs,
+        ret: xdr.xvoid,
+        handle: (s, a: p.RelayAnswerArgs) => channelOf(s).answer(a),
+      });
+      return [{ prog: RELAY_PROGRAM, vers: RELAY_PROTOCOL_VERSION, procedures: procs }];
+    },
+
+    async decorateOpenContext(session, ctx, target): Promise<DriverOpenContext> {
+      const channel = channelOf(session);
+      channel.beginOpen();
+      const hop = { daemon: processName, driver: target.driver, uri: target.uri };
+      // The daemon's own auth.conf first; whatever it lacks goes back to the client.
+      const relayAuth = {
+        credTypes: ALL_CREDENTIAL_TYPES,
+        callback: async (creds: Parameters<typeof channel.request>[0]['credentials'], info: { service: string; host: string; signal?: AbortSignal; deadline?: number }) => {
+          await channel.request({
+            service: info.service,
+            host: info.host,
+            origin: [hop],
+            credentials: creds,
+            ...(info.deadline !== undefined ? { deadline: info.deadline } : {}),
+            ...(ctx.signal ? { signal: ctx.signal } : {}),
+          });
+        },
+      };
+      const decorated: DriverOpenContext = { ...ctx, requestCredentials: makeCredentialRequester(await settings.sources(), relayAuth) };
+      const caps = channel.clientCapabilities;
+      if (caps) {
+        // A remote driver opened here enables the relay on the next daemon and forwards its
+        // requests to our client, adding this daemon to their origin chain.
+        decorated.relay = {
+          credTypes: caps.credTypes,
+          personPresent: caps.personPresent,
+          timeoutMs: caps.timeoutMs,
+          maxRequests: caps.maxRequests,
+          handle: (req, signal) =>
+            channel.request({
+              service: req.service,
+              host: req.host,
+              origin: [...req.origin, hop],
+              credentials: req.credentials,
+              deadline: req.deadline,
+              signal: ctx.signal ? AbortSignal.any([signal, ctx.signal]) : signal,
+            }),
+        };
+      }
+      return decorated;
+    },
+
+    openFinished(session) {
+      channelOf(session).endOpen();
+    },
+  };
+}
