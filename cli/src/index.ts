@@ -1,2 +1,18 @@
 export { openAuth, open, openReadOnly, createClientContainer, type OpenOptions, type Connection } from './connect.js';
 export { lookupDomain, CLIENT_VERSION } from './commands.js';
+// What an application needs to call openAuth and read its errors, without importing core itself.
+export {
+  CredentialType,
+  ErrorCode,
+  ErrorDomain,
+  VirError,
+  OpenFlag,
+  ListDomainsFlag,
+  DomainState,
+  type ConnectAuth,
+  type Credential,
+  type CredentialCallback,
+  type CredentialRequestInfo,
+  type OriginHop,
+} from '@virtauth/core';
+export type { RelayPolicy, RelayPolicyRule } from '@virtauth/relay';
