@@ -21,6 +21,7 @@ import {
   makeCredentialRequester,
   parseUri,
   selectDriver,
+  globMatch,
   type AuthProvider,
   type DriverConnection,
   type DriverOpenContext,
@@ -28,7 +29,6 @@ import {
   type TransportInfo,
   type TransportKind,
 } from '@virtauth/core';
-import { globMatch } from '@virtauth/providers';
 import { authTypeName, type DaemonConfig } from './config.js';
 import { createRemoteProgram } from './remote-program.js';
 import { ClientSession } from './session.js';
@@ -224,8 +224,14 @@ export class VirtauthServer {
     const transport: TransportInfo = { kind: spec.kind, secure: spec.kind !== 'tcp' };
     if (socket instanceof tls.TLSSocket) transport.tls = socket;
     if (spec.kind === 'unix') {
-      const peer = this.opts.peerCredentials?.(socket);
-      if (peer) transport.peer = peer;
+      // Without them the client can still use auth "none"; polkit then refuses it, pointing here.
+      try {
+        const peer = this.opts.peerCredentials?.(socket);
+        if (peer) transport.peer = peer;
+      } catch (e) {
+        const level = spec.auth === AuthType.NONE ? 'debug' : 'warn';
+        this.log[level]({ event: 'client.peercred.failed', err: (e as Error).message }, 'cannot read the unix-socket client\'s peer credentials');
+      }
     } else {
       transport.localAddress = `${socket.localAddress};${socket.localPort}`;
       transport.remoteAddress = `${socket.remoteAddress};${socket.remotePort}`;

@@ -1,6 +1,6 @@
 export { noneAuthProvider } from './none.js';
 export { registerDefaultProviders, type ProviderRegistrationOptions } from './register.js';
-export { SaslAuthProvider, globMatch, saslAuthFailed, type SaslClientOptions, type SaslServerOptions } from './sasl-provider.js';
+export { SaslAuthProvider, saslAuthFailed, type SaslClientOptions, type SaslServerOptions } from './sasl-provider.js';
 export { saslSettingsFrom, loadSaslSettings, defaultUserDatabasePath, type SaslSettings } from './sasl-settings.js';
 export { ScramSha256Mechanism } from './sasl/scram-sha-256.js';
 export { ScramSha256PlusMechanism } from './sasl/scram-sha-256-plus.js';

@@ -3,6 +3,7 @@
 // mechanisms themselves are plugins found under SASL_MECHANISM.
 
 import {
+  globMatch,
   AuthType,
   ErrorCode,
   ErrorDomain,
@@ -55,14 +56,9 @@ export interface SaslServerOptions {
   failureDelayMs?: number;
 }
 
-export function globMatch(glob: string, text: string): boolean {
-  const re = new RegExp(`^${glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`, 's');
-  return re.test(text);
-}
-
 type ServerState =
   | { stage: 'init'; offered: string[] }
-  | { stage: 'step'; offered: string[]; session: SaslServerSession; rounds: number };
+  | { stage: 'step'; offered: string[]; mechanism: string; session: SaslServerSession; rounds: number };
 
 interface ConnectionFailures {
   count: number;
@@ -227,6 +223,8 @@ export class SaslAuthProvider implements AuthProvider {
       }
       if (throttle.isUserLocked(username)) return fail(ctx, 'user is locked out after repeated failures', username);
       ctx.state.delete(STATE_KEY);
+      // Which mechanism won matters to operators (e.g. whether channel binding was used).
+      ctx.log.info({ event: 'auth.sasl.succeeded', mechanism: state.mechanism, user: username }, 'SASL authentication succeeded');
       ctx.markAuthenticated({ username, method: 'sasl' });
       return { complete: 1, nil: result.data === null ? 1 : 0, data: result.data ?? Buffer.alloc(0) };
     };
@@ -258,7 +256,7 @@ export class SaslAuthProvider implements AuthProvider {
           channelBinding,
           serverOffersChannelBinding: state.offered.some((n) => this.mechanisms().find((m) => m.name === n)?.requiresChannelBinding),
         });
-        const next: Extract<ServerState, { stage: 'step' }> = { stage: 'step', offered: state.offered, session, rounds: 0 };
+        const next: Extract<ServerState, { stage: 'step' }> = { stage: 'step', offered: state.offered, mechanism: mech.name, session, rounds: 0 };
         ctx.state.set(STATE_KEY, next);
         return runStep(ctx, next, args.nil ? null : args.data);
       },

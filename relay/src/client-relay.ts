@@ -4,6 +4,7 @@
 
 import { EMPTY, Observable, Subject, catchError, concatMap, defer, firstValueFrom, from, fromEvent, mergeMap, of, race, take, tap, throwError, timer } from 'rxjs';
 import {
+  globMatch,
   RelayStatus,
   VirError,
   credentialTypeName,
@@ -57,11 +58,6 @@ export interface ClientRelayAuditRecord {
 }
 
 const OUTCOMES = Object.fromEntries(Object.entries(RelayStatus).map(([k, v]) => [v, k])) as Record<number, keyof typeof RelayStatus>;
-
-export function globMatch(glob: string, text: string): boolean {
-  const re = new RegExp(`^${glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`, 's');
-  return re.test(text);
-}
 
 /** Whether the policy lets `req` ask for credential `type`. */
 export function policyAllows(policy: RelayPolicy, declared: readonly number[], req: RelayedCredentialRequest, type: number): boolean {

@@ -1,2 +1,2 @@
 export { RelayChannel, type RelayAuditRecord, type ClientRelayCapabilities, type RelayChannelOptions, type ChannelRequest } from './server-channel.js';
-export { createRelayClient, policyAllows, globMatch, type RelayPolicy, type RelayPolicyRule, type RelayClientOptions, type ClientRelayAuditRecord } from './client-relay.js';
+export { createRelayClient, policyAllows, type RelayPolicy, type RelayPolicyRule, type RelayClientOptions, type ClientRelayAuditRecord } from './client-relay.js';
