@@ -3,12 +3,13 @@
 import type { Logger } from 'pino';
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
 import { CREDENTIAL_SOURCE, type CredentialSource } from '@virtauth/core';
-import { FileUserDatabase, loadAuthConfSource, registerDefaultProviders, saslSettingsFrom } from '@virtauth/providers';
+import { FileUserDatabase, loadAuthConfSource, oauthBearerSettingsFrom, polkitSettingsFrom, registerDefaultProviders, registerOAuthBearer, saslSettingsFrom } from '@virtauth/providers';
+import { getPeerCredentials } from '@virtauth/peercred';
 import { relayExtension } from './relay-extension.js';
 import { registerDefaultDrivers } from '@virtauth/drivers';
 import type { DaemonConfig } from './config.js';
 import { createLogger } from './logger.js';
-import { VirtauthServer, type DaemonExtension, type ListenerInfo, type ListenerSpec } from './server.js';
+import { VirtauthServer, type DaemonExtension, type ListenerInfo, type ListenerSpec, type ServerOptions } from './server.js';
 
 export interface CreateDaemonOptions {
   config: DaemonConfig;
@@ -17,6 +18,8 @@ export interface CreateDaemonOptions {
   logger?: Logger;
   listeners?: ListenerSpec[];
   extensions?: DaemonExtension[];
+  /** How unix-socket clients' pid/uid/gid are read; default SO_PEERCRED through @virtauth/peercred. */
+  peerCredentials?: ServerOptions['peerCredentials'];
 }
 
 export interface DaemonHandle {
@@ -40,7 +43,11 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
       failureWindowMs: sasl.failureWindowMs,
       failureDelayMs: sasl.failureDelayMs,
     },
+    polkitServer: polkitSettingsFrom(opts.config.extra),
   });
+  // OAUTHBEARER is a plugin like any third party's: registered only when the config has oauth_* keys.
+  const oauthBearer = oauthBearerSettingsFrom(opts.config.extra);
+  if (oauthBearer) registerOAuthBearer(container, oauthBearer);
   registerDefaultDrivers(container);
   // The daemon's own auth.conf (LIBVIRT_AUTH_FILE, ~/.config/libvirt, /etc/libvirt), read per use.
   container.register(CREDENTIAL_SOURCE, { useValue: { fill: async (creds, service, host) => (await loadAuthConfSource())?.fill(creds, service, host) } satisfies CredentialSource });
@@ -56,6 +63,7 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
     logger,
     ...(opts.listeners ? { listeners: opts.listeners } : {}),
     extensions: [relay, ...(opts.extensions ?? [])],
+    peerCredentials: opts.peerCredentials ?? getPeerCredentials,
   });
   const listeners = await server.start();
   return { server, listeners, container, stop: () => server.stop() };

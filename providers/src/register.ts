@@ -4,6 +4,7 @@
 import { AUTH_PROVIDER, SASL_MECHANISM } from '@virtauth/core';
 import { instanceCachingFactory, type DependencyContainer } from 'tsyringe';
 import { noneAuthProvider } from './none.js';
+import { PolkitAuthProvider, type PolkitServerOptions } from './polkit/index.js';
 import { SaslAuthProvider, type SaslClientOptions, type SaslServerOptions } from './sasl-provider.js';
 import { PlainMechanism } from './sasl/plain.js';
 import { ScramSha256Mechanism } from './sasl/scram-sha-256.js';
@@ -15,6 +16,8 @@ export interface ProviderRegistrationOptions {
   saslServer?: SaslServerOptions;
   /** PBKDF2 iterations the server announces for unknown users (match the user database's). */
   scramIterations?: number;
+  /** Actions and bus of polkit's server half (defaults: libvirt's action ids, the system bus). */
+  polkitServer?: PolkitServerOptions;
 }
 
 export function registerDefaultProviders(container: DependencyContainer, opts: ProviderRegistrationOptions = {}): void {
@@ -29,4 +32,5 @@ export function registerDefaultProviders(container: DependencyContainer, opts: P
       (c) => new SaslAuthProvider(() => c.resolveAll(SASL_MECHANISM), opts.saslClient ?? {}, opts.saslServer ?? null),
     ),
   });
+  container.register(AUTH_PROVIDER, { useFactory: instanceCachingFactory(() => new PolkitAuthProvider(opts.polkitServer)) });
 }

@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "peercred",
+      "sources": ["src/peercred.cc"],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra"],
+      "defines": ["NAPI_VERSION=8"]
+    }
+  ]
+}
