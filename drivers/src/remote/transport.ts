@@ -1,5 +1,6 @@
 // Opens the byte stream the remote driver speaks over: a unix socket, TCP, or TLS.
 
+import { createHash } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
 import { readFile } from 'node:fs/promises';
@@ -114,21 +115,58 @@ async function loadClientPki(uri: ConnectUri): Promise<{ ca: Buffer; cert: Buffe
   });
 }
 
+/**
+ * Client TLS contexts by the contents of the CA, certificate and key: parsing them costs more CPU
+ * than the rest of a handshake's client side, and a client that reconnects uses the same files.
+ */
+const clientContexts = new Map<string, tls.SecureContext>();
+const MAX_CLIENT_CONTEXTS = 16;
+
+function clientSecureContext(pki: { ca: Buffer; cert: Buffer; key: Buffer }): { id: string; context: tls.SecureContext } {
+  const digest = createHash('sha256');
+  for (const part of [pki.ca, pki.cert, pki.key]) digest.update(`${part.length}:`).update(part);
+  const id = digest.digest('base64');
+  let context = clientContexts.get(id);
+  if (!context) {
+    context = tls.createSecureContext({ ca: pki.ca, cert: pki.cert, key: pki.key, minVersion: 'TLSv1.2' });
+    clientContexts.set(id, context);
+    if (clientContexts.size > MAX_CLIENT_CONTEXTS) clientContexts.delete(clientContexts.keys().next().value!);
+  }
+  return { id, context };
+}
+
+/**
+ * The last TLS session each server gave us, per server and client identity: reconnecting resumes
+ * it, which spares both ends the certificate signatures and checks of a full handshake. Servers
+ * that issue no tickets (libvirtd) simply get full handshakes.
+ */
+const resumableSessions = new Map<string, Buffer>();
+const MAX_RESUMABLE_SESSIONS = 64;
+
+function rememberSession(key: string, session: Buffer): void {
+  resumableSessions.delete(key);
+  resumableSessions.set(key, session);
+  if (resumableSessions.size > MAX_RESUMABLE_SESSIONS) resumableSessions.delete(resumableSessions.keys().next().value!);
+}
+
 async function openTls(uri: ConnectUri, opts: TransportOptions): Promise<OpenedTransport> {
   const host = uri.host || 'localhost';
   const port = uri.port ?? DEFAULT_TLS_PORT;
   const noVerify = uriParam(uri, 'no_verify') === '1';
   const pki = await loadClientPki(uri);
+  const { id, context } = clientSecureContext(pki);
+  // A session from an unverified server is never reused.
+  const sessionKey = noVerify ? null : `${id}|${host}|${port}`;
+  const session = sessionKey === null ? undefined : resumableSessions.get(sessionKey);
   const socket = tls.connect({
     host,
     port,
-    ca: pki.ca,
-    cert: pki.cert,
-    key: pki.key,
+    secureContext: context,
     servername: net.isIP(host) ? undefined : host,
     rejectUnauthorized: !noVerify,
-    minVersion: 'TLSv1.2',
+    ...(session ? { session } : {}),
   });
+  if (sessionKey !== null) socket.on('session', (next: Buffer) => rememberSession(sessionKey, next));
   await connectWith(socket, 'secureConnect', `${host}:${port}`, opts);
   // libvirt's server sends one byte (1) once it has checked our certificate; anything else, or
   // a close, means it refused us.

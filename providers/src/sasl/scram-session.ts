@@ -1,7 +1,7 @@
 // The SCRAM exchange itself, client and server halves, shared by SCRAM-SHA-256 and its -PLUS
 // variant (which differ only in how channel binding is negotiated).
 
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import {
   SaslAuthenticationError,
   VirError,
@@ -65,6 +65,35 @@ interface ResolvedOptions {
  * for a real user) but cannot compare salts across daemon restarts to tell real from fake.
  */
 const UNKNOWN_USER_SECRET = randomBytes(32);
+
+/**
+ * SaltedPassword computed by this process's clients, so that logging in again with the same
+ * password, salt and iteration count skips PBKDF2 (RFC 5802 §5.1 lets a client keep it). Entries
+ * are found by an HMAC under a per-process key: the cache holds no password. Small and bounded;
+ * the least recently used entry goes first.
+ */
+class SaltedPasswordCache {
+  private readonly entries = new Map<string, Buffer>();
+  private readonly key = randomBytes(32);
+
+  constructor(private readonly capacity: number) {}
+
+  async derive(hash: ScramHashAlgorithm, password: string, salt: Buffer, iterations: number): Promise<Buffer> {
+    const id = createHmac('sha256', this.key).update(`${hash.name}\0${iterations}\0`).update(salt).update('\0').update(password, 'utf8').digest('base64');
+    const cached = this.entries.get(id);
+    if (cached) {
+      this.entries.delete(id);
+      this.entries.set(id, cached);
+      return cached;
+    }
+    const salted = await hi(hash, password, salt, iterations);
+    this.entries.set(id, salted);
+    if (this.entries.size > this.capacity) this.entries.delete(this.entries.keys().next().value!);
+    return salted;
+  }
+}
+
+const clientSaltedPasswords = new SaltedPasswordCache(64);
 
 export abstract class ScramMechanism implements SaslMechanism {
   abstract readonly name: string;
@@ -181,7 +210,7 @@ class ScramClientSession implements SaslClientSession {
     const password = this.preparedPassword;
     this.preparedPassword = null;
     if (password === null) throw saslClientError(this.mechanism, 'internal state error: no password');
-    const keys = deriveKeys(this.hash, await hi(this.hash, password, serverFirst.salt, serverFirst.iterations));
+    const keys = deriveKeys(this.hash, await clientSaltedPasswords.derive(this.hash, password, serverFirst.salt, serverFirst.iterations));
     throwIfAborted(this.mechanism, this.ctx.signal);
     const cbindInput = Buffer.concat([Buffer.from(this.gs2Header, 'utf8'), this.bindingData]);
     const withoutProof = formatClientFinalWithoutProof(cbindInput, serverFirst.nonce);

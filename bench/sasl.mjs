@@ -1,0 +1,228 @@
+// SASL login throughput: full SCRAM-SHA-256 handshakes (connect, AUTH_LIST, AUTH_SASL_*,
+// CONNECT_OPEN, CONNECT_CLOSE) per second, over a unix socket and over TLS, against virtauthd and a
+// real libvirtd (Cyrus SASL with a sasldb), both started in this run with the same users.
+//   node bench/sasl.mjs [seconds-per-measurement]      (needs root for the private libvirtd)
+// Each figure is the median of three interleaved measurements.
+// Needs the compiled tree (npm run build).
+//
+// Clients: python3-libvirt (libvirt's own C client) against both daemons, and our client
+// (openAuth) against virtauthd. Handshakes are sequential, one login at a time, so the figures are
+// latencies a user would see, not a saturation test. Then 500 logins at once from our client.
+// virtauthd runs as its own process, as libvirtd does, so the daemon measured does not share an
+// event loop with the client measuring it.
+
+import 'reflect-metadata';
+import { spawn } from 'node:child_process';
+import { rm, writeFile } from 'node:fs/promises';
+import { availableParallelism, cpus } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { openAuth } from '../cli/dist/src/index.js';
+import { PrivateLibvirtd } from '../test/dist/src/peers/libvirtd.js';
+import { TestPki } from '../test/dist/src/peers/pki.js';
+import { runPython } from '../test/dist/src/peers/clients.js';
+import { tempDir, waitFor } from '../test/dist/src/peers/util.js';
+import { addVirtauthUser } from '../test/dist/src/sasl-support.js';
+
+const secondsPerCase = Number(process.argv[2] ?? 2);
+const rounds = 3;
+if (!(secondsPerCase > 0)) throw new Error(`seconds per measurement must be a positive number, got ${process.argv[2]}`);
+const concurrentLogins = 500;
+const user = 'benchuser';
+const password = 'bench-Pa55-5c7a';
+const daemonMain = fileURLToPath(new URL('../daemon/dist/src/main.js', import.meta.url));
+const credentialTypes = [2, 5]; // AUTHNAME, PASSPHRASE
+
+// One python3-libvirt measurement: warm up, then count whole batches for the time budget.
+const pythonBody = String.raw`
+import json, sys, time
+import libvirt
+
+libvirt.registerErrorHandler(lambda _context, _error: None, None)
+uri, seconds = SETTINGS['uri'], SETTINGS['seconds']
+answers = {libvirt.VIR_CRED_AUTHNAME: SETTINGS['user'], libvirt.VIR_CRED_PASSPHRASE: SETTINGS['password']}
+
+def answer(credentials, _opaque):
+    for credential in credentials:
+        credential[4] = answers[credential[0]]
+    return 0
+
+auth = [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE], answer, None]
+
+def handshake():
+    libvirt.openAuth(uri, auth, 0).close()
+
+warm_until = time.perf_counter() + min(0.5, seconds / 4)
+while time.perf_counter() < warm_until:
+    handshake()
+done = 0
+started = time.perf_counter()
+deadline = started + seconds
+while True:
+    for _ in range(5):
+        handshake()
+    done += 5
+    now = time.perf_counter()
+    if now >= deadline:
+        break
+json.dump({'rate': done / (now - started)}, sys.stdout)
+`;
+
+async function pythonRate(uri) {
+  const settings = JSON.stringify({ uri, seconds: secondsPerCase, user, password });
+  const script = `SETTINGS = __import__('json').loads(${JSON.stringify(settings)})\n${pythonBody}`;
+  const result = await runPython(script, { timeoutMs: (secondsPerCase + 30) * 1000 });
+  if (result.code !== 0) throw new Error(`python3-libvirt handshakes against ${uri} failed: exit ${result.code}: ${result.stderr.trim()}`);
+  return JSON.parse(result.stdout.trim().split('\n').pop()).rate;
+}
+
+const auth = {
+  credTypes: credentialTypes,
+  callback: (creds) => {
+    for (const c of creds) c.result = c.type === 2 ? user : password;
+  },
+};
+
+async function ourHandshake(uri) {
+  await (await openAuth(uri, auth)).close();
+}
+
+async function ourHandshakeRate(uri) {
+  const run = async (budgetMs) => {
+    let done = 0;
+    const started = performance.now();
+    const deadline = started + budgetMs;
+    while (performance.now() < deadline) {
+      await ourHandshake(uri);
+      done++;
+    }
+    return (done * 1000) / (performance.now() - started);
+  };
+  await run(Math.min(500, (secondsPerCase * 1000) / 4));
+  return run(secondsPerCase * 1000);
+}
+
+/** `count` logins started together; every one must succeed. */
+async function concurrentLoginTime(uri, count) {
+  const started = performance.now();
+  const outcomes = await Promise.allSettled(Array.from({ length: count }, () => ourHandshake(uri)));
+  const elapsed = performance.now() - started;
+  const failures = outcomes.filter((o) => o.status === 'rejected');
+  return { elapsed, failures: failures.length, firstFailure: failures[0]?.reason?.message };
+}
+
+/** virtauthd as a separate process: SASL on its unix socket and TLS listener, errors logged only. */
+async function startVirtauthd(pki) {
+  const dir = await tempDir('vb');
+  const configFile = join(dir, 'virtauthd.conf');
+  await writeFile(
+    configFile,
+    [
+      `unix_sock_dir = "${dir}"`,
+      'auth_unix_rw = "sasl"',
+      'auth_unix_ro = "sasl"',
+      `sasl_user_db = "${join(dir, 'users.json')}"`,
+      'listen_tls = 1',
+      'listen_addr = "127.0.0.1"',
+      'tls_port = 0',
+      'auth_tls = "sasl"',
+      `key_file = "${pki.serverKeyFile}"`,
+      `cert_file = "${pki.serverCertFile}"`,
+      `ca_file = "${pki.caCertFile}"`,
+      // Room for the concurrent logins: every one of them is unauthenticated at first.
+      `max_anonymous_clients = ${concurrentLogins * 2}`,
+      `max_clients = ${concurrentLogins * 4}`,
+      'log_level = 4',
+      '',
+    ].join('\n'),
+  );
+  await addVirtauthUser(configFile, user, password);
+  const child = spawn(process.execPath, [daemonMain, '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (text) => (stdout += text));
+  child.stderr.setEncoding('utf8').on('data', (text) => (stderr += text));
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  try {
+    const unixUri = await waitFor(() => /'(test\+unix:[^']*virtauth-sock)'/.exec(stdout)?.[1], 15_000, 'virtauthd to print its unix listener');
+    const tlsPort = await waitFor(() => /'test\+tls:\/\/[^:]+:(\d+)\//.exec(stdout)?.[1], 15_000, 'virtauthd to print its TLS listener');
+    return {
+      uri: (transport) => (transport === 'unix' ? unixUri : `test+tls://localhost:${tlsPort}/default?pkipath=${pki.client.pkiPath}`),
+      async stop() {
+        child.kill('SIGTERM');
+        await exited;
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  } catch (error) {
+    child.kill('SIGKILL');
+    await rm(dir, { recursive: true, force: true });
+    throw new Error(`${error.message}; virtauthd stdout: ${JSON.stringify(stdout)}, stderr: ${JSON.stringify(stderr.slice(-2000))}`);
+  }
+}
+
+const pki = await TestPki.create();
+let libvirtd;
+let virtauthd;
+let failed = false;
+try {
+  libvirtd = await PrivateLibvirtd.start({
+    auth_unix_rw: 'sasl',
+    listenTls: true,
+    auth_tls: 'sasl',
+    tls: pki,
+    saslUsers: { [user]: password },
+    extraConfig: { max_anonymous_clients: concurrentLogins * 2, max_clients: concurrentLogins * 4 },
+  });
+  virtauthd = await startVirtauthd(pki);
+  const libvirtdUri = (transport) => libvirtd.uri('test:///default', transport);
+  console.log(`node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'} x${availableParallelism()}, median of ${rounds} x ${secondsPerCase}s per figure, SCRAM-SHA-256 with 4096 iterations`);
+  console.log(`libvirtd:  ${libvirtdUri('unix')}\nvirtauthd: ${virtauthd.uri('unix')}\n`);
+
+  // Measured one at a time, so no two measurements compete for the CPU, in interleaved rounds
+  // whose median is kept, so that a burst of load elsewhere on the machine skews one round only.
+  const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+  const figures = {};
+  for (const transport of ['unix', 'tls']) {
+    const samples = { pyLibvirtd: [], pyVirtauthd: [], oursVirtauthd: [] };
+    for (let round = 0; round < rounds; round++) {
+      samples.pyLibvirtd.push(await pythonRate(libvirtdUri(transport)));
+      samples.pyVirtauthd.push(await pythonRate(virtauthd.uri(transport)));
+      samples.oursVirtauthd.push(await ourHandshakeRate(virtauthd.uri(transport)));
+    }
+    figures[transport] = Object.fromEntries(Object.entries(samples).map(([key, values]) => [key, median(values)]));
+  }
+
+  const number = (n) => n.toFixed(1).padStart(10);
+  console.log(`  ${'SCRAM handshakes per second'.padEnd(46)}${'unix'.padStart(10)}${'TLS'.padStart(10)}`);
+  const row = (label, key) => console.log(`  ${label.padEnd(46)}${number(figures.unix[key])}${number(figures.tls[key])}`);
+  row('python3-libvirt -> libvirtd', 'pyLibvirtd');
+  row('python3-libvirt -> virtauthd', 'pyVirtauthd');
+  row('virtauth client (openAuth) -> virtauthd', 'oursVirtauthd');
+
+  console.log('\n  goals');
+  for (const transport of ['unix', 'tls']) {
+    const f = figures[transport];
+    const goals = [
+      [`${transport}: same C client, virtauthd / libvirtd`, f.pyVirtauthd / f.pyLibvirtd, 2],
+      [`${transport}: virtauth client + virtauthd / python3-libvirt + libvirtd`, f.oursVirtauthd / f.pyLibvirtd, 5],
+    ];
+    for (const [label, ratio, goal] of goals) {
+      const met = ratio >= goal;
+      console.log(`  ${label.padEnd(66)}${ratio.toFixed(2).padStart(7)}x  (goal >= ${goal.toFixed(1)}x: ${met ? 'met' : 'MISSED'})`);
+    }
+  }
+
+  console.log(`\n  ${concurrentLogins} concurrent SCRAM logins, virtauth client -> virtauthd`);
+  for (const transport of ['unix', 'tls']) {
+    const { elapsed, failures, firstFailure } = await concurrentLoginTime(virtauthd.uri(transport), concurrentLogins);
+    failed ||= failures > 0;
+    const verdict = failures === 0 ? 'zero failures' : `${failures} FAILED, e.g. ${firstFailure}`;
+    console.log(`  ${transport.padEnd(6)}${(elapsed / 1000).toFixed(2)} s (${((concurrentLogins * 1000) / elapsed).toFixed(0)} logins/s), ${verdict}`);
+  }
+} finally {
+  await virtauthd?.stop();
+  await libvirtd?.stop();
+  await pki.remove();
+}
+if (failed) process.exitCode = 1;
