@@ -37,6 +37,18 @@ function saslPluginProbe(plugin: string, debianPackage: string): PeerProbe {
   };
 }
 
+/** An npm package a test starts as a peer (e.g. a real OpenID provider), resolved as an import would be. */
+function npmPackageProbe(packageName: string): PeerProbe {
+  return () => {
+    try {
+      import.meta.resolve(packageName);
+      return undefined;
+    } catch {
+      return `npm package ${packageName} not installed: run npm install at the repository root (it is a devDependency)`;
+    }
+  };
+}
+
 const peerProbes: Record<string, PeerProbe> = {
   root: rootProblem,
   // A private libvirtd is only usable as root (see PrivateLibvirtd).
@@ -62,6 +74,7 @@ const peerProbes: Record<string, PeerProbe> = {
   setpriv: executableProbe('setpriv', 'util-linux'),
   runuser: executableProbe('runuser', 'util-linux'),
   ip: executableProbe('ip', 'iproute2'),
+  'oidc-provider': npmPackageProbe('oidc-provider'),
 };
 
 /** Every peer name interopTest and peerAvailable accept. */
