@@ -52,9 +52,12 @@ async function defaultCredentialSources(container: DependencyContainer, uri: Ret
 
 let defaultContainer: DependencyContainer | null = null;
 
-/** A container holding the providers and drivers virtauth ships. */
-export function createClientContainer(parent: DependencyContainer = rootContainer): DependencyContainer {
-  const c = parent.createChildContainer();
+/**
+ * Registers the providers and drivers virtauth ships into a container (a new child of the root
+ * container by default). Register your own plugins in the same container: tsyringe's resolveAll
+ * does not merge a child's registrations with its parent's.
+ */
+export function createClientContainer(c: DependencyContainer = rootContainer.createChildContainer()): DependencyContainer {
   registerDefaultProviders(c);
   registerDefaultDrivers(c);
   return c;

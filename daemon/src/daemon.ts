@@ -13,7 +13,7 @@ import { VirtauthServer, type DaemonExtension, type ListenerInfo, type ListenerS
 
 export interface CreateDaemonOptions {
   config: DaemonConfig;
-  /** A container that already holds extra plugins; the shipped ones are added to a child. */
+  /** A container that already holds extra plugins; the shipped ones are registered into it too. */
   container?: DependencyContainer;
   logger?: Logger;
   listeners?: ListenerSpec[];
@@ -30,7 +30,9 @@ export interface DaemonHandle {
 }
 
 export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHandle> {
-  const container = (opts.container ?? rootContainer).createChildContainer();
+  // Shipped plugins go into the caller's container itself: tsyringe's resolveAll in a child
+  // container would hide the parent's registrations under the same token.
+  const container = opts.container ?? rootContainer.createChildContainer();
   const sasl = saslSettingsFrom(opts.config.extra);
   registerDefaultProviders(container, {
     scramIterations: sasl.iterations,

@@ -1,0 +1,180 @@
+// RPC throughput: virtauthd against a real libvirtd, both serving the test driver with auth none
+// over unix sockets, started in the same run and measured with the same clients.
+//   node bench/rpc.mjs [seconds-per-measurement]      (needs root for the private libvirtd)
+// Needs the compiled tree (npm run build).
+//
+// Clients: python3-libvirt (libvirt's own C client) against both daemons, sequential calls and
+// full open+close handshakes; our client (openAuth) against virtauthd, sequential and with many
+// calls in flight. virtauthd runs as its own process, as libvirtd does, so neither daemon shares
+// an event loop or a CPU thread with the client measuring it.
+
+import 'reflect-metadata';
+import { spawn } from 'node:child_process';
+import { rm, writeFile } from 'node:fs/promises';
+import { availableParallelism, cpus } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { openAuth } from '../cli/dist/src/index.js';
+import { PrivateLibvirtd } from '../test/dist/src/peers/libvirtd.js';
+import { runPython } from '../test/dist/src/peers/clients.js';
+import { tempDir, waitFor } from '../test/dist/src/peers/util.js';
+
+const secondsPerCase = Number(process.argv[2] ?? 3);
+if (!(secondsPerCase > 0)) throw new Error(`seconds per measurement must be a positive number, got ${process.argv[2]}`);
+const pipelineDepth = 64;
+const daemonMain = fileURLToPath(new URL('../daemon/dist/src/main.js', import.meta.url));
+
+// One python3-libvirt measurement: warm up, then count whole batches for the time budget.
+const pythonBody = String.raw`
+import json, sys, time
+import libvirt
+
+libvirt.registerErrorHandler(lambda _context, _error: None, None)
+uri, mode, seconds = SETTINGS['uri'], SETTINGS['mode'], SETTINGS['seconds']
+
+def measure(operation, operations_per_call, batch):
+    warm_until = time.perf_counter() + min(0.5, seconds / 4)
+    while time.perf_counter() < warm_until:
+        operation()
+    done = 0
+    started = time.perf_counter()
+    deadline = started + seconds
+    while True:
+        for _ in range(batch):
+            operation()
+        done += batch * operations_per_call
+        now = time.perf_counter()
+        if now >= deadline:
+            return done / (now - started)
+
+if mode == 'calls':
+    connection = libvirt.open(uri)
+    # One getHostname and one getLibVersion per operation: two round trips.
+    rate = measure(lambda: (connection.getHostname(), connection.getLibVersion()), 2, 50)
+    connection.close()
+else:
+    rate = measure(lambda: libvirt.open(uri).close(), 1, 5)
+json.dump({'rate': rate}, sys.stdout)
+`;
+
+async function pythonRate(uri, mode) {
+  const settings = JSON.stringify({ uri, mode, seconds: secondsPerCase });
+  const script = `SETTINGS = __import__('json').loads(${JSON.stringify(settings)})\n${pythonBody}`;
+  const result = await runPython(script, { timeoutMs: (secondsPerCase + 30) * 1000 });
+  if (result.code !== 0) throw new Error(`python3-libvirt ${mode} against ${uri} failed: exit ${result.code}: ${result.stderr.trim()}`);
+  return JSON.parse(result.stdout.trim().split('\n').pop()).rate;
+}
+
+/** Our client: `workers` loops issuing getHostname/getLibVersion back to back on one connection. */
+async function ourCallRate(uri, workers) {
+  const conn = await openAuth(uri, null);
+  try {
+    const run = async (budgetMs) => {
+      let done = 0;
+      const deadline = performance.now() + budgetMs;
+      const loop = async () => {
+        while (performance.now() < deadline) {
+          await conn.getHostname();
+          await conn.getLibVersion();
+          done += 2;
+        }
+      };
+      const started = performance.now();
+      await Promise.all(Array.from({ length: workers }, loop));
+      return (done * 1000) / (performance.now() - started);
+    };
+    await run(Math.min(500, (secondsPerCase * 1000) / 4));
+    return await run(secondsPerCase * 1000);
+  } finally {
+    await conn.close();
+  }
+}
+
+async function ourHandshakeRate(uri) {
+  const run = async (budgetMs) => {
+    let done = 0;
+    const started = performance.now();
+    const deadline = started + budgetMs;
+    while (performance.now() < deadline) {
+      await (await openAuth(uri, null)).close();
+      done++;
+    }
+    return (done * 1000) / (performance.now() - started);
+  };
+  await run(Math.min(500, (secondsPerCase * 1000) / 4));
+  return run(secondsPerCase * 1000);
+}
+
+/** virtauthd as a separate process (auth none, warnings and errors only), like libvirtd. */
+async function startVirtauthd() {
+  const dir = await tempDir('vb');
+  const configFile = join(dir, 'virtauthd.conf');
+  await writeFile(configFile, `unix_sock_dir = "${dir}"\nauth_unix_rw = "none"\nauth_unix_ro = "none"\nlog_level = 4\n`);
+  const child = spawn(process.execPath, [daemonMain, '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (text) => (stdout += text));
+  // Kept for the error below; its shutdown notice would only clutter the table.
+  child.stderr.setEncoding('utf8').on('data', (text) => (stderr += text));
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  try {
+    const uri = await waitFor(() => /'(test\+unix:[^']*virtauth-sock)'/.exec(stdout)?.[1], 15_000, 'virtauthd to print its listeners');
+    return {
+      uri,
+      async stop() {
+        child.kill('SIGTERM');
+        await exited;
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  } catch (error) {
+    child.kill('SIGKILL');
+    await rm(dir, { recursive: true, force: true });
+    throw new Error(`${error.message}; virtauthd stdout: ${JSON.stringify(stdout)}, stderr: ${JSON.stringify(stderr.slice(-2000))}`);
+  }
+}
+
+const libvirtd = await PrivateLibvirtd.start({ auth_unix_rw: 'none' });
+let virtauthd;
+try {
+  virtauthd = await startVirtauthd();
+  const libvirtdUri = libvirtd.uri();
+  console.log(`node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'} x${availableParallelism()}, ${secondsPerCase}s per measurement`);
+  console.log(`libvirtd:  ${libvirtdUri}\nvirtauthd: ${virtauthd.uri}\n`);
+
+  // Measured one at a time, so no two measurements compete for the CPU.
+  const figures = {
+    pyCallsLibvirtd: await pythonRate(libvirtdUri, 'calls'),
+    pyCallsVirtauthd: await pythonRate(virtauthd.uri, 'calls'),
+    pyOpensLibvirtd: await pythonRate(libvirtdUri, 'handshakes'),
+    pyOpensVirtauthd: await pythonRate(virtauthd.uri, 'handshakes'),
+    oursSeqLibvirtd: await ourCallRate(libvirtdUri, 1),
+    oursSeqVirtauthd: await ourCallRate(virtauthd.uri, 1),
+    oursPipeLibvirtd: await ourCallRate(libvirtdUri, pipelineDepth),
+    oursPipeVirtauthd: await ourCallRate(virtauthd.uri, pipelineDepth),
+    oursOpensLibvirtd: await ourHandshakeRate(libvirtdUri),
+    oursOpensVirtauthd: await ourHandshakeRate(virtauthd.uri),
+  };
+
+  const number = (n) => Math.round(n).toLocaleString('en-US').padStart(10);
+  const row = (label, onLibvirtd, onVirtauthd) => `  ${label.padEnd(44)}${number(onLibvirtd)}${number(onVirtauthd)}   ${(onVirtauthd / onLibvirtd).toFixed(2)}x`;
+  console.log(`  ${'per second'.padEnd(44)}${'libvirtd'.padStart(10)}${'virtauthd'.padStart(10)}   virtauthd/libvirtd`);
+  console.log(row('python3-libvirt, sequential calls', figures.pyCallsLibvirtd, figures.pyCallsVirtauthd));
+  console.log(row('python3-libvirt, open+close handshakes', figures.pyOpensLibvirtd, figures.pyOpensVirtauthd));
+  console.log(row('virtauth client, sequential calls', figures.oursSeqLibvirtd, figures.oursSeqVirtauthd));
+  console.log(row(`virtauth client, ${pipelineDepth} calls in flight`, figures.oursPipeLibvirtd, figures.oursPipeVirtauthd));
+  console.log(row('virtauth client, open+close handshakes', figures.oursOpensLibvirtd, figures.oursOpensVirtauthd));
+
+  const goals = [
+    ['same C client, sequential calls: virtauthd/libvirtd', figures.pyCallsVirtauthd / figures.pyCallsLibvirtd, 1.0],
+    ['same C client, handshakes: virtauthd/libvirtd', figures.pyOpensVirtauthd / figures.pyOpensLibvirtd, 1.5],
+    [`virtauth client (${pipelineDepth} in flight) + virtauthd / python3-libvirt + libvirtd`, figures.oursPipeVirtauthd / figures.pyCallsLibvirtd, 5.0],
+  ];
+  console.log('\n  goals');
+  for (const [label, ratio, goal] of goals) {
+    console.log(`  ${label.padEnd(72)}${ratio.toFixed(2).padStart(7)}x  (goal >= ${goal.toFixed(1)}x: ${ratio >= goal ? 'met' : 'MISSED'})`);
+  }
+} finally {
+  await virtauthd?.stop();
+  await libvirtd.stop();
+}
