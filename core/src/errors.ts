@@ -50,6 +50,7 @@ export const ErrorCode = {
   OPERATION_TIMEOUT: 68,
   OPERATION_UNSUPPORTED: 84,
   ACCESS_DENIED: 88,
+  DBUS_SERVICE: 89,
   AUTH_UNAVAILABLE: 94,
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -96,6 +97,7 @@ const TEMPLATES: Partial<Record<number, string>> = {
   [ErrorCode.AUTH_CANCELLED]: 'authentication cancelled: %s',
   [ErrorCode.OPERATION_UNSUPPORTED]: 'Operation not supported: %s',
   [ErrorCode.ACCESS_DENIED]: 'access denied: %s',
+  [ErrorCode.DBUS_SERVICE]: 'error from service: %s',
   [ErrorCode.AUTH_UNAVAILABLE]: 'authentication unavailable: %s',
   [ErrorCode.XEN_CALL]: 'failed Xen syscall %s',
 };

@@ -139,7 +139,7 @@ test('no peer credentials, a non-unix transport and an exited client are clear f
 });
 
 test('D-Bus failures from the authority reach the client unchanged', async (t) => {
-  const failure = new VirError({ code: 89, domain: ErrorDomain.DBUS, detail: 'error from service: org.freedesktop.DBus.Error.ServiceUnknown: no polkitd' });
+  const failure = new VirError({ code: ErrorCode.DBUS_SERVICE, domain: ErrorDomain.DBUS, detail: 'org.freedesktop.DBus.Error.ServiceUnknown: no polkitd' });
   const provider = new PolkitAuthProvider({ authority: new ScriptedAuthority(failure) });
   const error = await t.throwsAsync(authPolkit(provider, context({ peer: self })));
   t.is(error, failure);

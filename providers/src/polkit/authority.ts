@@ -12,7 +12,7 @@ const DEFAULT_SYSTEM_BUS_ADDRESS = 'unix:path=/var/run/dbus/system_bus_socket';
 const ALLOW_USER_INTERACTION = 1;
 
 /** libvirt's VIR_ERR_DBUS_SERVICE: a D-Bus call answered with an error. */
-export const DBUS_SERVICE_ERROR_CODE = 89;
+export const DBUS_SERVICE_ERROR_CODE = ErrorCode.DBUS_SERVICE;
 
 /** The process being authorized: polkit identifies it by pid and start time (against pid reuse). */
 export interface UnixProcessSubject {
@@ -139,7 +139,7 @@ export class DbusPolkitAuthority implements PolkitAuthorityClient {
         reject(error);
       };
       const timer = setTimeout(
-        () => fail(new VirError({ code: DBUS_SERVICE_ERROR_CODE, domain: ErrorDomain.DBUS, detail: `error from service: polkit did not answer CheckAuthorization within ${this.timeoutMs} ms` })),
+        () => fail(new VirError({ code: DBUS_SERVICE_ERROR_CODE, domain: ErrorDomain.DBUS, detail: `polkit did not answer CheckAuthorization within ${this.timeoutMs} ms` })),
         this.timeoutMs,
       );
       this.pending.add(fail);
@@ -154,7 +154,7 @@ export class DbusPolkitAuthority implements PolkitAuthorityClient {
     });
     const result = reply?.body?.[0] as [boolean, boolean, Record<string, string>] | undefined;
     if (!Array.isArray(result) || typeof result[0] !== 'boolean' || typeof result[1] !== 'boolean') {
-      throw new VirError({ code: DBUS_SERVICE_ERROR_CODE, domain: ErrorDomain.DBUS, detail: 'error from service: malformed CheckAuthorization reply from polkit' });
+      throw new VirError({ code: DBUS_SERVICE_ERROR_CODE, domain: ErrorDomain.DBUS, detail: 'malformed CheckAuthorization reply from polkit' });
     }
     return { isAuthorized: result[0], isChallenge: result[1], details: result[2] ?? {} };
   }
@@ -175,5 +175,5 @@ function serviceError(error: unknown): VirError {
   if (error instanceof VirError) return error;
   const e = error as { type?: string; text?: string; message?: string };
   const text = e.type ? `${e.type}: ${e.text ?? e.message ?? ''}` : (e.message ?? String(error));
-  return new VirError({ code: DBUS_SERVICE_ERROR_CODE, domain: ErrorDomain.DBUS, detail: `error from service: ${text}` });
+  return new VirError({ code: DBUS_SERVICE_ERROR_CODE, domain: ErrorDomain.DBUS, detail: text });
 }
