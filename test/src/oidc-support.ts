@@ -1,18 +1,23 @@
-// Pieces of the OAUTHBEARER tests: daemon and client settings for the test IdP, a client mechanism
-// that presents a given token (to see how the server refuses bad ones), a token-accepting
-// hypervisor driver that gets its token through the relay, and the check that no log holds a token.
+// Pieces of the OAUTHBEARER tests: the test IdP and daemons started for one test, daemon and
+// client settings for the IdP, a client mechanism that presents a given token (to see how the
+// server refuses bad ones), a token-accepting hypervisor driver that gets its token through the
+// relay, a person who approves the device prompt, and the check that no log holds a token.
 
 import type { ExecutionContext } from 'ava';
 import { createRemoteJWKSet, jwtVerify, type JWTPayload } from 'jose';
 import type { DependencyContainer } from 'tsyringe';
 
 import {
+  CredentialType,
   ErrorCode,
   ErrorDomain,
   VirError,
   parseUri,
   uriParam,
+  type ConnectAuth,
   type ConnectUri,
+  type Credential,
+  type CredentialRequestInfo,
   type Driver,
   type DriverConnection,
   type DriverOpenContext,
@@ -30,9 +35,9 @@ import {
   type OAuthBearerServerError,
   type OidcClientSettings,
 } from '@virtauth/providers';
-import { createClientContainer } from 'virtauth';
+import { createClientContainer, openAuth, type OpenOptions } from 'virtauth';
 
-import { AUDIENCE, CLIENT, REQUIRED_SCOPE, type TestIdp } from './fixtures/oidc-idp.js';
+import { AUDIENCE, CLIENT, REQUIRED_SCOPE, TestIdp, type TestIdpOptions } from './fixtures/oidc-idp.js';
 import { TestVirtauthd } from './sasl-support.js';
 
 type Settings = Record<string, string | number | readonly string[]>;
@@ -53,6 +58,22 @@ export function oauthServerSettings(idp: TestIdp, extra: Settings = {}): Setting
     sasl_allowed_username_list: ['alice', 'svc-*'],
     ...extra,
   };
+}
+
+export async function startIdp(t: ExecutionContext, options: TestIdpOptions = {}): Promise<TestIdp> {
+  const idp = await TestIdp.start(options);
+  t.teardown(() => idp.stop());
+  return idp;
+}
+
+/** Opens `uri`, asks for the host name and closes again. */
+export async function hostnameThrough(uri: string, auth: ConnectAuth | null, options: OpenOptions): Promise<string> {
+  const conn = await openAuth(uri, auth, 0, options);
+  try {
+    return await conn.getHostname();
+  } finally {
+    await conn.close();
+  }
 }
 
 export async function startDaemon(t: ExecutionContext, name: string, settings: Settings): Promise<TestVirtauthd> {
@@ -153,6 +174,30 @@ export class TokenHypervisorDriver implements Driver {
     }
     return new TestDriver().open(parseUri('test:///default'), ctx);
   }
+}
+
+export interface SeenPrompt {
+  type: number;
+  prompt: string;
+  challenge: string | null;
+  host: string;
+  daemons: string[];
+}
+
+/** The person: shown the device prompt through the callback, approves it at the IdP as `login`. */
+export function approvingPerson(idp: TestIdp, login: string): { auth: ConnectAuth; prompts: SeenPrompt[] } {
+  const prompts: SeenPrompt[] = [];
+  const auth: ConnectAuth = {
+    credTypes: [CredentialType.ECHOPROMPT],
+    callback: async (creds: Credential[], info: CredentialRequestInfo) => {
+      for (const c of creds) {
+        prompts.push({ type: c.type, prompt: c.prompt, challenge: c.challenge, host: info.host, daemons: info.origin.map((h) => h.daemon.split('@')[0]!) });
+        await idp.approveDevice(c.challenge!, login);
+        c.result = '';
+      }
+    },
+  };
+  return { auth, prompts };
 }
 
 /** `test+unix:///default?socket=...&name=<next>`: a URI that makes `daemon` open `next`. */

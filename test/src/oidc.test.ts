@@ -6,22 +6,22 @@
 
 import { hostname } from 'node:os';
 
-import type { ExecutionContext } from 'ava';
-
 import { CredentialType, DRIVER, ErrorCode, ErrorDomain, VirError, type ConnectAuth, type Credential, type CredentialRequestInfo } from '@virtauth/core';
 import { createOidcCredentialCallback } from '@virtauth/providers';
-import { openAuth, type OpenOptions } from 'virtauth';
 
-import { AUDIENCE, CLIENT, CLI_TOKEN_TTL, REQUIRED_SCOPE, TestIdp, newSigningKey } from './fixtures/oidc-idp.js';
+import { AUDIENCE, CLIENT, CLI_TOKEN_TTL, REQUIRED_SCOPE, newSigningKey, type TestIdp } from './fixtures/oidc-idp.js';
 import {
   FixedTokenMechanism,
   TokenHypervisorDriver,
+  approvingPerson,
   assertNoTokenInLogs,
+  hostnameThrough,
   machineClient,
   oauthClientContainer,
   oauthServerSettings,
   personClient,
   startDaemon,
+  startIdp,
   via,
 } from './oidc-support.js';
 import { delay, interopTest } from './peers/index.js';
@@ -30,51 +30,12 @@ import { RawClient } from './sasl-test-helpers.js';
 
 const PEERS = ['oidc-provider'];
 
-async function startIdp(t: ExecutionContext, options: Parameters<typeof TestIdp.start>[0] = {}): Promise<TestIdp> {
-  const idp = await TestIdp.start(options);
-  t.teardown(() => idp.stop());
-  return idp;
-}
-
-async function hostnameThrough(uri: string, auth: ConnectAuth | null, options: OpenOptions): Promise<string> {
-  const conn = await openAuth(uri, auth, 0, options);
-  try {
-    return await conn.getHostname();
-  } finally {
-    await conn.close();
-  }
-}
-
 function logins(daemon: TestVirtauthd): unknown[][] {
   return daemon.events('auth.sasl.succeeded').map((e) => [e.mechanism, e.user]);
 }
 
 function failureReasons(daemon: TestVirtauthd): string[] {
   return daemon.events('auth.sasl.failed').map((e) => String(e.reason));
-}
-
-interface SeenPrompt {
-  type: number;
-  prompt: string;
-  challenge: string | null;
-  host: string;
-  daemons: string[];
-}
-
-/** The person: shown the device prompt through the callback, approves it at the IdP as `login`. */
-function approvingPerson(idp: TestIdp, login: string): { auth: ConnectAuth; prompts: SeenPrompt[] } {
-  const prompts: SeenPrompt[] = [];
-  const auth: ConnectAuth = {
-    credTypes: [CredentialType.ECHOPROMPT],
-    callback: async (creds: Credential[], info: CredentialRequestInfo) => {
-      for (const c of creds) {
-        prompts.push({ type: c.type, prompt: c.prompt, challenge: c.challenge, host: info.host, daemons: info.origin.map((h) => h.daemon.split('@')[0]!) });
-        await idp.approveDevice(c.challenge!, login);
-        c.result = '';
-      }
-    },
-  };
-  return { auth, prompts };
 }
 
 const DEVICE_PROMPT = /^To sign in, open http:\/\/127\.0\.0\.1:\d+\/device and enter the code [A-Z]{4}-[A-Z]{4}, then press Enter$/;

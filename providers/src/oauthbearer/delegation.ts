@@ -92,11 +92,14 @@ export function createOidcCredentialCallback(opts: OidcCredentialCallbackOptions
       deadline: info.deadline,
       origin: info.origin,
     };
-    // RFC 8693: trade the client's own token for one of the audience, when the issuer can.
+    // RFC 8693: trade the client's own token for one of the audience, when the issuer can. No
+    // scope is asked for: the delegated token gets at most the subject token's, as the issuer
+    // narrows them for the audience (the client's own `scope` may hold OpenID scopes such as
+    // offline_access, which no access token carries and an issuer rightly refuses to add).
     const own = tokens.settings.resource;
     if (own && own !== audience && tokens.supportsTokenExchange(await tokens.issuer.get())) {
       const subjectToken = await tokens.accessToken({ ...base, resource: own });
-      return tokens.accessToken({ ...base, resource: audience, subjectToken });
+      return tokens.accessToken({ ...base, resource: audience, scope: null, subjectToken });
     }
     return tokens.accessToken({ ...base, resource: audience });
   };

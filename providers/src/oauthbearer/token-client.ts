@@ -11,6 +11,8 @@ export type OidcGrant = 'client_credentials' | 'device_code';
 
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+/** Token endpoint errors by which an issuer refuses the subject token of an exchange. */
+const SUBJECT_TOKEN_REFUSALS = new Set(['invalid_request', 'invalid_grant']);
 
 export interface OidcClientSettings extends IssuerConnection {
   /** Default: client_credentials for a confidential client (with a secret), device_code otherwise. */
@@ -123,15 +125,35 @@ export class OidcTokenClient {
       }
     }
     if (req.subjectToken && this.supportsTokenExchange(config)) {
-      const response = await this.call('token exchange', () =>
-        oidc.genericGrantRequest(config, TOKEN_EXCHANGE_GRANT, { ...params, subject_token: req.subjectToken!, subject_token_type: ACCESS_TOKEN_TYPE, requested_token_type: ACCESS_TOKEN_TYPE }),
-      );
-      return this.toCached(response, null);
+      return this.toCached(await this.exchange(config, params, req.subjectToken), null);
     }
     if (this.grant === 'client_credentials') {
       return this.toCached(await this.call('client credentials grant', () => oidc.clientCredentialsGrant(config, params)), null);
     }
     return this.toCached(await this.deviceFlow(config, params, req), null);
+  }
+
+  /** RFC 8693: trades `subjectToken` for an access token of the requested resource. */
+  private async exchange(config: oidc.Configuration, params: Record<string, string>, subjectToken: string): Promise<oidc.TokenEndpointResponse> {
+    let response: oidc.TokenEndpointResponse;
+    try {
+      response = await oidc.genericGrantRequest(config, TOKEN_EXCHANGE_GRANT, { ...params, subject_token: subjectToken, subject_token_type: ACCESS_TOKEN_TYPE, requested_token_type: ACCESS_TOKEN_TYPE });
+    } catch (e) {
+      // RFC 8693 §2.2.2: the issuer no longer takes the subject token (revoked, expired): if it
+      // came from this cache, drop it so that the next exchange starts from a fresh one.
+      if (SUBJECT_TOKEN_REFUSALS.has(String((e as { error?: unknown })?.error))) this.invalidate(subjectToken);
+      throw issuerError('token exchange', this.settings.issuer, e);
+    }
+    // Anything but an access token (an ID token, say) must not be handed to a driver as one.
+    const issued = response.issued_token_type;
+    if (issued !== undefined && issued !== ACCESS_TOKEN_TYPE) {
+      throw new VirError({
+        code: ErrorCode.AUTH_FAILED,
+        domain: ErrorDomain.AUTH,
+        detail: `token exchange at ${this.settings.issuer} issued a token of type '${String(issued).slice(0, 100)}', not an access token`,
+      });
+    }
+    return response;
   }
 
   supportsTokenExchange(config: oidc.Configuration): boolean {
