@@ -2,7 +2,7 @@
 // virtauth: a virsh-like client, and the administration of virtauthd's user database.
 import 'reflect-metadata';
 import { Command, Option } from 'commander';
-import { VirError, defaultVirtauthSocketDir } from '@virtauth/core';
+import { ErrorCode, ErrorDomain, VirError, defaultVirtauthSocketDir, type ConnectAuth } from '@virtauth/core';
 import { createConsoleAuth } from '@virtauth/providers';
 import { openAuth, type Connection } from './connect.js';
 import { dominfoCommand, dumpxmlCommand, hostnameCommand, listCommand, uriCommand, versionCommand, CLIENT_VERSION } from './commands.js';
@@ -28,10 +28,34 @@ program
   .option('--no-prompt', 'never ask on the terminal; fail at once when credentials are needed')
   .showHelpAfterError();
 
+/**
+ * The console callback. Input that has ended (stdin closed, `</dev/null`) means no one can answer:
+ * that is AUTH_UNAVAILABLE, at once, rather than a refusal by the user.
+ */
+function consoleAuth(noPrompt: boolean): ConnectAuth {
+  const prompter = createConsoleAuth({ noPrompt });
+  let inputEnded = false;
+  const markEnded = () => {
+    inputEnded = true;
+  };
+  process.stdin.once('end', markEnded);
+  process.stdin.once('close', markEnded);
+  return {
+    credTypes: prompter.credTypes,
+    callback: async (creds, info) => {
+      const answered = await prompter.callback(creds, info);
+      if (answered === false && inputEnded) {
+        throw new VirError({ code: ErrorCode.AUTH_UNAVAILABLE, domain: ErrorDomain.AUTH, detail: 'standard input is closed, so no one can answer the credential prompt' });
+      }
+      return answered;
+    },
+  };
+}
+
 async function withConnection(run: (conn: Connection) => Promise<string>): Promise<void> {
   const opts = program.opts<{ connect?: string; readonly?: boolean; prompt: boolean }>();
   const uri = opts.connect ?? defaultUri();
-  const auth = createConsoleAuth({ noPrompt: !opts.prompt });
+  const auth = consoleAuth(!opts.prompt);
   let conn: Connection;
   try {
     conn = await openAuth(uri, auth, opts.readonly ? 1 : 0, { personPresent: opts.prompt });

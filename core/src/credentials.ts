@@ -18,9 +18,10 @@ export type CredentialType = (typeof CredentialType)[keyof typeof CredentialType
 
 export const ALL_CREDENTIAL_TYPES: readonly CredentialType[] = [1, 2, 3, 4, 5, 6, 7, 8, 9];
 
+const CREDENTIAL_TYPE_NAMES = new Map<number, string>(Object.entries(CredentialType).map(([k, v]) => [v, k]));
+
 export function credentialTypeName(t: number): string {
-  for (const [k, v] of Object.entries(CredentialType)) if (v === t) return k;
-  return `type ${t}`;
+  return CREDENTIAL_TYPE_NAMES.get(t) ?? `type ${t}`;
 }
 
 /** Types whose answers are secret: never logged, echoed, or put in an error or audit record. */

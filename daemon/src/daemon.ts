@@ -2,7 +2,7 @@
 
 import type { Logger } from 'pino';
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
-import { CREDENTIAL_SOURCE, type CredentialSource } from '@virtauth/core';
+import { CREDENTIAL_SOURCE } from '@virtauth/core';
 import { FileUserDatabase, loadAuthConfSource, oauthBearerSettingsFrom, polkitSettingsFrom, registerDefaultProviders, registerOAuthBearer, saslSettingsFrom } from '@virtauth/providers';
 import { getPeerCredentials } from '@virtauth/peercred';
 import { relayExtension } from './relay-extension.js';
@@ -51,12 +51,17 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
   const oauthBearer = oauthBearerSettingsFrom(opts.config.extra);
   if (oauthBearer) registerOAuthBearer(container, oauthBearer);
   registerDefaultDrivers(container);
-  // The daemon's own auth.conf (LIBVIRT_AUTH_FILE, ~/.config/libvirt, /etc/libvirt), read per use.
-  container.register(CREDENTIAL_SOURCE, { useValue: { fill: async (creds, service, host) => (await loadAuthConfSource())?.fill(creds, service, host) } satisfies CredentialSource });
+
   const relay = relayExtension({
     maxTimeoutMs: opts.config.relayMaxTimeout * 1000,
     maxRequestsPerOpen: opts.config.relayMaxRequestsPerOpen,
-    sources: async () => container.resolveAll(CREDENTIAL_SOURCE),
+    // Registered sources, then the daemon's own auth.conf (LIBVIRT_AUTH_FILE, ~/.config/libvirt,
+    // /etc/libvirt), read afresh for each open so edits apply without a restart.
+    sources: async () => {
+      const registered = container.isRegistered(CREDENTIAL_SOURCE, true) ? container.resolveAll(CREDENTIAL_SOURCE) : [];
+      const authConf = await loadAuthConfSource();
+      return authConf ? [...registered, authConf] : registered;
+    },
   });
   const logger = opts.logger ?? createLogger(opts.config.logLevel);
   const server = new VirtauthServer({

@@ -25,7 +25,7 @@ export interface RelaySettings {
   /** Longest a relayed request may wait, whatever the client asks for (ms). */
   maxTimeoutMs: number;
   maxRequestsPerOpen: number;
-  /** The daemon's own credential sources (its auth.conf), consulted before the client. */
+  /** The daemon's own credential sources (its auth.conf), read once per open, consulted first. */
   sources: () => Promise<readonly CredentialSource[]>;
 }
 
@@ -87,7 +87,7 @@ export function relayExtension(settings: RelaySettings): DaemonExtension {
             origin: [hop],
             credentials: creds,
             ...(info.deadline !== undefined ? { deadline: info.deadline } : {}),
-            ...(ctx.signal ? { signal: ctx.signal } : {}),
+            signals: [info.signal, ctx.signal],
           });
         },
       };
@@ -108,7 +108,7 @@ export function relayExtension(settings: RelaySettings): DaemonExtension {
               origin: [...req.origin, hop],
               credentials: req.credentials,
               deadline: req.deadline,
-              signal: ctx.signal ? AbortSignal.any([signal, ctx.signal]) : signal,
+              signals: [signal, ctx.signal],
             }),
         };
       }

@@ -10,6 +10,7 @@ import {
   credentialTypeName,
   describeRequester,
   relayError,
+  relayStatusOf,
   type ConnectAuth,
   type Credential,
   type CredentialSource,
@@ -102,6 +103,10 @@ class PromptQueue {
 
 const sharedQueue = new PromptQueue();
 
+/** Why a callback's signal ends once its request was answered (a fixed reason: abort() without
+ * one builds a DOMException with a stack trace for every request). */
+const ANSWERED = relayError(RelayStatus.CANCELLED, 'the credential request was already answered');
+
 /** Builds the relay configuration one open hands to the remote driver. */
 export function createRelayClient(opts: RelayClientOptions): RelayClientConfig {
   const policy = opts.policy ?? {};
@@ -116,6 +121,18 @@ export function createRelayClient(opts: RelayClientOptions): RelayClientConfig {
     const types = req.credentials.map((c) => credentialTypeName(c.type));
     const started = Date.now();
     const remaining = Math.max(0, Math.min(req.deadline, started + timeoutMs) - started);
+    // The callback's signal ends when the connection withdraws the request (`signal`) and also
+    // when this client gives up on its own (deadline, refusal), so a prompt left open cannot
+    // hold the shared queue after the answer went out.
+    const settled = new AbortController();
+    const callbackSignal = settled.signal;
+    const onWithdrawn = () => settled.abort(signal.reason);
+    if (signal.aborted) settled.abort(signal.reason);
+    else signal.addEventListener('abort', onWithdrawn, { once: true });
+    const settle = (reason: unknown) => {
+      signal.removeEventListener('abort', onWithdrawn);
+      if (!settled.signal.aborted) settled.abort(reason);
+    };
 
     const work$ = defer(async () => {
       if (++answered > maxRequests) throw relayError(RelayStatus.DENIED, `${who} exceeded this client's limit of ${maxRequests} credential requests per open`);
@@ -136,20 +153,24 @@ export function createRelayClient(opts: RelayClientOptions): RelayClientConfig {
           return throwError(() => relayError(RelayStatus.UNAVAILABLE, `no person is present to give ${who} the ${missing.map((c) => credentialTypeName(c.type)).join(', ')} it needs`));
         }
         const auth = opts.auth;
-        return sharedQueue.run(() => askCallback(auth, missing, req, signal, who));
+        return sharedQueue.run(() => askCallback(auth, missing, req, callbackSignal, who));
       }),
     );
     const expired$ = timer(remaining).pipe(mergeMap(() => throwError(() => relayError(RelayStatus.TIMED_OUT, `no answer within ${remaining} ms for ${who}`))));
-    const aborted$ = signal.aborted
-      ? throwError(() => signal.reason as unknown)
-      : fromEvent(signal, 'abort').pipe(take(1), mergeMap(() => throwError(() => signal.reason as unknown)));
+    const aborted$ = callbackSignal.aborted
+      ? throwError(() => callbackSignal.reason as unknown)
+      : fromEvent(callbackSignal, 'abort').pipe(take(1), mergeMap(() => throwError(() => callbackSignal.reason as unknown)));
 
     const outcome = firstValueFrom(race([work$, expired$, aborted$]), { defaultValue: undefined });
     return outcome.then(
-      () => opts.audit?.({ requester: who, credentialTypes: types, outcome: 'OK', durationMs: Date.now() - started }),
+      () => {
+        settle(ANSWERED);
+        opts.audit?.({ requester: who, credentialTypes: types, outcome: 'OK', durationMs: Date.now() - started });
+      },
       (e: unknown) => {
-        const status = e instanceof VirError && typeof e.int1 === 'number' && OUTCOMES[e.int1] ? e.int1 : RelayStatus.FAILED;
-        opts.audit?.({ requester: who, credentialTypes: types, outcome: OUTCOMES[status] ?? 'FAILED', durationMs: Date.now() - started });
+        settle(e);
+        // The same status the answer will carry (relay-client answers with relayStatusOf too).
+        opts.audit?.({ requester: who, credentialTypes: types, outcome: OUTCOMES[relayStatusOf(e)] ?? 'FAILED', durationMs: Date.now() - started });
         throw e;
       },
     );

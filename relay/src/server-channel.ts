@@ -60,7 +60,8 @@ export interface ChannelRequest {
   credentials: Credential[];
   /** The caller's own deadline (absolute ms), e.g. one that came from a further hop. */
   deadline?: number;
-  signal?: AbortSignal;
+  /** Any of these aborting ends the wait (the open abandoned, a further hop withdrawing). */
+  signals?: readonly (AbortSignal | undefined)[];
 }
 
 const OUTCOME_NAMES = Object.fromEntries(Object.entries(RelayStatus).map(([k, v]) => [v, k])) as Record<number, keyof typeof RelayStatus>;
@@ -132,7 +133,9 @@ export class RelayChannel {
       throw relayError(RelayStatus.UNAVAILABLE, `${who} needs ${types.join(', ')}, but the client cannot answer relayed credential requests (it did not enable the credential relay)`);
     }
     if (this.isClosed) throw relayError(RelayStatus.CANCELLED, 'the client disconnected');
-    if (req.signal?.aborted) throw abortError(req.signal);
+    const signals = (req.signals ?? []).filter((x): x is AbortSignal => x !== undefined);
+    const alreadyAborted = signals.find((x) => x.aborted);
+    if (alreadyAborted) throw abortError(alreadyAborted);
     if (!this.openInProgress) throw relayError(RelayStatus.UNAVAILABLE, `${who} asked for credentials outside of a connection open`);
     if (req.origin.length > RELAY_MAX_HOPS) throw relayError(RelayStatus.DENIED, `the request from ${who} travelled more than ${RELAY_MAX_HOPS} hops`);
     const unanswerable = req.credentials.filter((c) => !caps.credTypes.includes(c.type));
@@ -156,8 +159,7 @@ export class RelayChannel {
     const expired$ = timer(remaining).pipe(mergeMap(() => throwError(() => relayError(RelayStatus.TIMED_OUT, `no answer from the client within ${remaining} ms for ${who}`))));
     const disconnected$ = this.closed$.pipe(mergeMap((reason) => throwError(() => relayError(RelayStatus.CANCELLED, `the client disconnected (${reason.message})`))));
     const sources = [answered$, expired$, disconnected$];
-    if (req.signal) {
-      const signal = req.signal;
+    for (const signal of signals) {
       sources.push(fromEvent(signal, 'abort').pipe(take(1), mergeMap(() => throwError(() => abortError(signal)))));
     }
     const outcome$ = race(sources);
@@ -179,7 +181,8 @@ export class RelayChannel {
       status = relayStatusOf(e);
       message = (e as Error).message;
       // Tell the client the request is withdrawn, unless it is the one who ended it.
-      if (this.pending.delete(id) && !this.isClosed) this.opts.sendCancel(id, status, message);
+      // The detail alone: the client adds the prefix of the status's code again.
+      if (this.pending.delete(id) && !this.isClosed) this.opts.sendCancel(id, status, e instanceof VirError && e.str2 !== null ? e.str2 : message);
       throw e;
     } finally {
       this.pending.delete(id);

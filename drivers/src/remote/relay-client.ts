@@ -11,6 +11,7 @@ import {
   relayError,
   relayProtocol as p,
   relayStatusOf,
+  describeRequester,
   xdr,
   type Credential,
   type CredentialType,
@@ -18,11 +19,26 @@ import {
   type RpcConnection,
 } from '@virtauth/core';
 
+/** Why a handler's signal ends once its request was answered: a fixed reason, since abort()
+ * without one builds a DOMException with a stack trace for every request. */
+const ANSWERED = relayError(RelayStatus.CANCELLED, 'the credential request was already answered');
+
+export interface RelayConnection {
+  /**
+   * CONNECT_OPEN has finished (opened or failed): a server may relay requests only while it
+   * runs, so later ones are refused without asking anyone, and any still open are withdrawn.
+   */
+  openFinished(): void;
+}
+
 /**
- * Enables the relay on a connection. Resolves false when the server does not know the relay
+ * Enables the relay on a connection. Resolves null when the server does not know the relay
  * program (an older server or libvirtd): the open then goes on without it.
+ *
+ * Each request's handler gets a signal that ends when the server withdraws the request, the
+ * connection closes, the open finishes, or the handler itself has settled.
  */
-export async function enableRelay(rpc: RpcConnection, cfg: RelayClientConfig): Promise<boolean> {
+export async function enableRelay(rpc: RpcConnection, cfg: RelayClientConfig): Promise<RelayConnection | null> {
   try {
     await rpc.call(
       RELAY_PROGRAM,
@@ -33,10 +49,11 @@ export async function enableRelay(rpc: RpcConnection, cfg: RelayClientConfig): P
       p.relayEnableRet,
     );
   } catch (e) {
-    if (e instanceof VirError && e.code === ErrorCode.RPC && e.message.startsWith('Cannot find program')) return false;
+    if (e instanceof VirError && e.code === ErrorCode.RPC && e.message.startsWith('Cannot find program')) return null;
     throw e;
   }
   const inFlight = new Map<number, AbortController>();
+  let opening = true;
   const answer = (id: number, status: number, results: (string | null)[], message: string) =>
     rpc
       .call(RELAY_PROGRAM, RELAY_PROTOCOL_VERSION, RelayProc.ANSWER, p.relayAnswerArgs, { id, status, results, message: message.slice(0, p.RELAY_TEXT_MAX) }, xdr.xvoid)
@@ -46,6 +63,10 @@ export async function enableRelay(rpc: RpcConnection, cfg: RelayClientConfig): P
     if (h.proc === RelayProc.REQUEST) {
       const msg = p.relayRequestMsg.decode(body);
       if (inFlight.has(msg.id)) return; // a replayed request id: the first one is being answered
+      if (!opening) {
+        void answer(msg.id, RelayStatus.UNAVAILABLE, [], `${describeRequester(msg)} asked for credentials after the connection open finished`);
+        return;
+      }
       const controller = new AbortController();
       inFlight.set(msg.id, controller);
       const credentials: Credential[] = msg.credentials.map((c) => ({
@@ -62,18 +83,36 @@ export async function enableRelay(rpc: RpcConnection, cfg: RelayClientConfig): P
             if (!controller.signal.aborted) void answer(msg.id, RelayStatus.OK, credentials.map((c) => c.result), '');
           },
           (e: unknown) => {
-            if (!controller.signal.aborted) void answer(msg.id, relayStatusOf(e), [], e instanceof Error ? e.message : String(e));
+            if (!controller.signal.aborted) void answer(msg.id, relayStatusOf(e), [], detailOf(e));
           },
         )
-        .finally(() => inFlight.delete(msg.id));
+        .finally(() => {
+          inFlight.delete(msg.id);
+          if (!controller.signal.aborted) controller.abort(ANSWERED);
+        });
     } else if (h.proc === RelayProc.CANCEL) {
       const msg = p.relayCancelMsg.decode(body);
       inFlight.get(msg.id)?.abort(relayError(msg.status, msg.message));
     }
   });
-  rpc.once('close', () => {
-    for (const c of inFlight.values()) c.abort(relayError(RelayStatus.CANCELLED, 'the connection to the server closed'));
+  const withdrawAll = (reason: VirError) => {
+    for (const c of inFlight.values()) c.abort(reason);
     inFlight.clear();
-  });
-  return true;
+  };
+  rpc.once('close', () => withdrawAll(relayError(RelayStatus.CANCELLED, 'the connection to the server closed')));
+  return {
+    openFinished() {
+      opening = false;
+      withdrawAll(relayError(RelayStatus.CANCELLED, 'the connection open finished'));
+    },
+  };
+}
+
+/**
+ * The text that travels in an ANSWER: a VirError's detail without its code's prefix, which the
+ * server adds again when it turns the status back into an error.
+ */
+function detailOf(e: unknown): string {
+  if (e instanceof VirError) return e.str2 ?? e.message;
+  return e instanceof Error ? e.message : String(e);
 }

@@ -71,7 +71,7 @@ export class RemoteDriver implements Driver {
       };
       await this.authenticate(caller, uri, info, ctx);
       // The relay is enabled before CONNECT_OPEN, so the server's drivers can ask us during it.
-      if (ctx.relay) await enableRelay(rpc, ctx.relay);
+      const relay = ctx.relay ? await enableRelay(rpc, ctx.relay) : null;
       const keepalive = this.opts.keepalive ?? { interval: 5, count: 6 };
       if (keepalive) {
         const supported = await caller
@@ -81,7 +81,11 @@ export class RemoteDriver implements Driver {
       }
       const name = driverUriForServer(uri);
       const flags = ctx.readOnly ? OpenFlag.READ_ONLY : 0;
-      await caller.call(RemoteProc.CONNECT_OPEN, remote.connectOpenArgs, { name: name === '' ? null : name, flags }, xdr.xvoid);
+      try {
+        await caller.call(RemoteProc.CONNECT_OPEN, remote.connectOpenArgs, { name: name === '' ? null : name, flags }, xdr.xvoid);
+      } finally {
+        relay?.openFinished();
+      }
       return new RemoteConnection(rpc, uri, info);
     } catch (e) {
       rpc.close(null);
