@@ -261,3 +261,17 @@ test('a syntax error in the file found is reported with its path', async (t) => 
     message: `configuration file syntax error: auth file '${file}' line 2: not a group header, key=value pair or comment`,
   });
 });
+
+test('hypervisor drivers read their login name from username=, SASL from authname=, as libvirt does', (t) => {
+  const conf = AuthConfig.parse(
+    '[credentials-x]\nusername=root\nauthname=alice\npassword=pw\n[auth-xenapi-xen1]\ncredentials=x\n[auth-libvirt-xen1]\ncredentials=x\n',
+    'auth.conf',
+  );
+  const source = new AuthConfCredentialSource(conf);
+  const forDriver = [credential(CredentialType.AUTHNAME, 'Enter username for xen1 [root]', 'xen1', 'root')];
+  source.fill(forDriver, 'xenapi', 'xen1');
+  t.is(forDriver[0]!.result, 'root');
+  const forSasl = [credential(CredentialType.AUTHNAME, 'Please enter your authentication name', 'Authentication Name')];
+  source.fill(forSasl, 'libvirt', 'xen1');
+  t.is(forSasl[0]!.result, 'alice');
+});

@@ -599,7 +599,7 @@ test.serial('the client\'s auth.conf answers relayed requests before the callbac
   await writeFile(
     file,
     `[credentials-alice]\nauthname=alice\npassword=${ALICE_PASSWORD}\n[auth-libvirt-localhost]\ncredentials=alice\n\n` +
-      `[credentials-x]\nusername=root\nauthname=root\npassword=${XEN_ROOT_PASSWORD}\n[auth-xenapi-127.0.0.1]\ncredentials=x\n`,
+      `[credentials-x]\nusername=root\npassword=${XEN_ROOT_PASSWORD}\n[auth-xenapi-127.0.0.1]\ncredentials=x\n`,
     { mode: 0o600 },
   );
   for (const { hops, uri } of topologies()) {

@@ -21,6 +21,7 @@ import os from 'node:os';
 import path from 'node:path';
 import {
   AUTH_CONF_KEYS,
+  CredentialType,
   ErrorCode,
   ErrorDomain,
   VirError,
@@ -133,6 +134,16 @@ export class AuthConfig {
   }
 }
 
+/**
+ * The auth.conf key for a credential. SASL (service `libvirt`) keeps the authentication name in
+ * `authname=` and the authorization id in `username=`; hypervisor drivers (esx, xenapi, ...) ask
+ * for their login name as AUTHNAME and libvirt reads it from `username=`.
+ */
+export function authConfKey(type: number, service: string): string | undefined {
+  if (type === CredentialType.AUTHNAME && service !== 'libvirt') return 'username';
+  return AUTH_CONF_KEYS[type];
+}
+
 /** Fills USERNAME, AUTHNAME, PASSPHRASE and REALM credentials from an auth.conf. */
 export class AuthConfCredentialSource implements CredentialSource {
   constructor(readonly config: AuthConfig) {}
@@ -140,7 +151,7 @@ export class AuthConfCredentialSource implements CredentialSource {
   fill(creds: Credential[], service: string, host: string): void {
     for (const c of creds) {
       if (c.result !== null) continue;
-      const key = AUTH_CONF_KEYS[c.type];
+      const key = authConfKey(c.type, service);
       if (key === undefined) continue;
       const value = this.config.lookup(service, host, key);
       if (value !== null) c.result = value;
