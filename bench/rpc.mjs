@@ -9,20 +9,18 @@
 // an event loop or a CPU thread with the client measuring it.
 
 import 'reflect-metadata';
-import { spawn } from 'node:child_process';
-import { rm, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { openAuth } from '../cli/dist/src/index.js';
 import { PrivateLibvirtd } from '../test/dist/src/peers/libvirtd.js';
 import { runPython } from '../test/dist/src/peers/clients.js';
-import { tempDir, waitFor } from '../test/dist/src/peers/util.js';
+import { tempDir } from '../test/dist/src/peers/util.js';
+import { spawnVirtauthd } from './lib/virtauthd-process.mjs';
 
 const secondsPerCase = Number(process.argv[2] ?? 3);
 if (!(secondsPerCase > 0)) throw new Error(`seconds per measurement must be a positive number, got ${process.argv[2]}`);
 const pipelineDepth = 64;
-const daemonMain = fileURLToPath(new URL('../daemon/dist/src/main.js', import.meta.url));
 
 // One python3-libvirt measurement: warm up, then count whole batches for the time budget.
 const pythonBody = String.raw`
@@ -110,28 +108,8 @@ async function startVirtauthd() {
   const dir = await tempDir('vb');
   const configFile = join(dir, 'virtauthd.conf');
   await writeFile(configFile, `unix_sock_dir = "${dir}"\nauth_unix_rw = "none"\nauth_unix_ro = "none"\nlog_level = 4\n`);
-  const child = spawn(process.execPath, [daemonMain, '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (text) => (stdout += text));
-  // Kept for the error below; its shutdown notice would only clutter the table.
-  child.stderr.setEncoding('utf8').on('data', (text) => (stderr += text));
-  const exited = new Promise((resolve) => child.on('exit', resolve));
-  try {
-    const uri = await waitFor(() => /'(test\+unix:[^']*virtauth-sock)'/.exec(stdout)?.[1], 15_000, 'virtauthd to print its listeners');
-    return {
-      uri,
-      async stop() {
-        child.kill('SIGTERM');
-        await exited;
-        await rm(dir, { recursive: true, force: true });
-      },
-    };
-  } catch (error) {
-    child.kill('SIGKILL');
-    await rm(dir, { recursive: true, force: true });
-    throw new Error(`${error.message}; virtauthd stdout: ${JSON.stringify(stdout)}, stderr: ${JSON.stringify(stderr.slice(-2000))}`);
-  }
+  const virtauthd = await spawnVirtauthd(configFile, dir, (stdout) => /'(test\+unix:[^']*virtauth-sock)'/.exec(stdout)?.[1]);
+  return { uri: virtauthd.found, stop: virtauthd.stop };
 }
 
 const libvirtd = await PrivateLibvirtd.start({ auth_unix_rw: 'none' });

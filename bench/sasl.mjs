@@ -12,16 +12,15 @@
 // event loop with the client measuring it.
 
 import 'reflect-metadata';
-import { spawn } from 'node:child_process';
-import { rm, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { openAuth } from '../cli/dist/src/index.js';
 import { PrivateLibvirtd } from '../test/dist/src/peers/libvirtd.js';
 import { TestPki } from '../test/dist/src/peers/pki.js';
 import { runPython } from '../test/dist/src/peers/clients.js';
-import { tempDir, waitFor } from '../test/dist/src/peers/util.js';
+import { tempDir } from '../test/dist/src/peers/util.js';
+import { spawnVirtauthd } from './lib/virtauthd-process.mjs';
 import { addVirtauthUser } from '../test/dist/src/sasl-support.js';
 
 const secondsPerCase = Number(process.argv[2] ?? 2);
@@ -30,7 +29,6 @@ if (!(secondsPerCase > 0)) throw new Error(`seconds per measurement must be a po
 const concurrentLogins = 500;
 const user = 'benchuser';
 const password = 'bench-Pa55-5c7a';
-const daemonMain = fileURLToPath(new URL('../daemon/dist/src/main.js', import.meta.url));
 const credentialTypes = [2, 5]; // AUTHNAME, PASSPHRASE
 
 // One python3-libvirt measurement: warm up, then count whole batches for the time budget.
@@ -137,28 +135,16 @@ async function startVirtauthd(pki) {
     ].join('\n'),
   );
   await addVirtauthUser(configFile, user, password);
-  const child = spawn(process.execPath, [daemonMain, '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (text) => (stdout += text));
-  child.stderr.setEncoding('utf8').on('data', (text) => (stderr += text));
-  const exited = new Promise((resolve) => child.on('exit', resolve));
-  try {
-    const unixUri = await waitFor(() => /'(test\+unix:[^']*virtauth-sock)'/.exec(stdout)?.[1], 15_000, 'virtauthd to print its unix listener');
-    const tlsPort = await waitFor(() => /'test\+tls:\/\/[^:]+:(\d+)\//.exec(stdout)?.[1], 15_000, 'virtauthd to print its TLS listener');
-    return {
-      uri: (transport) => (transport === 'unix' ? unixUri : `test+tls://localhost:${tlsPort}/default?pkipath=${pki.client.pkiPath}`),
-      async stop() {
-        child.kill('SIGTERM');
-        await exited;
-        await rm(dir, { recursive: true, force: true });
-      },
-    };
-  } catch (error) {
-    child.kill('SIGKILL');
-    await rm(dir, { recursive: true, force: true });
-    throw new Error(`${error.message}; virtauthd stdout: ${JSON.stringify(stdout)}, stderr: ${JSON.stringify(stderr.slice(-2000))}`);
-  }
+  const virtauthd = await spawnVirtauthd(configFile, dir, (stdout) => {
+    const unixUri = /'(test\+unix:[^']*virtauth-sock)'/.exec(stdout)?.[1];
+    const tlsPort = /'test\+tls:\/\/[^:]+:(\d+)\//.exec(stdout)?.[1];
+    return unixUri && tlsPort ? { unixUri, tlsPort } : undefined;
+  });
+  const { unixUri, tlsPort } = virtauthd.found;
+  return {
+    uri: (transport) => (transport === 'unix' ? unixUri : `test+tls://localhost:${tlsPort}/default?pkipath=${pki.client.pkiPath}`),
+    stop: virtauthd.stop,
+  };
 }
 
 const pki = await TestPki.create();

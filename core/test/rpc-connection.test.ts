@@ -528,10 +528,10 @@ test('fuzz: garbage, truncated packets and bogus lengths never hang or break the
           const { header, error } = decodeReply(p);
           const isPong = header.prog === KEEPALIVE_PROGRAM && header.proc === KeepaliveProc.PONG && header.type === MessageType.MESSAGE;
           const isErrorReply = header.type === MessageType.REPLY && error instanceof VirError && error.domain === ErrorDomain.RPC;
-          // Proc 66 needs no auth and takes no arguments: a well-formed call to it legitimately succeeds.
-          const isAuthListReply = header.type === MessageType.REPLY && header.status === MessageStatus.OK && header.prog === PROG && header.proc === 66;
+          // Procs 66 and 67 need no auth: a well-formed call to either legitimately succeeds.
+          const isPreAuthReply = header.type === MessageType.REPLY && header.status === MessageStatus.OK && header.prog === PROG && (header.proc === 66 || header.proc === 67);
           if (isErrorReply) errorReplies++;
-          if (!isPong && !isErrorReply && !isAuthListReply) throw new Error(`unexpected packet ${p.toString('hex')} for input ${input.toString('hex')}`);
+          if (!isPong && !isErrorReply && !isPreAuthReply) throw new Error(`unexpected packet ${p.toString('hex')} for input ${input.toString('hex')}`);
         }
       }),
       { numRuns: 250 },

@@ -7,7 +7,6 @@ import { spawn } from 'node:child_process';
 import { chmod, chown, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 
 import test, { type ExecutionContext } from 'ava';
@@ -40,6 +39,7 @@ import {
   type TestAccount,
 } from './peers/polkit.js';
 import type { PolkitClientResult } from './peers/polkit-client.js';
+import { JsonLines } from './log-capture.js';
 
 const polkitClientScript = fileURLToPath(new URL('./peers/polkit-client.js', import.meta.url));
 const polkitPeers = ['root', 'polkitd', 'pkcheck', 'dbus-daemon', 'unshare', 'setpriv', 'libvirtd', 'virsh', 'python3-libvirt'];
@@ -78,23 +78,11 @@ const expected: Record<Identity, { rw: Outcome; ro: Outcome }> = {
 };
 const identities = Object.keys(expected) as Identity[];
 
-/** Collects virtauthd's JSON log lines. */
-class LogCapture extends Writable {
-  readonly lines: string[] = [];
-  override _write(chunk: Buffer, _encoding: BufferEncoding, done: () => void): void {
-    this.lines.push(...chunk.toString('utf8').split('\n').filter((line) => line !== ''));
-    done();
-  }
-  events(): string[] {
-    return this.lines.map((line) => (JSON.parse(line) as { event?: string }).event ?? '');
-  }
-}
-
 interface Virtauthd {
   handle: DaemonHandle;
   rwSocket: string;
   roSocket: string;
-  log: LogCapture;
+  log: JsonLines;
   uri(readOnly?: boolean): string;
 }
 
@@ -114,7 +102,7 @@ async function startVirtauthd(dir: string, settings: Record<string, string> = {}
     .join('');
   const config = buildConfig(parseConf(text, 'virtauthd.conf'), 'virtauthd.conf');
   assertSetup(config.authUnixRw === AuthType.POLKIT && config.authUnixRo === AuthType.POLKIT, 'auth_unix_rw/ro = "polkit" parse');
-  const log = new LogCapture();
+  const log = new JsonLines();
   const handle = await createDaemon({ config, logger: createLogger(2, log) });
   const rwSocket = join(dir, 'virtauth-sock');
   const roSocket = join(dir, 'virtauth-sock-ro');
@@ -251,7 +239,7 @@ interopTest.serial('AUTH_LIST: root is authenticated at once ([NONE]) by both da
       t.deepEqual(result, { ok: true, types: [identity === 'root' ? AuthType.NONE : AuthType.POLKIT] }, `${identity} → ${daemon}`);
     }
   }
-  t.true(w.virtauthd.log.events().includes('auth.polkit.root_bypass'));
+  t.true(w.virtauthd.log.records().map((r) => r.event ?? '').includes('auth.polkit.root_bypass'));
 });
 
 interopTest.serial("virtauth's client: every identity gets the same answer from virtauthd and libvirtd, on both sockets", polkitPeers, async (t) => {
@@ -266,7 +254,7 @@ interopTest.serial("virtauth's client: every identity gets the same answer from 
       if (fromVirtauthd.ok && fromLibvirtd.ok) t.is(fromVirtauthd.hostname, fromLibvirtd.hostname);
     }
   }
-  const events = w.virtauthd.log.events();
+  const events = w.virtauthd.log.records().map((r) => r.event ?? '');
   for (const event of ['auth.polkit.allowed', 'auth.polkit.denied']) t.true(events.includes(event), `virtauthd logged ${event}`);
 });
 
@@ -336,7 +324,7 @@ interopTest.serial('a client that exits before its check gets a clear error, and
     if (!result.ok) t.regex(result.message, /^internal error: Cannot find start time for pid \d+/, name);
   }
   if (!orphaned.ok) t.regex(orphaned.message, /: the client process exited before polkit could check it$/);
-  t.true(w.virtauthd.log.events().includes('auth.polkit.client_gone'));
+  t.true(w.virtauthd.log.records().map((r) => r.event ?? '').includes('auth.polkit.client_gone'));
   t.deepEqual(outcomeOf(await virtauthClient(w, 'operator', ['open', w.virtauthd.uri()])), allowed, 'the daemon still serves');
 });
 

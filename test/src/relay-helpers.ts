@@ -6,7 +6,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 
 import {
   AuthType,
@@ -42,54 +41,9 @@ import { waitFor } from './peers/util.js';
 /** The SCRAM iteration count the tests use: the smallest the daemon accepts, to keep 200 logins quick. */
 export const TEST_SCRAM_ITERATIONS = 4096;
 
-/** Collects a pino logger's JSON lines in memory. */
-export class JsonLines extends Writable {
-  readonly lines: string[] = [];
-  private partial = '';
+export { JsonLines, type LogRecord } from './log-capture.js';
+import { JsonLines, type LogRecord } from './log-capture.js';
 
-  override _write(chunk: Buffer, _encoding: BufferEncoding, done: () => void): void {
-    const text = this.partial + chunk.toString('utf8');
-    const parts = text.split('\n');
-    this.partial = parts.pop() ?? '';
-    this.lines.push(...parts.filter((line) => line !== ''));
-    done();
-  }
-
-  /** Adds text that arrives in pieces (a child process's stderr). */
-  feed(text: string): void {
-    this._write(Buffer.from(text), 'utf8', () => {});
-  }
-
-  records(): LogRecord[] {
-    const out: LogRecord[] = [];
-    for (const line of this.lines) {
-      try {
-        out.push(JSON.parse(line) as LogRecord);
-      } catch {
-        // A child's stderr can carry plain text lines (startup notices); they are not records.
-      }
-    }
-    return out;
-  }
-
-  events(event: string): LogRecord[] {
-    return this.records().filter((r) => r.event === event);
-  }
-
-  text(): string {
-    return this.lines.join('\n');
-  }
-}
-
-export interface LogRecord {
-  level: number;
-  time: number;
-  msg?: string;
-  event?: string;
-  [key: string]: unknown;
-}
-
-/** A relay.audit record as the daemon logs it. */
 export interface DaemonAuditRecord extends LogRecord {
   id: number;
   connectionId: number;

@@ -4,7 +4,6 @@
 
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 
 import { parseConf } from '@virtauth/core';
@@ -13,6 +12,7 @@ import { buildConfig, createDaemon, createLogger, type DaemonHandle, type Listen
 import type { TestPki } from './peers/pki.js';
 import { describeResult, runProcess } from './peers/process.js';
 import { tempDir } from './peers/util.js';
+import { JsonLines, type LogRecord } from './log-capture.js';
 
 /** The compiled `virtauth` command line program (bin of the cli package). */
 export const virtauthBin = fileURLToPath(new URL('../../../cli/dist/src/bin.js', import.meta.url));
@@ -44,26 +44,7 @@ function formatValue(key: string, value: ConfigValue): string {
   return `[${value.map(quote).join(', ')}]`;
 }
 
-/** Collects the daemon's JSON log lines. */
-class LogCapture extends Writable {
-  readonly lines: string[] = [];
-  private partial = '';
-
-  override _write(chunk: Buffer, _encoding: BufferEncoding, done: () => void): void {
-    const text = this.partial + chunk.toString('utf8');
-    const parts = text.split('\n');
-    this.partial = parts.pop() ?? '';
-    this.lines.push(...parts.filter((line) => line !== ''));
-    done();
-  }
-}
-
-export interface LogRecord {
-  level: number;
-  msg?: string;
-  event?: string;
-  [key: string]: unknown;
-}
+export type { LogRecord } from './log-capture.js';
 
 /** Adds or replaces a user exactly as an administrator would: the CLI, password on stdin. */
 export async function addVirtauthUser(configFile: string, name: string, password: string): Promise<void> {
@@ -79,7 +60,7 @@ export class TestVirtauthd {
     readonly configFile: string,
     readonly userDatabaseFile: string,
     readonly handle: DaemonHandle,
-    private readonly log: LogCapture,
+    private readonly log: JsonLines,
     private readonly pki: TestPki | undefined,
   ) {}
 
@@ -116,7 +97,7 @@ export class TestVirtauthd {
       for (const [name, password] of Object.entries(options.users ?? {})) await addVirtauthUser(configFile, name, password);
 
       const config = buildConfig(parseConf(text, configFile), configFile);
-      const log = new LogCapture();
+      const log = new JsonLines();
       const handle = await createDaemon({ config, logger: createLogger(config.logLevel, log) });
       return new TestVirtauthd(dir, configFile, userDatabaseFile, handle, log, options.pki);
     } catch (error) {
@@ -153,12 +134,12 @@ export class TestVirtauthd {
   }
 
   logRecords(): LogRecord[] {
-    return this.log.lines.map((line) => JSON.parse(line) as LogRecord);
+    return this.log.records();
   }
 
   /** Log records of one event, e.g. 'auth.sasl.succeeded'. */
   events(event: string): LogRecord[] {
-    return this.logRecords().filter((record) => record.event === event);
+    return this.log.events(event);
   }
 
   async stop(): Promise<void> {

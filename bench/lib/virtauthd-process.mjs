@@ -1,0 +1,38 @@
+// virtauthd as a separate process for the benchmarks, as libvirtd is: started from a config
+// file, ready once it has printed its listeners. Not a benchmark itself (it lives apart from the benchmarks run.mjs runs).
+
+import { spawn } from 'node:child_process';
+import { rm } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { waitFor } from '../../test/dist/src/peers/util.js';
+
+const daemonMain = fileURLToPath(new URL('../../daemon/dist/src/main.js', import.meta.url));
+
+/**
+ * Spawns `virtauthd --config configFile`; `dir` is removed on stop. Resolves with the text it
+ * printed once `ready(stdout)` finds what the caller needs in it.
+ */
+export async function spawnVirtauthd(configFile, dir, ready) {
+  const child = spawn(process.execPath, [daemonMain, '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (text) => (stdout += text));
+  // Kept for the error below; its shutdown notice would only clutter the tables.
+  child.stderr.setEncoding('utf8').on('data', (text) => (stderr += text));
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  try {
+    const found = await waitFor(() => ready(stdout), 15_000, 'virtauthd to print its listeners');
+    return {
+      found,
+      async stop() {
+        child.kill('SIGTERM');
+        await exited;
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  } catch (error) {
+    child.kill('SIGKILL');
+    await rm(dir, { recursive: true, force: true });
+    throw new Error(`${error.message}; virtauthd stdout: ${JSON.stringify(stdout)}, stderr: ${JSON.stringify(stderr.slice(-2000))}`);
+  }
+}
