@@ -36,6 +36,7 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
   const sasl = saslSettingsFrom(opts.config.extra);
   registerDefaultProviders(container, {
     scramIterations: sasl.iterations,
+    concealUnknownUsers: sasl.concealUnknownUsers,
     saslServer: {
       users: new FileUserDatabase({ path: sasl.userDatabasePath, iterations: sasl.iterations }),
       ...(sasl.mechanisms ? { mechanisms: sasl.mechanisms } : {}),

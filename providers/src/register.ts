@@ -16,6 +16,8 @@ export interface ProviderRegistrationOptions {
   saslServer?: SaslServerOptions;
   /** PBKDF2 iterations the server announces for unknown users (match the user database's). */
   scramIterations?: number;
+  /** Fail unknown SCRAM users at the last step like a wrong password (default: at once, as libvirtd). */
+  concealUnknownUsers?: boolean;
   /** Actions and bus of polkit's server half (defaults: libvirt's action ids, the system bus). */
   polkitServer?: PolkitServerOptions;
 }
@@ -23,8 +25,9 @@ export interface ProviderRegistrationOptions {
 export function registerDefaultProviders(container: DependencyContainer, opts: ProviderRegistrationOptions = {}): void {
   const unknownUserIterations = opts.scramIterations;
   const mechOpts = unknownUserIterations !== undefined ? { unknownUserIterations } : {};
-  container.register(SASL_MECHANISM, { useValue: new ScramSha256PlusMechanism(mechOpts) });
-  container.register(SASL_MECHANISM, { useValue: new ScramSha256Mechanism(mechOpts) });
+  const scramOpts = { ...mechOpts, concealUnknownUsers: opts.concealUnknownUsers ?? false };
+  container.register(SASL_MECHANISM, { useValue: new ScramSha256PlusMechanism(scramOpts) });
+  container.register(SASL_MECHANISM, { useValue: new ScramSha256Mechanism(scramOpts) });
   container.register(SASL_MECHANISM, { useValue: new PlainMechanism(mechOpts) });
   container.register(AUTH_PROVIDER, { useValue: noneAuthProvider });
   container.register(AUTH_PROVIDER, {

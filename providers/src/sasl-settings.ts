@@ -13,6 +13,8 @@ export interface SaslSettings {
   mechanisms: string[] | null;
   allowedUsernames: string[] | null;
   iterations: number;
+  /** Fail unknown user names at the last step, like a wrong password, instead of at once (libvirt). */
+  concealUnknownUsers: boolean;
   maxFailuresPerConnection: number;
   maxFailuresPerUser: number;
   failureWindowMs: number;
@@ -53,6 +55,7 @@ export function saslSettingsFrom(settings: ReadonlyMap<string, ConfValue>): Sasl
     mechanisms: asList('sasl_mech_list', settings.get('sasl_mech_list')),
     allowedUsernames: asList('sasl_allowed_username_list', settings.get('sasl_allowed_username_list')),
     iterations: asInt('scram_iteration_count', settings.get('scram_iteration_count'), DEFAULT_SCRAM_ITERATIONS, 4096, 10_000_000),
+    concealUnknownUsers: asInt('sasl_conceal_unknown_users', settings.get('sasl_conceal_unknown_users'), 0, 0, 1) === 1,
     maxFailuresPerConnection: asInt('sasl_max_failures_per_connection', settings.get('sasl_max_failures_per_connection'), 5, 1, 1000),
     maxFailuresPerUser: asInt('sasl_max_failures_per_user', settings.get('sasl_max_failures_per_user'), 10, 1, 100000),
     failureWindowMs: asInt('sasl_failure_window', settings.get('sasl_failure_window'), 60, 1, 86400) * 1000,

@@ -209,9 +209,21 @@ test('SCRAM-SHA-256: success, credentials asked once with libvirt prompts', asyn
   t.is(log.calls[0]!.info.host, 'hostA');
 });
 
-test('SCRAM-SHA-256: wrong password and unknown user fail alike, at the final step', async (t) => {
+test('SCRAM-SHA-256: an unknown user fails at the first step by default, as libvirtd refuses it at AUTH_SASL_START', async (t) => {
   const db = await usersWith({ alice: PASSWORD });
   const mech = new ScramSha256Mechanism();
+  const server = mech.createServer(serverContext(db));
+  const client = mech.createClient(clientContext({ authname: 'mallory', password: PASSWORD }).ctx);
+  const error = await t.throwsAsync(server.step(await client.start()), { instanceOf: SaslAuthenticationError });
+  t.regex(error!.reason, /unknown-user/);
+  t.is(error!.username, 'mallory');
+  t.is(server.username, null);
+  assertNoSecret(t, error, PASSWORD);
+});
+
+test('SCRAM-SHA-256 with concealUnknownUsers: wrong password and unknown user fail alike, at the final step', async (t) => {
+  const db = await usersWith({ alice: PASSWORD });
+  const mech = new ScramSha256Mechanism({ concealUnknownUsers: true });
   const attempt = async (authname: string, password: string) => {
     const server = mech.createServer(serverContext(db));
     const client = mech.createClient(clientContext({ authname, password }).ctx);
@@ -238,8 +250,8 @@ test('SCRAM-SHA-256: wrong password and unknown user fail alike, at the final st
   assertNoSecret(t, wrong.error, 'not the password');
 });
 
-test('SCRAM-SHA-256: the server announces the configured iteration count for unknown users', async (t) => {
-  const server = new ScramSha256Mechanism({ unknownUserIterations: 10_000 }).createServer(serverContext(new InMemoryUserDatabase()));
+test('SCRAM-SHA-256 with concealUnknownUsers: the server announces the configured iteration count for unknown users', async (t) => {
+  const server = new ScramSha256Mechanism({ unknownUserIterations: 10_000, concealUnknownUsers: true }).createServer(serverContext(new InMemoryUserDatabase()));
   const reply = await server.step(Buffer.from('n,,n=ghost,r=abcdef'));
   t.regex(reply.data!.toString(), /,i=10000$/);
 });

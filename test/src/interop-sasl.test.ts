@@ -9,7 +9,7 @@ import { join } from 'node:path';
 
 import test, { type ExecutionContext } from 'ava';
 
-import { CredentialType, ErrorCode, ErrorDomain, VirError, type ConnectAuth, type Credential } from '@virtauth/core';
+import { CredentialType, RemoteProc, ErrorCode, ErrorDomain, VirError, type ConnectAuth, type Credential } from '@virtauth/core';
 import { openAuth } from 'virtauth';
 
 import {
@@ -24,7 +24,7 @@ import {
   type PythonLibvirtResult,
 } from './peers/index.js';
 import { TestVirtauthd, virtauthBin } from './sasl-support.js';
-import { saslInitOutcome, type SaslFailure } from './sasl-test-helpers.js';
+import { failingStep, saslInitOutcome, type SaslFailure } from './sasl-test-helpers.js';
 
 const alicePassword = 'alice-Pa55-7e1c9';
 const bobPassword = 'bob-Pa55-93af2';
@@ -163,6 +163,11 @@ interopTest.serial('virtauthd and libvirtd, side by side: same prompts for pytho
       t.deepEqual(ours, serverRefusal, `virtauthd, ${failure.what} over ${transport}`);
       t.deepEqual(theirs, serverRefusal, `libvirtd, ${failure.what} over ${transport}`);
       t.deepEqual(results[0]!.credentialRequests, results[1]!.credentialRequests, `${failure.what}: the same questions before failing`);
+
+      // On the wire, both refuse at the same procedure (unknown user at START, the others at STEP).
+      const steps = await Promise.all(daemons.map((d) => failingStep(d.uri, failure.authname, failure.passphrase)));
+      t.deepEqual(steps[0], steps[1], `${failure.what} over ${transport}: refused at the same step`);
+      t.is(steps[0]?.proc, failure.what === 'unknown user' ? RemoteProc.AUTH_SASL_START : RemoteProc.AUTH_SASL_STEP, failure.what);
 
       // virsh shows the same text from either daemon.
       const virshResults = await Promise.all(daemons.map((d) => runVirsh(['hostname'], { uri: d.uri, input: `${failure.authname}\n${failure.passphrase}\n` })));

@@ -48,6 +48,9 @@ export interface LoginOptions {
 
 /** One connection to a daemon, spoken to procedure by procedure. */
 export class RawClient {
+  /** The procedures called so far, in order (which step a failure came at). */
+  readonly procs: number[] = [];
+
   private constructor(
     readonly uri: string,
     readonly rpc: RpcConnection,
@@ -62,6 +65,7 @@ export class RawClient {
   }
 
   call<A, R>(proc: number, args: Codec<A>, value: A, ret: Codec<R>): Promise<R> {
+    this.procs.push(proc);
     return this.rpc.call(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, proc, args, value, ret);
   }
 
@@ -135,6 +139,20 @@ export async function saslInitOutcome(uri: string): Promise<{ authList: number[]
     } catch (error) {
       return { authList, failure: describeFailure(error) };
     }
+  } finally {
+    client.close();
+  }
+}
+
+/** The procedure (AUTH_SASL_START or AUTH_SASL_STEP) at which a login is refused, and the error. */
+export async function failingStep(uri: string, authname: string, passphrase: string): Promise<{ proc: number; failure: SaslFailure } | null> {
+  const client = await RawClient.connect(uri);
+  try {
+    await client.authList();
+    await client.login({ authname, passphrase, mechanism: 'SCRAM-SHA-256' });
+    return null;
+  } catch (e) {
+    return { proc: client.procs.at(-1)!, failure: describeFailure(e) };
   } finally {
     client.close();
   }

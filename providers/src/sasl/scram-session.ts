@@ -53,11 +53,18 @@ export interface ScramMechanismOptions {
    * user database uses for new verifiers, so that unknown and known users look alike.
    */
   unknownUserIterations?: number;
+  /**
+   * Go on with a fake salt for an unknown user name and fail at the final step, as for a wrong
+   * password, so a probe cannot tell which names exist. Off by default: libvirtd (through
+   * Cyrus) refuses an unknown user at AUTH_SASL_START, and virtauth answers at the same step.
+   */
+  concealUnknownUsers?: boolean;
 }
 
 interface ResolvedOptions {
   generateNonce: () => string;
   unknownUserIterations: number;
+  concealUnknownUsers: boolean;
 }
 
 /**
@@ -111,7 +118,7 @@ export abstract class ScramMechanism implements SaslMechanism {
     if (!Number.isInteger(unknownUserIterations) || unknownUserIterations < 1) {
       throw new RangeError(`unknownUserIterations must be a positive integer, got ${unknownUserIterations}`);
     }
-    this.options = { generateNonce: options.generateNonce ?? generateNonce, unknownUserIterations };
+    this.options = { generateNonce: options.generateNonce ?? generateNonce, unknownUserIterations, concealUnknownUsers: options.concealUnknownUsers ?? false };
   }
 
   /** Whether this is the channel-binding (-PLUS) variant. */
@@ -254,9 +261,9 @@ class ScramClientSession implements SaslClientSession {
 type ServerState = 'awaiting-client-first' | 'awaiting-client-final' | 'done' | 'failed';
 
 /**
- * Server half. Unknown user names are not revealed: the exchange goes on with a fake salt and the
- * configured iteration count, and fails at the final step exactly as a wrong password does
- * (libvirtd, through Cyrus, fails unknown users at once; the client sees the same error either way).
+ * Server half. An unknown user name fails at the first step, as libvirtd's does; with
+ * `concealUnknownUsers` the exchange goes on with a fake salt and the configured iteration count
+ * and fails at the final step exactly as a wrong password does.
  */
 class ScramServerSession implements SaslServerSession {
   private state: ServerState = 'awaiting-client-first';
@@ -310,6 +317,7 @@ class ScramServerSession implements SaslServerSession {
       throw this.fail(`user database lookup failed: ${e instanceof Error ? e.message : String(e)}`);
     }
     if (verifier !== null && verifier.hash !== this.hash.name) throw this.fail(`user database returned a ${verifier.hash} verifier for ${this.hash.name}`);
+    if (verifier === null && !this.options.concealUnknownUsers) throw this.fail('unknown-user: no such user in the user database');
     this.verifier = verifier;
     const suffix = this.options.generateNonce();
     if (!isPrintableNonce(suffix)) throw this.fail('internal error: the nonce generator produced an invalid nonce');
