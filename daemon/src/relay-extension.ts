@@ -101,14 +101,14 @@ export function relayExtension(settings: RelaySettings): DaemonExtension {
           personPresent: caps.personPresent,
           timeoutMs: caps.timeoutMs,
           maxRequests: caps.maxRequests,
-          handle: (req, signal) =>
+          handle: (req, cancel) =>
             channel.request({
               service: req.service,
               host: req.host,
               origin: [...req.origin, hop],
               credentials: req.credentials,
               deadline: req.deadline,
-              signals: [signal, ctx.signal],
+              signals: [cancel.signal, ctx.signal],
             }),
         };
       }

@@ -2,7 +2,7 @@
 // against the client's policy, filled from auth.conf where possible, and mapped onto the one
 // application callback (one prompt at a time, whatever the number of connections and hops).
 
-import { EMPTY, Observable, Subject, catchError, concatMap, defer, firstValueFrom, from, fromEvent, mergeMap, of, race, take, tap, throwError, timer } from 'rxjs';
+import { EMPTY, Observable, Subject, catchError, concatMap, defer, firstValueFrom, from, mergeMap, of, race, tap, throwError, timer } from 'rxjs';
 import {
   globMatch,
   RelayStatus,
@@ -103,10 +103,6 @@ class PromptQueue {
 
 const sharedQueue = new PromptQueue();
 
-/** Why a callback's signal ends once its request was answered (a fixed reason: abort() without
- * one builds a DOMException with a stack trace for every request). */
-const ANSWERED = relayError(RelayStatus.CANCELLED, 'the credential request was already answered');
-
 /** Builds the relay configuration one open hands to the remote driver. */
 export function createRelayClient(opts: RelayClientOptions): RelayClientConfig {
   const policy = opts.policy ?? {};
@@ -114,63 +110,61 @@ export function createRelayClient(opts: RelayClientOptions): RelayClientConfig {
   const personPresent = opts.personPresent ?? opts.auth !== null;
   const maxRequests = policy.maxRequestsPerOpen ?? 8;
   const timeoutMs = policy.timeoutMs ?? 120_000;
+  const sources = opts.sources ?? [];
   let answered = 0;
 
-  const handle = (req: RelayedCredentialRequest, signal: AbortSignal): Promise<void> => {
-    const who = describeRequester(req);
-    const types = req.credentials.map((c) => credentialTypeName(c.type));
+  const handle = (req: RelayedCredentialRequest, cancel: AbortController): Promise<void> => {
+    const signal = cancel.signal;
+    // Built only when a message or an audit record needs them: most requests are just answered.
+    const who = () => describeRequester(req);
+    const types = () => req.credentials.map((c) => credentialTypeName(c.type));
     const started = Date.now();
     const remaining = Math.max(0, Math.min(req.deadline, started + timeoutMs) - started);
-    // The callback's signal ends when the connection withdraws the request (`signal`) and also
-    // when this client gives up on its own (deadline, refusal), so a prompt left open cannot
-    // hold the shared queue after the answer went out.
-    const settled = new AbortController();
-    const callbackSignal = settled.signal;
-    const onWithdrawn = () => settled.abort(signal.reason);
-    if (signal.aborted) settled.abort(signal.reason);
-    else signal.addEventListener('abort', onWithdrawn, { once: true });
+    // The callback's signal is the request's: the connection aborts it when the request is
+    // withdrawn, and this client aborts it when it gives up first (deadline, refusal) while the
+    // callback still runs, so a prompt left open cannot hold the shared queue.
+    let callbackRunning = false;
     const settle = (reason: unknown) => {
-      signal.removeEventListener('abort', onWithdrawn);
-      if (!settled.signal.aborted) settled.abort(reason);
+      if (callbackRunning && !signal.aborted) cancel.abort(reason);
     };
 
-    const work$ = defer(async () => {
-      if (++answered > maxRequests) throw relayError(RelayStatus.DENIED, `${who} exceeded this client's limit of ${maxRequests} credential requests per open`);
+    const checked$ = defer(() => {
+      if (++answered > maxRequests) throw relayError(RelayStatus.DENIED, `${who()} exceeded this client's limit of ${maxRequests} credential requests per open`);
       const denied = req.credentials.filter((c) => !policyAllows(policy, declared, req, c.type));
       if (denied.length > 0) {
-        throw relayError(RelayStatus.DENIED, `the client's policy does not let ${who} ask for ${denied.map((c) => credentialTypeName(c.type)).join(', ')}`);
+        throw relayError(RelayStatus.DENIED, `the client's policy does not let ${who()} ask for ${denied.map((c) => credentialTypeName(c.type)).join(', ')}`);
       }
-      for (const source of opts.sources ?? []) {
-        const open = req.credentials.filter((c) => c.result === null);
-        if (open.length === 0) break;
-        await source.fill(open, req.service, req.host);
-      }
-    }).pipe(
+      return sources.length > 0 ? from(fillFromSources(sources, req)) : of(undefined);
+    });
+    const work$ = checked$.pipe(
       mergeMap(() => {
         const missing = req.credentials.filter((c) => c.result === null);
         if (missing.length === 0) return of(undefined);
         if (!personPresent || !opts.auth) {
-          return throwError(() => relayError(RelayStatus.UNAVAILABLE, `no person is present to give ${who} the ${missing.map((c) => credentialTypeName(c.type)).join(', ')} it needs`));
+          return throwError(() => relayError(RelayStatus.UNAVAILABLE, `no person is present to give ${who()} the ${missing.map((c) => credentialTypeName(c.type)).join(', ')} it needs`));
         }
         const auth = opts.auth;
-        return sharedQueue.run(() => askCallback(auth, missing, req, callbackSignal, who));
+        return sharedQueue.run(async () => {
+          callbackRunning = true;
+          try {
+            await askCallback(auth, missing, req, signal, who);
+          } finally {
+            callbackRunning = false;
+          }
+        });
       }),
     );
-    const expired$ = timer(remaining).pipe(mergeMap(() => throwError(() => relayError(RelayStatus.TIMED_OUT, `no answer within ${remaining} ms for ${who}`))));
-    const aborted$ = callbackSignal.aborted
-      ? throwError(() => callbackSignal.reason as unknown)
-      : fromEvent(callbackSignal, 'abort').pipe(take(1), mergeMap(() => throwError(() => callbackSignal.reason as unknown)));
+    const expired$ = timer(remaining).pipe(mergeMap(() => throwError(() => relayError(RelayStatus.TIMED_OUT, `no answer within ${remaining} ms for ${who()}`))));
 
-    const outcome = firstValueFrom(race([work$, expired$, aborted$]), { defaultValue: undefined });
+    const outcome = firstValueFrom(race([work$, expired$, abortedBy(signal)]), { defaultValue: undefined });
     return outcome.then(
       () => {
-        settle(ANSWERED);
-        opts.audit?.({ requester: who, credentialTypes: types, outcome: 'OK', durationMs: Date.now() - started });
+        opts.audit?.({ requester: who(), credentialTypes: types(), outcome: 'OK', durationMs: Date.now() - started });
       },
       (e: unknown) => {
         settle(e);
         // The same status the answer will carry (relay-client answers with relayStatusOf too).
-        opts.audit?.({ requester: who, credentialTypes: types, outcome: OUTCOMES[relayStatusOf(e)] ?? 'FAILED', durationMs: Date.now() - started });
+        opts.audit?.({ requester: who(), credentialTypes: types(), outcome: OUTCOMES[relayStatusOf(e)] ?? 'FAILED', durationMs: Date.now() - started });
         throw e;
       },
     );
@@ -179,15 +173,36 @@ export function createRelayClient(opts: RelayClientOptions): RelayClientConfig {
   return { credTypes: declared, personPresent, timeoutMs, maxRequests, handle };
 }
 
-async function askCallback(auth: ConnectAuth, missing: Credential[], req: RelayedCredentialRequest, signal: AbortSignal, who: string): Promise<void> {
+async function fillFromSources(sources: readonly CredentialSource[], req: RelayedCredentialRequest): Promise<void> {
+  for (const source of sources) {
+    const open = req.credentials.filter((c) => c.result === null);
+    if (open.length === 0) return;
+    await source.fill(open, req.service, req.host);
+  }
+}
+
+/** Errors with the signal's reason when it aborts. */
+function abortedBy(signal: AbortSignal): Observable<never> {
+  return new Observable<never>((subscriber) => {
+    if (signal.aborted) {
+      subscriber.error(signal.reason);
+      return;
+    }
+    const onAbort = () => subscriber.error(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    return () => signal.removeEventListener('abort', onAbort);
+  });
+}
+
+async function askCallback(auth: ConnectAuth, missing: Credential[], req: RelayedCredentialRequest, signal: AbortSignal, who: () => string): Promise<void> {
   let ok: void | boolean;
   try {
     ok = await auth.callback(missing, { service: req.service, host: req.host, origin: req.origin, signal, deadline: req.deadline });
   } catch (e) {
     if (e instanceof VirError) throw e;
-    throw relayError(RelayStatus.FAILED, `the credential callback failed for ${who}`);
+    throw relayError(RelayStatus.FAILED, `the credential callback failed for ${who()}`);
   }
-  if (ok === false) throw relayError(RelayStatus.CANCELLED, `the user cancelled the credentials ${who} asked for`);
+  if (ok === false) throw relayError(RelayStatus.CANCELLED, `the user cancelled the credentials ${who()} asked for`);
   const unfilled = missing.filter((c) => c.result === null);
-  if (unfilled.length > 0) throw relayError(RelayStatus.CANCELLED, `no answer was given for ${unfilled.map((c) => credentialTypeName(c.type)).join(', ')} (${who})`);
+  if (unfilled.length > 0) throw relayError(RelayStatus.CANCELLED, `no answer was given for ${unfilled.map((c) => credentialTypeName(c.type)).join(', ')} (${who()})`);
 }

@@ -2,7 +2,7 @@
 // REQUEST message; its answer arrives as an ANSWER call. Waiting is one stream per request,
 // raced against the deadline, the open being abandoned, and the client going away.
 
-import { Subject, filter, firstValueFrom, fromEvent, map, mergeMap, race, take, throwError, timer } from 'rxjs';
+import { Observable, Subject, firstValueFrom, map, mergeMap, race, throwError, timer } from 'rxjs';
 import {
   ErrorCode,
   ErrorDomain,
@@ -68,9 +68,9 @@ const OUTCOME_NAMES = Object.fromEntries(Object.entries(RelayStatus).map(([k, v]
 
 export class RelayChannel {
   private capabilities: ClientRelayCapabilities | null = null;
-  private readonly answers$ = new Subject<AnswerArgs>();
   private readonly closed$ = new Subject<VirError>();
-  private readonly pending = new Set<number>();
+  /** Each waiting request's own answer stream, by id: an answer goes straight to its waiter. */
+  private readonly pending = new Map<number, Subject<AnswerArgs>>();
   private nextId = 1;
   private openInProgress = false;
   private requestsThisOpen = 0;
@@ -98,7 +98,7 @@ export class RelayChannel {
 
   endOpen(): void {
     this.openInProgress = false;
-    for (const id of this.pending) this.opts.sendCancel(id, RelayStatus.CANCELLED, 'the open finished');
+    for (const id of this.pending.keys()) this.opts.sendCancel(id, RelayStatus.CANCELLED, 'the open finished');
   }
 
   /** The client went away: every wait ends at once. */
@@ -107,12 +107,12 @@ export class RelayChannel {
     this.isClosed = true;
     this.closed$.next(reason);
     this.closed$.complete();
-    this.answers$.complete();
   }
 
   /** Takes an ANSWER call; throws for an answer that matches no waiting request. */
   answer(args: AnswerArgs): void {
-    if (!this.pending.has(args.id)) {
+    const waiter = this.pending.get(args.id);
+    if (!waiter) {
       throw new VirError({
         code: ErrorCode.OPERATION_INVALID,
         domain: ErrorDomain.AUTH,
@@ -121,47 +121,44 @@ export class RelayChannel {
     }
     // Only the first answer counts: the id stops being pending before anyone sees this one.
     this.pending.delete(args.id);
-    this.answers$.next(args);
+    waiter.next(args);
+    waiter.complete();
   }
 
   /** Asks the client; resolves once every credential has a result, or rejects with a VirError. */
   async request(req: ChannelRequest): Promise<void> {
     const caps = this.capabilities;
-    const who = describeRequester(req);
-    const types = req.credentials.map((c) => credentialTypeName(c.type));
+    // Built only when a message needs them: most requests are simply answered.
+    const who = () => describeRequester(req);
+    const types = () => req.credentials.map((c) => credentialTypeName(c.type));
     if (!caps) {
-      throw relayError(RelayStatus.UNAVAILABLE, `${who} needs ${types.join(', ')}, but the client cannot answer relayed credential requests (it did not enable the credential relay)`);
+      throw relayError(RelayStatus.UNAVAILABLE, `${who()} needs ${types().join(', ')}, but the client cannot answer relayed credential requests (it did not enable the credential relay)`);
     }
     if (this.isClosed) throw relayError(RelayStatus.CANCELLED, 'the client disconnected');
     const signals = (req.signals ?? []).filter((x): x is AbortSignal => x !== undefined);
     const alreadyAborted = signals.find((x) => x.aborted);
     if (alreadyAborted) throw abortError(alreadyAborted);
-    if (!this.openInProgress) throw relayError(RelayStatus.UNAVAILABLE, `${who} asked for credentials outside of a connection open`);
-    if (req.origin.length > RELAY_MAX_HOPS) throw relayError(RelayStatus.DENIED, `the request from ${who} travelled more than ${RELAY_MAX_HOPS} hops`);
+    if (!this.openInProgress) throw relayError(RelayStatus.UNAVAILABLE, `${who()} asked for credentials outside of a connection open`);
+    if (req.origin.length > RELAY_MAX_HOPS) throw relayError(RelayStatus.DENIED, `the request from ${who()} travelled more than ${RELAY_MAX_HOPS} hops`);
     const unanswerable = req.credentials.filter((c) => !caps.credTypes.includes(c.type));
     if (unanswerable.length > 0) {
-      throw relayError(RelayStatus.UNAVAILABLE, `${who} needs ${unanswerable.map((c) => credentialTypeName(c.type)).join(', ')}, which the client said it cannot answer`);
+      throw relayError(RelayStatus.UNAVAILABLE, `${who()} needs ${unanswerable.map((c) => credentialTypeName(c.type)).join(', ')}, which the client said it cannot answer`);
     }
     const cap = Math.min(caps.maxRequests, this.opts.maxRequestsPerOpen);
-    if (++this.requestsThisOpen > cap) throw relayError(RelayStatus.DENIED, `${who} exceeded the limit of ${cap} credential requests per open`);
+    if (++this.requestsThisOpen > cap) throw relayError(RelayStatus.DENIED, `${who()} exceeded the limit of ${cap} credential requests per open`);
 
     const id = this.nextId++;
     const started = Date.now();
     const deadline = Math.min(req.deadline ?? Infinity, started + caps.timeoutMs);
     const remaining = Math.max(0, deadline - started);
-    this.pending.add(id);
+    const answers$ = new Subject<AnswerArgs>();
+    this.pending.set(id, answers$);
 
-    const answered$ = this.answers$.pipe(
-      filter((a) => a.id === id),
-      take(1),
-      map((a) => this.applyAnswer(a, req.credentials, who)),
-    );
-    const expired$ = timer(remaining).pipe(mergeMap(() => throwError(() => relayError(RelayStatus.TIMED_OUT, `no answer from the client within ${remaining} ms for ${who}`))));
+    const answered$ = answers$.pipe(map((a) => this.applyAnswer(a, req.credentials, who)));
+    const expired$ = timer(remaining).pipe(mergeMap(() => throwError(() => relayError(RelayStatus.TIMED_OUT, `no answer from the client within ${remaining} ms for ${who()}`))));
     const disconnected$ = this.closed$.pipe(mergeMap((reason) => throwError(() => relayError(RelayStatus.CANCELLED, `the client disconnected (${reason.message})`))));
     const sources = [answered$, expired$, disconnected$];
-    for (const signal of signals) {
-      sources.push(fromEvent(signal, 'abort').pipe(take(1), mergeMap(() => throwError(() => abortError(signal)))));
-    }
+    for (const signal of signals) sources.push(abortedBy(signal));
     const outcome$ = race(sources);
 
     this.opts.sendRequest({
@@ -192,7 +189,7 @@ export class RelayChannel {
         origin: req.origin,
         service: req.service,
         host: req.host,
-        credentialTypes: types,
+        credentialTypes: types(),
         outcome: OUTCOME_NAMES[status] ?? 'FAILED',
         durationMs: Date.now() - started,
         ...(message !== undefined ? { message } : {}),
@@ -200,8 +197,8 @@ export class RelayChannel {
     }
   }
 
-  private applyAnswer(a: AnswerArgs, creds: Credential[], who: string): void {
-    if (a.status !== RelayStatus.OK) throw relayError(a.status, a.message || `the client refused the request from ${who}`);
+  private applyAnswer(a: AnswerArgs, creds: Credential[], who: () => string): void {
+    if (a.status !== RelayStatus.OK) throw relayError(a.status, a.message || `the client refused the request from ${who()}`);
     if (a.results.length !== creds.length) {
       throw relayError(RelayStatus.FAILED, `the client answered ${a.results.length} credentials, ${creds.length} were asked`);
     }
@@ -209,6 +206,15 @@ export class RelayChannel {
     if (missing.length > 0) throw relayError(RelayStatus.FAILED, `the client left ${missing.map((c) => credentialTypeName(c.type)).join(', ')} unanswered`);
     creds.forEach((c, i) => (c.result = a.results[i]!));
   }
+}
+
+/** Errors with the signal's reason when it aborts (fromEvent's generic target probing, avoided). */
+function abortedBy(signal: AbortSignal): Observable<never> {
+  return new Observable<never>((subscriber) => {
+    const onAbort = () => subscriber.error(abortError(signal));
+    signal.addEventListener('abort', onAbort, { once: true });
+    return () => signal.removeEventListener('abort', onAbort);
+  });
 }
 
 function abortError(signal: AbortSignal): VirError {

@@ -16,8 +16,13 @@ export interface RelayedCredentialRequest {
   deadline: number;
 }
 
-/** Answers one relayed request: fills each credential's result or rejects with a VirError. */
-export type RelayHandler = (req: RelayedCredentialRequest, signal: AbortSignal) => Promise<void>;
+/**
+ * Answers one relayed request: fills each credential's result or rejects with a VirError. The
+ * connection aborts `cancel` when the server withdraws the request, the connection closes or
+ * the open finishes; the handler aborts it itself when it gives up first (its deadline, a
+ * refusal) while a prompt is still up. One controller per request, shared by both sides.
+ */
+export type RelayHandler = (req: RelayedCredentialRequest, cancel: AbortController) => Promise<void>;
 
 /** What a connection that may receive relayed requests declares, and who answers them. */
 export interface RelayClientConfig {

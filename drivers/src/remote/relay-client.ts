@@ -19,10 +19,6 @@ import {
   type RpcConnection,
 } from '@virtauth/core';
 
-/** Why a handler's signal ends once its request was answered: a fixed reason, since abort()
- * without one builds a DOMException with a stack trace for every request. */
-const ANSWERED = relayError(RelayStatus.CANCELLED, 'the credential request was already answered');
-
 export interface RelayConnection {
   /**
    * CONNECT_OPEN has finished (opened or failed): a server may relay requests only while it
@@ -35,8 +31,8 @@ export interface RelayConnection {
  * Enables the relay on a connection. Resolves null when the server does not know the relay
  * program (an older server or libvirtd): the open then goes on without it.
  *
- * Each request's handler gets a signal that ends when the server withdraws the request, the
- * connection closes, the open finishes, or the handler itself has settled.
+ * Each request's handler gets a controller this connection aborts when the server withdraws the
+ * request, the connection closes, or the open finishes.
  */
 export async function enableRelay(rpc: RpcConnection, cfg: RelayClientConfig): Promise<RelayConnection | null> {
   try {
@@ -53,6 +49,13 @@ export async function enableRelay(rpc: RpcConnection, cfg: RelayClientConfig): P
     throw e;
   }
   const inFlight = new Map<number, AbortController>();
+  // Requests this side withdrew (server CANCEL, close, open finished): they get no answer. A
+  // handler may abort its controller too (it gave up first), and that one is still answered.
+  const withdrawn = new WeakSet<AbortController>();
+  const withdraw = (c: AbortController, reason: VirError) => {
+    withdrawn.add(c);
+    c.abort(reason);
+  };
   let opening = true;
   const answer = (id: number, status: number, results: (string | null)[], message: string) =>
     rpc
@@ -77,26 +80,24 @@ export async function enableRelay(rpc: RpcConnection, cfg: RelayClientConfig): P
         result: null,
       }));
       cfg
-        .handle({ service: msg.service, host: msg.host, origin: msg.origin, credentials, deadline: Date.now() + msg.deadline_ms }, controller.signal)
+        .handle({ service: msg.service, host: msg.host, origin: msg.origin, credentials, deadline: Date.now() + msg.deadline_ms }, controller)
         .then(
           () => {
-            if (!controller.signal.aborted) void answer(msg.id, RelayStatus.OK, credentials.map((c) => c.result), '');
+            if (!withdrawn.has(controller)) void answer(msg.id, RelayStatus.OK, credentials.map((c) => c.result), '');
           },
           (e: unknown) => {
-            if (!controller.signal.aborted) void answer(msg.id, relayStatusOf(e), [], detailOf(e));
+            if (!withdrawn.has(controller)) void answer(msg.id, relayStatusOf(e), [], detailOf(e));
           },
         )
-        .finally(() => {
-          inFlight.delete(msg.id);
-          if (!controller.signal.aborted) controller.abort(ANSWERED);
-        });
+        .finally(() => inFlight.delete(msg.id));
     } else if (h.proc === RelayProc.CANCEL) {
       const msg = p.relayCancelMsg.decode(body);
-      inFlight.get(msg.id)?.abort(relayError(msg.status, msg.message));
+      const c = inFlight.get(msg.id);
+      if (c) withdraw(c, relayError(msg.status, msg.message));
     }
   });
   const withdrawAll = (reason: VirError) => {
-    for (const c of inFlight.values()) c.abort(reason);
+    for (const c of inFlight.values()) withdraw(c, reason);
     inFlight.clear();
   };
   rpc.once('close', () => withdrawAll(relayError(RelayStatus.CANCELLED, 'the connection to the server closed')));
