@@ -10,7 +10,6 @@ import {
   VirError,
   makeCredentialRequester,
   relayProtocol as p,
-  xdr,
   ALL_CREDENTIAL_TYPES,
   type CredentialSource,
   type DriverOpenContext,
@@ -46,6 +45,23 @@ export function relayExtension(settings: RelaySettings): DaemonExtension {
         audit: (record) => session.log.info({ event: 'relay.audit', ...record }, 'relayed credential request'),
       });
       channels.set(session, channel);
+      // ANSWER is a one-way message: the first answer to a waiting request is applied; a stray
+      // or replayed one is dropped and logged (never its values).
+      session.rpc.onProgramMessage(RELAY_PROGRAM, (h, body) => {
+        if (h.proc !== RelayProc.ANSWER) return;
+        let args: p.RelayAnswerArgs;
+        try {
+          args = p.relayAnswerArgs.decode(body);
+        } catch (e) {
+          session.log.warn({ event: 'relay.answer.rejected', reason: `undecodable: ${(e as Error).message}` }, 'malformed relay answer');
+          return;
+        }
+        try {
+          channel.answer(args);
+        } catch (e) {
+          session.log.warn({ event: 'relay.answer.rejected', id: args.id, reason: (e as Error).message }, 'relay answer rejected');
+        }
+      });
       session.onClose(() => channel.close(new VirError({ code: ErrorCode.AUTH_CANCELLED, domain: ErrorDomain.AUTH, detail: 'client disconnected' })));
     },
 
@@ -64,11 +80,6 @@ export function relayExtension(settings: RelaySettings): DaemonExtension {
           s.log.debug({ event: 'relay.enabled', credTypes: a.cred_types, personPresent: a.person_present !== 0 }, 'client enabled the credential relay');
           return { daemon: processName, max_timeout_ms: channel.clientCapabilities!.timeoutMs };
         },
-      });
-      procs.set(RelayProc.ANSWER, {
-        args: p.relayAnswerArgs,
-        ret: xdr.xvoid,
-        handle: (s, a: p.RelayAnswerArgs) => channelOf(s).answer(a),
       });
       return [{ prog: RELAY_PROGRAM, vers: RELAY_PROTOCOL_VERSION, procedures: procs }];
     },

@@ -1,5 +1,5 @@
 // The daemon's end of one connection's credential channel. A driver's request becomes a
-// REQUEST message; its answer arrives as an ANSWER call. Waiting is one stream per request,
+// REQUEST message; its answer arrives as an ANSWER message. Waiting is one stream per request,
 // raced against the deadline, the open being abandoned, and the client going away.
 
 import { Observable, Subject, firstValueFrom, map, mergeMap, race, throwError, timer } from 'rxjs';
@@ -109,7 +109,7 @@ export class RelayChannel {
     this.closed$.complete();
   }
 
-  /** Takes an ANSWER call; throws for an answer that matches no waiting request. */
+  /** Takes an ANSWER message; throws for an answer that matches no waiting request. */
   answer(args: AnswerArgs): void {
     const waiter = this.pending.get(args.id);
     if (!waiter) {

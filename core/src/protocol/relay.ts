@@ -12,7 +12,11 @@ export const RelayProc = {
   ENABLE: 1,
   /** MESSAGE, server → client: credentials wanted. */
   REQUEST: 2,
-  /** CALL, client → server: the answer to one request (exactly once). */
+  /**
+   * MESSAGE, client → server: the answer to one request. One-way, so an answer costs one packet
+   * per hop; the server applies the first answer to a waiting request and drops (and logs) any
+   * other.
+   */
   ANSWER: 3,
   /** MESSAGE, server → client: a request is withdrawn (deadline, open abandoned). */
   CANCEL: 4,

@@ -12,7 +12,6 @@ import {
   relayProtocol as p,
   relayStatusOf,
   describeRequester,
-  xdr,
   type Credential,
   type CredentialType,
   type RelayClientConfig,
@@ -58,16 +57,14 @@ export async function enableRelay(rpc: RpcConnection, cfg: RelayClientConfig): P
   };
   let opening = true;
   const answer = (id: number, status: number, results: (string | null)[], message: string) =>
-    rpc
-      .call(RELAY_PROGRAM, RELAY_PROTOCOL_VERSION, RelayProc.ANSWER, p.relayAnswerArgs, { id, status, results, message: message.slice(0, p.RELAY_TEXT_MAX) }, xdr.xvoid)
-      .catch((e: unknown) => rpc.emit('protocolError', e));
+    rpc.sendMessage(RELAY_PROGRAM, RELAY_PROTOCOL_VERSION, RelayProc.ANSWER, p.relayAnswerArgs, { id, status, results, message: message.slice(0, p.RELAY_TEXT_MAX) });
 
   rpc.onProgramMessage(RELAY_PROGRAM, (h, body) => {
     if (h.proc === RelayProc.REQUEST) {
       const msg = p.relayRequestMsg.decode(body);
       if (inFlight.has(msg.id)) return; // a replayed request id: the first one is being answered
       if (!opening) {
-        void answer(msg.id, RelayStatus.UNAVAILABLE, [], `${describeRequester(msg)} asked for credentials after the connection open finished`);
+        answer(msg.id, RelayStatus.UNAVAILABLE, [], `${describeRequester(msg)} asked for credentials after the connection open finished`);
         return;
       }
       const controller = new AbortController();
@@ -83,10 +80,10 @@ export async function enableRelay(rpc: RpcConnection, cfg: RelayClientConfig): P
         .handle({ service: msg.service, host: msg.host, origin: msg.origin, credentials, deadline: Date.now() + msg.deadline_ms }, controller)
         .then(
           () => {
-            if (!withdrawn.has(controller)) void answer(msg.id, RelayStatus.OK, credentials.map((c) => c.result), '');
+            if (!withdrawn.has(controller)) answer(msg.id, RelayStatus.OK, credentials.map((c) => c.result), '');
           },
           (e: unknown) => {
-            if (!withdrawn.has(controller)) void answer(msg.id, relayStatusOf(e), [], detailOf(e));
+            if (!withdrawn.has(controller)) answer(msg.id, relayStatusOf(e), [], detailOf(e));
           },
         )
         .finally(() => inFlight.delete(msg.id));
