@@ -14,8 +14,8 @@ import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { openAuth } from '../cli/dist/src/index.js';
 import { PrivateLibvirtd } from '../test/dist/src/peers/libvirtd.js';
-import { runPython } from '../test/dist/src/peers/clients.js';
 import { tempDir } from '../test/dist/src/peers/util.js';
+import { pythonRate as measurePython } from './lib/python-rate.mjs';
 import { spawnVirtauthd } from './lib/virtauthd-process.mjs';
 
 const secondsPerCase = Number(process.argv[2] ?? 3);
@@ -23,44 +23,20 @@ if (!(secondsPerCase > 0)) throw new Error(`seconds per measurement must be a po
 const pipelineDepth = 64;
 
 // One python3-libvirt measurement: warm up, then count whole batches for the time budget.
-const pythonBody = String.raw`
-import json, sys, time
-import libvirt
-
-libvirt.registerErrorHandler(lambda _context, _error: None, None)
-uri, mode, seconds = SETTINGS['uri'], SETTINGS['mode'], SETTINGS['seconds']
-
-def measure(operation, operations_per_call, batch):
-    warm_until = time.perf_counter() + min(0.5, seconds / 4)
-    while time.perf_counter() < warm_until:
-        operation()
-    done = 0
-    started = time.perf_counter()
-    deadline = started + seconds
-    while True:
-        for _ in range(batch):
-            operation()
-        done += batch * operations_per_call
-        now = time.perf_counter()
-        if now >= deadline:
-            return done / (now - started)
-
-if mode == 'calls':
-    connection = libvirt.open(uri)
-    # One getHostname and one getLibVersion per operation: two round trips.
-    rate = measure(lambda: (connection.getHostname(), connection.getLibVersion()), 2, 50)
-    connection.close()
-else:
-    rate = measure(lambda: libvirt.open(uri).close(), 1, 5)
-json.dump({'rate': rate}, sys.stdout)
-`;
-
-async function pythonRate(uri, mode) {
-  const settings = JSON.stringify({ uri, mode, seconds: secondsPerCase });
-  const script = `SETTINGS = __import__('json').loads(${JSON.stringify(settings)})\n${pythonBody}`;
-  const result = await runPython(script, { timeoutMs: (secondsPerCase + 30) * 1000 });
-  if (result.code !== 0) throw new Error(`python3-libvirt ${mode} against ${uri} failed: exit ${result.code}: ${result.stderr.trim()}`);
-  return JSON.parse(result.stdout.trim().split('\n').pop()).rate;
+function pythonRate(uri, mode) {
+  const common = { what: `${mode} against ${uri}`, settings: { uri }, seconds: secondsPerCase };
+  if (mode === 'calls') {
+    // One getHostname and one getLibVersion per operation: two round trips.
+    return measurePython({
+      ...common,
+      setup: "connection = libvirt.open(SETTINGS['uri'])",
+      operation: '(connection.getHostname(), connection.getLibVersion())',
+      perCall: 2,
+      batch: 50,
+      teardown: 'connection.close()',
+    });
+  }
+  return measurePython({ ...common, operation: "libvirt.open(SETTINGS['uri']).close()", batch: 5 });
 }
 
 /** Our client: `workers` loops issuing getHostname/getLibVersion back to back on one connection. */

@@ -18,8 +18,8 @@ import { join } from 'node:path';
 import { openAuth } from '../cli/dist/src/index.js';
 import { PrivateLibvirtd } from '../test/dist/src/peers/libvirtd.js';
 import { TestPki } from '../test/dist/src/peers/pki.js';
-import { runPython } from '../test/dist/src/peers/clients.js';
 import { tempDir } from '../test/dist/src/peers/util.js';
+import { pythonRate as measurePython } from './lib/python-rate.mjs';
 import { spawnVirtauthd } from './lib/virtauthd-process.mjs';
 import { addVirtauthUser } from '../test/dist/src/sasl-support.js';
 
@@ -32,46 +32,22 @@ const password = 'bench-Pa55-5c7a';
 const credentialTypes = [2, 5]; // AUTHNAME, PASSPHRASE
 
 // One python3-libvirt measurement: warm up, then count whole batches for the time budget.
-const pythonBody = String.raw`
-import json, sys, time
-import libvirt
-
-libvirt.registerErrorHandler(lambda _context, _error: None, None)
-uri, seconds = SETTINGS['uri'], SETTINGS['seconds']
-answers = {libvirt.VIR_CRED_AUTHNAME: SETTINGS['user'], libvirt.VIR_CRED_PASSPHRASE: SETTINGS['password']}
-
-def answer(credentials, _opaque):
-    for credential in credentials:
-        credential[4] = answers[credential[0]]
-    return 0
-
-auth = [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE], answer, None]
-
-def handshake():
-    libvirt.openAuth(uri, auth, 0).close()
-
-warm_until = time.perf_counter() + min(0.5, seconds / 4)
-while time.perf_counter() < warm_until:
-    handshake()
-done = 0
-started = time.perf_counter()
-deadline = started + seconds
-while True:
-    for _ in range(5):
-        handshake()
-    done += 5
-    now = time.perf_counter()
-    if now >= deadline:
-        break
-json.dump({'rate': done / (now - started)}, sys.stdout)
-`;
-
-async function pythonRate(uri) {
-  const settings = JSON.stringify({ uri, seconds: secondsPerCase, user, password });
-  const script = `SETTINGS = __import__('json').loads(${JSON.stringify(settings)})\n${pythonBody}`;
-  const result = await runPython(script, { timeoutMs: (secondsPerCase + 30) * 1000 });
-  if (result.code !== 0) throw new Error(`python3-libvirt handshakes against ${uri} failed: exit ${result.code}: ${result.stderr.trim()}`);
-  return JSON.parse(result.stdout.trim().split('\n').pop()).rate;
+function pythonRate(uri) {
+  return measurePython({
+    what: `handshakes against ${uri}`,
+    settings: { uri, user, password },
+    seconds: secondsPerCase,
+    setup: [
+      "answers = {libvirt.VIR_CRED_AUTHNAME: SETTINGS['user'], libvirt.VIR_CRED_PASSPHRASE: SETTINGS['password']}",
+      'def answer(credentials, _opaque):',
+      '    for credential in credentials:',
+      '        credential[4] = answers[credential[0]]',
+      '    return 0',
+      'auth = [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE], answer, None]',
+    ].join('\n'),
+    operation: "libvirt.openAuth(SETTINGS['uri'], auth, 0).close()",
+    batch: 5,
+  });
 }
 
 const auth = {

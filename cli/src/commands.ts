@@ -1,6 +1,6 @@
 // The virsh-like commands: each takes an open connection and returns the text to print.
 
-import { ErrorCode, ErrorDomain, ListDomainsFlag, LIBVIRT_API_VERSION, VirError, type DomainRef } from '@virtauth/core';
+import { ErrorCode, ErrorDomain, ListDomainsFlag, LIBVIRT_API_VERSION, VirError, parseUuid, type DomainRef } from '@virtauth/core';
 import type { Connection } from './connect.js';
 import { formatDomainList, formatDomInfo, formatVersion, type DomInfoDetails } from './format.js';
 
@@ -15,9 +15,10 @@ export async function lookupDomain(conn: Connection, arg: string): Promise<Domai
       if (!(e instanceof VirError && e.code === ErrorCode.NO_DOMAIN)) throw e;
     }
   }
-  if (arg.length === 36 && /^[0-9a-fA-F-]{36}$/.test(arg)) {
+  const uuid = arg.length === 36 ? parseUuid(arg) : null;
+  if (uuid) {
     try {
-      return await conn.lookupDomainByUuid(Buffer.from(arg.replace(/-/g, ''), 'hex'));
+      return await conn.lookupDomainByUuid(uuid);
     } catch (e) {
       if (!(e instanceof VirError && e.code === ErrorCode.NO_DOMAIN)) throw e;
     }

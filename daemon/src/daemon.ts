@@ -56,13 +56,6 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
   const relay = relayExtension({
     maxTimeoutMs: opts.config.relayMaxTimeout * 1000,
     maxRequestsPerOpen: opts.config.relayMaxRequestsPerOpen,
-    // Registered sources, then the daemon's own auth.conf (LIBVIRT_AUTH_FILE, ~/.config/libvirt,
-    // /etc/libvirt), read afresh for each open so edits apply without a restart.
-    sources: async () => {
-      const registered = container.isRegistered(CREDENTIAL_SOURCE, true) ? container.resolveAll(CREDENTIAL_SOURCE) : [];
-      const authConf = await loadAuthConfSource();
-      return authConf ? [...registered, authConf] : registered;
-    },
   });
   const logger = opts.logger ?? createLogger(opts.config.logLevel);
   const server = new VirtauthServer({
@@ -71,6 +64,13 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
     logger,
     ...(opts.listeners ? { listeners: opts.listeners } : {}),
     extensions: [relay, ...(opts.extensions ?? [])],
+    // Registered sources, then the daemon's own auth.conf (LIBVIRT_AUTH_FILE, ~/.config/libvirt,
+    // /etc/libvirt), read afresh for each open so edits apply without a restart.
+    credentialSources: async () => {
+      const registered = container.isRegistered(CREDENTIAL_SOURCE, true) ? container.resolveAll(CREDENTIAL_SOURCE) : [];
+      const authConf = await loadAuthConfSource();
+      return authConf ? [...registered, authConf] : registered;
+    },
     peerCredentials: opts.peerCredentials ?? getPeerCredentials,
   });
   const listeners = await server.start();

@@ -11,7 +11,6 @@ import {
   makeCredentialRequester,
   relayProtocol as p,
   ALL_CREDENTIAL_TYPES,
-  type CredentialSource,
   type DriverOpenContext,
   type Procedure,
   type ProgramDefinition,
@@ -24,9 +23,10 @@ export interface RelaySettings {
   /** Longest a relayed request may wait, whatever the client asks for (ms). */
   maxTimeoutMs: number;
   maxRequestsPerOpen: number;
-  /** The daemon's own credential sources (its auth.conf), read once per open, consulted first. */
-  sources: () => Promise<readonly CredentialSource[]>;
 }
+
+/** Why waits end when a client goes: one error for all, not a stack trace per connection. */
+const CLIENT_DISCONNECTED = new VirError({ code: ErrorCode.AUTH_CANCELLED, domain: ErrorDomain.AUTH, detail: 'client disconnected' });
 
 export function relayExtension(settings: RelaySettings): DaemonExtension {
   const channels = new WeakMap<ClientSession, RelayChannel>();
@@ -62,7 +62,7 @@ export function relayExtension(settings: RelaySettings): DaemonExtension {
           session.log.warn({ event: 'relay.answer.rejected', id: args.id, reason: (e as Error).message }, 'relay answer rejected');
         }
       });
-      session.onClose(() => channel.close(new VirError({ code: ErrorCode.AUTH_CANCELLED, domain: ErrorDomain.AUTH, detail: 'client disconnected' })));
+      session.onClose(() => channel.close(CLIENT_DISCONNECTED));
     },
 
     programs(server: VirtauthServer): ProgramDefinition<ClientSession>[] {
@@ -102,7 +102,7 @@ export function relayExtension(settings: RelaySettings): DaemonExtension {
           });
         },
       };
-      const decorated: DriverOpenContext = { ...ctx, requestCredentials: makeCredentialRequester(await settings.sources(), relayAuth) };
+      const decorated: DriverOpenContext = { ...ctx, requestCredentials: makeCredentialRequester(target.sources, relayAuth) };
       const caps = channel.clientCapabilities;
       if (caps) {
         // A remote driver opened here enables the relay on the next daemon and forwards its

@@ -27,6 +27,7 @@ import {
   type DriverOpenContext,
   type ProgramDefinition,
   type TransportInfo,
+  type CredentialSource,
   type TransportKind,
 } from '@virtauth/core';
 import { authTypeName, type DaemonConfig } from './config.js';
@@ -49,11 +50,18 @@ export interface ListenerInfo extends ListenerSpec {
   uri: string;
 }
 
+/** What a CONNECT_OPEN is opening, and the daemon's own credential sources for it. */
+export interface OpenTarget {
+  uri: string;
+  driver: string;
+  sources: readonly CredentialSource[];
+}
+
 /** Extra programs (e.g. the credential relay) and hooks that plugins add to the daemon. */
 export interface DaemonExtension {
   programs?(server: VirtauthServer): ProgramDefinition<ClientSession>[];
   /** Adds to the context a driver is opened with, for this client (e.g. relayed credentials). */
-  decorateOpenContext?(session: ClientSession, ctx: DriverOpenContext, target: { uri: string; driver: string }): DriverOpenContext | Promise<DriverOpenContext>;
+  decorateOpenContext?(session: ClientSession, ctx: DriverOpenContext, target: OpenTarget): DriverOpenContext | Promise<DriverOpenContext>;
   /** Called when a CONNECT_OPEN has finished, whether it succeeded or not. */
   openFinished?(session: ClientSession): void;
   onSession?(session: ClientSession): void;
@@ -65,6 +73,11 @@ export interface ServerOptions {
   logger: Logger;
   listeners?: ListenerSpec[];
   extensions?: DaemonExtension[];
+  /**
+   * The daemon's own credential sources, read once per CONNECT_OPEN (default: those registered
+   * under CREDENTIAL_SOURCE).
+   */
+  credentialSources?: () => Promise<readonly CredentialSource[]>;
   /** Peer credentials of a unix socket, where the platform offers them. */
   peerCredentials?: (socket: net.Socket) => TransportInfo['peer'] | undefined;
 }
@@ -283,7 +296,11 @@ export class VirtauthServer {
     if (!driver) throw new VirError({ code: ErrorCode.NO_CONNECT, domain: ErrorDomain.NONE, detail: uriText });
     const abort = new AbortController();
     session.opening = abort;
-    const sources = this.container.isRegistered(CREDENTIAL_SOURCE) ? this.container.resolveAll(CREDENTIAL_SOURCE) : [];
+    const sources = this.opts.credentialSources
+      ? await this.opts.credentialSources()
+      : this.container.isRegistered(CREDENTIAL_SOURCE, true)
+        ? this.container.resolveAll(CREDENTIAL_SOURCE)
+        : [];
     let ctx: DriverOpenContext = {
       requestCredentials: makeCredentialRequester(sources, null),
       auth: null,
@@ -293,7 +310,7 @@ export class VirtauthServer {
     };
     const started = Date.now();
     try {
-      for (const e of this.extensions) if (e.decorateOpenContext) ctx = await e.decorateOpenContext(session, ctx, { uri: uriText, driver: driver.name });
+      for (const e of this.extensions) if (e.decorateOpenContext) ctx = await e.decorateOpenContext(session, ctx, { uri: uriText, driver: driver.name, sources });
       const conn = await driver.open(uri, ctx);
       session.log.info({ event: 'connect.open', driver: driver.name, uri: uriText, readOnly, ms: Date.now() - started }, 'hypervisor connection opened');
       if (session.rpc.closed) {

@@ -1,4 +1,4 @@
-export { TestDriver, uuidToBytes, uuidToString, escapeXml } from './test/test-driver.js';
+export { TestDriver, escapeXml } from './test/test-driver.js';
 export { RemoteDriver, RemoteConnection, type RemoteDriverOptions, type AuthSchemeName } from './remote/remote-driver.js';
 export { enableRelay } from './remote/relay-client.js';
 export { openTransport, defaultUnixSocket, DEFAULT_TCP_PORT, DEFAULT_TLS_PORT } from './remote/transport.js';

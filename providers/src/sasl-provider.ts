@@ -247,14 +247,15 @@ export class SaslAuthProvider implements AuthProvider {
       handle: async (ctx, args: { mech: string; nil: number; data: Buffer }) => {
         const state = ctx.state.get(STATE_KEY) as ServerState | undefined;
         if (!state || state.stage !== 'init') return fail(ctx, 'AUTH_SASL_START without AUTH_SASL_INIT');
-        const mech = this.mechanisms().find((m) => m.name === args.mech);
+        const registered = this.mechanisms();
+        const mech = registered.find((m) => m.name === args.mech);
         if (!mech || !state.offered.includes(args.mech)) return fail(ctx, `mechanism '${args.mech}' was not offered`);
         const channelBinding = ctx.transport.tls ? channelBindingFor(ctx.transport.tls, 'server') : null;
         const session = mech.createServer({
           users: opts.users,
           transport: ctx.transport,
           channelBinding,
-          serverOffersChannelBinding: state.offered.some((n) => this.mechanisms().find((m) => m.name === n)?.requiresChannelBinding),
+          serverOffersChannelBinding: state.offered.some((n) => registered.find((m) => m.name === n)?.requiresChannelBinding),
         });
         const next: Extract<ServerState, { stage: 'step' }> = { stage: 'step', offered: state.offered, mechanism: mech.name, session, rounds: 0 };
         ctx.state.set(STATE_KEY, next);

@@ -12,6 +12,7 @@ import {
   credentialTypeName,
   describeRequester,
   relayError,
+  relayDetail,
   relayStatusOf,
   type Credential,
   type OriginHop,
@@ -179,7 +180,7 @@ export class RelayChannel {
       message = (e as Error).message;
       // Tell the client the request is withdrawn, unless it is the one who ended it.
       // The detail alone: the client adds the prefix of the status's code again.
-      if (this.pending.delete(id) && !this.isClosed) this.opts.sendCancel(id, status, e instanceof VirError && e.str2 !== null ? e.str2 : message);
+      if (this.pending.delete(id) && !this.isClosed) this.opts.sendCancel(id, status, relayDetail(e));
       throw e;
     } finally {
       this.pending.delete(id);

@@ -58,6 +58,15 @@ export function relayStatusOf(e: unknown): RelayStatus {
   return RelayStatus.FAILED;
 }
 
+/**
+ * The text an ANSWER or CANCEL carries for an error: a VirError's detail without its code's
+ * prefix, which the receiver adds again when it turns the status back into an error.
+ */
+export function relayDetail(e: unknown): string {
+  if (e instanceof VirError) return e.str2 ?? e.message;
+  return e instanceof Error ? e.message : String(e);
+}
+
 /** "xenapi on xen1.example via virtauthd@hostB": who asks, for messages and prompts. */
 export function describeRequester(req: Pick<RelayedCredentialRequest, 'origin' | 'host'>): string {
   const [first, ...rest] = req.origin;

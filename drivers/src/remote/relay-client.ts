@@ -10,6 +10,7 @@ import {
   VirError,
   relayError,
   relayProtocol as p,
+  relayDetail,
   relayStatusOf,
   describeRequester,
   type Credential,
@@ -83,7 +84,7 @@ export async function enableRelay(rpc: RpcConnection, cfg: RelayClientConfig): P
             if (!withdrawn.has(controller)) answer(msg.id, RelayStatus.OK, credentials.map((c) => c.result), '');
           },
           (e: unknown) => {
-            if (!withdrawn.has(controller)) answer(msg.id, relayStatusOf(e), [], detailOf(e));
+            if (!withdrawn.has(controller)) answer(msg.id, relayStatusOf(e), [], relayDetail(e));
           },
         )
         .finally(() => inFlight.delete(msg.id));
@@ -104,13 +105,4 @@ export async function enableRelay(rpc: RpcConnection, cfg: RelayClientConfig): P
       withdrawAll(relayError(RelayStatus.CANCELLED, 'the connection open finished'));
     },
   };
-}
-
-/**
- * The text that travels in an ANSWER: a VirError's detail without its code's prefix, which the
- * server adds again when it turns the status back into an error.
- */
-function detailOf(e: unknown): string {
-  if (e instanceof VirError) return e.str2 ?? e.message;
-  return e instanceof Error ? e.message : String(e);
 }

@@ -9,6 +9,8 @@ import {
   Feature,
   ListDomainsFlag,
   VirError,
+  formatUuid,
+  parseUuid,
   type ConnectUri,
   type DomainInfo,
   type DomainRef,
@@ -54,19 +56,19 @@ const NODE_INFO: NodeInfo = { model: 'i686', memory: 3145728n, cpus: 16, mhz: 14
 /** The test hypervisor's version as libvirt's test driver reports it (0.0.2). */
 const TEST_HV_VERSION = 2n;
 
-export function uuidToBytes(uuid: string): Buffer {
-  const hex = uuid.replace(/-/g, '');
-  if (!/^[0-9a-fA-F]{32}$/.test(hex)) throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.TEST, detail: `malformed UUID '${uuid}'` });
-  return Buffer.from(hex, 'hex');
+/** A domain as the hypervisor holds it: its UUID parsed once, not on every lookup. */
+interface HostedDomain extends TestDomain {
+  uuidBytes: Buffer;
 }
 
-export function uuidToString(b: Buffer): string {
-  const h = b.toString('hex');
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+function host(d: TestDomain): HostedDomain {
+  const uuidBytes = parseUuid(d.uuid);
+  if (!uuidBytes) throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.TEST, detail: `malformed UUID '${d.uuid}'` });
+  return { ...d, uuidBytes };
 }
 
 class TestHypervisor {
-  readonly domains: TestDomain[] = DEFAULT_DOMAINS.map((d) => ({ ...d }));
+  readonly domains: HostedDomain[] = DEFAULT_DOMAINS.map(host);
   readonly bootTime = process.hrtime.bigint();
 }
 
@@ -84,12 +86,12 @@ class TestConnection implements DriverConnection {
     if (!this.open) throw new VirError({ code: ErrorCode.INVALID_CONN, domain: ErrorDomain.TEST, detail: 'connection is closed' });
   }
 
-  private ref(d: TestDomain): DomainRef {
-    return { name: d.name, uuid: uuidToBytes(d.uuid), id: d.id };
+  private ref(d: HostedDomain): DomainRef {
+    return { name: d.name, uuid: d.uuidBytes, id: d.id };
   }
 
-  private find(dom: DomainRef): TestDomain {
-    const d = this.hv.domains.find((x) => x.name === dom.name || uuidToBytes(x.uuid).equals(dom.uuid));
+  private find(dom: DomainRef): HostedDomain {
+    const d = this.hv.domains.find((x) => x.name === dom.name || x.uuidBytes.equals(dom.uuid));
     if (!d) throw noDomain(`no domain with matching name '${dom.name}'`);
     return d;
   }
@@ -140,8 +142,8 @@ class TestConnection implements DriverConnection {
 
   async lookupDomainByUuid(uuid: Buffer) {
     this.check();
-    const d = this.hv.domains.find((x) => uuidToBytes(x.uuid).equals(uuid));
-    if (!d) throw noDomain(`no domain with matching uuid '${uuid.length === 16 ? uuidToString(uuid) : uuid.toString('hex')}'`);
+    const d = this.hv.domains.find((x) => x.uuidBytes.equals(uuid));
+    if (!d) throw noDomain(`no domain with matching uuid '${formatUuid(uuid) ?? uuid.toString('hex')}'`);
     return this.ref(d);
   }
 

@@ -1,6 +1,6 @@
 // XenAPI records read defensively (ints may arrive as numbers or as strings) and mapped to libvirt's terms.
 
-import { DomainState, ErrorCode, ErrorDomain, VirError } from '@virtauth/core';
+import { DomainState, ErrorCode, ErrorDomain, VirError, formatUuid, parseUuid } from '@virtauth/core';
 import type { XenApiValue } from './client.js';
 
 type XenApiRecord = { [key: string]: XenApiValue };
@@ -148,21 +148,16 @@ export function hostVersion(host: HostRecord): bigint {
   return parseVersion(text);
 }
 
-const UUID_RE = /^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$/i;
-
 export function uuidToBytes(text: string): Buffer {
-  if (!UUID_RE.test(text)) {
-    throw new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.XENAPI, detail: `the XenAPI server sent an invalid uuid '${text}'` });
-  }
-  return Buffer.from(text.replace(/-/g, ''), 'hex');
+  const bytes = parseUuid(text);
+  if (!bytes) throw new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.XENAPI, detail: `the XenAPI server sent an invalid uuid '${text}'` });
+  return bytes;
 }
 
 export function uuidToString(bytes: Buffer): string {
-  if (bytes.length !== 16) {
-    throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.XENAPI, detail: `a uuid has 16 bytes, not ${bytes.length}` });
-  }
-  const h = bytes.toString('hex');
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  const text = formatUuid(bytes);
+  if (text === null) throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.XENAPI, detail: `a uuid has 16 bytes, not ${bytes.length}` });
+  return text;
 }
 
 /** Truncates to at most `maxBytes` of UTF-8 without splitting a character (nodeinfo's model is char[32]). */
