@@ -35,6 +35,7 @@ import {
   ensureUser,
   libvirtUnixActionsPolicy,
   runAs,
+  runRepoScriptAs,
   virtauthPolicyFile,
   type TestAccount,
 } from './peers/polkit.js';
@@ -196,7 +197,9 @@ function parseClientResult(result: ProcessResult): PolkitClientResult {
 
 async function virtauthClient(w: World, identity: Identity, args: string[]): Promise<PolkitClientResult> {
   const account = accountOf(w, identity);
-  return parseClientResult(await runAs(account, process.execPath, [polkitClientScript, ...args], { env: clientEnv(w, account), timeoutMs: 30_000 }));
+  const options = { env: clientEnv(w, account), timeoutMs: 30_000 };
+  const result = account === 'root' ? await runAs('root', process.execPath, [polkitClientScript, ...args], options) : await runRepoScriptAs(account, polkitClientScript, args, options);
+  return parseClientResult(result);
 }
 
 function outcomeOf(result: PolkitClientResult | { ok: boolean; error?: { code: number; domain: number; message: string } }): Outcome {

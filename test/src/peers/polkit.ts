@@ -4,7 +4,7 @@
 // way to run clients as them. Needs root (CI runs as root).
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmod, chown, mkdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, rm, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -251,6 +251,35 @@ export async function accountGroups(account: TestAccount): Promise<number[]> {
 /** setpriv arguments that run the rest of argv as `account`, with its supplementary groups. */
 export function asAccountArgs(account: TestAccount): string[] {
   return [`--reuid=${account.uid}`, `--regid=${account.gid}`, '--init-groups', '--'];
+}
+
+/** The repository this compiled file belongs to (test/dist/src/peers → four levels up). */
+const repoRoot = fileURLToPath(new URL('../../../../', import.meta.url));
+
+/**
+ * Runs one of the repository's compiled scripts as another user. The clone may sit below a
+ * directory only root can enter (/root, a mode-0700 temp dir), so the script runs in a private
+ * mount namespace where the repository is bind-mounted on a path everyone can traverse. unshare,
+ * sh and setpriv all exec, so the spawned pid is the script's pid.
+ */
+export async function runRepoScriptAs(account: TestAccount, script: string, args: readonly string[], options: RunProcessOptions = {}): Promise<ProcessResult> {
+  if (!script.startsWith(repoRoot)) throw new Error(`${script} is not inside the repository ${repoRoot}`);
+  const mountPoint = await tempDir('vrepo');
+  await chmod(mountPoint, 0o755);
+  try {
+    const unshare = requireExecutable('unshare', 'util-linux');
+    const setpriv = requireExecutable('setpriv', 'util-linux');
+    const inner = join(mountPoint, script.slice(repoRoot.length));
+    return await runProcess(
+      unshare,
+      ['--mount', '--propagation', 'private', 'sh', '-c', 'mount --bind "$1" "$2" && shift 2 && exec "$@"', 'sh', repoRoot, mountPoint, setpriv, ...asAccountArgs(account), process.execPath, inner, ...args],
+      options,
+    );
+  } finally {
+    // rmdir, never a recursive removal: should the bind mount ever outlive its namespace, the
+    // repository below it must not be deleted.
+    await rmdir(mountPoint);
+  }
 }
 
 /** Runs a program as another user (asynchronously: our daemons share this process). */
