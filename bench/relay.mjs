@@ -9,7 +9,7 @@
 // the client answering one request to the next request reaching the client's callback (answer
 // down the chain, driver asks again, request up the chain). RPC round trip = CONNECT_GET_HOSTNAME
 // on the same connection, which the same daemons forward down the same chain. Goal: relayed
-// round trip ≤ 1.5 × RPC round trip.
+// round trip ≤ 1.5 × RPC round trip. Both are medians over rounds that alternate the two.
 
 import 'reflect-metadata';
 import { spawn } from 'node:child_process';
@@ -21,6 +21,7 @@ import { fileURLToPath } from 'node:url';
 const self = fileURLToPath(import.meta.url);
 const GOAL_RATIO = 1.5;
 const WARM_UP = 5000;
+const ROUNDS = 8;
 
 /** One daemon of the chain (a child of this script). */
 async function serve(name, socket, withProbe) {
@@ -35,7 +36,7 @@ async function serve(name, socket, withProbe) {
 }
 
 function startChild(name, socket, withProbe) {
-  const child = spawn(process.execPath, [self, '--serve', name, socket, withProbe ? 'probe' : ''], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [...process.execArgv, self, '--serve', name, socket, withProbe ? 'probe' : ''], { stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     let out = '';
     child.stdout.on('data', (chunk) => {
@@ -89,20 +90,26 @@ async function main() {
         answeredAt = 0;
         return openAuth(uriFor(count), auth, 0, { credentialSources: [], relayPolicy: { maxRequestsPerOpen: count + 1, timeoutMs: 60_000 } });
       };
-      // Warm-up: the relay path must be JIT-compiled like the RPC path it is compared with
-      // (a few hundred requests still run in V8's baseline tiers, at two to four times the cost).
-      await (await open(WARM_UP)).close();
-      gaps.length = 0;
-      const conn = await open(samples);
-      const relayed = gaps.slice();
+      // Warm-up: both paths JIT-compiled alike (a few hundred requests still run in V8's
+      // baseline tiers, at two to four times the cost).
+      const warm = await open(WARM_UP);
+      for (let i = 0; i < WARM_UP; i++) await warm.getHostname();
+      await warm.close();
+      // Rounds alternate the two measurements, so a noisy neighbour slows both alike.
+      const relayed = [];
       const rpc = [];
-      for (let i = 0; i < 200; i++) await conn.getHostname();
-      for (let i = 0; i < samples; i++) {
-        const t0 = performance.now();
-        await conn.getHostname();
-        rpc.push(performance.now() - t0);
+      const perRound = Math.ceil(samples / ROUNDS);
+      for (let round = 0; round < ROUNDS; round++) {
+        gaps.length = 0;
+        const conn = await open(perRound + 1);
+        relayed.push(...gaps);
+        for (let i = 0; i < perRound; i++) {
+          const t0 = performance.now();
+          await conn.getHostname();
+          rpc.push(performance.now() - t0);
+        }
+        await conn.close();
       }
-      await conn.close();
       rows.push({
         hops,
         relayedMedian: median(relayed),

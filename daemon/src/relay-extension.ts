@@ -15,7 +15,7 @@ import {
   type Procedure,
   type ProgramDefinition,
 } from '@virtauth/core';
-import { RelayChannel } from '@virtauth/relay';
+import { RelayChannel, type RelayAuditRecord } from '@virtauth/relay';
 import type { DaemonExtension, VirtauthServer } from './server.js';
 import type { ClientSession } from './session.js';
 
@@ -42,7 +42,8 @@ export function relayExtension(settings: RelaySettings): DaemonExtension {
           session.rpc.sendMessage(RELAY_PROGRAM, RELAY_PROTOCOL_VERSION, RelayProc.CANCEL, p.relayCancelMsg, { id, status, message: message.slice(0, p.RELAY_TEXT_MAX) }),
         maxTimeoutMs: settings.maxTimeoutMs,
         maxRequestsPerOpen: settings.maxRequestsPerOpen,
-        audit: (record) => session.log.info({ event: 'relay.audit', ...record }, 'relayed credential request'),
+        // Audit records are info lines: with info off, none is even built.
+        ...(session.log.isLevelEnabled('info') ? { audit: (record: RelayAuditRecord) => session.log.info({ event: 'relay.audit', ...record }, 'relayed credential request') } : {}),
       });
       channels.set(session, channel);
       // ANSWER is a one-way message: the first answer to a waiting request is applied; a stray
@@ -86,21 +87,21 @@ export function relayExtension(settings: RelaySettings): DaemonExtension {
 
     async decorateOpenContext(session, ctx, target): Promise<DriverOpenContext> {
       const channel = channelOf(session);
-      channel.beginOpen();
+      channel.beginOpen(ctx.signal);
       const hop = { daemon: processName, driver: target.driver, uri: target.uri };
       // The daemon's own auth.conf first; whatever it lacks goes back to the client.
       const relayAuth = {
         credTypes: ALL_CREDENTIAL_TYPES,
-        callback: async (creds: Parameters<typeof channel.request>[0]['credentials'], info: { service: string; host: string; signal?: AbortSignal; deadline?: number }) => {
-          await channel.request({
+        callback: (creds: Parameters<typeof channel.request>[0]['credentials'], info: { service: string; host: string; signal?: AbortSignal; deadline?: number }) =>
+          channel.request({
             service: info.service,
             host: info.host,
             origin: [hop],
             credentials: creds,
             ...(info.deadline !== undefined ? { deadline: info.deadline } : {}),
-            signals: [info.signal, ctx.signal],
-          });
-        },
+            // The open's own signal is watched once per open by the channel, not per request.
+            ...(info.signal !== ctx.signal ? { signal: info.signal } : {}),
+          }),
       };
       const decorated: DriverOpenContext = { ...ctx, requestCredentials: makeCredentialRequester(target.sources, relayAuth) };
       const caps = channel.clientCapabilities;
@@ -119,7 +120,7 @@ export function relayExtension(settings: RelaySettings): DaemonExtension {
               origin: [...req.origin, hop],
               credentials: req.credentials,
               deadline: req.deadline,
-              signals: [cancel.signal, ctx.signal],
+              cancel,
             }),
         };
       }

@@ -1,8 +1,9 @@
 // The client's end of the relay: the stream of requests that daemons send back is checked
 // against the client's policy, filled from auth.conf where possible, and mapped onto the one
 // application callback (one prompt at a time, whatever the number of connections and hops).
+// The deadline of every waiting request rides on one clock per open rather than a timer each.
 
-import { EMPTY, Observable, Subject, catchError, concatMap, defer, firstValueFrom, from, mergeMap, of, race, tap, throwError, timer } from 'rxjs';
+import { Subject, EMPTY, concatMap, filter, mergeMap, type ObservableInput } from 'rxjs';
 import {
   globMatch,
   RelayStatus,
@@ -13,11 +14,14 @@ import {
   relayStatusOf,
   type ConnectAuth,
   type Credential,
+  type CredentialRequestInfo,
   type CredentialSource,
   type CredentialType,
+  type RelayCancellation,
   type RelayClientConfig,
   type RelayedCredentialRequest,
 } from '@virtauth/core';
+import { DeadlineClock } from './deadline-clock.js';
 
 export interface RelayPolicyRule {
   /** Glob on the driver that asks (origin[0].driver), e.g. `xenapi`. */
@@ -72,36 +76,31 @@ export function policyAllows(policy: RelayPolicy, declared: readonly number[], r
   return declared.includes(type);
 }
 
-/**
- * One application callback serves every connection of the process: prompts queue up and run one
- * at a time, so a person never sees two at once.
- */
-class PromptQueue {
-  private readonly jobs$ = new Subject<Observable<unknown>>();
-
-  constructor() {
-    // A failed prompt must not stop the queue for the others.
-    this.jobs$.pipe(concatMap((job$) => job$.pipe(catchError(() => EMPTY)))).subscribe();
-  }
-
-  run(task: () => Promise<void>): Observable<void> {
-    return new Observable<void>((subscriber) => {
-      // A request withdrawn while it waited for its turn is skipped, never shown.
-      const job$ = defer(() => (subscriber.closed ? EMPTY : from(task()))).pipe(
-        tap({
-          next: () => {
-            subscriber.next();
-            subscriber.complete();
-          },
-          error: (e: unknown) => subscriber.error(e),
-        }),
-      );
-      this.jobs$.next(job$);
-    });
-  }
+/** One relayed request on its way to an answer. */
+interface Asked {
+  readonly req: RelayedCredentialRequest;
+  readonly cancel: RelayCancellation;
+  readonly started: number;
+  readonly deadline: number;
+  readonly remaining: number;
+  readonly settle: (error: VirError | null) => void;
+  /** True from the callback being called until it returns. */
+  callbackRunning: boolean;
+  settled: boolean;
+  /** Lets the prompt queue move on: called when the request settles, however it ends. */
+  release: (() => void) | undefined;
 }
 
-const sharedQueue = new PromptQueue();
+/** A prompt for the shared queue: the callback's work, or EMPTY when it finished at once. */
+type Prompt = () => ObservableInput<unknown>;
+
+/**
+ * One application callback serves every connection of the process: prompts queue up and run one
+ * at a time, so a person never sees two at once. A prompt never fails the queue: its outcome
+ * goes to its own request.
+ */
+const prompts$ = new Subject<Prompt>();
+prompts$.pipe(concatMap((prompt) => prompt())).subscribe();
 
 /** Builds the relay configuration one open hands to the remote driver. */
 export function createRelayClient(opts: RelayClientOptions): RelayClientConfig {
@@ -111,66 +110,186 @@ export function createRelayClient(opts: RelayClientOptions): RelayClientConfig {
   const maxRequests = policy.maxRequestsPerOpen ?? 8;
   const timeoutMs = policy.timeoutMs ?? 120_000;
   const sources = opts.sources ?? [];
+  const auth = opts.auth;
   let answered = 0;
 
-  const handle = (req: RelayedCredentialRequest, cancel: AbortController): Promise<void> => {
-    const signal = cancel.signal;
-    // Built only when a message or an audit record needs them: most requests are just answered.
-    const who = () => describeRequester(req);
-    const types = () => req.credentials.map((c) => credentialTypeName(c.type));
+  const waiting = new Set<Asked>();
+  const clock = new DeadlineClock();
+  clock.expired$.subscribe((now) => {
+    let earliest = Infinity;
+    for (const asked of waiting) {
+      if (asked.deadline <= now) asked.settle(relayError(RelayStatus.TIMED_OUT, `no answer within ${asked.remaining} ms for ${describeRequester(asked.req)}`));
+      else if (asked.deadline < earliest) earliest = asked.deadline;
+    }
+    clock.watch(earliest);
+  });
+
+  // Requests as a stream: auth.conf first (when there is one), then the person, one at a time.
+  const asked$ = new Subject<Asked>();
+  const filled$ =
+    sources.length === 0
+      ? asked$
+      : asked$.pipe(
+          mergeMap((asked) =>
+            fillFromSources(sources, asked.req).then(
+              () => asked,
+              (e: unknown) => (asked.settle(asVirError(e, `auth.conf could not be read for ${describeRequester(asked.req)}`)), null),
+            ),
+          ),
+          filter((asked): asked is Asked => asked !== null),
+        );
+  filled$.subscribe((asked) => {
+    if (asked.settled) return; // withdrawn or expired while auth.conf was read
+    const missing = asked.req.credentials.filter((c) => c.result === null);
+    if (missing.length === 0) return asked.settle(null);
+    if (!personPresent || !auth) {
+      const types = missing.map((c) => credentialTypeName(c.type)).join(', ');
+      return asked.settle(relayError(RelayStatus.UNAVAILABLE, `no person is present to give ${describeRequester(asked.req)} the ${types} it needs`));
+    }
+    prompts$.next(() => prompt(auth, missing, asked));
+  });
+
+  const handle = (req: RelayedCredentialRequest, cancel: RelayCancellation): Promise<void> => {
     const started = Date.now();
-    const remaining = Math.max(0, Math.min(req.deadline, started + timeoutMs) - started);
-    // The callback's signal is the request's: the connection aborts it when the request is
-    // withdrawn, and this client aborts it when it gives up first (deadline, refusal) while the
-    // callback still runs, so a prompt left open cannot hold the shared queue.
-    let callbackRunning = false;
-    const settle = (reason: unknown) => {
-      if (callbackRunning && !signal.aborted) cancel.abort(reason);
-    };
-
-    const checked$ = defer(() => {
-      if (++answered > maxRequests) throw relayError(RelayStatus.DENIED, `${who()} exceeded this client's limit of ${maxRequests} credential requests per open`);
-      const denied = req.credentials.filter((c) => !policyAllows(policy, declared, req, c.type));
-      if (denied.length > 0) {
-        throw relayError(RelayStatus.DENIED, `the client's policy does not let ${who()} ask for ${denied.map((c) => credentialTypeName(c.type)).join(', ')}`);
-      }
-      return sources.length > 0 ? from(fillFromSources(sources, req)) : of(undefined);
-    });
-    const work$ = checked$.pipe(
-      mergeMap(() => {
-        const missing = req.credentials.filter((c) => c.result === null);
-        if (missing.length === 0) return of(undefined);
-        if (!personPresent || !opts.auth) {
-          return throwError(() => relayError(RelayStatus.UNAVAILABLE, `no person is present to give ${who()} the ${missing.map((c) => credentialTypeName(c.type)).join(', ')} it needs`));
-        }
-        const auth = opts.auth;
-        return sharedQueue.run(async () => {
-          callbackRunning = true;
-          try {
-            await askCallback(auth, missing, req, signal, who);
-          } finally {
-            callbackRunning = false;
-          }
-        });
-      }),
-    );
-    const expired$ = timer(remaining).pipe(mergeMap(() => throwError(() => relayError(RelayStatus.TIMED_OUT, `no answer within ${remaining} ms for ${who()}`))));
-
-    const outcome = firstValueFrom(race([work$, expired$, abortedBy(signal)]), { defaultValue: undefined });
-    return outcome.then(
-      () => {
-        opts.audit?.({ requester: who(), credentialTypes: types(), outcome: 'OK', durationMs: Date.now() - started });
-      },
-      (e: unknown) => {
-        settle(e);
+    const audit = (error: VirError | null) =>
+      opts.audit!({
+        requester: describeRequester(req),
+        credentialTypes: req.credentials.map((c) => credentialTypeName(c.type)),
         // The same status the answer will carry (relay-client answers with relayStatusOf too).
-        opts.audit?.({ requester: who(), credentialTypes: types(), outcome: OUTCOMES[relayStatusOf(e)] ?? 'FAILED', durationMs: Date.now() - started });
-        throw e;
-      },
-    );
+        outcome: error ? (OUTCOMES[relayStatusOf(error)] ?? 'FAILED') : 'OK',
+        durationMs: Date.now() - started,
+      });
+    const refusal = refuse(req);
+    if (refusal) {
+      if (opts.audit) audit(refusal);
+      return Promise.reject(refusal);
+    }
+    const deadline = Math.min(req.deadline, started + timeoutMs);
+    return new Promise<void>((resolve, reject) => {
+      const asked: Asked = {
+        req,
+        cancel,
+        started,
+        deadline,
+        remaining: Math.max(0, deadline - started),
+        callbackRunning: false,
+        settled: false,
+        release: undefined,
+        settle(error) {
+          if (asked.settled) return;
+          asked.settled = true;
+          asked.release?.();
+          waiting.delete(asked);
+          detach();
+          // Giving up first (deadline) while a prompt is up ends the prompt too, so it cannot
+          // hold the shared queue.
+          if (error && asked.callbackRunning) cancel.cancel(error);
+          try {
+            if (opts.audit) audit(error);
+          } catch {
+            // An audit sink that throws must not lose the answer or stall the prompt queue.
+          }
+          if (error) reject(error);
+          else resolve();
+        },
+      };
+      // The connection withdrawing the request ends it at once; a queued prompt is then skipped.
+      let detach = () => {};
+      detach = cancel.onCancel((reason) => asked.settle(reason));
+      if (asked.settled) return;
+      waiting.add(asked);
+      clock.watch(deadline);
+      asked$.next(asked);
+    });
+  };
+
+  /** The error that stops a request before anyone is asked, or null. */
+  const refuse = (req: RelayedCredentialRequest): VirError | null => {
+    if (++answered > maxRequests) return relayError(RelayStatus.DENIED, `${describeRequester(req)} exceeded this client's limit of ${maxRequests} credential requests per open`);
+    if (!req.credentials.every((c) => policyAllows(policy, declared, req, c.type))) {
+      const denied = req.credentials.filter((c) => !policyAllows(policy, declared, req, c.type));
+      return relayError(RelayStatus.DENIED, `the client's policy does not let ${describeRequester(req)} ask for ${denied.map((c) => credentialTypeName(c.type)).join(', ')}`);
+    }
+    return null;
   };
 
   return { credTypes: declared, personPresent, timeoutMs, maxRequests, handle };
+}
+
+/**
+ * Runs the callback for one request, unless the request ended while it waited its turn. A
+ * callback that answers at once is finished here; one that returns a promise holds the queue
+ * until its request ends (answered, withdrawn or expired).
+ */
+function prompt(auth: ConnectAuth, missing: Credential[], asked: Asked): ObservableInput<unknown> {
+  if (asked.settled) return EMPTY;
+  const { req } = asked;
+  const info = new RelayedRequestInfo(req, asked.cancel);
+  const finish = (ok: void | boolean) => {
+    asked.callbackRunning = false;
+    asked.settle(callbackOutcome(ok, missing, req));
+  };
+  const fail = (e: unknown) => {
+    asked.callbackRunning = false;
+    asked.settle(asVirError(e, `the credential callback failed for ${describeRequester(req)}`));
+  };
+  asked.callbackRunning = true;
+  let result: void | boolean | Promise<void | boolean>;
+  try {
+    result = auth.callback(missing, info);
+  } catch (e) {
+    fail(e);
+    return EMPTY;
+  }
+  if (!isPromiseLike(result)) {
+    finish(result);
+    return EMPTY;
+  }
+  // The queue moves on when the request ends, not when the callback returns: a callback that
+  // ignores its aborted signal cannot hold every later prompt of the process.
+  const pending = result;
+  return new Promise<void>((release) => {
+    asked.release = release;
+    Promise.resolve(pending).then(finish, fail);
+  });
+}
+
+/** What the callback learns of a relayed request; its signal is made on first use. */
+class RelayedRequestInfo implements CredentialRequestInfo {
+  readonly service: string;
+  readonly host: string;
+  readonly origin: RelayedCredentialRequest['origin'];
+  readonly deadline: number;
+
+  constructor(
+    req: RelayedCredentialRequest,
+    private readonly cancel: RelayCancellation,
+  ) {
+    this.service = req.service;
+    this.host = req.host;
+    this.origin = req.origin;
+    this.deadline = req.deadline;
+  }
+
+  get signal(): AbortSignal {
+    return this.cancel.signal;
+  }
+}
+
+function callbackOutcome(ok: void | boolean, missing: Credential[], req: RelayedCredentialRequest): VirError | null {
+  if (ok === false) return relayError(RelayStatus.CANCELLED, `the user cancelled the credentials ${describeRequester(req)} asked for`);
+  const unfilled = missing.filter((c) => c.result === null);
+  if (unfilled.length > 0) return relayError(RelayStatus.CANCELLED, `no answer was given for ${unfilled.map((c) => credentialTypeName(c.type)).join(', ')} (${describeRequester(req)})`);
+  return null;
+}
+
+function isPromiseLike(x: unknown): x is PromiseLike<void | boolean> {
+  return typeof (x as PromiseLike<unknown> | null)?.then === 'function';
+}
+
+/** A VirError passes through (its code is the answer); anything else is a failure named `what`. */
+function asVirError(e: unknown, what: string): VirError {
+  return e instanceof VirError ? e : relayError(RelayStatus.FAILED, what);
 }
 
 async function fillFromSources(sources: readonly CredentialSource[], req: RelayedCredentialRequest): Promise<void> {
@@ -179,30 +298,4 @@ async function fillFromSources(sources: readonly CredentialSource[], req: Relaye
     if (open.length === 0) return;
     await source.fill(open, req.service, req.host);
   }
-}
-
-/** Errors with the signal's reason when it aborts. */
-function abortedBy(signal: AbortSignal): Observable<never> {
-  return new Observable<never>((subscriber) => {
-    if (signal.aborted) {
-      subscriber.error(signal.reason);
-      return;
-    }
-    const onAbort = () => subscriber.error(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    return () => signal.removeEventListener('abort', onAbort);
-  });
-}
-
-async function askCallback(auth: ConnectAuth, missing: Credential[], req: RelayedCredentialRequest, signal: AbortSignal, who: () => string): Promise<void> {
-  let ok: void | boolean;
-  try {
-    ok = await auth.callback(missing, { service: req.service, host: req.host, origin: req.origin, signal, deadline: req.deadline });
-  } catch (e) {
-    if (e instanceof VirError) throw e;
-    throw relayError(RelayStatus.FAILED, `the credential callback failed for ${who()}`);
-  }
-  if (ok === false) throw relayError(RelayStatus.CANCELLED, `the user cancelled the credentials ${who()} asked for`);
-  const unfilled = missing.filter((c) => c.result === null);
-  if (unfilled.length > 0) throw relayError(RelayStatus.CANCELLED, `no answer was given for ${unfilled.map((c) => credentialTypeName(c.type)).join(', ')} (${who()})`);
 }

@@ -1,8 +1,10 @@
 // The daemon's end of one connection's credential channel. A driver's request becomes a
-// REQUEST message; its answer arrives as an ANSWER message. Waiting is one stream per request,
-// raced against the deadline, the open being abandoned, and the client going away.
+// REQUEST message; its answer arrives as an ANSWER message. Every way a wait can end (the
+// client's answer, the deadline, the open abandoned, a further hop withdrawing, the client going
+// away) is a stream of settlements; the channel merges them and the first one for a request
+// wins. Requests themselves cost no subscription or timer of their own.
 
-import { Observable, Subject, firstValueFrom, map, mergeMap, race, throwError, timer } from 'rxjs';
+import { Subject, map, merge, mergeMap, type Subscription } from 'rxjs';
 import {
   ErrorCode,
   ErrorDomain,
@@ -16,8 +18,10 @@ import {
   relayStatusOf,
   type Credential,
   type OriginHop,
+  type RelayCancellation,
   type relayProtocol,
 } from '@virtauth/core';
+import { DeadlineClock } from './deadline-clock.js';
 
 type RequestMsg = relayProtocol.RelayRequestMsg;
 type AnswerArgs = relayProtocol.RelayAnswerArgs;
@@ -51,7 +55,8 @@ export interface RelayChannelOptions {
   maxTimeoutMs: number;
   /** Cap on requests during one CONNECT_OPEN, from the daemon's config. */
   maxRequestsPerOpen: number;
-  audit(record: RelayAuditRecord): void;
+  /** Where audit records go; none are built without it. */
+  audit?: ((record: RelayAuditRecord) => void) | undefined;
 }
 
 export interface ChannelRequest {
@@ -61,23 +66,51 @@ export interface ChannelRequest {
   credentials: Credential[];
   /** The caller's own deadline (absolute ms), e.g. one that came from a further hop. */
   deadline?: number;
-  /** Any of these aborting ends the wait (the open abandoned, a further hop withdrawing). */
-  signals?: readonly (AbortSignal | undefined)[];
+  /** The driver's own signal: aborting it withdraws the request. */
+  signal?: AbortSignal | undefined;
+  /** A further hop's cancellation of the request this one forwards. */
+  cancel?: RelayCancellation | undefined;
 }
 
 const OUTCOME_NAMES = Object.fromEntries(Object.entries(RelayStatus).map(([k, v]) => [v, k])) as Record<number, keyof typeof RelayStatus>;
 
+/** A request waiting for its answer. */
+interface Waiting {
+  readonly req: ChannelRequest;
+  readonly started: number;
+  readonly deadline: number;
+  readonly remaining: number;
+  readonly resolve: () => void;
+  readonly reject: (e: VirError) => void;
+  /** Stops listening to the request's own signal or cancellation. */
+  detach: (() => void) | undefined;
+}
+
+/** How one request ended: the client's answer, or an error raised on this side. */
+type Settlement = { id: number; answer: AnswerArgs } | { id: number; error: VirError };
+
 export class RelayChannel {
   private capabilities: ClientRelayCapabilities | null = null;
-  private readonly closed$ = new Subject<VirError>();
-  /** Each waiting request's own answer stream, by id: an answer goes straight to its waiter. */
-  private readonly pending = new Map<number, Subject<AnswerArgs>>();
+  private readonly waiting = new Map<number, Waiting>();
+  private readonly answers$ = new Subject<AnswerArgs>();
+  /** Ends raised on this side: deadline, withdrawal, the open finishing, the client leaving. */
+  private readonly withdrawals$ = new Subject<Settlement>();
+  private readonly clock = new DeadlineClock();
+  private readonly settlements: Subscription;
+  /** Stops listening to the signal of the open in progress. */
+  private detachOpen: (() => void) | undefined;
   private nextId = 1;
   private openInProgress = false;
   private requestsThisOpen = 0;
   private isClosed = false;
 
-  constructor(private readonly opts: RelayChannelOptions) {}
+  constructor(private readonly opts: RelayChannelOptions) {
+    this.settlements = merge(
+      this.answers$.pipe(map((answer): Settlement => ({ id: answer.id, answer }))),
+      this.clock.expired$.pipe(mergeMap((now) => this.expiredBy(now))),
+      this.withdrawals$,
+    ).subscribe((s) => this.settle(s));
+  }
 
   get enabled(): boolean {
     return this.capabilities !== null;
@@ -91,135 +124,174 @@ export class RelayChannel {
     this.capabilities = { ...caps, timeoutMs: Math.min(caps.timeoutMs || this.opts.maxTimeoutMs, this.opts.maxTimeoutMs) };
   }
 
-  /** Requests are taken only between these two calls, i.e. while CONNECT_OPEN runs. */
-  beginOpen(): void {
+  /**
+   * Requests are taken only between this and endOpen, i.e. while CONNECT_OPEN runs; `signal`
+   * aborting (the open abandoned) withdraws every request still waiting.
+   */
+  beginOpen(signal?: AbortSignal): void {
     this.openInProgress = true;
     this.requestsThisOpen = 0;
+    this.detachOpen?.();
+    this.detachOpen = signal ? onAbort(signal, (reason) => this.withdrawAll(reason)) : undefined;
   }
 
   endOpen(): void {
     this.openInProgress = false;
-    for (const id of this.pending.keys()) this.opts.sendCancel(id, RelayStatus.CANCELLED, 'the open finished');
+    this.detachOpen?.();
+    this.detachOpen = undefined;
+    this.withdrawAll(relayError(RelayStatus.CANCELLED, 'the open finished'));
   }
 
   /** The client went away: every wait ends at once. */
   close(reason: VirError): void {
     if (this.isClosed) return;
     this.isClosed = true;
-    this.closed$.next(reason);
-    this.closed$.complete();
+    this.detachOpen?.();
+    this.withdrawAll(relayError(RelayStatus.CANCELLED, `the client disconnected (${reason.message})`));
+    this.settlements.unsubscribe();
   }
 
   /** Takes an ANSWER message; throws for an answer that matches no waiting request. */
   answer(args: AnswerArgs): void {
-    const waiter = this.pending.get(args.id);
-    if (!waiter) {
+    if (!this.waiting.has(args.id)) {
       throw new VirError({
         code: ErrorCode.OPERATION_INVALID,
         domain: ErrorDomain.AUTH,
         detail: `relay answer for request ${args.id}, which is not waiting for one (unknown, already answered, or withdrawn)`,
       });
     }
-    // Only the first answer counts: the id stops being pending before anyone sees this one.
-    this.pending.delete(args.id);
-    waiter.next(args);
-    waiter.complete();
+    this.answers$.next(args);
   }
 
   /** Asks the client; resolves once every credential has a result, or rejects with a VirError. */
-  async request(req: ChannelRequest): Promise<void> {
+  request(req: ChannelRequest): Promise<void> {
     const caps = this.capabilities;
     // Built only when a message needs them: most requests are simply answered.
     const who = () => describeRequester(req);
-    const types = () => req.credentials.map((c) => credentialTypeName(c.type));
     if (!caps) {
-      throw relayError(RelayStatus.UNAVAILABLE, `${who()} needs ${types().join(', ')}, but the client cannot answer relayed credential requests (it did not enable the credential relay)`);
+      const types = req.credentials.map((c) => credentialTypeName(c.type)).join(', ');
+      return Promise.reject(relayError(RelayStatus.UNAVAILABLE, `${who()} needs ${types}, but the client cannot answer relayed credential requests (it did not enable the credential relay)`));
     }
-    if (this.isClosed) throw relayError(RelayStatus.CANCELLED, 'the client disconnected');
-    const signals = (req.signals ?? []).filter((x): x is AbortSignal => x !== undefined);
-    const alreadyAborted = signals.find((x) => x.aborted);
-    if (alreadyAborted) throw abortError(alreadyAborted);
-    if (!this.openInProgress) throw relayError(RelayStatus.UNAVAILABLE, `${who()} asked for credentials outside of a connection open`);
-    if (req.origin.length > RELAY_MAX_HOPS) throw relayError(RelayStatus.DENIED, `the request from ${who()} travelled more than ${RELAY_MAX_HOPS} hops`);
-    const unanswerable = req.credentials.filter((c) => !caps.credTypes.includes(c.type));
-    if (unanswerable.length > 0) {
-      throw relayError(RelayStatus.UNAVAILABLE, `${who()} needs ${unanswerable.map((c) => credentialTypeName(c.type)).join(', ')}, which the client said it cannot answer`);
+    if (this.isClosed) return Promise.reject(relayError(RelayStatus.CANCELLED, 'the client disconnected'));
+    if (req.signal?.aborted) return Promise.reject(abortError(req.signal.reason));
+    if (req.cancel?.cancelled) return Promise.reject(abortError(req.cancel.reason));
+    if (!this.openInProgress) return Promise.reject(relayError(RelayStatus.UNAVAILABLE, `${who()} asked for credentials outside of a connection open`));
+    if (req.origin.length > RELAY_MAX_HOPS) return Promise.reject(relayError(RelayStatus.DENIED, `the request from ${who()} travelled more than ${RELAY_MAX_HOPS} hops`));
+    if (!req.credentials.every((c) => caps.credTypes.includes(c.type))) {
+      const unanswerable = req.credentials.filter((c) => !caps.credTypes.includes(c.type));
+      return Promise.reject(relayError(RelayStatus.UNAVAILABLE, `${who()} needs ${unanswerable.map((c) => credentialTypeName(c.type)).join(', ')}, which the client said it cannot answer`));
     }
     const cap = Math.min(caps.maxRequests, this.opts.maxRequestsPerOpen);
-    if (++this.requestsThisOpen > cap) throw relayError(RelayStatus.DENIED, `${who()} exceeded the limit of ${cap} credential requests per open`);
+    if (++this.requestsThisOpen > cap) return Promise.reject(relayError(RelayStatus.DENIED, `${who()} exceeded the limit of ${cap} credential requests per open`));
 
     const id = this.nextId++;
     const started = Date.now();
     const deadline = Math.min(req.deadline ?? Infinity, started + caps.timeoutMs);
     const remaining = Math.max(0, deadline - started);
-    const answers$ = new Subject<AnswerArgs>();
-    this.pending.set(id, answers$);
-
-    const answered$ = answers$.pipe(map((a) => this.applyAnswer(a, req.credentials, who)));
-    const expired$ = timer(remaining).pipe(mergeMap(() => throwError(() => relayError(RelayStatus.TIMED_OUT, `no answer from the client within ${remaining} ms for ${who()}`))));
-    const disconnected$ = this.closed$.pipe(mergeMap((reason) => throwError(() => relayError(RelayStatus.CANCELLED, `the client disconnected (${reason.message})`))));
-    const sources = [answered$, expired$, disconnected$];
-    for (const signal of signals) sources.push(abortedBy(signal));
-    const outcome$ = race(sources);
-
+    let waiting!: Waiting;
+    const answered = new Promise<void>((resolve, reject) => {
+      waiting = { req, started, deadline, remaining, resolve, reject, detach: undefined };
+    });
+    this.waiting.set(id, waiting);
+    if (req.signal || req.cancel) this.listenForWithdrawal(id, waiting);
+    this.clock.watch(deadline);
+    // Last, so the packet leaves as soon as this turn ends.
     this.opts.sendRequest({
       id,
       service: req.service,
       host: req.host,
       origin: req.origin,
       deadline_ms: remaining,
-      credentials: req.credentials.map((c) => ({ type: c.type, prompt: c.prompt, challenge: c.challenge, defresult: c.defresult })),
+      // The codec writes a credential's declared fields only: no result travels this way.
+      credentials: req.credentials,
     });
-
-    let status: RelayStatus = RelayStatus.OK;
-    let message: string | undefined;
-    try {
-      await firstValueFrom(outcome$);
-    } catch (e) {
-      status = relayStatusOf(e);
-      message = (e as Error).message;
-      // Tell the client the request is withdrawn, unless it is the one who ended it.
-      // The detail alone: the client adds the prefix of the status's code again.
-      if (this.pending.delete(id) && !this.isClosed) this.opts.sendCancel(id, status, relayDetail(e));
-      throw e;
-    } finally {
-      this.pending.delete(id);
-      this.opts.audit({
-        id,
-        connectionId: this.opts.connectionId,
-        origin: req.origin,
-        service: req.service,
-        host: req.host,
-        credentialTypes: types(),
-        outcome: OUTCOME_NAMES[status] ?? 'FAILED',
-        durationMs: Date.now() - started,
-        ...(message !== undefined ? { message } : {}),
-      });
-    }
+    return answered;
   }
 
-  private applyAnswer(a: AnswerArgs, creds: Credential[], who: () => string): void {
-    if (a.status !== RelayStatus.OK) throw relayError(a.status, a.message || `the client refused the request from ${who()}`);
+  /** Settles a request once: later settlements for the same id find nothing and do nothing. */
+  private settle(s: Settlement): void {
+    const w = this.waiting.get(s.id);
+    if (!w) return;
+    this.waiting.delete(s.id);
+    w.detach?.();
+    const error = 'answer' in s ? this.applyAnswer(s.answer, w.req) : s.error;
+    // Tell the client the request is withdrawn, unless it ended it itself or is gone. The
+    // detail alone: the client adds the prefix of the status's code again.
+    if (error && !('answer' in s) && !this.isClosed) this.opts.sendCancel(s.id, relayStatusOf(error), relayDetail(error));
+    if (this.opts.audit) this.auditSettled(s.id, w, error);
+    if (error) w.reject(error);
+    else w.resolve();
+  }
+
+  private auditSettled(id: number, w: Waiting, error: VirError | null): void {
+    const status = error ? relayStatusOf(error) : RelayStatus.OK;
+    this.opts.audit!({
+      id,
+      connectionId: this.opts.connectionId,
+      origin: w.req.origin,
+      service: w.req.service,
+      host: w.req.host,
+      credentialTypes: w.req.credentials.map((c) => credentialTypeName(c.type)),
+      outcome: OUTCOME_NAMES[status] ?? 'FAILED',
+      durationMs: Date.now() - w.started,
+      ...(error ? { message: error.message } : {}),
+    });
+  }
+
+  /** Ends the request when the driver's signal aborts or a further hop cancels it. */
+  private listenForWithdrawal(id: number, waiting: Waiting): void {
+    const { signal, cancel } = waiting.req;
+    const withdraw = (reason: unknown) => this.withdrawals$.next({ id, error: abortError(reason) });
+    const detachSignal = signal ? onAbort(signal, withdraw) : undefined;
+    const detachCancel = cancel ? cancel.onCancel(withdraw) : undefined;
+    waiting.detach = () => {
+      detachSignal?.();
+      detachCancel?.();
+    };
+  }
+
+  /** The requests whose deadline has passed, as settlements; re-arms for the earliest left. */
+  private expiredBy(now: number): Settlement[] {
+    const expired: Settlement[] = [];
+    let earliest = Infinity;
+    for (const [id, w] of this.waiting) {
+      if (w.deadline <= now) {
+        expired.push({ id, error: relayError(RelayStatus.TIMED_OUT, `no answer from the client within ${w.remaining} ms for ${describeRequester(w.req)}`) });
+      } else if (w.deadline < earliest) {
+        earliest = w.deadline;
+      }
+    }
+    this.clock.watch(earliest);
+    return expired;
+  }
+
+  private withdrawAll(reason: unknown): void {
+    const error = abortError(reason);
+    for (const id of [...this.waiting.keys()]) this.withdrawals$.next({ id, error });
+  }
+
+  /** The error an answer ends in, or null when it filled every credential. */
+  private applyAnswer(a: AnswerArgs, req: ChannelRequest): VirError | null {
+    const creds = req.credentials;
+    if (a.status !== RelayStatus.OK) return relayError(a.status, a.message || `the client refused the request from ${describeRequester(req)}`);
     if (a.results.length !== creds.length) {
-      throw relayError(RelayStatus.FAILED, `the client answered ${a.results.length} credentials, ${creds.length} were asked`);
+      return relayError(RelayStatus.FAILED, `the client answered ${a.results.length} credentials, ${creds.length} were asked`);
     }
     const missing = creds.filter((_, i) => a.results[i] === null);
-    if (missing.length > 0) throw relayError(RelayStatus.FAILED, `the client left ${missing.map((c) => credentialTypeName(c.type)).join(', ')} unanswered`);
-    creds.forEach((c, i) => (c.result = a.results[i]!));
+    if (missing.length > 0) return relayError(RelayStatus.FAILED, `the client left ${missing.map((c) => credentialTypeName(c.type)).join(', ')} unanswered`);
+    for (let i = 0; i < creds.length; i++) creds[i]!.result = a.results[i]!;
+    return null;
   }
 }
 
-/** Errors with the signal's reason when it aborts (fromEvent's generic target probing, avoided). */
-function abortedBy(signal: AbortSignal): Observable<never> {
-  return new Observable<never>((subscriber) => {
-    const onAbort = () => subscriber.error(abortError(signal));
-    signal.addEventListener('abort', onAbort, { once: true });
-    return () => signal.removeEventListener('abort', onAbort);
-  });
+/** Calls `listener` with the signal's reason when it aborts; returns its removal. */
+function onAbort(signal: AbortSignal, listener: (reason: unknown) => void): () => void {
+  const handler = () => listener(signal.reason);
+  signal.addEventListener('abort', handler, { once: true });
+  return () => signal.removeEventListener('abort', handler);
 }
 
-function abortError(signal: AbortSignal): VirError {
-  const r: unknown = signal.reason;
-  if (r instanceof VirError) return r;
-  return relayError(RelayStatus.CANCELLED, r instanceof Error ? r.message : 'the open was abandoned');
+function abortError(reason: unknown): VirError {
+  if (reason instanceof VirError) return reason;
+  return relayError(RelayStatus.CANCELLED, reason instanceof Error ? reason.message : 'the open was abandoned');
 }

@@ -17,12 +17,60 @@ export interface RelayedCredentialRequest {
 }
 
 /**
- * Answers one relayed request: fills each credential's result or rejects with a VirError. The
- * connection aborts `cancel` when the server withdraws the request, the connection closes or
- * the open finishes; the handler aborts it itself when it gives up first (its deadline, a
- * refusal) while a prompt is still up. One controller per request, shared by both sides.
+ * One relayed request's cancellation, shared by the connection that received the request (it
+ * cancels when the server withdraws the request, the connection closes or the open finishes) and
+ * the handler (it cancels when it gives up first, e.g. its deadline, while a prompt is still up).
+ * The AbortSignal a callback sees is made only when someone asks for it: most requests are
+ * answered without ever needing one, and making a signal costs more than the rest of a request.
  */
-export type RelayHandler = (req: RelayedCredentialRequest, cancel: AbortController) => Promise<void>;
+export class RelayCancellation {
+  private controller: AbortController | undefined;
+  private cancelReason: VirError | undefined;
+  private listeners: ((reason: VirError) => void)[] | undefined;
+
+  get cancelled(): boolean {
+    return this.cancelReason !== undefined;
+  }
+
+  get reason(): VirError | undefined {
+    return this.cancelReason;
+  }
+
+  /** Aborted with the cancellation's reason; already aborted when asked for after the fact. */
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.cancelReason) this.controller.abort(this.cancelReason);
+    }
+    return this.controller.signal;
+  }
+
+  /** The first reason wins; later calls change nothing. */
+  cancel(reason: VirError): void {
+    if (this.cancelReason) return;
+    this.cancelReason = reason;
+    this.controller?.abort(reason);
+    const listeners = this.listeners;
+    this.listeners = undefined;
+    if (listeners) for (const listener of listeners) listener(reason);
+  }
+
+  /** Calls `listener` once on cancellation (at once if already cancelled); returns its removal. */
+  onCancel(listener: (reason: VirError) => void): () => void {
+    if (this.cancelReason) {
+      listener(this.cancelReason);
+      return () => {};
+    }
+    (this.listeners ??= []).push(listener);
+    return () => {
+      const i = this.listeners?.indexOf(listener) ?? -1;
+      if (i >= 0) this.listeners!.splice(i, 1);
+    };
+  }
+}
+
+/** Answers one relayed request: fills each credential's result or rejects with a VirError. */
+export type RelayHandler = (req: RelayedCredentialRequest, cancel: RelayCancellation) => Promise<void>;
 
 /** What a connection that may receive relayed requests declares, and who answers them. */
 export interface RelayClientConfig {

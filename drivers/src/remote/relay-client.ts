@@ -7,6 +7,7 @@ import {
   RELAY_PROTOCOL_VERSION,
   RelayProc,
   RelayStatus,
+  RelayCancellation,
   VirError,
   relayError,
   relayProtocol as p,
@@ -31,8 +32,8 @@ export interface RelayConnection {
  * Enables the relay on a connection. Resolves null when the server does not know the relay
  * program (an older server or libvirtd): the open then goes on without it.
  *
- * Each request's handler gets a controller this connection aborts when the server withdraws the
- * request, the connection closes, or the open finishes.
+ * Each request's handler gets a cancellation this connection triggers when the server withdraws
+ * the request, the connection closes, or the open finishes.
  */
 export async function enableRelay(rpc: RpcConnection, cfg: RelayClientConfig): Promise<RelayConnection | null> {
   try {
@@ -48,13 +49,13 @@ export async function enableRelay(rpc: RpcConnection, cfg: RelayClientConfig): P
     if (e instanceof VirError && e.code === ErrorCode.RPC && e.message.startsWith('Cannot find program')) return null;
     throw e;
   }
-  const inFlight = new Map<number, AbortController>();
+  const inFlight = new Map<number, RelayCancellation>();
   // Requests this side withdrew (server CANCEL, close, open finished): they get no answer. A
-  // handler may abort its controller too (it gave up first), and that one is still answered.
-  const withdrawn = new WeakSet<AbortController>();
-  const withdraw = (c: AbortController, reason: VirError) => {
+  // handler may cancel too (it gave up first), and that one is still answered.
+  const withdrawn = new WeakSet<RelayCancellation>();
+  const withdraw = (c: RelayCancellation, reason: VirError) => {
     withdrawn.add(c);
-    c.abort(reason);
+    c.cancel(reason);
   };
   let opening = true;
   const answer = (id: number, status: number, results: (string | null)[], message: string) =>
@@ -68,8 +69,8 @@ export async function enableRelay(rpc: RpcConnection, cfg: RelayClientConfig): P
         answer(msg.id, RelayStatus.UNAVAILABLE, [], `${describeRequester(msg)} asked for credentials after the connection open finished`);
         return;
       }
-      const controller = new AbortController();
-      inFlight.set(msg.id, controller);
+      const cancel = new RelayCancellation();
+      inFlight.set(msg.id, cancel);
       const credentials: Credential[] = msg.credentials.map((c) => ({
         type: c.type as CredentialType,
         prompt: c.prompt,
@@ -77,17 +78,16 @@ export async function enableRelay(rpc: RpcConnection, cfg: RelayClientConfig): P
         defresult: c.defresult,
         result: null,
       }));
-      cfg
-        .handle({ service: msg.service, host: msg.host, origin: msg.origin, credentials, deadline: Date.now() + msg.deadline_ms }, controller)
-        .then(
-          () => {
-            if (!withdrawn.has(controller)) answer(msg.id, RelayStatus.OK, credentials.map((c) => c.result), '');
-          },
-          (e: unknown) => {
-            if (!withdrawn.has(controller)) answer(msg.id, relayStatusOf(e), [], relayDetail(e));
-          },
-        )
-        .finally(() => inFlight.delete(msg.id));
+      cfg.handle({ service: msg.service, host: msg.host, origin: msg.origin, credentials, deadline: Date.now() + msg.deadline_ms }, cancel).then(
+        () => {
+          inFlight.delete(msg.id);
+          if (!withdrawn.has(cancel)) answer(msg.id, RelayStatus.OK, credentials.map((c) => c.result), '');
+        },
+        (e: unknown) => {
+          inFlight.delete(msg.id);
+          if (!withdrawn.has(cancel)) answer(msg.id, relayStatusOf(e), [], relayDetail(e));
+        },
+      );
     } else if (h.proc === RelayProc.CANCEL) {
       const msg = p.relayCancelMsg.decode(body);
       const c = inFlight.get(msg.id);
