@@ -105,7 +105,9 @@ export function makeCredentialRequester(sources: readonly CredentialSource[], au
     for (const source of sources) {
       const open = creds.filter((c) => c.result === null);
       if (open.length === 0) return;
-      await source.fill(open, info.service, info.host);
+      // Most sources (auth.conf) answer at once: no turn of the event loop for them.
+      const filling = source.fill(open, info.service, info.host);
+      if (filling) await filling;
     }
     const missing = creds.filter((c) => c.result === null);
     if (missing.length === 0) return;

@@ -37,7 +37,8 @@ export function relayExtension(settings: RelaySettings): DaemonExtension {
     onSession(session) {
       const channel = new RelayChannel({
         connectionId: session.connectionId,
-        sendRequest: (msg) => session.rpc.sendMessage(RELAY_PROGRAM, RELAY_PROTOCOL_VERSION, RelayProc.REQUEST, p.relayRequestMsg, msg),
+        // A REQUEST with its origin chain and prompts is a few hundred bytes.
+        sendRequest: (msg) => session.rpc.sendMessage(RELAY_PROGRAM, RELAY_PROTOCOL_VERSION, RelayProc.REQUEST, p.relayRequestMsg, msg, 512),
         sendCancel: (id, status, message) =>
           session.rpc.sendMessage(RELAY_PROGRAM, RELAY_PROTOCOL_VERSION, RelayProc.CANCEL, p.relayCancelMsg, { id, status, message: message.slice(0, p.RELAY_TEXT_MAX) }),
         maxTimeoutMs: settings.maxTimeoutMs,

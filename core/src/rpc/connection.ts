@@ -126,10 +126,17 @@ export class RpcConnection extends EventEmitter {
     });
   }
 
-  /** Sends a MESSAGE packet (events, relay requests): serial 0, status OK. */
-  sendMessage<T>(prog: number, vers: number, proc: number, codec: Codec<T>, value: T): void {
+  /**
+   * Sends a MESSAGE packet (events, relay requests): serial 0, status OK. `sizeHint` is the
+   * payload size expected, so a larger message is encoded without growing its buffer.
+   */
+  sendMessage<T>(prog: number, vers: number, proc: number, codec: Codec<T>, value: T, sizeHint?: number): void {
     if (this.isClosed) return;
-    this.write(encodePacket({ prog, vers, proc, type: MessageType.MESSAGE, serial: 0, status: MessageStatus.OK }, codec, value));
+    const packet = encodePacket({ prog, vers, proc, type: MessageType.MESSAGE, serial: 0, status: MessageStatus.OK }, codec, value, sizeHint);
+    // A message is mostly alone (a relay request, a keepalive): it leaves at once rather than at
+    // the end of this turn, unless packets are already being gathered for one write (the stream
+    // is corked then, and keeps the order).
+    this.stream.write(packet);
   }
 
   /**
