@@ -114,15 +114,15 @@ export function relayExtension(settings: RelaySettings): DaemonExtension {
           personPresent: caps.personPresent,
           timeoutMs: caps.timeoutMs,
           maxRequests: caps.maxRequests,
-          handle: (req, cancel) =>
-            channel.request({
-              service: req.service,
-              host: req.host,
-              origin: [...req.origin, hop],
-              credentials: req.credentials,
-              deadline: req.deadline,
-              cancel,
-            }),
+          handle: (req, cancel, done) => {
+            channel
+              .request({ service: req.service, host: req.host, origin: [...req.origin, hop], credentials: req.credentials, deadline: req.deadline, cancel })
+              .then(
+                () => done(null),
+                // The channel ends requests with VirErrors only.
+                (e: VirError) => done(e),
+              );
+          },
         };
       }
       return decorated;

@@ -3,7 +3,7 @@
 // application callback (one prompt at a time, whatever the number of connections and hops).
 // The deadline of every waiting request rides on one clock per open rather than a timer each.
 
-import { Subject, EMPTY, concatMap, filter, mergeMap, type ObservableInput } from 'rxjs';
+import { Subject, EMPTY, concatMap, filter, merge, mergeMap, type ObservableInput } from 'rxjs';
 import {
   globMatch,
   RelayStatus,
@@ -19,6 +19,7 @@ import {
   type CredentialType,
   type RelayCancellation,
   type RelayClientConfig,
+  type RelayHandler,
   type RelayedCredentialRequest,
 } from '@virtauth/core';
 import { DeadlineClock } from './deadline-clock.js';
@@ -76,30 +77,32 @@ export function policyAllows(policy: RelayPolicy, declared: readonly number[], r
   return declared.includes(type);
 }
 
-/** One relayed request on its way to an answer. */
+/** One relayed request on its way to an answer; it is waiting while in its client's `waiting`. */
 interface Asked {
   readonly req: RelayedCredentialRequest;
   readonly cancel: RelayCancellation;
   readonly started: number;
   readonly deadline: number;
   readonly remaining: number;
-  readonly settle: (error: VirError | null) => void;
-  /** True from the callback being called until it returns. */
-  callbackRunning: boolean;
-  settled: boolean;
-  /** Lets the prompt queue move on: called when the request settles, however it ends. */
+  readonly done: (error: VirError | null) => void;
+  /** Stops listening to the request's cancellation. */
+  detach: () => void;
+  /** Lets the prompt queue move on once the request has ended, however it ended. */
   release: (() => void) | undefined;
 }
 
-/** A prompt for the shared queue: the callback's work, or EMPTY when it finished at once. */
-type Prompt = () => ObservableInput<unknown>;
+/** How one request ended: null when every credential was given. */
+interface Settlement {
+  asked: Asked;
+  error: VirError | null;
+}
 
 /**
  * One application callback serves every connection of the process: prompts queue up and run one
  * at a time, so a person never sees two at once. A prompt never fails the queue: its outcome
  * goes to its own request.
  */
-const prompts$ = new Subject<Prompt>();
+const prompts$ = new Subject<() => ObservableInput<unknown>>();
 prompts$.pipe(concatMap((prompt) => prompt())).subscribe();
 
 /** Builds the relay configuration one open hands to the remote driver. */
@@ -115,14 +118,47 @@ export function createRelayClient(opts: RelayClientOptions): RelayClientConfig {
 
   const waiting = new Set<Asked>();
   const clock = new DeadlineClock();
-  clock.expired$.subscribe((now) => {
+  /** Ends raised here: the callback's outcome, refusals, withdrawals by the connection. */
+  const outcomes$ = new Subject<Settlement>();
+
+  // Every way a request can end, merged; the first settlement of a request ends it.
+  merge(
+    outcomes$,
+    clock.expired$.pipe(mergeMap((now) => expiredBy(now))),
+  ).subscribe(({ asked, error }) => settle(asked, error));
+
+  function settle(asked: Asked, error: VirError | null): void {
+    if (!waiting.delete(asked)) return;
+    asked.detach();
+    asked.release?.();
+    // Giving up first (deadline, refusal) ends a prompt still up, through its signal.
+    if (error) asked.cancel.cancel(error);
+    if (opts.audit) {
+      try {
+        opts.audit({
+          requester: describeRequester(asked.req),
+          credentialTypes: asked.req.credentials.map((c) => credentialTypeName(c.type)),
+          // The same status the answer will carry (relay-client answers with relayStatusOf too).
+          outcome: error ? (OUTCOMES[relayStatusOf(error)] ?? 'FAILED') : 'OK',
+          durationMs: Date.now() - asked.started,
+        });
+      } catch {
+        // An audit sink that throws must not lose the answer or stall the prompt queue.
+      }
+    }
+    asked.done(error);
+  }
+
+  function expiredBy(now: number): Settlement[] {
+    const expired: Settlement[] = [];
     let earliest = Infinity;
     for (const asked of waiting) {
-      if (asked.deadline <= now) asked.settle(relayError(RelayStatus.TIMED_OUT, `no answer within ${asked.remaining} ms for ${describeRequester(asked.req)}`));
+      if (asked.deadline <= now) expired.push({ asked, error: relayError(RelayStatus.TIMED_OUT, `no answer within ${asked.remaining} ms for ${describeRequester(asked.req)}`) });
       else if (asked.deadline < earliest) earliest = asked.deadline;
     }
     clock.watch(earliest);
-  });
+    return expired;
+  }
 
   // Requests as a stream: auth.conf first (when there is one), then the person, one at a time.
   const asked$ = new Subject<Asked>();
@@ -133,74 +169,63 @@ export function createRelayClient(opts: RelayClientOptions): RelayClientConfig {
           mergeMap((asked) =>
             fillFromSources(sources, asked.req).then(
               () => asked,
-              (e: unknown) => (asked.settle(asVirError(e, `auth.conf could not be read for ${describeRequester(asked.req)}`)), null),
+              (e: unknown) => (outcomes$.next({ asked, error: asVirError(e, `auth.conf could not be read for ${describeRequester(asked.req)}`) }), null),
             ),
           ),
           filter((asked): asked is Asked => asked !== null),
         );
   filled$.subscribe((asked) => {
-    if (asked.settled) return; // withdrawn or expired while auth.conf was read
+    if (!waiting.has(asked)) return; // withdrawn or expired while auth.conf was read
     const missing = asked.req.credentials.filter((c) => c.result === null);
-    if (missing.length === 0) return asked.settle(null);
+    if (missing.length === 0) return outcomes$.next({ asked, error: null });
     if (!personPresent || !auth) {
       const types = missing.map((c) => credentialTypeName(c.type)).join(', ');
-      return asked.settle(relayError(RelayStatus.UNAVAILABLE, `no person is present to give ${describeRequester(asked.req)} the ${types} it needs`));
+      return outcomes$.next({ asked, error: relayError(RelayStatus.UNAVAILABLE, `no person is present to give ${describeRequester(asked.req)} the ${types} it needs`) });
     }
     prompts$.next(() => prompt(auth, missing, asked));
   });
 
-  const handle = (req: RelayedCredentialRequest, cancel: RelayCancellation): Promise<void> => {
-    const started = Date.now();
-    const audit = (error: VirError | null) =>
-      opts.audit!({
-        requester: describeRequester(req),
-        credentialTypes: req.credentials.map((c) => credentialTypeName(c.type)),
-        // The same status the answer will carry (relay-client answers with relayStatusOf too).
-        outcome: error ? (OUTCOMES[relayStatusOf(error)] ?? 'FAILED') : 'OK',
-        durationMs: Date.now() - started,
-      });
-    const refusal = refuse(req);
-    if (refusal) {
-      if (opts.audit) audit(refusal);
-      return Promise.reject(refusal);
+  /**
+   * Runs the callback for one request, unless the request ended while it waited its turn. A
+   * callback that answers at once is finished here; one that returns a promise holds the queue
+   * until its request ends (answered, withdrawn or expired), not until the callback returns, so
+   * a callback that ignores its aborted signal cannot hold every later prompt of the process.
+   */
+  function prompt(auth: ConnectAuth, missing: Credential[], asked: Asked): ObservableInput<unknown> {
+    if (!waiting.has(asked)) return EMPTY;
+    const req = asked.req;
+    const finish = (ok: void | boolean) => outcomes$.next({ asked, error: callbackOutcome(ok, missing, req) });
+    const fail = (e: unknown) => outcomes$.next({ asked, error: asVirError(e, `the credential callback failed for ${describeRequester(req)}`) });
+    let result: void | boolean | Promise<void | boolean>;
+    try {
+      result = auth.callback(missing, new RelayedRequestInfo(req, asked.cancel));
+    } catch (e) {
+      fail(e);
+      return EMPTY;
     }
-    const deadline = Math.min(req.deadline, started + timeoutMs);
-    return new Promise<void>((resolve, reject) => {
-      const asked: Asked = {
-        req,
-        cancel,
-        started,
-        deadline,
-        remaining: Math.max(0, deadline - started),
-        callbackRunning: false,
-        settled: false,
-        release: undefined,
-        settle(error) {
-          if (asked.settled) return;
-          asked.settled = true;
-          asked.release?.();
-          waiting.delete(asked);
-          detach();
-          // Giving up first (deadline) while a prompt is up ends the prompt too, so it cannot
-          // hold the shared queue.
-          if (error && asked.callbackRunning) cancel.cancel(error);
-          try {
-            if (opts.audit) audit(error);
-          } catch {
-            // An audit sink that throws must not lose the answer or stall the prompt queue.
-          }
-          if (error) reject(error);
-          else resolve();
-        },
-      };
-      // The connection withdrawing the request ends it at once; a queued prompt is then skipped.
-      let detach = () => {};
-      detach = cancel.onCancel((reason) => asked.settle(reason));
-      if (asked.settled) return;
-      waiting.add(asked);
-      clock.watch(deadline);
-      asked$.next(asked);
+    if (!isPromiseLike(result)) {
+      finish(result);
+      return EMPTY;
+    }
+    const pending = result;
+    return new Promise<void>((release) => {
+      asked.release = release;
+      Promise.resolve(pending).then(finish, fail);
     });
+  }
+
+  const handle: RelayHandler = (req, cancel, done) => {
+    const started = Date.now();
+    const deadline = Math.min(req.deadline, started + timeoutMs);
+    const asked: Asked = { req, cancel, started, deadline, remaining: Math.max(0, deadline - started), done, detach: noop, release: undefined };
+    waiting.add(asked);
+    const refusal = refuse(req);
+    if (refusal) return outcomes$.next({ asked, error: refusal });
+    // The connection withdrawing the request ends it at once; a queued prompt is then skipped.
+    asked.detach = cancel.onCancel((reason) => outcomes$.next({ asked, error: reason }));
+    if (!waiting.has(asked)) return;
+    clock.watch(deadline);
+    asked$.next(asked);
   };
 
   /** The error that stops a request before anyone is asked, or null. */
@@ -216,43 +241,7 @@ export function createRelayClient(opts: RelayClientOptions): RelayClientConfig {
   return { credTypes: declared, personPresent, timeoutMs, maxRequests, handle };
 }
 
-/**
- * Runs the callback for one request, unless the request ended while it waited its turn. A
- * callback that answers at once is finished here; one that returns a promise holds the queue
- * until its request ends (answered, withdrawn or expired).
- */
-function prompt(auth: ConnectAuth, missing: Credential[], asked: Asked): ObservableInput<unknown> {
-  if (asked.settled) return EMPTY;
-  const { req } = asked;
-  const info = new RelayedRequestInfo(req, asked.cancel);
-  const finish = (ok: void | boolean) => {
-    asked.callbackRunning = false;
-    asked.settle(callbackOutcome(ok, missing, req));
-  };
-  const fail = (e: unknown) => {
-    asked.callbackRunning = false;
-    asked.settle(asVirError(e, `the credential callback failed for ${describeRequester(req)}`));
-  };
-  asked.callbackRunning = true;
-  let result: void | boolean | Promise<void | boolean>;
-  try {
-    result = auth.callback(missing, info);
-  } catch (e) {
-    fail(e);
-    return EMPTY;
-  }
-  if (!isPromiseLike(result)) {
-    finish(result);
-    return EMPTY;
-  }
-  // The queue moves on when the request ends, not when the callback returns: a callback that
-  // ignores its aborted signal cannot hold every later prompt of the process.
-  const pending = result;
-  return new Promise<void>((release) => {
-    asked.release = release;
-    Promise.resolve(pending).then(finish, fail);
-  });
-}
+const noop = () => {};
 
 /** What the callback learns of a relayed request; its signal is made on first use. */
 class RelayedRequestInfo implements CredentialRequestInfo {

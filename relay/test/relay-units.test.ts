@@ -5,7 +5,7 @@
 import test from 'ava';
 import { spawn } from 'node:child_process';
 import { firstValueFrom, take, toArray } from 'rxjs';
-import { CredentialType, ErrorCode, RelayCancellation, RelayStatus, VirError, credential, relayError, type relayProtocol } from '@virtauth/core';
+import { CredentialType, ErrorCode, RelayCancellation, RelayStatus, VirError, credential, relayError, runRelayHandler, type relayProtocol } from '@virtauth/core';
 import { DeadlineClock } from '../src/deadline-clock.js';
 import { RelayChannel, type RelayAuditRecord } from '../src/server-channel.js';
 import { createRelayClient } from '../src/client-relay.js';
@@ -84,7 +84,7 @@ function backToBack(options: { answer?: (creds: { result: string | null }[]) => 
       const cancel = new RelayCancellation();
       inFlight.set(msg.id, cancel);
       const credentials = msg.credentials.map((c) => credential(c.type as CredentialType, c.prompt, c.challenge, c.defresult));
-      client.handle({ service: msg.service, host: msg.host, origin: msg.origin, credentials, deadline: Date.now() + msg.deadline_ms }, cancel).then(
+      runRelayHandler(client.handle, { service: msg.service, host: msg.host, origin: msg.origin, credentials, deadline: Date.now() + msg.deadline_ms }, cancel).then(
         () => channel.answer({ id: msg.id, status: RelayStatus.OK, results: credentials.map((c) => c.result), message: '' }),
         (e: VirError) => {
           if (!withdrawn.has(msg.id)) channel.answer({ id: msg.id, status: e.int1, results: [], message: e.message });
@@ -193,9 +193,9 @@ test.serial('the relay client\'s own deadline ends a prompt through its signal, 
     policy: { timeoutMs: 80 },
   });
   const req = () => ({ service: 'xenapi', host: 'xen1', origin: [], credentials: [credential(CredentialType.AUTHNAME, 'user')], deadline: Date.now() + 60_000 });
-  const first = client.handle(req(), new RelayCancellation());
+  const first = runRelayHandler(client.handle, req(), new RelayCancellation());
   const queuedCancel = new RelayCancellation();
-  const queued = client.handle(req(), queuedCancel);
+  const queued = runRelayHandler(client.handle, req(), queuedCancel);
   queuedCancel.cancel(relayError(RelayStatus.CANCELLED, 'withdrawn while queued'));
   t.is(((await t.throwsAsync(queued)) as VirError).int1, RelayStatus.CANCELLED);
   const e = (await t.throwsAsync(first)) as VirError;

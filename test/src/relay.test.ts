@@ -25,6 +25,7 @@ import {
   RemoteProc,
   RelayCancellation,
   RpcConnection,
+  runRelayHandler,
   VirError,
   credential,
   parseUri,
@@ -361,14 +362,14 @@ test.serial('a prompt is withdrawn when the client\'s own deadline passes, so th
     deadline: Date.now() + 60_000,
   });
   const stuck = new RecordingAuth([AUTHNAME], neverAnswer());
-  const e = await virErrorOf(createRelayClient({ auth: stuck, policy: { timeoutMs: 100 } }).handle(request(), new RelayCancellation()));
+  const e = await virErrorOf(runRelayHandler(createRelayClient({ auth: stuck, policy: { timeoutMs: 100 } }).handle, request(), new RelayCancellation()));
   t.is(e.code, ErrorCode.AUTH_UNAVAILABLE);
   t.is(e.int1, RelayStatus.TIMED_OUT);
   t.true(stuck.calls[0]!.signal!.aborted);
 
   const next = new RecordingAuth([AUTHNAME], answerWith('bob', ''));
   const req = request();
-  const shown = createRelayClient({ auth: next }).handle(req, new RelayCancellation());
+  const shown = runRelayHandler(createRelayClient({ auth: next }).handle, req, new RelayCancellation());
   const outcome = await Promise.race([shown.then(() => 'answered'), new Promise((r) => setTimeout(() => r('still queued after 2 s'), 2000))]);
   t.is(outcome, 'answered');
   t.is(req.credentials[0]!.result, 'bob');

@@ -69,8 +69,18 @@ export class RelayCancellation {
   }
 }
 
-/** Answers one relayed request: fills each credential's result or rejects with a VirError. */
-export type RelayHandler = (req: RelayedCredentialRequest, cancel: RelayCancellation) => Promise<void>;
+/**
+ * Answers one relayed request: fills each credential's result, then calls `done` once, with null
+ * or with the VirError the request ended in. A callback rather than a promise, so an answer
+ * known at once (auth.conf, a callback that answers synchronously) goes back within the turn
+ * that received the request.
+ */
+export type RelayHandler = (req: RelayedCredentialRequest, cancel: RelayCancellation, done: (error: VirError | null) => void) => void;
+
+/** Runs a relay handler as a promise: resolves when answered, rejects with the error it ended in. */
+export function runRelayHandler(handle: RelayHandler, req: RelayedCredentialRequest, cancel: RelayCancellation): Promise<void> {
+  return new Promise<void>((resolve, reject) => handle(req, cancel, (error) => (error ? reject(error) : resolve())));
+}
 
 /** What a connection that may receive relayed requests declares, and who answers them. */
 export interface RelayClientConfig {

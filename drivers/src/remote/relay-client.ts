@@ -78,16 +78,18 @@ export async function enableRelay(rpc: RpcConnection, cfg: RelayClientConfig): P
         defresult: c.defresult,
         result: null,
       }));
-      cfg.handle({ service: msg.service, host: msg.host, origin: msg.origin, credentials, deadline: Date.now() + msg.deadline_ms }, cancel).then(
-        () => {
-          inFlight.delete(msg.id);
-          if (!withdrawn.has(cancel)) answer(msg.id, RelayStatus.OK, credentials.map((c) => c.result), '');
-        },
-        (e: unknown) => {
-          inFlight.delete(msg.id);
-          if (!withdrawn.has(cancel)) answer(msg.id, relayStatusOf(e), [], relayDetail(e));
-        },
-      );
+      const done = (error: VirError | null) => {
+        if (inFlight.get(msg.id) !== cancel) return; // answered already
+        inFlight.delete(msg.id);
+        if (withdrawn.has(cancel)) return;
+        if (error) answer(msg.id, relayStatusOf(error), [], relayDetail(error));
+        else answer(msg.id, RelayStatus.OK, credentials.map((c) => c.result), '');
+      };
+      try {
+        cfg.handle({ service: msg.service, host: msg.host, origin: msg.origin, credentials, deadline: Date.now() + msg.deadline_ms }, cancel, done);
+      } catch (e) {
+        done(relayError(RelayStatus.FAILED, `the relay handler failed: ${(e as Error).message}`));
+      }
     } else if (h.proc === RelayProc.CANCEL) {
       const msg = p.relayCancelMsg.decode(body);
       const c = inFlight.get(msg.id);
