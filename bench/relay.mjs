@@ -1,6 +1,6 @@
 // Credential relay latency: what a relayed credential round trip costs compared with a plain RPC
 // round trip over the same chain of daemons, for 1, 2 and 3 hops.
-//   node bench/relay.mjs [samples-per-chain]        (default 400; needs the compiled tree)
+//   node bench/relay.mjs [samples-per-chain]        (default 800; needs the compiled tree)
 //
 // Each daemon is its own process on a unix socket (auth none: logins are not what is measured),
 // as in a deployment. The last daemon has the relay probe driver; one open of
@@ -57,7 +57,7 @@ async function main() {
   const { openAuth } = await import('../cli/dist/src/index.js');
   const { chainUri } = await import('../test/dist/src/relay-helpers.js');
   const { tempDir } = await import('../test/dist/src/peers/util.js');
-  const samples = Number(process.argv[2] && /^\d+$/.test(process.argv[2]) ? process.argv[2] : 400);
+  const samples = Number(process.argv[2] && /^\d+$/.test(process.argv[2]) ? process.argv[2] : 800);
   if (!(samples >= 10 && samples <= 900)) throw new Error(`samples per chain must be 10..900, got ${process.argv[2]}`);
 
   const dir = await tempDir('vb');
