@@ -1,6 +1,7 @@
 // The user databases: verifiers only, atomic private file, reload on change, clear corruption errors.
 
 import test from 'ava';
+import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -89,6 +90,49 @@ test('FileUserDatabase: concurrent changes in one process are all kept', async (
   const db = new FileUserDatabase({ path: freshPath(), iterations: 1024 });
   await Promise.all(['u1', 'u2', 'u3', 'u4', 'u5'].map((name) => db.setPassword(name, `${name} password`)));
   t.deepEqual(await db.list(), ['u1', 'u2', 'u3', 'u4', 'u5']);
+});
+
+test('FileUserDatabase: writers in separate processes at once all keep their change (the lock file)', async (t) => {
+  const path = freshPath();
+  const moduleUrl = new URL('../src/userdb/file-user-database.js', import.meta.url).href;
+  const names = ['p1', 'p2', 'p3', 'p4', 'p5', 'p6'];
+  const script = (name: string) =>
+    `const { FileUserDatabase } = await import(${JSON.stringify(moduleUrl)}); const db = new FileUserDatabase({ path: ${JSON.stringify(path)}, iterations: 1024 }); for (let i = 0; i < 5; i++) await db.setPassword(${JSON.stringify(name)} + i, 'pw');`;
+  const codes = await Promise.all(
+    names.map(
+      (name) =>
+        new Promise<number | null>((resolve) => {
+          const child = spawn(process.execPath, ['--input-type=module', '-e', script(name)], { stdio: ['ignore', 'ignore', 'inherit'] });
+          child.once('exit', resolve);
+        }),
+    ),
+  );
+  t.deepEqual(codes, names.map(() => 0));
+  const expected = names.flatMap((n) => [0, 1, 2, 3, 4].map((i) => `${n}${i}`)).sort();
+  t.deepEqual(await new FileUserDatabase({ path }).list(), expected);
+  t.false(readdirSync(join(path, '..')).some((f) => f.endsWith('.lock')), 'the lock file is gone');
+});
+
+test('FileUserDatabase: a lock left by a dead process is taken over; a live one makes the change wait, then fail clearly', async (t) => {
+  const path = freshPath();
+  const db = new FileUserDatabase({ path, iterations: 1024, lockWaitMs: 300 });
+  await db.setPassword('first', 'pw');
+  const dead = spawn(process.execPath, ['-e', '']);
+  await new Promise((resolve) => dead.once('exit', resolve));
+  writeFileSync(`${path}.lock`, `${dead.pid}\n`);
+  await db.setPassword('second', 'pw');
+  t.deepEqual(await db.list(), ['first', 'second']);
+
+  writeFileSync(`${path}.lock`, `${process.pid}\n`); // a writer that is alive and holds it
+  const started = Date.now();
+  const e = await t.throwsAsync(db.setPassword('third', 'pw'), { instanceOf: VirError });
+  t.is(e!.code, ErrorCode.OPERATION_TIMEOUT);
+  t.true(e!.message.includes(`${path}.lock`));
+  t.true(Date.now() - started >= 300);
+  t.deepEqual(await db.list(), ['first', 'second'], 'nothing was written without the lock');
+  rmSync(`${path}.lock`);
+  await db.setPassword('third', 'pw');
+  t.deepEqual(await db.list(), ['first', 'second', 'third']);
 });
 
 test('FileUserDatabase: corrupt files give a clear CONF_SYNTAX error naming the file, not its content', async (t) => {

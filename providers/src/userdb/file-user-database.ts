@@ -5,7 +5,7 @@
 // "iterations":4096,"storedKey":"<b64>","serverKey":"<b64>"}]}}}
 
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, rename, unlink } from 'node:fs/promises';
+import { mkdir, open, rename, stat, unlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { ErrorCode, ErrorDomain, VirError, type ScramVerifier, type UserDatabase } from '@virtauth/core';
@@ -19,6 +19,8 @@ export interface FileUserDatabaseOptions {
   path: string;
   /** PBKDF2 iterations for new verifiers (default 4096). */
   iterations?: number;
+  /** How long a change waits for another process's lock on the file, in ms (default 10 s). */
+  lockWaitMs?: number;
 }
 
 type UserTable = Map<string, ScramVerifier[]>;
@@ -31,9 +33,15 @@ interface Snapshot {
 
 const ABSENT = 'absent';
 
+/** A lock older than this is left over from a crash: a change holds it for milliseconds. */
+const LOCK_STALE_MS = 30_000;
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
 export class FileUserDatabase implements UserDatabase {
   readonly path: string;
   readonly iterations: number;
+  private readonly lockWaitMs: number;
   private snapshot: Snapshot | null = null;
   /** Serializes this process's read-modify-write cycles. */
   private writes: Promise<unknown> = Promise.resolve();
@@ -42,6 +50,7 @@ export class FileUserDatabase implements UserDatabase {
     if (!options.path) throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.AUTH, detail: 'the user database needs a file path' });
     this.path = options.path;
     this.iterations = checkIterations(options.iterations ?? DEFAULT_SCRAM_ITERATIONS);
+    this.lockWaitMs = options.lockWaitMs ?? 10_000;
   }
 
   async getVerifier(username: string, hash: string): Promise<ScramVerifier | null> {
@@ -70,16 +79,60 @@ export class FileUserDatabase implements UserDatabase {
     return this.modify((users) => users.delete(name));
   }
 
-  /** Applies `change` to the current file contents; writes only when it returns true. */
+  /**
+   * Applies `change` to the current file contents; writes only when it returns true. Changes
+   * are queued within this process and hold `FILE.lock` across processes, so two `virtauth
+   * passwd` runs at once both keep their change.
+   */
   private modify(change: (users: UserTable) => boolean): Promise<boolean> {
-    const run = this.writes.then(async () => {
-      const users = new Map(await this.load());
-      if (!change(users)) return false;
-      await this.write(users);
-      return true;
-    });
+    const run = this.writes.then(() =>
+      this.withFileLock(async () => {
+        const users = new Map(await this.load());
+        if (!change(users)) return false;
+        await this.write(users);
+        return true;
+      }),
+    );
     this.writes = run.catch(() => undefined);
     return run;
+  }
+
+  /** Runs `work` holding the lock file, created exclusively beside the database. */
+  private async withFileLock<T>(work: () => Promise<T>): Promise<T> {
+    const lockPath = `${this.path}.lock`;
+    try {
+      await mkdir(dirname(this.path), { recursive: true, mode: 0o700 });
+    } catch (e) {
+      throw this.fileError('cannot be locked', e);
+    }
+    const giveUpAt = Date.now() + this.lockWaitMs;
+    for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
+      try {
+        const handle = await open(lockPath, 'wx', 0o600);
+        try {
+          await handle.writeFile(`${process.pid}\n`, 'utf8');
+        } finally {
+          await handle.close();
+        }
+        break;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw this.fileError('cannot be locked', e);
+        if (await removeStaleLock(lockPath)) continue;
+        if (Date.now() >= giveUpAt) {
+          throw new VirError({
+            code: ErrorCode.OPERATION_TIMEOUT,
+            domain: ErrorDomain.AUTH,
+            detail: `user database ${this.path} is locked by another writer (${lockPath}) for more than ${this.lockWaitMs} ms; remove the lock file if no 'virtauth passwd' is running`,
+          });
+        }
+        await sleep(delay);
+      }
+    }
+    try {
+      return await work();
+    } finally {
+      await unlink(lockPath).catch(() => undefined);
+    }
   }
 
   private async load(): Promise<UserTable> {
@@ -210,4 +263,42 @@ export class FileUserDatabase implements UserDatabase {
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/**
+ * Removes a lock left by a writer that is gone (its process no longer exists, or the lock is far
+ * older than any change takes). Returns whether it did, so the caller tries again at once.
+ */
+async function removeStaleLock(lockPath: string): Promise<boolean> {
+  let handle: FileHandle;
+  try {
+    handle = await open(lockPath, 'r');
+  } catch {
+    return true; // released meanwhile
+  }
+  let ino: number;
+  let stale: boolean;
+  try {
+    const stats = await handle.stat();
+    ino = stats.ino;
+    const pid = Number.parseInt(await handle.readFile('utf8'), 10);
+    stale = Date.now() - stats.mtimeMs > LOCK_STALE_MS || (Number.isInteger(pid) && pid > 0 && !processExists(pid));
+  } finally {
+    await handle.close();
+  }
+  if (!stale) return false;
+  // Only the lock that was judged: another writer may have replaced it since.
+  const now = await stat(lockPath).catch(() => null);
+  if (now?.ino === ino) await unlink(lockPath).catch(() => undefined);
+  return true;
+}
+
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    // EPERM: it exists, under another user.
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
