@@ -15,7 +15,8 @@ import {
   type Procedure,
   type ProgramDefinition,
 } from '@virtauth/core';
-import { RelayChannel, type RelayAuditRecord } from '@virtauth/relay';
+import { RelayChannel } from '@virtauth/relay';
+import { auditLineWriter } from './audit-log.js';
 import type { DaemonExtension, VirtauthServer } from './server.js';
 import type { ClientSession } from './session.js';
 
@@ -35,6 +36,8 @@ export function relayExtension(settings: RelaySettings): DaemonExtension {
 
   return {
     onSession(session) {
+      // Audit records are info lines: with info off, none is even built.
+      const writeAudit = auditLineWriter(session.log.child({ event: 'relay.audit' }), 'relayed credential request');
       const channel = new RelayChannel({
         connectionId: session.connectionId,
         // A REQUEST with its origin chain and prompts is a few hundred bytes.
@@ -43,8 +46,7 @@ export function relayExtension(settings: RelaySettings): DaemonExtension {
           session.rpc.sendMessage(RELAY_PROGRAM, RELAY_PROTOCOL_VERSION, RelayProc.CANCEL, p.relayCancelMsg, { id, status, message: message.slice(0, p.RELAY_TEXT_MAX) }),
         maxTimeoutMs: settings.maxTimeoutMs,
         maxRequestsPerOpen: settings.maxRequestsPerOpen,
-        // Audit records are info lines: with info off, none is even built.
-        ...(session.log.isLevelEnabled('info') ? { audit: (record: RelayAuditRecord) => session.log.info({ event: 'relay.audit', ...record }, 'relayed credential request') } : {}),
+        ...(writeAudit ? { audit: writeAudit } : {}),
       });
       channels.set(session, channel);
       // ANSWER is a one-way message: the first answer to a waiting request is applied; a stray
