@@ -101,9 +101,9 @@ export function relayExtension(settings: RelaySettings): DaemonExtension {
             host: info.host,
             origin: [hop],
             credentials: creds,
-            ...(info.deadline !== undefined ? { deadline: info.deadline } : {}),
+            deadline: info.deadline,
             // The open's own signal is watched once per open by the channel, not per request.
-            ...(info.signal !== ctx.signal ? { signal: info.signal } : {}),
+            signal: info.signal === ctx.signal ? undefined : info.signal,
           }),
       };
       const decorated: DriverOpenContext = { ...ctx, requestCredentials: makeCredentialRequester(target.sources, relayAuth) };

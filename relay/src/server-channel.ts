@@ -65,7 +65,7 @@ export interface ChannelRequest {
   origin: OriginHop[];
   credentials: Credential[];
   /** The caller's own deadline (absolute ms), e.g. one that came from a further hop. */
-  deadline?: number;
+  deadline?: number | undefined;
   /** The driver's own signal: aborting it withdraws the request. */
   signal?: AbortSignal | undefined;
   /** A further hop's cancellation of the request this one forwards. */
@@ -166,23 +166,21 @@ export class RelayChannel {
   /** Asks the client; resolves once every credential has a result, or rejects with a VirError. */
   request(req: ChannelRequest): Promise<void> {
     const caps = this.capabilities;
-    // Built only when a message needs them: most requests are simply answered.
-    const who = () => describeRequester(req);
     if (!caps) {
       const types = req.credentials.map((c) => credentialTypeName(c.type)).join(', ');
-      return Promise.reject(relayError(RelayStatus.UNAVAILABLE, `${who()} needs ${types}, but the client cannot answer relayed credential requests (it did not enable the credential relay)`));
+      return Promise.reject(relayError(RelayStatus.UNAVAILABLE, `${describeRequester(req)} needs ${types}, but the client cannot answer relayed credential requests (it did not enable the credential relay)`));
     }
     if (this.isClosed) return Promise.reject(relayError(RelayStatus.CANCELLED, 'the client disconnected'));
     if (req.signal?.aborted) return Promise.reject(abortError(req.signal.reason));
     if (req.cancel?.cancelled) return Promise.reject(abortError(req.cancel.reason));
-    if (!this.openInProgress) return Promise.reject(relayError(RelayStatus.UNAVAILABLE, `${who()} asked for credentials outside of a connection open`));
-    if (req.origin.length > RELAY_MAX_HOPS) return Promise.reject(relayError(RelayStatus.DENIED, `the request from ${who()} travelled more than ${RELAY_MAX_HOPS} hops`));
+    if (!this.openInProgress) return Promise.reject(relayError(RelayStatus.UNAVAILABLE, `${describeRequester(req)} asked for credentials outside of a connection open`));
+    if (req.origin.length > RELAY_MAX_HOPS) return Promise.reject(relayError(RelayStatus.DENIED, `the request from ${describeRequester(req)} travelled more than ${RELAY_MAX_HOPS} hops`));
     if (!req.credentials.every((c) => caps.credTypes.includes(c.type))) {
       const unanswerable = req.credentials.filter((c) => !caps.credTypes.includes(c.type));
-      return Promise.reject(relayError(RelayStatus.UNAVAILABLE, `${who()} needs ${unanswerable.map((c) => credentialTypeName(c.type)).join(', ')}, which the client said it cannot answer`));
+      return Promise.reject(relayError(RelayStatus.UNAVAILABLE, `${describeRequester(req)} needs ${unanswerable.map((c) => credentialTypeName(c.type)).join(', ')}, which the client said it cannot answer`));
     }
     const cap = Math.min(caps.maxRequests, this.opts.maxRequestsPerOpen);
-    if (++this.requestsThisOpen > cap) return Promise.reject(relayError(RelayStatus.DENIED, `${who()} exceeded the limit of ${cap} credential requests per open`));
+    if (++this.requestsThisOpen > cap) return Promise.reject(relayError(RelayStatus.DENIED, `${describeRequester(req)} exceeded the limit of ${cap} credential requests per open`));
 
     const id = this.nextId++;
     const started = Date.now();
