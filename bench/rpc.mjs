@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { openAuth } from '../cli/dist/src/index.js';
 import { PrivateLibvirtd } from '../test/dist/src/peers/libvirtd.js';
 import { tempDir } from '../test/dist/src/peers/util.js';
+import { loopRate } from './lib/loop-rate.mjs';
 import { pythonRate as measurePython } from './lib/python-rate.mjs';
 import { spawnVirtauthd } from './lib/virtauthd-process.mjs';
 
@@ -43,40 +44,20 @@ function pythonRate(uri, mode) {
 async function ourCallRate(uri, workers) {
   const conn = await openAuth(uri, null);
   try {
-    const run = async (budgetMs) => {
-      let done = 0;
-      const deadline = performance.now() + budgetMs;
-      const loop = async () => {
-        while (performance.now() < deadline) {
-          await conn.getHostname();
-          await conn.getLibVersion();
-          done += 2;
-        }
-      };
-      const started = performance.now();
-      await Promise.all(Array.from({ length: workers }, loop));
-      return (done * 1000) / (performance.now() - started);
-    };
-    await run(Math.min(500, (secondsPerCase * 1000) / 4));
-    return await run(secondsPerCase * 1000);
+    return await loopRate(
+      async () => {
+        await conn.getHostname();
+        await conn.getLibVersion();
+      },
+      { seconds: secondsPerCase, workers, perOperation: 2 },
+    );
   } finally {
     await conn.close();
   }
 }
 
-async function ourHandshakeRate(uri) {
-  const run = async (budgetMs) => {
-    let done = 0;
-    const started = performance.now();
-    const deadline = started + budgetMs;
-    while (performance.now() < deadline) {
-      await (await openAuth(uri, null)).close();
-      done++;
-    }
-    return (done * 1000) / (performance.now() - started);
-  };
-  await run(Math.min(500, (secondsPerCase * 1000) / 4));
-  return run(secondsPerCase * 1000);
+function ourHandshakeRate(uri) {
+  return loopRate(async () => (await openAuth(uri, null)).close(), { seconds: secondsPerCase });
 }
 
 /** virtauthd as a separate process (auth none, warnings and errors only), like libvirtd. */
