@@ -22,6 +22,7 @@ import {
   type RelayHandler,
   type RelayedCredentialRequest,
 } from '@virtauth/core';
+import { performance } from 'node:perf_hooks';
 import { DeadlineClock } from './deadline-clock.js';
 
 export interface RelayPolicyRule {
@@ -82,7 +83,8 @@ interface Asked {
   readonly req: RelayedCredentialRequest;
   readonly cancel: RelayCancellation;
   readonly started: number;
-  readonly deadline: number;
+  /** When the wait ends, on the deadline clock (performance.now()). */
+  readonly due: number;
   readonly remaining: number;
   readonly done: (error: VirError | null) => void;
   /** Stops listening to the request's cancellation. */
@@ -153,8 +155,8 @@ export function createRelayClient(opts: RelayClientOptions): RelayClientConfig {
     const expired: Settlement[] = [];
     let earliest = Infinity;
     for (const asked of waiting) {
-      if (asked.deadline <= now) expired.push({ asked, error: relayError(RelayStatus.TIMED_OUT, `no answer within ${asked.remaining} ms for ${describeRequester(asked.req)}`) });
-      else if (asked.deadline < earliest) earliest = asked.deadline;
+      if (asked.due <= now) expired.push({ asked, error: relayError(RelayStatus.TIMED_OUT, `no answer within ${asked.remaining} ms for ${describeRequester(asked.req)}`) });
+      else if (asked.due < earliest) earliest = asked.due;
     }
     clock.watch(earliest);
     return expired;
@@ -216,15 +218,15 @@ export function createRelayClient(opts: RelayClientOptions): RelayClientConfig {
 
   const handle: RelayHandler = (req, cancel, done) => {
     const started = Date.now();
-    const deadline = Math.min(req.deadline, started + timeoutMs);
-    const asked: Asked = { req, cancel, started, deadline, remaining: Math.max(0, deadline - started), done, detach: noop, release: undefined };
+    const remaining = Math.max(0, Math.min(req.deadline, started + timeoutMs) - started);
+    const asked: Asked = { req, cancel, started, due: performance.now() + remaining, remaining, done, detach: noop, release: undefined };
     waiting.add(asked);
     const refusal = refuse(req);
     if (refusal) return outcomes$.next({ asked, error: refusal });
     // The connection withdrawing the request ends it at once; a queued prompt is then skipped.
     asked.detach = cancel.onCancel((reason) => outcomes$.next({ asked, error: reason }));
     if (!waiting.has(asked)) return;
-    clock.watch(deadline);
+    clock.watch(asked.due);
     asked$.next(asked);
   };
 

@@ -2,15 +2,16 @@
 // of a relayed request together; requests mostly arrive with ever later deadlines, so one timer
 // armed for the earliest of them is re-armed only when an earlier deadline comes along.
 
+import { performance } from 'node:perf_hooks';
 import { Observable, Subject, switchMap, tap } from 'rxjs';
 
-/** Emits the time once after `delayMs`; does not hold the process open (a socket always does). */
+/** Emits performance.now() once after `delayMs`; does not hold the process open (a socket does). */
 export function unrefTimer(delayMs: number): Observable<number> {
   return new Observable<number>((subscriber) => {
     // setTimeout fires at once above 2^31-1 ms; firing early only means re-arming.
     const handle = setTimeout(
       () => {
-        subscriber.next(Date.now());
+        subscriber.next(performance.now());
         subscriber.complete();
       },
       Math.min(Math.max(0, delayMs), 0x7fffffff),
@@ -23,7 +24,8 @@ export function unrefTimer(delayMs: number): Observable<number> {
 /**
  * One timer for the deadlines of many requests. `expired$` emits the current time when the
  * earliest watched deadline has passed; its subscriber ends whatever expired and watches the
- * earliest deadline left. Nothing ticks while nothing is watched.
+ * earliest deadline left. Nothing ticks while nothing is watched. Times are on performance.now()'s
+ * monotonic clock, so a jump of the wall clock neither hastens nor delays an expiry.
  */
 export class DeadlineClock {
   private armedAt = Infinity;
@@ -31,14 +33,14 @@ export class DeadlineClock {
 
   /** For one subscriber, the owner of the deadlines. */
   readonly expired$: Observable<number> = this.arm$.pipe(
-    switchMap((at) => unrefTimer(at - Date.now())),
+    switchMap((at) => unrefTimer(at - performance.now())),
     tap(() => (this.armedAt = Infinity)),
   );
 
-  /** Makes sure `expired$` fires no later than `deadline` (ms since the epoch). */
-  watch(deadline: number): void {
-    if (deadline >= this.armedAt) return;
-    this.armedAt = deadline;
-    this.arm$.next(deadline);
+  /** Makes sure `expired$` fires no later than `due` (a performance.now() time). */
+  watch(due: number): void {
+    if (due >= this.armedAt) return;
+    this.armedAt = due;
+    this.arm$.next(due);
   }
 }

@@ -21,6 +21,7 @@ import {
   type RelayCancellation,
   type relayProtocol,
 } from '@virtauth/core';
+import { performance } from 'node:perf_hooks';
 import { DeadlineClock } from './deadline-clock.js';
 
 type RequestMsg = relayProtocol.RelayRequestMsg;
@@ -78,7 +79,8 @@ const OUTCOME_NAMES = Object.fromEntries(Object.entries(RelayStatus).map(([k, v]
 interface Waiting {
   readonly req: ChannelRequest;
   readonly started: number;
-  readonly deadline: number;
+  /** When the wait ends, on the deadline clock (performance.now()). */
+  readonly due: number;
   readonly remaining: number;
   readonly resolve: () => void;
   readonly reject: (e: VirError) => void;
@@ -188,11 +190,11 @@ export class RelayChannel {
     const remaining = Math.max(0, deadline - started);
     let waiting!: Waiting;
     const answered = new Promise<void>((resolve, reject) => {
-      waiting = { req, started, deadline, remaining, resolve, reject, detach: undefined };
+      waiting = { req, started, due: performance.now() + remaining, resolve, reject, remaining, detach: undefined };
     });
     this.waiting.set(id, waiting);
     if (req.signal || req.cancel) this.listenForWithdrawal(id, waiting);
-    this.clock.watch(deadline);
+    this.clock.watch(waiting.due);
     // Last, so the packet leaves as soon as this turn ends.
     this.opts.sendRequest({
       id,
@@ -253,10 +255,10 @@ export class RelayChannel {
     const expired: Settlement[] = [];
     let earliest = Infinity;
     for (const [id, w] of this.waiting) {
-      if (w.deadline <= now) {
+      if (w.due <= now) {
         expired.push({ id, error: relayError(RelayStatus.TIMED_OUT, `no answer from the client within ${w.remaining} ms for ${describeRequester(w.req)}`) });
-      } else if (w.deadline < earliest) {
-        earliest = w.deadline;
+      } else if (w.due < earliest) {
+        earliest = w.due;
       }
     }
     this.clock.watch(earliest);
