@@ -152,14 +152,9 @@ export function createRelayClient(opts: RelayClientOptions): RelayClientConfig {
   }
 
   function expiredBy(now: number): Settlement[] {
-    const expired: Settlement[] = [];
-    let earliest = Infinity;
-    for (const asked of waiting) {
-      if (asked.due <= now) expired.push({ asked, error: relayError(RelayStatus.TIMED_OUT, `no answer within ${asked.remaining} ms for ${describeRequester(asked.req)}`) });
-      else if (asked.due < earliest) earliest = asked.due;
-    }
-    clock.watch(earliest);
-    return expired;
+    return clock
+      .takeExpired(waiting, now)
+      .map((asked) => ({ asked, error: relayError(RelayStatus.TIMED_OUT, `no answer within ${asked.remaining} ms for ${describeRequester(asked.req)}`) }));
   }
 
   // Requests as a stream: auth.conf first (when there is one), then the person, one at a time.

@@ -43,4 +43,16 @@ export class DeadlineClock {
     this.armedAt = due;
     this.arm$.next(due);
   }
+
+  /** Those of `waiting` that are due by `now`; watches the earliest of the others. */
+  takeExpired<T extends { readonly due: number }>(waiting: Iterable<T>, now: number): T[] {
+    const expired: T[] = [];
+    let earliest = Infinity;
+    for (const w of waiting) {
+      if (w.due <= now) expired.push(w);
+      else if (w.due < earliest) earliest = w.due;
+    }
+    this.watch(earliest);
+    return expired;
+  }
 }

@@ -77,6 +77,7 @@ const OUTCOME_NAMES = Object.fromEntries(Object.entries(RelayStatus).map(([k, v]
 
 /** A request waiting for its answer. */
 interface Waiting {
+  readonly id: number;
   readonly req: ChannelRequest;
   readonly started: number;
   /** When the wait ends, on the deadline clock (performance.now()). */
@@ -190,7 +191,7 @@ export class RelayChannel {
     const remaining = Math.max(0, deadline - started);
     let waiting!: Waiting;
     const answered = new Promise<void>((resolve, reject) => {
-      waiting = { req, started, due: performance.now() + remaining, resolve, reject, remaining, detach: undefined };
+      waiting = { id, req, started, due: performance.now() + remaining, resolve, reject, remaining, detach: undefined };
     });
     this.waiting.set(id, waiting);
     if (req.signal || req.cancel) this.listenForWithdrawal(id, waiting);
@@ -252,17 +253,9 @@ export class RelayChannel {
 
   /** The requests whose deadline has passed, as settlements; re-arms for the earliest left. */
   private expiredBy(now: number): Settlement[] {
-    const expired: Settlement[] = [];
-    let earliest = Infinity;
-    for (const [id, w] of this.waiting) {
-      if (w.due <= now) {
-        expired.push({ id, error: relayError(RelayStatus.TIMED_OUT, `no answer from the client within ${w.remaining} ms for ${describeRequester(w.req)}`) });
-      } else if (w.due < earliest) {
-        earliest = w.due;
-      }
-    }
-    this.clock.watch(earliest);
-    return expired;
+    return this.clock
+      .takeExpired(this.waiting.values(), now)
+      .map((w) => ({ id: w.id, error: relayError(RelayStatus.TIMED_OUT, `no answer from the client within ${w.remaining} ms for ${describeRequester(w.req)}`) }));
   }
 
   private withdrawAll(reason: unknown): void {

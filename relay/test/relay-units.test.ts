@@ -28,10 +28,9 @@ test.serial('the clock fires once for the earliest deadline, and only re-arms fo
   clock.watch(start + 5_000);
   clock.watch(start + 60); // earlier: re-arms
   clock.watch(start + 10_000); // later: changes nothing
-  await sleep(30);
-  t.is(fired.length, 0);
-  await sleep(80);
+  await sleep(110);
   t.is(fired.length, 1);
+  // Not before the earliest deadline (checked by time, not by a sleep, which load can stretch).
   // Node may fire a timer a millisecond or two early; the owner then simply re-arms.
   t.true(fired[0]! >= start + 55);
   // After firing nothing is armed: the owner watches what is left.
