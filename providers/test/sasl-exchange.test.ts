@@ -326,10 +326,11 @@ test('SCRAM-SHA-256: the client detects a forged server signature and server err
 test('SCRAM-SHA-256: nonce mismatches are detected on both sides', async (t) => {
   const mech = new ScramSha256Mechanism();
   const db = await usersWith({ alice: PASSWORD });
-  // Server nonce that does not extend the client's.
+  // Server nonce that does not extend the client's: its first character differs (the random
+  // client nonce may itself start with 'X').
   const clientSide = await t.throwsAsync(
     runExchange(mech.createClient(clientContext({ authname: 'alice', password: PASSWORD }).ctx), mech.createServer(serverContext(db)), {
-      serverToClient: (m, i) => (i === 0 ? replaceAttribute(m, 'r', (r) => `X${r.slice(1)}`) : m),
+      serverToClient: (m, i) => (i === 0 ? replaceAttribute(m, 'r', (r) => `${r[0] === 'X' ? 'Y' : 'X'}${r.slice(1)}`) : m),
     }),
   );
   assertClientAuthFailure(t, clientSide);
