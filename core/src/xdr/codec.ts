@@ -54,6 +54,18 @@ export class XdrWriter {
     this.offset += 8;
   }
 
+  float(v: number): void {
+    this.ensure(4);
+    this.view.setFloat32(this.offset, v);
+    this.offset += 4;
+  }
+
+  double(v: number): void {
+    this.ensure(8);
+    this.view.setFloat64(this.offset, v);
+    this.offset += 8;
+  }
+
   /** Raw bytes followed by zero padding to a multiple of 4. */
   bytes(src: Uint8Array): void {
     const n = src.length;
@@ -158,6 +170,20 @@ export class XdrReader {
     return v;
   }
 
+  float(): number {
+    this.need(4, 'float');
+    const v = this.view.getFloat32(this.offset);
+    this.offset += 4;
+    return v;
+  }
+
+  double(): number {
+    this.need(8, 'double');
+    const v = this.view.getFloat64(this.offset);
+    this.offset += 8;
+    return v;
+  }
+
   /** n raw bytes plus padding; returns a copy so the packet buffer can be released. */
   bytes(n: number): Buffer {
     const total = n + pad4(n);
@@ -257,6 +283,26 @@ export const bool: Codec<boolean> = {
     if (v !== 0 && v !== 1) throw new XdrError(`bool value ${v} is neither 0 nor 1`);
     return v === 1;
   },
+};
+
+/** IEEE 754 single precision (XDR `float`); NaN and infinities travel as they are. */
+export const float: Codec<number> = {
+  minSize: 4,
+  encode(w, v) {
+    if (typeof v !== 'number') throw new XdrError(`float value ${String(v)} is not a number`);
+    w.float(v);
+  },
+  decode: (r) => r.float(),
+};
+
+/** IEEE 754 double precision (XDR `double`, libvirt's typed parameter VIR_TYPED_PARAM_DOUBLE). */
+export const double: Codec<number> = {
+  minSize: 8,
+  encode(w, v) {
+    if (typeof v !== 'number') throw new XdrError(`double value ${String(v)} is not a number`);
+    w.double(v);
+  },
+  decode: (r) => r.double(),
 };
 
 /** XDR `void`: nothing on the wire. */
