@@ -21,6 +21,8 @@ export class ClientSession implements ServerAuthContext {
   /** Set while CONNECT_OPEN runs, so a second one is refused and relays know an open is pending. */
   opening: AbortController | null = null;
   driverConn: DriverConnection | null = null;
+  /** Whether the hypervisor connection was opened read-only (socket or CONNECT_OPEN flag). */
+  readOnlyOpen = false;
   /** Resources to release when the connection goes (relay channels, timers). */
   private readonly cleanups: (() => void)[] = [];
 

@@ -1,6 +1,6 @@
 // libvirt RPC packets: a length word, a 24-byte header, an XDR payload (virnetprotocol.x).
 
-import * as x from '../xdr/codec.js';
+import { messageError, type VirNetMessageError } from '../protocol/generated/virnet.js';
 import { XdrReader, XdrWriter, type Codec } from '../xdr/codec.js';
 import { VirError } from '../errors.js';
 
@@ -56,23 +56,9 @@ export function encodePacket<T>(h: Header, codec: Codec<T>, payload: T, sizeHint
   return w.finish();
 }
 
-/** `virNetMessageError` / `remote_error`. */
-const nonnullString = x.string(MESSAGE_STRING_MAX);
-const optString = x.optional(nonnullString);
-export const errorPayload = x.struct({
-  code: x.int,
-  domain: x.int,
-  message: optString,
-  level: x.int,
-  dom: x.optional(x.struct({ name: nonnullString, uuid: x.fixedOpaque(16), id: x.int })),
-  str1: optString,
-  str2: optString,
-  str3: optString,
-  int1: x.int,
-  int2: x.int,
-  net: x.optional(x.struct({ name: nonnullString, uuid: x.fixedOpaque(16) })),
-});
-export type ErrorPayload = x.Infer<typeof errorPayload>;
+/** `virNetMessageError` (the same layout as `remote_error`), generated from virnetprotocol.x. */
+export const errorPayload = messageError;
+export type ErrorPayload = VirNetMessageError;
 
 export function errorToPayload(e: VirError): ErrorPayload {
   return {
