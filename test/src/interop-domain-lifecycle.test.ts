@@ -1,0 +1,203 @@
+// Managing a domain with real virsh through virtauthd's embedded test driver (no libvirt needed on
+// the daemon's side): define, start, suspend, resume, shutdown, destroy, undefine, and the lifecycle
+// events `virsh event --all --loop` receives, each compared with the same commands run against a
+// real libvirtd's test driver. Plus the abuse cases: a read-only socket, bad XML, an unknown
+// procedure, an operation the driver lacks, and event callbacks that do not exist.
+
+import {spawn} from 'node:child_process';
+import {writeFile} from 'node:fs/promises';
+import {join} from 'node:path';
+
+import test, {type ExecutionContext} from 'ava';
+import {ErrorCode, ErrorDomain, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, RemoteProc, RpcConnection, VirError, remote, xdr} from '@virtauth/core';
+import {createDaemon, createLogger, defaultConfig, type DaemonConfig, type ListenerSpec} from '@virtauth/daemon';
+import net from 'node:net';
+import {closeSync, openSync} from 'node:fs';
+import {rm} from 'node:fs/promises';
+
+import {PrivateLibvirtd, interopTest, libvirtClientEnv, requireExecutable, runProcess, tempDir, waitFor, type ProcessResult} from './peers/index.js';
+
+const DOMAIN_XML = `<domain type='test'>
+  <name>lifecycle-vm</name>
+  <uuid>5c4b1b0e-8f0c-4f43-9d39-6a2b3c4d5e6f</uuid>
+  <memory unit='MiB'>256</memory>
+  <vcpu>2</vcpu>
+  <os>
+    <type arch='x86_64'>hvm</type>
+  </os>
+</domain>
+`;
+
+async function startVirtauthd(t: ExecutionContext): Promise<{rw: string; ro: string; dir: string}> {
+  const dir = await tempDir('vdl');
+  const config: DaemonConfig = {...defaultConfig(), unixSockDir: dir};
+  const rw = join(dir, 'virtauth-sock');
+  const ro = join(dir, 'virtauth-sock-ro');
+  const listeners: ListenerSpec[] = [
+    {kind: 'unix', path: rw, auth: config.authUnixRw, readOnly: false, perms: 0o700},
+    {kind: 'unix', path: ro, auth: config.authUnixRw, readOnly: true, perms: 0o777},
+  ];
+  const logFd = openSync(join(dir, 'virtauthd.log'), 'a');
+  const handle = await createDaemon({config, logger: createLogger(3, logFd), listeners});
+  t.teardown(async () => {
+    await handle.stop();
+    closeSync(logFd);
+    await rm(dir, {recursive: true, force: true});
+  });
+  return {rw, ro, dir};
+}
+
+const virshPath = () => requireExecutable('virsh', 'libvirt-clients');
+
+function virsh(uri: string, args: readonly string[]): Promise<ProcessResult> {
+  return runProcess(virshPath(), ['-c', uri, ...args], {env: libvirtClientEnv(), timeoutMs: 30_000});
+}
+
+/** `virsh event --all --loop` running until stopped; its output so far. */
+function watchEvents(uri: string): {output(): string; stop(): Promise<string>} {
+  const child = spawn(virshPath(), ['-c', uri, 'event', '--all', '--loop'], {env: libvirtClientEnv(), stdio: ['ignore', 'pipe', 'pipe']});
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
+  child.stderr.setEncoding('utf8').on('data', (s: string) => (out += s));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  return {
+    output: () => out,
+    stop: async () => {
+      child.kill('SIGINT');
+      await exited;
+      return out;
+    },
+  };
+}
+
+const STEPS: string[][] = [
+  ['define', 'XML'],
+  ['start', 'lifecycle-vm'],
+  ['suspend', 'lifecycle-vm'],
+  ['domstate', '--reason', 'lifecycle-vm'],
+  ['resume', 'lifecycle-vm'],
+  ['dominfo', 'lifecycle-vm'],
+  ['shutdown', 'lifecycle-vm'],
+  ['domstate', '--reason', 'lifecycle-vm'],
+  ['start', 'lifecycle-vm'],
+  ['start', 'lifecycle-vm'],
+  ['destroy', 'lifecycle-vm'],
+  ['suspend', 'lifecycle-vm'],
+  ['undefine', 'lifecycle-vm'],
+  ['list', '--all'],
+];
+const EXPECTED_EVENTS = ['Defined Added', 'Started Booted', 'Suspended Paused', 'Resumed Unpaused', 'Stopped Shutdown', 'Started Booted', 'Stopped Destroyed', 'Undefined Removed'];
+
+/** Runs the steps with an event watcher open (it also keeps libvirtd's test:///default alive). */
+async function runLifecycle(uri: string, xmlPath: string): Promise<{steps: string[]; events: string[]}> {
+  const watcher = watchEvents(uri);
+  // The watcher has registered once its callbacks exist: wait for it to be connected.
+  await waitFor(async () => (await virsh(uri, ['list', '--all'])).code === 0, 10_000, 'the daemon to answer');
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const steps: string[] = [];
+  for (const step of STEPS) {
+    const args = step.map((a) => (a === 'XML' ? xmlPath : a));
+    const r = await virsh(uri, args);
+    // CPU time depends on the clock; the rest must match.
+    steps.push(`$ ${step.join(' ')} -> ${r.code}\n${r.stdout.replace(/^CPU time:.*\n/m, '')}${r.stderr}`);
+  }
+  await waitFor(() => (watcher.output().match(/event 'lifecycle'/g) ?? []).length >= EXPECTED_EVENTS.length, 10_000, 'all lifecycle events');
+  const out = await watcher.stop();
+  const events = out.split('\n').filter((l) => l.startsWith("event '"));
+  return {steps, events};
+}
+
+interopTest('virsh manages a domain through virtauthd\'s test driver exactly as through libvirtd\'s, events included', ['root', 'libvirtd', 'virsh'], async (t) => {
+  const [ours, libvirtd] = await Promise.all([startVirtauthd(t), PrivateLibvirtd.start({auth_unix_rw: 'none'})]);
+  t.teardown(() => libvirtd.stop());
+  const xmlPath = join(ours.dir, 'domain.xml');
+  await writeFile(xmlPath, DOMAIN_XML);
+  const viaVirtauthd = await runLifecycle(`test+unix:///default?socket=${ours.rw}`, xmlPath);
+  const direct = await runLifecycle(libvirtd.uri(), xmlPath);
+  t.deepEqual(viaVirtauthd.events, EXPECTED_EVENTS.map((e) => `event 'lifecycle' for domain 'lifecycle-vm': ${e}`));
+  t.deepEqual(viaVirtauthd.steps, direct.steps);
+  t.deepEqual(viaVirtauthd.events, direct.events);
+});
+
+interopTest('writes are refused on the read-only socket and bad definitions get libvirt\'s errors', ['virsh'], async (t) => {
+  const ours = await startVirtauthd(t);
+  const roUri = `test+unix:///default?socket=${ours.ro}`;
+  const rwUri = `test+unix:///default?socket=${ours.rw}`;
+  const xmlPath = join(ours.dir, 'domain.xml');
+  await writeFile(xmlPath, DOMAIN_XML);
+  const define = await virsh(roUri, ['define', xmlPath]);
+  t.is(define.code, 1);
+  t.regex(define.stderr, /operation forbidden: read only access prevents virDomainDefineXML/);
+  const destroy = await virsh(roUri, ['destroy', 'test']);
+  t.regex(destroy.stderr, /operation forbidden: read only access prevents virDomainDestroy/);
+  t.regex((await virsh(rwUri, ['domstate', 'test'])).stdout, /running/);
+
+  const cases: [string, RegExp][] = [
+    ['<domain type="test"><name>x</name></domain>', /Memory size must be specified/],
+    ['<domain type="test"><name>x</name><memory>1024</memory></domain>', /An os <type> must be specified/],
+    ['<domain><name>x</name><memory>1</memory><os><type>hvm</type></os></domain>', /missing domain type attribute/],
+    ['<!DOCTYPE d [<!ENTITY a "aaaa">]><domain type="test"><name>&a;</name></domain>', /document type declarations are not accepted/],
+    ['<domain type="test"><name>x</name>', /XML error/],
+    ['<domain type="test"><name>x</name><memory unit="parsec">1</memory><os><type>hvm</type></os></domain>', /unknown unit 'parsec'/],
+    ['<domain type="test"><name>test</name><uuid>00000000-0000-0000-0000-000000000001</uuid><memory>1</memory><os><type>hvm</type></os></domain>', /already defined with uuid/],
+  ];
+  for (const [xml, expected] of cases) {
+    const path = join(ours.dir, 'bad.xml');
+    await writeFile(path, xml);
+    const r = await virsh(rwUri, ['define', path]);
+    t.is(r.code, 1, xml);
+    t.regex(r.stderr, expected, xml);
+  }
+  t.regex((await virsh(rwUri, ['list', '--all', '--name'])).stdout, /^test\n\n?$/);
+});
+
+function rawClient(path: string): Promise<RpcConnection> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(path, () => resolve(new RpcConnection(socket)));
+    socket.once('error', reject);
+  });
+}
+
+test('over the wire: unknown procedures, missing operations and bogus event callbacks get libvirt\'s errors', async (t) => {
+  const ours = await startVirtauthd(t);
+  const rpc = await rawClient(ours.rw);
+  t.teardown(() => rpc.close(null));
+  const call = <A, R>(proc: number, args: xdr.Codec<A>, value: A, ret: xdr.Codec<R>) => rpc.call(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, proc, args, value, ret);
+  await call(RemoteProc.AUTH_LIST, xdr.xvoid, undefined, remote.authListRet);
+  await call(RemoteProc.CONNECT_OPEN, remote.connectOpenArgs, {name: 'test:///default', flags: 0}, xdr.xvoid);
+
+  // A number past the generated table is refused as libvirtd does (the client sees NO_SUPPORT).
+  const unknown = await t.throwsAsync(call(9999, xdr.xvoid, undefined, xdr.xvoid), {instanceOf: VirError});
+  t.is(unknown?.message, 'unknown procedure: 9999');
+  // A procedure of the table the test driver lacks: libvirt's "not supported", in the API's domain.
+  const {dom} = await call(RemoteProc.DOMAIN_LOOKUP_BY_NAME, remote.domainLookupByNameArgs, {name: 'test'}, remote.domainLookupByNameRet);
+  const reboot = await t.throwsAsync(call(RemoteProc.DOMAIN_REBOOT, remote.domainRebootArgs, {dom, flags: 0}, xdr.xvoid), {instanceOf: VirError});
+  t.like(reboot, {code: ErrorCode.NO_SUPPORT, domain: ErrorDomain.DOMAIN, message: 'this function is not supported by the connection driver: virDomainReboot'});
+  // Unknown flags are refused, not ignored.
+  const flags = await t.throwsAsync(call(RemoteProc.DOMAIN_DESTROY_FLAGS, remote.domainDestroyFlagsArgs, {dom, flags: 0x80}, xdr.xvoid), {instanceOf: VirError});
+  t.is(flags?.code, ErrorCode.INVALID_ARG);
+
+  const badEvent = await t.throwsAsync(call(RemoteProc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY, remote.connectDomainEventCallbackRegisterAnyArgs, {eventID: 27, dom: null}, remote.connectDomainEventCallbackRegisterAnyRet), {instanceOf: VirError});
+  t.is(badEvent?.message, 'internal error: unsupported event ID 27');
+  const notRegistered = await t.throwsAsync(call(RemoteProc.CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY, remote.connectDomainEventCallbackDeregisterAnyArgs, {callbackID: 42}, xdr.xvoid), {instanceOf: VirError});
+  t.is(notRegistered?.message, 'domain event callback 42 not registered');
+
+  // A registered callback gets the lifecycle MESSAGE with libvirt 9.0's serial 1.
+  const received: {serial: number; callbackID: number; event: number}[] = [];
+  rpc.onProgramMessage(REMOTE_PROGRAM, (h, body) => {
+    if (h.proc !== RemoteProc.DOMAIN_EVENT_CALLBACK_LIFECYCLE) return;
+    const m = remote.domainEventCallbackLifecycleMsg.decode(body);
+    received.push({serial: h.serial, callbackID: m.callbackID, event: m.msg.event});
+  });
+  const {callbackID} = await call(RemoteProc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY, remote.connectDomainEventCallbackRegisterAnyArgs, {eventID: 0, dom}, remote.connectDomainEventCallbackRegisterAnyRet);
+  await call(RemoteProc.DOMAIN_SUSPEND, remote.domainSuspendArgs, {dom}, xdr.xvoid);
+  await call(RemoteProc.DOMAIN_RESUME, remote.domainResumeArgs, {dom}, xdr.xvoid);
+  await waitFor(() => received.length >= 2, 5000, 'two lifecycle events');
+  t.deepEqual(received, [{serial: 1, callbackID, event: 3}, {serial: 1, callbackID, event: 4}]);
+  await call(RemoteProc.CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY, remote.connectDomainEventCallbackDeregisterAnyArgs, {callbackID}, xdr.xvoid);
+  await call(RemoteProc.DOMAIN_SUSPEND, remote.domainSuspendArgs, {dom}, xdr.xvoid);
+  await call(RemoteProc.DOMAIN_RESUME, remote.domainResumeArgs, {dom}, xdr.xvoid);
+  await call(RemoteProc.CONNECT_GET_HOSTNAME, xdr.xvoid, undefined, remote.connectGetHostnameRet);
+  await new Promise((resolve) => setImmediate(resolve));
+  t.is(received.length, 2, 'nothing after deregistering');
+});
