@@ -201,3 +201,54 @@ test('over the wire: unknown procedures, missing operations and bogus event call
   await new Promise((resolve) => setImmediate(resolve));
   t.is(received.length, 2, 'nothing after deregistering');
 });
+
+const cliBin = join(new URL('../../../', import.meta.url).pathname, 'cli', 'dist', 'src', 'bin.js');
+const cli = (uri: string, args: readonly string[]) => runProcess(process.execPath, [cliBin, '-c', uri, ...args], {env: libvirtClientEnv(), timeoutMs: 30_000});
+
+test('the virtauth CLI manages a domain, with --json for scripts and virsh\'s words otherwise', async (t) => {
+  const ours = await startVirtauthd(t);
+  const uri = `test+unix:///default?socket=${ours.rw}`;
+  const xmlPath = join(ours.dir, 'domain.xml');
+  await writeFile(xmlPath, DOMAIN_XML);
+  const define = await cli(uri, ['--json', 'define', xmlPath]);
+  t.is(define.code, 0, define.stderr);
+  t.deepEqual(JSON.parse(define.stdout), {domain: {name: 'lifecycle-vm', uuid: '5c4b1b0e-8f0c-4f43-9d39-6a2b3c4d5e6f', id: -1}, action: 'defined'});
+  t.is((await cli(uri, ['start', 'lifecycle-vm'])).stdout, "Domain 'lifecycle-vm' started\n\n");
+  const again = await cli(uri, ['start', 'lifecycle-vm']);
+  t.is(again.code, 1);
+  t.regex(again.stderr, /error: Domain is already active/);
+  t.is((await cli(uri, ['suspend', 'lifecycle-vm'])).stdout, "Domain 'lifecycle-vm' suspended\n\n");
+  const list = JSON.parse((await cli(uri, ['--json', 'list', '--all'])).stdout) as {name: string; state: number}[];
+  t.deepEqual(list.map((d) => [d.name, d.state]), [['test', 1], ['lifecycle-vm', 3]]);
+  t.is((await cli(uri, ['resume', 'lifecycle-vm'])).code, 0);
+  t.is((await cli(uri, ['shutdown', 'lifecycle-vm'])).stdout, "Domain 'lifecycle-vm' is being shutdown\n\n");
+  const destroy = await cli(uri, ['destroy', 'lifecycle-vm']);
+  t.is(destroy.code, 1);
+  t.regex(destroy.stderr, /Failed to destroy domain 'lifecycle-vm'\nerror: Requested operation is not valid: domain is not running/);
+  t.is((await cli(uri, ['undefine', 'lifecycle-vm'])).stdout, "Domain 'lifecycle-vm' has been undefined\n\n");
+  const missing = await cli(uri, ['start', 'lifecycle-vm']);
+  t.is(missing.code, 1);
+  t.regex(missing.stderr, /failed to get domain 'lifecycle-vm'/);
+});
+
+test('virtauth event --loop --json prints each lifecycle event as it happens until its timeout', async (t) => {
+  const ours = await startVirtauthd(t);
+  const uri = `test+unix:///default?socket=${ours.rw}`;
+  const child = spawn(process.execPath, [cliBin, '-c', uri, '--json', 'event', '--loop', '--timeout', '20'], {env: libvirtClientEnv(), stdio: ['ignore', 'pipe', 'pipe']});
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  t.teardown(() => child.kill());
+  // Suspend and resume until the watcher (a node process still starting) has seen both.
+  await waitFor(async () => {
+    await cli(uri, ['suspend', 'test']);
+    await cli(uri, ['resume', 'test']);
+    return /"type":"Suspended"[^\n]*\n[^\n]*"type":"Resumed"/.test(out);
+  }, 60_000, 'the watcher to see events');
+  child.kill('SIGINT');
+  t.is(await exited, 0);
+  const events = out.trim().split('\n').map((l) => JSON.parse(l) as {type: string; detail: string; domain: {name: string}});
+  t.true(events.length >= 2);
+  t.true(events.every((e) => e.domain.name === 'test'));
+  t.deepEqual(events.slice(-2).map((e) => `${e.type} ${e.detail}`), ['Suspended Paused', 'Resumed Unpaused']);
+});

@@ -3,6 +3,7 @@
 
 import {
   AuthType,
+  DomainEventId,
   ErrorCode,
   ErrorDomain,
   Feature,
@@ -22,6 +23,7 @@ import {
   type ChannelBindingPolicy,
   type Codec,
   type ConnectUri,
+  type DomainLifecycleEvent,
   type DomainRef,
   type Driver,
   type DriverConnection,
@@ -201,6 +203,30 @@ export class RemoteConnection extends RemoteClient implements DriverConnection {
     return { label: remote.fromCString(r.label), enforcing: r.enforcing === 1 };
   }
   async getDomainMessages(dom: DomainRef, flags: number) { return (await this.domainGetMessages({ dom, flags })).msgs; }
+
+  /**
+   * Registers for the server's domain lifecycle events (a callback id on the server, MESSAGEs
+   * routed back by it); resolves with the function that deregisters.
+   */
+  async registerDomainLifecycle(listener: (event: DomainLifecycleEvent) => void): Promise<() => Promise<void>> {
+    if (!this.eventListeners) {
+      const listeners = new Map<number, (event: DomainLifecycleEvent) => void>();
+      this.eventListeners = listeners;
+      this.rpc.onProgramMessage(REMOTE_PROGRAM, (h, body) => {
+        if (h.proc !== RemoteProc.DOMAIN_EVENT_CALLBACK_LIFECYCLE) return;
+        const m = remote.domainEventCallbackLifecycleMsg.decode(body);
+        listeners.get(m.callbackID)?.({ dom: m.msg.dom, event: m.msg.event, detail: m.msg.detail });
+      });
+    }
+    const { callbackID } = await this.connectDomainEventCallbackRegisterAny({ eventID: DomainEventId.LIFECYCLE, dom: null });
+    this.eventListeners.set(callbackID, listener);
+    return async () => {
+      if (!this.eventListeners?.delete(callbackID)) return;
+      await this.connectDomainEventCallbackDeregisterAny({ callbackID });
+    };
+  }
+
+  private eventListeners: Map<number, (event: DomainLifecycleEvent) => void> | null = null;
 
   async close() {
     if (this.rpc.closed) return;
