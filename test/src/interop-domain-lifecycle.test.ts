@@ -10,12 +10,10 @@ import {join} from 'node:path';
 
 import test, {type ExecutionContext} from 'ava';
 import {ErrorCode, ErrorDomain, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, RemoteProc, RpcConnection, VirError, remote, xdr} from '@virtauth/core';
-import {createDaemon, createLogger, defaultConfig, type DaemonConfig, type ListenerSpec} from '@virtauth/daemon';
 import net from 'node:net';
-import {closeSync, openSync} from 'node:fs';
-import {rm} from 'node:fs/promises';
 
-import {PrivateLibvirtd, interopTest, libvirtClientEnv, requireExecutable, runProcess, tempDir, waitFor, type ProcessResult} from './peers/index.js';
+import {PrivateLibvirtd, interopTest, libvirtClientEnv, requireExecutable, runProcess, waitFor, type ProcessResult} from './peers/index.js';
+import {startVirtauthd} from './virtauthd-support.js';
 
 const DOMAIN_XML = `<domain type='test'>
   <name>lifecycle-vm</name>
@@ -28,23 +26,10 @@ const DOMAIN_XML = `<domain type='test'>
 </domain>
 `;
 
-async function startVirtauthd(t: ExecutionContext): Promise<{rw: string; ro: string; dir: string}> {
-  const dir = await tempDir('vdl');
-  const config: DaemonConfig = {...defaultConfig(), unixSockDir: dir};
-  const rw = join(dir, 'virtauth-sock');
-  const ro = join(dir, 'virtauth-sock-ro');
-  const listeners: ListenerSpec[] = [
-    {kind: 'unix', path: rw, auth: config.authUnixRw, readOnly: false, perms: 0o700},
-    {kind: 'unix', path: ro, auth: config.authUnixRw, readOnly: true, perms: 0o777},
-  ];
-  const logFd = openSync(join(dir, 'virtauthd.log'), 'a');
-  const handle = await createDaemon({config, logger: createLogger(3, logFd), listeners});
-  t.teardown(async () => {
-    await handle.stop();
-    closeSync(logFd);
-    await rm(dir, {recursive: true, force: true});
-  });
-  return {rw, ro, dir};
+/** virtauthd with its embedded test driver; `rw`/`ro` are its sockets. */
+async function startOurs(t: ExecutionContext): Promise<{rw: string; ro: string; dir: string}> {
+  const daemon = await startVirtauthd(t);
+  return {rw: daemon.rwSocket, ro: daemon.roSocket, dir: daemon.dir};
 }
 
 const virshPath = () => requireExecutable('virsh', 'libvirt-clients');
@@ -108,7 +93,7 @@ async function runLifecycle(uri: string, xmlPath: string): Promise<{steps: strin
 }
 
 interopTest('virsh manages a domain through virtauthd\'s test driver exactly as through libvirtd\'s, events included', ['root', 'libvirtd', 'virsh'], async (t) => {
-  const [ours, libvirtd] = await Promise.all([startVirtauthd(t), PrivateLibvirtd.start({auth_unix_rw: 'none'})]);
+  const [ours, libvirtd] = await Promise.all([startOurs(t), PrivateLibvirtd.start({auth_unix_rw: 'none'})]);
   t.teardown(() => libvirtd.stop());
   const xmlPath = join(ours.dir, 'domain.xml');
   await writeFile(xmlPath, DOMAIN_XML);
@@ -120,7 +105,7 @@ interopTest('virsh manages a domain through virtauthd\'s test driver exactly as 
 });
 
 interopTest('writes are refused on the read-only socket and bad definitions get libvirt\'s errors', ['virsh'], async (t) => {
-  const ours = await startVirtauthd(t);
+  const ours = await startOurs(t);
   const roUri = `test+unix:///default?socket=${ours.ro}`;
   const rwUri = `test+unix:///default?socket=${ours.rw}`;
   const xmlPath = join(ours.dir, 'domain.xml');
@@ -159,7 +144,7 @@ function rawClient(path: string): Promise<RpcConnection> {
 }
 
 test('over the wire: unknown procedures, missing operations and bogus event callbacks get libvirt\'s errors', async (t) => {
-  const ours = await startVirtauthd(t);
+  const ours = await startOurs(t);
   const rpc = await rawClient(ours.rw);
   t.teardown(() => rpc.close(null));
   const call = <A, R>(proc: number, args: xdr.Codec<A>, value: A, ret: xdr.Codec<R>) => rpc.call(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, proc, args, value, ret);
@@ -206,7 +191,7 @@ const cliBin = join(new URL('../../../', import.meta.url).pathname, 'cli', 'dist
 const cli = (uri: string, args: readonly string[]) => runProcess(process.execPath, [cliBin, '-c', uri, ...args], {env: libvirtClientEnv(), timeoutMs: 30_000});
 
 test('the virtauth CLI manages a domain, with --json for scripts and virsh\'s words otherwise', async (t) => {
-  const ours = await startVirtauthd(t);
+  const ours = await startOurs(t);
   const uri = `test+unix:///default?socket=${ours.rw}`;
   const xmlPath = join(ours.dir, 'domain.xml');
   await writeFile(xmlPath, DOMAIN_XML);
@@ -232,7 +217,7 @@ test('the virtauth CLI manages a domain, with --json for scripts and virsh\'s wo
 });
 
 test('virtauth event --loop --json prints each lifecycle event as it happens until its timeout', async (t) => {
-  const ours = await startVirtauthd(t);
+  const ours = await startOurs(t);
   const uri = `test+unix:///default?socket=${ours.rw}`;
   const child = spawn(process.execPath, [cliBin, '-c', uri, '--json', 'event', '--loop', '--timeout', '20'], {env: libvirtClientEnv(), stdio: ['ignore', 'pipe', 'pipe']});
   let out = '';

@@ -2,29 +2,16 @@
 
 import type { ConnectAuth, CredentialRequester } from '../credentials.js';
 import type { ConnectUri } from '../uri.js';
-import type { RemoteApi, RemoteNonnullDomain } from '../protocol/remote.js';
+import type { RemoteApi, RemoteDomainGetInfoRet, RemoteNodeGetInfoRet, RemoteNonnullDomain } from '../protocol/remote.js';
 import type { RelayClientConfig } from './relay.js';
 
 export type DomainRef = RemoteNonnullDomain;
 
-export interface DomainInfo {
-  state: number;
-  maxMem: bigint;
-  memory: bigint;
-  nrVirtCpu: number;
-  cpuTime: bigint;
-}
+/** DOMAIN_GET_INFO's reply (state, memory in KiB, vCPUs, CPU time in ns). */
+export type DomainInfo = RemoteDomainGetInfoRet;
 
-export interface NodeInfo {
-  model: string;
-  memory: bigint;
-  cpus: number;
-  mhz: number;
-  nodes: number;
-  sockets: number;
-  cores: number;
-  threads: number;
-}
+/** NODE_GET_INFO's reply. */
+export type NodeInfo = RemoteNodeGetInfoRet;
 
 export interface SecurityModel {
   model: string;
