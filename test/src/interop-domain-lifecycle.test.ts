@@ -14,6 +14,7 @@ import net from 'node:net';
 
 import {PrivateLibvirtd, interopTest, libvirtClientEnv, requireExecutable, runProcess, waitFor, type ProcessResult} from './peers/index.js';
 import {startVirtauthd} from './virtauthd-support.js';
+import {openAuth} from 'virtauth';
 
 const DOMAIN_XML = `<domain type='test'>
   <name>lifecycle-vm</name>
@@ -236,4 +237,29 @@ test('virtauth event --loop --json prints each lifecycle event as it happens unt
   t.true(events.length >= 2);
   t.true(events.every((e) => e.domain.name === 'test'));
   t.deepEqual(events.slice(-2).map((e) => `${e.type} ${e.detail}`), ['Suspended Paused', 'Resumed Unpaused']);
+});
+
+test('the typed client surface through virtauthd: 64 generated calls in flight, each answered with its own reply', async (t) => {
+  const ours = await startOurs(t);
+  const conn = await openAuth(`test+unix:///default?socket=${ours.rw}`, null);
+  t.teardown(() => conn.close());
+  const {dom} = await conn.domainLookupByName!({name: 'test'});
+  const calls = Array.from({length: 64}, (_, i) => {
+    switch (i % 4) {
+      case 0:
+        return conn.connectGetHostname!().then((r) => ['hostname', r.hostname]);
+      case 1:
+        return conn.domainGetInfo!({dom}).then((r) => ['info', r.nrVirtCpu]);
+      case 2:
+        return conn.domainLookupByUuid!({uuid: dom.uuid}).then((r) => ['lookup', r.dom.name]);
+      default:
+        return conn.domainGetState!({dom, flags: 0}).then((r) => ['state', r.state]);
+    }
+  });
+  const answers: [string, unknown][] = (await Promise.all(calls)) as [string, unknown][];
+  const expected = {hostname: await conn.getHostname(), info: 2, lookup: 'test', state: 1} as Record<string, unknown>;
+  for (const [kind, value] of answers) t.is(value, expected[kind], kind);
+  // An operation the test driver lacks is libvirt's NO_SUPPORT through the typed surface too.
+  const reboot = await t.throwsAsync(conn.domainReboot!({dom, flags: 0}), {instanceOf: VirError});
+  t.is(reboot?.code, ErrorCode.NO_SUPPORT);
 });
