@@ -62,13 +62,18 @@ const STEPS: string[][] = [
   ['suspend', 'lifecycle-vm'],
   ['domstate', '--reason', 'lifecycle-vm'],
   ['resume', 'lifecycle-vm'],
+  ['autostart', 'lifecycle-vm'],
   ['dominfo', 'lifecycle-vm'],
+  ['autostart', '--disable', 'lifecycle-vm'],
+  ['reboot', 'lifecycle-vm'],
+  ['domstate', '--reason', 'lifecycle-vm'],
   ['shutdown', 'lifecycle-vm'],
   ['domstate', '--reason', 'lifecycle-vm'],
   ['start', 'lifecycle-vm'],
   ['start', 'lifecycle-vm'],
   ['destroy', 'lifecycle-vm'],
   ['suspend', 'lifecycle-vm'],
+  ['reboot', 'lifecycle-vm'],
   ['undefine', 'lifecycle-vm'],
   ['list', '--all'],
 ];
@@ -93,7 +98,7 @@ async function runLifecycle(uri: string, xmlPath: string): Promise<{steps: strin
   return {steps, events};
 }
 
-interopTest('virsh manages a domain through virtauthd\'s test driver exactly as through libvirtd\'s, events included', ['root', 'libvirtd', 'virsh'], async (t) => {
+interopTest('virsh manages a domain (define, start, suspend, resume, autostart, reboot, shutdown, destroy, undefine) through virtauthd\'s test driver exactly as through libvirtd\'s, events included', ['root', 'libvirtd', 'virsh'], async (t) => {
   const [ours, libvirtd] = await Promise.all([startOurs(t), PrivateLibvirtd.start({auth_unix_rw: 'none'})]);
   t.teardown(() => libvirtd.stop());
   const xmlPath = join(ours.dir, 'domain.xml');
@@ -157,8 +162,8 @@ test('over the wire: unknown procedures, missing operations and bogus event call
   t.is(unknown?.message, 'unknown procedure: 9999');
   // A procedure of the table the test driver lacks: libvirt's "not supported", in the API's domain.
   const {dom} = await call(RemoteProc.DOMAIN_LOOKUP_BY_NAME, remote.domainLookupByNameArgs, {name: 'test'}, remote.domainLookupByNameRet);
-  const reboot = await t.throwsAsync(call(RemoteProc.DOMAIN_REBOOT, remote.domainRebootArgs, {dom, flags: 0}, xdr.xvoid), {instanceOf: VirError});
-  t.like(reboot, {code: ErrorCode.NO_SUPPORT, domain: ErrorDomain.DOMAIN, message: 'this function is not supported by the connection driver: virDomainReboot'});
+  const nmi = await t.throwsAsync(call(RemoteProc.DOMAIN_INJECT_NMI, remote.domainInjectNmiArgs, {dom, flags: 0}, xdr.xvoid), {instanceOf: VirError});
+  t.like(nmi, {code: ErrorCode.NO_SUPPORT, domain: ErrorDomain.DOMAIN, message: 'this function is not supported by the connection driver: virDomainInjectNMI'});
   // Unknown flags are refused, not ignored.
   const flags = await t.throwsAsync(call(RemoteProc.DOMAIN_DESTROY_FLAGS, remote.domainDestroyFlagsArgs, {dom, flags: 0x80}, xdr.xvoid), {instanceOf: VirError});
   t.is(flags?.code, ErrorCode.INVALID_ARG);
@@ -260,6 +265,6 @@ test('the typed client surface through virtauthd: 64 generated calls in flight, 
   const expected = {hostname: await conn.getHostname(), info: 2, lookup: 'test', state: 1} as Record<string, unknown>;
   for (const [kind, value] of answers) t.is(value, expected[kind], kind);
   // An operation the test driver lacks is libvirt's NO_SUPPORT through the typed surface too.
-  const reboot = await t.throwsAsync(conn.domainReboot!({dom, flags: 0}), {instanceOf: VirError});
-  t.is(reboot?.code, ErrorCode.NO_SUPPORT);
+  const nmi = await t.throwsAsync(conn.domainInjectNmi!({dom, flags: 0}), {instanceOf: VirError});
+  t.is(nmi?.code, ErrorCode.NO_SUPPORT);
 });

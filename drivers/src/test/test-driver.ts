@@ -44,6 +44,7 @@ export interface TestDomain {
   reason?: number;
   /** Whether the definition has the built-in default devices (the default domain does). */
   defaultDevices?: boolean;
+  autostart?: boolean;
 }
 
 const DEFAULT_DOMAINS: readonly TestDomain[] = [
@@ -71,6 +72,8 @@ const Reason = { RUNNING_BOOTED: 1, RUNNING_UNPAUSED: 3, PAUSED_USER: 1, SHUTOFF
 const DESTROY_GRACEFUL = 1;
 /** virDomainUndefineFlags the test driver takes: MANAGED_SAVE, SNAPSHOTS_METADATA, NVRAM, KEEP_NVRAM, CHECKPOINTS_METADATA, TPM, KEEP_TPM. */
 const UNDEFINE_FLAGS = 1 | 2 | 4 | 8 | 16 | 32 | 64;
+/** virDomainRebootFlagValues the test driver takes (ACPI, agent, initctl, signal, paravirt). */
+const REBOOT_FLAGS = 1 | 2 | 4 | 8 | 16;
 /** virDomainDefineFlags: VALIDATE. */
 const DEFINE_VALIDATE = 1;
 
@@ -344,6 +347,21 @@ class TestConnection implements DriverConnection {
     this.stop(d, Reason.SHUTOFF_DESTROYED, Detail.STOPPED_DESTROYED);
   }
 
+  async domainReboot({ dom, flags }: remote.RemoteDomainRebootArgs): Promise<void> {
+    this.check();
+    checkFlags(flags, REBOOT_FLAGS, 'virDomainReboot');
+    const d = this.find(dom);
+    if (d.id < 0) throw notRunning();
+    // on_reboot is restart: the guest comes straight back, with no lifecycle event.
+    d.state = DomainState.RUNNING;
+    d.reason = Reason.RUNNING_BOOTED;
+  }
+
+  async domainSetAutostart({ dom, autostart }: remote.RemoteDomainSetAutostartArgs): Promise<void> {
+    this.check();
+    this.find(dom).autostart = autostart !== 0;
+  }
+
   async domainSnapshotNum({ dom }: remote.RemoteDomainSnapshotNumArgs): Promise<remote.RemoteDomainSnapshotNumRet> {
     this.check();
     this.find(dom);
@@ -370,7 +388,7 @@ class TestConnection implements DriverConnection {
   }
 
   async getDomainOsType(dom: DomainRef) { this.check(); this.find(dom); return 'linux'; }
-  async getDomainAutostart(dom: DomainRef) { this.check(); this.find(dom); return false; }
+  async getDomainAutostart(dom: DomainRef) { this.check(); return this.find(dom).autostart === true; }
   async isDomainPersistent(dom: DomainRef) { this.check(); return this.find(dom).persistent; }
   async hasManagedSaveImage(dom: DomainRef) { this.check(); this.find(dom); return false; }
   async getSecurityModel() { this.check(); return { model: 'testSecurity', doi: '' }; }
