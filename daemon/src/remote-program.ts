@@ -279,15 +279,18 @@ function dropEventCallbacks(s: ClientSession): void {
 
 /**
  * Serves a procedure from the generated table: refused on a read-only connection when libvirt's
- * API refuses it there, then the driver's method of the procedure's name, then the handler above
- * for the procedures it covers (drivers with only the named convenience methods), then libvirt's
- * "not supported" error naming the API.
+ * API refuses it there, and when it opens a stream; then the driver's method of the procedure's
+ * name, then the handler above for the procedures it covers (drivers with only the named
+ * convenience methods), then libvirt's "not supported" error naming the API.
  */
 function dispatchToDriver(info: ProcedureInfo, named: Procedure<any, any, ClientSession> | undefined): Handler<unknown, unknown> {
   if (named && (named.needsAuth === false || isConnectionLevel(info.number))) return named.handle;
   return (s, args) => {
     const conn = s.conn();
     if (info.readOnlyDenied && s.readOnlyOpen) throw readOnlyDenied(info);
+    // A driver method answers a call, but cannot carry the STREAM packets that follow one
+    // (console, screenshot, volume upload/download): refused rather than left hanging.
+    if (info.stream) throw unsupportedOperation(info);
     const method = (conn as unknown as Record<string, unknown>)[info.method];
     if (typeof method === 'function') return (method as (a: unknown) => Promise<unknown>).call(conn, args);
     if (named) return named.handle(s, args);

@@ -164,6 +164,9 @@ test('over the wire: unknown procedures, missing operations and bogus event call
   const {dom} = await call(RemoteProc.DOMAIN_LOOKUP_BY_NAME, remote.domainLookupByNameArgs, {name: 'test'}, remote.domainLookupByNameRet);
   const nmi = await t.throwsAsync(call(RemoteProc.DOMAIN_INJECT_NMI, remote.domainInjectNmiArgs, {dom, flags: 0}, xdr.xvoid), {instanceOf: VirError});
   t.like(nmi, {code: ErrorCode.NO_SUPPORT, domain: ErrorDomain.DOMAIN, message: 'this function is not supported by the connection driver: virDomainInjectNMI'});
+  // A procedure that opens a stream is refused: no driver method can carry its STREAM packets.
+  const screenshot = await t.throwsAsync(call(RemoteProc.DOMAIN_SCREENSHOT, remote.domainScreenshotArgs, {dom, screen: 0, flags: 0}, remote.domainScreenshotRet), {instanceOf: VirError});
+  t.like(screenshot, {code: ErrorCode.NO_SUPPORT, message: 'this function is not supported by the connection driver: virDomainScreenshot'});
   // Unknown flags are refused, not ignored.
   const flags = await t.throwsAsync(call(RemoteProc.DOMAIN_DESTROY_FLAGS, remote.domainDestroyFlagsArgs, {dom, flags: 0x80}, xdr.xvoid), {instanceOf: VirError});
   t.is(flags?.code, ErrorCode.INVALID_ARG);
