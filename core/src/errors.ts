@@ -64,7 +64,7 @@ export const ErrorDomain = {
   CONF: 9,
   QEMU: 10,
   REMOTE: 13,
-  TEST: 14,
+  TEST: 12,
   RPC: 7,
   DOMAIN: 20,
   XENAPI: 32,

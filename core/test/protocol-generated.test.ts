@@ -13,6 +13,8 @@ import * as remote from '../src/protocol/generated/remote.js';
 import * as admin from '../src/protocol/generated/admin.js';
 import * as virnet from '../src/protocol/generated/virnet.js';
 import { aclObject, applicableAclRules, indexProcedures, unsupportedOperation } from '../src/protocol/procedures.js';
+import { DOMAIN_EVENT_ID_LAST, DomainEventId, DomainEventType, DomainState, DomainXmlFlag, ListDomainsFlag } from '../src/protocol/remote.js';
+import { ErrorCode, ErrorDomain } from '../src/errors.js';
 
 const repositoryRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const generatorUrl = pathToFileURL(join(repositoryRoot, 'scripts', 'protocol-gen', 'generate.mjs')).href;
@@ -312,5 +314,31 @@ for (const c of cases) {
       { numRuns: 400 },
     );
     t.pass();
+  });
+}
+
+// The constants core writes by hand (they live in libvirt's C headers, not in the .x files) must
+// equal the headers' values.
+if (sourceDir || inCi) {
+  test('hand-written libvirt constants equal the values in libvirt\'s public headers', async (t) => {
+    if (!sourceDir) {
+      t.fail('libvirt\'s source is missing (CI=true): run scripts/fetch-libvirt-protocol.sh');
+      return;
+    }
+    const { readHeaderConstants } = await import(pathToFileURL(join(repositoryRoot, 'scripts', 'protocol-gen', 'c-constants.mjs')).href);
+    const lookup: (name: string) => number | undefined = readHeaderConstants(join(sourceDir, 'include', 'libvirt'));
+    const groups: [string, Record<string, number>][] = [
+      ['VIR_ERR_', ErrorCode],
+      ['VIR_FROM_', ErrorDomain],
+      ['VIR_DOMAIN_', DomainState],
+      ['VIR_CONNECT_LIST_DOMAINS_', ListDomainsFlag],
+      ['VIR_DOMAIN_XML_', DomainXmlFlag],
+      ['VIR_DOMAIN_EVENT_ID_', DomainEventId],
+      ['VIR_DOMAIN_EVENT_', DomainEventType],
+    ];
+    for (const [prefix, values] of groups) {
+      for (const [name, value] of Object.entries(values)) t.is<number | undefined, number | undefined>(value, lookup(prefix + name), prefix + name);
+    }
+    t.is<number | undefined, number | undefined>(DOMAIN_EVENT_ID_LAST, lookup("VIR_DOMAIN_EVENT_ID_LAST"));
   });
 }

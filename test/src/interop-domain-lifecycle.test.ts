@@ -12,7 +12,7 @@ import test, {type ExecutionContext} from 'ava';
 import {ErrorCode, ErrorDomain, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, RemoteProc, RpcConnection, VirError, remote, xdr} from '@virtauth/core';
 import net from 'node:net';
 
-import {PrivateLibvirtd, interopTest, libvirtClientEnv, requireExecutable, runProcess, waitFor, type ProcessResult} from './peers/index.js';
+import {PrivateLibvirtd, interopTest, libvirtClientEnv, requireExecutable, runProcess, runPython, waitFor, type ProcessResult} from './peers/index.js';
 import {startVirtauthd} from './virtauthd-support.js';
 import {openAuth} from 'virtauth';
 
@@ -270,4 +270,50 @@ test('the typed client surface through virtauthd: 64 generated calls in flight, 
   // An operation the test driver lacks is libvirt's NO_SUPPORT through the typed surface too.
   const nmi = await t.throwsAsync(conn.domainInjectNmi!({dom, flags: 0}), {instanceOf: VirError});
   t.is(nmi?.code, ErrorCode.NO_SUPPORT);
+});
+
+/** python3-libvirt: define, start, suspend, resume, destroy, undefine with a lifecycle callback registered. */
+const PYTHON_LIFECYCLE = String.raw`
+import json, os, sys, threading, time, libvirt
+uri, xml = os.environ['LIFECYCLE_URI'], sys.stdin.read()
+libvirt.virEventRegisterDefaultImpl()
+events = []
+def loop():
+    while True:
+        libvirt.virEventRunDefaultImpl()
+threading.Thread(target=loop, daemon=True).start()
+conn = libvirt.open(uri)
+def on_event(conn, dom, event, detail, opaque):
+    events.append([dom.name(), event, detail])
+cb = conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, on_event, None)
+states = []
+dom = conn.defineXML(xml)
+for step in ['create', 'suspend', 'resume', 'destroy']:
+    getattr(dom, step)()
+    states.append([step, dom.state(), dom.isActive(), dom.ID()])
+errors = []
+try:
+    dom.resume()
+except libvirt.libvirtError as e:
+    errors.append([e.get_error_code(), e.get_error_domain(), e.get_error_message()])
+dom.undefine()
+deadline = time.time() + 10
+while len(events) < 6 and time.time() < deadline:
+    time.sleep(0.05)
+conn.domainEventDeregisterAny(cb)
+conn.close()
+print(json.dumps({'states': states, 'errors': errors, 'events': events}))
+`;
+
+interopTest('python3-libvirt manages a domain and receives its lifecycle events through virtauthd as through libvirtd', ['root', 'libvirtd', 'python3-libvirt'], async (t) => {
+  const [ours, libvirtd] = await Promise.all([startOurs(t), PrivateLibvirtd.start({auth_unix_rw: 'none'})]);
+  t.teardown(() => libvirtd.stop());
+  const run = async (uri: string) => {
+    const r = await runPython(PYTHON_LIFECYCLE, {input: DOMAIN_XML, env: {LIFECYCLE_URI: uri}});
+    t.is(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout) as {states: unknown[]; errors: unknown[]; events: unknown[]};
+  };
+  const [viaVirtauthd, direct] = [await run(`test+unix:///default?socket=${ours.rw}`), await run(libvirtd.uri())];
+  t.is(viaVirtauthd.events.length, 6);
+  t.deepEqual(viaVirtauthd, direct);
 });

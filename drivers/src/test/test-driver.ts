@@ -67,7 +67,7 @@ const DEFAULT_DOMAINS: readonly TestDomain[] = [
 /** Event details (virDomainEvent*DetailType) the test hypervisor reports. */
 const Detail = { DEFINED_ADDED: 0, DEFINED_UPDATED: 1, UNDEFINED_REMOVED: 0, STARTED_BOOTED: 0, SUSPENDED_PAUSED: 0, RESUMED_UNPAUSED: 0, STOPPED_SHUTDOWN: 0, STOPPED_DESTROYED: 1 } as const;
 /** State reasons (virDomainRunningReason etc.). */
-const Reason = { RUNNING_BOOTED: 1, RUNNING_UNPAUSED: 3, PAUSED_USER: 1, SHUTOFF_SHUTDOWN: 1, SHUTOFF_DESTROYED: 2 } as const;
+const Reason = { RUNNING_BOOTED: 1, RUNNING_UNPAUSED: 5, PAUSED_USER: 1, SHUTOFF_SHUTDOWN: 1, SHUTOFF_DESTROYED: 2 } as const;
 /** virDomainDestroyFlags: GRACEFUL, the only flag libvirt's test driver takes. */
 const DESTROY_GRACEFUL = 1;
 /** virDomainUndefineFlags the test driver takes: MANAGED_SAVE, SNAPSHOTS_METADATA, NVRAM, KEEP_NVRAM, CHECKPOINTS_METADATA, TPM, KEEP_TPM. */
