@@ -458,24 +458,38 @@ type Fields = Record<string, Codec<any>>;
 export type StructOf<F extends Fields> = { [K in keyof F]: Infer<F[K]> };
 
 /**
- * A struct: fields in declaration order. The encoder and decoder are generated once per struct
- * so each field access is a fixed property, and decoded objects share one hidden class.
+ * A struct: fields in declaration order. The encoder and decoder are generated per struct so each
+ * field access is a fixed property, and decoded objects share one hidden class. They are compiled
+ * on first use: a protocol declares hundreds of structs, and a process uses few of them.
  */
 export function struct<F extends Fields>(fields: F): Codec<StructOf<F>> {
   const entries = Object.entries(fields) as [string, Codec<unknown>][];
   const codecs = entries.map(([, c]) => c);
-  const key = (name: string) => JSON.stringify(name);
-  const enc = entries
-    .map(([name], i) => `x = v[${key(name)}]; if (x === undefined) missing(${key(name)}); c[${i}].encode(w, x);`)
-    .join('\n');
-  const dec = `return { ${entries.map(([name], i) => `${key(name)}: c[${i}].decode(r)`).join(', ')} };`;
-  const missing = (name: string): never => {
-    throw new XdrError(`struct field '${name}' is missing`);
+  const codec: Codec<StructOf<F>> = {
+    minSize: codecs.reduce((sum, c) => sum + c.minSize, 0),
+    encode(w, v) {
+      compile();
+      codec.encode(w, v);
+    },
+    decode(r) {
+      compile();
+      return codec.decode(r);
+    },
   };
-  // Field names come from our own declarations, never from input.
-  const encode = new Function('c', 'missing', `return function encodeStruct(w, v) { let x;\n${enc}\n};`)(codecs, missing) as Codec<StructOf<F>>['encode'];
-  const decode = new Function('c', `return function decodeStruct(r) { ${dec} };`)(codecs) as Codec<StructOf<F>>['decode'];
-  return { minSize: codecs.reduce((sum, c) => sum + c.minSize, 0), encode, decode };
+  const compile = (): void => {
+    const key = (name: string) => JSON.stringify(name);
+    const enc = entries
+      .map(([name], i) => `x = v[${key(name)}]; if (x === undefined) missing(${key(name)}); c[${i}].encode(w, x);`)
+      .join('\n');
+    const dec = `return { ${entries.map(([name], i) => `${key(name)}: c[${i}].decode(r)`).join(', ')} };`;
+    const missing = (name: string): never => {
+      throw new XdrError(`struct field '${name}' is missing`);
+    };
+    // Field names come from our own declarations, never from input.
+    (codec as { encode: Codec<StructOf<F>>['encode'] }).encode = new Function('c', 'missing', `return function encodeStruct(w, v) { let x;\n${enc}\n};`)(codecs, missing);
+    (codec as { decode: Codec<StructOf<F>>['decode'] }).decode = new Function('c', `return function decodeStruct(r) { ${dec} };`)(codecs);
+  };
+  return codec;
 }
 
 type Arms = Record<number, Codec<any>>;
