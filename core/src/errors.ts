@@ -46,13 +46,17 @@ export const ErrorCode = {
   NO_DOMAIN: 42,
   AUTH_FAILED: 45,
   OPERATION_INVALID: 55,
+  OPERATION_ABORTED: 78,
   AUTH_CANCELLED: 79,
+  ARGUMENT_UNSUPPORTED: 74,
   CONFIG_UNSUPPORTED: 67,
   OPERATION_TIMEOUT: 68,
   OPERATION_UNSUPPORTED: 84,
   ACCESS_DENIED: 88,
   DBUS_SERVICE: 89,
   AUTH_UNAVAILABLE: 94,
+  NO_SERVER: 95,
+  NO_CLIENT: 96,
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -72,6 +76,7 @@ export const ErrorDomain = {
   DBUS: 47,
   ACCESS: 55,
   POLKIT: 60,
+  ADMIN: 62,
 } as const;
 export type ErrorDomain = (typeof ErrorDomain)[keyof typeof ErrorDomain];
 
@@ -103,6 +108,10 @@ const TEMPLATES: Partial<Record<number, string>> = {
   [ErrorCode.DBUS_SERVICE]: 'error from service: %s',
   [ErrorCode.AUTH_UNAVAILABLE]: 'authentication unavailable: %s',
   [ErrorCode.XEN_CALL]: 'failed Xen syscall %s',
+  [ErrorCode.ARGUMENT_UNSUPPORTED]: 'argument unsupported: %s',
+  [ErrorCode.OPERATION_ABORTED]: 'operation aborted: %s',
+  [ErrorCode.NO_SERVER]: 'Server not found: %s',
+  [ErrorCode.NO_CLIENT]: 'Client not found: %s',
 };
 
 export function errorTemplate(code: number): string {

@@ -9,6 +9,8 @@ export interface DaemonConfig {
   unixSockGroup: string | null;
   unixSockRwPerms: number;
   unixSockRoPerms: number;
+  /** Mode of virtauth-admin-sock; its permissions are the admin interface's only access control. */
+  unixSockAdminPerms: number;
   authUnixRw: AuthType;
   authUnixRo: AuthType;
   listenTcp: boolean;
@@ -51,6 +53,7 @@ export function defaultConfig(): DaemonConfig {
     unixSockGroup: null,
     unixSockRwPerms: 0o700,
     unixSockRoPerms: 0o777,
+    unixSockAdminPerms: 0o700,
     authUnixRw: AuthType.NONE,
     authUnixRo: AuthType.NONE,
     listenTcp: false,
@@ -116,6 +119,7 @@ export function buildConfig(settings: Map<string, ConfValue>, file = 'config'): 
       case 'unix_sock_group': cfg.unixSockGroup = str(key, v); break;
       case 'unix_sock_rw_perms': cfg.unixSockRwPerms = perms(key, v); break;
       case 'unix_sock_ro_perms': cfg.unixSockRoPerms = perms(key, v); break;
+      case 'unix_sock_admin_perms': cfg.unixSockAdminPerms = perms(key, v); break;
       case 'auth_unix_rw': cfg.authUnixRw = auth(key, v); break;
       case 'auth_unix_ro': cfg.authUnixRo = auth(key, v); break;
       case 'listen_tcp': cfg.listenTcp = int(key, v, 0, 1) === 1; break;

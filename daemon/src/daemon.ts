@@ -1,5 +1,6 @@
 // Assembles virtauthd: a container with the shipped plugins, the server, its listeners.
 
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
 import { CREDENTIAL_SOURCE } from '@virtauth/core';
@@ -8,7 +9,9 @@ import { getPeerCredentials } from '@virtauth/peercred';
 import { relayExtension } from './relay-extension.js';
 import { registerDefaultDrivers } from '@virtauth/drivers';
 import type { DaemonConfig } from './config.js';
-import { createLogger } from './logger.js';
+import { createLogger, logControlOf } from './logger.js';
+import { AdminService, adminExtension } from './admin/service.js';
+import { levelOnlyLogControl } from './log-control.js';
 import { VirtauthServer, type DaemonExtension, type ListenerInfo, type ListenerSpec, type ServerOptions } from './server.js';
 
 export interface CreateDaemonOptions {
@@ -20,10 +23,16 @@ export interface CreateDaemonOptions {
   extensions?: DaemonExtension[];
   /** How unix-socket clients' pid/uid/gid are read; default SO_PEERCRED through @virtauth/peercred. */
   peerCredentials?: ServerOptions['peerCredentials'];
+  /** Serve the admin program on virtauth-admin-sock in unix_sock_dir (default true). */
+  admin?: boolean;
+  /** Called when the daemon timeout an administrator set passes with no client (default: stop). */
+  onIdleTimeout?: () => void;
 }
 
 export interface DaemonHandle {
   server: VirtauthServer;
+  /** The admin endpoint, unless disabled. */
+  admin: AdminService | null;
   listeners: ListenerInfo[];
   container: DependencyContainer;
   stop(): Promise<void>;
@@ -58,12 +67,13 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
     maxRequestsPerOpen: opts.config.relayMaxRequestsPerOpen,
   });
   const logger = opts.logger ?? createLogger(opts.config.logLevel);
+  const admin = opts.admin === false ? null : adminExtension();
   const server = new VirtauthServer({
     config: opts.config,
     container,
     logger,
     ...(opts.listeners ? { listeners: opts.listeners } : {}),
-    extensions: [relay, ...(opts.extensions ?? [])],
+    extensions: [relay, ...(admin ? [admin] : []), ...(opts.extensions ?? [])],
     // Registered sources, then the daemon's own auth.conf (LIBVIRT_AUTH_FILE, ~/.config/libvirt,
     // /etc/libvirt), read afresh for each open so edits apply without a restart.
     credentialSources: async () => {
@@ -74,5 +84,29 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
     peerCredentials: opts.peerCredentials ?? getPeerCredentials,
   });
   const listeners = await server.start();
-  return { server, listeners, container, stop: () => server.stop() };
+  let adminService: AdminService | null = null;
+  const stop = async () => {
+    await adminService?.stop();
+    await server.stop();
+  };
+  if (admin) {
+    adminService = new AdminService({
+      server,
+      path: join(opts.config.unixSockDir, 'virtauth-admin-sock'),
+      perms: opts.config.unixSockAdminPerms,
+      logger,
+      logs: logControlOf(logger) ?? levelOnlyLogControl(logger),
+      extension: admin,
+      relayActive: (session) => relay.relayEnabled(session),
+      peerCredentials: opts.peerCredentials ?? getPeerCredentials,
+      onIdleTimeout: opts.onIdleTimeout ?? (() => void stop()),
+    });
+    try {
+      await adminService.start();
+    } catch (e) {
+      await server.stop();
+      throw e;
+    }
+  }
+  return { server, admin: adminService, listeners, container, stop };
 }

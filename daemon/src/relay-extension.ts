@@ -29,12 +29,19 @@ export interface RelaySettings {
 /** Why waits end when a client goes: one error for all, not a stack trace per connection. */
 const CLIENT_DISCONNECTED = new VirError({ code: ErrorCode.AUTH_CANCELLED, domain: ErrorDomain.AUTH, detail: 'client disconnected' });
 
-export function relayExtension(settings: RelaySettings): DaemonExtension {
+export interface RelayExtension extends DaemonExtension {
+  /** Whether the client enabled the credential relay on its connection. */
+  relayEnabled(session: ClientSession): boolean;
+}
+
+export function relayExtension(settings: RelaySettings): RelayExtension {
   const channels = new WeakMap<ClientSession, RelayChannel>();
   const channelOf = (s: ClientSession): RelayChannel => channels.get(s)!;
   let processName = '';
 
   return {
+    relayEnabled: (session) => channels.get(session)?.clientCapabilities != null,
+
     onSession(session) {
       // Audit records are info lines: with info off, none is even built.
       const writeAudit = auditLineWriter(session.log.child({ event: 'relay.audit' }), 'relayed credential request');
@@ -66,7 +73,7 @@ export function relayExtension(settings: RelaySettings): DaemonExtension {
           session.log.warn({ event: 'relay.answer.rejected', id: args.id, reason: (e as Error).message }, 'relay answer rejected');
         }
       });
-      session.onClose(() => channel.close(CLIENT_DISCONNECTED));
+      session.onClose(() => channel.close(session.closeReason ?? CLIENT_DISCONNECTED));
     },
 
     programs(server: VirtauthServer): ProgramDefinition<ClientSession>[] {

@@ -92,14 +92,23 @@ export function listenersFromConfig(cfg: DaemonConfig): ListenerSpec[] {
   return out;
 }
 
+/** The admission limits an administrator can change while the daemon runs (virt-admin srv-clients-set). */
+export interface ClientLimits {
+  maxClients: number;
+  maxAnonymousClients: number;
+}
+
 export class VirtauthServer {
   readonly config: DaemonConfig;
   readonly container: DependencyContainer;
   readonly log: Logger;
   private readonly servers: net.Server[] = [];
+  private readonly tlsServers: tls.Server[] = [];
   private readonly sessions = new Set<ClientSession>();
+  /** Accepted sockets left unread until the limits admit them, as libvirtd leaves them in its backlog. */
   private readonly waiting: net.Socket[] = [];
   private anonymous = 0;
+  private readonly limits: ClientLimits;
   private readonly specs: ListenerSpec[];
   private readonly extensions: DaemonExtension[];
   private programs: ProgramDefinition<ClientSession>[] = [];
@@ -114,10 +123,89 @@ export class VirtauthServer {
     this.specs = opts.listeners ?? listenersFromConfig(opts.config);
     this.extensions = opts.extensions ?? [];
     this.processName = `${opts.config.daemonName}@${hostname()}`;
+    this.limits = { maxClients: opts.config.maxClients, maxAnonymousClients: opts.config.maxAnonymousClients };
   }
 
   get clientCount(): number {
     return this.sessions.size;
+  }
+
+  /** Connected clients (admitted; those waiting for a free slot are not clients yet, as in libvirtd). */
+  clients(): ClientSession[] {
+    return [...this.sessions];
+  }
+
+  /** Clients admitted that have not authenticated yet. */
+  get unauthenticatedCount(): number {
+    return this.anonymous;
+  }
+
+  /** Sockets accepted and waiting, unread, for the limits to admit them. */
+  get waitingCount(): number {
+    return this.waiting.length;
+  }
+
+  clientLimits(): Readonly<ClientLimits> {
+    return { ...this.limits };
+  }
+
+  /**
+   * Changes the admission limits at once. Lowering them disconnects no one: clients beyond the
+   * new limit stay, and new ones wait until enough have gone. Raising them admits waiting ones.
+   */
+  setClientLimits(change: Partial<ClientLimits>): void {
+    const next = { ...this.limits, ...change };
+    if (next.maxClients < next.maxAnonymousClients) {
+      // libvirt's text, word for word (its two halves are the wrong way round there too).
+      throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.NONE, detail: 'The overall maximum number of clients waiting for authentication must not be less than the overall maximum number of clients' });
+    }
+    Object.assign(this.limits, next);
+    this.log.info({ event: 'limits.changed', maxClients: next.maxClients, maxAnonymousClients: next.maxAnonymousClients }, 'client limits changed');
+    this.admitWaiting();
+  }
+
+  /** Calls received from clients and not yet answered, across all clients. */
+  callsInProgress(): number {
+    let n = 0;
+    for (const s of this.sessions) n += s.rpc.callsInProgress;
+    return n;
+  }
+
+  get hasTlsListener(): boolean {
+    return this.tlsServers.length > 0;
+  }
+
+  /**
+   * Reads the TLS key, certificate and CA again and uses them for new connections (those
+   * connected keep theirs), as libvirtd's server-update-tls does.
+   */
+  async updateTlsFiles(): Promise<void> {
+    if (this.tlsServers.length === 0) {
+      throw new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.RPC, detail: 'no tls service found, unable to update tls files' });
+    }
+    const context = await this.readTlsFiles();
+    for (const server of this.tlsServers) server.setSecureContext(context);
+    this.log.info({ event: 'tls.files.updated', cert: this.config.certFile }, 'TLS files read again');
+  }
+
+  private async readTlsFiles(): Promise<tls.SecureContextOptions> {
+    const cfg = this.config;
+    const read = async (what: string, path: string) => {
+      try {
+        return await readFile(path);
+      } catch (e) {
+        throw new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: `Cannot read TLS ${what} '${path}': ${(e as Error).message}` });
+      }
+    };
+    const [key, cert, ca] = await Promise.all([read('key', cfg.keyFile), read('certificate', cfg.certFile), read('CA certificate', cfg.caFile)]);
+    // Parsing here makes a bad file an error for whoever asked, not for the next client.
+    const options = { key, cert, ca, minVersion: 'TLSv1.2' as const };
+    try {
+      tls.createSecureContext(options);
+    } catch (e) {
+      throw new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: `Cannot use the TLS files '${cfg.keyFile}', '${cfg.certFile}', '${cfg.caFile}': ${(e as Error).message}` });
+    }
+    return options;
   }
 
   async start(): Promise<ListenerInfo[]> {
@@ -149,16 +237,9 @@ export class VirtauthServer {
 
   private async createTlsServer(spec: ListenerSpec): Promise<net.Server> {
     const cfg = this.config;
-    const read = async (what: string, path: string) => {
-      try {
-        return await readFile(path);
-      } catch (e) {
-        throw new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: `Cannot read TLS ${what} '${path}': ${(e as Error).message}` });
-      }
-    };
-    const [key, cert, ca] = await Promise.all([read('key', cfg.keyFile), read('certificate', cfg.certFile), read('CA certificate', cfg.caFile)]);
     // libvirt requires a client certificate signed by the CA; the handshake enforces both.
-    const server = tls.createServer({ key, cert, ca, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' });
+    const server = tls.createServer({ ...(await this.readTlsFiles()), requestCert: true, rejectUnauthorized: true });
+    this.tlsServers.push(server);
     server.on('secureConnection', (socket: tls.TLSSocket) => {
       const dn = clientDistinguishedName(socket);
       if (cfg.tlsAllowedDnList && !cfg.tlsAllowedDnList.some((g) => globMatch(g, dn))) {
@@ -176,7 +257,6 @@ export class VirtauthServer {
 
   private async listen(spec: ListenerSpec): Promise<ListenerInfo> {
     const server = spec.kind === 'tls' ? await this.createTlsServer(spec) : net.createServer({ pauseOnConnect: true }, (socket) => this.accept(socket, spec));
-    server.maxConnections = this.config.maxClients;
     server.on('error', (e) => this.log.error({ err: e }, 'listener error'));
     if (spec.kind === 'unix') {
       const path = spec.path!;
@@ -213,8 +293,9 @@ export class VirtauthServer {
       return;
     }
     socket.setNoDelay(true);
-    // Unauthenticated clients beyond max_anonymous_clients wait unread, as in libvirtd's backlog.
-    if (spec.auth !== AuthType.NONE && this.config.maxAnonymousClients > 0 && this.anonymous >= this.config.maxAnonymousClients) {
+    // Clients beyond max_clients, or unauthenticated ones beyond max_anonymous_clients, wait
+    // unread: libvirtd stops accepting then, and they wait in its listen backlog.
+    if (this.waiting.length > 0 || !this.admits(spec)) {
       if (this.waiting.length >= this.config.maxQueuedClients) {
         this.log.warn({ event: 'client.refused', reason: 'queue full' }, 'too many clients waiting to authenticate');
         socket.destroy();
@@ -228,9 +309,25 @@ export class VirtauthServer {
         const i = this.waiting.indexOf(socket);
         if (i >= 0) this.waiting.splice(i, 1);
       });
+      this.log.info({ event: 'client.waiting', clients: this.sessions.size, maxClients: this.limits.maxClients, waiting: this.waiting.length }, 'client limit reached: the connection waits');
       return;
     }
     this.startSession(socket, spec, tlsDn);
+  }
+
+  private admits(spec: ListenerSpec): boolean {
+    if (this.sessions.size >= this.limits.maxClients) return false;
+    return spec.auth === AuthType.NONE || this.limits.maxAnonymousClients <= 0 || this.anonymous < this.limits.maxAnonymousClients;
+  }
+
+  /** Starts the waiting clients the limits now admit, oldest first. */
+  private admitWaiting(): void {
+    while (!this.stopping && this.waiting.length > 0) {
+      const w = this.waiting[0] as WaitingSocket;
+      if (!this.admits(w.virtauthSpec!)) return;
+      this.waiting.shift();
+      this.startSession(w, w.virtauthSpec!, w.virtauthDn);
+    }
   }
 
   private startSession(socket: net.Socket, spec: ListenerSpec, tlsDn?: string): void {
@@ -269,7 +366,8 @@ export class VirtauthServer {
     rpc.on('protocolError', (e: Error) => log.warn({ event: 'protocol.error', err: e.message }, 'malformed input from client'));
     rpc.whenClosed().then(async (reason) => {
       this.sessions.delete(session);
-      if (anonymous && !session.authenticated) this.releaseAnonymous();
+      if (anonymous && !session.authenticated) this.anonymous--;
+      this.admitWaiting();
       log.debug({ event: 'client.closed', reason: reason?.message }, 'client disconnected');
       await session.dispose();
     });
@@ -280,11 +378,7 @@ export class VirtauthServer {
 
   private releaseAnonymous(): void {
     this.anonymous--;
-    const next = this.waiting.shift();
-    if (next) {
-      const w = next as WaitingSocket;
-      this.startSession(next, w.virtauthSpec!, w.virtauthDn);
-    }
+    this.admitWaiting();
   }
 
   /** Finds the driver for a CONNECT_OPEN name, as virConnectOpen does, and opens it. */

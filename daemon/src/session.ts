@@ -25,6 +25,10 @@ export class ClientSession implements ServerAuthContext {
   readOnlyOpen = false;
   /** Resources to release when the connection goes (relay channels, timers). */
   private readonly cleanups: (() => void)[] = [];
+  /** When the connection was accepted (ms since the epoch), as virt-admin's client list shows it. */
+  readonly connectedAt = Date.now();
+  /** Why the daemon ended this connection (e.g. an administrator's client-disconnect), if it did. */
+  closeReason: VirError | null = null;
 
   constructor(
     readonly rpc: RpcConnection,
@@ -73,8 +77,21 @@ export class ClientSession implements ServerAuthContext {
     this.cleanups.push(fn);
   }
 
-  async dispose(): Promise<void> {
-    this.opening?.abort(new VirError({ code: ErrorCode.AUTH_CANCELLED, domain: ErrorDomain.RPC, detail: 'client disconnected' }));
+  /**
+   * Ends the connection on the daemon's side: an open in progress and every relayed request are
+   * cancelled with `reason` while the socket is still open (so the client hears why), then the
+   * socket closes once what is queued has been written.
+   */
+  disconnect(reason: VirError): void {
+    if (this.rpc.closed || this.closeReason) return;
+    this.closeReason = reason;
+    this.log.info({ event: 'client.disconnected', reason: reason.message }, 'client disconnected by the daemon');
+    this.opening?.abort(reason);
+    this.runCleanups();
+    this.rpc.hangUp();
+  }
+
+  private runCleanups(): void {
     for (const fn of this.cleanups.splice(0)) {
       try {
         fn();
@@ -82,6 +99,11 @@ export class ClientSession implements ServerAuthContext {
         this.log.warn({ err: e }, 'cleanup failed');
       }
     }
+  }
+
+  async dispose(): Promise<void> {
+    this.opening?.abort(this.closeReason ?? new VirError({ code: ErrorCode.AUTH_CANCELLED, domain: ErrorDomain.RPC, detail: 'client disconnected' }));
+    this.runCleanups();
     const conn = this.driverConn;
     this.driverConn = null;
     if (conn) {
