@@ -1,5 +1,6 @@
 export { openAuth, open, openReadOnly, createClientContainer, type OpenOptions, type Connection } from './connect.js';
 export { lookupDomain, CLIENT_VERSION } from './commands.js';
+export { openAdmin, adminSocketPath, paramsObject, type AdminConnection } from './admin.js';
 // What an application needs to call openAuth and read its errors, without importing core itself.
 export {
   CredentialType,

@@ -86,8 +86,9 @@ export class ClientSession implements ServerAuthContext {
     if (this.rpc.closed || this.closeReason) return;
     this.closeReason = reason;
     this.log.info({ event: 'client.disconnected', reason: reason.message }, 'client disconnected by the daemon');
-    this.opening?.abort(reason);
+    // The relay channel first: its waits end as CANCELLED with this reason, not as a failed open.
     this.runCleanups();
+    this.opening?.abort(reason);
     this.rpc.hangUp();
   }
 

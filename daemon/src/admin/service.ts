@@ -50,7 +50,8 @@ export function adminExtension(): AdminExtension {
       if (uri !== undefined && session.driverConn) opened.set(session, uri);
     },
     seen(session) {
-      const uri = opened.get(session);
+      // While the open runs, the URI it is reaching; afterwards the one it reached.
+      const uri = opened.get(session) ?? pending.get(session);
       return uri === undefined ? {} : { upstreamUri: uri };
     },
   };
