@@ -13,6 +13,7 @@ import { RpcConnection, admin, xdr } from '@virtauth/core';
 import { interopTest, requireExecutable, runProcess, describeResult, tempDir, waitFor, TestPki, libvirtClientEnv, type ProcessResult } from './peers/index.js';
 import { ensureUser, runAs } from './peers/polkit.js';
 import { TestVirtauthd, virtauthBin } from './sasl-support.js';
+import { openAdmin } from 'virtauth';
 
 const adminPeers = ['root', 'virsh', 'virt-admin', 'sasl-scram', 'certtool'];
 const alicePassword = 'admin-test-secret-1';
@@ -311,4 +312,53 @@ test.serial('the admin socket: unknown procedures get libvirt\'s error; garbage,
   t.deepEqual((await client.connectListServers({ need_results: 1, flags: 0 })).servers.map((s) => s.name), ['admin', 'virtauthd'], 'the first connection is still served');
   t.is(d.handle.server.clientCount, 0);
   rpc.close(null);
+});
+
+interopTest.serial('virt-admin: server-update-tls reads the TLS files again; a broken file is reported and changes nothing', [...adminPeers], async (t) => {
+  const pki = await TestPki.create();
+  t.teardown(() => pki.remove());
+  const d = await startDaemon(t, pki);
+  // A new CA, server certificate and key in the configured paths: new connections use them.
+  const next = await TestPki.create();
+  t.teardown(() => next.remove());
+  const cfg = d.handle.server.config;
+  for (const [from, to] of [[next.serverCertFile, cfg.certFile], [next.serverKeyFile, cfg.keyFile], [next.caCertFile, cfg.caFile]] as const) {
+    await writeFile(to, (await runProcess('cat', [from])).stdout);
+  }
+  const tlsList = (clientPki: TestPki) => runProcess(requireExecutable('virsh', 'libvirt-clients'), ['-c', d.uri('tls', { pkipath: clientPki.client.pkiPath }), 'list'], { env: libvirtClientEnv() });
+  t.is((await tlsList(pki)).code, 0, 'before server-update-tls the old files still serve');
+  const ok = await virtAdmin(d, 'server-update-tls', 'virtauthd');
+  t.is(ok.code, 0, describeResult(ok));
+  t.is(d.events('tls.files.updated').length, 1);
+  const withNew = await tlsList(next);
+  t.is(withNew.code, 0, describeResult(withNew));
+  t.not((await tlsList(pki)).code, 0, 'a client of the old CA no longer trusts the server');
+
+  const noTls = await virtAdmin(d, 'server-update-tls', 'admin');
+  t.regex(noTls.stderr, /error: internal error: no tls service found, unable to update tls files/);
+
+  const certFile = d.handle.server.config.certFile;
+  const goodCert = await runProcess('cat', [certFile]);
+  await writeFile(certFile, '-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n');
+  t.teardown(() => writeFile(certFile, goodCert.stdout));
+  const broken = await virtAdmin(d, 'server-update-tls', 'virtauthd');
+  t.is(broken.code, 1);
+  t.regex(broken.stderr, /error: Cannot use the TLS files/);
+  const virsh = await tlsList(next);
+  t.is(virsh.code, 0, `the certificate read last still serves: ${describeResult(virsh)}`);
+});
+
+test.serial('daemon-timeout: virtauthd stops once no client has been connected for that long', async (t) => {
+  const d = await TestVirtauthd.start({ logLevel: 3 });
+  t.teardown(() => d.stop());
+  const adm = await openAdmin(`virtauthd:///system?socket=${d.handle.admin!.path}`);
+  await adm.client.connectSetDaemonTimeout({ timeout: 1, flags: 0 });
+  await t.throwsAsync(adm.client.connectSetDaemonTimeout({ timeout: 1, flags: 1 }), { message: 'unsupported flags (0x1) in function adminConnectSetDaemonTimeout' });
+  const setAt = Date.now();
+  await adm.close();
+  // The admin socket goes with the daemon.
+  await waitFor(async () => !(await stat(d.handle.admin!.path).then(() => true, () => false)), 10_000, 'the daemon to stop');
+  t.true(Date.now() - setAt >= 900, 'not before the timeout');
+  const refused = await new Promise<string>((resolve) => net.connect(d.listener('unix').path!).once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? '')).once('connect', () => resolve('connected')));
+  t.is(refused, 'ENOENT');
 });
