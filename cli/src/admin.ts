@@ -99,6 +99,15 @@ function parseCount(option: string, text: string): number {
   return Number(text);
 }
 
+/** Typed parameters from the options given (`[option, value, parameter]`); at least one is needed. */
+function uintParamsFromOptions(options: [string, string | undefined, string][]): admin.AdminTypedParam[] {
+  const params = options.filter(([, value]) => value !== undefined).map(([option, value, field]) => uint(field, parseCount(option, value!)));
+  if (params.length === 0) {
+    throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.ADMIN, detail: `need at least one option of ${options.map(([option]) => option).join(', ')}` });
+  }
+  return params;
+}
+
 export interface AdminCommandContext {
   json(): boolean;
   run(action: (conn: AdminConnection) => Promise<string>): Promise<void>;
@@ -107,6 +116,8 @@ export interface AdminCommandContext {
 /** Registers `virtauth admin VERB ...`; the global -c and --json apply. */
 export function registerAdminCommands(program: Command, ctx: AdminCommandContext): void {
   const adm = program.command('admin').description("administer a daemon over libvirt's admin protocol (virt-admin's verbs)");
+  /** Numeric typed parameters as virt-admin prints them (labels `width` wide), or as JSON. */
+  const report = (width: number, params: admin.AdminTypedParam[]) => (ctx.json() ? json(paramsObject(params)) : aligned(width, params.map((p) => [p.field, String(p.value.value)])));
   const verb = (name: string, alias: string | null, description: string) => {
     const c = adm.command(name).description(description);
     if (alias) c.alias(alias);
@@ -131,10 +142,7 @@ export function registerAdminCommands(program: Command, ctx: AdminCommandContext
   verb('server-threadpool-info', 'srv-threadpool-info', 'get server workerpool parameters')
     .argument('<server>')
     .action((server: string) =>
-      ctx.run(async (c) => {
-        const { params } = await c.client.serverGetThreadpoolParameters({ srv: { name: server }, flags: 0 });
-        return ctx.json() ? json(paramsObject(params)) : aligned(15, params.map((p) => [p.field, String(p.value.value)]));
-      }),
+      ctx.run(async (c) => report(15, (await c.client.serverGetThreadpoolParameters({ srv: { name: server }, flags: 0 })).params)),
     );
   verb('server-threadpool-set', 'srv-threadpool-set', 'set server workerpool parameters')
     .argument('<server>')
@@ -143,11 +151,11 @@ export function registerAdminCommands(program: Command, ctx: AdminCommandContext
     .option('--prio-workers <n>')
     .action((server: string, o: { minWorkers?: string; maxWorkers?: string; prioWorkers?: string }) =>
       ctx.run(async (c) => {
-        const params: admin.AdminTypedParam[] = [];
-        if (o.minWorkers !== undefined) params.push(uint('minWorkers', parseCount('--min-workers', o.minWorkers)));
-        if (o.maxWorkers !== undefined) params.push(uint('maxWorkers', parseCount('--max-workers', o.maxWorkers)));
-        if (o.prioWorkers !== undefined) params.push(uint('prioWorkers', parseCount('--prio-workers', o.prioWorkers)));
-        if (params.length === 0) throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.ADMIN, detail: 'need at least one option of --min-workers, --max-workers, --prio-workers' });
+        const params = uintParamsFromOptions([
+          ['--min-workers', o.minWorkers, 'minWorkers'],
+          ['--max-workers', o.maxWorkers, 'maxWorkers'],
+          ['--prio-workers', o.prioWorkers, 'prioWorkers'],
+        ]);
         await c.client.serverSetThreadpoolParameters({ srv: { name: server }, params, flags: 0 });
         return ctx.json() ? json({ ok: true }) : '';
       }),
@@ -191,10 +199,7 @@ export function registerAdminCommands(program: Command, ctx: AdminCommandContext
   verb('server-clients-info', 'srv-clients-info', "get server's client-related configuration limits")
     .argument('<server>')
     .action((server: string) =>
-      ctx.run(async (c) => {
-        const { params } = await c.client.serverGetClientLimits({ srv: { name: server }, flags: 0 });
-        return ctx.json() ? json(paramsObject(params)) : aligned(20, params.map((p) => [p.field, String(p.value.value)]));
-      }),
+      ctx.run(async (c) => report(20, (await c.client.serverGetClientLimits({ srv: { name: server }, flags: 0 })).params)),
     );
   verb('server-clients-set', 'srv-clients-set', "set server's client-related configuration limits")
     .argument('<server>')
@@ -202,15 +207,15 @@ export function registerAdminCommands(program: Command, ctx: AdminCommandContext
     .option('--max-unauth-clients <n>')
     .action((server: string, o: { maxClients?: string; maxUnauthClients?: string }) =>
       ctx.run(async (c) => {
-        const params: admin.AdminTypedParam[] = [];
-        const max = o.maxClients === undefined ? undefined : parseCount('--max-clients', o.maxClients);
-        const unauth = o.maxUnauthClients === undefined ? undefined : parseCount('--max-unauth-clients', o.maxUnauthClients);
+        const params = uintParamsFromOptions([
+          ['--max-clients', o.maxClients, 'nclients_max'],
+          ['--max-unauth-clients', o.maxUnauthClients, 'nclients_unauth_max'],
+        ]);
+        const [max, unauth] = ['nclients_max', 'nclients_unauth_max'].map((f) => params.find((p) => p.field === f)?.value.value as number | undefined);
+        // virt-admin checks this before asking the daemon.
         if (max !== undefined && unauth !== undefined && unauth > max) {
           throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.ADMIN, detail: '--max-unauth-clients must be less than or equal to --max-clients' });
         }
-        if (max !== undefined) params.push(uint('nclients_max', max));
-        if (unauth !== undefined) params.push(uint('nclients_unauth_max', unauth));
-        if (params.length === 0) throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.ADMIN, detail: 'need at least one option of --max-clients, --max-unauth-clients' });
         await c.client.serverSetClientLimits({ srv: { name: server }, params, flags: 0 });
         return ctx.json() ? json({ ok: true }) : '';
       }),

@@ -88,6 +88,9 @@ export function adminDisconnectReason(id: bigint): VirError {
   return new VirError({ code: ErrorCode.OPERATION_ABORTED, domain: ErrorDomain.ADMIN, detail: `client ${id} disconnected by an administrator (virt-admin client-disconnect)` });
 }
 
+/** Unsigned typed parameters, in the order the object lists them. */
+const uintParams = (values: Record<string, number>): TypedParam[] => Object.entries(values).map(([field, value]) => uintParam(field, value));
+
 type Handlers = { [M in keyof admin.AdminApi]: (ctx: AdminConnectionContext, args: Parameters<admin.AdminApi[M]>[0]) => Promise<unknown> | unknown };
 
 export function createAdminProgram(backend: AdminBackend): ProgramDefinition<AdminConnectionContext> {
@@ -122,16 +125,8 @@ export function createAdminProgram(backend: AdminBackend): ProgramDefinition<Adm
       const s = server(srv.name);
       checkFlags(flags, 'adminServerGetThreadpoolParameters');
       const p = s.workerPool();
-      return {
-        params: [
-          uintParam('minWorkers', p.minWorkers),
-          uintParam('maxWorkers', p.maxWorkers),
-          uintParam('nWorkers', p.nWorkers),
-          uintParam('freeWorkers', p.freeWorkers),
-          uintParam('prioWorkers', p.prioWorkers),
-          uintParam('jobQueueDepth', p.jobQueueDepth),
-        ],
-      };
+      // libvirtd's order.
+      return { params: uintParams({ minWorkers: p.minWorkers, maxWorkers: p.maxWorkers, nWorkers: p.nWorkers, freeWorkers: p.freeWorkers, prioWorkers: p.prioWorkers, jobQueueDepth: p.jobQueueDepth }) };
     },
     serverSetThreadpoolParameters: ({}, { srv, params, flags }) => {
       const s = server(srv.name);
@@ -180,14 +175,7 @@ export function createAdminProgram(backend: AdminBackend): ProgramDefinition<Adm
       const s = server(srv.name);
       checkFlags(flags, 'adminServerGetClientLimits');
       const l = s.limits();
-      return {
-        params: [
-          uintParam('nclients_max', l.maxClients),
-          uintParam('nclients', l.clients),
-          uintParam('nclients_unauth_max', l.maxUnauthenticated),
-          uintParam('nclients_unauth', l.unauthenticated),
-        ],
-      };
+      return { params: uintParams({ nclients_max: l.maxClients, nclients: l.clients, nclients_unauth_max: l.maxUnauthenticated, nclients_unauth: l.unauthenticated }) };
     },
     serverSetClientLimits: ({}, { srv, params, flags }) => {
       const s = server(srv.name);
