@@ -441,7 +441,8 @@ export function clientDistinguishedName(socket: tls.TLSSocket): string {
   return raw.subject.split('\n').join(',');
 }
 
-async function removeStaleSocket(path: string): Promise<void> {
+/** Removes a socket file no daemon answers on; refuses a live one or a file that is not a socket. */
+export async function removeStaleSocket(path: string): Promise<void> {
   try {
     const st = await stat(path);
     if (!st.isSocket()) throw new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: `${path} exists and is not a socket` });

@@ -8,7 +8,8 @@ import net from 'node:net';
 import { join } from 'node:path';
 
 import test, { type ExecutionContext } from 'ava';
-import { RpcConnection, admin, xdr } from '@virtauth/core';
+import { AuthType, RpcConnection, admin, xdr } from '@virtauth/core';
+import { createDaemon, createLogger } from '@virtauth/daemon';
 
 import { interopTest, requireExecutable, runProcess, describeResult, tempDir, waitFor, TestPki, libvirtClientEnv, type ProcessResult } from './peers/index.js';
 import { ensureUser, runAs } from './peers/polkit.js';
@@ -361,4 +362,21 @@ test.serial('daemon-timeout: virtauthd stops once no client has been connected f
   t.true(Date.now() - setAt >= 900, 'not before the timeout');
   const refused = await new Promise<string>((resolve) => net.connect(d.listener('unix').path!).once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? '')).once('connect', () => resolve('connected')));
   t.is(refused, 'ENOENT');
+});
+
+test.serial('a second daemon on the same unix_sock_dir does not take over a live admin socket', async (t) => {
+  const d = await TestVirtauthd.start({ logLevel: 3 });
+  t.teardown(() => d.stop());
+  const otherDir = await tempDir('vad');
+  t.teardown(() => rm(otherDir, { recursive: true, force: true }));
+  const second = createDaemon({
+    config: { ...d.handle.server.config, extra: new Map(d.handle.server.config.extra) },
+    logger: createLogger(4, 2),
+    listeners: [{ kind: 'unix', path: join(otherDir, 'sock'), auth: AuthType.NONE, readOnly: false }],
+  });
+  await t.throwsAsync(second, { message: `another daemon is already listening on ${d.handle.admin!.path}` });
+  const adm = await openAdmin(`virtauthd:///system?socket=${d.handle.admin!.path}`);
+  t.is((await adm.client.connectListServers({ need_results: 1, flags: 0 })).ret, 2, 'the first daemon still answers');
+  await adm.close();
+  await t.throwsAsync(stat(join(otherDir, 'sock')), { code: 'ENOENT' }, 'the failed daemon closed its own listeners');
 });

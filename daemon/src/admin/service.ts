@@ -8,7 +8,7 @@ import net from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { ErrorCode, ErrorDomain, RpcConnection, VirError, createDispatcher, type TransportInfo } from '@virtauth/core';
-import type { DaemonExtension, VirtauthServer } from '../server.js';
+import { removeStaleSocket, type DaemonExtension, type VirtauthServer } from '../server.js';
 import type { ClientSession } from '../session.js';
 import type { LogControl } from '../log-control.js';
 import { ClientTransport, sessionFacts, type ClientFacts } from './client-info.js';
@@ -126,7 +126,7 @@ export class AdminService {
   async start(): Promise<void> {
     const path = this.opts.path;
     await mkdir(dirname(path), { recursive: true, mode: 0o755 });
-    await rm(path, { force: true });
+    await removeStaleSocket(path);
     const listener = net.createServer({ pauseOnConnect: true }, (socket) => this.accept(socket));
     listener.on('error', (e) => this.opts.logger.error({ err: e, event: 'admin.listener.error' }, 'admin listener error'));
     await new Promise<void>((resolve, reject) => {
