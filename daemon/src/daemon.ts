@@ -23,8 +23,12 @@ export interface CreateDaemonOptions {
   extensions?: DaemonExtension[];
   /** How unix-socket clients' pid/uid/gid are read; default SO_PEERCRED through @virtauth/peercred. */
   peerCredentials?: ServerOptions['peerCredentials'];
-  /** Serve the admin program on virtauth-admin-sock in unix_sock_dir (default true). */
-  admin?: boolean;
+  /**
+   * Where to serve the admin program, or false for nowhere. Default: virtauth-admin-sock in
+   * unix_sock_dir when the listeners come from the config; none when `listeners` are given (an
+   * embedded daemon must not claim the system's admin socket).
+   */
+  adminSocket?: string | false;
   /** Called when the daemon timeout an administrator set passes with no client (default: stop). */
   onIdleTimeout?: () => void;
 }
@@ -67,7 +71,8 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
     maxRequestsPerOpen: opts.config.relayMaxRequestsPerOpen,
   });
   const logger = opts.logger ?? createLogger(opts.config.logLevel);
-  const admin = opts.admin === false ? null : adminExtension();
+  const adminPath = opts.adminSocket ?? (opts.listeners ? false : join(opts.config.unixSockDir, 'virtauth-admin-sock'));
+  const admin = adminPath === false ? null : adminExtension();
   const server = new VirtauthServer({
     config: opts.config,
     container,
@@ -89,10 +94,10 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
     await adminService?.stop();
     await server.stop();
   };
-  if (admin) {
+  if (admin && adminPath !== false) {
     adminService = new AdminService({
       server,
-      path: join(opts.config.unixSockDir, 'virtauth-admin-sock'),
+      path: adminPath,
       perms: opts.config.unixSockAdminPerms,
       logger,
       logs: logControlOf(logger) ?? levelOnlyLogControl(logger),

@@ -2,6 +2,8 @@
 // cancels the relayed request with a typed reason (audited), the open fails, nothing is left
 // waiting on either hop; and client-info shows the relay and the upstream URI meanwhile.
 
+import { join } from 'node:path';
+
 import test from 'ava';
 import { CredentialType, ErrorCode } from '@virtauth/core';
 import { openAdmin, openAuth, paramsObject } from 'virtauth';
@@ -20,7 +22,7 @@ test('client-disconnect during a relayed credential request cancels it with the 
   const b = await RelayDaemon.start({ name: 'virtauthd-B', dir, users: { 'hop-a': 'hop-secret' } });
   t.teardown(() => b.stop());
   const aAuthConf = await writeAuthConf(dir, 'a-auth.conf', authConfText([{ service: 'libvirt', host: 'localhost', username: 'hop-a', password: 'hop-secret' }]));
-  const a = await RelayDaemon.start({ name: 'virtauthd-A', dir, users: { alice: 'alice-secret' }, authConfPath: aAuthConf });
+  const a = await RelayDaemon.start({ name: 'virtauthd-A', dir, users: { alice: 'alice-secret' }, authConfPath: aAuthConf, adminSocket: join(dir, 'A-admin-sock') });
   t.teardown(() => a.stop());
   const clientAuthConf = await writeAuthConf(dir, 'client-auth.conf', authConfText([{ service: 'libvirt', host: 'localhost', username: 'alice', password: 'alice-secret' }]));
 

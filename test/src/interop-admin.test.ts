@@ -364,16 +364,17 @@ test.serial('daemon-timeout: virtauthd stops once no client has been connected f
   t.is(refused, 'ENOENT');
 });
 
-test.serial('a second daemon on the same unix_sock_dir does not take over a live admin socket', async (t) => {
+test.serial('a second daemon on the same unix_sock_dir does not take over a live admin socket; embedded daemons claim none', async (t) => {
   const d = await TestVirtauthd.start({ logLevel: 3 });
   t.teardown(() => d.stop());
   const otherDir = await tempDir('vad');
   t.teardown(() => rm(otherDir, { recursive: true, force: true }));
-  const second = createDaemon({
-    config: { ...d.handle.server.config, extra: new Map(d.handle.server.config.extra) },
-    logger: createLogger(4, 2),
-    listeners: [{ kind: 'unix', path: join(otherDir, 'sock'), auth: AuthType.NONE, readOnly: false }],
-  });
+  const config = { ...d.handle.server.config, extra: new Map(d.handle.server.config.extra) };
+  const listeners = [{ kind: 'unix' as const, path: join(otherDir, 'sock'), auth: AuthType.NONE, readOnly: false }];
+  const embedded = await createDaemon({ config, logger: createLogger(4, 2), listeners });
+  t.is(embedded.admin, null, 'a daemon given its own listeners has no admin socket unless asked');
+  await embedded.stop();
+  const second = createDaemon({ config, logger: createLogger(4, 2), listeners, adminSocket: d.handle.admin!.path });
   await t.throwsAsync(second, { message: `another daemon is already listening on ${d.handle.admin!.path}` });
   const adm = await openAdmin(`virtauthd:///system?socket=${d.handle.admin!.path}`);
   t.is((await adm.client.connectListServers({ need_results: 1, flags: 0 })).ret, 2, 'the first daemon still answers');
