@@ -25,18 +25,20 @@ async function main(): Promise<number> {
   }
   const config = loadConfig(args.values.config ?? null);
   if (args.values.verbose) config.logLevel = 2;
-  const daemon = await createDaemon({ config });
+  let shutdown = (why: string): void => void why;
+  // An administrator's daemon-timeout ends the daemon as a signal would.
+  const daemon = await createDaemon({ config, onIdleTimeout: () => shutdown('no client for the daemon timeout') });
   for (const l of daemon.listeners) {
     const where = l.kind === 'unix' ? l.path : `${l.host}:${l.port}`;
     process.stdout.write(`virtauthd listening on ${l.kind} ${where} (auth ${authTypeName(l.auth)}${l.readOnly ? ', read-only' : ''}): virsh -c '${l.uri}' hostname\n`);
   }
   await new Promise<void>((resolve) => {
-    const shutdown = (sig: string) => {
-      process.stderr.write(`virtauthd: ${sig} received, shutting down\n`);
+    shutdown = (why: string) => {
+      process.stderr.write(`virtauthd: ${why}, shutting down\n`);
       daemon.stop().then(resolve, resolve);
     };
-    process.once('SIGTERM', () => shutdown('SIGTERM'));
-    process.once('SIGINT', () => shutdown('SIGINT'));
+    process.once('SIGTERM', () => shutdown('SIGTERM received'));
+    process.once('SIGINT', () => shutdown('SIGINT received'));
   });
   return 0;
 }

@@ -54,6 +54,8 @@ export interface ListenerInfo extends ListenerSpec {
 export interface OpenTarget {
   uri: string;
   driver: string;
+  /** What the driver really opens when it differs from `uri` (a gateway's upstream route). */
+  upstreamUri?: string;
   sources: readonly CredentialSource[];
 }
 

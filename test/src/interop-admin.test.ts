@@ -357,10 +357,12 @@ test.serial('daemon-timeout: virtauthd stops once no client has been connected f
   await t.throwsAsync(adm.client.connectSetDaemonTimeout({ timeout: 1, flags: 1 }), { message: 'unsupported flags (0x1) in function adminConnectSetDaemonTimeout' });
   const setAt = Date.now();
   await adm.close();
-  // The admin socket goes with the daemon.
-  await waitFor(async () => !(await stat(d.handle.admin!.path).then(() => true, () => false)), 10_000, 'the daemon to stop');
+  // The sockets go with the daemon (the main ones last, once their listeners have closed).
+  const mainSocket = d.listener('unix').path!;
+  await waitFor(async () => !(await stat(mainSocket).then(() => true, () => false)), 10_000, 'the daemon to stop');
   t.true(Date.now() - setAt >= 900, 'not before the timeout');
-  const refused = await new Promise<string>((resolve) => net.connect(d.listener('unix').path!).once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? '')).once('connect', () => resolve('connected')));
+  await t.throwsAsync(stat(d.handle.admin!.path), { code: 'ENOENT' });
+  const refused = await new Promise<string>((resolve) => net.connect(mainSocket).once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? '')).once('connect', () => resolve('connected')));
   t.is(refused, 'ENOENT');
 });
 
@@ -380,4 +382,28 @@ test.serial('a second daemon on the same unix_sock_dir does not take over a live
   t.is((await adm.client.connectListServers({ need_results: 1, flags: 0 })).ret, 2, 'the first daemon still answers');
   await adm.close();
   await t.throwsAsync(stat(join(otherDir, 'sock')), { code: 'ENOENT' }, 'the failed daemon closed its own listeners');
+});
+
+interopTest.serial('virt-admin daemon-timeout: the virtauthd program exits 0 once no client is left for that long, removing its sockets', ['virt-admin'], async (t) => {
+  const dir = await tempDir('vat');
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const configFile = join(dir, 'virtauthd.conf');
+  await writeFile(configFile, `unix_sock_dir = "${dir}"\nlog_level = 4\n`);
+  const daemonMain = new URL('../../../daemon/dist/src/main.js', import.meta.url).pathname;
+  const child = spawn(process.execPath, [daemonMain, '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (text: string) => (stderr += text));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const adminSocket = join(dir, 'virtauth-admin-sock');
+  await waitFor(() => stat(adminSocket).then(() => true, () => false), 20_000, 'the admin socket');
+  const uri = `virtauthd:///system?socket=${adminSocket}`;
+  const set = await runProcess(requireExecutable('virt-admin', 'libvirt-clients'), ['-c', uri, 'daemon-timeout', '--timeout', '1'], { env: libvirtClientEnv() });
+  t.is(set.code, 0, describeResult(set));
+  t.is(await exited, 0, stderr);
+  t.regex(stderr, /virtauthd: no client for the daemon timeout, shutting down/);
+  await t.throwsAsync(stat(adminSocket), { code: 'ENOENT' });
+  await t.throwsAsync(stat(join(dir, 'virtauth-sock')), { code: 'ENOENT' });
 });

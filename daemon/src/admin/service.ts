@@ -41,7 +41,7 @@ export function adminExtension(): AdminExtension {
     },
     decorateOpenContext(session, ctx, target) {
       // A driver that talks to another daemon: the client's requests go upstream to this URI.
-      if (target.driver === 'remote') pending.set(session, target.uri);
+      if (target.driver === 'remote') pending.set(session, target.upstreamUri ?? target.uri);
       return ctx;
     },
     openFinished(session) {
