@@ -3,9 +3,9 @@
 // It manages two servers, as libvirtd's daemons have: `virtauthd` (the clients of the remote
 // protocol) and `admin` (the admin socket's own clients).
 
-import { chmod, mkdir, rm } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
 import net from 'node:net';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { ErrorCode, ErrorDomain, RpcConnection, VirError, createDispatcher, type TransportInfo } from '@virtauth/core';
 import { removeStaleSocket, type DaemonExtension, type VirtauthServer } from '../server.js';
@@ -129,15 +129,27 @@ export class AdminService {
     await removeStaleSocket(path);
     const listener = net.createServer({ pauseOnConnect: true }, (socket) => this.accept(socket));
     listener.on('error', (e) => this.opts.logger.error({ err: e, event: 'admin.listener.error' }, 'admin listener error'));
-    await new Promise<void>((resolve, reject) => {
-      listener.once('error', reject);
-      listener.listen(path, () => {
-        listener.off('error', reject);
-        resolve();
+    // Access to the socket is the authentication (root only, as libvirt-admin-sock), so it is
+    // bound in a private directory, given its mode there, and only then moved into place: no
+    // one can connect while it still has the umask's mode.
+    const privateDir = await mkdtemp(join(dirname(path), '.virtauth-admin-'));
+    const staging = join(privateDir, 'sock');
+    try {
+      await new Promise<void>((resolve, reject) => {
+        listener.once('error', reject);
+        listener.listen(staging, () => {
+          listener.off('error', reject);
+          resolve();
+        });
       });
-    });
-    // Access to the socket is the authentication: root only, as libvirt-admin-sock.
-    await chmod(path, this.opts.perms);
+      await chmod(staging, this.opts.perms);
+      await rename(staging, path);
+    } catch (e) {
+      listener.close();
+      throw e;
+    } finally {
+      await rm(privateDir, { recursive: true, force: true });
+    }
     this.listener = listener;
   }
 
