@@ -62,6 +62,11 @@ export interface CredentialRequestInfo {
   signal?: AbortSignal;
   /** Absolute time (ms since the epoch) after which no answer will be taken. */
   deadline?: number;
+  /**
+   * True when the answers would travel to the server unencrypted (XenAPI over http): a daemon's
+   * stored credentials are then never used.
+   */
+  cleartext?: boolean;
 }
 
 /**
@@ -85,7 +90,7 @@ export type CredentialRequester = (creds: Credential[], info: Omit<CredentialReq
 /** A source that fills credentials without asking anyone (auth.conf). */
 export interface CredentialSource {
   /** Fills what it can in place; entries it cannot fill keep `result === null`. */
-  fill(creds: Credential[], service: string, host: string): Promise<void> | void;
+  fill(creds: Credential[], service: string, host: string, info?: Omit<CredentialRequestInfo, 'origin'>): Promise<void> | void;
 }
 
 /** auth.conf's key for each credential type it can answer. */
@@ -106,7 +111,7 @@ export function makeCredentialRequester(sources: readonly CredentialSource[], au
       const open = creds.filter((c) => c.result === null);
       if (open.length === 0) return;
       // Most sources (auth.conf) answer at once: no turn of the event loop for them.
-      const filling = source.fill(open, info.service, info.host);
+      const filling = source.fill(open, info.service, info.host, info);
       if (filling) await filling;
     }
     const missing = creds.filter((c) => c.result === null);

@@ -28,11 +28,13 @@ import {
   type ProgramDefinition,
   type TransportInfo,
   type CredentialSource,
+  type ConnectUri,
   type TransportKind,
 } from '@virtauth/core';
 import { authTypeName, type DaemonConfig } from './config.js';
 import { createRemoteProgram } from './remote-program.js';
 import { ClientSession } from './session.js';
+import { UriAllowList } from './uri-allow-list.js';
 
 export interface ListenerSpec {
   kind: TransportKind;
@@ -106,6 +108,8 @@ export class VirtauthServer {
   private providers: AuthProvider[] = [];
   private stopping = false;
   readonly processName: string;
+  /** What clients may open: uri_allowed_list, plus what other features add(). */
+  readonly uriAllowList: UriAllowList;
 
   constructor(private readonly opts: ServerOptions) {
     this.config = opts.config;
@@ -114,6 +118,7 @@ export class VirtauthServer {
     this.specs = opts.listeners ?? listenersFromConfig(opts.config);
     this.extensions = opts.extensions ?? [];
     this.processName = `${opts.config.daemonName}@${hostname()}`;
+    this.uriAllowList = new UriAllowList(opts.config.uriAllowedList);
   }
 
   get clientCount(): number {
@@ -290,17 +295,26 @@ export class VirtauthServer {
   /** Finds the driver for a CONNECT_OPEN name, as virConnectOpen does, and opens it. */
   private async openDriver(session: ClientSession, name: string | null, readOnly: boolean): Promise<DriverConnection> {
     const uriText = name && name !== '' ? name : this.config.defaultUri;
+    // Before the name is even parsed: nothing a client names reaches a driver unless allowed.
+    if (uriText !== this.config.defaultUri && !this.uriAllowList.allows(uriText)) {
+      session.log.warn(
+        { event: 'connect.open.denied', uri: uriForLog(uriText), readOnly, peerUid: session.identity.unixUid, user: session.identity.username, method: session.identity.method },
+        'connection open refused: the URI is not in uri_allowed_list',
+      );
+      throw new VirError({ code: ErrorCode.ACCESS_DENIED, domain: ErrorDomain.ACCESS, detail: `this daemon does not open '${uriForLog(uriText)}' (its operator can allow it in uri_allowed_list)` });
+    }
     const uri = parseUri(uriText);
     const drivers = this.container.resolveAll(DRIVER);
     const driver = selectDriver(drivers, uri);
     if (!driver) throw new VirError({ code: ErrorCode.NO_CONNECT, domain: ErrorDomain.NONE, detail: uriText });
     const abort = new AbortController();
     session.opening = abort;
-    const sources = this.opts.credentialSources
+    const stored = this.opts.credentialSources
       ? await this.opts.credentialSources()
       : this.container.isRegistered(CREDENTIAL_SOURCE, true)
         ? this.container.resolveAll(CREDENTIAL_SOURCE)
         : [];
+    const sources = stored.map((s) => this.neverInClear(s, session));
     let ctx: DriverOpenContext = {
       requestCredentials: makeCredentialRequester(sources, null),
       auth: null,
@@ -320,11 +334,24 @@ export class VirtauthServer {
       return conn;
     } catch (e) {
       session.log.info({ event: 'connect.open.failed', driver: driver.name, uri: uriText, err: (e as Error).message }, 'hypervisor connection failed');
-      throw e;
+      throw restrictedClient(session) ? withoutDetails(e, uri, session) : e;
     } finally {
       session.opening = null;
       for (const e of this.extensions) e.openFinished?.(session);
     }
+  }
+
+  /** A stored-credential source that stays silent when its answer would travel unencrypted. */
+  private neverInClear(source: CredentialSource, session: ClientSession): CredentialSource {
+    return {
+      fill: (creds, service, host, info) => {
+        if (info?.cleartext) {
+          session.log.warn({ event: 'credentials.stored.withheld', service, host }, "the daemon's stored credentials are never sent over an unencrypted channel");
+          return;
+        }
+        return source.fill(creds, service, host, info);
+      },
+    };
   }
 
   async stop(): Promise<void> {
@@ -336,6 +363,27 @@ export class VirtauthServer {
     await Promise.all(closes);
     for (const spec of this.specs) if (spec.kind === 'unix' && spec.path) await rm(spec.path, { force: true });
   }
+}
+
+/**
+ * Clients that get no details of why an open failed (paths, errno, user names would tell them
+ * about the daemon's host): read-only ones, and anonymous ones on plain TCP.
+ */
+function restrictedClient(session: ClientSession): boolean {
+  return session.readOnly || (session.identity.method === 'none' && session.transport.kind === 'tcp');
+}
+
+function withoutDetails(e: unknown, uri: ConnectUri, session: ClientSession): VirError {
+  const code = e instanceof VirError ? e.code : ErrorCode.INTERNAL_ERROR;
+  const domain = e instanceof VirError ? e.domain : ErrorDomain.NONE;
+  if (e instanceof VirError && code === ErrorCode.AUTH_CANCELLED) return e;
+  return new VirError({ code, domain, detail: `cannot open '${uriForLog(uri.raw)}': the daemon's log has the reason (connection ${session.connectionId})` });
+}
+
+/** A client-supplied URI as logs and errors show it: bounded, and no password in the user part. */
+function uriForLog(text: string): string {
+  const bounded = text.length > 256 ? `${text.slice(0, 256)}…` : text;
+  return bounded.replace(/^([^:/?#]+:\/\/)([^@/?#:]*):[^@/?#]*@/, '$1$2@');
 }
 
 type WaitingSocket = net.Socket & { virtauthSpec?: ListenerSpec; virtauthDn?: string };

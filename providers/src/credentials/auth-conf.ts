@@ -58,6 +58,14 @@ function unescapeValue(raw: string, where: string): string {
   return out;
 }
 
+export interface AuthConfLookupOptions {
+  /**
+   * Whether `[auth-SERVICE-default]` answers for a host without an entry of its own (libvirt's
+   * client does). A daemon turns it off: its credentials go only to hosts its operator named.
+   */
+  useDefaultEntry?: boolean;
+}
+
 /** A parsed auth.conf. */
 export class AuthConfig {
   private constructor(
@@ -118,10 +126,10 @@ export class AuthConfig {
    * `[credentials-NAME]`. No mapping group, or no such key in the set → null. A mapping group
    * without `credentials`, or naming a set that does not exist → CONF_SYNTAX, as in libvirt.
    */
-  lookup(service: string, host: string | null, key: string): string | null {
+  lookup(service: string, host: string | null, key: string, { useDefaultEntry = true }: AuthConfLookupOptions = {}): string | null {
     let groupName = `auth-${service}-${host || DEFAULT_AUTH_HOST}`;
     let group = this.groups.get(groupName);
-    if (!group) {
+    if (!group && useDefaultEntry) {
       groupName = `auth-${service}-default`;
       group = this.groups.get(groupName);
     }
@@ -146,14 +154,17 @@ export function authConfKey(type: number, service: string): string | undefined {
 
 /** Fills USERNAME, AUTHNAME, PASSPHRASE and REALM credentials from an auth.conf. */
 export class AuthConfCredentialSource implements CredentialSource {
-  constructor(readonly config: AuthConfig) {}
+  constructor(
+    readonly config: AuthConfig,
+    private readonly lookupOptions: AuthConfLookupOptions = {},
+  ) {}
 
   fill(creds: Credential[], service: string, host: string): void {
     for (const c of creds) {
       if (c.result !== null) continue;
       const key = authConfKey(c.type, service);
       if (key === undefined) continue;
-      const value = this.config.lookup(service, host, key);
+      const value = this.config.lookup(service, host, key, this.lookupOptions);
       if (value !== null) c.result = value;
     }
   }
@@ -191,8 +202,12 @@ export function findAuthConfPath(opts: AuthConfPathOptions = {}): string | null 
 }
 
 /** Loads the auth.conf that applies to a connection, or resolves null when there is none. */
-export async function loadAuthConfSource(uri?: ConnectUri, opts: Omit<AuthConfPathOptions, 'uriAuthFile'> = {}): Promise<AuthConfCredentialSource | null> {
+export async function loadAuthConfSource(
+  uri?: ConnectUri,
+  opts: Omit<AuthConfPathOptions, 'uriAuthFile'> = {},
+  lookupOptions: AuthConfLookupOptions = {},
+): Promise<AuthConfCredentialSource | null> {
   const file = findAuthConfPath({ ...opts, uriAuthFile: uri ? uriParam(uri, 'authfile') : null });
   if (file === null) return null;
-  return new AuthConfCredentialSource(await AuthConfig.load(file));
+  return new AuthConfCredentialSource(await AuthConfig.load(file), lookupOptions);
 }
