@@ -130,6 +130,11 @@ export class VirtauthServer {
     return this.sessions.size;
   }
 
+  /** The programs each connection is served (remote, relay, ...), once started. */
+  get programDefinitions(): readonly ProgramDefinition<ClientSession>[] {
+    return this.programs;
+  }
+
   async start(): Promise<ListenerInfo[]> {
     this.providers = this.container.resolveAll(AUTH_PROVIDER);
     for (const spec of this.specs) {
@@ -178,7 +183,7 @@ export class VirtauthServer {
     const server = tls.createServer({ key, cert, ca, ...(crl ? { crl } : {}), requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' });
     server.on('secureConnection', (socket: tls.TLSSocket) => {
       const dn = clientDistinguishedName(socket);
-      if (cfg.tlsAllowedDnList && !cfg.tlsAllowedDnList.some((g) => globMatch(g, dn))) {
+      if (!tlsClientAllowed(cfg.tlsAllowedDnList, dn)) {
         this.log.warn({ event: 'client.refused', reason: 'tls_allowed_dn_list', dn }, 'client certificate DN not allowed');
         socket.destroy();
         return;
@@ -467,6 +472,11 @@ type WaitingSocket = net.Socket & {
   virtauthQueueTimer?: NodeJS.Timeout;
   virtauthPeer?: TransportInfo['peer'];
 };
+
+/** tls_allowed_dn_list: no list lets any certificate the CA signed in; a list, only DNs a glob matches. */
+export function tlsClientAllowed(allowed: readonly string[] | null, dn: string): boolean {
+  return allowed === null || allowed.some((glob) => globMatch(glob, dn));
+}
 
 /** The client certificate's subject as libvirt writes it for tls_allowed_dn_list: C=..,O=..,CN=.. */
 export function clientDistinguishedName(socket: tls.TLSSocket): string {
