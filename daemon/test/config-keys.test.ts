@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { container as rootContainer } from 'tsyringe';
 import { CONFIG_KEYS, ErrorCode, VirError, type ConfValue } from '@virtauth/core';
 import { OAUTHBEARER_CONFIG_KEYS, POLKIT_CONFIG_KEYS, SASL_CONFIG_KEYS, oauthBearerSettingsFrom, polkitSettingsFrom, saslSettingsFrom } from '@virtauth/providers';
-import { JsonSink } from './log-sink.js';
+import { JsonSink } from './helpers.js';
 import { DAEMON_CONFIG_KEYS, LIBVIRTD_CONFIG_KEYS, buildConfig, createDaemon, createLogger, loadConfig } from '../src/index.js';
 
 async function configFile(t: import('ava').ExecutionContext, body: (dir: string) => string): Promise<{ dir: string; file: string }> {

@@ -10,21 +10,10 @@ import { lstatSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { container as rootContainer } from 'tsyringe';
-import {
-  AUTH_PROVIDER,
-  AuthType,
-  ErrorCode,
-  REMOTE_PROGRAM,
-  REMOTE_PROTOCOL_VERSION,
-  RemoteProc,
-  RpcConnection,
-  VirError,
-  remote,
-  xdr,
-} from '@virtauth/core';
+import { AUTH_PROVIDER, AuthType, ErrorCode, RemoteProc, VirError, remote, xdr, type RpcConnection } from '@virtauth/core';
 import { getPeerCredentials } from '@virtauth/peercred';
 import { PolkitAuthProvider, type AuthorizationResult, type PolkitAuthorityClient, type UnixProcessSubject } from '@virtauth/providers';
-import { JsonSink } from './log-sink.js';
+import { JsonSink, callRemote, connect } from './helpers.js';
 import { VirtauthServer, buildConfig, createDaemon, createLogger, defaultConfig, type DaemonConfig, type DaemonHandle, type ListenerSpec } from '../src/index.js';
 
 async function tempDir(t: import('ava').ExecutionContext): Promise<string> {
@@ -40,19 +29,7 @@ async function startDaemon(t: import('ava').ExecutionContext, config: DaemonConf
   return { daemon, log };
 }
 
-/** A client that speaks the remote program by hand. */
-async function connect(path: string): Promise<RpcConnection> {
-  const socket = net.connect(path);
-  await new Promise<void>((resolve, reject) => {
-    socket.once('connect', resolve);
-    socket.once('error', reject);
-  });
-  const rpc = new RpcConnection(socket);
-  socket.resume();
-  return rpc;
-}
-
-const authList = (rpc: RpcConnection) => rpc.call(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, RemoteProc.AUTH_LIST, xdr.xvoid, undefined, remote.authListRet);
+const authList = (rpc: RpcConnection) => callRemote(rpc, RemoteProc.AUTH_LIST, xdr.xvoid, undefined, remote.authListRet);
 
 test('unix_sock_group owns both sockets; an unknown group stops the daemon', async (t) => {
   const dir = await tempDir(t);
@@ -104,23 +81,19 @@ test.serial('a socket is never reachable with a mode other than its configured o
 test('max_clients counts the clients of every listener together', async (t) => {
   const dir = await tempDir(t);
   const { log } = await startDaemon(t, { ...defaultConfig(), unixSockDir: dir, maxClients: 2 });
-  const rw = await connect(join(dir, 'virtauth-sock'));
-  const ro = await connect(join(dir, 'virtauth-sock-ro'));
-  t.teardown(() => {
-    rw.close(null);
-    ro.close(null);
-  });
+  const rw = await connect(t, join(dir, 'virtauth-sock'));
+  const ro = await connect(t, join(dir, 'virtauth-sock-ro'));
   t.deepEqual((await authList(rw)).types, [AuthType.NONE]);
   t.deepEqual((await authList(ro)).types, [AuthType.NONE]);
   // The read-write listener has one client only, but the server has two: the third is refused.
-  const third = await connect(join(dir, 'virtauth-sock'));
+  const third = await connect(t, join(dir, 'virtauth-sock'));
   await third.whenClosed();
   t.true(log.events('client.refused').some((r) => r.reason === 'max_clients'));
   // One leaves: a new client is served again.
   ro.close(null);
   await t.notThrowsAsync(async () => {
     for (;;) {
-      const next = await connect(join(dir, 'virtauth-sock'));
+      const next = await connect(t, join(dir, 'virtauth-sock'));
       try {
         await authList(next);
         return;
@@ -146,11 +119,11 @@ test('a client queued behind max_anonymous_clients waits no longer than auth_tim
   );
   await writeFile(join(dir, 'users.json'), '{}');
   await startDaemon(t, config);
-  const first = await connect(join(dir, 'virtauth-sock'));
+  const first = await connect(t, join(dir, 'virtauth-sock'));
   await authList(first);
   await new Promise((resolve) => setTimeout(resolve, 1000));
   const queuedAt = Date.now();
-  const queued = await connect(join(dir, 'virtauth-sock'));
+  const queued = await connect(t, join(dir, 'virtauth-sock'));
   await queued.whenClosed();
   const waited = Date.now() - queuedAt;
   first.close(null);
@@ -189,10 +162,9 @@ test("polkit: the client's process start time is read at accept, and a process t
   });
   await server.start();
   t.teardown(() => server.stop());
-  const client = await connect(path);
-  t.teardown(() => client.close(null));
+  const client = await connect(t, path);
   await authList(client);
-  const e = await t.throwsAsync(client.call(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, RemoteProc.AUTH_POLKIT, xdr.xvoid, undefined, remote.authPolkitRet), { instanceOf: VirError });
+  const e = await t.throwsAsync(callRemote(client, RemoteProc.AUTH_POLKIT, xdr.xvoid, undefined, remote.authPolkitRet), { instanceOf: VirError });
   t.regex(e!.message, /Cannot find start time for pid \d+: the client process exited before polkit could check it/);
   t.is(authority.subjects.length, 0, 'polkit was not asked about the process that holds the pid now');
 });

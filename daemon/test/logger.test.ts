@@ -1,7 +1,7 @@
 // The daemon's logger hides secrets by field name, wherever a caller puts them.
 
 import test from 'ava';
-import { JsonSink } from './log-sink.js';
+import { JsonSink } from './helpers.js';
 import { REDACTED_PATHS, createLogger } from '../src/index.js';
 
 test('password, token, credentials[].result and data come out redacted, at the top level and one level down', (t) => {

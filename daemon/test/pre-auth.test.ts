@@ -10,27 +10,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { container as rootContainer } from 'tsyringe';
-import {
-  AuthType,
-  CredentialType,
-  ErrorCode,
-  ErrorDomain,
-  Feature,
-  PRE_AUTH_PROCS,
-  REMOTE_PROGRAM,
-  REMOTE_PROTOCOL_VERSION,
-  RemoteProc,
-  RpcConnection,
-  VirError,
-  makeCredentialRequester,
-  parseUri,
-  remote,
-  xdr,
-  type ConnectAuth,
-  type ConfValue,
-} from '@virtauth/core';
+import { AuthType, CredentialType, ErrorCode, ErrorDomain, Feature, PRE_AUTH_PROCS, REMOTE_PROGRAM, RemoteProc, RpcConnection, VirError } from '@virtauth/core';
+import { makeCredentialRequester, parseUri, remote, xdr, type ConnectAuth, type ConfValue } from '@virtauth/core';
 import { FileUserDatabase, SaslAuthProvider, ScramSha256Mechanism } from '@virtauth/providers';
-import { JsonSink } from './log-sink.js';
+import { JsonSink, callRemote, connect } from './helpers.js';
 import { buildConfig, createDaemon, createLogger, type DaemonHandle } from '../src/index.js';
 
 const ITERATIONS = 4096;
@@ -66,21 +49,6 @@ async function startDaemon(t: import('ava').ExecutionContext, settings: Record<s
   t.teardown(() => handle.stop());
   return { handle, log, socket: join(dir, 'virtauth-sock') };
 }
-
-async function connect(t: import('ava').ExecutionContext, path: string): Promise<RpcConnection> {
-  const socket = net.connect(path);
-  await new Promise<void>((resolve, reject) => {
-    socket.once('connect', resolve);
-    socket.once('error', reject);
-  });
-  const rpc = new RpcConnection(socket);
-  socket.resume();
-  t.teardown(() => rpc.close(null));
-  return rpc;
-}
-
-const callRemote = <A, R>(rpc: RpcConnection, proc: number, args: import('@virtauth/core').Codec<A>, value: A, ret: import('@virtauth/core').Codec<R>) =>
-  rpc.call(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, proc, args, value, ret);
 
 async function login(rpc: RpcConnection, user: string, password: string): Promise<void> {
   const provider = new SaslAuthProvider(() => [new ScramSha256Mechanism()]);
