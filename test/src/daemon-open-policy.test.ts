@@ -10,7 +10,7 @@ import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ErrorCode, ErrorDomain, RemoteProc, VirError, remote, xdr } from '@virtauth/core';
+import { AuthType, ErrorCode, ErrorDomain, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, RemoteProc, RpcConnection, VirError, createDispatcher, remote, xdr, type Procedure } from '@virtauth/core';
 import { buildConfig, createDaemon, createLogger, type DaemonHandle } from '@virtauth/daemon';
 import { selfSignedCertificate, startXenApiServer, type XenApiServer } from './fixtures/xenapi-server.js';
 import { JsonLines } from './log-capture.js';
@@ -21,24 +21,21 @@ const secret = (label: string) => `${label}-${randomBytes(9).toString('base64url
 const XEN_PASSWORD = secret('xen-pw');
 const DEFAULT_XEN_PASSWORD = secret('default-xen-pw');
 const DEFAULT_LIBVIRT_PASSWORD = secret('default-libvirt-pw');
+const TCP_LIBVIRT_PASSWORD = secret('tcp-libvirt-pw');
 
-/** A listener an attacker owns: it counts connections and keeps every byte it receives. */
-class Trap {
-  connections = 0;
-  received = Buffer.alloc(0);
-  private constructor(readonly server: net.Server) {}
+/** A listening socket of a test's own, on a unix path or a loopback TCP port. */
+class Listener {
+  readonly server = net.createServer();
 
-  static async listen(where: string | { host: string; port: 0 }): Promise<Trap> {
-    const server = net.createServer();
-    const trap = new Trap(server);
-    server.on('connection', (socket) => {
-      trap.connections++;
-      socket.on('data', (b) => (trap.received = Buffer.concat([trap.received, b])));
+  protected async listen(where: string | { host: string; port: 0 }): Promise<void> {
+    this.server.on('connection', (socket) => {
       socket.on('error', () => undefined);
+      this.accepted(socket);
     });
-    await new Promise<void>((resolve) => (typeof where === 'string' ? server.listen(where, resolve) : server.listen(where.port, where.host, resolve)));
-    return trap;
+    await new Promise<void>((resolve) => (typeof where === 'string' ? this.server.listen(where, resolve) : this.server.listen(where.port, where.host, resolve)));
   }
+
+  protected accepted(_socket: net.Socket): void {}
 
   get port(): number {
     return (this.server.address() as net.AddressInfo).port;
@@ -46,6 +43,55 @@ class Trap {
 
   close(): Promise<void> {
     return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+/** A listener an attacker owns: it counts connections and keeps every byte it receives. */
+class Trap extends Listener {
+  connections = 0;
+  received = Buffer.alloc(0);
+
+  static async at(where: string | { host: string; port: 0 }): Promise<Trap> {
+    const trap = new Trap();
+    await trap.listen(where);
+    return trap;
+  }
+
+  protected override accepted(socket: net.Socket): void {
+    this.connections++;
+    socket.on('data', (b) => (this.received = Buffer.concat([this.received, b])));
+  }
+}
+
+/** A libvirt server on plain TCP that offers SASL PLAIN and records whether a login was tried. */
+class PlainOverTcpServer extends Listener {
+  saslStarts = 0;
+  private readonly procedures = new Map<number, Procedure>([
+    [RemoteProc.AUTH_LIST, { args: xdr.xvoid, ret: remote.authListRet, needsAuth: false, handle: () => ({ types: [AuthType.SASL] }) }],
+    [RemoteProc.AUTH_SASL_INIT, { args: xdr.xvoid, ret: remote.authSaslInitRet, needsAuth: false, handle: () => ({ mechlist: 'PLAIN' }) }],
+    [
+      RemoteProc.AUTH_SASL_START,
+      {
+        args: remote.authSaslStartArgs,
+        ret: remote.authSaslStartRet,
+        needsAuth: false,
+        handle: () => {
+          this.saslStarts++;
+          return { complete: 1, nil: 1, data: Buffer.alloc(0) };
+        },
+      },
+    ],
+  ]);
+
+  static async start(): Promise<PlainOverTcpServer> {
+    const server = new PlainOverTcpServer();
+    await server.listen({ host: '127.0.0.1', port: 0 });
+    return server;
+  }
+
+  protected override accepted(socket: net.Socket): void {
+    const program = { prog: REMOTE_PROGRAM, vers: REMOTE_PROTOCOL_VERSION, procedures: this.procedures };
+    new RpcConnection(socket).setCallHandler(createDispatcher([program], { context: null, isAuthenticated: () => true }));
   }
 }
 
@@ -59,6 +105,7 @@ interface World {
   /** Plain-HTTP XenAPI server that would accept the daemon's stored password. */
   httpXen: XenApiServer;
   xenTrap: Trap;
+  plainTcp: PlainOverTcpServer;
   socketTrap: Trap;
   socketTrapPath: string;
 }
@@ -70,32 +117,35 @@ const allowedXen = () => `xenapi:///?server=127.0.0.1:${world.xen.port}&no_verif
 const allowedXenByName = () => `xenapi:///?server=localhost:${world.xen.port}&no_verify=1`;
 const allowedHttpXen = () => `xenapi:///?server=127.0.0.1:${world.httpXen.port}&scheme=http`;
 const missingSocket = () => join(world.dir, 'no-such-dir', 'missing.sock');
+const allowedPlainTcp = () => `test+tcp://127.0.0.1:${world.plainTcp.port}/default`;
 
 test.before(async () => {
   const dir = await tempDir('vop');
   const { key, cert } = selfSignedCertificate();
   const xen = await startXenApiServer({ users: { root: XEN_PASSWORD }, tls: { key, cert } });
   const httpXen = await startXenApiServer({ users: { root: XEN_PASSWORD } });
-  const xenTrap = await Trap.listen({ host: '127.0.0.1', port: 0 });
+  const xenTrap = await Trap.at({ host: '127.0.0.1', port: 0 });
   const socketTrapPath = join(dir, 'attacker.sock');
-  const socketTrap = await Trap.listen(socketTrapPath);
+  const socketTrap = await Trap.at(socketTrapPath);
+  const plainTcp = await PlainOverTcpServer.start();
   // The daemon's own auth.conf: an exact entry for 127.0.0.1, and -default entries an attacker wants.
   const authFile = join(dir, 'daemon-auth.conf');
   await writeFile(
     authFile,
     `[credentials-xen]\nusername=root\npassword=${XEN_PASSWORD}\n[auth-xenapi-127.0.0.1]\ncredentials=xen\n` +
       `[credentials-anyxen]\nusername=root\npassword=${DEFAULT_XEN_PASSWORD}\n[auth-xenapi-default]\ncredentials=anyxen\n` +
-      `[credentials-anylibvirt]\nauthname=admin\npassword=${DEFAULT_LIBVIRT_PASSWORD}\n[auth-libvirt-default]\ncredentials=anylibvirt\n`,
+      `[credentials-anylibvirt]\nauthname=admin\npassword=${DEFAULT_LIBVIRT_PASSWORD}\n[auth-libvirt-default]\ncredentials=anylibvirt\n` +
+      `[credentials-tcp]\nauthname=admin\npassword=${TCP_LIBVIRT_PASSWORD}\n[auth-libvirt-127.0.0.1]\ncredentials=tcp\n`,
     { mode: 0o600 },
   );
   process.env.LIBVIRT_AUTH_FILE = authFile;
-  world = { dir, xen, httpXen, xenTrap, socketTrap, socketTrapPath } as World;
+  world = { dir, xen, httpXen, xenTrap, socketTrap, socketTrapPath, plainTcp } as World;
   const settings = new Map<string, string | number | string[]>([
     ['unix_sock_dir', dir],
     ['auth_unix_ro', 'none'],
     ['auth_unix_rw', 'none'],
     ['log_level', 1],
-    ['uri_allowed_list', ['test:///default', allowedXen(), allowedXenByName(), allowedHttpXen(), `test+unix:///default?socket=${missingSocket()}`]],
+    ['uri_allowed_list', ['test:///default', allowedXen(), allowedXenByName(), allowedHttpXen(), `test+unix:///default?socket=${missingSocket()}`, allowedPlainTcp()]],
   ]);
   const log = new JsonLines();
   const config = buildConfig(settings, 'virtauthd.conf');
@@ -106,7 +156,7 @@ test.before(async () => {
 test.after.always(async () => {
   if (!world) return;
   await world.daemon?.stop();
-  await Promise.all([world.xen.close(), world.httpXen.close(), world.xenTrap.close(), world.socketTrap.close()]);
+  await Promise.all([world.xen.close(), world.httpXen.close(), world.xenTrap.close(), world.socketTrap.close(), world.plainTcp.close()]);
   await rm(world.dir, { recursive: true, force: true });
 });
 
@@ -125,7 +175,7 @@ async function openAs(socket: string, name: string): Promise<{ client: RawClient
 }
 
 function assertNoSecretAnywhere(t: import('ava').ExecutionContext, texts: string[]): void {
-  for (const s of [XEN_PASSWORD, DEFAULT_XEN_PASSWORD, DEFAULT_LIBVIRT_PASSWORD]) {
+  for (const s of [XEN_PASSWORD, DEFAULT_XEN_PASSWORD, DEFAULT_LIBVIRT_PASSWORD, TCP_LIBVIRT_PASSWORD]) {
     for (const text of texts) t.false(text.includes(s), 'a stored secret leaked');
   }
 }
@@ -216,6 +266,15 @@ test.serial('the daemon\'s stored XenAPI password never goes over http, even to 
   t.is(error!.code, ErrorCode.AUTH_UNAVAILABLE);
   t.deepEqual(world.httpXen.calls.slice(callsBefore), [], 'the http server was never sent a login');
   t.like(world.log.events('credentials.stored.withheld').slice(withheldBefore)[0], { service: 'xenapi', host: '127.0.0.1' });
+  assertNoSecretAnywhere(t, [error!.message, world.log.text()]);
+});
+
+test.serial('the daemon\'s stored libvirt password never goes to a server over plain TCP, even one offering PLAIN', async (t) => {
+  const { error } = await openAs(world.rw, allowedPlainTcp());
+  t.truthy(error);
+  t.is(error!.code, ErrorCode.AUTH_FAILED);
+  t.regex(error!.message, /plain TCP would expose it/);
+  t.is(world.plainTcp.saslStarts, 0, 'no SASL exchange was started, so nothing was sent');
   assertNoSecretAnywhere(t, [error!.message, world.log.text()]);
 });
 
