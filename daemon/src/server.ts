@@ -454,7 +454,8 @@ function restrictedClient(session: ClientSession): boolean {
 function withoutDetails(e: unknown, uri: ConnectUri, session: ClientSession): VirError {
   const code = e instanceof VirError ? e.code : ErrorCode.INTERNAL_ERROR;
   const domain = e instanceof VirError ? e.domain : ErrorDomain.NONE;
-  if (e instanceof VirError && code === ErrorCode.AUTH_CANCELLED) return e;
+  // The relay's own outcomes say only what this client was asked and why it ended: keep them.
+  if (e instanceof VirError && (code === ErrorCode.AUTH_CANCELLED || (code === ErrorCode.AUTH_UNAVAILABLE && domain === ErrorDomain.AUTH))) return e;
   return new VirError({ code, domain, detail: `cannot open '${uriForLog(uri.raw)}': the daemon's log has the reason (connection ${session.connectionId})` });
 }
 

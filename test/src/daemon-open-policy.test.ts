@@ -256,6 +256,11 @@ test.serial('[auth-xenapi-default] never answers for a host without its own entr
   t.is(error!.code, ErrorCode.AUTH_UNAVAILABLE);
   t.deepEqual(world.xen.calls.slice(callsBefore), [], 'no login was attempted with the -default password');
   assertNoSecretAnywhere(t, [error!.message, world.log.text()]);
+  // What the relay says the client was asked for is kept for a read-only client too.
+  const ro = await openAs(world.ro, allowedXenByName());
+  t.is(ro.error!.code, ErrorCode.AUTH_UNAVAILABLE);
+  t.is(ro.error!.message, error!.message);
+  t.regex(ro.error!.message, /^authentication unavailable: /);
 });
 
 test.serial('the daemon\'s stored XenAPI password never goes over http, even to the exact host it is stored for', async (t) => {
