@@ -2,7 +2,7 @@
 // virtauth: a virsh-like client, and the administration of virtauthd's user database.
 import 'reflect-metadata';
 import { Command, Option } from 'commander';
-import { ErrorCode, ErrorDomain, VirError, defaultVirtauthSocketDir, type ConnectAuth } from '@virtauth/core';
+import { ErrorCode, ErrorDomain, VirError, defaultVirtauthSocketDir, terminalSafe, type ConnectAuth } from '@virtauth/core';
 import { createConsoleAuth } from '@virtauth/providers';
 import { openAuth, type Connection } from './connect.js';
 import { dominfoCommand, dumpxmlCommand, hostnameCommand, listCommand, uriCommand, versionCommand, CLIENT_VERSION } from './commands.js';
@@ -13,6 +13,9 @@ class ExitError extends Error {
     super(lines.join('\n'));
   }
 }
+
+/** An error's text as it may be printed: it usually carries the server's words. */
+const errorText = (e: unknown): string => terminalSafe(e instanceof Error ? e.message : String(e));
 
 function defaultUri(): string {
   return process.env.VIRTAUTH_DEFAULT_URI || process.env.LIBVIRT_DEFAULT_URI || `test+unix:///default?socket=${defaultVirtauthSocketDir()}/virtauth-sock`;
@@ -60,13 +63,14 @@ async function withConnection(run: (conn: Connection) => Promise<string>): Promi
   try {
     conn = await openAuth(uri, auth, opts.readonly ? 1 : 0, { personPresent: opts.prompt });
   } catch (e) {
-    throw new ExitError(['error: failed to connect to the hypervisor', `error: ${(e as Error).message}`]);
+    throw new ExitError(['error: failed to connect to the hypervisor', `error: ${errorText(e)}`]);
   }
   try {
-    process.stdout.write(await run(conn));
+    // Names, XML and every other value come from the server.
+    process.stdout.write(terminalSafe(await run(conn)));
     process.stdout.write('\n');
   } catch (e) {
-    throw new ExitError([`error: ${(e as Error).message}`]);
+    throw new ExitError([`error: ${errorText(e)}`]);
   } finally {
     await conn.close().catch(() => {});
   }
@@ -99,7 +103,7 @@ program.parseAsync(process.argv).then(
       process.stderr.write(`${e.lines.join('\n')}\n\n`);
       process.exit(e.exitCode);
     }
-    process.stderr.write(`error: ${e instanceof VirError ? e.message : (e as Error).stack ?? String(e)}\n`);
+    process.stderr.write(`error: ${e instanceof VirError ? errorText(e) : terminalSafe((e as Error).stack ?? String(e))}\n`);
     process.exit(1);
   },
 );

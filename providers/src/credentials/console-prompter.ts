@@ -24,6 +24,7 @@ import {
   type Credential,
   type CredentialRequestInfo,
   type OriginHop,
+  terminalSafeLine,
 } from '@virtauth/core';
 
 /** The types the console can answer: virConnectAuthPtrDefault's list. */
@@ -55,10 +56,6 @@ export interface ConsoleAuthOptions {
   noPrompt?: boolean;
 }
 
-// Controls (C0, DEL, C1) and bidirectional overrides.
-const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
-const printable = (s: string): string => s.replace(UNPRINTABLE, '?');
-
 /**
  * "xenapi on xen1.example via virtauthd@hostB via virtauthd@hostA asks for credentials":
  * origin[0] is the daemon running the driver that needs the credentials, later hops are the
@@ -67,8 +64,8 @@ const printable = (s: string): string => s.replace(UNPRINTABLE, '?');
 export function describeOrigin(info: Pick<CredentialRequestInfo, 'host' | 'origin'>): string | null {
   const [first, ...rest] = info.origin as readonly OriginHop[];
   if (!first) return null;
-  const via = [first, ...rest].map((hop) => ` via ${printable(hop.daemon)}`).join('');
-  return `${printable(first.driver)} on ${printable(info.host)}${via} asks for credentials`;
+  const via = [first, ...rest].map((hop) => ` via ${terminalSafeLine(hop.daemon)}`).join('');
+  return `${terminalSafeLine(first.driver)} on ${terminalSafeLine(info.host)}${via} asks for credentials`;
 }
 
 /** Lines of one non-terminal input, shared by every prompt that reads it. */
@@ -259,7 +256,7 @@ export function createConsoleAuth(opts: ConsoleAuthOptions = {}): ConnectAuth {
         c.result = '';
         continue;
       }
-      const prompt = `${printable(c.prompt)}: `;
+      const prompt = `${terminalSafeLine(c.prompt)}: `;
       let answer: string | null;
       try {
         if (input.isTTY) {
