@@ -1,4 +1,4 @@
-export { openAuth, open, openReadOnly, createClientContainer, type OpenOptions, type Connection } from './connect.js';
+export { openAuth, open, openReadOnly, createClientContainer, type ClientContainerOptions, type OpenOptions, type Connection } from './connect.js';
 export { lookupDomain, CLIENT_VERSION } from './commands.js';
 // What an application needs to call openAuth and read its errors, without importing core itself.
 export {
