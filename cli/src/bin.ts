@@ -5,6 +5,7 @@ import { Command, Option } from 'commander';
 import { ErrorCode, ErrorDomain, VirError, defaultVirtauthSocketDir, terminalSafe, type ConnectAuth } from '@virtauth/core';
 import { createConsoleAuth } from '@virtauth/providers';
 import { openAuth, type Connection } from './connect.js';
+import { clientRelayPolicy, reportRefusedRelayRequest } from './relay-policy.js';
 import { dominfoCommand, dumpxmlCommand, hostnameCommand, listCommand, uriCommand, versionCommand, CLIENT_VERSION } from './commands.js';
 import { registerPasswdCommands } from './passwd.js';
 
@@ -29,6 +30,7 @@ program
   .option('-c, --connect <uri>', 'hypervisor connection URI')
   .option('-r, --readonly', 'connect read-only')
   .option('--no-prompt', 'never ask on the terminal; fail at once when credentials are needed')
+  .option('--relay-policy <file>', 'JSON policy for credential requests daemons relay back (default: $VIRTAUTH_RELAY_POLICY, else ~/.config/virtauth/relay-policy.json if present)')
   .showHelpAfterError();
 
 /**
@@ -56,12 +58,17 @@ function consoleAuth(noPrompt: boolean): ConnectAuth {
 }
 
 async function withConnection(run: (conn: Connection) => Promise<string>): Promise<void> {
-  const opts = program.opts<{ connect?: string; readonly?: boolean; prompt: boolean }>();
+  const opts = program.opts<{ connect?: string; readonly?: boolean; prompt: boolean; relayPolicy?: string }>();
   const uri = opts.connect ?? defaultUri();
   const auth = consoleAuth(!opts.prompt);
   let conn: Connection;
   try {
-    conn = await openAuth(uri, auth, opts.readonly ? 1 : 0, { personPresent: opts.prompt });
+    const relayPolicy = clientRelayPolicy(opts.relayPolicy);
+    conn = await openAuth(uri, auth, opts.readonly ? 1 : 0, {
+      personPresent: opts.prompt,
+      ...(relayPolicy ? { relayPolicy } : {}),
+      relayAudit: (record) => reportRefusedRelayRequest(record, (line) => process.stderr.write(terminalSafe(line))),
+    });
   } catch (e) {
     throw new ExitError(['error: failed to connect to the hypervisor', `error: ${errorText(e)}`]);
   }

@@ -1,14 +1,19 @@
-// The client against a hostile daemon (issue 10): what a server sends never drives the user's
+// The client against a hostile daemon (issue 10): a daemon cannot harvest the client's stored
+// credentials or pass its prompts off as local ones, what a server sends never drives the user's
 // terminal, and a server cannot make the client weaken SASL. Fake daemons speak the wire
 // directly, so each attack is exactly what a test sends.
 
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
 import test from 'ava';
 
-import { AuthType, CredentialType, ErrorCode, ErrorDomain, RemoteProc, VirError, remote, xdr, type Reply } from '@virtauth/core';
+import { AuthType, CredentialType, ErrorCode, ErrorDomain, RelayStatus, RemoteProc, VirError, remote, xdr, type Reply } from '@virtauth/core';
+import { createRelayClient, type ClientRelayAuditRecord } from '@virtauth/relay';
 import { createClientContainer, openAuth } from 'virtauth';
 
-import { FakeDaemon } from './fake-daemon.js';
-import { RecordingAuth, answerWith, removeDir, virErrorOf } from './relay-helpers.js';
+import { FakeDaemon, type FakePeer } from './fake-daemon.js';
+import { RecordingAuth, answerWith, authConfSource, removeDir, virErrorOf } from './relay-helpers.js';
 import { runProcess, tempDir } from './peers/index.js';
 import { virtauthBin } from './sasl-support.js';
 
@@ -193,6 +198,206 @@ test('auth=sasl.MECH is matched against whole names of the server\'s list, not a
       t.regex(e.message, new RegExp(`SASL mechanism ${wanted} not supported by server`), wanted);
     }
     t.deepEqual(trace.starts, [], 'no exchange started with a mechanism the server did not offer');
+  } finally {
+    await daemon.stop();
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// A malicious daemon asking for the client's stored credentials during CONNECT_OPEN.
+
+const PROD_PASSWORD = 'prod-libvirt-secret-5d1f';
+const XEN_DEFAULT_PASSWORD = 'xen-default-secret-9a7c';
+const XEN1_PASSWORD = 'xen1-exact-secret-77b2';
+const CLIENT_AUTH_CONF =
+  `[credentials-prod]\nauthname=admin\npassword=${PROD_PASSWORD}\n[auth-libvirt-prod.example]\ncredentials=prod\n\n` +
+  `[credentials-xen]\nusername=root\npassword=${XEN_DEFAULT_PASSWORD}\n[auth-xenapi-default]\ncredentials=xen\n\n` +
+  `[credentials-xen1]\nusername=root\npassword=${XEN1_PASSWORD}\n[auth-xenapi-xen1.example]\ncredentials=xen1\n`;
+const STORED_SECRETS = [PROD_PASSWORD, XEN_DEFAULT_PASSWORD, XEN1_PASSWORD];
+
+const { AUTHNAME, PASSPHRASE } = CredentialType;
+const loginCredentials = (host: string) => [
+  { type: AUTHNAME, prompt: `Enter username for ${host}`, challenge: null, defresult: null },
+  { type: PASSPHRASE, prompt: `Enter password for ${host}`, challenge: null, defresult: null },
+];
+const hop = (daemon: string, driver = 'xenapi') => ({ daemon, driver, uri: `${driver}:///` });
+
+/** The harvest of issue 10: any service and host, a `-default` entry, an exact entry. */
+async function harvest(peer: FakePeer): Promise<void> {
+  await peer.request({ service: 'libvirt', host: 'prod.example', origin: [hop('rogue@evil', 'remote')], credentials: loginCredentials('prod.example') });
+  await peer.request({ service: 'xenapi', host: 'xen9.example', origin: [hop('rogue@evil')], credentials: loginCredentials('xen9.example') });
+  await peer.request({ service: 'xenapi', host: 'xen1.example', origin: [hop('rogue@evil')], credentials: loginCredentials('xen1.example') });
+}
+
+const leakedSecrets = (answers: readonly { results: (string | null)[] }[]) => answers.flatMap((a) => a.results).filter((r) => r !== null && STORED_SECRETS.includes(r));
+
+test('stored credentials: virtauth --no-prompt answers none of a daemon\'s relayed requests from auth.conf, default entries included', async (t) => {
+  const authFile = join(dir, 'harvest-auth.conf');
+  await writeFile(authFile, CLIENT_AUTH_CONF, { mode: 0o600 });
+  const daemon = await FakeDaemon.start(dir, 'harvest', { relayName: 'rogue@evil', onOpen: harvest });
+  try {
+    const run = await runProcess(process.execPath, [virtauthBin, '-c', daemon.uri(), '--no-prompt', 'hostname'], {
+      env: { ...process.env, LIBVIRT_AUTH_FILE: authFile, XDG_CONFIG_HOME: dir, VIRTAUTH_RELAY_POLICY: '' },
+      timeoutMs: 15_000,
+    });
+    const answers = daemon.peers.flatMap((p) => p.answers);
+    t.is(answers.length, 3, run.stderr);
+    t.deepEqual(answers.map((a) => a.status), [RelayStatus.UNAVAILABLE, RelayStatus.UNAVAILABLE, RelayStatus.UNAVAILABLE]);
+    t.deepEqual(leakedSecrets(answers), []);
+    t.true(answers.every((a) => a.results.length === 0));
+    for (const s of STORED_SECRETS) t.false(run.stdout.includes(s) || run.stderr.includes(s));
+  } finally {
+    await daemon.stop();
+  }
+});
+
+test('stored credentials: only a grant naming the verified daemon, the service and the exact host lets auth.conf answer; -default entries never do', async (t) => {
+  const authFile = join(dir, 'grant-auth.conf');
+  await writeFile(authFile, CLIENT_AUTH_CONF, { mode: 0o600 });
+  const sources = [await authConfSource(authFile)];
+  const daemon = await FakeDaemon.start(dir, 'granted', { relayName: 'rogue@evil', onOpen: harvest });
+  const elsewhere = join(dir, 'other.sock');
+  const grant = (socket: string, service: string, host: string) => ({ daemon: { transport: 'unix' as const, socket }, service, host });
+  try {
+    const cases = [
+      { label: 'a grant for another socket', grants: [grant(elsewhere, 'xenapi', 'xen1.example')], answered: [] as string[] },
+      { label: 'a grant for xen9 (only -default holds it)', grants: [grant(daemon.socket, 'xenapi', 'xen9.example')], answered: [] as string[] },
+      { label: 'a grant for xen1 on this socket', grants: [grant(daemon.socket, 'xenapi', 'xen1.example')], answered: ['xen1.example'] },
+    ];
+    for (const c of cases) {
+      const before = daemon.peers.length;
+      const auth = new RecordingAuth([AUTHNAME, PASSPHRASE], () => false);
+      const conn = await openAuth(daemon.uri(), auth, 0, { credentialSources: sources, relayPolicy: { storedCredentials: c.grants } });
+      await conn.close();
+      const answers = daemon.peers.slice(before).flatMap((p) => p.answers);
+      const ok = answers.filter((a) => a.status === RelayStatus.OK);
+      t.deepEqual(ok.map((a) => a.results), c.answered.map(() => ['root', XEN1_PASSWORD]), c.label);
+      t.deepEqual(auth.calls.map((call) => call.host), ['prod.example', 'xen9.example', 'xen1.example'].filter((h) => !c.answered.includes(h)), `${c.label}: the rest went to the person`);
+      t.false(answers.some((a) => a.results.includes(PROD_PASSWORD) || a.results.includes(XEN_DEFAULT_PASSWORD)));
+    }
+    t.throws(() => createRelayClient({ auth: null, policy: { storedCredentials: [grant(daemon.socket, 'xenapi', 'default')] } }), { message: /-default entries never answer relayed requests/ });
+  } finally {
+    await daemon.stop();
+  }
+});
+
+test('origin chain: an empty chain, or one that does not end at the daemon reached, is DENIED and audited without a prompt', async (t) => {
+  const daemon = await FakeDaemon.start(dir, 'chain', {
+    relayName: 'rogue@evil',
+    onOpen: async (peer) => {
+      await peer.request({ service: 'libvirt', host: 'localhost', origin: [], credentials: loginCredentials('localhost') });
+      await peer.request({ service: 'xenapi', host: 'xen1.example', origin: [hop('virtauthd@trusted')], credentials: loginCredentials('xen1.example') });
+      await peer.request({ service: 'xenapi', host: 'xen1.example', origin: [hop('rogue@evil'), hop('virtauthd@trusted', 'remote')], credentials: loginCredentials('xen1.example') });
+      await peer.request({ service: 'xenapi', host: 'xen1.example', origin: [hop('virtauthd@trusted'), hop('rogue@evil', 'remote')], credentials: loginCredentials('xen1.example') });
+    },
+  });
+  try {
+    const audit: ClientRelayAuditRecord[] = [];
+    const auth = new RecordingAuth([AUTHNAME, PASSPHRASE], answerWith('root', 'typed-password'));
+    const conn = await openAuth(daemon.uri(), auth, 0, { credentialSources: [], relayAudit: (r) => audit.push(r) });
+    await conn.close();
+    const answers = daemon.peers[0]!.answers;
+    t.deepEqual(answers.map((a) => a.status), [RelayStatus.DENIED, RelayStatus.DENIED, RelayStatus.DENIED, RelayStatus.OK]);
+    t.regex(answers[0]!.message, /origin chain is empty arrived from rogue@evil \(unix socket .*chain\.sock\): the chain must end at the daemon this client is connected to/);
+    t.regex(answers[1]!.message, /origin chain ends at 'virtauthd@trusted' arrived from rogue@evil/);
+    t.is(auth.calls.length, 1, 'only the request whose chain ends at the daemon reached was shown');
+    t.deepEqual(auth.calls[0]!.origin.map((h) => h.daemon), ['virtauthd@trusted', 'rogue@evil']);
+    t.deepEqual(audit.map((r) => r.outcome), ['DENIED', 'DENIED', 'DENIED', 'OK']);
+    t.true(audit.every((r) => r.daemon.startsWith('rogue@evil (unix socket ')));
+  } finally {
+    await daemon.stop();
+  }
+});
+
+test('console: a relayed prompt always carries the header naming the verified daemon, driver, host and chain; refusals are reported', async (t) => {
+  const daemon = await FakeDaemon.start(dir, 'console', {
+    relayName: 'rogue@evil',
+    onOpen: async (peer) => {
+      // Worded exactly like the local SASL prompts: the header and mark still tell them apart.
+      for (let i = 0; i < 2; i++) {
+        await peer.request({
+          service: 'libvirt',
+          host: 'localhost',
+          origin: [hop('rogue@evil', 'remote')],
+          credentials: [
+            { type: AUTHNAME, prompt: 'Please enter your authentication name', challenge: null, defresult: null },
+            { type: PASSPHRASE, prompt: 'Please enter your password', challenge: null, defresult: null },
+          ],
+        });
+      }
+      await peer.request({ service: 'libvirt', host: 'localhost', origin: [], credentials: loginCredentials('localhost') });
+    },
+  });
+  try {
+    const run = await runProcess(process.execPath, [virtauthBin, '-c', daemon.uri(), 'hostname'], {
+      env: { ...process.env, XDG_CONFIG_HOME: dir, VIRTAUTH_RELAY_POLICY: '' },
+      input: 'alice\npw1\nbob\npw2\n',
+      timeoutMs: 15_000,
+    });
+    t.is(run.code, 0, run.stderr);
+    const header =
+      '*** Credential request relayed by a daemon: it does not come from this computer ***\n' +
+      `Connected daemon: rogue@evil (unix socket ${daemon.socket})\n` +
+      'remote on localhost via rogue@evil asks for credentials\n' +
+      '[relayed] Please enter your authentication name: [relayed] Please enter your password: ';
+    t.is(run.stdout, `${header}${header}fake.example\n\n`);
+    t.regex(run.stderr, /^virtauth: refused a credential request \(AUTHNAME, PASSPHRASE\) relayed by rogue@evil \(unix socket .*\): a relayed request whose origin chain is empty/m);
+  } finally {
+    await daemon.stop();
+  }
+});
+
+test('per origin: the rate holds across reconnects to the same daemon, and another daemon has its own', async (t) => {
+  const twoRequests = async (peer: FakePeer) => {
+    await peer.request({ service: 'xenapi', host: 'xen1.example', origin: [hop('rogue@evil')], credentials: loginCredentials('xen1.example').slice(0, 1) });
+    await peer.request({ service: 'xenapi', host: 'xen1.example', origin: [hop('rogue@evil')], credentials: loginCredentials('xen1.example').slice(0, 1) });
+  };
+  const daemon = await FakeDaemon.start(dir, 'rate', { relayName: 'rogue@evil', onOpen: twoRequests });
+  const other = await FakeDaemon.start(dir, 'rate-other', { relayName: 'rogue@evil', onOpen: twoRequests });
+  try {
+    const policy = { perOrigin: { maxRequests: 3, windowMs: 60_000 } };
+    const statuses = async (d: FakeDaemon, auth: RecordingAuth) => {
+      const before = d.peers.length;
+      const conn = await openAuth(d.uri(), auth, 0, { credentialSources: [], relayPolicy: policy });
+      await conn.close();
+      return d.peers.slice(before).flatMap((p) => p.answers.map((a) => a.status));
+    };
+    const auth = new RecordingAuth([AUTHNAME], answerWith('root', ''));
+    t.deepEqual(await statuses(daemon, auth), [RelayStatus.OK, RelayStatus.OK]);
+    t.deepEqual(await statuses(daemon, auth), [RelayStatus.OK, RelayStatus.DENIED], 'a new connection did not reset the count');
+    t.deepEqual(await statuses(daemon, auth), [RelayStatus.DENIED, RelayStatus.DENIED]);
+    t.is(auth.calls.length, 3, 'refused requests were never shown');
+    t.regex(daemon.peers[2]!.answers[0]!.message, /exceeded this client's limit of 3 credential requests per 60 s from rogue@evil \(unix socket /);
+    t.deepEqual(await statuses(other, auth), [RelayStatus.OK, RelayStatus.OK], 'another daemon is counted apart');
+  } finally {
+    await daemon.stop();
+    await other.stop();
+  }
+});
+
+test('per open: a server that ignores the client\'s cap gets DENIED for the request beyond it, and nobody is asked', async (t) => {
+  const daemon = await FakeDaemon.start(dir, 'cap', {
+    relayName: 'rogue@evil',
+    onOpen: async (peer) => {
+      // ENABLE told us max_requests; a hostile server sends one more anyway.
+      for (let i = 0; i <= peer.enabled!.max_requests; i++) {
+        await peer.request({ service: 'xenapi', host: 'xen1.example', origin: [hop('rogue@evil')], credentials: loginCredentials('xen1.example').slice(0, 1) });
+      }
+    },
+  });
+  try {
+    for (const maxRequestsPerOpen of [undefined, 3]) {
+      const before = daemon.peers.length;
+      const auth = new RecordingAuth([AUTHNAME], answerWith('root', ''));
+      const conn = await openAuth(daemon.uri(), auth, 0, { credentialSources: [], relayPolicy: { perOrigin: { maxRequests: 1000, windowMs: 60_000 }, ...(maxRequestsPerOpen ? { maxRequestsPerOpen } : {}) } });
+      await conn.close();
+      const cap = maxRequestsPerOpen ?? 8;
+      const answers = daemon.peers[before]!.answers;
+      t.is(daemon.peers[before]!.enabled!.max_requests, cap);
+      t.deepEqual(answers.map((a) => a.status), [...Array(cap).fill(RelayStatus.OK), RelayStatus.DENIED]);
+      t.regex(answers[cap]!.message, new RegExp(`exceeded this client's limit of ${cap} credential requests per open`));
+      t.is(auth.calls.length, cap, 'the request beyond the cap was never shown');
+    }
   } finally {
     await daemon.stop();
   }

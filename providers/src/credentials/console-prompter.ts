@@ -11,7 +11,9 @@
 //    failure at once, rather than waiting for input that will never come.
 //
 // Text that comes from elsewhere (prompts and origins relayed from other daemons) is printed with
-// control characters replaced, so a remote peer cannot drive the local terminal.
+// control characters replaced, so a remote peer cannot drive the local terminal. A relayed request
+// always gets a header naming the daemon this client verified, the driver, the host and the chain,
+// and its prompts a "[relayed]" mark: a daemon's prompt must never pass for a local SASL prompt.
 
 import { StringDecoder } from 'node:string_decoder';
 import { read } from 'read';
@@ -20,6 +22,7 @@ import {
   ErrorCode,
   ErrorDomain,
   VirError,
+  describeVia,
   type ConnectAuth,
   type Credential,
   type CredentialRequestInfo,
@@ -66,6 +69,19 @@ export function describeOrigin(info: Pick<CredentialRequestInfo, 'host' | 'origi
   if (!first) return null;
   const via = [first, ...rest].map((hop) => ` via ${terminalSafeLine(hop.daemon)}`).join('');
   return `${terminalSafeLine(first.driver)} on ${terminalSafeLine(info.host)}${via} asks for credentials`;
+}
+
+/** Marks every prompt of a relayed request. */
+export const RELAYED_PROMPT_MARK = '[relayed] ';
+
+/** The header printed before every relayed request's prompts; null for a local request. */
+export function describeRelayedRequest(info: Pick<CredentialRequestInfo, 'host' | 'origin' | 'via'>): string | null {
+  if (!info.via && info.origin.length === 0) return null;
+  return [
+    '*** Credential request relayed by a daemon: it does not come from this computer ***',
+    `Connected daemon: ${terminalSafeLine(describeVia(info.via))}`,
+    describeOrigin(info) ?? `A driver for ${terminalSafeLine(info.host)} asks for credentials (no origin chain given)`,
+  ].join('\n');
 }
 
 /** Lines of one non-terminal input, shared by every prompt that reads it. */
@@ -247,8 +263,8 @@ export function createConsoleAuth(opts: ConsoleAuthOptions = {}): ConnectAuth {
       }
     }
     const signal = waitSignal(info);
-    const origin = describeOrigin(info);
-    if (origin) output.write(`${origin}\n`);
+    const header = describeRelayedRequest(info);
+    if (header) output.write(`${header}\n`);
     for (const c of creds) {
       if (c.type === CredentialType.EXTERNAL) {
         // Nothing to type: the PolicyKit agent does the asking. Filled with '' so the request
@@ -256,7 +272,7 @@ export function createConsoleAuth(opts: ConsoleAuthOptions = {}): ConnectAuth {
         c.result = '';
         continue;
       }
-      const prompt = `${terminalSafeLine(c.prompt)}: `;
+      const prompt = `${header ? RELAYED_PROMPT_MARK : ''}${terminalSafeLine(c.prompt)}: `;
       let answer: string | null;
       try {
         if (input.isTTY) {
