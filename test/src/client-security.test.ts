@@ -14,7 +14,7 @@ import { createClientContainer, openAuth } from 'virtauth';
 
 import { FakeDaemon, type FakePeer } from './fake-daemon.js';
 import { RecordingAuth, answerWith, authConfSource, removeDir, virErrorOf } from './relay-helpers.js';
-import { runProcess, tempDir } from './peers/index.js';
+import { TestPki, runProcess, tempDir } from './peers/index.js';
 import { virtauthBin } from './sasl-support.js';
 
 /** An OSC window title, a bell, screen clearing, a one-byte C1 CSI and a bidi override. */
@@ -400,5 +400,37 @@ test('per open: a server that ignores the client\'s cap gets DENIED for the requ
     }
   } finally {
     await daemon.stop();
+  }
+});
+
+test('stored credentials over TLS: a grant names the daemon by its verified certificate; no_verify=1 proves nothing, so the grant does not apply', async (t) => {
+  const pki = await TestPki.create();
+  const authFile = join(dir, 'tls-auth.conf');
+  await writeFile(authFile, CLIENT_AUTH_CONF, { mode: 0o600 });
+  const xen1 = (peer: FakePeer) => peer.request({ service: 'xenapi', host: 'xen1.example', origin: [hop('tls@daemon')], credentials: loginCredentials('xen1.example') }).then(() => {});
+  const daemon = await FakeDaemon.start(dir, 'tls', { relayName: 'tls@daemon', onOpen: xen1, tls: { certFile: pki.serverCertFile, keyFile: pki.serverKeyFile, caFile: pki.caCertFile } });
+  try {
+    const sources = [await authConfSource(authFile)];
+    const policy = { storedCredentials: [{ daemon: { transport: 'tls' as const, host: 'localhost' }, service: 'xenapi', host: 'xen1.example' }] };
+    const run = async (extra: string) => {
+      const audit: ClientRelayAuditRecord[] = [];
+      const auth = new RecordingAuth([AUTHNAME, PASSPHRASE], () => false);
+      const before = daemon.peers.length;
+      const conn = await openAuth(daemon.uri('/default', `pkipath=${pki.client.pkiPath}${extra}`), auth, 0, { credentialSources: sources, relayPolicy: policy, relayAudit: (r) => audit.push(r) });
+      await conn.close();
+      return { answers: daemon.peers.slice(before).flatMap((p) => p.answers), asked: auth.calls.length, audit };
+    };
+    const verified = await run('');
+    t.deepEqual(verified.answers.map((a) => [a.status, a.results]), [[RelayStatus.OK, ['root', XEN1_PASSWORD]]]);
+    t.is(verified.asked, 0);
+    t.regex(verified.audit[0]!.daemon, new RegExp(`^tls@daemon \\(TLS certificate of localhost:${daemon.port} \\(.*CN=localhost.*\\)\\)$`));
+
+    const unverified = await run('&no_verify=1');
+    t.deepEqual(unverified.answers.map((a) => [a.status, a.results]), [[RelayStatus.CANCELLED, []]]);
+    t.is(unverified.asked, 1, 'the person was asked instead');
+    t.is(unverified.audit[0]!.daemon, 'tls@daemon (an unverified daemon)');
+  } finally {
+    await daemon.stop();
+    await pki.remove();
   }
 });

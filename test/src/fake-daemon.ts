@@ -3,8 +3,10 @@
 // (relay requests the client never should answer, ignore the client's caps, return text full of
 // terminal escapes, offer weak SASL parameters). Everything the client sends is recorded.
 
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
+import tls from 'node:tls';
 
 import {
   RELAY_PROGRAM,
@@ -60,6 +62,8 @@ export interface FakeDaemonOptions {
   onOpen?: (peer: FakePeer) => Promise<void> | void;
   /** Replies to other remote procedures, by number; unknown ones answer void. */
   handlers?: Partial<Record<number, FakeHandler>>;
+  /** Listen with TLS on 127.0.0.1 (a client certificate from `caFile` required) instead of a unix socket. */
+  tls?: { certFile: string; keyFile: string; caFile: string };
 }
 
 const reply = <R>(codec: xdr.Codec<R>, value: R): Reply => ({ codec: codec as xdr.Codec<unknown>, value });
@@ -67,22 +71,36 @@ const reply = <R>(codec: xdr.Codec<R>, value: R): Reply => ({ codec: codec as xd
 export class FakeDaemon {
   readonly peers: FakePeer[] = [];
   private readonly server: net.Server;
+  /** The TCP port when listening with TLS. */
+  port = 0;
 
   private constructor(readonly socket: string, private readonly opts: FakeDaemonOptions) {
-    this.server = net.createServer((s) => this.accept(s));
+    if (opts.tls) {
+      const { certFile, keyFile, caFile } = opts.tls;
+      this.server = tls.createServer({ cert: readFileSync(certFile), key: readFileSync(keyFile), ca: readFileSync(caFile), requestCert: true, rejectUnauthorized: true }, (s) => {
+        // libvirt's servers send one byte once they have accepted the client's certificate.
+        s.write(Buffer.from([1]));
+        this.accept(s);
+      });
+    } else {
+      this.server = net.createServer((s) => this.accept(s));
+    }
   }
 
   static async start(dir: string, name: string, opts: FakeDaemonOptions = {}): Promise<FakeDaemon> {
     const daemon = new FakeDaemon(join(dir, `${name}.sock`), opts);
     await new Promise<void>((resolve, reject) => {
       daemon.server.once('error', reject);
-      daemon.server.listen(daemon.socket, resolve);
+      if (opts.tls) daemon.server.listen(0, '127.0.0.1', resolve);
+      else daemon.server.listen(daemon.socket, resolve);
     });
+    if (opts.tls) daemon.port = (daemon.server.address() as net.AddressInfo).port;
     return daemon;
   }
 
-  /** A URI that reaches this daemon with the remote driver. */
+  /** A URI that reaches this daemon with the remote driver (TLS: `extra` should carry pkipath=). */
   uri(path = '/default', extra = ''): string {
+    if (this.opts.tls) return `test+tls://localhost:${this.port}${path}?${extra.replace(/^&/, '')}`;
     return `test+unix://${path}?socket=${this.socket}${extra}`;
   }
 
