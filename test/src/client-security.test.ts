@@ -12,7 +12,7 @@ import { AuthType, CredentialType, ErrorCode, ErrorDomain, RelayStatus, RemotePr
 import { createRelayClient, type ClientRelayAuditRecord } from '@virtauth/relay';
 import { createClientContainer, openAuth } from 'virtauth';
 
-import { FakeDaemon, type FakePeer } from './fake-daemon.js';
+import { FakeDaemon, type FakeDaemonOptions, type FakePeer } from './fake-daemon.js';
 import { RecordingAuth, answerWith, authConfSource, removeDir, virErrorOf } from './relay-helpers.js';
 import { TestPki, runProcess, tempDir } from './peers/index.js';
 import { virtauthBin } from './sasl-support.js';
@@ -30,12 +30,22 @@ test.after.always(async () => {
   await removeDir(dir);
 });
 
+/** Runs `test` against a fake daemon that is stopped afterwards, whatever happens. */
+async function withFakeDaemon(name: string, opts: FakeDaemonOptions, test: (daemon: FakeDaemon) => Promise<void>): Promise<void> {
+  const daemon = await FakeDaemon.start(dir, name, opts);
+  try {
+    await test(daemon);
+  } finally {
+    await daemon.stop();
+  }
+}
+
 const reply = <R>(codec: xdr.Codec<R>, value: R): Reply => ({ codec: codec as xdr.Codec<unknown>, value });
 const runCli = (uri: string, ...args: string[]) => runProcess(process.execPath, [virtauthBin, '-c', uri, '--no-prompt', ...args], { env: { ...process.env, LC_ALL: 'C' }, timeoutMs: 15_000 });
 
 test('terminal: host names, XML, and error texts from a server reach the terminal with their control characters neutralised', async (t) => {
   const dom = { name: `web${ESCAPES}`, uuid: Buffer.alloc(16, 1), id: 1 };
-  const daemon = await FakeDaemon.start(dir, 'escapes', {
+  await withFakeDaemon('escapes', {
     handlers: {
       [RemoteProc.CONNECT_GET_HOSTNAME]: () => reply(remote.connectGetHostnameRet, { hostname: `host${ESCAPES}.example` }),
       [RemoteProc.DOMAIN_LOOKUP_BY_NAME]: () => reply(remote.domainLookupRet, { dom }),
@@ -44,8 +54,7 @@ test('terminal: host names, XML, and error texts from a server reach the termina
         throw new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.QEMU, detail: `broken${ESCAPES}\r\nerror: forged line` });
       },
     },
-  });
-  try {
+  }, async (daemon) => {
     const hostname = await runCli(daemon.uri(), 'hostname');
     t.is(hostname.code, 0, hostname.stderr);
     t.false(UNSAFE.test(hostname.stdout), JSON.stringify(hostname.stdout));
@@ -60,27 +69,22 @@ test('terminal: host names, XML, and error texts from a server reach the termina
     t.is(failed.code, 1);
     t.false(UNSAFE.test(failed.stderr), JSON.stringify(failed.stderr));
     t.regex(failed.stderr, /^error: internal error: broken\?\]0;owned/);
-  } finally {
-    await daemon.stop();
-  }
+  });
 });
 
 test('terminal: a failed open prints the server\'s error text neutralised', async (t) => {
-  const daemon = await FakeDaemon.start(dir, 'open-escapes', {
+  await withFakeDaemon('open-escapes', {
     handlers: {
       [RemoteProc.CONNECT_OPEN]: () => {
         throw new VirError({ code: ErrorCode.NO_CONNECT, domain: ErrorDomain.REMOTE, detail: `no${ESCAPES}` });
       },
     },
-  });
-  try {
+  }, async (daemon) => {
     const failed = await runCli(daemon.uri(), 'hostname');
     t.is(failed.code, 1);
     t.false(UNSAFE.test(failed.stderr), JSON.stringify(failed.stderr));
     t.regex(failed.stderr, /error: failed to connect to the hypervisor\nerror: .*no\?\]0;owned\?\?\[2J/);
-  } finally {
-    await daemon.stop();
-  }
+  });
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -234,8 +238,7 @@ const leakedSecrets = (answers: readonly { results: (string | null)[] }[]) => an
 test('stored credentials: virtauth --no-prompt answers none of a daemon\'s relayed requests from auth.conf, default entries included', async (t) => {
   const authFile = join(dir, 'harvest-auth.conf');
   await writeFile(authFile, CLIENT_AUTH_CONF, { mode: 0o600 });
-  const daemon = await FakeDaemon.start(dir, 'harvest', { relayName: 'rogue@evil', onOpen: harvest });
-  try {
+  await withFakeDaemon('harvest', { relayName: 'rogue@evil', onOpen: harvest }, async (daemon) => {
     const run = await runProcess(process.execPath, [virtauthBin, '-c', daemon.uri(), '--no-prompt', 'hostname'], {
       env: { ...process.env, LIBVIRT_AUTH_FILE: authFile, XDG_CONFIG_HOME: dir, VIRTAUTH_RELAY_POLICY: '' },
       timeoutMs: 15_000,
@@ -246,19 +249,16 @@ test('stored credentials: virtauth --no-prompt answers none of a daemon\'s relay
     t.deepEqual(leakedSecrets(answers), []);
     t.true(answers.every((a) => a.results.length === 0));
     for (const s of STORED_SECRETS) t.false(run.stdout.includes(s) || run.stderr.includes(s));
-  } finally {
-    await daemon.stop();
-  }
+  });
 });
 
 test('stored credentials: only a grant naming the verified daemon, the service and the exact host lets auth.conf answer; -default entries never do', async (t) => {
   const authFile = join(dir, 'grant-auth.conf');
   await writeFile(authFile, CLIENT_AUTH_CONF, { mode: 0o600 });
   const sources = [await authConfSource(authFile)];
-  const daemon = await FakeDaemon.start(dir, 'granted', { relayName: 'rogue@evil', onOpen: harvest });
   const elsewhere = join(dir, 'other.sock');
   const grant = (socket: string, service: string, host: string) => ({ daemon: { transport: 'unix' as const, socket }, service, host });
-  try {
+  await withFakeDaemon('granted', { relayName: 'rogue@evil', onOpen: harvest }, async (daemon) => {
     const cases = [
       { label: 'a grant for another socket', grants: [grant(elsewhere, 'xenapi', 'xen1.example')], answered: [] as string[] },
       { label: 'a grant for xen9 (only -default holds it)', grants: [grant(daemon.socket, 'xenapi', 'xen9.example')], answered: [] as string[] },
@@ -276,13 +276,11 @@ test('stored credentials: only a grant naming the verified daemon, the service a
       t.false(answers.some((a) => a.results.includes(PROD_PASSWORD) || a.results.includes(XEN_DEFAULT_PASSWORD)));
     }
     t.throws(() => createRelayClient({ auth: null, policy: { storedCredentials: [grant(daemon.socket, 'xenapi', 'default')] } }), { message: /-default entries never answer relayed requests/ });
-  } finally {
-    await daemon.stop();
-  }
+  });
 });
 
 test('origin chain: an empty chain, or one that does not end at the daemon reached, is DENIED and audited without a prompt', async (t) => {
-  const daemon = await FakeDaemon.start(dir, 'chain', {
+  await withFakeDaemon('chain', {
     relayName: 'rogue@evil',
     onOpen: async (peer) => {
       await peer.request({ service: 'libvirt', host: 'localhost', origin: [], credentials: loginCredentials('localhost') });
@@ -290,8 +288,7 @@ test('origin chain: an empty chain, or one that does not end at the daemon reach
       await peer.request({ service: 'xenapi', host: 'xen1.example', origin: [hop('rogue@evil'), hop('virtauthd@trusted', 'remote')], credentials: loginCredentials('xen1.example') });
       await peer.request({ service: 'xenapi', host: 'xen1.example', origin: [hop('virtauthd@trusted'), hop('rogue@evil', 'remote')], credentials: loginCredentials('xen1.example') });
     },
-  });
-  try {
+  }, async (daemon) => {
     const audit: ClientRelayAuditRecord[] = [];
     const auth = new RecordingAuth([AUTHNAME, PASSPHRASE], answerWith('root', 'typed-password'));
     const conn = await openAuth(daemon.uri(), auth, 0, { credentialSources: [], relayAudit: (r) => audit.push(r) });
@@ -304,13 +301,11 @@ test('origin chain: an empty chain, or one that does not end at the daemon reach
     t.deepEqual(auth.calls[0]!.origin.map((h) => h.daemon), ['virtauthd@trusted', 'rogue@evil']);
     t.deepEqual(audit.map((r) => r.outcome), ['DENIED', 'DENIED', 'DENIED', 'OK']);
     t.true(audit.every((r) => r.daemon.startsWith('rogue@evil (unix socket ')));
-  } finally {
-    await daemon.stop();
-  }
+  });
 });
 
 test('console: a relayed prompt always carries the header naming the verified daemon, driver, host and chain; refusals are reported', async (t) => {
-  const daemon = await FakeDaemon.start(dir, 'console', {
+  await withFakeDaemon('console', {
     relayName: 'rogue@evil',
     onOpen: async (peer) => {
       // Worded exactly like the local SASL prompts: the header and mark still tell them apart.
@@ -327,8 +322,7 @@ test('console: a relayed prompt always carries the header naming the verified da
       }
       await peer.request({ service: 'libvirt', host: 'localhost', origin: [], credentials: loginCredentials('localhost') });
     },
-  });
-  try {
+  }, async (daemon) => {
     const run = await runProcess(process.execPath, [virtauthBin, '-c', daemon.uri(), 'hostname'], {
       env: { ...process.env, XDG_CONFIG_HOME: dir, VIRTAUTH_RELAY_POLICY: '' },
       input: 'alice\npw1\nbob\npw2\n',
@@ -342,9 +336,7 @@ test('console: a relayed prompt always carries the header naming the verified da
       '[relayed] Please enter your authentication name: [relayed] Please enter your password: ';
     t.is(run.stdout, `${header}${header}fake.example\n\n`);
     t.regex(run.stderr, /^virtauth: refused a credential request \(AUTHNAME, PASSPHRASE\) relayed by rogue@evil \(unix socket .*\): a relayed request whose origin chain is empty/m);
-  } finally {
-    await daemon.stop();
-  }
+  });
 });
 
 test('per origin: the rate holds across reconnects to the same daemon, and another daemon has its own', async (t) => {
@@ -376,7 +368,7 @@ test('per origin: the rate holds across reconnects to the same daemon, and anoth
 });
 
 test('per open: a server that ignores the client\'s cap gets DENIED for the request beyond it, and nobody is asked', async (t) => {
-  const daemon = await FakeDaemon.start(dir, 'cap', {
+  await withFakeDaemon('cap', {
     relayName: 'rogue@evil',
     onOpen: async (peer) => {
       // ENABLE told us max_requests; a hostile server sends one more anyway.
@@ -384,8 +376,7 @@ test('per open: a server that ignores the client\'s cap gets DENIED for the requ
         await peer.request({ service: 'xenapi', host: 'xen1.example', origin: [hop('rogue@evil')], credentials: loginCredentials('xen1.example').slice(0, 1) });
       }
     },
-  });
-  try {
+  }, async (daemon) => {
     for (const maxRequestsPerOpen of [undefined, 3]) {
       const before = daemon.peers.length;
       const auth = new RecordingAuth([AUTHNAME], answerWith('root', ''));
@@ -398,9 +389,7 @@ test('per open: a server that ignores the client\'s cap gets DENIED for the requ
       t.regex(answers[cap]!.message, new RegExp(`exceeded this client's limit of ${cap} credential requests per open`));
       t.is(auth.calls.length, cap, 'the request beyond the cap was never shown');
     }
-  } finally {
-    await daemon.stop();
-  }
+  });
 });
 
 test('stored credentials over TLS: a grant names the daemon by its verified certificate; no_verify=1 proves nothing, so the grant does not apply', async (t) => {
