@@ -67,7 +67,10 @@ export interface StoredCredentialGrant {
   host: string;
 }
 
-/** At most `maxRequests` relayed requests from one daemon within any `windowMs`. */
+/**
+ * Relayed requests one daemon may make: a burst of `maxRequests`, refilled at `maxRequests`
+ * per `windowMs` (a token bucket, so the cost per request stays constant whatever the limits).
+ */
 export interface OriginRate {
   maxRequests: number;
   windowMs: number;
@@ -83,8 +86,8 @@ export interface RelayPolicy {
   /** Which stored credentials may answer which daemon (default none: only a person answers). */
   storedCredentials?: readonly StoredCredentialGrant[];
   /**
-   * Rate per daemon reached, across every open and reconnect of this process (default 20 per
-   * minute): a daemon that reconnects cannot reset its count.
+   * Rate per daemon reached, across every open and reconnect of this process (default a burst
+   * of 20, refilled at 20 a minute): a daemon that reconnects cannot reset its count.
    */
   perOrigin?: OriginRate;
 }
@@ -150,17 +153,20 @@ function checkGrants(grants: readonly StoredCredentialGrant[]): void {
 
 /** Relayed requests per daemon reached, for the whole process: reconnecting does not reset it. */
 class OriginRates {
-  private readonly seen = new Map<string, number[]>();
+  private readonly buckets = new Map<string, { tokens: number; at: number }>();
   private static readonly MAX_ORIGINS = 4096;
 
-  /** Counts one request from `key`; false (and not counted) when it is over `rate`. */
+  /** Takes one request from `key`'s bucket; false (and nothing taken) when it is empty. */
   admit(key: string, rate: OriginRate, now = performance.now()): boolean {
-    const recent = (this.seen.get(key) ?? []).filter((t) => now - t < rate.windowMs);
-    const admitted = recent.length < rate.maxRequests;
-    if (admitted) recent.push(now);
-    this.seen.delete(key);
-    this.seen.set(key, recent);
-    if (this.seen.size > OriginRates.MAX_ORIGINS) this.seen.delete(this.seen.keys().next().value!);
+    const bucket = this.buckets.get(key) ?? { tokens: rate.maxRequests, at: now };
+    bucket.tokens = Math.min(rate.maxRequests, bucket.tokens + ((now - bucket.at) * rate.maxRequests) / rate.windowMs);
+    bucket.at = now;
+    const admitted = bucket.tokens >= 1;
+    if (admitted) bucket.tokens -= 1;
+    // Most recently used last, so the origin forgotten first when too many are known is the oldest.
+    this.buckets.delete(key);
+    this.buckets.set(key, bucket);
+    if (this.buckets.size > OriginRates.MAX_ORIGINS) this.buckets.delete(this.buckets.keys().next().value!);
     return admitted;
   }
 }
