@@ -14,5 +14,7 @@ export {
   type CredentialCallback,
   type CredentialRequestInfo,
   type OriginHop,
+  type RelayVia,
+  type DaemonIdentity,
 } from '@virtauth/core';
-export type { RelayPolicy, RelayPolicyRule } from '@virtauth/relay';
+export type { RelayPolicy, RelayPolicyRule, StoredCredentialGrant, TrustedDaemon, OriginRate, ClientRelayAuditRecord } from '@virtauth/relay';
