@@ -38,7 +38,7 @@ export class FakePeer {
   request(msg: Omit<p.RelayRequestMsg, 'id' | 'deadline_ms'> & { id?: number; deadline_ms?: number }): Promise<p.RelayAnswerArgs> {
     const id = msg.id ?? this.nextId++;
     const answered = new Promise<p.RelayAnswerArgs>((resolve) => this.waiting.set(id, resolve));
-    this.rpc.sendMessage(RELAY_PROGRAM, RELAY_PROTOCOL_VERSION, RelayProc.REQUEST, p.relayRequestMsg, { deadline_ms: 5000, ...msg, id });
+    this.rpc.sendMessage(RELAY_PROGRAM, RELAY_PROTOCOL_VERSION, RelayProc.REQUEST, p.relayRequestMsg, { deadline_ms: 30_000, ...msg, id });
     return answered;
   }
 
