@@ -173,7 +173,6 @@ class OriginRates {
 
 const originRates = new OriginRates();
 
-
 const OUTCOMES = Object.fromEntries(Object.entries(RelayStatus).map(([k, v]) => [v, k])) as Record<number, keyof typeof RelayStatus>;
 
 /** Whether the policy lets `req` ask for credential `type`. */
