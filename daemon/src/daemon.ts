@@ -78,11 +78,11 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
     ...(opts.listeners ? { listeners: opts.listeners } : {}),
     extensions: [relay, ...(opts.extensions ?? [])],
     // Registered sources, then the daemon's own auth.conf (LIBVIRT_AUTH_FILE, ~/.config/libvirt,
-    // /etc/libvirt), read afresh for each open so edits apply without a restart. Only a host's own
-    // entry answers: `-default` would hand the daemon's credentials to any host allowed later.
+    // /etc/libvirt), read afresh for each open so edits apply without a restart. The server asks
+    // them for a host's own entry only (fillExact).
     credentialSources: async () => {
       const registered = container.isRegistered(CREDENTIAL_SOURCE, true) ? container.resolveAll(CREDENTIAL_SOURCE) : [];
-      const authConf = await loadAuthConfSource(undefined, {}, { useDefaultEntry: false });
+      const authConf = await loadAuthConfSource();
       return authConf ? [...registered, authConf] : registered;
     },
     peerCredentials: opts.peerCredentials ?? getPeerCredentials,

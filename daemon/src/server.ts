@@ -392,7 +392,7 @@ export class VirtauthServer {
       : this.container.isRegistered(CREDENTIAL_SOURCE, true)
         ? this.container.resolveAll(CREDENTIAL_SOURCE)
         : [];
-    const sources = stored.map((s) => this.neverInClear(s, session));
+    const sources = stored.map((s) => this.storedCredentials(s, session));
     let ctx: DriverOpenContext = {
       requestCredentials: makeCredentialRequester(sources, null),
       auth: null,
@@ -419,15 +419,19 @@ export class VirtauthServer {
     }
   }
 
-  /** A stored-credential source that stays silent when its answer would travel unencrypted. */
-  private neverInClear(source: CredentialSource, session: ClientSession): CredentialSource {
+  /**
+   * The daemon's stored credentials as its drivers may use them: only from an entry for exactly
+   * the host being opened (never `-default`; a source that cannot promise that answers nothing),
+   * and never when the answer would travel unencrypted.
+   */
+  private storedCredentials(source: CredentialSource, session: ClientSession): CredentialSource {
     return {
       fill: (creds, service, host, info) => {
         if (info?.cleartext) {
           session.log.warn({ event: 'credentials.stored.withheld', service, host }, "the daemon's stored credentials are never sent over an unencrypted channel");
           return;
         }
-        return source.fill(creds, service, host, info);
+        return source.fillExact?.(creds, service, host);
       },
     };
   }

@@ -58,14 +58,6 @@ function unescapeValue(raw: string, where: string): string {
   return out;
 }
 
-export interface AuthConfLookupOptions {
-  /**
-   * Whether `[auth-SERVICE-default]` answers for a host without an entry of its own (libvirt's
-   * client does). A daemon turns it off: its credentials go only to hosts its operator named.
-   */
-  useDefaultEntry?: boolean;
-}
-
 /** A parsed auth.conf. */
 export class AuthConfig {
   private constructor(
@@ -123,13 +115,15 @@ export class AuthConfig {
   /**
    * The value of `key` in the credential set mapped to (service, host): `[auth-SERVICE-HOST]`,
    * else `[auth-SERVICE-default]`, names the set with `credentials=NAME`, found in
-   * `[credentials-NAME]`. No mapping group, or no such key in the set → null. A mapping group
+   * `[credentials-NAME]` (with `exactHost`, only `[auth-SERVICE-HOST]`, and never for a host
+   * named `default`). No mapping group, or no such key in the set → null. A mapping group
    * without `credentials`, or naming a set that does not exist → CONF_SYNTAX, as in libvirt.
    */
-  lookup(service: string, host: string | null, key: string, { useDefaultEntry = true }: AuthConfLookupOptions = {}): string | null {
+  lookup(service: string, host: string | null, key: string, opts: { exactHost?: boolean } = {}): string | null {
+    if (opts.exactHost && (host === null || host === '' || host === 'default')) return null;
     let groupName = `auth-${service}-${host || DEFAULT_AUTH_HOST}`;
     let group = this.groups.get(groupName);
-    if (!group && useDefaultEntry) {
+    if (!group && !opts.exactHost) {
       groupName = `auth-${service}-default`;
       group = this.groups.get(groupName);
     }
@@ -154,17 +148,23 @@ export function authConfKey(type: number, service: string): string | undefined {
 
 /** Fills USERNAME, AUTHNAME, PASSPHRASE and REALM credentials from an auth.conf. */
 export class AuthConfCredentialSource implements CredentialSource {
-  constructor(
-    readonly config: AuthConfig,
-    private readonly lookupOptions: AuthConfLookupOptions = {},
-  ) {}
+  constructor(readonly config: AuthConfig) {}
 
   fill(creds: Credential[], service: string, host: string): void {
+    this.fillFrom(creds, service, host, false);
+  }
+
+  /** Only `[auth-SERVICE-HOST]` for exactly this host: never `[auth-SERVICE-default]`. */
+  fillExact(creds: Credential[], service: string, host: string): void {
+    this.fillFrom(creds, service, host, true);
+  }
+
+  private fillFrom(creds: Credential[], service: string, host: string, exactHost: boolean): void {
     for (const c of creds) {
       if (c.result !== null) continue;
       const key = authConfKey(c.type, service);
       if (key === undefined) continue;
-      const value = this.config.lookup(service, host, key, this.lookupOptions);
+      const value = this.config.lookup(service, host, key, { exactHost });
       if (value !== null) c.result = value;
     }
   }
@@ -202,12 +202,8 @@ export function findAuthConfPath(opts: AuthConfPathOptions = {}): string | null 
 }
 
 /** Loads the auth.conf that applies to a connection, or resolves null when there is none. */
-export async function loadAuthConfSource(
-  uri?: ConnectUri,
-  opts: Omit<AuthConfPathOptions, 'uriAuthFile'> = {},
-  lookupOptions: AuthConfLookupOptions = {},
-): Promise<AuthConfCredentialSource | null> {
+export async function loadAuthConfSource(uri?: ConnectUri, opts: Omit<AuthConfPathOptions, 'uriAuthFile'> = {}): Promise<AuthConfCredentialSource | null> {
   const file = findAuthConfPath({ ...opts, uriAuthFile: uri ? uriParam(uri, 'authfile') : null });
   if (file === null) return null;
-  return new AuthConfCredentialSource(await AuthConfig.load(file), lookupOptions);
+  return new AuthConfCredentialSource(await AuthConfig.load(file));
 }
