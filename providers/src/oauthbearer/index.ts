@@ -1,6 +1,6 @@
 export { OAuthBearerMechanism, OAUTHBEARER, type OAuthBearerMechanismOptions, type OAuthBearerClientOptions } from './mechanism.js';
 export { registerOAuthBearer } from './register.js';
-export { oauthBearerSettingsFrom, OAUTH_SETTING_PREFIX } from './settings.js';
+export { oauthBearerSettingsFrom, OAUTH_SETTING_PREFIX, OAUTHBEARER_CONFIG_KEYS } from './settings.js';
 export { OidcTokenClient, deviceFlowPrompt, TOKEN_EXCHANGE_GRANT, type OidcClientSettings, type OidcGrant, type TokenRequest } from './token-client.js';
 export { BearerTokenValidator, type BearerValidatorSettings, type TokenValidationMode, type TokenVerdict } from './validator.js';
 export { CachedIssuer, checkIssuerUrl, isLoopbackHost, type IssuerConnection } from './discovery.js';
