@@ -60,6 +60,11 @@ export function issuerError(action: string, issuer: string, e: unknown): VirErro
     return new VirError({ code: ErrorCode.AUTH_FAILED, domain: ErrorDomain.AUTH, detail: `${action} at ${issuer}: ${err.error}${description}` });
   }
   const message = typeof err?.message === 'string' ? err.message : String(e);
+  // fetch's network failures carry the system error (ECONNREFUSED, ENOTFOUND) as their cause.
+  const network = (e as { cause?: { code?: unknown } })?.cause?.code;
+  if (typeof network === 'string') {
+    return new VirError({ code: ErrorCode.AUTH_UNAVAILABLE, domain: ErrorDomain.AUTH, detail: `${action} at ${issuer}: the identity provider cannot be reached (${network.slice(0, 40)}); check the issuer URL and the network` });
+  }
   return new VirError({ code: ErrorCode.AUTH_UNAVAILABLE, domain: ErrorDomain.AUTH, detail: `${action} at ${issuer}: ${message}` });
 }
 
