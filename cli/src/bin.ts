@@ -7,6 +7,8 @@ import { createConsoleAuth } from '@virtauth/providers';
 import { openAuth, type Connection } from './connect.js';
 import { dominfoCommand, dumpxmlCommand, hostnameCommand, listCommand, uriCommand, versionCommand, CLIENT_VERSION } from './commands.js';
 import { registerPasswdCommands } from './passwd.js';
+import { registerLoginCommands } from './login/commands.js';
+import { connectionOidcOptions } from './login/connection.js';
 
 class ExitError extends Error {
   constructor(readonly lines: string[], readonly exitCode = 1) {
@@ -26,6 +28,9 @@ program
   .option('-c, --connect <uri>', 'hypervisor connection URI')
   .option('-r, --readonly', 'connect read-only')
   .option('--no-prompt', 'never ask on the terminal; fail at once when credentials are needed')
+  .option('--config <file>', 'client config (identity providers); default $XDG_CONFIG_HOME/virtauth/client.conf')
+  // Global options before the command, as virsh: a command's own options (passwd's --config) stay its own.
+  .enablePositionalOptions()
   .showHelpAfterError();
 
 /**
@@ -53,12 +58,13 @@ function consoleAuth(noPrompt: boolean): ConnectAuth {
 }
 
 async function withConnection(run: (conn: Connection) => Promise<string>): Promise<void> {
-  const opts = program.opts<{ connect?: string; readonly?: boolean; prompt: boolean }>();
+  const opts = program.opts<{ connect?: string; readonly?: boolean; prompt: boolean; config?: string }>();
   const uri = opts.connect ?? defaultUri();
   const auth = consoleAuth(!opts.prompt);
   let conn: Connection;
   try {
-    conn = await openAuth(uri, auth, opts.readonly ? 1 : 0, { personPresent: opts.prompt });
+    const oidc = connectionOidcOptions(opts.config, opts.prompt);
+    conn = await openAuth(uri, auth, opts.readonly ? 1 : 0, { personPresent: opts.prompt, ...(oidc ? { oidc } : {}) });
   } catch (e) {
     throw new ExitError(['error: failed to connect to the hypervisor', `error: ${(e as Error).message}`]);
   }
@@ -91,6 +97,11 @@ program
   .addOption(new Option('--security-info', 'include security-sensitive data'))
   .action((d: string, o: { inactive?: boolean; securityInfo?: boolean }) => withConnection((c) => dumpxmlCommand(c, d, (o.securityInfo ? 1 : 0) | (o.inactive ? 2 : 0))));
 registerPasswdCommands(program);
+registerLoginCommands(program, {
+  configFile: () => program.opts<{ config?: string }>().config,
+  write: (text) => process.stdout.write(text),
+  warn: (text) => process.stderr.write(text),
+});
 
 program.parseAsync(process.argv).then(
   () => process.exit(0),
