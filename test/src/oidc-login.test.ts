@@ -171,6 +171,20 @@ interopTest('the loopback listener refuses a redirect with the wrong state and a
   t.deepEqual(idp.failedGrants, [], 'the forged code never reached the IdP');
 });
 
+interopTest('a sign-in the IdP refused (error on the redirect, with its state) ends virtauth login with the reason, made printable', PEERS, async (t) => {
+  const idp = await startIdp(t);
+  const setup = await personSetup(idp, { oidc_test_flow: '"browser"' });
+  const cli = startCli(t, ['--config', setup.config, 'login', '--no-browser'], setup.env);
+  const [, url] = await cli.waitFor(/open this address in a browser on this machine:\n(\S+)\n/);
+  const authorization = new URL(url!);
+  const refusal = new URL(authorization.searchParams.get('redirect_uri')!);
+  refusal.search = new URLSearchParams({ error: 'access_denied', error_description: 'denied \u001b[31mby policy', state: authorization.searchParams.get('state')! }).toString();
+  t.is((await fetch(refusal)).status, 200);
+  t.is(await cli.exited, 1);
+  t.regex(cli.stderr, /the sign-in at http:\/\/127\.0\.0\.1:\d+ was refused: access_denied \(denied \?\[31mby policy\); run virtauth login again/);
+  t.is(idp.tokenEndpointRequests, 0);
+});
+
 interopTest('two virtauth login processes at once both finish, and leave one valid cache', PEERS, async (t) => {
   const idp = await startIdp(t, { personTokenTtl: 300 });
   const daemon = await startDaemon(t, 'virtauthd-sso', oauthServerSettings(idp));

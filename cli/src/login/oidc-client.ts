@@ -7,6 +7,7 @@ import { container as rootContainer, type DependencyContainer } from 'tsyringe';
 import { ErrorCode, ErrorDomain, VirError } from '@virtauth/core';
 import {
   OidcTokenClient,
+  printable,
   TokenCacheFile,
   registerDefaultProviders,
   registerOAuthBearer,
@@ -104,15 +105,19 @@ export class OidcSession {
 }
 
 /** An RFC 7628 refusal in words a person can act on (what the server wants, what to change). */
-export function describeRefusal({ host, error, provider }: Refusal): string {
-  const server = `the server ${host} refused the token from ${provider.issuer} (${String(error.status).slice(0, 40)})`;
+export function describeRefusal({ host, error: raw, provider }: Refusal): string {
+  // The server's words are shown to a person: no terminal controls, and not too many of them.
+  const error: OAuthBearerServerError = { status: printable(String(raw.status).slice(0, 40)) };
+  if (raw.scope !== undefined) error.scope = printable(raw.scope.slice(0, 200));
+  if (raw['openid-configuration'] !== undefined) error['openid-configuration'] = printable(raw['openid-configuration'].slice(0, 200));
+  const server = `the server ${host} refused the token from ${provider.issuer} (${error.status})`;
   const trusted = error['openid-configuration'];
   const configured = `${provider.issuer.replace(/\/$/, '')}/.well-known/openid-configuration`;
   if (trusted && trusted !== configured) {
-    return `${server}: it trusts tokens from ${trusted.slice(0, 200).replace(/\/\.well-known\/openid-configuration$/, '')}, not from ${provider.issuer}; use an identity provider for that issuer (oidc_<name>_hosts in the client config)`;
+    return `${server}: it trusts tokens from ${trusted.replace(/\/\.well-known\/openid-configuration$/, '')}, not from ${provider.issuer}; use an identity provider for that issuer (oidc_<name>_hosts in the client config)`;
   }
   if (error.status === 'insufficient_scope' || (error.scope && !hasScopes(provider.scopes, error.scope))) {
-    return `${server}: it wants the scope(s) '${(error.scope ?? '').slice(0, 200)}', and this login asked for '${provider.scopes ?? ''}'; add them to oidc_${provider.name}_scopes and run virtauth login`;
+    return `${server}: it wants the scope(s) '${error.scope ?? ''}', and this login asked for '${provider.scopes ?? ''}'; add them to oidc_${provider.name}_scopes and run virtauth login`;
   }
   return `${server}: the token is not valid there: issued for another audience (this login asks for resource '${provider.resource ?? 'none'}'; set oidc_${provider.name}_resource to the server's), or expired because the clocks of this machine, the server and the IdP disagree (check NTP); then run virtauth login`;
 }

@@ -4,7 +4,7 @@
 
 import open from 'open';
 import { renderUnicodeCompact } from 'uqr';
-import type { SignInInteraction } from '@virtauth/providers';
+import { printable, type SignInInteraction } from '@virtauth/providers';
 
 export interface TerminalInteractionOptions {
   /** Open the system browser for the authorization code flow (default true). */
@@ -32,23 +32,26 @@ export function terminalInteraction(options: TerminalInteractionOptions = {}): S
   const env = options.env ?? process.env;
   return {
     showDeviceCode({ verificationUri, userCode, verificationUriComplete, issuer }) {
-      out.write(`To sign in to ${issuer}, open ${verificationUri} and enter the code ${userCode}\n`);
+      // The address and code come from the IdP: shown without terminal controls.
+      out.write(`To sign in to ${issuer}, open ${printable(verificationUri)} and enter the code ${printable(userCode)}\n`);
       const qr = qrCode(verificationUriComplete ?? verificationUri, out);
       if (qr) out.write(`or scan this code with a phone:\n${qr}\n`);
       out.write('Waiting for the sign-in to finish...\n');
     },
     async openAuthorizationUrl(url, issuer) {
-      if (options.openBrowser !== false && canOpenBrowser(env)) {
+      // Only a web address goes to the system opener (a hostile discovery document could name a file or a program).
+      const web = /^https?:$/.test(new URL(url).protocol);
+      if (options.openBrowser !== false && web && canOpenBrowser(env)) {
         try {
           const child = await open(url);
           child.once('error', () => {});
-          out.write(`Opened the browser to sign in to ${issuer}. If it did not open, visit:\n${url}\n`);
+          out.write(`Opened the browser to sign in to ${issuer}. If it did not open, visit:\n${printable(url)}\n`);
           return;
         } catch {
           // No opener installed (xdg-open): fall back to printing the address.
         }
       }
-      out.write(`To sign in to ${issuer}, open this address in a browser on this machine:\n${url}\n`);
+      out.write(`To sign in to ${issuer}, open this address in a browser on this machine:\n${printable(url)}\n`);
       out.write('Waiting for the sign-in to finish...\n');
     },
   };

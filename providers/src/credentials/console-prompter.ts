@@ -57,7 +57,8 @@ export interface ConsoleAuthOptions {
 
 // Controls (C0, DEL, C1) and bidirectional overrides.
 const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
-const printable = (s: string): string => s.replace(UNPRINTABLE, '?');
+/** Remote-sourced text made safe for a terminal: controls and bidirectional overrides become "?". */
+export const printable = (s: string): string => s.replace(UNPRINTABLE, '?');
 
 /**
  * "xenapi on xen1.example via virtauthd@hostB via virtauthd@hostA asks for credentials":

@@ -9,6 +9,7 @@ import { timingSafeEqual } from 'node:crypto';
 import * as oidc from 'openid-client';
 import { ErrorCode, ErrorDomain, VirError } from '@virtauth/core';
 import { issuerError } from './discovery.js';
+import { printable } from '../credentials/console-prompter.js';
 
 export const LOOPBACK_CALLBACK_PATH = '/callback';
 
@@ -58,7 +59,7 @@ export async function authorizationCodeFlow(config: oidc.Configuration, req: Aut
         new VirError({
           code: ErrorCode.AUTH_FAILED,
           domain: ErrorDomain.AUTH,
-          detail: `the sign-in at ${req.issuer} was refused: ${failed.slice(0, 100)}${description ? ` (${description.slice(0, 200)})` : ''}; run virtauth login again`,
+          detail: `the sign-in at ${req.issuer} was refused: ${printable(failed.slice(0, 100))}${description ? ` (${printable(description.slice(0, 200))})` : ''}; run virtauth login again`,
         }),
       );
       return;
