@@ -13,6 +13,8 @@ import { findExecutable } from './peers/executables.js';
 import { tempDir } from './peers/util.js';
 import { virtauthBin } from './sasl-support.js';
 
+const skewedClockModule = new URL('./fixtures/skewed-clock.js', import.meta.url).href;
+
 export interface PersonSetup {
   /** The client config file. */
   config: string;
@@ -51,8 +53,8 @@ export class CliProcess {
   private readonly child: ChildProcess;
   private readonly waiters: Array<() => void> = [];
 
-  constructor(args: readonly string[], env: NodeJS.ProcessEnv) {
-    this.child = spawn(process.execPath, [virtauthBin, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  constructor(args: readonly string[], env: NodeJS.ProcessEnv, nodeArgs: readonly string[] = []) {
+    this.child = spawn(process.execPath, [...nodeArgs, virtauthBin, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
     this.child.stdin!.end();
     const wake = () => {
       for (const w of this.waiters.splice(0)) w();
@@ -103,10 +105,23 @@ export async function runCli(t: ExecutionContext, args: readonly string[], env: 
   return { code, stdout: cli.stdout, stderr: cli.stderr };
 }
 
+/** `virtauth` on a machine whose clock is `offsetMs` off (Date shifted by a preloaded module). */
+export function startCliWithSkewedClock(t: ExecutionContext, offsetMs: number, args: readonly string[], env: NodeJS.ProcessEnv): CliProcess {
+  const cli = new CliProcess(args, { ...env, SKEWED_CLOCK_OFFSET_MS: String(offsetMs) }, ['--import', skewedClockModule]);
+  t.teardown(() => cli.kill());
+  return cli;
+}
+
 export function startCli(t: ExecutionContext, args: readonly string[], env: NodeJS.ProcessEnv): CliProcess {
   const cli = new CliProcess(args, env);
   t.teardown(() => cli.kill());
   return cli;
+}
+
+/** Signs in with the device flow, approved by the test IdP's scripted person. */
+export async function approveLogin(idp: TestIdp, cli: CliProcess, login = 'alice'): Promise<number | null> {
+  await idp.approveDevice(await deviceUrlFrom(cli), login);
+  return cli.exited;
 }
 
 /** The device flow's printed prompt, as the complete verification URL a person's phone would open. */

@@ -14,7 +14,7 @@ import type { ExecutionContext } from 'ava';
 import { openAuth } from 'virtauth';
 
 import { AUDIENCE, CLIENT } from './fixtures/oidc-idp.js';
-import { deviceUrlFrom, personSetup, runCli, startBrowser, startCli, type PersonSetup } from './login-support.js';
+import { approveLogin, deviceUrlFrom, personSetup, runCli, startBrowser, startCli, startCliWithSkewedClock, type PersonSetup } from './login-support.js';
 import { approvingPerson, assertNoTokenInLogs, oauthServerSettings, startDaemon, startIdp } from './oidc-support.js';
 import { delay, freePort, interopTest } from './peers/index.js';
 import type { TestIdp } from './fixtures/oidc-idp.js';
@@ -44,10 +44,9 @@ async function cachedTokens(file: string): Promise<{ accessToken: string; refres
   return Object.values((JSON.parse(body) as { tokens: Record<string, { accessToken: string; refreshToken: string | null }> }).tokens);
 }
 
-async function deviceLogin(t: ExecutionContext, idp: TestIdp, setup: PersonSetup, login = 'alice', extra: string[] = []): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const cli = startCli(t, ['--config', setup.config, 'login', ...extra], setup.env);
-  await idp.approveDevice(await deviceUrlFrom(cli), login);
-  const code = await cli.exited;
+async function deviceLogin(t: ExecutionContext, idp: TestIdp, setup: PersonSetup): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const cli = startCli(t, ['--config', setup.config, 'login'], setup.env);
+  const code = await approveLogin(idp, cli);
   return { code, stdout: cli.stdout, stderr: cli.stderr };
 }
 
@@ -258,6 +257,23 @@ interopTest('errors a person can act on: the scope and the audience the server w
   t.is(typo.code, 1);
   t.regex(typo.stderr, /unknown key 'oidc_test_isuer'/);
   assertNoTokenInLogs(t, idp, [daemon], `${scopeError.stderr}${audienceError.stderr}`);
+});
+
+interopTest("clock skew: a clock minutes off gets a warning at login; hours off, an error that says to set the clock", PEERS, async (t) => {
+  const idp = await startIdp(t, { personTokenTtl: 300 });
+  const daemon = await startDaemon(t, 'virtauthd-sso', oauthServerSettings(idp));
+  const setup = await personSetup(idp);
+
+  const ahead = startCliWithSkewedClock(t, 10 * 60_000, ['--config', setup.config, 'login'], setup.env);
+  t.is(await approveLogin(idp, ahead), 0, ahead.stderr);
+  t.regex(ahead.stderr, /warning: this machine's clock is (59\d|60\d) s ahead of the clock of http:\/\/127\.0\.0\.1:\d+; servers may refuse its tokens/);
+  // Expiry is kept by the lifetime the IdP gave, so the token serves the (correct-clocked) server.
+  t.is((await hostnameCli(t, setup, daemon)).code, 0);
+
+  const far = await personSetup(idp);
+  const hours = startCliWithSkewedClock(t, 2 * 3600_000, ['--config', far.config, 'login'], far.env);
+  t.is(await approveLogin(idp, hours), 1);
+  t.regex(hours.stderr, /the ID token's times do not fit this machine's clock, which is off by about 7\d\d\d s \(ahead of the identity provider\); set the clock right \(NTP, timedatectl\)/);
 });
 
 interopTest("the library: openAuth(uri, { oidc }) signs in through the application's callback, and a later open reuses the cached token", PEERS, async (t) => {
