@@ -73,6 +73,8 @@ export class OidcSession {
     const container = rootContainer.createChildContainer();
     registerDefaultProviders(container);
     registerDefaultDrivers(container);
+    // No provider: no OAUTHBEARER client, so the mechanism is never chosen only to fail.
+    if (this.providers.length === 0) return container;
     const byHost = new Map<string, IdentityProvider>();
     registerOAuthBearer(container, {
       client: {

@@ -9,7 +9,6 @@ import { timingSafeEqual } from 'node:crypto';
 import * as oidc from 'openid-client';
 import { ErrorCode, ErrorDomain, VirError } from '@virtauth/core';
 import { issuerError } from './discovery.js';
-import { printable } from '../credentials/console-prompter.js';
 
 export const LOOPBACK_CALLBACK_PATH = '/callback';
 
@@ -28,6 +27,11 @@ function sameSecret(a: string, b: string): boolean {
   const x = Buffer.from(a);
   const y = Buffer.from(b);
   return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/** RFC 6749 §4.1.2.1: error and error_description are %x20-21 / %x23-5B / %x5D-7E; anything else is shown as "?". */
+function oauthErrorText(text: string, max: number): string {
+  return text.slice(0, max).replace(/[^\x20\x21\x23-\x5b\x5d-\x7e]/g, '?');
 }
 
 function page(res: ServerResponse, status: number, text: string): void {
@@ -59,7 +63,7 @@ export async function authorizationCodeFlow(config: oidc.Configuration, req: Aut
         new VirError({
           code: ErrorCode.AUTH_FAILED,
           domain: ErrorDomain.AUTH,
-          detail: `the sign-in at ${req.issuer} was refused: ${printable(failed.slice(0, 100))}${description ? ` (${printable(description.slice(0, 200))})` : ''}; run virtauth login again`,
+          detail: `the sign-in at ${req.issuer} was refused: ${oauthErrorText(failed, 100)}${description ? ` (${oauthErrorText(description, 200)})` : ''}; run virtauth login again`,
         }),
       );
       return;
