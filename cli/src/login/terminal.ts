@@ -2,8 +2,7 @@
 // the device flow's URL when stderr is a terminal wide enough to draw one, and the system browser
 // opened for the authorization code flow unless --no-browser (or there is no display to open it on).
 
-import open from 'open';
-import { renderUnicodeCompact } from 'uqr';
+// `open` and `uqr` are loaded when a sign-in is shown: every other command starts without them.
 import { printable, type SignInInteraction } from '@virtauth/providers';
 
 export interface TerminalInteractionOptions {
@@ -20,8 +19,9 @@ export function canOpenBrowser(env: NodeJS.ProcessEnv = process.env): boolean {
 }
 
 /** A QR code fits when the terminal is a TTY at least as wide as the code (with its quiet zone). */
-function qrCode(text: string, out: NodeJS.WriteStream): string | null {
+async function qrCode(text: string, out: NodeJS.WriteStream): Promise<string | null> {
   if (!out.isTTY) return null;
+  const { renderUnicodeCompact } = await import('uqr');
   const code = renderUnicodeCompact(text, { ecc: 'L', border: 2 });
   const width = code.split('\n')[0]?.length ?? Infinity;
   return width <= (out.columns ?? 0) ? code : null;
@@ -31,10 +31,10 @@ export function terminalInteraction(options: TerminalInteractionOptions = {}): S
   const out = options.out ?? process.stderr;
   const env = options.env ?? process.env;
   return {
-    showDeviceCode({ verificationUri, userCode, verificationUriComplete, issuer }) {
+    async showDeviceCode({ verificationUri, userCode, verificationUriComplete, issuer }) {
       // The address and code come from the IdP: shown without terminal controls.
       out.write(`To sign in to ${issuer}, open ${printable(verificationUri)} and enter the code ${printable(userCode)}\n`);
-      const qr = qrCode(verificationUriComplete ?? verificationUri, out);
+      const qr = await qrCode(verificationUriComplete ?? verificationUri, out);
       if (qr) out.write(`or scan this code with a phone:\n${qr}\n`);
       out.write('Waiting for the sign-in to finish...\n');
     },
@@ -43,6 +43,7 @@ export function terminalInteraction(options: TerminalInteractionOptions = {}): S
       const web = /^https?:$/.test(new URL(url).protocol);
       if (options.openBrowser !== false && web && canOpenBrowser(env)) {
         try {
+          const { default: open } = await import('open');
           const child = await open(url);
           child.once('error', () => {});
           out.write(`Opened the browser to sign in to ${issuer}. If it did not open, visit:\n${printable(url)}\n`);

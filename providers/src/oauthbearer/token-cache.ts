@@ -7,8 +7,6 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { lstat, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import lockfile from 'proper-lockfile';
-import writeFileAtomic from 'write-file-atomic';
 import { ErrorCode, ErrorDomain, VirError } from '@virtauth/core';
 
 /** One token as the cache keeps it. Times are ms since the epoch. */
@@ -111,6 +109,8 @@ export class TokenCacheFile {
     const key = await this.sealKey(true);
     let release: () => Promise<void>;
     try {
+      // Loaded on first use: a process that never touches the cache (virtauthd) does not pay for them.
+      const { default: lockfile } = await import('proper-lockfile');
       release = await lockfile.lock(this.path, {
         realpath: false,
         stale: 15_000,
@@ -215,6 +215,7 @@ export class TokenCacheFile {
 
   private async write(entries: Map<string, StoredToken>, key: Buffer): Promise<void> {
     const body = JSON.stringify({ version: FORMAT_VERSION, issuer: this.options.issuer, clientId: this.options.clientId, tokens: Object.fromEntries(entries) });
+    const { default: writeFileAtomic } = await import('write-file-atomic');
     await writeFileAtomic(this.path, `${JSON.stringify({ body, seal: this.seal(body, key) })}\n`, { mode: 0o600, fsync: true });
   }
 }
