@@ -173,6 +173,21 @@ interopTest('the loopback listener refuses a redirect with the wrong state and a
   t.deepEqual(idp.failedGrants, [], 'the forged code never reached the IdP');
 });
 
+interopTest('a command that finds no valid token runs the sign-in on the terminal, and leaves the token for the next command', PEERS, async (t) => {
+  const idp = await startIdp(t, { personTokenTtl: LONG_TTL });
+  const daemon = await startDaemon(t, 'virtauthd-sso', oauthServerSettings(idp));
+  const setup = await personSetup(idp);
+
+  const first = startCli(t, ['--config', setup.config, '-c', daemon.uri('unix'), 'hostname'], setup.env);
+  t.is(await approveLogin(idp, first), 0, first.stderr);
+  t.is(first.stdout, `${hostname()}\n\n`, 'the prompt went to stderr, the answer to stdout');
+  const before = idp.tokenEndpointRequests;
+  const second = await hostnameCli(t, setup, daemon);
+  t.is(second.code, 0, second.stderr);
+  t.is(idp.tokenEndpointRequests, before);
+  assertNoTokenInLogs(t, idp, [daemon], `${first.output}${second.stdout}${second.stderr}`);
+});
+
 interopTest('a sign-in the IdP refused (error on the redirect, with its state) ends virtauth login with the reason, made printable', PEERS, async (t) => {
   const idp = await startIdp(t);
   const setup = await personSetup(idp, { oidc_test_flow: '"browser"' });
@@ -259,7 +274,15 @@ interopTest('errors a person can act on: the scope and the audience the server w
   const typo = await runCli(t, ['--config', bad.config, 'auth', 'status'], bad.env);
   t.is(typo.code, 1);
   t.regex(typo.stderr, /unknown key 'oidc_test_isuer'/);
-  assertNoTokenInLogs(t, idp, [daemon], `${scopeError.stderr}${audienceError.stderr}`);
+  // Logout while the IdP is down: forgotten here, and told that the IdP still honours the tokens.
+  const stranded = await personSetup(idp);
+  t.is((await deviceLogin(t, idp, stranded)).code, 0);
+  await idp.stop();
+  const unreachableLogout = await runCli(t, ['--config', stranded.config, 'logout'], stranded.env);
+  t.is(unreachableLogout.code, 1);
+  t.regex(unreachableLogout.stderr, /the tokens were forgotten here, but revoking them failed, so they stay valid at the IdP until they expire: .*cannot be reached \(ECONNREFUSED\)/);
+  t.deepEqual(await cacheFiles(stranded), []);
+  assertNoTokenInLogs(t, idp, [daemon], `${scopeError.stderr}${audienceError.stderr}${unreachableLogout.stderr}`);
 });
 
 interopTest("clock skew: a clock minutes off gets a warning at login; hours off, an error that says to set the clock", PEERS, async (t) => {

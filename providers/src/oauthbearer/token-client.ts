@@ -255,9 +255,19 @@ export class OidcTokenClient {
     };
     if (!store) return revokeAll(inMemory);
     return store.update(async ({ entries }) => {
-      const outcome = await revokeAll([...inMemory, ...entries.values()]);
-      await store.remove();
-      return { value: outcome, write: false };
+      try {
+        return { value: await revokeAll([...inMemory, ...entries.values()]), write: false };
+      } catch (e) {
+        // Forgotten here all the same; the person must know the IdP still honours them.
+        throw new VirError({
+          code: ErrorCode.AUTH_UNAVAILABLE,
+          domain: ErrorDomain.AUTH,
+          detail: `the tokens were forgotten here, but revoking them failed, so they stay valid at the IdP until they expire: ${(e as Error).message}`,
+          cause: e,
+        });
+      } finally {
+        await store.remove();
+      }
     });
   }
 
