@@ -315,7 +315,8 @@ interopTest("the library: openAuth(uri, { oidc }) signs in through the applicati
   t.is(person.prompts.length, 1, 'the device prompt reached the callback');
 
   const before = idp.tokenEndpointRequests;
-  const again = await openAuth(daemon.uri('unix'), { oidc: { providers: [provider], tokenCacheDir: setup.cacheDir } });
+  // This time from the client config file, which names the same provider and cache.
+  const again = await openAuth(daemon.uri('unix'), { oidc: { configFile: setup.config } });
   t.is(await again.getHostname(), hostname());
   await again.close();
   t.is(idp.tokenEndpointRequests, before, 'a new session found the token in the cache');
