@@ -4,7 +4,8 @@
 
 import type { Command } from 'commander';
 import { decodeJwt } from 'jose';
-import { TokenCacheFile, printable, type StoredToken } from '@virtauth/providers';
+import { terminalSafeLine } from '@virtauth/core';
+import { TokenCacheFile, type StoredToken } from '@virtauth/providers';
 import { loadClientConfig, selectProvider, type IdentityProvider, type SignInFlow } from './client-config.js';
 import { OidcSession } from './oidc-client.js';
 import { terminalInteraction } from './terminal.js';
@@ -58,7 +59,7 @@ export function registerLoginCommands(program: Command, ctx: LoginCommandContext
       const provider: IdentityProvider = { ...chosen, ...(flow ? { flow } : {}) };
       const session = new OidcSession({ providers: [provider], tokenCacheDir: config.tokenCacheDir, interaction: terminalInteraction({ openBrowser: o.browser !== false }) });
       const token = await session.tokenClient(provider).signIn({ service: 'virtauth', host: 'login' });
-      ctx.write(`Signed in to ${provider.issuer} as ${printable(token.subject ?? 'an unnamed subject')}; the token expires ${describeExpiry(token.expiresAt)}\n`);
+      ctx.write(`Signed in to ${provider.issuer} as ${terminalSafeLine(token.subject ?? 'an unnamed subject')}; the token expires ${describeExpiry(token.expiresAt)}\n`);
       const skew = clockSkewSeconds(token);
       if (skew !== null && Math.abs(skew) > CLOCK_SKEW_WARNING_SEC) {
         ctx.warn(`warning: this machine's clock is ${Math.abs(skew)} s ${skew > 0 ? 'ahead of' : 'behind'} the clock of ${provider.issuer}; servers may refuse its tokens as expired or not yet valid: set the clock right (NTP, timedatectl)\n`);
@@ -101,9 +102,9 @@ export function registerLoginCommands(program: Command, ctx: LoginCommandContext
         }
         for (const [slot, token] of entries) {
           const [resource] = slot.split('\n');
-          ctx.write(`  user: ${printable(token.subject ?? '(unknown)')}\n`);
+          ctx.write(`  user: ${terminalSafeLine(token.subject ?? '(unknown)')}\n`);
           ctx.write(`  expires: ${describeExpiry(token.expiresAt)}${token.refreshToken ? ', renewed silently with a refresh token' : ''}\n`);
-          ctx.write(`  scopes: ${printable(token.scope ?? '(not stated)')}\n`);
+          ctx.write(`  scopes: ${terminalSafeLine(token.scope ?? '(not stated)')}\n`);
           if (resource) ctx.write(`  resource: ${resource}\n`);
         }
       }

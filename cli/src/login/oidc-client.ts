@@ -4,10 +4,9 @@
 // server's refusal (RFC 7628 error JSON) into an error that says what the server wanted.
 
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
-import { ErrorCode, ErrorDomain, VirError } from '@virtauth/core';
+import { ErrorCode, ErrorDomain, VirError, terminalSafeLine } from '@virtauth/core';
 import {
   OidcTokenClient,
-  printable,
   TokenCacheFile,
   registerDefaultProviders,
   registerOAuthBearer,
@@ -109,9 +108,9 @@ export class OidcSession {
 /** An RFC 7628 refusal in words a person can act on (what the server wants, what to change). */
 export function describeRefusal({ host, error: raw, provider }: Refusal): string {
   // The server's words are shown to a person: no terminal controls, and not too many of them.
-  const error: OAuthBearerServerError = { status: printable(String(raw.status).slice(0, 40)) };
-  if (raw.scope !== undefined) error.scope = printable(raw.scope.slice(0, 200));
-  if (raw['openid-configuration'] !== undefined) error['openid-configuration'] = printable(raw['openid-configuration'].slice(0, 200));
+  const error: OAuthBearerServerError = { status: terminalSafeLine(String(raw.status).slice(0, 40)) };
+  if (raw.scope !== undefined) error.scope = terminalSafeLine(raw.scope.slice(0, 200));
+  if (raw['openid-configuration'] !== undefined) error['openid-configuration'] = terminalSafeLine(raw['openid-configuration'].slice(0, 200));
   const server = `the server ${host} refused the token from ${provider.issuer} (${error.status})`;
   const trusted = error['openid-configuration'];
   const configured = `${provider.issuer.replace(/\/$/, '')}/.well-known/openid-configuration`;

@@ -3,7 +3,8 @@
 // opened for the authorization code flow unless --no-browser (or there is no display to open it on).
 
 // `open` and `uqr` are loaded when a sign-in is shown: every other command starts without them.
-import { printable, type SignInInteraction } from '@virtauth/providers';
+import { terminalSafeLine } from '@virtauth/core';
+import type { SignInInteraction } from '@virtauth/providers';
 
 export interface TerminalInteractionOptions {
   /** Open the system browser for the authorization code flow (default true). */
@@ -33,7 +34,7 @@ export function terminalInteraction(options: TerminalInteractionOptions = {}): S
   return {
     async showDeviceCode({ verificationUri, userCode, verificationUriComplete, issuer }) {
       // The address and code come from the IdP: shown without terminal controls.
-      out.write(`To sign in to ${issuer}, open ${printable(verificationUri)} and enter the code ${printable(userCode)}\n`);
+      out.write(`To sign in to ${issuer}, open ${terminalSafeLine(verificationUri)} and enter the code ${terminalSafeLine(userCode)}\n`);
       const qr = await qrCode(verificationUriComplete ?? verificationUri, out);
       if (qr) out.write(`or scan this code with a phone:\n${qr}\n`);
       out.write('Waiting for the sign-in to finish...\n');
@@ -46,13 +47,13 @@ export function terminalInteraction(options: TerminalInteractionOptions = {}): S
           const { default: open } = await import('open');
           const child = await open(url);
           child.once('error', () => {});
-          out.write(`Opened the browser to sign in to ${issuer}. If it did not open, visit:\n${printable(url)}\n`);
+          out.write(`Opened the browser to sign in to ${issuer}. If it did not open, visit:\n${terminalSafeLine(url)}\n`);
           return;
         } catch {
           // No opener installed (xdg-open): fall back to printing the address.
         }
       }
-      out.write(`To sign in to ${issuer}, open this address in a browser on this machine:\n${printable(url)}\n`);
+      out.write(`To sign in to ${issuer}, open this address in a browser on this machine:\n${terminalSafeLine(url)}\n`);
       out.write('Waiting for the sign-in to finish...\n');
     },
   };
