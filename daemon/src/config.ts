@@ -3,6 +3,7 @@
 
 import { readFileSync } from 'node:fs';
 import { AuthType, ErrorCode, ErrorDomain, VirError, defaultVirtauthSocketDir, parseConf, type ConfValue } from '@virtauth/core';
+import { parseUpstreamList, type UpstreamRoute } from './gateway.js';
 
 export interface DaemonConfig {
   unixSockDir: string;
@@ -41,6 +42,8 @@ export interface DaemonConfig {
   daemonName: string;
   /** The URI opened when a client's CONNECT_OPEN carries no name. */
   defaultUri: string;
+  /** Client URIs passed through to upstream libvirt daemons (uri_upstream_list). */
+  uriUpstreamList: UpstreamRoute[];
   /** Settings this version does not interpret, kept for plugins. */
   extra: Map<string, ConfValue>;
 }
@@ -76,6 +79,7 @@ export function defaultConfig(): DaemonConfig {
     logLevel: 3,
     daemonName: 'virtauthd',
     defaultUri: 'test:///default',
+    uriUpstreamList: [],
     extra: new Map(),
   };
 }
@@ -144,6 +148,7 @@ export function buildConfig(settings: Map<string, ConfValue>, file = 'config'): 
       case 'log_level': cfg.logLevel = int(key, v, 1, 4); break;
       case 'daemon_name': cfg.daemonName = str(key, v); break;
       case 'default_uri': cfg.defaultUri = str(key, v); break;
+      case 'uri_upstream_list': cfg.uriUpstreamList = parseUpstreamList(v, file); break;
       default: cfg.extra.set(key, v);
     }
   }

@@ -32,6 +32,7 @@ import {
 } from '@virtauth/core';
 import { authTypeName, type DaemonConfig } from './config.js';
 import { createRemoteProgram } from './remote-program.js';
+import { startPassThrough, upstreamFor } from './gateway.js';
 import { ClientSession } from './session.js';
 
 export interface ListenerSpec {
@@ -290,9 +291,11 @@ export class VirtauthServer {
   /** Finds the driver for a CONNECT_OPEN name, as virConnectOpen does, and opens it. */
   private async openDriver(session: ClientSession, name: string | null, readOnly: boolean): Promise<DriverConnection> {
     const uriText = name && name !== '' ? name : this.config.defaultUri;
-    const uri = parseUri(uriText);
+    // A gateway URI opens its configured upstream with the remote driver, whatever else is registered.
+    const route = upstreamFor(this.config.uriUpstreamList, uriText);
+    const uri = parseUri(route ? route.upstreamUri : uriText);
     const drivers = this.container.resolveAll(DRIVER);
-    const driver = selectDriver(drivers, uri);
+    const driver = route ? drivers.find((d) => d.name === 'remote') : selectDriver(drivers, uri);
     if (!driver) throw new VirError({ code: ErrorCode.NO_CONNECT, domain: ErrorDomain.NONE, detail: uriText });
     const abort = new AbortController();
     session.opening = abort;
@@ -312,10 +315,18 @@ export class VirtauthServer {
     try {
       for (const e of this.extensions) if (e.decorateOpenContext) ctx = await e.decorateOpenContext(session, ctx, { uri: uriText, driver: driver.name, sources });
       const conn = await driver.open(uri, ctx);
-      session.log.info({ event: 'connect.open', driver: driver.name, uri: uriText, readOnly, ms: Date.now() - started }, 'hypervisor connection opened');
+      session.log.info({ event: 'connect.open', driver: driver.name, uri: uriText, ...(route ? { upstream: route.upstreamUri } : {}), readOnly, ms: Date.now() - started }, 'hypervisor connection opened');
       if (session.rpc.closed) {
         await conn.close();
         throw new VirError({ code: ErrorCode.AUTH_CANCELLED, domain: ErrorDomain.RPC, detail: 'client disconnected' });
+      }
+      if (route) {
+        try {
+          startPassThrough(session, conn);
+        } catch (e) {
+          await conn.close();
+          throw e;
+        }
       }
       return conn;
     } catch (e) {
