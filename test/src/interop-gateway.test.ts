@@ -8,8 +8,25 @@ import { join } from 'node:path';
 
 import type { ExecutionContext } from 'ava';
 
-import { GatewayPair, gatewayDomainXml, gatewayNetworkXml, pythonGatewaySession } from './gateway-support.js';
-import { TestPki, describeResult, interopTest, libvirtClientEnv, requireExecutable, runPython, runVirsh, tempDir, waitFor, type ProcessResult } from './peers/index.js';
+import { CredentialType, ErrorCode, ErrorDomain, REMOTE_PROGRAM, VirError, xdr, type RpcConnection } from '@virtauth/core';
+import type { RemoteConnection } from '@virtauth/drivers';
+import { openAuth, type ConnectAuth } from 'virtauth';
+
+import { GatewayPair, gatewayDomainXml, gatewayNetworkXml, gatewayPassword, gatewayUser, pythonGatewaySession } from './gateway-support.js';
+import {
+  PrivateLibvirtd,
+  TestPki,
+  describeResult,
+  interopTest,
+  libvirtClientEnv,
+  requireExecutable,
+  runPython,
+  runProcess,
+  runVirsh,
+  tempDir,
+  waitFor,
+  type ProcessResult,
+} from './peers/index.js';
 
 const virshPeers = ['root', 'libvirtd', 'virsh', 'sasl-scram'];
 const pythonPeers = ['root', 'libvirtd', 'python3-libvirt', 'sasl-scram'];
@@ -171,4 +188,198 @@ interopTest.serial('TLS on both links: virsh and python3-libvirt through virtaut
   t.regex(pair.upstreamUri, /^test\+tls:/);
   await assertVirshSame(t, pair, 'tls');
   await assertPythonSame(t, pair, 'tls');
+});
+
+// ---------------------------------------------------------------------------------------------
+// Read-only, upstream credentials
+
+interopTest.serial('read-only: the read-only socket and the READ_ONLY flag open the upstream read-only (libvirtd refuses writes as it does directly)', virshPeers, async (t) => {
+  const pair = await startPair(t);
+  const dir = await scratchDir(t);
+  const domain = join(dir, 'dom.xml');
+  await writeFile(domain, gatewayDomainXml('rodom'));
+  const env = { LIBVIRT_AUTH_FILE: pair.authFile };
+  const direct = await runVirsh([`list --all ; define ${domain}`], { uri: pair.libvirtd.uri('test:///default', 'unix-ro'), env });
+  t.regex(direct.stderr, /read.only/i, describeResult(direct));
+  const roSocket = pair.virtauthd.handle.listeners.find((l) => l.kind === 'unix' && l.readOnly)!.path!;
+  const viaRoSocket = await runVirsh([`list --all ; define ${domain}`], { uri: `test+unix:///default?socket=${roSocket}`, env });
+  const viaFlag = await runVirsh(['-r', `list --all ; define ${domain}`], { uri: pair.gatewayUri(), env });
+  for (const run of [viaRoSocket, viaFlag]) {
+    t.is(run.code, direct.code, describeResult(run));
+    t.is(run.stdout, direct.stdout);
+    t.is(run.stderr, direct.stderr);
+  }
+  t.true(pair.virtauthd.events('connect.open').every((r) => r.readOnly === true));
+});
+
+const saslPeers = [...virshPeers, 'saslpasswd2', 'sasl-sasldb'];
+
+interopTest.serial('upstream credentials: from the daemon\'s auth.conf for the upstream host, else relayed to the client (an old client gets "authentication unavailable")', saslPeers, async (t) => {
+  const upstreamPassword = 'bob-Upstream-Pa55-a1';
+  const pair = await startPair(t, { libvirtd: { auth_unix_rw: 'sasl', saslUsers: { bob: upstreamPassword } } });
+  const env = { LIBVIRT_AUTH_FILE: pair.authFile };
+  // Without credentials of its own the daemon asks the client; virsh cannot answer relayed requests.
+  const refused = await runVirsh(['hostname'], { uri: pair.gatewayUri(), env });
+  t.not(refused.code, 0);
+  t.regex(refused.stderr, /authentication unavailable/, describeResult(refused));
+
+  // virtauth's own client answers the relayed request: the upstream's prompt reaches its callback.
+  const asked: string[] = [];
+  const auth: ConnectAuth = {
+    credTypes: [CredentialType.AUTHNAME, CredentialType.PASSPHRASE],
+    callback: (creds) => {
+      for (const c of creds) {
+        asked.push(`${c.type}`);
+        c.result = c.type === CredentialType.AUTHNAME ? (asked.length <= 2 ? gatewayUser : 'bob') : asked.length <= 2 ? gatewayPassword : upstreamPassword;
+      }
+    },
+  };
+  const relayed = await openAuth(pair.gatewayUri(), auth);
+  t.is(await relayed.getHostname(), (await runVirsh(['hostname'], { uri: pair.directUri(), input: `bob\n${upstreamPassword}\n` })).stdout.split(': ').pop()!.trim());
+  await relayed.close();
+  t.is(asked.length, 4, 'asked once for virtauthd, once (relayed) for libvirtd');
+
+  // With the daemon's auth.conf naming the upstream host, virsh needs nothing more.
+  const dir = await scratchDir(t);
+  const daemonAuth = join(dir, 'daemon-auth.conf');
+  await writeFile(daemonAuth, `[credentials-up]\nauthname=bob\npassword=${upstreamPassword}\n[auth-libvirt-localhost]\ncredentials=up\n`, { mode: 0o600 });
+  const previous = process.env.LIBVIRT_AUTH_FILE;
+  process.env.LIBVIRT_AUTH_FILE = daemonAuth;
+  t.teardown(() => {
+    if (previous === undefined) delete process.env.LIBVIRT_AUTH_FILE;
+    else process.env.LIBVIRT_AUTH_FILE = previous;
+  });
+  const accepted = await runVirsh(['list --all'], { uri: pair.gatewayUri(), env });
+  t.is(accepted.code, 0, describeResult(accepted));
+  t.regex(accepted.stdout, /test\s+running/);
+  const log = pair.virtauthd.logText();
+  for (const secret of [upstreamPassword, gatewayPassword]) t.false(log.includes(secret), 'no password in the log');
+});
+
+// ---------------------------------------------------------------------------------------------
+// Faults, bad input, many clients
+
+const nonnullDomain = xdr.struct({ name: xdr.string(4194304), uuid: xdr.fixedOpaque(16), id: xdr.int });
+const Proc = { DOMAIN_CREATE: 9, DOMAIN_DEFINE_XML: 11, DOMAIN_DESTROY: 12, DOMAIN_LOOKUP_BY_NAME: 23, DOMAIN_UNDEFINE: 35, DOMAIN_SCREENSHOT: 211, EVENT_REGISTER_ANY: 316, EVENT_LIFECYCLE: 318 } as const;
+const domainRet = xdr.struct({ dom: nonnullDomain });
+const domainArgs = xdr.struct({ dom: nonnullDomain });
+const lifecycleMsg = xdr.struct({ callbackID: xdr.int, msg: xdr.struct({ dom: nonnullDomain, event: xdr.int, detail: xdr.int }) });
+
+function remoteCall<A, R>(rpc: RpcConnection, proc: number, args: xdr.Codec<A>, value: A, ret: xdr.Codec<R>): Promise<R> {
+  return rpc.call(REMOTE_PROGRAM, 1, proc, args, value, ret);
+}
+
+async function openGateway(pair: GatewayPair): Promise<{ conn: RemoteConnection; rpc: RpcConnection }> {
+  const auth: ConnectAuth = {
+    credTypes: [CredentialType.AUTHNAME, CredentialType.PASSPHRASE],
+    callback: (creds) => {
+      for (const c of creds) c.result = c.type === CredentialType.AUTHNAME ? gatewayUser : gatewayPassword;
+    },
+  };
+  const conn = (await openAuth(pair.gatewayUri(), auth)) as RemoteConnection;
+  return { conn, rpc: conn.rpc };
+}
+
+async function libvirtdClients(libvirtd: PrivateLibvirtd): Promise<number> {
+  const result = await runProcess(requireExecutable('virt-admin', 'libvirt-clients'), ['-c', `libvirtd:///system?socket=${libvirtd.dir}/sock/libvirt-admin-sock`, 'srv-clients-info', 'libvirtd']);
+  const match = /^nclients\s*:\s*(\d+)/m.exec(result.stdout);
+  if (!match) throw new Error(`virt-admin srv-clients-info: ${describeResult(result)}`);
+  return Number(match[1]);
+}
+
+const endOfFile = { code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, message: 'End of file while reading data: Input/output error' };
+
+interopTest.serial('libvirtd killed mid-call: every waiting call gets libvirt\'s end-of-file error and the client is closed; virtauthd serves on', ['root', 'libvirtd', 'virsh'], async (t) => {
+  const pair = await startPair(t);
+  const { rpc } = await openGateway(pair);
+  t.is(await libvirtdClients(pair.libvirtd), 1);
+  // Stopped, libvirtd reads nothing: the calls are surely waiting when it dies.
+  process.kill(pair.libvirtd.pid, 'SIGSTOP');
+  const calls = Array.from({ length: 16 }, () => remoteCall(rpc, Proc.DOMAIN_LOOKUP_BY_NAME, xdr.struct({ name: xdr.string(256) }), { name: 'test' }, domainRet));
+  const outcomes = Promise.allSettled(calls);
+  process.kill(pair.libvirtd.pid, 'SIGKILL');
+  for (const outcome of await outcomes) {
+    t.is(outcome.status, 'rejected');
+    if (outcome.status === 'rejected') {
+      const e = outcome.reason as VirError;
+      t.deepEqual({ code: e.code, domain: e.domain, message: e.message }, endOfFile);
+    }
+  }
+  await rpc.whenClosed();
+  await waitFor(() => pair.virtauthd.handle.server.clientCount === 0, 10_000, 'virtauthd to drop the client');
+  // A new client is told the upstream is unreachable, and virtauthd is still there to say so.
+  const after = await runVirsh(['hostname'], { uri: pair.gatewayUri(), env: { LIBVIRT_AUTH_FILE: pair.authFile } });
+  t.not(after.code, 0);
+  t.regex(after.stderr, /unable to connect to socket/, describeResult(after));
+});
+
+interopTest.serial('a client killed mid-stream: its upstream connection closes and libvirtd serves the next client', ['root', 'libvirtd', 'virsh'], async (t) => {
+  const pair = await startPair(t);
+  const { rpc } = await openGateway(pair);
+  const dom = (await remoteCall(rpc, Proc.DOMAIN_LOOKUP_BY_NAME, xdr.struct({ name: xdr.string(256) }), { name: 'test' }, domainRet)).dom;
+  // The screenshot's reply opens the stream; the client dies before reading its data.
+  await remoteCall(rpc, Proc.DOMAIN_SCREENSHOT, xdr.struct({ dom: nonnullDomain, screen: xdr.uint, flags: xdr.uint }), { dom, screen: 0, flags: 0 }, xdr.struct({ mime: xdr.optional(xdr.string(256)) }));
+  t.is(await libvirtdClients(pair.libvirtd), 1);
+  rpc.stream.destroy();
+  await waitFor(async () => (await libvirtdClients(pair.libvirtd)) === 0, 10_000, 'libvirtd to see its client go');
+  await waitFor(() => pair.virtauthd.handle.server.clientCount === 0, 10_000, 'virtauthd to drop the client');
+  const next = await runVirsh(['list --all'], { uri: pair.gatewayUri(), env: { LIBVIRT_AUTH_FILE: pair.authFile } });
+  t.is(next.code, 0, describeResult(next));
+});
+
+interopTest.serial('bad input through the gateway: an unknown procedure is refused as libvirtd refuses it; stray stream data is dropped and the connection goes on', ['root', 'libvirtd'], async (t) => {
+  const pair = await startPair(t, { logLevel: 1 });
+  const { rpc } = await openGateway(pair);
+  const unknown = await t.throwsAsync(remoteCall(rpc, 444, xdr.xvoid, undefined, xdr.xvoid));
+  // Our client, like libvirt's, turns "unknown procedure" into NO_SUPPORT keeping the text.
+  t.deepEqual([(unknown as VirError).code, (unknown as VirError).message], [ErrorCode.NO_SUPPORT, 'unknown procedure: 444']);
+  // Stream data for serial 4242, which no call opened, then a call on the same connection.
+  const stray = Buffer.alloc(28 + 64);
+  stray.writeUInt32BE(stray.length, 0);
+  stray.writeUInt32BE(REMOTE_PROGRAM, 4);
+  stray.writeUInt32BE(1, 8);
+  stray.writeUInt32BE(Proc.DOMAIN_SCREENSHOT, 12);
+  stray.writeUInt32BE(3, 16);
+  stray.writeUInt32BE(4242, 20);
+  stray.writeUInt32BE(2, 24);
+  rpc.stream.write(stray);
+  const dom = await remoteCall(rpc, Proc.DOMAIN_LOOKUP_BY_NAME, xdr.struct({ name: xdr.string(256) }), { name: 'test' }, domainRet);
+  t.is(dom.dom.name, 'test');
+  t.true(pair.virtauthd.events('gateway.stream.stray').some((r) => r.serial === 4242));
+  t.false(rpc.closed);
+});
+
+interopTest.serial('200 concurrent clients, each with its own upstream: their serials, events and domains never cross', ['root', 'libvirtd'], async (t) => {
+  const clients = 200;
+  const pair = await startPair(t, { settings: { max_anonymous_clients: 50 } });
+  const opened = await Promise.all(Array.from({ length: clients }, () => openGateway(pair)));
+  t.teardown(() => Promise.allSettled(opened.map((o) => o.conn.close())));
+  t.is(await libvirtdClients(pair.libvirtd), clients, 'one upstream connection per client');
+  await Promise.all(
+    opened.map(async ({ rpc }, i) => {
+      const name = `gwc${i}`;
+      const events: { callbackID: number; name: string; event: number }[] = [];
+      let started!: () => void;
+      const startedEvent = new Promise<void>((resolve) => (started = resolve));
+      rpc.onProgramMessage(REMOTE_PROGRAM, (h, body) => {
+        if (h.proc !== Proc.EVENT_LIFECYCLE) return;
+        const m = lifecycleMsg.decode(body);
+        events.push({ callbackID: m.callbackID, name: m.msg.dom.name, event: m.msg.event });
+        if (m.msg.event === 2) started();
+      });
+      const { dom } = await remoteCall(rpc, Proc.DOMAIN_DEFINE_XML, xdr.struct({ xml: xdr.string(65536) }), { xml: gatewayDomainXml(name) }, domainRet);
+      t.is(dom.name, name);
+      const { callbackID } = await remoteCall(rpc, Proc.EVENT_REGISTER_ANY, xdr.struct({ eventID: xdr.int, dom: xdr.optional(nonnullDomain) }), { eventID: 0, dom }, xdr.struct({ callbackID: xdr.int }));
+      // Eight lookups in flight at once, each answered with this client's own domain.
+      const lookups = await Promise.all(Array.from({ length: 8 }, () => remoteCall(rpc, Proc.DOMAIN_LOOKUP_BY_NAME, xdr.struct({ name: xdr.string(256) }), { name }, domainRet)));
+      for (const l of lookups) t.deepEqual([l.dom.name, l.dom.uuid], [name, dom.uuid]);
+      await remoteCall(rpc, Proc.DOMAIN_CREATE, domainArgs, { dom }, xdr.xvoid);
+      await startedEvent;
+      await remoteCall(rpc, Proc.DOMAIN_DESTROY, domainArgs, { dom }, xdr.xvoid);
+      await remoteCall(rpc, Proc.DOMAIN_UNDEFINE, domainArgs, { dom }, xdr.xvoid);
+      t.true(events.length >= 1 && events.every((e) => e.name === name && e.callbackID === callbackID), `${name}: ${JSON.stringify(events)}`);
+    }),
+  );
+  await Promise.all(opened.map((o) => o.conn.close()));
+  await waitFor(async () => (await libvirtdClients(pair.libvirtd)) === 0, 20_000, 'every upstream connection to close');
 });
