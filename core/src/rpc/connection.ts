@@ -47,6 +47,13 @@ export interface CallOptions {
 
 let nextConnectionId = 1;
 
+/** The strerror text libvirt puts after "Cannot recv data: " for the errors a peer causes. */
+const SOCKET_ERROR_TEXT: Record<string, string> = {
+  ECONNRESET: 'Connection reset by peer',
+  EPIPE: 'Broken pipe',
+  ETIMEDOUT: 'Connection timed out',
+};
+
 export class RpcConnection extends EventEmitter {
   readonly id = nextConnectionId++;
   private readonly framer = new PacketFramer();
@@ -80,7 +87,7 @@ export class RpcConnection extends EventEmitter {
     stream.on('data', (chunk: Buffer) => this.onData(chunk));
     stream.on('end', () => this.close(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: 'End of file while reading data: Input/output error' })));
     stream.on('error', (e: NodeJS.ErrnoException) =>
-      this.close(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: `Cannot recv data: ${e.message}`, cause: e })),
+      this.close(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: `Cannot recv data: ${SOCKET_ERROR_TEXT[e.code ?? ''] ?? e.message}`, cause: e })),
     );
     stream.on('close', () => this.close(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: 'Connection closed' })));
   }
