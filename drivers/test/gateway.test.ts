@@ -138,6 +138,18 @@ const streamData = (proc: number, serial: number, data: Buffer, status: number =
 const streamEnd = (proc: number, serial: number) => encodePacket(header(proc, MessageType.STREAM, serial, MessageStatus.OK), xdr.xvoid, undefined);
 const hole = (proc: number, serial: number) => encodePacket(header(proc, MessageType.STREAM_HOLE, serial, MessageStatus.CONTINUE), xdr.struct({ length: xdr.hyper, flags: xdr.uint }), { length: 1n << 20n, flags: 0 });
 
+/** A libvirt error payload with the fields that matter here. */
+const errorBody = (code: number, message: string): ErrorPayload => ({ code, domain: 7, message, level: 2, dom: null, str1: null, str2: null, str3: null, int1: -1, int2: -1, net: null });
+
+/** The client calls a stream procedure and the upstream accepts it: the stream is open. */
+async function openStream(r: Rig, proc: number, serial: number): Promise<void> {
+  const [upstreamBefore, clientBefore] = [r.upstream.packets.length, r.client.packets.length];
+  r.client.send(call(proc, serial));
+  await r.upstream.count(upstreamBefore + 1);
+  r.upstream.send(reply(proc, serial));
+  await r.client.count(clientBefore + 1);
+}
+
 const SCREENSHOT = 211;
 const VOL_UPLOAD = 208;
 const VOL_DOWNLOAD = 209;
@@ -215,13 +227,8 @@ test('a download stream: data, holes and end of data pass; the client\'s finish 
 
 test('an upload stream ends with the upstream\'s answer to the client\'s abort; a failed stream call opens none', async (t) => {
   const r = await rig(t);
-  r.client.send(call(VOL_UPLOAD, 3));
-  await r.upstream.count(1);
-  r.upstream.send(reply(VOL_UPLOAD, 3));
-  await r.client.count(1);
-  const abort = encodePacket(header(VOL_UPLOAD, MessageType.STREAM, 3, MessageStatus.ERROR), errorPayload, {
-    code: 39, domain: 7, message: 'stream aborted', level: 2, dom: null, str1: null, str2: null, str3: null, int1: -1, int2: -1, net: null,
-  });
+  await openStream(r, VOL_UPLOAD, 3);
+  const abort = encodePacket(header(VOL_UPLOAD, MessageType.STREAM, 3, MessageStatus.ERROR), errorPayload, errorBody(39, 'stream aborted'));
   r.client.send(streamData(VOL_UPLOAD, 3, Buffer.alloc(1000, 4)), hole(VOL_UPLOAD, 3), abort);
   t.deepEqual((await r.upstream.count(4)).slice(1).map((p) => p.header.type), [MessageType.STREAM, MessageType.STREAM_HOLE, MessageType.STREAM]);
   r.upstream.send(abort);
@@ -230,9 +237,7 @@ test('an upload stream ends with the upstream\'s answer to the client\'s abort; 
 
   r.client.send(call(SCREENSHOT, 4));
   await r.upstream.count(5);
-  r.upstream.send(encodePacket(header(SCREENSHOT, MessageType.REPLY, 4, MessageStatus.ERROR), errorPayload, {
-    code: 3, domain: 7, message: 'unsupported', level: 2, dom: null, str1: null, str2: null, str3: null, int1: -1, int2: -1, net: null,
-  }));
+  r.upstream.send(encodePacket(header(SCREENSHOT, MessageType.REPLY, 4, MessageStatus.ERROR), errorPayload, errorBody(3, 'unsupported')));
   await r.client.count(3);
   t.deepEqual(r.passThrough.inFlight, { calls: 0, streams: 0 });
 });
@@ -248,10 +253,7 @@ test('stream data for a serial with no stream is dropped, and the connection goe
 
 test('an oversized stream chunk closes the client cleanly, and its upstream with it', async (t) => {
   const r = await rig(t);
-  r.client.send(call(VOL_UPLOAD, 1));
-  await r.upstream.count(1);
-  r.upstream.send(reply(VOL_UPLOAD, 1));
-  await r.client.count(1);
+  await openStream(r, VOL_UPLOAD, 1);
   // A length word past libvirt's 32 MiB limit is refused before anything is buffered for it.
   const head = encodePacket(header(VOL_UPLOAD, MessageType.STREAM, 1, MessageStatus.CONTINUE), xdr.xvoid, undefined);
   head.writeUInt32BE(PACKET_MAX + 4, 0);
@@ -320,10 +322,7 @@ test('the access-check hook sees the call\'s arguments; a refusal answers the cl
 
 test('backpressure: an upstream that does not read stops the client being read; nothing piles up in between', async (t) => {
   const r = await rig(t);
-  r.client.send(call(VOL_UPLOAD, 1));
-  await r.upstream.count(1);
-  r.upstream.send(reply(VOL_UPLOAD, 1));
-  await r.client.count(1);
+  await openStream(r, VOL_UPLOAD, 1);
   r.upstream.socket.pause();
   const chunk = streamData(VOL_UPLOAD, 1, Buffer.alloc(262144, 6));
   const chunks = 128; // 32 MiB

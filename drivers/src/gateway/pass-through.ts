@@ -83,8 +83,8 @@ export class PassThrough {
   private readonly queued: { header: Header; packet: Buffer }[] = [];
   private checking = false;
   private heldForCalls = false;
-  private clientWaitsForUpstream = false;
-  private upstreamWaitsForClient = false;
+  /** Connections whose output is full: the other side is not read until they drain. */
+  private readonly draining = new Set<RpcConnection>();
   private ended = false;
 
   constructor(opts: PassThroughOptions) {
@@ -208,14 +208,7 @@ export class PassThrough {
   }
 
   private toUpstream(packet: Buffer): void {
-    if (this.upstream.writePacket(packet) || this.clientWaitsForUpstream) return;
-    // The upstream reads slower than the client writes: stop reading the client until it drains.
-    this.clientWaitsForUpstream = true;
-    this.client.holdInput();
-    this.upstream.stream.once('drain', () => {
-      this.clientWaitsForUpstream = false;
-      this.client.releaseInput();
-    });
+    this.pass(packet, this.upstream, this.client);
   }
 
   // --- upstream -> client ------------------------------------------------------------------
@@ -271,12 +264,17 @@ export class PassThrough {
   }
 
   private toClient(packet: Buffer): void {
-    if (this.client.writePacket(packet) || this.upstreamWaitsForClient) return;
-    this.upstreamWaitsForClient = true;
-    this.upstream.holdInput();
-    this.client.stream.once('drain', () => {
-      this.upstreamWaitsForClient = false;
-      this.upstream.releaseInput();
+    this.pass(packet, this.client, this.upstream);
+  }
+
+  /** Writes to `to`; when `to` reads slower than `from` writes, stops reading `from` until it drains. */
+  private pass(packet: Buffer, to: RpcConnection, from: RpcConnection): void {
+    if (to.writePacket(packet) || this.draining.has(to)) return;
+    this.draining.add(to);
+    from.holdInput();
+    to.stream.once('drain', () => {
+      this.draining.delete(to);
+      from.releaseInput();
     });
   }
 
