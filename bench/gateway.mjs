@@ -5,7 +5,7 @@
 // Needs the compiled tree (npm run build).
 
 import 'reflect-metadata';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { openAuth } from '../cli/dist/src/index.js';
@@ -31,7 +31,25 @@ async function startGateway(upstreamUri) {
       `uri_upstream_list = [ "test:///default=${upstreamUri}" ]\n`,
   );
   const virtauthd = await spawnVirtauthd(configFile, dir, (stdout) => /'(test\+unix:[^']*virtauth-sock)'/.exec(stdout)?.[1]);
-  return { uri: virtauthd.found, stop: virtauthd.stop };
+  return { uri: virtauthd.found, pid: virtauthd.pid, stop: virtauthd.stop };
+}
+
+/** CPU time (user + system) a process has used so far, in microseconds. */
+async function cpuMicros(pid) {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // utime and stime are fields 14 and 15 of the whole line, counted in clock ticks (100 per second).
+  return (Number(fields[11]) + Number(fields[12])) * 10_000;
+}
+
+/** Runs `measure` (which returns calls per second) and also reports the gateway's CPU per call. */
+async function withGatewayCpu(pid, measure) {
+  const before = await cpuMicros(pid);
+  const started = performance.now();
+  const rate = await measure();
+  const elapsedSeconds = (performance.now() - started) / 1000;
+  const used = (await cpuMicros(pid)) - before;
+  return { rate, cpuPerCall: used / (rate * elapsedSeconds) };
 }
 
 /** Sequential calls of one python3-libvirt connection: two round trips per operation. */
@@ -174,14 +192,17 @@ try {
   // One measurement at a time, so none competes with another for the CPU.
   const f = {
     seqDirect: await pythonCalls(direct),
-    seqGateway: await pythonCalls(gateway.uri),
+    seqGateway: await withGatewayCpu(gateway.pid, () => pythonCalls(gateway.uri)),
     concDirect: await pythonConcurrentCalls(direct, concurrentClients),
-    concGateway: await pythonConcurrentCalls(gateway.uri, concurrentClients),
+    concGateway: await withGatewayCpu(gateway.pid, () => pythonConcurrentCalls(gateway.uri, concurrentClients)),
     shotDirect: await pythonScreenshots(direct),
     shotGateway: await pythonScreenshots(gateway.uri),
     oursPipeGateway: await ourPipelinedCalls(gateway.uri),
   };
   const events = await eventLatencyAdded(direct, gateway.uri);
+  const gatewayCpu = `gateway CPU per call ~${f.seqGateway.cpuPerCall.toFixed(0)} us sequential, ~${f.concGateway.cpuPerCall.toFixed(0)} us with ${concurrentClients} clients (warm-up included)`;
+  f.seqGateway = f.seqGateway.rate;
+  f.concGateway = f.concGateway.rate;
 
   const number = (n) => Math.round(n).toLocaleString('en-US').padStart(10);
   const row = (label, onDirect, onGateway) => `  ${label.padEnd(46)}${number(onDirect)}${number(onGateway)}   ${(onGateway / onDirect).toFixed(2)}x`;
@@ -191,6 +212,7 @@ try {
   console.log(row('python3-libvirt, screenshot streams', f.shotDirect, f.shotGateway));
   console.log(`  virtauth client, ${pipelineDepth} calls in flight, through the gateway: ${number(f.oursPipeGateway)}`);
   console.log(`  event latency added by the gateway: median ${events.medianMs?.toFixed(3)} ms over ${events.events} events`);
+  console.log(`  ${gatewayCpu}`);
 
   const goals = [
     ['same C client, sequential calls: gateway/direct', f.seqGateway / f.seqDirect, 0.6, 'x', true],
