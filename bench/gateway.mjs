@@ -1,7 +1,7 @@
 // The gateway's cost: the same clients against a private libvirtd directly and through virtauthd
 // passing test:///default through to it (uri_upstream_list; auth none on both, so only the
 // forwarding is measured), in the same run.
-//   node bench/gateway.mjs [seconds-per-measurement]      (needs root for the private libvirtd)
+//   node bench/gateway.mjs [seconds-per-measurement] [rounds]      (needs root for the private libvirtd)
 // Needs the compiled tree (npm run build).
 
 import 'reflect-metadata';
@@ -16,7 +16,8 @@ import { loopRate } from './lib/loop-rate.mjs';
 import { pythonRate } from './lib/python-rate.mjs';
 import { spawnVirtauthd } from './lib/virtauthd-process.mjs';
 
-const secondsPerCase = Number(process.argv[2] ?? 3);
+const secondsPerCase = Number(process.argv[2] ?? 1.5);
+const roundsPerCase = Number(process.argv[3] ?? 5);
 if (!(secondsPerCase > 0)) throw new Error(`seconds per measurement must be a positive number, got ${process.argv[2]}`);
 const concurrentClients = 50;
 const pipelineDepth = 64;
@@ -186,39 +187,49 @@ let gateway;
 try {
   const direct = libvirtd.uri();
   gateway = await startGateway(direct);
-  console.log(`node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'} x${availableParallelism()}, ${secondsPerCase}s per measurement`);
+  console.log(`node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'} x${availableParallelism()}, ${secondsPerCase}s per measurement, ${roundsPerCase} rounds`);
   console.log(`libvirtd:            ${direct}\nvirtauthd (gateway): ${gateway.uri}\n`);
 
-  // One measurement at a time, so none competes with another for the CPU.
-  const f = {
-    seqDirect: await pythonCalls(direct),
-    seqGateway: await withGatewayCpu(gateway.pid, () => pythonCalls(gateway.uri)),
-    concDirect: await pythonConcurrentCalls(direct, concurrentClients),
-    concGateway: await withGatewayCpu(gateway.pid, () => pythonConcurrentCalls(gateway.uri, concurrentClients)),
-    shotDirect: await pythonScreenshots(direct),
-    shotGateway: await pythonScreenshots(gateway.uri),
-    oursPipeGateway: await ourPipelinedCalls(gateway.uri),
-  };
+  // One measurement at a time, so none competes with another for the CPU; direct and gateway
+  // alternate over several rounds and the ratio is the median of the rounds' ratios, so load that
+  // comes and goes on a shared machine falls on both sides alike.
+  const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+  async function paired(measure) {
+    const rounds = [];
+    for (let i = 0; i < roundsPerCase; i++) {
+      const order = i % 2 === 0 ? ['direct', 'gateway'] : ['gateway', 'direct'];
+      const round = {};
+      for (const side of order) round[side] = side === 'direct' ? await measure(direct) : await withGatewayCpu(gateway.pid, () => measure(gateway.uri));
+      rounds.push(round);
+    }
+    return {
+      direct: median(rounds.map((r) => r.direct)),
+      gateway: median(rounds.map((r) => r.gateway.rate)),
+      ratio: median(rounds.map((r) => r.gateway.rate / r.direct)),
+      cpuPerCall: median(rounds.map((r) => r.gateway.cpuPerCall)),
+    };
+  }
+  const seq = await paired(pythonCalls);
+  const conc = await paired((uri) => pythonConcurrentCalls(uri, concurrentClients));
+  const shots = await paired(pythonScreenshots);
+  const oursPipeGateway = await ourPipelinedCalls(gateway.uri);
   const events = await eventLatencyAdded(direct, gateway.uri);
-  const gatewayCpu = `gateway CPU per call ~${f.seqGateway.cpuPerCall.toFixed(0)} us sequential, ~${f.concGateway.cpuPerCall.toFixed(0)} us with ${concurrentClients} clients (warm-up included)`;
-  f.seqGateway = f.seqGateway.rate;
-  f.concGateway = f.concGateway.rate;
 
   const number = (n) => Math.round(n).toLocaleString('en-US').padStart(10);
-  const row = (label, onDirect, onGateway) => `  ${label.padEnd(46)}${number(onDirect)}${number(onGateway)}   ${(onGateway / onDirect).toFixed(2)}x`;
-  console.log(`  ${'per second'.padEnd(46)}${'direct'.padStart(10)}${'gateway'.padStart(10)}   gateway/direct`);
-  console.log(row('python3-libvirt, sequential calls', f.seqDirect, f.seqGateway));
-  console.log(row(`${concurrentClients} python3-libvirt clients, total calls`, f.concDirect, f.concGateway));
-  console.log(row('python3-libvirt, screenshot streams', f.shotDirect, f.shotGateway));
-  console.log(`  virtauth client, ${pipelineDepth} calls in flight, through the gateway: ${number(f.oursPipeGateway)}`);
+  const row = (label, c) => `  ${label.padEnd(46)}${number(c.direct)}${number(c.gateway)}   ${c.ratio.toFixed(2)}x`;
+  console.log(`  ${`per second, median of ${roundsPerCase} rounds`.padEnd(46)}${'direct'.padStart(10)}${'gateway'.padStart(10)}   gateway/direct`);
+  console.log(row('python3-libvirt, sequential calls', seq));
+  console.log(row(`${concurrentClients} python3-libvirt clients, total calls`, conc));
+  console.log(row('python3-libvirt, screenshot streams', shots));
+  console.log(`  virtauth client, ${pipelineDepth} calls in flight, through the gateway: ${number(oursPipeGateway)}`);
   console.log(`  event latency added by the gateway: median ${events.medianMs?.toFixed(3)} ms over ${events.events} events`);
-  console.log(`  ${gatewayCpu}`);
+  console.log(`  gateway CPU per call (warm-up included): ~${seq.cpuPerCall.toFixed(0)} us sequential, ~${conc.cpuPerCall.toFixed(0)} us with ${concurrentClients} clients, ~${shots.cpuPerCall.toFixed(0)} us per screenshot`);
 
   const goals = [
-    ['same C client, sequential calls: gateway/direct', f.seqGateway / f.seqDirect, 0.6, 'x', true],
-    [`${concurrentClients} concurrent C clients, total calls: gateway/direct`, f.concGateway / f.concDirect, 0.9, 'x', true],
-    ['screenshot stream throughput: gateway/direct', f.shotGateway / f.shotDirect, 0.8, 'x', true],
-    [`virtauth client (${pipelineDepth} in flight) via gateway / python3-libvirt direct`, f.oursPipeGateway / f.seqDirect, 2.0, 'x', true],
+    ['same C client, sequential calls: gateway/direct', seq.ratio, 0.6, 'x', true],
+    [`${concurrentClients} concurrent C clients, total calls: gateway/direct`, conc.ratio, 0.9, 'x', true],
+    ['screenshot stream throughput: gateway/direct', shots.ratio, 0.8, 'x', true],
+    [`virtauth client (${pipelineDepth} in flight) via gateway / python3-libvirt direct`, oursPipeGateway / seq.direct, 2.0, 'x', true],
     ['median event latency added (ms)', events.medianMs ?? Infinity, 0.2, ' ms', false],
   ];
   console.log('\n  goals');

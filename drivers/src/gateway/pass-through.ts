@@ -59,6 +59,8 @@ export interface PassThroughOptions {
   checkCall?: CallCheck;
   /** Calls awaiting their reply at once; beyond it the client is not read (default 4096). */
   maxCallsInFlight?: number;
+  /** Bytes waiting to be written to one side before the other side is no longer read (default 1 MiB). */
+  maxBuffered?: number;
 }
 
 interface OpenStream {
@@ -76,6 +78,7 @@ export class PassThrough {
   private readonly log: PassThroughLogger;
   private readonly checkCall: CallCheck | undefined;
   private readonly maxCallsInFlight: number;
+  private readonly maxBuffered: number;
   /** Serial -> procedure of each forwarded call still waiting for its reply. */
   private readonly calls = new Map<number, number>();
   private readonly streams = new Map<number, OpenStream>();
@@ -93,6 +96,7 @@ export class PassThrough {
     this.log = opts.log;
     this.checkCall = opts.checkCall;
     this.maxCallsInFlight = opts.maxCallsInFlight ?? 4096;
+    this.maxBuffered = opts.maxBuffered ?? 1024 * 1024;
     this.client.interceptProgram(REMOTE_PROGRAM, (h, p) => this.fromClient(h, p));
     this.upstream.interceptProgram(REMOTE_PROGRAM, (h, p) => this.fromUpstream(h, p));
     void this.upstream.whenClosed().then((reason) => this.upstreamGone(reason));
@@ -267,9 +271,14 @@ export class PassThrough {
     this.pass(packet, this.client, this.upstream);
   }
 
-  /** Writes to `to`; when `to` reads slower than `from` writes, stops reading `from` until it drains. */
+  /**
+   * Writes to `to`; when more than `maxBuffered` bytes wait there (`to` reads slower than `from`
+   * writes), stops reading `from` until `to` drains. The bound is above the socket's own mark so
+   * that a single large stream chunk does not stop and restart reading every time.
+   */
   private pass(packet: Buffer, to: RpcConnection, from: RpcConnection): void {
-    if (to.writePacket(packet) || this.draining.has(to)) return;
+    to.writePacket(packet);
+    if (to.stream.writableLength <= this.maxBuffered || this.draining.has(to)) return;
     this.draining.add(to);
     from.holdInput();
     to.stream.once('drain', () => {
