@@ -56,6 +56,13 @@ export function upstreamFor(routes: readonly UpstreamRoute[], name: string): Ups
   return routes.find((r) => r.clientUri === name);
 }
 
+/** Checks run one after the other; the first refusal stands. */
+export function allChecks(checks: readonly CallCheck[]): CallCheck {
+  return async (call) => {
+    for (const check of checks) await check(call);
+  };
+}
+
 /**
  * Hands the session's remote program over to the opened upstream. Runs inside CONNECT_OPEN, so
  * the packets after its reply are already forwarded. `checkCall` is where access control decides

@@ -32,7 +32,8 @@ import {
 } from '@virtauth/core';
 import { authTypeName, type DaemonConfig } from './config.js';
 import { createRemoteProgram } from './remote-program.js';
-import { startPassThrough, upstreamFor } from './gateway.js';
+import { allChecks, startPassThrough, upstreamFor } from './gateway.js';
+import type { CallCheck } from '@virtauth/drivers';
 import { ClientSession } from './session.js';
 
 export interface ListenerSpec {
@@ -66,6 +67,11 @@ export interface DaemonExtension {
   /** Called when a CONNECT_OPEN has finished, whether it succeeded or not. */
   openFinished?(session: ClientSession): void;
   onSession?(session: ClientSession): void;
+  /**
+   * For a client passed through to an upstream (uri_upstream_list): a check every call passes
+   * before it is forwarded, e.g. access control decoding the call's object and flags.
+   */
+  forwardedCallCheck?(session: ClientSession): CallCheck | undefined;
 }
 
 export interface ServerOptions {
@@ -322,7 +328,8 @@ export class VirtauthServer {
       }
       if (route) {
         try {
-          startPassThrough(session, conn);
+          const checks = this.extensions.map((e) => e.forwardedCallCheck?.(session)).filter((c): c is CallCheck => c !== undefined);
+          startPassThrough(session, conn, checks.length === 1 ? checks[0] : checks.length > 1 ? allChecks(checks) : undefined);
         } catch (e) {
           await conn.close();
           throw e;

@@ -75,3 +75,33 @@ test('a gateway URI passes the client through to its upstream daemon; an unreach
   t.is(e?.code, ErrorCode.SYSTEM_ERROR);
   t.regex(e?.message ?? '', /unable to connect to socket '.*nothing-here'/);
 });
+
+test('an extension\'s forwarded-call check sees each call before it leaves and can refuse it', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'va-gwc-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const quiet = createLogger(4, { write: () => true } as unknown as NodeJS.WritableStream);
+  const upstream = await createDaemon({ config: defaultConfig(), logger: quiet, listeners: [{ kind: 'unix', path: join(dir, 'up'), auth: 0, readOnly: false }] });
+  t.teardown(() => upstream.stop());
+  const checked: number[] = [];
+  const gateway = await createDaemon({
+    config: { ...defaultConfig(), uriUpstreamList: [{ clientUri: 'gw:///default', upstreamUri: `test+unix:///default?socket=${join(dir, 'up')}` }] },
+    logger: quiet,
+    listeners: [{ kind: 'unix', path: join(dir, 'gw'), auth: 0, readOnly: false }],
+    extensions: [
+      {
+        forwardedCallCheck: () => (call) => {
+          checked.push(call.proc);
+          // CONNECT_GET_HOSTNAME (59) is refused; the rest pass.
+          if (call.proc === 59) throw new VirError({ code: ErrorCode.ACCESS_DENIED, domain: ErrorDomain.ACCESS, detail: 'no hostname for you' });
+        },
+      },
+    ],
+  });
+  t.teardown(() => gateway.stop());
+  const conn = await open(`gw+unix:///default?socket=${join(dir, 'gw')}`);
+  const e = await t.throwsAsync(conn.getHostname(), { instanceOf: VirError });
+  t.deepEqual([e?.code, e?.domain, e?.message], [ErrorCode.ACCESS_DENIED, ErrorDomain.ACCESS, 'access denied: no hostname for you']);
+  t.deepEqual((await conn.listAllDomains(0)).map((d) => d.name), ['test']);
+  t.deepEqual(checked, [59, 273]);
+  await conn.close();
+});
