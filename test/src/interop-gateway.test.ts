@@ -386,3 +386,63 @@ interopTest.serial('200 concurrent clients, each with its own upstream: their se
   await Promise.all(opened.map((o) => o.conn.close()));
   await waitFor(async () => (await libvirtdClients(pair.libvirtd)) === 0, 20_000, 'every upstream connection to close');
 });
+
+/** python3-libvirt with a close callback and keepalive, waiting for libvirtd to be killed. */
+const closeCallbackScript = (uri: string) => String.raw`
+import json, sys, threading, time
+import libvirt
+libvirt.registerErrorHandler(lambda _c, _e: None, None)
+libvirt.virEventRegisterDefaultImpl()
+def loop():
+    while True:
+        libvirt.virEventRunDefaultImpl()
+threading.Thread(target=loop, daemon=True).start()
+closed = threading.Event()
+reasons = []
+def on_close(_conn, reason, _opaque):
+    reasons.append(reason)
+    closed.set()
+def answer(credentials, _opaque):
+    for c in credentials:
+        c[4] = ${JSON.stringify(gatewayUser)} if c[0] == libvirt.VIR_CRED_AUTHNAME else ${JSON.stringify(gatewayPassword)}
+    return 0
+conn = libvirt.openAuth(${JSON.stringify(uri)}, [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE], answer, None], 0)
+conn.registerCloseCallback(on_close, None)
+conn.setKeepAlive(5, 3)
+print('ready', flush=True)
+sys.stdin.readline()
+closed.wait(20)
+try:
+    conn.getHostname()
+    after = None
+except libvirt.libvirtError as e:
+    after = [e.get_error_code(), e.get_error_domain()]
+print(json.dumps({'reasons': reasons, 'after': after}), flush=True)
+`;
+
+/** Runs the script against `uri`, kills `libvirtd` once the client is connected, returns what it saw. */
+async function closeCallbackAfterKill(t: ExecutionContext, uri: string, libvirtd: PrivateLibvirtd): Promise<unknown> {
+  const dir = await scratchDir(t);
+  const script = join(dir, 'close.py');
+  await writeFile(script, closeCallbackScript(uri));
+  const child = spawn('/usr/bin/python3', ['-I', script], { env: libvirtClientEnv(), stdio: ['pipe', 'pipe', 'pipe'] });
+  t.teardown(() => void child.kill('SIGKILL'));
+  let out = '';
+  child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));
+  child.stderr!.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));
+  await waitFor(() => out.includes('ready'), 20_000, `the python client to connect (${out})`);
+  process.kill(libvirtd.pid, 'SIGKILL');
+  child.stdin!.end('go\n');
+  await waitFor(() => out.includes('reasons'), 30_000, `the python client to report (${out})`);
+  return JSON.parse(out.split('\n').find((line) => line.includes('reasons'))!);
+}
+
+interopTest.serial('libvirtd going away: python3-libvirt\'s close callback fires through virtauthd as it does directly, and later calls fail alike', pythonPeers, async (t) => {
+  const direct = await startPair(t);
+  const seenDirect = await closeCallbackAfterKill(t, direct.directUri(), direct.libvirtd);
+  const through = await startPair(t);
+  const seenThrough = await closeCallbackAfterKill(t, through.gatewayUri(), through.libvirtd);
+  t.deepEqual(seenThrough, seenDirect);
+  t.deepEqual((seenDirect as { reasons: number[] }).reasons, [1], 'VIR_CONNECT_CLOSE_REASON_EOF');
+  await waitFor(() => through.virtauthd.handle.server.clientCount === 0, 10_000, 'virtauthd to drop the client');
+});

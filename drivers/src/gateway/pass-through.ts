@@ -306,6 +306,13 @@ export class PassThrough {
     }
     this.calls.clear();
     this.streams.clear();
-    this.client.closeAfterFlush();
+    // Closed whole once those are written, not half-closed first: libvirt's client reports a
+    // hang-up as VIR_CONNECT_CLOSE_REASON_EOF to its close callback (as when its own daemon
+    // dies), but reads a bare end of input as an error.
+    const socket = this.client.stream;
+    socket.write(Buffer.alloc(0), () => {
+      socket.destroy();
+      this.client.close(null);
+    });
   }
 }
