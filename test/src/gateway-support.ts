@@ -90,11 +90,20 @@ export const gatewayNetworkXml = (name: string, octet: number): string =>
  * JSON object; everything in it must be the same through virtauthd as directly.
  */
 export function pythonGatewaySession(uri: string, domain: string): string {
-  const settings = { uri, user: gatewayUser, password: gatewayPassword, domainXml: gatewayDomainXml(domain), networkXml: gatewayNetworkXml(`${domain}n`, 231) };
-  return `SETTINGS = __import__('json').loads(${JSON.stringify(JSON.stringify(settings))})\n${pythonSessionBody}`;
+  return pythonGatewayScript(uri, pythonSessionBody, { domainXml: gatewayDomainXml(domain), networkXml: gatewayNetworkXml(`${domain}n`, 231) });
 }
 
-const pythonSessionBody = String.raw`
+/**
+ * The start of a python3-libvirt script for the gateway user: `SETTINGS` (uri, user, password),
+ * libvirt's event loop on a thread (events and close callbacks need one), and `answer`, the auth
+ * callback. The script's own body follows it.
+ */
+export function pythonGatewayScript(uri: string, body: string, extraSettings: Record<string, unknown> = {}): string {
+  const settings = { uri, user: gatewayUser, password: gatewayPassword, ...extraSettings };
+  return `SETTINGS = __import__('json').loads(${JSON.stringify(JSON.stringify(settings))})\n${pythonPreamble}\n${body}`;
+}
+
+const pythonPreamble = String.raw`
 import hashlib
 import json
 import sys
@@ -120,7 +129,9 @@ def answer(credentials, _opaque):
         c[4] = SETTINGS['user'] if c[0] == libvirt.VIR_CRED_AUTHNAME else SETTINGS['password']
     return 0
 
+`;
 
+const pythonSessionBody = String.raw`
 def error_of(call):
     try:
         call()

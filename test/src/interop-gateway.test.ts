@@ -12,7 +12,7 @@ import { CredentialType, ErrorCode, ErrorDomain, REMOTE_PROGRAM, VirError, xdr, 
 import type { RemoteConnection } from '@virtauth/drivers';
 import { openAuth, type ConnectAuth } from 'virtauth';
 
-import { GatewayPair, gatewayDomainXml, gatewayNetworkXml, gatewayPassword, gatewayUser, pythonGatewaySession } from './gateway-support.js';
+import { GatewayPair, gatewayDomainXml, gatewayNetworkXml, gatewayPassword, gatewayUser, pythonGatewayScript, pythonGatewaySession } from './gateway-support.js';
 import {
   PrivateLibvirtd,
   TestPki,
@@ -23,6 +23,7 @@ import {
   runPython,
   runProcess,
   runVirsh,
+  systemPython,
   tempDir,
   waitFor,
   type ProcessResult,
@@ -388,25 +389,13 @@ interopTest.serial('200 concurrent clients, each with its own upstream: their se
 });
 
 /** python3-libvirt with a close callback and keepalive, waiting for libvirtd to be killed. */
-const closeCallbackScript = (uri: string) => String.raw`
-import json, sys, threading, time
-import libvirt
-libvirt.registerErrorHandler(lambda _c, _e: None, None)
-libvirt.virEventRegisterDefaultImpl()
-def loop():
-    while True:
-        libvirt.virEventRunDefaultImpl()
-threading.Thread(target=loop, daemon=True).start()
+const closeCallbackScript = (uri: string) => pythonGatewayScript(uri, String.raw`
 closed = threading.Event()
 reasons = []
 def on_close(_conn, reason, _opaque):
     reasons.append(reason)
     closed.set()
-def answer(credentials, _opaque):
-    for c in credentials:
-        c[4] = ${JSON.stringify(gatewayUser)} if c[0] == libvirt.VIR_CRED_AUTHNAME else ${JSON.stringify(gatewayPassword)}
-    return 0
-conn = libvirt.openAuth(${JSON.stringify(uri)}, [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE], answer, None], 0)
+conn = libvirt.openAuth(SETTINGS['uri'], [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE], answer, None], 0)
 conn.registerCloseCallback(on_close, None)
 conn.setKeepAlive(5, 3)
 print('ready', flush=True)
@@ -418,14 +407,14 @@ try:
 except libvirt.libvirtError as e:
     after = [e.get_error_code(), e.get_error_domain()]
 print(json.dumps({'reasons': reasons, 'after': after}), flush=True)
-`;
+`);
 
 /** Runs the script against `uri`, kills `libvirtd` once the client is connected, returns what it saw. */
 async function closeCallbackAfterKill(t: ExecutionContext, uri: string, libvirtd: PrivateLibvirtd): Promise<unknown> {
   const dir = await scratchDir(t);
   const script = join(dir, 'close.py');
   await writeFile(script, closeCallbackScript(uri));
-  const child = spawn('/usr/bin/python3', ['-I', script], { env: libvirtClientEnv(), stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(requireExecutable(systemPython, 'python3-libvirt'), ['-I', script], { env: libvirtClientEnv(), stdio: ['pipe', 'pipe', 'pipe'] });
   t.teardown(() => void child.kill('SIGKILL'));
   let out = '';
   child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));
