@@ -224,6 +224,9 @@ try {
   console.log(`  virtauth client, ${pipelineDepth} calls in flight, through the gateway: ${number(oursPipeGateway)}`);
   console.log(`  event latency added by the gateway: median ${events.medianMs?.toFixed(3)} ms over ${events.events} events`);
   console.log(`  gateway CPU per call (warm-up included): ~${seq.cpuPerCall.toFixed(0)} us sequential, ~${conc.cpuPerCall.toFixed(0)} us with ${concurrentClients} clients, ~${shots.cpuPerCall.toFixed(0)} us per screenshot`);
+  // On a machine where clients, gateway and libvirtd share the cores, the gateway's CPU comes out
+  // of everyone's; on its own host its limit is this.
+  console.log(`  gateway capacity at that cost: ~${number(1e6 / conc.cpuPerCall).trim()} calls/s per core (libvirtd served ${number(conc.direct).trim()} directly)`);
 
   const goals = [
     ['same C client, sequential calls: gateway/direct', seq.ratio, 0.6, 'x', true],
