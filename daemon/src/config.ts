@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { AuthType, ErrorCode, ErrorDomain, VirError, defaultVirtauthSocketDir, parseConf, type ConfValue } from '@virtauth/core';
 import type { ConfigSource } from './config-keys.js';
 import { checkUriAllowedList } from './uri-allow-list.js';
+import { parseUpstreamList, type UpstreamRoute } from './gateway.js';
 
 export interface DaemonConfig {
   unixSockDir: string;
@@ -47,6 +48,8 @@ export interface DaemonConfig {
   defaultUri: string;
   /** The connection URIs clients may make this daemon open (see uri-allow-list.ts). */
   uriAllowedList: string[];
+  /** Client URIs passed through to upstream libvirt daemons (uri_upstream_list). */
+  uriUpstreamList: UpstreamRoute[];
   /** Settings this version does not interpret, kept for plugins. */
   extra: Map<string, ConfValue>;
   /** The file and lines the settings came from, when read from a file. */
@@ -86,6 +89,7 @@ export function defaultConfig(): DaemonConfig {
     daemonName: 'virtauthd',
     defaultUri: 'test:///default',
     uriAllowedList: ['test:///default'],
+    uriUpstreamList: [],
     extra: new Map(),
   };
 }
@@ -103,7 +107,7 @@ export const DAEMON_CONFIG_KEYS: readonly string[] = [
   'listen_tcp', 'listen_addr', 'tcp_port', 'auth_tcp', 'listen_tls', 'tls_port', 'auth_tls', 'key_file', 'cert_file',
   'ca_file', 'crl_file', 'tls_allowed_dn_list', 'auth_timeout', 'relay_max_timeout', 'relay_max_requests_per_open',
   'max_clients', 'max_queued_clients', 'max_anonymous_clients', 'max_client_requests', 'keepalive_interval',
-  'keepalive_count', 'log_level', 'daemon_name', 'default_uri', 'uri_allowed_list',
+  'keepalive_count', 'log_level', 'daemon_name', 'default_uri', 'uri_allowed_list', 'uri_upstream_list',
 ];
 
 /** Applies parsed settings over the defaults, checking each value's type and range. */
@@ -175,6 +179,7 @@ export function buildConfig(settings: Map<string, ConfValue>, file = 'config', l
       case 'log_level': cfg.logLevel = int(key, v, 1, 4); break;
       case 'daemon_name': cfg.daemonName = str(key, v); break;
       case 'default_uri': cfg.defaultUri = str(key, v); break;
+      case 'uri_upstream_list': cfg.uriUpstreamList = parseUpstreamList(v, file); break;
       default: cfg.extra.set(key, v);
     }
   }

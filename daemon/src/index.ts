@@ -7,3 +7,4 @@ export { createDaemon, type DaemonHandle, type CreateDaemonOptions } from './dae
 export { relayExtension, type RelaySettings } from './relay-extension.js';
 export * from './uri-allow-list.js';
 export * from './config-keys.js';
+export { parseUpstreamList, upstreamFor, startPassThrough, type UpstreamRoute } from './gateway.js';

@@ -35,6 +35,8 @@ import { processStartTime } from '@virtauth/providers';
 import { authTypeName, type DaemonConfig } from './config.js';
 import { resolveGroupId } from './unix-group.js';
 import { createRemoteProgram } from './remote-program.js';
+import { allChecks, startPassThrough, upstreamFor } from './gateway.js';
+import type { CallCheck } from '@virtauth/drivers';
 import { ClientSession } from './session.js';
 import { UriAllowList } from './uri-allow-list.js';
 
@@ -69,6 +71,11 @@ export interface DaemonExtension {
   /** Called when a CONNECT_OPEN has finished, whether it succeeded or not. */
   openFinished?(session: ClientSession): void;
   onSession?(session: ClientSession): void;
+  /**
+   * For a client passed through to an upstream (uri_upstream_list): a check every call passes
+   * before it is forwarded, e.g. access control decoding the call's object and flags.
+   */
+  forwardedCallCheck?(session: ClientSession): CallCheck | undefined;
 }
 
 export interface ServerOptions {
@@ -373,17 +380,20 @@ export class VirtauthServer {
   /** Finds the driver for a CONNECT_OPEN name, as virConnectOpen does, and opens it. */
   private async openDriver(session: ClientSession, name: string | null, readOnly: boolean): Promise<DriverConnection> {
     const uriText = name && name !== '' ? name : this.config.defaultUri;
-    // Before the name is even parsed: nothing a client names reaches a driver unless allowed.
-    if (uriText !== this.config.defaultUri && !this.uriAllowList.allows(uriText)) {
+    // A gateway URI opens its configured upstream with the remote driver, whatever else is registered.
+    const route = upstreamFor(this.config.uriUpstreamList, uriText);
+    // Before the name is even parsed: nothing a client names reaches a driver unless allowed
+    // (uri_upstream_list entries are matched exactly, so they are allowed as written).
+    if (!route && uriText !== this.config.defaultUri && !this.uriAllowList.allows(uriText)) {
       session.log.warn(
         { event: 'connect.open.denied', uri: uriForLog(uriText), readOnly, peerUid: session.identity.unixUid, user: session.identity.username, method: session.identity.method },
         'connection open refused: the URI is not in uri_allowed_list',
       );
       throw new VirError({ code: ErrorCode.ACCESS_DENIED, domain: ErrorDomain.ACCESS, detail: `this daemon does not open '${uriForLog(uriText)}' (its operator can allow it in uri_allowed_list)` });
     }
-    const uri = parseUri(uriText);
+    const uri = parseUri(route ? route.upstreamUri : uriText);
     const drivers = this.container.resolveAll(DRIVER);
-    const driver = selectDriver(drivers, uri);
+    const driver = route ? drivers.find((d) => d.name === 'remote') : selectDriver(drivers, uri);
     if (!driver) throw new VirError({ code: ErrorCode.NO_CONNECT, domain: ErrorDomain.NONE, detail: uriText });
     const abort = new AbortController();
     session.opening = abort;
@@ -404,10 +414,19 @@ export class VirtauthServer {
     try {
       for (const e of this.extensions) if (e.decorateOpenContext) ctx = await e.decorateOpenContext(session, ctx, { uri: uriText, driver: driver.name, sources });
       const conn = await driver.open(uri, ctx);
-      session.log.info({ event: 'connect.open', driver: driver.name, uri: uriText, readOnly, ms: Date.now() - started }, 'hypervisor connection opened');
+      session.log.info({ event: 'connect.open', driver: driver.name, uri: uriText, ...(route ? { upstream: route.upstreamUri } : {}), readOnly, ms: Date.now() - started }, 'hypervisor connection opened');
       if (session.rpc.closed) {
         await conn.close();
         throw new VirError({ code: ErrorCode.AUTH_CANCELLED, domain: ErrorDomain.RPC, detail: 'client disconnected' });
+      }
+      if (route) {
+        try {
+          const checks = this.extensions.map((e) => e.forwardedCallCheck?.(session)).filter((c): c is CallCheck => c !== undefined);
+          startPassThrough(session, conn, checks.length === 1 ? checks[0] : checks.length > 1 ? allChecks(checks) : undefined);
+        } catch (e) {
+          await conn.close();
+          throw e;
+        }
       }
       return conn;
     } catch (e) {
