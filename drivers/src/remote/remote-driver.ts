@@ -60,7 +60,14 @@ export class RemoteDriver implements Driver {
   }
 
   async open(uri: ConnectUri, ctx: DriverOpenContext): Promise<DriverConnection> {
-    const { socket, info } = await openTransport(uri, { readOnly: ctx.readOnly, ...(ctx.signal ? { signal: ctx.signal } : {}), timeoutMs: this.opts.connectTimeoutMs ?? 30000 });
+    const { socket, info } = await openTransport(uri, {
+      readOnly: ctx.readOnly,
+      ...(ctx.signal ? { signal: ctx.signal } : {}),
+      timeoutMs: this.opts.connectTimeoutMs ?? 30000,
+      requestCredentials: ctx.requestCredentials,
+      auth: ctx.auth,
+      ...(ctx.relay ? { relayCredTypes: ctx.relay.credTypes } : {}),
+    });
     const rpc = new RpcConnection(socket);
     socket.resume();
     const onAbort = () => rpc.close(toVirError(ctx.signal!.reason));

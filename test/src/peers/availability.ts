@@ -75,6 +75,11 @@ const peerProbes: Record<string, PeerProbe> = {
   runuser: executableProbe('runuser', 'util-linux'),
   ip: executableProbe('ip', 'iproute2'),
   'oidc-provider': npmPackageProbe('oidc-provider'),
+  // A private sshd switches to the test users: root only.
+  sshd: () => executableProbe('sshd', 'openssh-server')() ?? rootProblem(),
+  ssh: executableProbe('ssh', 'openssh-client'),
+  nc: executableProbe('nc', 'netcat-openbsd'),
+  'virt-ssh-helper': executableProbe('virt-ssh-helper', 'libvirt-daemon'),
 };
 
 /** Every peer name interopTest and peerAvailable accept. */
