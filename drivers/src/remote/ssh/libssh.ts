@@ -132,7 +132,7 @@ function makeAsk(settings: LibsshSettings, opts: TransportOptions): { ask: Ask; 
     await requester([cred], { service: 'ssh', host: settings.host, ...(opts.signal ? { signal: opts.signal } : {}) });
     return cred.result ?? '';
   };
-  return { ask, canAsk: requester !== undefined && (opts.auth != null || opts.relayCredTypes !== undefined), secretType };
+  return { ask, canAsk: requester !== undefined, secretType };
 }
 
 /** Text from the server, made safe to show: no control characters, bounded length. */
@@ -215,8 +215,13 @@ async function connectSession(settings: LibsshSettings, opts: TransportOptions):
     }
     const accept = async (): Promise<void> => {
       if (settings.verify === 'normal') {
-        if (!canAsk) throw libsshError("No user interaction callback provided: Can't verify the session host key");
-        const answer = await ask(CredentialType.ECHOPROMPT, `Accept SSH host key with hash '${hash}' for host '${settings.host}:${settings.port}' (y/n)?`);
+        const noCallback = libsshError("No user interaction callback provided: Can't verify the session host key");
+        if (!canAsk) throw noCallback;
+        const answer = await ask(CredentialType.ECHOPROMPT, `Accept SSH host key with hash '${hash}' for host '${settings.host}:${settings.port}' (y/n)?`).catch((e: unknown) => {
+          // Nobody to ask: libvirt's own words, never a silent accept.
+          if (e instanceof VirError && e.message === 'authentication failed: No authentication callback available') throw noCallback;
+          throw e;
+        });
         if (answer.toLowerCase() !== 'y') throw libsshError(`SSH host key for '${settings.host}' (${hash}) was not accepted`);
       }
       try {
