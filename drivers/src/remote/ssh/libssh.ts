@@ -453,9 +453,10 @@ export async function openLibssh(uri: ConnectUri, opts: TransportOptions): Promi
   try {
     channel = await openChannel(session, command);
   } catch (first) {
+    const dropped = session.closed;
     session.release();
     // A shared connection the server dropped meanwhile: log in once more.
-    if (!session.closed) throw libsshError(`failed to execute command '${command}': ${(first as Error).message}`);
+    if (!dropped) throw libsshError(`failed to execute command '${command}': ${(first as Error).message}`);
     session = await acquireSession(settings, uri, opts);
     session.channels += 1;
     try {
