@@ -132,10 +132,12 @@ test('the remote command follows proxy=, netcat= and the driver URI', (t) => {
   t.notRegex(cmd('?proxy=native'), /nc/);
   t.notRegex(cmd('?proxy=netcat'), /virt-ssh-helper/);
   t.regex(cmd('?netcat=/opt/nc'), /'\\''\/opt\/nc'\\''/);
-  t.notRegex(cmd('?netcat=/opt/nc'), /virt-ssh-helper/);
+  t.regex(cmd('?netcat=/opt/nc'), /virt-ssh-helper/, 'netcat= alone keeps the helper first');
+  t.notRegex(cmd('?socket=/s'), /virt-ssh-helper/, 'an explicit socket means netcat');
+  t.notRegex(remoteProxyCommand(parseUri('qemu+ssh://h/session'), false, ErrorDomain.SSH), / nc|-U/, 'a session daemon only through the helper');
   for (const [q, why] of [
     ['?proxy=socat', /Unsupported proxy type 'socat'/],
-    ['?proxy=native&netcat=nc', /cannot be combined/],
+    ['?proxy=native&netcat=nc', /netcat path not valid with native proxy mode/],
     ['?socket=%0Aevil', /control characters/],
   ] as const) {
     const e = t.throws(() => cmd(q), { instanceOf: VirError })!;
@@ -154,7 +156,10 @@ test('ssh arguments: libvirt\'s options, and the host after -- so it can never b
 test('+libssh URI parameters are checked', async (t) => {
   const settings = await libsshSettings(parseUri('qemu+libssh://bob@h:2200/system?sshauth=password,keyboard-interactive&known_hosts=/kh&known_hosts_verify=auto'));
   t.deepEqual(settings, { host: 'h', port: 2200, user: 'bob', auth: ['password', 'keyboard-interactive'], keyfile: null, knownHosts: '/kh', verify: 'auto' });
-  t.is((await libsshSettings(parseUri('qemu+libssh://h/system?no_verify=1'))).verify, 'ignore');
+  const defaults = await libsshSettings(parseUri('qemu+libssh://h/system?no_verify=1&sshauth=password'));
+  t.is(defaults.verify, 'normal', 'no_verify does not switch host key checks off here (as libvirt)');
+  t.is(defaults.user, 'root');
+  t.is(defaults.port, 22);
   for (const [q, why] of [
     ['sshauth=gssapi', /Unknown authentication method 'gssapi'/],
     ['known_hosts=relative/kh', /absolute path/],

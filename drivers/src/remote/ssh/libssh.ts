@@ -4,7 +4,7 @@
 // Opens made with the same callback share one SSH connection to a host: one login, many channels.
 
 import { readFile } from 'node:fs/promises';
-import { homedir, userInfo } from 'node:os';
+import { homedir } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 import ssh2 from 'ssh2';
 import type { AnyAuthMethod, AuthenticationType, Client as SshClient, ClientChannel, ConnectConfig, ParsedKey, Prompt } from 'ssh2';
@@ -85,7 +85,8 @@ export async function libsshSettings(uri: ConnectUri): Promise<LibsshSettings> {
   if (/[\s\x00-\x1f\x7f,]/.test(host)) throw sshParamError(ErrorDomain.LIBSSH, `host name '${host.replace(/[^\x20-\x7e]/g, '?')}' is not valid`);
   const knownHostsParam = uriParam(uri, 'known_hosts');
   if (knownHostsParam !== null && !isAbsolute(knownHostsParam)) throw sshParamError(ErrorDomain.LIBSSH, `known_hosts must be an absolute path: '${knownHostsParam}'`);
-  const verifyParam = uriParam(uri, 'known_hosts_verify') ?? (uriParam(uri, 'no_verify') === '1' ? 'ignore' : 'normal');
+  // no_verify is the TLS and +ssh switch; here only known_hosts_verify=ignore turns checking off.
+  const verifyParam = uriParam(uri, 'known_hosts_verify') ?? 'normal';
   if (verifyParam !== 'normal' && verifyParam !== 'auto' && verifyParam !== 'ignore') {
     throw sshParamError(ErrorDomain.LIBSSH, `Invalid host key verification method '${verifyParam}' (should be normal|auto|ignore)`);
   }
@@ -110,7 +111,8 @@ export async function libsshSettings(uri: ConnectUri): Promise<LibsshSettings> {
   return {
     host,
     port: uri.port ?? 22,
-    user: uri.user || userInfo().username,
+    // libvirt's default login for this transport (the system ssh uses the local user instead).
+    user: uri.user || 'root',
     auth,
     keyfile: resolvedKey,
     knownHosts: knownHostsParam ?? defaultKnownHosts(),

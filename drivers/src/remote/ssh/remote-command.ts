@@ -25,16 +25,20 @@ function rejectControl(domain: number, what: string, value: string): string {
   return value;
 }
 
+/**
+ * libvirt's choice when `proxy=` is absent: an explicit socket only netcat can reach, a session
+ * daemon only virt-ssh-helper can find (its socket path depends on the remote environment),
+ * otherwise the helper with netcat as the fallback for older hosts.
+ */
 export function proxyMode(uri: ConnectUri, domain: number): ProxyMode {
   const proxy = uriParam(uri, 'proxy');
-  // A `netcat=` binary only makes sense with netcat: libvirt then uses nothing else.
-  if (uriParam(uri, 'netcat') !== null) {
-    if (proxy === 'native') throw sshParamError(domain, "proxy=native cannot be combined with netcat=");
-    return 'netcat';
+  if (proxy === null) {
+    if (uriParam(uri, 'socket') !== null) return 'netcat';
+    return uri.path === '/session' ? 'native' : 'auto';
   }
-  if (proxy === null || proxy === 'auto') return 'auto';
-  if (proxy === 'native' || proxy === 'netcat') return proxy;
-  throw sshParamError(domain, `Unsupported proxy type '${proxy}' (should be auto|native|netcat)`);
+  if (proxy !== 'auto' && proxy !== 'native' && proxy !== 'netcat') throw sshParamError(domain, `Unsupported proxy type '${proxy}' (should be auto|native|netcat)`);
+  if (proxy === 'native' && uriParam(uri, 'netcat') !== null) throw sshParamError(domain, 'netcat path not valid with native proxy mode');
+  return proxy;
 }
 
 /**
