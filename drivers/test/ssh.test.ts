@@ -326,3 +326,42 @@ test('+libssh: an unknown key is never accepted when the question fails or is an
     await server.close();
   }
 });
+
+test('+libssh: a server that accepts the TCP connection and never speaks SSH times out', async (t) => {
+  const sockets: import('node:net').Socket[] = [];
+  const silent = (await import('node:net')).createServer((socket) => sockets.push(socket));
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  try {
+    const port = (silent.address() as AddressInfo).port;
+    const uri = parseUri(`test+libssh://u@127.0.0.1:${port}/default?sshauth=password&known_hosts_verify=ignore`);
+    const e = await virErrorOf(openLibssh(uri, { readOnly: false, timeoutMs: 300, auth: null }));
+    t.is(e.domain, ErrorDomain.LIBSSH);
+    t.regex(e.message, /SSH session handshake failed: no answer from 127\.0\.0\.1:\d+ within 300 ms/);
+  } finally {
+    for (const s of sockets) s.destroy();
+    await new Promise((resolve) => silent.close(resolve));
+  }
+});
+
+test('+libssh: a peer that answers with something other than SSH fails the handshake clearly', async (t) => {
+  const garbage = (await import('node:net')).createServer((socket) => socket.resume().end('HTTP/1.1 400 Bad Request\r\n\r\n'));
+  await new Promise<void>((resolve) => garbage.listen(0, '127.0.0.1', resolve));
+  try {
+    const port = (garbage.address() as AddressInfo).port;
+    const uri = parseUri(`test+libssh://u@127.0.0.1:${port}/default?sshauth=password&known_hosts_verify=ignore`);
+    const e = await virErrorOf(openLibssh(uri, { readOnly: false, timeoutMs: 5000, auth: null }));
+    t.is(e.domain, ErrorDomain.LIBSSH);
+    t.regex(e.message, /^libssh transport error: SSH session handshake failed: /);
+  } finally {
+    await new Promise((resolve) => garbage.close(resolve));
+  }
+});
+
+test('+ssh: a command= that cannot run fails at once, naming it', async (t) => {
+  const { openSystemSsh } = await import('../src/remote/ssh/index.js');
+  const e = await virErrorOf(openSystemSsh(parseUri('test+ssh://h/default?command=/nonexistent/ssh'), { readOnly: false }));
+  t.is(e.code, ErrorCode.SYSTEM_ERROR);
+  t.regex(e.message, /Cannot run '\/nonexistent\/ssh'/);
+  const option = await virErrorOf(openSystemSsh(parseUri('test+ssh://h/default?command=-oProxyCommand=x'), { readOnly: false }));
+  t.is(option.code, ErrorCode.INVALID_ARG);
+});

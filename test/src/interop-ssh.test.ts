@@ -130,6 +130,22 @@ interopTest.serial('+libssh: host key and password through the callback with lib
   t.false(w.log.lines.join("\n").includes(PASSWORD_USER.password), 'the password reaches no log');
 });
 
+interopTest.serial('+libssh: ten opens started at once with one callback: one login, one host-key question, one password', SSH_PEERS, async (t) => {
+  const w = await sshWorld();
+  const auth = answering(PASSWORD_USER.password);
+  const uri = virtauthUri(w, PASSWORD_USER.name, `known_hosts=${freshPath(w, 'known_hosts')}`);
+  const loginsBefore = w.sshd.acceptedLogins(PASSWORD_USER.name);
+  const conns = await Promise.all(Array.from({length: 10}, () => openAuth(uri, auth)));
+  try {
+    const names = await Promise.all(conns.map((c) => c.getHostname()));
+    t.is(new Set(names).size, 1);
+  } finally {
+    await Promise.all(conns.map((c) => c.close()));
+  }
+  t.is(w.sshd.acceptedLogins(PASSWORD_USER.name) - loginsBefore, 1);
+  t.deepEqual(auth.calls.map((c) => c.credentials[0]!.type), [CredentialType.ECHOPROMPT, CredentialType.PASSPHRASE]);
+});
+
 interopTest.serial('+libssh: keyboard-interactive (PAM) asks each prompt through the callback', SSH_PEERS, async (t) => {
   const w = await sshWorld();
   const auth = answering(KEYBOARD_USER.password);

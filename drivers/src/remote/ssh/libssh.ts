@@ -378,7 +378,8 @@ async function connectSession(settings: LibsshSettings, opts: TransportOptions):
       stopTimer();
       opts.signal?.removeEventListener('abort', onAbort);
       if (error) {
-        client.end();
+        // Not end(): a connection that failed before the handshake finished may never close by itself.
+        client.destroy();
         reject(error);
       } else {
         resolve(client);

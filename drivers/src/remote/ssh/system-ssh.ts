@@ -47,16 +47,16 @@ export async function openSystemSsh(uri: ConnectUri, opts: TransportOptions): Pr
       else resolve(sshError(stderr.text() || `${binary} ${signal ? `was killed by ${signal}` : `exited with status ${code}`}`));
     });
   });
+  // A binary that cannot start at all fails here rather than at the first call.
+  await new Promise<void>((resolve, reject) => {
+    child.once('spawn', resolve);
+    child.once('error', (e) => reject(sshError(`Cannot run '${binary}': ${e.message}`)));
+  });
   const onAbort = () => child.kill('SIGTERM');
   opts.signal?.addEventListener('abort', onAbort, { once: true });
   const stream = new ExitAwareStream(child.stdout, child.stdin, exited, () => {
     opts.signal?.removeEventListener('abort', onAbort);
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-  });
-  // A binary that cannot start at all fails here rather than at the first call.
-  await new Promise<void>((resolve, reject) => {
-    child.once('spawn', resolve);
-    child.once('error', (e) => reject(sshError(`Cannot run '${binary}': ${e.message}`)));
   });
   return { socket: stream, info: { kind: 'ssh', secure: true } };
 }
