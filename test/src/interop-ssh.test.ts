@@ -4,6 +4,8 @@
 // hashed and changed; wrong passwords; real virsh over both transports; the relay over an SSH
 // upstream.
 
+import {spawn} from 'node:child_process';
+import {existsSync} from 'node:fs';
 import {chmod, mkdir, readFile, writeFile} from 'node:fs/promises';
 import {dirname, join} from 'node:path';
 
@@ -14,7 +16,7 @@ import {AuthType, CredentialType, ErrorCode, ErrorDomain, type ConfValue, type C
 import {buildConfig, createDaemon, createLogger, type DaemonHandle} from '@virtauth/daemon';
 import {openAuth, type Connection} from 'virtauth';
 
-import {interopTest, PrivateLibvirtd, PrivateSshd, describeResult, runProcess, runVirsh, sshKeygen, tempDir} from './peers/index.js';
+import {interopTest, PrivateLibvirtd, PrivateSshd, describeResult, runProcess, runVirsh, sshKeygen, tempDir, waitFor} from './peers/index.js';
 import {JsonLines} from './log-capture.js';
 import {RecordingAuth, authConfSource, chainUri, virErrorOf} from './relay-helpers.js';
 
@@ -268,6 +270,29 @@ interopTest.serial('+libssh: key login (sshauth=privkey) through virt-ssh-helper
   const viaNetcat = await openAuth(virtauthUri(w, KEY_USER.name, `sshauth=privkey&keyfile=${w.sshd.clientKey}&known_hosts=${knownHosts}`), nobody);
   t.truthy(await hostnameAndClose(viaNetcat));
   t.is(nobody.calls.length, 0);
+});
+
+interopTest.serial('+libssh: sshauth=agent logs in with a key held by ssh-agent, asking nothing', [...SSH_PEERS, 'ssh'], async (t) => {
+  const w = await sshWorld();
+  const agentSocket = freshPath(w, 'agent.sock');
+  const agent = spawn('ssh-agent', ['-D', '-a', agentSocket], {stdio: ['ignore', 'ignore', 'pipe']});
+  const previous = process.env.SSH_AUTH_SOCK;
+  try {
+    await waitFor(() => existsSync(agentSocket), 10_000, 'ssh-agent socket');
+    const added = await runProcess('ssh-add', [w.sshd.clientKey], {env: {...process.env, SSH_AUTH_SOCK: agentSocket}});
+    t.is(added.code, 0, describeResult(added));
+    process.env.SSH_AUTH_SOCK = agentSocket;
+    const loginsBefore = w.sshd.acceptedLogins(KEY_USER.name);
+    const nobody = new RecordingAuth([...ECHO_AND_SECRET], () => false);
+    const conn = await openAuth(virtauthUri(w, KEY_USER.name, `sshauth=agent&known_hosts=${await knownHostsWithServer(w)}`), nobody);
+    t.truthy(await hostnameAndClose(conn));
+    t.is(nobody.calls.length, 0);
+    t.is(w.sshd.acceptedLogins(KEY_USER.name) - loginsBefore, 1);
+  } finally {
+    if (previous === undefined) delete process.env.SSH_AUTH_SOCK;
+    else process.env.SSH_AUTH_SOCK = previous;
+    agent.kill('SIGTERM');
+  }
 });
 
 interopTest.serial('+libssh: an encrypted key asks its passphrase through the callback', SSH_PEERS, async (t) => {
