@@ -4,4 +4,3 @@ export { enableRelay } from './remote/relay-client.js';
 export { openTransport, registerTransport, defaultUnixSocket, DEFAULT_TCP_PORT, DEFAULT_TLS_PORT, type TransportOpener } from './remote/transport.js';
 export { registerDefaultDrivers } from './register.js';
 export * from './xenapi/index.js';
-export * as ssh from './remote/ssh/index.js';

@@ -9,7 +9,7 @@ import type { Duplex } from 'node:stream';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCode, ErrorDomain, VirError, uriParam, type ConnectAuth, type ConnectUri, type CredentialRequester, type TransportInfo } from '@virtauth/core';
-import { sshTransports } from './ssh/index.js';
+import { sshTransports } from './ssh/transports.js';
 
 export const DEFAULT_TCP_PORT = 16509;
 export const DEFAULT_TLS_PORT = 16514;

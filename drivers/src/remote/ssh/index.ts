@@ -1,14 +1,7 @@
-// The SSH transports, by the name a URI scheme gives them (`qemu+ssh://`, `qemu+libssh://`).
+// The SSH transports' parts, for tests and for callers that open an SSH stream themselves.
+// (Importing this loads ssh2; the transport registry loads it lazily: ./transports.ts.)
 
-import type { TransportOpener } from '../transport.js';
-import { openLibssh } from './libssh.js';
-import { openSystemSsh } from './system-ssh.js';
-
-export const sshTransports: ReadonlyArray<readonly [string, TransportOpener]> = [
-  ['ssh', openSystemSsh],
-  ['libssh', openLibssh],
-];
-
+export { sshTransports } from './transports.js';
 export { openLibssh, libsshSettings, keyboardPromptText, type LibsshSettings } from './libssh.js';
 export { openSystemSsh, systemSshArguments } from './system-ssh.js';
 export { remoteProxyCommand, shellQuote } from './remote-command.js';
