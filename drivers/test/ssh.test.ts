@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
-import type { AddressInfo } from 'node:net';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import ssh2 from 'ssh2';
@@ -327,34 +327,34 @@ test('+libssh: an unknown key is never accepted when the question fails or is an
   }
 });
 
-test('+libssh: a server that accepts the TCP connection and never speaks SSH times out', async (t) => {
-  const sockets: import('node:net').Socket[] = [];
-  const silent = (await import('node:net')).createServer((socket) => sockets.push(socket));
-  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+/** Opens +libssh against a TCP peer that does `onConnection` and never speaks SSH; returns the error. */
+async function openAgainstTcpPeer(onConnection: (socket: Socket) => void, timeoutMs: number): Promise<VirError> {
+  const sockets: Socket[] = [];
+  const peer = createServer((socket) => {
+    sockets.push(socket);
+    onConnection(socket);
+  });
+  await new Promise<void>((resolve) => peer.listen(0, '127.0.0.1', resolve));
   try {
-    const port = (silent.address() as AddressInfo).port;
+    const port = (peer.address() as AddressInfo).port;
     const uri = parseUri(`test+libssh://u@127.0.0.1:${port}/default?sshauth=password&known_hosts_verify=ignore`);
-    const e = await virErrorOf(openLibssh(uri, { readOnly: false, timeoutMs: 300, auth: null }));
-    t.is(e.domain, ErrorDomain.LIBSSH);
-    t.regex(e.message, /SSH session handshake failed: no answer from 127\.0\.0\.1:\d+ within 300 ms/);
+    return await virErrorOf(openLibssh(uri, { readOnly: false, timeoutMs, auth: null }));
   } finally {
     for (const s of sockets) s.destroy();
-    await new Promise((resolve) => silent.close(resolve));
+    await new Promise((resolve) => peer.close(resolve));
   }
+}
+
+test('+libssh: a server that accepts the TCP connection and never speaks SSH times out', async (t) => {
+  const e = await openAgainstTcpPeer(() => {}, 300);
+  t.is(e.domain, ErrorDomain.LIBSSH);
+  t.regex(e.message, /SSH session handshake failed: no answer from 127\.0\.0\.1:\d+ within 300 ms/);
 });
 
 test('+libssh: a peer that answers with something other than SSH fails the handshake clearly', async (t) => {
-  const garbage = (await import('node:net')).createServer((socket) => socket.resume().end('HTTP/1.1 400 Bad Request\r\n\r\n'));
-  await new Promise<void>((resolve) => garbage.listen(0, '127.0.0.1', resolve));
-  try {
-    const port = (garbage.address() as AddressInfo).port;
-    const uri = parseUri(`test+libssh://u@127.0.0.1:${port}/default?sshauth=password&known_hosts_verify=ignore`);
-    const e = await virErrorOf(openLibssh(uri, { readOnly: false, timeoutMs: 5000, auth: null }));
-    t.is(e.domain, ErrorDomain.LIBSSH);
-    t.regex(e.message, /^libssh transport error: SSH session handshake failed: /);
-  } finally {
-    await new Promise((resolve) => garbage.close(resolve));
-  }
+  const e = await openAgainstTcpPeer((socket) => socket.resume().end('HTTP/1.1 400 Bad Request\r\n\r\n'), 5000);
+  t.is(e.domain, ErrorDomain.LIBSSH);
+  t.regex(e.message, /^libssh transport error: SSH session handshake failed: /);
 });
 
 test('+ssh: a command= that cannot run fails at once, naming it', async (t) => {
