@@ -437,10 +437,37 @@ async function acquireSession(settings: LibsshSettings, uri: ConnectUri, opts: T
   return created;
 }
 
-function openChannel(session: SshSession, command: string): Promise<ClientChannel> {
+interface OpenedChannel {
+  channel: ClientChannel;
+  /** Resolves when the channel closes: null after a clean exit, else the error explaining it. */
+  exited: Promise<Error | null>;
+}
+
+function openChannel(session: SshSession, command: string): Promise<OpenedChannel> {
   return new Promise((resolve, reject) => {
     try {
-      session.client.exec(command, (err, channel) => (err ? reject(err) : resolve(channel)));
+      session.client.exec(command, (err, channel) => {
+        if (err) return reject(err);
+        // Listened to here, in the callback: a command that fails at once has its exit and
+        // close in the same packet batch as the exec reply, before any later turn could look.
+        const stderr = new StderrTail();
+        channel.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
+        let status: number | null = null;
+        let signal: string | null = null;
+        channel.on('exit', (code: number | null, signalName?: string) => {
+          status = code;
+          signal = signalName ?? null;
+        });
+        const exited = new Promise<Error | null>((settle) => {
+          channel.once('close', () => {
+            if (status === 0 || (status === null && signal === null)) return settle(null);
+            const said = stderr.text();
+            const what = signal ? `Remote command was killed by signal ${signal}` : `Remote command terminated with non-zero code: ${status}`;
+            settle(libsshError(`${what}${said ? `: ${said}` : ''}`));
+          });
+        });
+        resolve({ channel, exited });
+      });
     } catch (e) {
       reject(e);
     }
@@ -452,9 +479,9 @@ export async function openLibssh(uri: ConnectUri, opts: TransportOptions): Promi
   const command = remoteProxyCommand(uri, opts.readOnly, ErrorDomain.LIBSSH);
   let session = await acquireSession(settings, uri, opts);
   session.channels += 1;
-  let channel: ClientChannel;
+  let opened: OpenedChannel;
   try {
-    channel = await openChannel(session, command);
+    opened = await openChannel(session, command);
   } catch (first) {
     const dropped = session.closed;
     session.release();
@@ -463,27 +490,13 @@ export async function openLibssh(uri: ConnectUri, opts: TransportOptions): Promi
     session = await acquireSession(settings, uri, opts);
     session.channels += 1;
     try {
-      channel = await openChannel(session, command);
+      opened = await openChannel(session, command);
     } catch (e) {
       session.release();
       throw libsshError(`failed to open ssh channel: ${(e as Error).message}`);
     }
   }
-  const stderr = new StderrTail();
-  channel.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
-  const exited = new Promise<Error | null>((resolve) => {
-    let status: number | null = null;
-    let signal: string | null = null;
-    channel.on('exit', (code: number | null, signalName?: string) => {
-      status = code;
-      signal = signalName ?? null;
-    });
-    channel.once('close', () => {
-      if (status === 0 || (status === null && signal === null)) return resolve(null);
-      const said = stderr.text();
-      resolve(libsshError(signal ? `Remote command was killed by signal ${signal}${said ? `: ${said}` : ''}` : `Remote command terminated with non-zero code: ${status}${said ? `: ${said}` : ''}`));
-    });
-  });
+  const { channel, exited } = opened;
   const finished = session;
   let released = false;
   const stream = new ExitAwareStream(channel, channel, exited, () => {
