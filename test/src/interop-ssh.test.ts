@@ -350,21 +350,28 @@ interopTest.serial('+ssh: an unknown host key under no_tty fails with ssh\'s own
   t.regex(error.message, /Host key verification failed/);
 });
 
-interopTest.serial('real virsh reaches virtauthd behind sshd over qemu+libssh:// and qemu+ssh://', [...SSH_PEERS, 'ssh', 'virsh'], async (t) => {
+interopTest.serial('real virsh reaches virtauthd behind sshd over qemu+libssh:// and qemu+ssh:// (name= picks its test driver)', [...SSH_PEERS, 'ssh', 'virsh'], async (t) => {
   const w = await sshWorld();
   const knownHosts = await knownHostsWithServer(w);
   // libvirt's libssh reads the same OpenSSH known_hosts; with the key there it asks nothing.
   const libssh = await runVirsh(['hostname'], {
-    uri: `test+libssh://root@127.0.0.1:${w.sshd.port}/default?sshauth=privkey&keyfile=${w.sshd.clientKey}&known_hosts=${knownHosts}&proxy=netcat&socket=${w.virtauthSocket}`,
+    uri: `qemu+libssh://root@127.0.0.1:${w.sshd.port}/system?sshauth=privkey&keyfile=${w.sshd.clientKey}&known_hosts=${knownHosts}&proxy=netcat&socket=${w.virtauthSocket}&name=test:///default`,
     timeoutMs: 30_000,
   });
   t.is(libssh.code, 0, describeResult(libssh));
   const system = await runVirsh(['hostname'], {
-    uri: `test+ssh://root@127.0.0.1:${w.sshd.port}/default?command=${await sshWrapper(w, knownHosts)}&keyfile=${w.sshd.clientKey}&no_tty=1&proxy=netcat&socket=${w.virtauthSocket}`,
+    uri: `qemu+ssh://root@127.0.0.1:${w.sshd.port}/system?command=${await sshWrapper(w, knownHosts)}&keyfile=${w.sshd.clientKey}&no_tty=1&proxy=netcat&socket=${w.virtauthSocket}&name=test:///default`,
     timeoutMs: 30_000,
   });
   t.is(system.code, 0, describeResult(system));
   t.is(system.stdout.trim(), libssh.stdout.trim());
+  // name= made virtauthd open its test driver: the same domains as over its unix socket.
+  const domains = await runVirsh(['list', '--all', '--name'], {
+    uri: `qemu+libssh://root@127.0.0.1:${w.sshd.port}/system?sshauth=privkey&keyfile=${w.sshd.clientKey}&known_hosts=${knownHosts}&socket=${w.virtauthSocket}&name=test:///default`,
+    timeoutMs: 30_000,
+  });
+  t.is(domains.code, 0, describeResult(domains));
+  t.is(domains.stdout.trim(), 'test');
 });
 
 interopTest.serial('relay over an SSH upstream: the daemon\'s host-key question and password come back to the client with the origin chain', SSH_PEERS, async (t) => {
