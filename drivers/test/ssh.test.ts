@@ -15,6 +15,7 @@ import ssh2 from 'ssh2';
 import { CredentialType, ErrorCode, ErrorDomain, VirError, parseUri, type Credential, type CredentialRequester } from '@virtauth/core';
 import {
   checkHostKey,
+  hostKeyFingerprint,
   hostKeyHash,
   hostPatternsMatch,
   keyboardPromptText,
@@ -364,4 +365,29 @@ test('+ssh: a command= that cannot run fails at once, naming it', async (t) => {
   t.regex(e.message, /Cannot run '\/nonexistent\/ssh'/);
   const option = await virErrorOf(openSystemSsh(parseUri('test+ssh://h/default?command=-oProxyCommand=x'), { readOnly: false }));
   t.is(option.code, ErrorCode.INVALID_ARG);
+});
+
+test('+libssh: the connection names the server by its host key only when known_hosts or the person vouched for it', async (t) => {
+  const server = await hostileServer({ exec: 'fail' });
+  try {
+    const keyBlob = Buffer.from(server.hostKeyLine.split(' ')[2]!, 'base64');
+    const fingerprint = hostKeyFingerprint(keyBlob);
+    t.regex(fingerprint, /^SHA256:[A-Za-z0-9+/]{43}$/);
+    const identityFor = async (knownHostsLine: string, verify: string, answer = 'y') =>
+      withKnownHosts(knownHostsLine, async (kh) => {
+        const { requester } = recordingRequester((c) => (c.type === CredentialType.ECHOPROMPT ? answer : 'right'));
+        const uri = parseUri(`test+libssh://u@127.0.0.1:${server.port}/default?sshauth=password&known_hosts=${kh}&known_hosts_verify=${verify}&proxy=netcat`);
+        const { socket, info } = await openLibssh(uri, { readOnly: false, requestCredentials: requester, auth: null });
+        socket.on('error', () => {});
+        socket.destroy();
+        return info.identity ?? null;
+      });
+    const vouched = { transport: 'ssh', host: '127.0.0.1', port: server.port, hostKey: fingerprint };
+    t.deepEqual(await identityFor(server.hostKeyLine, 'normal'), vouched, 'known_hosts lists it');
+    t.deepEqual(await identityFor('# empty', 'normal', 'y'), vouched, 'the person accepted it');
+    t.is(await identityFor('# empty', 'auto'), null, 'stored without anyone looking');
+    t.is(await identityFor('# empty', 'ignore'), null, 'not checked at all');
+  } finally {
+    await server.close();
+  }
 });

@@ -12,7 +12,7 @@ import {dirname, join} from 'node:path';
 import test from 'ava';
 import {container as rootContainer} from 'tsyringe';
 
-import {AuthType, CredentialType, ErrorCode, ErrorDomain, type ConfValue, type Credential} from '@virtauth/core';
+import {AuthType, CredentialType, ErrorCode, ErrorDomain, type ConfValue, type Credential, type TransportInfo} from '@virtauth/core';
 import {buildConfig, createDaemon, createLogger, type DaemonHandle} from '@virtauth/daemon';
 import {openAuth, type Connection} from 'virtauth';
 
@@ -31,6 +31,8 @@ interface SshWorld {
   virtauthd: DaemonHandle;
   virtauthSocket: string;
   log: JsonLines;
+  /** What virtauthd's remote driver may open over SSH (uri_allowed_list), with the known_hosts each uses. */
+  upstreams: {accepting: string; acceptingKnownHosts: string; refusing: string; refusingKnownHosts: string};
 }
 
 let world: Promise<SshWorld> | undefined;
@@ -42,9 +44,31 @@ function sshWorld(): Promise<SshWorld> {
     const dir = await tempDir('vsshw');
     await chmod(dir, 0o755);
     const libvirtd = await PrivateLibvirtd.start({auth_unix_rw: 'none'});
+    const sshd = await PrivateSshd.start({
+      users: [PASSWORD_USER, KEYBOARD_USER, KEY_USER],
+      rootByKey: true,
+      runLibvirtDir: dirname(libvirtd.rwSocket),
+      maxAuthTries: 10,
+    });
     const log = new JsonLines();
-    const config = buildConfig(new Map<string, ConfValue>([['log_level', 2], ['daemon_name', 'virtauthd-ssh']]), 'ssh-test.conf');
     const virtauthSocket = join(dir, 'virtauth-sock');
+    // The relay test's upstreams: the daemon opens only URIs its operator wrote out in full.
+    const acceptingKnownHosts = join(dir, 'daemon_known_hosts');
+    const refusingKnownHosts = join(dir, 'daemon_known_hosts_refused');
+    const upstreams = {
+      accepting: sshUri(sshd.port, virtauthSocket, PASSWORD_USER.name, `known_hosts=${acceptingKnownHosts}`),
+      acceptingKnownHosts,
+      refusing: sshUri(sshd.port, virtauthSocket, PASSWORD_USER.name, `known_hosts=${refusingKnownHosts}`),
+      refusingKnownHosts,
+    };
+    const config = buildConfig(
+      new Map<string, ConfValue>([
+        ['log_level', 2],
+        ['daemon_name', 'virtauthd-ssh'],
+        ['uri_allowed_list', ['test:///default', upstreams.accepting, upstreams.refusing]],
+      ]),
+      'ssh-test.conf',
+    );
     const virtauthd = await createDaemon({
       config,
       container: rootContainer.createChildContainer(),
@@ -52,13 +76,7 @@ function sshWorld(): Promise<SshWorld> {
       // The SSH test users reach it through nc: a socket anyone may open, auth none.
       listeners: [{kind: 'unix', path: virtauthSocket, auth: AuthType.NONE, readOnly: false, perms: 0o666}],
     });
-    const sshd = await PrivateSshd.start({
-      users: [PASSWORD_USER, KEYBOARD_USER, KEY_USER],
-      rootByKey: true,
-      runLibvirtDir: dirname(libvirtd.rwSocket),
-      maxAuthTries: 10,
-    });
-    return {dir, sshd, libvirtd, virtauthd, virtauthSocket, log};
+    return {dir, sshd, libvirtd, virtauthd, virtauthSocket, log, upstreams};
   })();
   return world;
 }
@@ -82,8 +100,13 @@ async function knownHostsWithServer(w: SshWorld): Promise<string> {
   return path;
 }
 
+/** +libssh through sshd, then nc, to virtauthd's socket. */
+function sshUri(port: number, socket: string, user: string, query: string): string {
+  return `test+libssh://${user}@127.0.0.1:${port}/default?proxy=netcat&socket=${socket}${query ? `&${query}` : ''}`;
+}
+
 function virtauthUri(w: SshWorld, user: string, query: string): string {
-  return `test+libssh://${user}@127.0.0.1:${w.sshd.port}/default?proxy=netcat&socket=${w.virtauthSocket}${query ? `&${query}` : ''}`;
+  return sshUri(w.sshd.port, w.virtauthSocket, user, query);
 }
 
 const ECHO_AND_SECRET = [CredentialType.PASSPHRASE, CredentialType.ECHOPROMPT, CredentialType.NOECHOPROMPT] as const;
@@ -244,14 +267,23 @@ interopTest.serial('+libssh: a changed host key is refused before any password i
   }
 });
 
-interopTest.serial('+libssh: a hashed known_hosts entry (ssh-keygen -H) is recognised', SSH_PEERS, async (t) => {
+interopTest.serial('+libssh: a hashed known_hosts entry (ssh-keygen -H) is recognised, and names the daemon by its key', SSH_PEERS, async (t) => {
   const w = await sshWorld();
   const knownHosts = await knownHostsWithServer(w);
   const hashed = await runProcess('ssh-keygen', ['-H', '-f', knownHosts]);
   t.is(hashed.code, 0, describeResult(hashed));
   t.regex(await readFile(knownHosts, 'utf8'), /^\|1\|/);
   const auth = answering(PASSWORD_USER.password);
-  await hostnameAndClose(await openAuth(virtauthUri(w, PASSWORD_USER.name, `known_hosts=${knownHosts}`), auth));
+  const conn = await openAuth(virtauthUri(w, PASSWORD_USER.name, `known_hosts=${knownHosts}`), auth);
+  // The connection names the daemon by the host key known_hosts vouched for, in ssh-keygen's form.
+  const fingerprint = await runProcess('ssh-keygen', ['-l', '-E', 'sha256', '-f', join(w.sshd.dir, 'host_ed25519.pub')]);
+  t.deepEqual((conn as Connection & {transport: TransportInfo}).transport.identity, {
+    transport: 'ssh',
+    host: '127.0.0.1',
+    port: w.sshd.port,
+    hostKey: fingerprint.stdout.split(' ')[1],
+  });
+  await hostnameAndClose(conn);
   t.deepEqual(auth.calls.map((c) => c.credentials[0]!.type), [CredentialType.PASSPHRASE]);
 });
 
@@ -376,9 +408,9 @@ interopTest.serial('real virsh reaches virtauthd behind sshd over qemu+libssh://
 
 interopTest.serial('relay over an SSH upstream: the daemon\'s host-key question and password come back to the client with the origin chain', SSH_PEERS, async (t) => {
   const w = await sshWorld();
-  const knownHosts = freshPath(w, 'daemon_known_hosts');
+  const knownHosts = w.upstreams.acceptingKnownHosts;
   // virtauthd's remote driver opens the SSH upstream (here: itself again, behind sshd).
-  const upstream = virtauthUri(w, PASSWORD_USER.name, `known_hosts=${knownHosts}`);
+  const upstream = w.upstreams.accepting;
   const auth = answering(PASSWORD_USER.password);
   const conn = await openAuth(chainUri(w.virtauthSocket, upstream), auth);
   t.truthy(await hostnameAndClose(conn));
@@ -396,9 +428,9 @@ interopTest.serial('relay over an SSH upstream: the daemon\'s host-key question 
   t.is(auth.calls[1]!.credentials[0]!.prompt, `Enter ${PASSWORD_USER.name}'s password for 127.0.0.1`);
 
   // A client that refuses the key: the daemon's open fails with the reason, nothing stored.
-  const refusedFile = freshPath(w, 'daemon_known_hosts');
+  const refusedFile = w.upstreams.refusingKnownHosts;
   const refusing = answering(PASSWORD_USER.password, 'n');
-  const error = await virErrorOf(openAuth(chainUri(w.virtauthSocket, virtauthUri(w, PASSWORD_USER.name, `known_hosts=${refusedFile}`)), refusing));
+  const error = await virErrorOf(openAuth(chainUri(w.virtauthSocket, w.upstreams.refusing), refusing));
   t.regex(error.message, /SSH host key for '127\.0\.0\.1' .* was not accepted/);
   await t.throwsAsync(readFile(refusedFile), {code: 'ENOENT'});
   t.false(w.log.lines.join("\n").includes(PASSWORD_USER.password), 'the relayed password reaches no daemon log');

@@ -5,4 +5,4 @@ export { sshTransports } from './transports.js';
 export { openLibssh, libsshSettings, keyboardPromptText, type LibsshSettings } from './libssh.js';
 export { openSystemSsh, systemSshArguments } from './system-ssh.js';
 export { remoteProxyCommand, shellQuote } from './remote-command.js';
-export { checkHostKey, hostKeyHash, hostPatternsMatch, knownHostName, parseKnownHosts } from './known-hosts.js';
+export { checkHostKey, hostKeyFingerprint, hostKeyHash, hostPatternsMatch, knownHostName, parseKnownHosts } from './known-hosts.js';

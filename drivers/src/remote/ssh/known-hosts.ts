@@ -39,6 +39,11 @@ export function hostKeyHash(key: Buffer): string {
   return createHash('sha256').update(key).digest('hex').replace(/(..)(?!$)/g, '$1:');
 }
 
+/** OpenSSH's fingerprint of a key (`ssh-keygen -l`): `SHA256:` and unpadded base64. */
+export function hostKeyFingerprint(key: Buffer): string {
+  return `SHA256:${createHash('sha256').update(key).digest('base64').replace(/=+$/, '')}`;
+}
+
 function globToRegExp(glob: string): RegExp {
   return new RegExp(`^${glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`, 'is');
 }

@@ -18,10 +18,11 @@ import {
   type ConnectAuth,
   type ConnectUri,
   type Credential,
+  type DaemonIdentity,
 } from '@virtauth/core';
 import type { OpenedTransport, TransportOptions } from '../transport.js';
 import { ExitAwareStream, StderrTail } from './exit-aware-stream.js';
-import { addKnownHost, checkHostKey, hostKeyHash, knownHostName, knownKeyTypes, loadKnownHosts } from './known-hosts.js';
+import { addKnownHost, checkHostKey, hostKeyFingerprint, hostKeyHash, knownHostName, knownKeyTypes, loadKnownHosts } from './known-hosts.js';
 import { remoteProxyCommand, sshParamError } from './remote-command.js';
 
 const { Client, utils } = ssh2;
@@ -158,7 +159,12 @@ function preferredHostKeyAlgorithms(types: readonly string[]): string[] {
 class SshSession {
   channels = 0;
   closed = false;
-  constructor(readonly client: SshClient, private readonly onIdle: (s: SshSession) => void) {
+  constructor(
+    readonly client: SshClient,
+    /** The server's key, when known_hosts or the person vouched for it (not under auto or ignore). */
+    readonly identity: DaemonIdentity | null,
+    private readonly onIdle: (s: SshSession) => void,
+  ) {
     client.once('close', () => {
       this.closed = true;
       this.onIdle(this);
@@ -179,7 +185,12 @@ class SshSession {
  * Connects and logs in. Resolves once the server accepted us; rejects with a VirError saying
  * what failed (the host key, each method, the server going away).
  */
-async function connectSession(settings: LibsshSettings, opts: TransportOptions): Promise<SshClient> {
+interface LoggedIn {
+  client: SshClient;
+  identity: DaemonIdentity | null;
+}
+
+async function connectSession(settings: LibsshSettings, opts: TransportOptions): Promise<LoggedIn> {
   const { ask, canAsk, secretType } = makeAsk(settings, opts);
   const knownName = knownHostName(settings.host, settings.port);
   let lines: Awaited<ReturnType<typeof loadKnownHosts>> = [];
@@ -191,6 +202,7 @@ async function connectSession(settings: LibsshSettings, opts: TransportOptions):
     }
   }
   const client = new Client();
+  let identity: DaemonIdentity | null = null;
   // The error this transport decided on; ssh2's own error is only the fallback.
   let failure: VirError | null = null;
   let connectTimer: NodeJS.Timeout | null = null;
@@ -204,8 +216,12 @@ async function connectSession(settings: LibsshSettings, opts: TransportOptions):
     stopTimer();
     if (settings.verify === 'ignore') return verify(true);
     const hash = hostKeyHash(key);
+    const vouched = (): void => {
+      identity = { transport: 'ssh', host: settings.host, port: settings.port, hostKey: hostKeyFingerprint(key) };
+      verify(true);
+    };
     const state = checkHostKey(lines, knownName, key);
-    if (state.state === 'known') return verify(true);
+    if (state.state === 'known') return vouched();
     if (state.state === 'changed') {
       failure = libsshError(
         `!!! SSH HOST KEY VERIFICATION FAILED !!!: Identity of host '${settings.host}:${settings.port}' differs from stored identity. ` +
@@ -233,7 +249,8 @@ async function connectSession(settings: LibsshSettings, opts: TransportOptions):
       }
     };
     accept().then(
-      () => verify(true),
+      // A key stored under auto was accepted by nobody: it identifies no one yet.
+      () => (settings.verify === 'normal' ? vouched() : verify(true)),
       (e: unknown) => {
         failure = e instanceof VirError ? e : libsshError(`failed to validate SSH host key: ${(e as Error).message}`);
         verify(false);
@@ -370,7 +387,7 @@ async function connectSession(settings: LibsshSettings, opts: TransportOptions):
   const preferred = preferredHostKeyAlgorithms(knownKeyTypes(lines, knownName));
   if (preferred.length > 0) config.algorithms = { serverHostKey: { prepend: preferred } as never };
 
-  return new Promise<SshClient>((resolve, reject) => {
+  return new Promise<LoggedIn>((resolve, reject) => {
     let settled = false;
     const settle = (error: VirError | null) => {
       if (settled) return;
@@ -382,7 +399,7 @@ async function connectSession(settings: LibsshSettings, opts: TransportOptions):
         client.destroy();
         reject(error);
       } else {
-        resolve(client);
+        resolve({ client, identity });
       }
     };
     const onAbort = () => {
@@ -416,8 +433,8 @@ async function acquireSession(settings: LibsshSettings, uri: ConnectUri, opts: T
   // session logged in with one client's answers must never carry another client's connection.
   const scope = opts.auth ?? null;
   if (scope === null) {
-    const client = await connectSession(settings, opts);
-    return new SshSession(client, () => {});
+    const { client, identity } = await connectSession(settings, opts);
+    return new SshSession(client, identity, () => {});
   }
   let sessions = sharedSessions.get(scope);
   if (!sessions) sharedSessions.set(scope, (sessions = new Map()));
@@ -431,7 +448,7 @@ async function acquireSession(settings: LibsshSettings, uri: ConnectUri, opts: T
   const forget = () => {
     if (map.get(key) === created) map.delete(key);
   };
-  const created: Promise<SshSession> = connectSession(settings, opts).then((client) => new SshSession(client, forget));
+  const created: Promise<SshSession> = connectSession(settings, opts).then(({ client, identity }) => new SshSession(client, identity, forget));
   map.set(key, created);
   created.catch(forget);
   return created;
@@ -511,5 +528,5 @@ export async function openLibssh(uri: ConnectUri, opts: TransportOptions): Promi
       finished.release();
     }
   });
-  return { socket: stream, info: { kind: 'ssh', secure: true } };
+  return { socket: stream, info: { kind: 'ssh', secure: true, ...(finished.identity ? { identity: finished.identity } : {}) } };
 }
