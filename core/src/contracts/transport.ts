@@ -2,7 +2,7 @@
 
 import type { TLSSocket } from 'node:tls';
 
-export type TransportKind = 'unix' | 'tcp' | 'tls';
+export type TransportKind = 'unix' | 'tcp' | 'tls' | 'ssh';
 
 /** Peer credentials of a unix-socket client (SO_PEERCRED). */
 export interface PeerCredentials {
@@ -42,7 +42,7 @@ export function describeDaemonIdentity(identity: DaemonIdentity | null): string 
 
 export interface TransportInfo {
   kind: TransportKind;
-  /** libvirt's notion: TLS and unix sockets are secure channels, plain TCP is not. */
+  /** libvirt's notion: TLS, SSH and unix sockets are secure channels, plain TCP is not. */
   secure: boolean;
   /** The TLS socket, for channel binding (tls-exporter / tls-server-end-point). */
   tls?: TLSSocket;

@@ -77,6 +77,11 @@ const peerProbes: Record<string, PeerProbe> = {
   'oidc-provider': npmPackageProbe('oidc-provider'),
   // A real browser for the sign-in pages: Debian's chromium, driven by puppeteer-core (no browser download).
   chromium: () => executableProbe('chromium', 'chromium')() ?? npmPackageProbe('puppeteer-core')(),
+  // A private sshd switches to the test users: root only.
+  sshd: () => executableProbe('sshd', 'openssh-server')() ?? rootProblem(),
+  ssh: executableProbe('ssh', 'openssh-client'),
+  nc: executableProbe('nc', 'netcat-openbsd'),
+  'virt-ssh-helper': executableProbe('virt-ssh-helper', 'libvirt-daemon'),
 };
 
 /** Every peer name interopTest and peerAvailable accept. */
