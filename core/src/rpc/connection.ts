@@ -1,12 +1,17 @@
 // One RPC connection over a byte stream, usable from both ends: calls with serials matched to
 // replies (many in flight), dispatch of incoming calls with a per-connection concurrency bound,
 // MESSAGE packets routed by program, and keepalive. It knows nothing of any particular program.
+//
+// Input is read only while the connection can take more work: fewer calls than the bound are
+// running or waiting for their reply to leave, and the peer is taking what we send. A peer that
+// sends and never reads therefore stops being read, and costs at most the bound of unsent output
+// plus one socket read of held bytes, whatever it sends.
 
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { XdrReader, type Codec, xvoid } from '../xdr/codec.js';
 import { ErrorCode, ErrorDomain, VirError, rpcError } from '../errors.js';
-import { FramingError, PacketFramer } from './framer.js';
+import { FramingError, PacketFramer, type PacketSink } from './framer.js';
 import { encodePacket, errorPayload, errorToPayload, MessageStatus, MessageType, payloadToError, readHeader, type Header } from './packet.js';
 import { KEEPALIVE_PROGRAM, KEEPALIVE_VERSION, KeepaliveProc } from './keepalive.js';
 
@@ -21,8 +26,16 @@ export type CallHandler = (header: Header, body: XdrReader) => Promise<Reply> | 
 export type MessageHandler = (header: Header, body: XdrReader) => void;
 
 export interface RpcConnectionOptions {
-  /** Calls dispatched at once; further input waits (the socket is paused). libvirt: 5. */
+  /**
+   * Calls dispatched at once, each counted until its reply has been handed to the socket;
+   * further input waits (the socket is paused). libvirt: 5.
+   */
   maxConcurrentCalls?: number;
+  /**
+   * Bytes written and not yet taken by the socket (replies, PONGs, events) beyond which input
+   * stops until the peer has read them. Not below the stream's own high-water mark.
+   */
+  maxUnsentBytes?: number;
   /** Largest number of replies a client waits for at once. */
   maxPendingCalls?: number;
 }
@@ -49,12 +62,19 @@ export class RpcConnection extends EventEmitter {
   private readonly messageHandlers = new Map<number, MessageHandler>();
   private callHandler: CallHandler | null = null;
   private serial = 0;
+  /** Calls whose handler runs or whose reply has not left yet. */
   private inFlight = 0;
   private readonly maxConcurrent: number;
   private readonly maxPending: number;
-  private paused = false;
-  /** Calls that arrived beyond the concurrency bound, run in order as others finish. */
-  private readonly heldCalls: { header: Header; body: XdrReader }[] = [];
+  private readonly maxUnsent: number;
+  /** Unsent output is over the bound; cleared when the stream drains. */
+  private blockedOnOutput = false;
+  /** Holds taken with holdInput() (e.g. a forwarder whose other side is not reading). */
+  private inputHolds = 0;
+  private inputPaused = false;
+  /** Bound once: the framer's sink and the write callback of a reply, without a closure each. */
+  private readonly packetSink: PacketSink = (packet) => this.takePacket(packet);
+  private readonly replyFlushed = (): void => this.callFinished();
   private corked = false;
   private closedError: VirError | null = null;
   private isClosed = false;
@@ -68,6 +88,7 @@ export class RpcConnection extends EventEmitter {
     super();
     this.maxConcurrent = opts.maxConcurrentCalls ?? 5;
     this.maxPending = opts.maxPendingCalls ?? 65536;
+    this.maxUnsent = Math.max(opts.maxUnsentBytes ?? 65536, stream.writableHighWaterMark);
     this.closedPromise = new Promise((r) => (this.resolveClosed = r));
     stream.on('data', (chunk: Buffer) => this.onData(chunk));
     stream.on('end', () => this.close(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: 'End of file while reading data: Input/output error' })));
@@ -75,6 +96,32 @@ export class RpcConnection extends EventEmitter {
       this.close(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: `Cannot recv data: ${e.message}`, cause: e })),
     );
     stream.on('close', () => this.close(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: 'Connection closed' })));
+    stream.on('drain', () => this.outputDrained());
+  }
+
+  /** Bytes written and not yet taken by the socket. */
+  get unsentBytes(): number {
+    return this.stream.writableLength;
+  }
+
+  /** True while the peer has not read enough of our output for us to read more of its input. */
+  get outputBlocked(): boolean {
+    return this.blockedOnOutput;
+  }
+
+  /**
+   * Stops reading until a matching releaseInput() (holds count), e.g. while the other side of
+   * a forwarder is not reading what this connection's packets become.
+   */
+  holdInput(): void {
+    this.inputHolds++;
+    this.pauseInput();
+  }
+
+  releaseInput(): void {
+    if (this.inputHolds === 0) return;
+    this.inputHolds--;
+    this.resumeInput();
   }
 
   get closed(): boolean {
@@ -137,6 +184,7 @@ export class RpcConnection extends EventEmitter {
     // the end of this turn, unless packets are already being gathered for one write (the stream
     // is corked then, and keeps the order).
     this.stream.write(packet);
+    this.noteUnsent();
   }
 
   /**
@@ -167,7 +215,6 @@ export class RpcConnection extends EventEmitter {
     const err = reason ?? rpcError('client socket is closed');
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
-    this.heldCalls.length = 0;
     this.messageHandlers.clear();
     if (!this.stream.destroyed) {
       this.stream.end();
@@ -187,7 +234,7 @@ export class RpcConnection extends EventEmitter {
     this.close(null);
   }
 
-  private write(packet: Buffer): void {
+  private write(packet: Buffer, onFlushed?: () => void): void {
     if (!this.corked) {
       // Coalesce packets written in the same tick into one syscall (pipelined calls, replies).
       this.corked = true;
@@ -198,7 +245,59 @@ export class RpcConnection extends EventEmitter {
         this.stream.uncork();
       });
     }
-    this.stream.write(packet);
+    this.stream.write(packet, onFlushed);
+    this.noteUnsent();
+  }
+
+  /** After a write: over the bound, stop reading (unless replies to our own calls are due). */
+  private noteUnsent(): void {
+    if (this.blockedOnOutput || this.stream.writableLength <= this.maxUnsent) return;
+    // Over the bound means over the high-water mark too, so the stream will emit 'drain'.
+    this.blockedOnOutput = true;
+    if (!this.accepting()) this.pauseInput();
+  }
+
+  private outputDrained(): void {
+    if (!this.blockedOnOutput) return;
+    this.blockedOnOutput = false;
+    this.emit('outputDrained');
+    this.resumeInput();
+  }
+
+  /**
+   * Whether another packet may be taken now. A connection waiting for replies to its own calls
+   * keeps reading them even when its output is blocked: replies make no output, and reading
+   * them is what lets a peer that also waits on us go on.
+   */
+  private accepting(): boolean {
+    return !this.isClosed && this.inFlight < this.maxConcurrent && this.inputHolds === 0 && (!this.blockedOnOutput || this.pending.size > 0);
+  }
+
+  private pauseInput(): void {
+    if (this.inputPaused || this.isClosed) return;
+    this.inputPaused = true;
+    this.stream.pause();
+  }
+
+  /** Takes the packets held while busy, then reads again if still accepting. */
+  private resumeInput(): void {
+    if (!this.inputPaused || !this.accepting()) return;
+    try {
+      this.framer.resume(this.packetSink);
+    } catch (e) {
+      this.onFramingError(e);
+      return;
+    }
+    if (!this.accepting()) return;
+    this.inputPaused = false;
+    this.stream.resume();
+  }
+
+  private takePacket(packet: Buffer): boolean {
+    this.onPacket(packet);
+    if (this.accepting()) return true;
+    this.pauseInput();
+    return false;
   }
 
   private onData(chunk: Buffer): void {
@@ -206,15 +305,16 @@ export class RpcConnection extends EventEmitter {
     this.lastReceived = Date.now();
     this.unansweredPings = 0;
     try {
-      this.framer.push(chunk, (p) => this.onPacket(p));
+      this.framer.push(chunk, this.packetSink);
     } catch (e) {
-      if (e instanceof FramingError) {
-        this.emit('protocolError', e);
-        this.close(rpcError(e.message));
-        return;
-      }
-      throw e;
+      this.onFramingError(e);
     }
+  }
+
+  private onFramingError(e: unknown): void {
+    if (!(e instanceof FramingError)) throw e;
+    this.emit('protocolError', e);
+    this.close(rpcError(e.message));
   }
 
   private onPacket(packet: Buffer): void {
@@ -222,7 +322,8 @@ export class RpcConnection extends EventEmitter {
     const r = new XdrReader(packet, 4);
     const h = readHeader(r);
     if (h.prog === KEEPALIVE_PROGRAM) {
-      if (h.type === MessageType.MESSAGE && h.proc === KeepaliveProc.PING) {
+      // A peer that does not read our output gets no more PONGs until it does.
+      if (h.type === MessageType.MESSAGE && h.proc === KeepaliveProc.PING && !this.blockedOnOutput) {
         this.sendMessage(KEEPALIVE_PROGRAM, KEEPALIVE_VERSION, KeepaliveProc.PONG, xvoid, undefined);
       }
       return;
@@ -234,8 +335,7 @@ export class RpcConnection extends EventEmitter {
         return;
       case MessageType.CALL:
       case MessageType.CALL_WITH_FDS:
-        if (this.inFlight >= this.maxConcurrent) this.heldCalls.push({ header: h, body: r });
-        else this.onCall(h, r);
+        this.onCall(h, r);
         return;
       case MessageType.MESSAGE: {
         const handler = this.messageHandlers.get(h.prog);
@@ -283,11 +383,9 @@ export class RpcConnection extends EventEmitter {
       this.replyError(h, rpcError(`Cannot find program ${h.prog | 0} version ${h.vers | 0}`));
       return;
     }
+    // Counted until the reply has left (replyFlushed), so replies a peer does not read hold
+    // back its further calls. takePacket pauses input once the bound is reached.
     this.inFlight++;
-    if (this.inFlight >= this.maxConcurrent && !this.paused) {
-      this.paused = true;
-      this.stream.pause();
-    }
     let result: Promise<Reply> | Reply;
     try {
       result = this.callHandler(h, r);
@@ -296,37 +394,36 @@ export class RpcConnection extends EventEmitter {
     }
     Promise.resolve(result).then(
       (reply) => {
-        this.callDone();
         if (this.isClosed) return;
+        let packet: Buffer;
         try {
-          this.write(encodePacket({ ...h, type: MessageType.REPLY, status: MessageStatus.OK }, reply.codec, reply.value));
+          packet = encodePacket({ ...h, type: MessageType.REPLY, status: MessageStatus.OK }, reply.codec, reply.value);
         } catch (e) {
-          this.replyError(h, toVirError(e));
+          packet = errorReplyPacket(h, toVirError(e));
         }
+        this.write(packet, this.replyFlushed);
       },
       (e) => {
-        this.callDone();
-        this.replyError(h, toVirError(e));
+        if (this.isClosed) return;
+        this.write(errorReplyPacket(h, toVirError(e)), this.replyFlushed);
       },
     );
   }
 
-  private callDone(): void {
+  /** A call's reply has left (or the stream failed): it no longer counts against the bound. */
+  private callFinished(): void {
     this.inFlight--;
-    while (this.heldCalls.length > 0 && this.inFlight < this.maxConcurrent && !this.isClosed) {
-      const next = this.heldCalls.shift()!;
-      this.onCall(next.header, next.body);
-    }
-    if (this.paused && this.heldCalls.length === 0 && this.inFlight < this.maxConcurrent && !this.isClosed) {
-      this.paused = false;
-      this.stream.resume();
-    }
+    this.resumeInput();
   }
 
   replyError(h: Header, e: VirError): void {
     if (this.isClosed) return;
-    this.write(encodePacket({ ...h, type: MessageType.REPLY, status: MessageStatus.ERROR }, errorPayload, errorToPayload(e)));
+    this.write(errorReplyPacket(h, e));
   }
+}
+
+function errorReplyPacket(h: Header, e: VirError): Buffer {
+  return encodePacket({ ...h, type: MessageType.REPLY, status: MessageStatus.ERROR }, errorPayload, errorToPayload(e));
 }
 
 /** Any thrown value as the VirError a peer should see. */
