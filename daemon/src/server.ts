@@ -266,9 +266,10 @@ export class VirtauthServer {
     }
     this.sessions.add(session);
     rpc.setCallHandler(createDispatcher(this.programs, { context: session, isAuthenticated: () => session.authenticated }));
-    rpc.on('protocolError', (e: Error) => log.warn({ event: 'protocol.error', err: e.message }, 'malformed input from client'));
+    rpc.on('protocolError', (e: Error) => session.peerFaults.warn({ event: 'protocol.error', err: e.message }, 'malformed input from client'));
     rpc.whenClosed().then(async (reason) => {
       this.sessions.delete(session);
+      session.peerFaults.flush();
       if (anonymous && !session.authenticated) this.releaseAnonymous();
       log.debug({ event: 'client.closed', reason: reason?.message }, 'client disconnected');
       await session.dispose();

@@ -1,0 +1,160 @@
+// What an unauthenticated client can make virtauthd hold or write (issue 10, item 5): a client
+// that sends and never reads stops being read, junk costs a bounded number of log lines, and
+// nothing stays behind once the client has gone.
+
+import net from 'node:net';
+
+import test from 'ava';
+
+import {
+  ErrorCode,
+  MessageStatus,
+  MessageType,
+  PacketFramer,
+  RELAY_PROGRAM,
+  RELAY_PROTOCOL_VERSION,
+  REMOTE_PROGRAM,
+  REMOTE_PROTOCOL_VERSION,
+  RelayProc,
+  RemoteProc,
+  encodePacket,
+  errorPayload,
+  payloadToError,
+  xdr,
+  XdrReader,
+  readHeader,
+} from '@virtauth/core';
+
+import { waitFor } from './peers/util.js';
+import { TestVirtauthd } from './sasl-support.js';
+
+type HeaderFields = Parameters<typeof encodePacket>[0];
+
+/** `count` copies of one 28-byte packet, serials 0..count-1, as one buffer. */
+function repeated(fields: Omit<HeaderFields, 'serial'>, count: number, body: Buffer = Buffer.alloc(0)): Buffer {
+  const one = encodePacket({ ...fields, serial: 0 }, xdr.fixedOpaque(body.length), body);
+  const out = Buffer.allocUnsafe(count * one.length);
+  for (let n = 0; n < count; n++) {
+    one.copy(out, n * one.length);
+    out.writeUInt32BE(n, n * one.length + 20);
+  }
+  return out;
+}
+
+const hostnameCall = { prog: REMOTE_PROGRAM, vers: REMOTE_PROTOCOL_VERSION, proc: RemoteProc.CONNECT_GET_HOSTNAME, type: MessageType.CALL, status: MessageStatus.OK };
+
+/** Polls `value` until it stops moving for a few polls (or reaches `end`): how far a reader got. */
+async function settledValue(value: () => number, end: number): Promise<number> {
+  let last = -1;
+  let still = 0;
+  for (;;) {
+    const now = value();
+    if (now >= end) return now;
+    still = now === last ? still + 1 : 0;
+    if (still >= 4) return now;
+    last = now;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function connectRaw(path: string): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(path, () => resolve(socket));
+    socket.once('error', reject);
+  });
+}
+
+/** Reads until `count` packets have come; resolves with the last one. */
+function readPackets(socket: net.Socket, count: number): Promise<Buffer> {
+  const framer = new PacketFramer();
+  let seen = 0;
+  return new Promise((resolve) => {
+    socket.on('data', (chunk) =>
+      framer.push(chunk, (p) => {
+        if (++seen === count) resolve(Buffer.from(p));
+      }),
+    );
+  });
+}
+
+test.serial('a client that sends calls before authenticating and never reads stops being read; after it leaves nothing is held for it', async (t) => {
+  const daemon = await TestVirtauthd.start();
+  t.teardown(() => daemon.stop());
+  const socket = await connectRaw(daemon.listener('unix').path!);
+  t.teardown(() => socket.destroy());
+
+  const count = Math.floor((8 << 20) / 28);
+  const calls = repeated(hostnameCall, count);
+  // Piece by piece, each once the last has gone: what the kernel took is then known to 16 KiB.
+  let accepted = 0;
+  const sendFrom = (off: number): void => {
+    if (off >= calls.length || socket.destroyed) return;
+    const piece = calls.subarray(off, off + 16_384);
+    socket.write(piece, (e) => {
+      if (e) return;
+      accepted += piece.length;
+      sendFrom(off + piece.length);
+    });
+  };
+  sendFrom(0);
+  // What left this process: the kernel's socket buffers plus what virtauthd read.
+  await settledValue(() => accepted, calls.length);
+  t.true(accepted < 2 << 20, `virtauthd took ${accepted} of ${calls.length} bytes from a client that reads nothing`);
+  t.is(daemon.handle.server.clientCount, 1);
+
+  // Once the client reads, every call is answered, each with "authentication required".
+  const last = await readPackets(socket, count);
+  const body = new XdrReader(last, 4);
+  const header = readHeader(body);
+  t.is(header.serial, count - 1);
+  t.is(header.status, MessageStatus.ERROR);
+  t.is(payloadToError(errorPayload.decode(body)).code, ErrorCode.RPC);
+
+  socket.destroy();
+  await waitFor(() => daemon.handle.server.clientCount === 0, 10_000, 'the session to be released');
+  t.is(daemon.handle.server.clientCount, 0);
+});
+
+test.serial('a flood of junk REPLY packets costs a bounded number of log lines, and the connection still answers', async (t) => {
+  const daemon = await TestVirtauthd.start();
+  t.teardown(() => daemon.stop());
+  const socket = await connectRaw(daemon.listener('unix').path!);
+  t.teardown(() => socket.destroy());
+
+  const junkCount = 20_000; // 560 KB of replies that match no call
+  socket.write(repeated({ ...hostnameCall, type: MessageType.REPLY }, junkCount));
+  // A call after the junk: its reply means the daemon has been through all of it.
+  const answered = readPackets(socket, 1);
+  socket.write(encodePacket({ ...hostnameCall, proc: RemoteProc.AUTH_LIST, serial: 7 }, xdr.xvoid, undefined));
+  t.is(readHeader(new XdrReader(await answered, 4)).serial, 7);
+
+  const lines = daemon.events('protocol.error');
+  t.true(lines.length >= 1 && lines.length <= 20, `${lines.length} protocol.error lines for ${junkCount} junk packets`);
+  t.regex(String(lines[0]?.err), /matches no call/);
+  socket.destroy();
+  const summary = await waitFor(() => daemon.events('protocol.error.suppressed')[0], 10_000, 'the summary line at close');
+  t.is(Number(summary.count) + lines.length, junkCount, 'every junk packet is counted, in a line or in the summary');
+  t.true(daemon.logText().length < 64 * 1024, `${daemon.logText().length} bytes of log`);
+});
+
+test.serial('relay ANSWERs on a connection that did not enable the relay are dropped without decoding', async (t) => {
+  const daemon = await TestVirtauthd.start();
+  t.teardown(() => daemon.stop());
+  const socket = await connectRaw(daemon.listener('unix').path!);
+  t.teardown(() => socket.destroy());
+
+  const answers = 2_000;
+  // Bodies that would not decode as an ANSWER: decoding them would log why, one line each.
+  const answer = { prog: RELAY_PROGRAM, vers: RELAY_PROTOCOL_VERSION, proc: RelayProc.ANSWER, type: MessageType.MESSAGE, status: MessageStatus.OK };
+  socket.write(repeated(answer, answers, Buffer.from([0xff, 0xff, 0xff, 0xff])));
+  const answered = readPackets(socket, 1);
+  socket.write(encodePacket({ ...hostnameCall, proc: RemoteProc.AUTH_LIST, serial: 9 }, xdr.xvoid, undefined));
+  t.is(readHeader(new XdrReader(await answered, 4)).serial, 9);
+
+  const rejected = daemon.events('relay.answer.rejected');
+  t.true(rejected.length >= 1 && rejected.length <= 20, `${rejected.length} lines for ${answers} stray answers`);
+  t.true(
+    rejected.every((r) => /not enabled/.test(String(r.reason))),
+    'none was decoded',
+  );
+});
