@@ -19,6 +19,7 @@ import {
   VirError,
   createDispatcher,
   makeCredentialRequester,
+  PACKET_MAX,
   parseUri,
   selectDriver,
   globMatch,
@@ -33,6 +34,12 @@ import {
 import { authTypeName, type DaemonConfig } from './config.js';
 import { createRemoteProgram } from './remote-program.js';
 import { ClientSession } from './session.js';
+
+/**
+ * The largest packet an unauthenticated client may send: the biggest pre-auth call is a SASL step
+ * (64 KiB of data); the rest of what is allowed leaves room for the header and a mechanism name.
+ */
+export const PRE_AUTH_PACKET_MAX = 128 * 1024;
 
 export interface ListenerSpec {
   kind: TransportKind;
@@ -249,11 +256,16 @@ export class VirtauthServer {
       transport.localAddress = `${socket.localAddress};${socket.localPort}`;
       transport.remoteAddress = `${socket.remoteAddress};${socket.remotePort}`;
     }
-    const rpc = new RpcConnection(socket, { maxConcurrentCalls: this.config.maxClientRequests });
-    const log = this.log.child({ conn: rpc.id, transport: spec.kind }) as Logger & ClientSession['log'];
     const anonymous = spec.auth !== AuthType.NONE;
+    // Before authentication only small procedures can be called: a client cannot make us buffer
+    // libvirt's 32 MiB packets until it has authenticated.
+    const rpc = new RpcConnection(socket, { maxConcurrentCalls: this.config.maxClientRequests, ...(anonymous ? { maxPacketBytes: PRE_AUTH_PACKET_MAX } : {}) });
+    const log = this.log.child({ conn: rpc.id, transport: spec.kind }) as Logger & ClientSession['log'];
     if (anonymous) this.anonymous++;
-    const session = new ClientSession(rpc, transport, spec.auth, spec.readOnly, log, () => this.releaseAnonymous());
+    const session = new ClientSession(rpc, transport, spec.auth, spec.readOnly, log, () => {
+      rpc.setMaxPacketBytes(PACKET_MAX);
+      this.releaseAnonymous();
+    });
     if (tlsDn !== undefined) session.identity.tlsDistinguishedName = tlsDn;
     if (anonymous && this.config.authTimeout > 0) {
       const timer = setTimeout(() => {

@@ -25,7 +25,10 @@ import {
   readHeader,
 } from '@virtauth/core';
 
+import { PRE_AUTH_PACKET_MAX } from '@virtauth/daemon';
+
 import { waitFor } from './peers/util.js';
+import { RawClient } from './sasl-test-helpers.js';
 import { TestVirtauthd } from './sasl-support.js';
 
 type HeaderFields = Parameters<typeof encodePacket>[0];
@@ -157,4 +160,35 @@ test.serial('relay ANSWERs on a connection that did not enable the relay are dro
     rejected.every((r) => /not enabled/.test(String(r.reason))),
     'none was decoded',
   );
+});
+
+test.serial('before authentication a packet over 128 KiB ends the connection before it is buffered; after it, libvirt\'s sizes hold', async (t) => {
+  const alicePassword = 'alice-Pa55-b1g-packets';
+  const daemon = await TestVirtauthd.start({ users: { alice: alicePassword } });
+  t.teardown(() => daemon.stop());
+
+  const socket = await connectRaw(daemon.listener('unix').path!);
+  t.teardown(() => socket.destroy());
+  const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+  socket.on('error', () => {});
+  socket.resume();
+  // The length word of a 1 MiB call and its header: the daemon hangs up without waiting for the rest.
+  const head = encodePacket({ ...hostnameCall, serial: 1 }, xdr.xvoid, undefined);
+  head.writeUInt32BE(1 << 20, 0);
+  socket.write(head);
+  let giveUp: NodeJS.Timeout | undefined;
+  await Promise.race([closed, new Promise((_, reject) => (giveUp = setTimeout(() => reject(new Error('the daemon kept waiting for the 1 MiB packet')), 10_000)))]).finally(() => clearTimeout(giveUp));
+  t.regex(String(daemon.events('protocol.error').at(-1)?.err), new RegExp(`packet length ${1 << 20} exceeds the maximum of ${PRE_AUTH_PACKET_MAX}`));
+
+  const client = await RawClient.connect(daemon.uri());
+  t.teardown(() => client.close());
+  await client.login({ authname: 'alice', passphrase: alicePassword });
+  // An authenticated client may send a 1 MiB packet: a procedure the daemon lacks is refused, and the connection stays.
+  const big = Buffer.alloc(1 << 20, 0x61);
+  const refused = await client.rpc.call(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, 0x7fff, xdr.fixedOpaque(big.length), big, xdr.xvoid).then(
+    () => null,
+    (e: Error) => e.message,
+  );
+  t.regex(String(refused), /unknown procedure/);
+  t.is(await client.openAndGetHostname(), (await import('node:os')).hostname());
 });

@@ -38,6 +38,8 @@ export interface RpcConnectionOptions {
   maxUnsentBytes?: number;
   /** Largest number of replies a client waits for at once. */
   maxPendingCalls?: number;
+  /** Largest packet accepted (default and most: libvirt's 32 MiB + 4); see setMaxPacketBytes. */
+  maxPacketBytes?: number;
 }
 
 interface PendingCall {
@@ -89,6 +91,7 @@ export class RpcConnection extends EventEmitter {
     this.maxConcurrent = opts.maxConcurrentCalls ?? 5;
     this.maxPending = opts.maxPendingCalls ?? 65536;
     this.maxUnsent = Math.max(opts.maxUnsentBytes ?? 65536, stream.writableHighWaterMark);
+    if (opts.maxPacketBytes !== undefined) this.framer.setMaxPacket(opts.maxPacketBytes);
     this.closedPromise = new Promise((r) => (this.resolveClosed = r));
     stream.on('data', (chunk: Buffer) => this.onData(chunk));
     stream.on('end', () => this.close(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: 'End of file while reading data: Input/output error' })));
@@ -97,6 +100,14 @@ export class RpcConnection extends EventEmitter {
     );
     stream.on('close', () => this.close(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: 'Connection closed' })));
     stream.on('drain', () => this.outputDrained());
+  }
+
+  /**
+   * Changes the largest packet accepted from now on: a length word above it closes the
+   * connection before anything is buffered for the packet.
+   */
+  setMaxPacketBytes(bytes: number): void {
+    this.framer.setMaxPacket(bytes);
   }
 
   /** Bytes written and not yet taken by the socket. */

@@ -14,6 +14,12 @@ export class PacketFramer {
   private chunks: Buffer[] = [];
   private buffered = 0;
   private expected = -1;
+  private maxPacket = PACKET_MAX;
+
+  /** Lowers (or restores) the largest packet accepted, e.g. to a few KiB before authentication. */
+  setMaxPacket(bytes: number): void {
+    this.maxPacket = Math.min(Math.max(bytes, PACKET_MIN), PACKET_MAX);
+  }
 
   /**
    * Feeds bytes; calls `onPacket` for each complete packet (length word included). When
@@ -69,7 +75,7 @@ export class PacketFramer {
 
   private check(len: number): void {
     if (len < PACKET_MIN) throw new FramingError(`packet length ${len} is below the minimum of ${PACKET_MIN}`);
-    if (len > PACKET_MAX) throw new FramingError(`packet length ${len} exceeds the maximum of ${PACKET_MAX}`);
+    if (len > this.maxPacket) throw new FramingError(`packet length ${len} exceeds the maximum of ${this.maxPacket}`);
   }
 
   private peek4(): number {
