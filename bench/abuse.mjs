@@ -10,7 +10,8 @@ import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { join } from 'node:path';
-import { encodePacket, MessageStatus, MessageType, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, RemoteProc, xdr } from '../core/dist/src/index.js';
+import { MessageStatus, MessageType, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, RemoteProc } from '../core/dist/src/index.js';
+import { repeatedPackets, sendWithoutReading } from '../test/dist/src/abuse-client.js';
 import { PrivateLibvirtd } from '../test/dist/src/peers/libvirtd.js';
 import { tempDir } from '../test/dist/src/peers/util.js';
 import { spawnVirtauthd } from './lib/virtauthd-process.mjs';
@@ -31,17 +32,6 @@ function bytesReadBy(pid) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** `count` 28-byte packets with serials 0..count-1, as one buffer. */
-function packets(fields, count) {
-  const one = encodePacket({ ...fields, serial: 0 }, xdr.xvoid, undefined);
-  const out = Buffer.allocUnsafe(count * one.length);
-  for (let n = 0; n < count; n++) {
-    one.copy(out, n * one.length);
-    out.writeUInt32BE(n, n * one.length + 20);
-  }
-  return out;
-}
-
 const hostnameCall = { prog: REMOTE_PROGRAM, vers: REMOTE_PROTOCOL_VERSION, proc: RemoteProc.CONNECT_GET_HOSTNAME, type: MessageType.CALL, status: MessageStatus.OK };
 
 function connect(target) {
@@ -51,39 +41,15 @@ function connect(target) {
   });
 }
 
-/**
- * Sends `bytes` piece by piece (each once the last has gone) and never reads. Resolves with the
- * bytes the daemon's side took once they stop moving for a second, or all of them.
- */
-async function sendWithoutReading(socket, bytes) {
-  let accepted = 0;
-  const sendFrom = (off) => {
-    if (off >= bytes.length || socket.destroyed) return;
-    const piece = bytes.subarray(off, off + 16_384);
-    socket.write(piece, (error) => {
-      if (error) return;
-      accepted += piece.length;
-      sendFrom(off + piece.length);
-    });
-  };
-  sendFrom(0);
-  let last = -1;
-  while (accepted < bytes.length && accepted !== last) {
-    last = accepted;
-    await sleep(1000);
-  }
-  return accepted;
-}
-
 /** RSS before, while a never-reading client has sent what it could, and after it left. */
 async function neverReadingClient(pid, target) {
-  const calls = packets(hostnameCall, Math.floor((mebibytes << 20) / 28));
+  const calls = repeatedPackets(hostnameCall, Math.floor((mebibytes << 20) / 28));
   await sleep(500);
   const before = residentKiB(pid);
   const readBefore = bytesReadBy(pid);
   const socket = await connect(target);
   socket.on('error', () => {});
-  const accepted = await sendWithoutReading(socket, calls);
+  const accepted = await sendWithoutReading(socket, calls, 1000);
   const during = residentKiB(pid);
   const read = bytesReadBy(pid) - readBefore;
   socket.destroy();
@@ -104,21 +70,20 @@ function report(name, r) {
 async function startVirtauthd() {
   const dir = await tempDir('va');
   const configFile = join(dir, 'virtauthd.conf');
-  await writeFile(
-    configFile,
-    [
-      `unix_sock_dir = "${dir}"`,
-      'auth_unix_rw = "sasl"',
-      'auth_unix_ro = "sasl"',
-      `sasl_user_db = "${join(dir, 'users.json')}"`,
-      'listen_tcp = 1',
-      'tcp_port = 0',
-      'listen_addr = "127.0.0.1"',
-      'auth_tcp = "sasl"',
-      'log_level = 3',
-      '',
-    ].join('\n'),
-  );
+  // SASL everywhere: every call below is made before authenticating. Warnings are logged, so the
+  // junk flood's log lines can be counted.
+  const settings = {
+    unix_sock_dir: dir,
+    auth_unix_rw: 'sasl',
+    auth_unix_ro: 'sasl',
+    sasl_user_db: join(dir, 'users.json'),
+    listen_tcp: 1,
+    listen_addr: '127.0.0.1',
+    tcp_port: 0,
+    auth_tcp: 'sasl',
+    log_level: 3,
+  };
+  await writeFile(configFile, Object.entries(settings).map(([key, value]) => `${key} = ${JSON.stringify(value)}\n`).join(''));
   const daemon = await spawnVirtauthd(configFile, dir, (stdout) => {
     const tcp = /'test\+tcp:\/\/127\.0\.0\.1:(\d+)\//.exec(stdout)?.[1];
     return tcp && stdout.includes('virtauth-sock-ro') ? { port: Number(tcp) } : undefined;
@@ -139,7 +104,7 @@ try {
   const junkBytes = 560 * 1024;
   const logBefore = virtauthd.logBytes();
   const junk = await connect(virtauthd.socketPath);
-  await new Promise((resolve) => junk.write(packets({ ...hostnameCall, type: MessageType.REPLY }, Math.floor(junkBytes / 28)), resolve));
+  await new Promise((resolve) => junk.write(repeatedPackets({ ...hostnameCall, type: MessageType.REPLY }, Math.floor(junkBytes / 28)), resolve));
   await sleep(500);
   junk.destroy();
   await sleep(500);

@@ -7,6 +7,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import fs from 'node:fs';
+import { once } from 'node:events';
 import * as x from '../src/xdr/codec.js';
 import { XdrReader } from '../src/xdr/codec.js';
 import { RpcConnection, type CallHandler } from '../src/rpc/connection.js';
@@ -586,18 +587,22 @@ function manyCalls(count: number): Buffer {
   return out;
 }
 
-/** Polls `value` until it stops moving for a few polls (or reaches `end`): how far a reader got. */
-async function settledValue(value: () => number, end: number): Promise<number> {
-  let last = -1;
-  let still = 0;
-  for (;;) {
-    const now = value();
-    if (now >= end) return now;
-    still = now === last ? still + 1 : 0;
-    if (still >= 4) return now;
-    last = now;
-    await new Promise((r) => setTimeout(r, 100));
+/**
+ * Resolves once the server's socket has stayed paused for `quietMs` (the connection stopped
+ * reading); fails if that has not happened within 20 s.
+ */
+async function stopsReading(socket: net.Socket, quietMs = 400): Promise<void> {
+  const deadline = performance.now() + 20_000;
+  const within = <T>(p: Promise<T>, ms: number, fallback: T) => {
+    let timer: NodeJS.Timeout | undefined;
+    return Promise.race([p, new Promise<T>((resolve) => (timer = setTimeout(() => resolve(fallback), ms)))]).finally(() => clearTimeout(timer));
+  };
+  while (performance.now() < deadline) {
+    if (!socket.isPaused() && !(await within(once(socket, 'pause').then(() => true), deadline - performance.now(), false))) break;
+    const resumed = await within(once(socket, 'resume').then(() => true), quietMs, false);
+    if (!resumed) return;
   }
+  throw new Error('the server kept reading');
 }
 
 /** A server connection on one end of a unix socket and a raw socket on the other that does not read yet. */
@@ -645,7 +650,8 @@ test('a peer that sends calls and never reads stops being read; once it reads, e
   try {
     const count = Math.floor((4 << 20) / CALL_SIZE); // 4 MiB of calls, each answered with 284 bytes
     peer.socket.write(manyCalls(count));
-    const taken = await settledValue(() => peer.serverSocket.bytesRead, count * CALL_SIZE);
+    await stopsReading(peer.serverSocket);
+    const taken = peer.serverSocket.bytesRead;
     // The kernel holds some replies (the socket buffers); past those, the server stops reading.
     t.true(taken < 1 << 20, `the server read ${taken} bytes of ${count * CALL_SIZE}`);
     t.true(handled < count / 4, `${handled} of ${count} calls were handled`);
@@ -674,7 +680,7 @@ test('a call counts against maxConcurrentCalls until its reply has left, not unt
   try {
     const count = Math.floor((2 << 20) / CALL_SIZE);
     peer.socket.write(manyCalls(count));
-    await settledValue(() => handled, count);
+    await stopsReading(peer.serverSocket);
     t.true(handled < count / 4, `${handled} of ${count} calls were handled`);
     t.true(peer.conn.unsentBytes <= 5 * REPLY_SIZE, `at most 5 replies wait in the process (${peer.conn.unsentBytes} bytes)`);
     t.is((await peer.readPackets(count)).length, count);
@@ -690,7 +696,8 @@ test('a PING flood from a peer that never reads gets PONGs up to the output boun
     const flood = Buffer.allocUnsafe(count * ping.length);
     for (let n = 0; n < count; n++) ping.copy(flood, n * ping.length);
     peer.socket.write(flood);
-    const taken = await settledValue(() => peer.serverSocket.bytesRead, flood.length);
+    await stopsReading(peer.serverSocket);
+    const taken = peer.serverSocket.bytesRead;
     t.true(taken < 2 << 20, `the server read ${taken} bytes of ${flood.length}`);
     t.true(peer.conn.outputBlocked, 'reading stopped for unsent output');
     t.true(peer.conn.unsentBytes <= 65536 + ping.length, `${peer.conn.unsentBytes} bytes of PONGs wait to be sent`);

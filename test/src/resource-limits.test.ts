@@ -27,38 +27,12 @@ import {
 
 import { PRE_AUTH_PACKET_MAX } from '@virtauth/daemon';
 
+import { repeatedPackets, sendWithoutReading } from './abuse-client.js';
 import { waitFor } from './peers/util.js';
 import { RawClient } from './sasl-test-helpers.js';
 import { TestVirtauthd } from './sasl-support.js';
 
-type HeaderFields = Parameters<typeof encodePacket>[0];
-
-/** `count` copies of one 28-byte packet, serials 0..count-1, as one buffer. */
-function repeated(fields: Omit<HeaderFields, 'serial'>, count: number, body: Buffer = Buffer.alloc(0)): Buffer {
-  const one = encodePacket({ ...fields, serial: 0 }, xdr.fixedOpaque(body.length), body);
-  const out = Buffer.allocUnsafe(count * one.length);
-  for (let n = 0; n < count; n++) {
-    one.copy(out, n * one.length);
-    out.writeUInt32BE(n, n * one.length + 20);
-  }
-  return out;
-}
-
 const hostnameCall = { prog: REMOTE_PROGRAM, vers: REMOTE_PROTOCOL_VERSION, proc: RemoteProc.CONNECT_GET_HOSTNAME, type: MessageType.CALL, status: MessageStatus.OK };
-
-/** Polls `value` until it stops moving for a few polls (or reaches `end`): how far a reader got. */
-async function settledValue(value: () => number, end: number): Promise<number> {
-  let last = -1;
-  let still = 0;
-  for (;;) {
-    const now = value();
-    if (now >= end) return now;
-    still = now === last ? still + 1 : 0;
-    if (still >= 4) return now;
-    last = now;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 function connectRaw(path: string): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
@@ -87,21 +61,9 @@ test.serial('a client that sends calls before authenticating and never reads sto
   t.teardown(() => socket.destroy());
 
   const count = Math.floor((8 << 20) / 28);
-  const calls = repeated(hostnameCall, count);
-  // Piece by piece, each once the last has gone: what the kernel took is then known to 16 KiB.
-  let accepted = 0;
-  const sendFrom = (off: number): void => {
-    if (off >= calls.length || socket.destroyed) return;
-    const piece = calls.subarray(off, off + 16_384);
-    socket.write(piece, (e) => {
-      if (e) return;
-      accepted += piece.length;
-      sendFrom(off + piece.length);
-    });
-  };
-  sendFrom(0);
+  const calls = repeatedPackets(hostnameCall, count);
   // What left this process: the kernel's socket buffers plus what virtauthd read.
-  await settledValue(() => accepted, calls.length);
+  const accepted = await sendWithoutReading(socket, calls);
   t.true(accepted < 2 << 20, `virtauthd took ${accepted} of ${calls.length} bytes from a client that reads nothing`);
   t.is(daemon.handle.server.clientCount, 1);
 
@@ -125,7 +87,7 @@ test.serial('a flood of junk REPLY packets costs a bounded number of log lines, 
   t.teardown(() => socket.destroy());
 
   const junkCount = 20_000; // 560 KB of replies that match no call
-  socket.write(repeated({ ...hostnameCall, type: MessageType.REPLY }, junkCount));
+  socket.write(repeatedPackets({ ...hostnameCall, type: MessageType.REPLY }, junkCount));
   // A call after the junk: its reply means the daemon has been through all of it.
   const answered = readPackets(socket, 1);
   socket.write(encodePacket({ ...hostnameCall, proc: RemoteProc.AUTH_LIST, serial: 7 }, xdr.xvoid, undefined));
@@ -149,7 +111,7 @@ test.serial('relay ANSWERs on a connection that did not enable the relay are dro
   const answers = 2_000;
   // Bodies that would not decode as an ANSWER: decoding them would log why, one line each.
   const answer = { prog: RELAY_PROGRAM, vers: RELAY_PROTOCOL_VERSION, proc: RelayProc.ANSWER, type: MessageType.MESSAGE, status: MessageStatus.OK };
-  socket.write(repeated(answer, answers, Buffer.from([0xff, 0xff, 0xff, 0xff])));
+  socket.write(repeatedPackets(answer, answers, Buffer.from([0xff, 0xff, 0xff, 0xff])));
   const answered = readPackets(socket, 1);
   socket.write(encodePacket({ ...hostnameCall, proc: RemoteProc.AUTH_LIST, serial: 9 }, xdr.xvoid, undefined));
   t.is(readHeader(new XdrReader(await answered, 4)).serial, 9);
