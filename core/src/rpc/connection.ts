@@ -3,7 +3,8 @@
 // MESSAGE packets routed by program, and keepalive. It knows nothing of any particular program.
 //
 // Input is read only while the connection can take more work: fewer calls than the bound are
-// running or waiting for their reply to leave, and the peer is taking what we send. A peer that
+// running or waiting for their reply to leave (past a few KiB queued), and the peer is taking
+// what we send. A peer that
 // sends and never reads therefore stops being read, and costs at most the bound of unsent output
 // plus one socket read of held bytes, whatever it sends.
 
@@ -27,8 +28,9 @@ export type MessageHandler = (header: Header, body: XdrReader) => void;
 
 export interface RpcConnectionOptions {
   /**
-   * Calls dispatched at once, each counted until its reply has been handed to the socket;
-   * further input waits (the socket is paused). libvirt: 5.
+   * Calls dispatched at once; further input waits (the socket is paused). libvirt: 5. A call
+   * counts until its reply has left for the socket, or is queued behind less than the stream's
+   * high-water mark (16 KiB), which leaves in the same turn while the peer reads.
    */
   maxConcurrentCalls?: number;
   /**
@@ -74,9 +76,13 @@ export class RpcConnection extends EventEmitter {
   /** Holds taken with holdInput() (e.g. a forwarder whose other side is not reading). */
   private inputHolds = 0;
   private inputPaused = false;
+  /** Replies written whose write callback has not come yet. */
+  private repliesUnconfirmed = 0;
+  /** Of those, replies already released from inFlight because the stream had emptied. */
+  private repliesReleased = 0;
   /** Bound once: the framer's sink and the write callback of a reply, without a closure each. */
   private readonly packetSink: PacketSink = (packet) => this.takePacket(packet);
-  private readonly replyFlushed = (): void => this.callFinished();
+  private readonly replyFlushed = (): void => this.replyConfirmed();
   private corked = false;
   private closedError: VirError | null = null;
   private isClosed = false;
@@ -254,6 +260,7 @@ export class RpcConnection extends EventEmitter {
         if (!this.corked) return;
         this.corked = false;
         this.stream.uncork();
+        this.releaseFlushedReplies();
       });
     }
     this.stream.write(packet, onFlushed);
@@ -394,8 +401,8 @@ export class RpcConnection extends EventEmitter {
       this.replyError(h, rpcError(`Cannot find program ${h.prog | 0} version ${h.vers | 0}`));
       return;
     }
-    // Counted until the reply has left (replyFlushed), so replies a peer does not read hold
-    // back its further calls. takePacket pauses input once the bound is reached.
+    // Counted until the reply has left (writeReply says when), so replies a peer does not read
+    // hold back its further calls. takePacket pauses input once the bound is reached.
     this.inFlight++;
     let result: Promise<Reply> | Reply;
     try {
@@ -412,18 +419,49 @@ export class RpcConnection extends EventEmitter {
         } catch (e) {
           packet = errorReplyPacket(h, toVirError(e));
         }
-        this.write(packet, this.replyFlushed);
+        this.writeReply(packet);
       },
       (e) => {
         if (this.isClosed) return;
-        this.write(errorReplyPacket(h, toVirError(e)), this.replyFlushed);
+        this.writeReply(errorReplyPacket(h, toVirError(e)));
       },
     );
   }
 
-  /** A call's reply has left (or the stream failed): it no longer counts against the bound. */
-  private callFinished(): void {
-    this.inFlight--;
+  private writeReply(packet: Buffer): void {
+    this.repliesUnconfirmed++;
+    this.write(packet, this.replyFlushed);
+    // A reply queued behind less than the stream's high-water mark leaves at the end of this
+    // turn unless the peer has stopped reading: release its call now, so pipelined calls are
+    // not served in batches of maxConcurrentCalls. Past the mark, it counts until it has left.
+    if (this.stream.writableLength < this.stream.writableHighWaterMark) {
+      this.repliesReleased++;
+      this.callsFinished(1);
+    }
+  }
+
+  /**
+   * The stream took everything at once (the usual case: the kernel had room), so every reply
+   * written so far has left: release their calls now rather than a tick later, when their
+   * write callbacks come.
+   */
+  private releaseFlushedReplies(): void {
+    const held = this.repliesUnconfirmed - this.repliesReleased;
+    if (held === 0 || this.stream.writableLength !== 0) return;
+    this.repliesReleased += held;
+    this.callsFinished(held);
+  }
+
+  /** A reply's write callback (in write order): it has left, or the stream failed. */
+  private replyConfirmed(): void {
+    this.repliesUnconfirmed--;
+    if (this.repliesReleased > 0) this.repliesReleased--;
+    else this.callsFinished(1);
+  }
+
+  /** Calls whose reply has left no longer count against the bound. */
+  private callsFinished(count: number): void {
+    this.inFlight -= count;
     this.resumeInput();
   }
 
