@@ -12,14 +12,17 @@ export interface PeerFaultLogOptions {
   burst?: number;
   /** One more line allowed per this many ms. */
   refillMs?: number;
+  /** Monotonic clock in ms (tests). */
+  now?: () => number;
 }
 
 export class PeerFaultLog {
   private readonly burst: number;
   private readonly refillMs: number;
   private tokens: number;
-  private refilledAt = performance.now();
+  private refilledAt: number;
   private suppressed = 0;
+  private readonly now: () => number;
 
   constructor(
     private readonly log: WarnLogger,
@@ -28,6 +31,8 @@ export class PeerFaultLog {
     this.burst = opts.burst ?? 10;
     this.refillMs = opts.refillMs ?? 6000;
     this.tokens = this.burst;
+    this.now = opts.now ?? (() => performance.now());
+    this.refilledAt = this.now();
   }
 
   /** Lines left out since the last one written. */
@@ -37,7 +42,7 @@ export class PeerFaultLog {
 
   /** Writes the line if the budget allows; the next line written says how many were left out. */
   warn(obj: Record<string, unknown>, msg: string): void {
-    const now = performance.now();
+    const now = this.now();
     const earned = Math.floor((now - this.refilledAt) / this.refillMs);
     if (earned > 0) {
       this.tokens = Math.min(this.burst, this.tokens + earned);
