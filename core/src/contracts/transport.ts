@@ -10,6 +10,11 @@ export interface PeerCredentials {
   uid: number;
   gid: number;
   groups?: number[];
+  /**
+   * The client process's start time (clock ticks after boot) read when the connection was
+   * accepted, for polkit; null when the process had already gone. Absent when not read.
+   */
+  startTime?: bigint | null;
 }
 
 /**
