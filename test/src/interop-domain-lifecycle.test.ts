@@ -9,7 +9,7 @@ import {writeFile} from 'node:fs/promises';
 import {join} from 'node:path';
 
 import test, {type ExecutionContext} from 'ava';
-import {ErrorCode, ErrorDomain, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, RemoteProc, RpcConnection, VirError, remote, xdr} from '@virtauth/core';
+import {ErrorCode, ErrorDomain, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, RemoteProc, RpcConnection, VirError, remote, remoteProcedures, xdr} from '@virtauth/core';
 import net from 'node:net';
 
 import {PrivateLibvirtd, interopTest, libvirtClientEnv, requireExecutable, runProcess, runPython, waitFor, type ProcessResult} from './peers/index.js';
@@ -316,4 +316,34 @@ interopTest('python3-libvirt manages a domain and receives its lifecycle events 
   const [viaVirtauthd, direct] = [await run(`test+unix:///default?socket=${ours.rw}`), await run(libvirtd.uri())];
   t.is(viaVirtauthd.events.length, 6);
   t.deepEqual(viaVirtauthd, direct);
+});
+
+test('hostile payloads to every procedure of the generated table get an answer each, and the daemon keeps serving', async (t) => {
+  const ours = await startOurs(t);
+  const rpc = await rawClient(ours.rw);
+  t.teardown(() => rpc.close(null));
+  const call = <A, R>(proc: number, args: xdr.Codec<A>, value: A, ret: xdr.Codec<R>) => rpc.call(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, proc, args, value, ret);
+  await call(RemoteProc.AUTH_LIST, xdr.xvoid, undefined, remote.authListRet);
+  await call(RemoteProc.CONNECT_OPEN, remote.connectOpenArgs, {name: 'test:///default', flags: 0}, xdr.xvoid);
+  const raw: xdr.Codec<Buffer> = {minSize: 0, encode: (w, v) => w.bytes(v), decode: () => Buffer.alloc(0)};
+  const anything: xdr.Codec<null> = {minSize: 0, encode: () => {}, decode: (r) => ((r.offset = r.end), null)};
+  const skip = new Set<number>([RemoteProc.CONNECT_CLOSE, RemoteProc.CONNECT_OPEN]);
+  let seed = 12345;
+  const random = () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 16) & 0xff;
+  const outcomes = new Map<string, number>();
+  for (const info of remoteProcedures) {
+    if (info.message || skip.has(info.number)) continue;
+    for (const length of [0, 4, 24, 64]) {
+      const payload = Buffer.from(Array.from({length}, random));
+      const outcome = await call(info.number, raw, payload, anything).then(
+        () => 'ok',
+        (e: unknown) => (e instanceof VirError ? `error ${e.code}` : `thrown ${String(e)}`),
+      );
+      outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
+    }
+  }
+  t.false([...outcomes.keys()].some((k) => k.startsWith('thrown')), JSON.stringify([...outcomes]));
+  t.false(rpc.closed, 'the connection survived');
+  t.is((await call(RemoteProc.DOMAIN_LOOKUP_BY_NAME, remote.domainLookupByNameArgs, {name: 'test'}, remote.domainLookupByNameRet)).dom.name, 'test');
+  t.log(JSON.stringify([...outcomes]));
 });
