@@ -142,20 +142,24 @@ interopTest('writes are refused on the read-only socket and bad definitions get 
   t.regex((await virsh(rwUri, ['list', '--all', '--name'])).stdout, /^test\n\n?$/);
 });
 
-function rawClient(path: string): Promise<RpcConnection> {
-  return new Promise((resolve, reject) => {
+type RemoteCall = <A, R>(proc: number, args: xdr.Codec<A>, value: A, ret: xdr.Codec<R>) => Promise<R>;
+
+/** Our RPC connection to a socket of virtauthd, past AUTH_LIST and CONNECT_OPEN of test:///default. */
+async function openRaw(t: ExecutionContext, path: string): Promise<{rpc: RpcConnection; call: RemoteCall}> {
+  const rpc = await new Promise<RpcConnection>((resolve, reject) => {
     const socket = net.connect(path, () => resolve(new RpcConnection(socket)));
     socket.once('error', reject);
   });
+  t.teardown(() => rpc.close(null));
+  const call: RemoteCall = (proc, args, value, ret) => rpc.call(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, proc, args, value, ret);
+  await call(RemoteProc.AUTH_LIST, xdr.xvoid, undefined, remote.authListRet);
+  await call(RemoteProc.CONNECT_OPEN, remote.connectOpenArgs, {name: 'test:///default', flags: 0}, xdr.xvoid);
+  return {rpc, call};
 }
 
 test('over the wire: unknown procedures, missing operations and bogus event callbacks get libvirt\'s errors', async (t) => {
   const ours = await startOurs(t);
-  const rpc = await rawClient(ours.rw);
-  t.teardown(() => rpc.close(null));
-  const call = <A, R>(proc: number, args: xdr.Codec<A>, value: A, ret: xdr.Codec<R>) => rpc.call(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, proc, args, value, ret);
-  await call(RemoteProc.AUTH_LIST, xdr.xvoid, undefined, remote.authListRet);
-  await call(RemoteProc.CONNECT_OPEN, remote.connectOpenArgs, {name: 'test:///default', flags: 0}, xdr.xvoid);
+  const {rpc, call} = await openRaw(t, ours.rw);
 
   // A number past the generated table is refused as libvirtd does (the client sees NO_SUPPORT).
   const unknown = await t.throwsAsync(call(9999, xdr.xvoid, undefined, xdr.xvoid), {instanceOf: VirError});
@@ -320,11 +324,7 @@ interopTest('python3-libvirt manages a domain and receives its lifecycle events 
 
 test('hostile payloads to every procedure of the generated table get an answer each, and the daemon keeps serving', async (t) => {
   const ours = await startOurs(t);
-  const rpc = await rawClient(ours.rw);
-  t.teardown(() => rpc.close(null));
-  const call = <A, R>(proc: number, args: xdr.Codec<A>, value: A, ret: xdr.Codec<R>) => rpc.call(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, proc, args, value, ret);
-  await call(RemoteProc.AUTH_LIST, xdr.xvoid, undefined, remote.authListRet);
-  await call(RemoteProc.CONNECT_OPEN, remote.connectOpenArgs, {name: 'test:///default', flags: 0}, xdr.xvoid);
+  const {rpc, call} = await openRaw(t, ours.rw);
   const raw: xdr.Codec<Buffer> = {minSize: 0, encode: (w, v) => w.bytes(v), decode: () => Buffer.alloc(0)};
   const anything: xdr.Codec<null> = {minSize: 0, encode: () => {}, decode: (r) => ((r.offset = r.end), null)};
   const skip = new Set<number>([RemoteProc.CONNECT_CLOSE, RemoteProc.CONNECT_OPEN]);
