@@ -2,12 +2,22 @@
 
 import type { Logger } from 'pino';
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
-import { CREDENTIAL_SOURCE } from '@virtauth/core';
-import { FileUserDatabase, loadAuthConfSource, oauthBearerSettingsFrom, polkitSettingsFrom, registerDefaultProviders, registerOAuthBearer, saslSettingsFrom } from '@virtauth/providers';
+import { CONFIG_KEYS, CREDENTIAL_SOURCE } from '@virtauth/core';
+import {
+  FileUserDatabase,
+  loadAuthConfSource,
+  oauthBearerSettingsFrom,
+  polkitSettingsFrom,
+  registerDefaultProviders,
+  registerOAuthBearer,
+  registerProviderConfigKeys,
+  saslSettingsFrom,
+} from '@virtauth/providers';
 import { getPeerCredentials } from '@virtauth/peercred';
 import { relayExtension } from './relay-extension.js';
 import { registerDefaultDrivers } from '@virtauth/drivers';
-import type { DaemonConfig } from './config.js';
+import { DAEMON_CONFIG_KEYS, type DaemonConfig } from './config.js';
+import { checkConfigKeys } from './config-keys.js';
 import { createLogger } from './logger.js';
 import { VirtauthServer, type DaemonExtension, type ListenerInfo, type ListenerSpec, type ServerOptions } from './server.js';
 
@@ -33,6 +43,10 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
   // Shipped plugins go into the caller's container itself: tsyringe's resolveAll in a child
   // container would hide the parent's registrations under the same token.
   const container = opts.container ?? rootContainer.createChildContainer();
+  const logger = opts.logger ?? createLogger(opts.config.logLevel);
+  // Plugins in the caller's container declared their keys already; the shipped ones declare theirs.
+  registerProviderConfigKeys(container);
+  checkConfigKeys(opts.config, container.resolveAll(CONFIG_KEYS), DAEMON_CONFIG_KEYS, logger);
   const sasl = saslSettingsFrom(opts.config.extra);
   registerDefaultProviders(container, {
     scramIterations: sasl.iterations,
@@ -57,7 +71,6 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
     maxTimeoutMs: opts.config.relayMaxTimeout * 1000,
     maxRequestsPerOpen: opts.config.relayMaxRequestsPerOpen,
   });
-  const logger = opts.logger ?? createLogger(opts.config.logLevel);
   const server = new VirtauthServer({
     config: opts.config,
     container,
@@ -65,7 +78,8 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
     ...(opts.listeners ? { listeners: opts.listeners } : {}),
     extensions: [relay, ...(opts.extensions ?? [])],
     // Registered sources, then the daemon's own auth.conf (LIBVIRT_AUTH_FILE, ~/.config/libvirt,
-    // /etc/libvirt), read afresh for each open so edits apply without a restart.
+    // /etc/libvirt), read afresh for each open so edits apply without a restart. The server asks
+    // them for a host's own entry only (fillExact).
     credentialSources: async () => {
       const registered = container.isRegistered(CREDENTIAL_SOURCE, true) ? container.resolveAll(CREDENTIAL_SOURCE) : [];
       const authConf = await loadAuthConfSource();

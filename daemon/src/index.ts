@@ -5,3 +5,6 @@ export * from './logger.js';
 export { createRemoteProgram, authFailed } from './remote-program.js';
 export { createDaemon, type DaemonHandle, type CreateDaemonOptions } from './daemon.js';
 export { relayExtension, type RelaySettings } from './relay-extension.js';
+export * from './uri-allow-list.js';
+export * from './config-keys.js';
+export { parseUpstreamList, upstreamFor, startPassThrough, type UpstreamRoute } from './gateway.js';

@@ -4,3 +4,4 @@ export { enableRelay } from './remote/relay-client.js';
 export { openTransport, defaultUnixSocket, DEFAULT_TCP_PORT, DEFAULT_TLS_PORT } from './remote/transport.js';
 export { registerDefaultDrivers } from './register.js';
 export * from './xenapi/index.js';
+export * from './gateway/index.js';

@@ -75,6 +75,8 @@ const peerProbes: Record<string, PeerProbe> = {
   runuser: executableProbe('runuser', 'util-linux'),
   ip: executableProbe('ip', 'iproute2'),
   'oidc-provider': npmPackageProbe('oidc-provider'),
+  // A real browser for the sign-in pages: Debian's chromium, driven by puppeteer-core (no browser download).
+  chromium: () => executableProbe('chromium', 'chromium')() ?? npmPackageProbe('puppeteer-core')(),
 };
 
 /** Every peer name interopTest and peerAvailable accept. */
