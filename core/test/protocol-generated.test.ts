@@ -360,3 +360,9 @@ test('property: hostile bytes for any procedure\'s arguments, reply or event onl
   t.throws(() => x.decode(remote.domainDefineXmlArgs, huge), { instanceOf: x.XdrError, message: /exceeds its maximum|runs past the end/ });
   t.throws(() => x.decode(remote.connectListAllDomainsRet, Buffer.from('00004000', 'hex')), { instanceOf: x.XdrError, message: /runs past the end/ });
 });
+
+test('every number from 1 to the last procedure is defined, and the streams are the annotated ones', (t) => {
+  const numbers = remote.remoteProcedures.map((p) => p.number).sort((a, b) => a - b);
+  t.deepEqual(numbers, Array.from({ length: numbers.length }, (_, i) => i + 1));
+  t.deepEqual(remote.remoteProcedures.filter((p) => p.stream).map((p) => p.number), [148, 201, 208, 209, 211, 215, 296]);
+});
