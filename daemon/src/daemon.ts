@@ -3,9 +3,10 @@
 import type { Logger } from 'pino';
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
 import { CREDENTIAL_SOURCE } from '@virtauth/core';
-import { FileUserDatabase, loadAuthConfSource, oauthBearerSettingsFrom, polkitSettingsFrom, registerDefaultProviders, registerOAuthBearer, saslSettingsFrom } from '@virtauth/providers';
+import { registerAccessDrivers, FileUserDatabase, loadAuthConfSource, oauthBearerSettingsFrom, polkitSettingsFrom, registerDefaultProviders, registerOAuthBearer, saslSettingsFrom } from '@virtauth/providers';
 import { getPeerCredentials } from '@virtauth/peercred';
 import { relayExtension } from './relay-extension.js';
+import { createAccessManager } from './access.js';
 import { registerDefaultDrivers } from '@virtauth/drivers';
 import type { DaemonConfig } from './config.js';
 import { createLogger } from './logger.js';
@@ -27,6 +28,8 @@ export interface DaemonHandle {
   listeners: ListenerInfo[];
   container: DependencyContainer;
   stop(): Promise<void>;
+  /** What SIGHUP does: access policies re-read, connections kept. */
+  reload(): Promise<void>;
 }
 
 export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHandle> {
@@ -58,6 +61,8 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
     maxRequestsPerOpen: opts.config.relayMaxRequestsPerOpen,
   });
   const logger = opts.logger ?? createLogger(opts.config.logLevel);
+  registerAccessDrivers(container);
+  const access = await createAccessManager(container, opts.config.extra, logger);
   const server = new VirtauthServer({
     config: opts.config,
     container,
@@ -72,7 +77,8 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
       return authConf ? [...registered, authConf] : registered;
     },
     peerCredentials: opts.peerCredentials ?? getPeerCredentials,
+    access,
   });
   const listeners = await server.start();
-  return { server, listeners, container, stop: () => server.stop() };
+  return { server, listeners, container, stop: () => server.stop(), reload: () => server.reload() };
 }

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { DependencyContainer } from 'tsyringe';
 import {
+  AccessManager,
   AUTH_PROVIDER,
   AuthType,
   CREDENTIAL_SOURCE,
@@ -31,6 +32,7 @@ import {
   type TransportKind,
 } from '@virtauth/core';
 import { authTypeName, type DaemonConfig } from './config.js';
+import { unixPeerIdentity } from './access.js';
 import { createRemoteProgram } from './remote-program.js';
 import { ClientSession } from './session.js';
 
@@ -80,6 +82,8 @@ export interface ServerOptions {
   credentialSources?: () => Promise<readonly CredentialSource[]>;
   /** Peer credentials of a unix socket, where the platform offers them. */
   peerCredentials?: (socket: net.Socket) => TransportInfo['peer'] | undefined;
+  /** Access control for every call (default: only the read-only rule). */
+  access?: AccessManager;
 }
 
 export function listenersFromConfig(cfg: DaemonConfig): ListenerSpec[] {
@@ -106,8 +110,10 @@ export class VirtauthServer {
   private providers: AuthProvider[] = [];
   private stopping = false;
   readonly processName: string;
+  readonly access: AccessManager;
 
   constructor(private readonly opts: ServerOptions) {
+    this.access = opts.access ?? new AccessManager([], { log: opts.logger });
     this.config = opts.config;
     this.container = opts.container;
     this.log = opts.logger;
@@ -134,6 +140,7 @@ export class VirtauthServer {
         open: (s, name, ro) => this.openDriver(s, name, ro),
         keepaliveInterval: this.config.keepaliveInterval,
         keepaliveCount: this.config.keepaliveCount,
+        access: this.access,
       }),
       ...this.extensions.flatMap((e) => e.programs?.(this) ?? []),
     ];
@@ -236,11 +243,15 @@ export class VirtauthServer {
   private startSession(socket: net.Socket, spec: ListenerSpec, tlsDn?: string): void {
     const transport: TransportInfo = { kind: spec.kind, secure: spec.kind !== 'tcp' };
     if (socket instanceof tls.TLSSocket) transport.tls = socket;
+    let peerIdentity;
     if (spec.kind === 'unix') {
       // Without them the client can still use auth "none"; polkit then refuses it, pointing here.
       try {
         const peer = this.opts.peerCredentials?.(socket);
-        if (peer) transport.peer = peer;
+        if (peer) {
+          transport.peer = peer;
+          peerIdentity = unixPeerIdentity(peer);
+        }
       } catch (e) {
         const level = spec.auth === AuthType.NONE ? 'debug' : 'warn';
         this.log[level]({ event: 'client.peercred.failed', err: (e as Error).message }, 'cannot read the unix-socket client\'s peer credentials');
@@ -253,7 +264,7 @@ export class VirtauthServer {
     const log = this.log.child({ conn: rpc.id, transport: spec.kind }) as Logger & ClientSession['log'];
     const anonymous = spec.auth !== AuthType.NONE;
     if (anonymous) this.anonymous++;
-    const session = new ClientSession(rpc, transport, spec.auth, spec.readOnly, log, () => this.releaseAnonymous());
+    const session = new ClientSession(rpc, transport, spec.auth, spec.readOnly, log, () => this.releaseAnonymous(), peerIdentity);
     if (tlsDn !== undefined) session.identity.tlsDistinguishedName = tlsDn;
     if (anonymous && this.config.authTimeout > 0) {
       const timer = setTimeout(() => {
@@ -327,6 +338,15 @@ export class VirtauthServer {
     }
   }
 
+  /**
+   * Re-reads what can change without dropping clients (SIGHUP): the access drivers' policies.
+   * A driver whose new policy is bad keeps the old one and logs why.
+   */
+  async reload(): Promise<void> {
+    this.log.info({ event: 'daemon.reload' }, 'reloading access policies');
+    await this.access.reload();
+  }
+
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
@@ -335,6 +355,7 @@ export class VirtauthServer {
     for (const s of [...this.sessions]) s.rpc.close(null);
     await Promise.all(closes);
     for (const spec of this.specs) if (spec.kind === 'unix' && spec.path) await rm(spec.path, { force: true });
+    await this.access.close();
   }
 }
 

@@ -6,12 +6,14 @@ import {
   ErrorCode,
   ErrorDomain,
   VirError,
+  type AccessSubject,
   type AuthLogger,
   type ClientIdentity,
   type DriverConnection,
   type RpcConnection,
   type ServerAuthContext,
   type TransportInfo,
+  type UnixPeerIdentity,
 } from '@virtauth/core';
 
 export class ClientSession implements ServerAuthContext {
@@ -23,6 +25,8 @@ export class ClientSession implements ServerAuthContext {
   driverConn: DriverConnection | null = null;
   /** Whether the hypervisor connection was opened read-only (socket or CONNECT_OPEN flag). */
   readOnlyOpen = false;
+  /** The open hypervisor driver's name as access rules see it (`connect_driver`), e.g. `TEST`. */
+  connectDriver = '';
   /** Resources to release when the connection goes (relay channels, timers). */
   private readonly cleanups: (() => void)[] = [];
 
@@ -33,12 +37,17 @@ export class ClientSession implements ServerAuthContext {
     readonly readOnly: boolean,
     readonly log: Logger & AuthLogger,
     private readonly onAuthenticated: (session: ClientSession) => void,
+    peerIdentity?: UnixPeerIdentity,
   ) {
     this.authed = socketAuth === 0;
     if (transport.peer) {
       this.identity.unixUid = transport.peer.uid;
       this.identity.unixGid = transport.peer.gid;
       this.identity.unixPid = transport.peer.pid;
+    }
+    if (peerIdentity) {
+      this.identity.unix = peerIdentity;
+      if (peerIdentity.userName !== undefined) this.identity.username = peerIdentity.userName;
     }
     if (this.authed) this.identity.method = 'none';
   }
@@ -50,6 +59,12 @@ export class ClientSession implements ServerAuthContext {
   get authenticated(): boolean {
     return this.authed;
   }
+
+  /**
+   * Who asks and on what connection, for access checks (complete once CONNECT_OPEN has run). One
+   * object for the connection's life, so drivers can key per-connection decision caches on it.
+   */
+  readonly accessSubject: AccessSubject = sessionSubject(this);
 
   markAuthenticated(identity: ClientIdentity): void {
     if (this.authed) return;
@@ -92,4 +107,14 @@ export class ClientSession implements ServerAuthContext {
       }
     }
   }
+}
+
+function sessionSubject(session: ClientSession): AccessSubject {
+  return {
+    get identity() { return session.identity; },
+    get transport() { return session.transport.kind; },
+    get readOnly() { return session.readOnlyOpen; },
+    get connectDriver() { return session.connectDriver; },
+    get connectionId() { return session.connectionId; },
+  };
 }

@@ -1,0 +1,195 @@
+// The access manager: the one place a call, a list result or an event is checked against
+// libvirt's permission model, whoever serves it (the daemon's own dispatch, or a gateway that
+// forwards the call's bytes and decodes only its object and flags). Every configured driver must
+// allow; with none configured only the read-only rule applies, as in libvirt.
+
+import type { AccessAuditRecord, AccessDriver, AccessLogger, AccessObject, AccessRequest, AccessSubject } from '../contracts/access.js';
+import { ErrorCode, ErrorDomain, VirError } from '../errors.js';
+import { aclObject, applicableAclRules, readOnlyDenied, type AclRule, type ProcedureInfo } from '../protocol/procedures.js';
+import { formatUuid, parseUuid } from '../uuid.js';
+import { connectObject, describeObject, namedInXml, objectName } from './objects.js';
+
+/** libvirt's answer to a denied call: code 88, domain 55, "access denied", no reason given. */
+export function accessDenied(): VirError {
+  return new VirError({ code: ErrorCode.ACCESS_DENIED, domain: ErrorDomain.ACCESS });
+}
+
+/**
+ * Finds the object a client's wire structure names as the hypervisor knows it: clients name a
+ * domain by name and UUID, drivers find it by UUID, so a name a client made up must never be what
+ * a rule sees. Returns the authoritative structure (or throws the driver's "no such" error).
+ */
+export type ObjectResolver = (type: string, ref: unknown) => Promise<unknown>;
+
+export type AccessAuditMode = 'denied' | 'all';
+
+export interface AccessManagerOptions {
+  log: AccessLogger;
+  /** Receives every denial, and with `auditMode: 'all'` every allowed write. */
+  audit?: (record: AccessAuditRecord) => void;
+  auditMode?: AccessAuditMode;
+}
+
+/** A call's arguments, or a function that decodes as much of them as a check needs. */
+export type CallArguments = unknown | (() => unknown);
+
+export class AccessManager {
+  private readonly auditMode: AccessAuditMode;
+
+  constructor(
+    readonly drivers: readonly AccessDriver[],
+    private readonly opts: AccessManagerOptions,
+  ) {
+    this.auditMode = opts.auditMode ?? 'denied';
+  }
+
+  /** Whether any access driver is configured (without one, only read-only is enforced). */
+  get enabled(): boolean {
+    return this.drivers.length > 0;
+  }
+
+  /**
+   * Checks a call before it runs or is forwarded: the read-only rule, then each `@acl` rule that
+   * applies to the call's flags, on the connection or on the object its arguments name. Rules on
+   * an object the reply carries (lookups) are checked by `checkResult`; for a define or create
+   * from XML the object the document describes is checked here, before anything is made.
+   * Throws libvirt's error on denial.
+   */
+  async checkCall(info: ProcedureInfo, args: CallArguments, subject: AccessSubject, resolve: ObjectResolver | null): Promise<void> {
+    if (info.readOnlyDenied && subject.readOnly) {
+      this.audit('access.denied', subject, info.name, connectObject(subject.connectDriver), info.acl[0]?.permission ?? 'write', 'readonly');
+      throw readOnlyDenied(info);
+    }
+    if (!this.enabled || info.acl.length === 0) return;
+    const decoded = typeof args === 'function' ? (args as () => unknown)() : args;
+    const rules = applicableAclRules(info, decoded);
+    let object: AccessObject | null | undefined;
+    for (const rule of rules) {
+      if (rule.object !== 'connect' && info.object?.in === 'ret') {
+        if (!info.readOnlyDenied) continue; // a lookup: checked against what it finds
+        object ??= this.objectFromXml(rule.object, decoded, subject);
+      } else if (rule.object !== 'connect') {
+        object ??= await this.resolveObject(rule.object, aclObject(info, decoded), subject, resolve);
+      }
+      const target = rule.object === 'connect' ? connectObject(subject.connectDriver) : object;
+      await this.require(subject, info, target ?? null, rule);
+    }
+  }
+
+  /** Checks the object a lookup (or define) returned: libvirt checks lookups against what they found. */
+  async checkResult(info: ProcedureInfo, args: unknown, ret: unknown, subject: AccessSubject): Promise<void> {
+    if (!this.enabled || info.object?.in !== 'ret' || info.readOnlyDenied) return;
+    const found = aclObject(info, args, ret);
+    for (const rule of applicableAclRules(info, args)) {
+      if (rule.object === 'connect') continue;
+      await this.require(subject, info, describeObject(rule.object, found, subject.connectDriver), rule);
+    }
+  }
+
+  /**
+   * The items of a list reply this client may see under the procedure's `@aclfilter` rules (e.g.
+   * `domain:getattr` for CONNECT_LIST_ALL_DOMAINS). Dropped items are silent, as in libvirt.
+   */
+  async filter<T>(info: ProcedureInfo, items: readonly T[], subject: AccessSubject, refOf: (item: T) => unknown = (i) => i): Promise<T[]> {
+    if (!this.enabled || info.aclFilter.length === 0) return [...items];
+    const out: T[] = [];
+    for (const item of items) if (await this.passesFilter(info.aclFilter, refOf(item), subject)) out.push(item);
+    return out;
+  }
+
+  /** Whether an event about `ref` may reach this client (the register procedure's `@aclfilter`). */
+  async allowsEvent(register: ProcedureInfo, ref: unknown, subject: AccessSubject): Promise<boolean> {
+    if (!this.enabled || register.aclFilter.length === 0) return true;
+    return this.passesFilter(register.aclFilter, ref, subject);
+  }
+
+  /** Asks every driver to reload its policy; decisions cached by the old one are dropped there. */
+  async reload(): Promise<void> {
+    for (const d of this.drivers) {
+      try {
+        await d.reload?.();
+      } catch (e) {
+        this.opts.log.error({ event: 'access.reload.failed', driver: d.name, err: (e as Error).message }, 'access driver reload failed; it keeps its previous policy');
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const d of this.drivers) await d.close?.();
+  }
+
+  private async passesFilter(rules: readonly AclRule[], ref: unknown, subject: AccessSubject): Promise<boolean> {
+    for (const rule of rules) {
+      const object = describeObject(rule.object, ref, subject.connectDriver);
+      if (!object || (await this.deniedBy({ subject, object, permission: rule.permission })) !== null) return false;
+    }
+    return true;
+  }
+
+  private async require(subject: AccessSubject, info: ProcedureInfo, object: AccessObject | null, rule: AclRule): Promise<void> {
+    if (!object) {
+      this.audit('access.denied', subject, info.name, { type: rule.object, id: '', attributes: {} }, rule.permission, 'malformed-object');
+      throw accessDenied();
+    }
+    const denier = await this.deniedBy({ subject, object, permission: rule.permission, procedure: info.name });
+    if (denier !== null) {
+      this.audit('access.denied', subject, info.name, object, rule.permission, denier);
+      throw accessDenied();
+    }
+    if (this.auditMode === 'all' && info.readOnlyDenied) this.audit('access.allowed', subject, info.name, object, rule.permission, null);
+  }
+
+  /** The name of the first driver that denies, or null when all allow. */
+  private async deniedBy(request: AccessRequest): Promise<string | null> {
+    for (const driver of this.drivers) {
+      let allowed: boolean;
+      try {
+        const answer = driver.check(request);
+        allowed = typeof answer === 'boolean' ? answer : await answer;
+      } catch (e) {
+        this.opts.log.warn({ event: 'access.driver.error', driver: driver.name, permission: request.permission, object: request.object.type, err: (e as Error).message }, `'${driver.name}' denied access: its check failed`);
+        allowed = false;
+      }
+      if (!allowed) return driver.name;
+    }
+    return null;
+  }
+
+  private async resolveObject(type: string, ref: unknown, subject: AccessSubject, resolve: ObjectResolver | null): Promise<AccessObject | null> {
+    if (ref === null || typeof ref !== 'object') return null;
+    const actual = resolve ? await resolve(type, ref) : ref;
+    return describeObject(type, actual, subject.connectDriver);
+  }
+
+  private objectFromXml(type: string, args: unknown, subject: AccessSubject): AccessObject | null {
+    const xml = args !== null && typeof args === 'object' ? (args as Record<string, unknown>)['xml'] ?? (args as Record<string, unknown>)['xmlDesc'] : undefined;
+    const { name, uuid } = namedInXml(xml);
+    const bytes = parseUuid(uuid);
+    return describeObject(type, { name, uuid: bytes ? formatUuid(bytes) : '', key: '', portdev: '', filtername: '' }, subject.connectDriver);
+  }
+
+  private audit(event: AccessAuditRecord['event'], subject: AccessSubject, procedure: string | null, object: AccessObject, permission: string, driver: string | null): void {
+    const audit = this.opts.audit;
+    if (!audit) return;
+    const id = subject.identity;
+    audit({
+      event,
+      conn: subject.connectionId,
+      transport: subject.transport,
+      method: id.method ?? null,
+      user: id.username ?? id.unix?.userName ?? null,
+      uid: id.unix?.uid ?? id.unixUid ?? null,
+      pid: id.unix?.pid ?? id.unixPid ?? null,
+      x509Dn: id.tlsDistinguishedName ?? null,
+      oidcIssuer: id.oidc?.issuer ?? null,
+      oidcSubject: id.oidc?.subject ?? null,
+      hops: id.hops ? id.hops.map((h) => h.daemon) : null,
+      procedure,
+      object: object.type,
+      objectId: object.id,
+      objectName: objectName(object),
+      permission,
+      driver,
+    });
+  }
+}
