@@ -54,9 +54,11 @@ export const polkitAccessDriverFactory: AccessDriverFactory = {
   create: (_settings, log) => new PolkitAccessDriver({ log }),
 };
 
-/** Every permission of libvirt's model that the remote protocol's `@acl` rules use, per object. */
+/** Every permission of libvirt's model, per object: those the remote protocol's `@acl` rules use, and LXC's one. */
 export function aclPermissions(): Map<string, string[]> {
   const out = new Map<string, Set<string>>(ACL_OBJECT_TYPES.map((t) => [t, new Set<string>()]));
+  // Checked only by the LXC driver's own protocol, which virtauth does not generate.
+  out.get('domain')!.add('open_namespace');
   for (const p of remoteProcedures) for (const rule of [...p.acl, ...p.aclFilter]) out.get(rule.object)?.add(rule.permission);
   return new Map([...out].map(([k, v]) => [k, [...v].sort()]));
 }
