@@ -333,16 +333,21 @@ function dispatchToDriver(info: ProcedureInfo, named: Procedure<any, any, Client
  * CONNECT_OPEN there is nothing to check against; the handler itself refuses then.
  */
 function checkedHandler(info: ProcedureInfo, handle: Handler<unknown, unknown>, access: AccessManager): Handler<unknown, unknown> {
-  return async (s, args) => {
+  const filtered = info.aclFilter.length > 0 && !DOMAIN_LISTS.has(info.number);
+  const afterCall = async (s: ClientSession, args: unknown, ret: unknown): Promise<unknown> => {
+    await access.checkResult(info, args, ret, s.accessSubject);
+    return filtered ? filterListReply(info, ret, s, access) : ret;
+  };
+  const run = (s: ClientSession, args: unknown): unknown => {
+    const ret = handle(s, args);
+    if (!access.enabled || (info.object?.in !== 'ret' && !filtered)) return ret;
+    return Promise.resolve(ret).then((r) => afterCall(s, args, r));
+  };
+  return (s, args) => {
     if (!s.driverConn) return handle(s, args);
-    const subject = s.accessSubject;
-    await access.checkCall(info, args, subject, driverResolver(s));
-    const ret = await handle(s, args);
-    if (access.enabled) {
-      await access.checkResult(info, args, ret, subject);
-      if (info.aclFilter.length > 0 && !DOMAIN_LISTS.has(info.number)) return filterListReply(info, ret, s, access);
-    }
-    return ret;
+    // Synchronous when the decision is (a cached one): no extra turn of the event loop per call.
+    const pending = access.checkCall(info, args, s.accessSubject, driverResolver(s));
+    return (pending ? pending.then(() => run(s, args)) : run(s, args)) as Promise<unknown>;
   };
 }
 

@@ -55,35 +55,48 @@ export class AccessManager {
    * from XML the object the document describes is checked here, before anything is made.
    * Throws libvirt's error on denial.
    */
-  async checkCall(info: ProcedureInfo, args: CallArguments, subject: AccessSubject, resolve: ObjectResolver | null): Promise<void> {
+  checkCall(info: ProcedureInfo, args: CallArguments, subject: AccessSubject, resolve: ObjectResolver | null): Promise<void> | undefined {
     if (info.readOnlyDenied && subject.readOnly) {
       this.audit('access.denied', subject, info.name, connectObject(subject.connectDriver), info.acl[0]?.permission ?? 'write', 'readonly');
       throw readOnlyDenied(info);
     }
-    if (!this.enabled || info.acl.length === 0) return;
+    if (!this.enabled || info.acl.length === 0) return undefined;
     const decoded = typeof args === 'function' ? (args as () => unknown)() : args;
-    const rules = applicableAclRules(info, decoded);
-    let object: AccessObject | null | undefined;
-    for (const rule of rules) {
-      if (rule.object !== 'connect' && info.object?.in === 'ret') {
-        if (!info.readOnlyDenied) continue; // a lookup: checked against what it finds
-        object ??= this.objectFromXml(rule.object, decoded, subject);
-      } else if (rule.object !== 'connect') {
-        object ??= await this.resolveObject(rule.object, aclObject(info, decoded), subject, resolve);
-      }
-      const target = rule.object === 'connect' ? connectObject(subject.connectDriver) : object;
-      await this.require(subject, info, target ?? null, rule);
+    const rules = info.acl.length === 1 && !info.acl[0]!.flags && !info.acl[0]!.param ? info.acl : applicableAclRules(info, decoded);
+    const objectRule = rules.find((r) => r.object !== 'connect');
+    // The object named by the arguments is found first (asynchronously, in the driver); the rest
+    // stays synchronous while the drivers answer synchronously, which keeps a cached decision cheap.
+    if (objectRule && info.object?.in === 'args') {
+      const ref = aclObject(info, decoded);
+      if (ref === null || typeof ref !== 'object' || !resolve) return this.checkRules(info, rules, subject, describeObject(objectRule.object, ref, subject.connectDriver));
+      return resolve(objectRule.object, ref).then((actual) => this.checkRules(info, rules, subject, describeObject(objectRule.object, actual, subject.connectDriver)));
     }
+    // A define or create from XML: checked on the object the document describes.
+    const described = objectRule && info.readOnlyDenied ? this.objectFromXml(objectRule.object, decoded, subject) : null;
+    return this.checkRules(info, rules, subject, described);
+  }
+
+  /** Checks `rules` in order; object rules of a lookup wait for what it found (`found`). */
+  private checkRules(info: ProcedureInfo, rules: readonly AclRule[], subject: AccessSubject, object: AccessObject | null, found = false): Promise<void> | undefined {
+    for (let i = 0; i < rules.length; i++) {
+      const rule = rules[i]!;
+      let target: AccessObject | null;
+      if (rule.object === 'connect') target = connectObject(subject.connectDriver);
+      else if (!found && info.object?.in === 'ret' && !info.readOnlyDenied) continue; // a lookup: checked against what it finds
+      else target = object;
+      const pending = this.require(subject, info, target, rule);
+      if (pending) return pending.then(() => this.checkRules(info, rules.slice(i + 1), subject, object, found));
+    }
+    return undefined;
   }
 
   /** Checks the object a lookup (or define) returned: libvirt checks lookups against what they found. */
-  async checkResult(info: ProcedureInfo, args: unknown, ret: unknown, subject: AccessSubject): Promise<void> {
-    if (!this.enabled || info.object?.in !== 'ret' || info.readOnlyDenied) return;
+  checkResult(info: ProcedureInfo, args: unknown, ret: unknown, subject: AccessSubject): Promise<void> | undefined {
+    if (!this.enabled || info.object?.in !== 'ret' || info.readOnlyDenied) return undefined;
     const found = aclObject(info, args, ret);
-    for (const rule of applicableAclRules(info, args)) {
-      if (rule.object === 'connect') continue;
-      await this.require(subject, info, describeObject(rule.object, found, subject.connectDriver), rule);
-    }
+    const rules = applicableAclRules(info, args).filter((r) => r.object !== 'connect');
+    const object = rules[0] ? describeObject(rules[0].object, found, subject.connectDriver) : null;
+    return this.checkRules(info, rules, subject, object, true);
   }
 
   /**
@@ -121,44 +134,59 @@ export class AccessManager {
   private async passesFilter(rules: readonly AclRule[], ref: unknown, subject: AccessSubject): Promise<boolean> {
     for (const rule of rules) {
       const object = describeObject(rule.object, ref, subject.connectDriver);
-      if (!object || (await this.deniedBy({ subject, object, permission: rule.permission })) !== null) return false;
+      if (!object) return false;
+      const denier = this.deniedBy({ subject, object, permission: rule.permission });
+      if ((typeof denier === 'object' && denier !== null ? await denier : denier) !== null) return false;
     }
     return true;
   }
 
-  private async require(subject: AccessSubject, info: ProcedureInfo, object: AccessObject | null, rule: AclRule): Promise<void> {
+  /** Throws on denial; a promise only when some driver answers asynchronously. */
+  private require(subject: AccessSubject, info: ProcedureInfo, object: AccessObject | null, rule: AclRule): Promise<void> | undefined {
     if (!object) {
       this.audit('access.denied', subject, info.name, { type: rule.object, id: '', attributes: {} }, rule.permission, 'malformed-object');
       throw accessDenied();
     }
-    const denier = await this.deniedBy({ subject, object, permission: rule.permission, procedure: info.name });
-    if (denier !== null) {
-      this.audit('access.denied', subject, info.name, object, rule.permission, denier);
-      throw accessDenied();
-    }
-    if (this.auditMode === 'all' && info.readOnlyDenied) this.audit('access.allowed', subject, info.name, object, rule.permission, null);
+    const settle = (denier: string | null): void => {
+      if (denier !== null) {
+        this.audit('access.denied', subject, info.name, object, rule.permission, denier);
+        throw accessDenied();
+      }
+      if (this.auditMode === 'all' && info.readOnlyDenied) this.audit('access.allowed', subject, info.name, object, rule.permission, null);
+    };
+    const denier = this.deniedBy({ subject, object, permission: rule.permission, procedure: info.name });
+    if (typeof denier === 'object' && denier !== null) return denier.then(settle);
+    settle(denier);
+    return undefined;
   }
 
-  /** The name of the first driver that denies, or null when all allow. */
-  private async deniedBy(request: AccessRequest): Promise<string | null> {
-    for (const driver of this.drivers) {
-      let allowed: boolean;
+  /** The name of the first driver that denies, or null when all allow; synchronous while the drivers are. */
+  private deniedBy(request: AccessRequest, from = 0): string | null | Promise<string | null> {
+    for (let i = from; i < this.drivers.length; i++) {
+      const driver = this.drivers[i]!;
+      let answer: boolean | Promise<boolean>;
       try {
-        const answer = driver.check(request);
-        allowed = typeof answer === 'boolean' ? answer : await answer;
+        answer = driver.check(request);
       } catch (e) {
-        this.opts.log.warn({ event: 'access.driver.error', driver: driver.name, permission: request.permission, object: request.object.type, err: (e as Error).message }, `'${driver.name}' denied access: its check failed`);
-        allowed = false;
+        this.driverFailed(driver, request, e);
+        return driver.name;
       }
-      if (!allowed) return driver.name;
+      if (typeof answer !== 'boolean') {
+        return answer.then(
+          (allowed) => (allowed ? this.deniedBy(request, i + 1) : driver.name),
+          (e: unknown) => {
+            this.driverFailed(driver, request, e);
+            return driver.name;
+          },
+        );
+      }
+      if (!answer) return driver.name;
     }
     return null;
   }
 
-  private async resolveObject(type: string, ref: unknown, subject: AccessSubject, resolve: ObjectResolver | null): Promise<AccessObject | null> {
-    if (ref === null || typeof ref !== 'object') return null;
-    const actual = resolve ? await resolve(type, ref) : ref;
-    return describeObject(type, actual, subject.connectDriver);
+  private driverFailed(driver: AccessDriver, request: AccessRequest, e: unknown): void {
+    this.opts.log.warn({ event: 'access.driver.error', driver: driver.name, permission: request.permission, object: request.object.type, err: (e as Error).message }, `'${driver.name}' denied access: its check failed`);
   }
 
   private objectFromXml(type: string, args: unknown, subject: AccessSubject): AccessObject | null {

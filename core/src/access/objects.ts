@@ -40,49 +40,68 @@ export function describeObject(type: string, ref: unknown, connectDriver: string
   if (type === 'connect') return connectObject(connectDriver);
   if (ref === null || typeof ref !== 'object') return null;
   const r = ref as Ref;
-  const base = { connect_driver: connectDriver };
+  const attributes: Record<string, string> = { connect_driver: connectDriver };
+  let id: string;
   switch (type) {
-    case 'domain': {
-      const uuid = uuidText(r['uuid']);
-      return { type, id: uuid, attributes: { ...base, domain_name: text(r['name']), domain_uuid: uuid } };
-    }
-    case 'network': {
-      const uuid = uuidText(r['uuid']);
-      return { type, id: uuid, attributes: { ...base, network_name: text(r['name']), network_uuid: uuid } };
-    }
+    case 'domain':
+      id = uuidText(r['uuid']);
+      attributes['domain_name'] = text(r['name']);
+      attributes['domain_uuid'] = id;
+      break;
+    case 'network':
+      id = uuidText(r['uuid']);
+      attributes['network_name'] = text(r['name']);
+      attributes['network_uuid'] = id;
+      break;
     case 'network_port': {
       const net = (r['net'] ?? {}) as Ref;
-      const uuid = uuidText(r['uuid']);
-      return { type, id: uuid, attributes: { ...base, network_name: text(net['name']), network_uuid: uuidText(net['uuid']), port_uuid: uuid } };
+      id = uuidText(r['uuid']);
+      attributes['network_name'] = text(net['name']);
+      attributes['network_uuid'] = uuidText(net['uuid']);
+      attributes['port_uuid'] = id;
+      break;
     }
-    case 'storage_pool': {
-      const uuid = uuidText(r['uuid']);
-      return { type, id: uuid, attributes: { ...base, pool_name: text(r['name']), pool_uuid: uuid } };
-    }
+    case 'storage_pool':
+      id = uuidText(r['uuid']);
+      attributes['pool_name'] = text(r['name']);
+      attributes['pool_uuid'] = id;
+      break;
     case 'storage_vol':
-      return { type, id: text(r['key']), attributes: { ...base, pool_name: text(r['pool']), vol_name: text(r['name']), vol_key: text(r['key']) } };
+      id = text(r['key']);
+      attributes['pool_name'] = text(r['pool']);
+      attributes['vol_name'] = text(r['name']);
+      attributes['vol_key'] = id;
+      break;
     case 'interface':
-      return { type, id: text(r['name']), attributes: { ...base, interface_name: text(r['name']), interface_macaddr: text(r['mac']) } };
+      id = text(r['name']);
+      attributes['interface_name'] = id;
+      attributes['interface_macaddr'] = text(r['mac']);
+      break;
     case 'node_device':
-      return { type, id: text(r['name']), attributes: { ...base, node_device_name: text(r['name']) } };
-    case 'nwfilter': {
-      const uuid = uuidText(r['uuid']);
-      return { type, id: uuid, attributes: { ...base, nwfilter_name: text(r['name']), nwfilter_uuid: uuid } };
-    }
+      id = text(r['name']);
+      attributes['node_device_name'] = id;
+      break;
+    case 'nwfilter':
+      id = uuidText(r['uuid']);
+      attributes['nwfilter_name'] = text(r['name']);
+      attributes['nwfilter_uuid'] = id;
+      break;
     case 'nwfilter_binding':
-      return {
-        type,
-        id: text(r['portdev']),
-        attributes: { ...base, nwfilter_binding_portdev: text(r['portdev']), nwfilter_binding_filter: text(r['filtername']) },
-      };
+      id = text(r['portdev']);
+      attributes['nwfilter_binding_portdev'] = id;
+      attributes['nwfilter_binding_filter'] = text(r['filtername']);
+      break;
     case 'secret': {
-      const uuid = uuidText(r['uuid']);
+      id = uuidText(r['uuid']);
+      attributes['secret_uuid'] = id;
       const usage = SECRET_USAGE_ATTRIBUTE[typeof r['usageType'] === 'number' ? (r['usageType'] as number) : -1];
-      return { type, id: uuid, attributes: { ...base, secret_uuid: uuid, ...(usage ? { [usage]: text(r['usageID']) } : {}) } };
+      if (usage) attributes[usage] = text(r['usageID']);
+      break;
     }
     default:
       return null;
   }
+  return { type, id, attributes };
 }
 
 /** virSecretUsageType -> the attribute libvirt names the usage by. */
