@@ -53,7 +53,8 @@ export class AccessManager {
    * applies to the call's flags, on the connection or on the object its arguments name. Rules on
    * an object the reply carries (lookups) are checked by `checkResult`; for a define or create
    * from XML the object the document describes is checked here, before anything is made.
-   * Throws libvirt's error on denial.
+   * Denial is libvirt's error, thrown at once when the decision is synchronous (a cached one),
+   * else the returned promise rejects with it; `undefined` means allowed without waiting.
    */
   checkCall(info: ProcedureInfo, args: CallArguments, subject: AccessSubject, resolve: ObjectResolver | null): Promise<void> | undefined {
     if (info.readOnlyDenied && subject.readOnly) {
