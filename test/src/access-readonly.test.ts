@@ -4,7 +4,6 @@
 // arguments of all zeros, aimed at the default domain where it names one.
 
 import { rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { join } from 'node:path';
 
 import test, { type ExecutionContext } from 'ava';
@@ -13,7 +12,6 @@ import {
   REMOTE_PROGRAM,
   REMOTE_PROTOCOL_VERSION,
   RemoteProc,
-  RpcConnection,
   VirError,
   XdrReader,
   remote,
@@ -23,14 +21,7 @@ import {
 } from '@virtauth/core';
 
 import { tempDir } from './peers/index.js';
-import { startVirtauthd } from './virtauthd-support.js';
-
-function rawClient(path: string): Promise<RpcConnection> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(path, () => resolve(new RpcConnection(socket)));
-    socket.once('error', reject);
-  });
-}
+import { rawClient, startVirtauthd } from './virtauthd-support.js';
 
 /** The arguments all-zero bytes decode to (empty strings and lists, null pointers, zero numbers). */
 function zeroArgs(info: ProcedureInfo): unknown {

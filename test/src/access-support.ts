@@ -2,13 +2,12 @@
 // the same cases run against virtauthd's embedded test driver and (once merged) through a
 // gateway to a real libvirtd: the target says how each user reaches the domains.
 
-import { spawn } from 'node:child_process';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import type { ExecutionContext } from 'ava';
 
-import { libvirtClientEnv, requireExecutable, runProcess, waitFor, type ProcessResult } from './peers/index.js';
+import { libvirtClientEnv, requireExecutable, runProcess, waitFor, watchVirshEvents, type ProcessResult } from './peers/index.js';
 import { tempDir } from './peers/util.js';
 
 /** admin may do everything; viewer may see and read the domains named gw*, nothing else on them. */
@@ -78,22 +77,7 @@ export async function writeAuthFiles(t: ExecutionContext, passwords: Record<stri
 
 /** `virsh event --all --loop` as `user` until stopped. */
 export function watchEvents(target: AccessTarget, user: 'admin' | 'viewer'): { output(): string; stop(): Promise<string> } {
-  const child = spawn(virshPath(), ['-c', target.uri, 'event', '--all', '--loop'], {
-    env: libvirtClientEnv({ LIBVIRT_AUTH_FILE: target.authFile(user) }),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
-  child.stderr.setEncoding('utf8').on('data', (s: string) => (out += s));
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  return {
-    output: () => out,
-    stop: async () => {
-      child.kill('SIGINT');
-      await exited;
-      return out;
-    },
-  };
+  return watchVirshEvents(target.uri, { LIBVIRT_AUTH_FILE: target.authFile(user) });
 }
 
 /**

@@ -9,11 +9,10 @@ import {writeFile} from 'node:fs/promises';
 import {join} from 'node:path';
 
 import test, {type ExecutionContext} from 'ava';
-import {ErrorCode, ErrorDomain, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, RemoteProc, RpcConnection, VirError, remote, xdr} from '@virtauth/core';
-import net from 'node:net';
+import {ErrorCode, ErrorDomain, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, RemoteProc, VirError, remote, xdr} from '@virtauth/core';
 
-import {PrivateLibvirtd, interopTest, libvirtClientEnv, requireExecutable, runProcess, waitFor, type ProcessResult} from './peers/index.js';
-import {startVirtauthd} from './virtauthd-support.js';
+import {PrivateLibvirtd, interopTest, libvirtClientEnv, requireExecutable, runProcess, waitFor, watchVirshEvents, type ProcessResult} from './peers/index.js';
+import {rawClient, startVirtauthd} from './virtauthd-support.js';
 import {openAuth} from 'virtauth';
 
 const DOMAIN_XML = `<domain type='test'>
@@ -39,22 +38,7 @@ function virsh(uri: string, args: readonly string[]): Promise<ProcessResult> {
   return runProcess(virshPath(), ['-c', uri, ...args], {env: libvirtClientEnv(), timeoutMs: 30_000});
 }
 
-/** `virsh event --all --loop` running until stopped; its output so far. */
-function watchEvents(uri: string): {output(): string; stop(): Promise<string>} {
-  const child = spawn(virshPath(), ['-c', uri, 'event', '--all', '--loop'], {env: libvirtClientEnv(), stdio: ['ignore', 'pipe', 'pipe']});
-  let out = '';
-  child.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
-  child.stderr.setEncoding('utf8').on('data', (s: string) => (out += s));
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  return {
-    output: () => out,
-    stop: async () => {
-      child.kill('SIGINT');
-      await exited;
-      return out;
-    },
-  };
-}
+const watchEvents = (uri: string) => watchVirshEvents(uri);
 
 const STEPS: string[][] = [
   ['define', 'XML'],
@@ -136,13 +120,6 @@ interopTest('writes are refused on the read-only socket and bad definitions get 
   }
   t.regex((await virsh(rwUri, ['list', '--all', '--name'])).stdout, /^test\n\n?$/);
 });
-
-function rawClient(path: string): Promise<RpcConnection> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(path, () => resolve(new RpcConnection(socket)));
-    socket.once('error', reject);
-  });
-}
 
 test('over the wire: unknown procedures, missing operations and bogus event callbacks get libvirt\'s errors', async (t) => {
   const ours = await startOurs(t);
