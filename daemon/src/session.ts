@@ -70,7 +70,16 @@ export class ClientSession implements ServerAuthContext {
     if (this.authed) return;
     Object.assign(this.identity, identity);
     this.authed = true;
-    this.log.info({ event: 'client.authenticated', method: identity.method, user: identity.username }, 'client authenticated');
+    const who = this.identity;
+    this.log.info({
+      event: 'client.authenticated',
+      method: who.method,
+      user: who.username,
+      ...(who.sasl ? { mechanism: who.sasl.mechanism } : {}),
+      ...(who.unix ? { uid: who.unix.uid, pid: who.unix.pid } : {}),
+      ...(who.tlsDistinguishedName ? { x509Dn: who.tlsDistinguishedName } : {}),
+      ...(who.oidc ? { oidcIssuer: who.oidc.issuer, oidcSubject: who.oidc.subject } : {}),
+    }, 'client authenticated');
     this.onAuthenticated(this);
   }
 

@@ -64,6 +64,9 @@ interopTest.serial('cedar: virsh as admin and as a viewer of gw* domains (list f
   const start = denials.find((r) => r['procedure'] === 'DOMAIN_CREATE_WITH_FLAGS' || r['procedure'] === 'DOMAIN_CREATE');
   t.like(start, { user: 'viewer', method: 'sasl', object: 'domain', objectName: VISIBLE, permission: 'start', driver: 'cedar', transport: 'unix' });
   t.false(daemon.logText().includes(passwords.viewer));
+  // The identity the logs carry: SASL mechanism and the unix peer read at accept.
+  t.like(daemon.events('client.authenticated').find((r) => r['user'] === 'viewer'), { method: 'sasl', mechanism: 'SCRAM-SHA-256', uid: process.getuid!() });
+  t.like(start, { uid: process.getuid!() });
 });
 
 test.serial('cedar: a client cannot borrow a visible name for a hidden domain, nor read through a lookup', async (t) => {
