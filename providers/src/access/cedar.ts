@@ -3,7 +3,7 @@
 // once per (re)load. Decisions are cached per connection, action and object until the next reload.
 
 import { readFile } from 'node:fs/promises';
-import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
+import type * as cedar from '@cedar-policy/cedar-wasm/nodejs';
 import {
   ErrorCode,
   ErrorDomain,
@@ -39,6 +39,14 @@ const MAX_CACHED_DECISIONS = 4096;
 
 let instances = 0;
 
+type CedarWasm = typeof import('@cedar-policy/cedar-wasm/nodejs');
+let wasm: Promise<CedarWasm> | null = null;
+
+/** The Cedar engine, compiled on first use: programs that never configure cedar do not pay for it. */
+function loadCedar(): Promise<CedarWasm> {
+  return (wasm ??= import('@cedar-policy/cedar-wasm/nodejs'));
+}
+
 /** The principal's name: the SASL user (or OIDC user-name claim), else the unix user; "" when unknown. */
 export function principalName(identity: ClientIdentity): string {
   return identity.username ?? identity.unix?.userName ?? '';
@@ -56,11 +64,14 @@ export class CedarAccessDriver implements AccessDriver {
   private decisions = new WeakMap<AccessSubject, Map<string, boolean>>();
   private loaded = false;
 
-  private constructor(private readonly opts: CedarAccessDriverOptions) {}
+  private constructor(
+    private readonly opts: CedarAccessDriverOptions,
+    private readonly cedar: CedarWasm,
+  ) {}
 
   /** Loads the policy; at start a policy that cannot be read or parsed is a configuration error. */
   static async create(opts: CedarAccessDriverOptions): Promise<CedarAccessDriver> {
-    const driver = new CedarAccessDriver(opts);
+    const driver = new CedarAccessDriver(opts, await loadCedar());
     const failure = await driver.load();
     if (failure) throw new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `access_cedar_policy_file ${opts.policyFile}: ${failure}` });
     return driver;
@@ -74,7 +85,7 @@ export class CedarAccessDriver implements AccessDriver {
     } catch (e) {
       return `cannot read it: ${(e as Error).message}`;
     }
-    const answer = cedar.preparsePolicySet(this.policySetId, { staticPolicies: text });
+    const answer = this.cedar.preparsePolicySet(this.policySetId, { staticPolicies: text });
     if (answer.type === 'failure') return answer.errors.map((e) => describeCedarError(e, text)).join('; ');
     this.loaded = true;
     this.decisions = new WeakMap();
@@ -109,7 +120,7 @@ export class CedarAccessDriver implements AccessDriver {
 
   /** One evaluation against the preparsed policy set, without the cache. */
   decide(subject: AccessSubject, object: AccessObject, permission: string): boolean {
-    const answer = cedar.statefulIsAuthorized(cedarRequest(this.policySetId, subject, object, permission));
+    const answer = this.cedar.statefulIsAuthorized(cedarRequest(this.policySetId, subject, object, permission));
     if (answer.type === 'failure') throw new Error(`Cedar evaluation failed: ${answer.errors.map((e) => e.message).join('; ')}`);
     return answer.response.decision === 'allow';
   }
