@@ -104,7 +104,9 @@ export function createRemoteProgram(opts: RemoteProgramOptions): ProgramDefiniti
     const readOnly = s.readOnly || (flags & OpenFlag.READ_ONLY) !== 0;
     const conn = await opts.open(s, name, readOnly);
     try {
-      s.connectDriver = await conn.getType();
+      // Rules name the hypervisor type (`QEMU`, `TEST`); asking costs a round trip on a remote
+      // driver, so only when access drivers will read it.
+      s.connectDriver = access.enabled ? await conn.getType() : conn.driverName;
       s.readOnlyOpen = readOnly;
       // libvirt's drivers check connect:getattr in their open; a client refused keeps no connection.
       await access.checkCall(info(RemoteProc.CONNECT_OPEN), { name, flags }, s.accessSubject, null);
