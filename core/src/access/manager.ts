@@ -14,6 +14,17 @@ export function accessDenied(): VirError {
   return new VirError({ code: ErrorCode.ACCESS_DENIED, domain: ErrorDomain.ACCESS });
 }
 
+/** libvirt's answer when a driver could not decide (an error, not a refusal): it names only the driver. */
+function driverFailedDenial(driver: string): VirError {
+  return new VirError({ code: ErrorCode.ACCESS_DENIED, domain: ErrorDomain.ACCESS, detail: `'${driver}' denied access` });
+}
+
+/** Which driver refused, and whether it refused by failing to decide. */
+interface Denial {
+  driver: string;
+  failed: boolean;
+}
+
 /**
  * Finds the object a client's wire structure names as the hypervisor knows it: clients name a
  * domain by name and UUID, drivers find it by UUID, so a name a client made up must never be what
@@ -137,7 +148,7 @@ export class AccessManager {
       const object = describeObject(rule.object, ref, subject.connectDriver);
       if (!object) return false;
       const denier = this.deniedBy({ subject, object, permission: rule.permission });
-      if ((typeof denier === 'object' && denier !== null ? await denier : denier) !== null) return false;
+      if ((denier instanceof Promise ? await denier : denier) !== null) return false;
     }
     return true;
   }
@@ -148,21 +159,21 @@ export class AccessManager {
       this.audit('access.denied', subject, info.name, { type: rule.object, id: '', attributes: {} }, rule.permission, 'malformed-object');
       throw accessDenied();
     }
-    const settle = (denier: string | null): void => {
+    const settle = (denier: Denial | null): void => {
       if (denier !== null) {
-        this.audit('access.denied', subject, info.name, object, rule.permission, denier);
-        throw accessDenied();
+        this.audit('access.denied', subject, info.name, object, rule.permission, denier.driver);
+        throw denier.failed ? driverFailedDenial(denier.driver) : accessDenied();
       }
       if (this.auditMode === 'all' && info.readOnlyDenied) this.audit('access.allowed', subject, info.name, object, rule.permission, null);
     };
     const denier = this.deniedBy({ subject, object, permission: rule.permission, procedure: info.name });
-    if (typeof denier === 'object' && denier !== null) return denier.then(settle);
+    if (denier instanceof Promise) return denier.then(settle);
     settle(denier);
     return undefined;
   }
 
   /** The name of the first driver that denies, or null when all allow; synchronous while the drivers are. */
-  private deniedBy(request: AccessRequest, from = 0): string | null | Promise<string | null> {
+  private deniedBy(request: AccessRequest, from = 0): Denial | null | Promise<Denial | null> {
     for (let i = from; i < this.drivers.length; i++) {
       const driver = this.drivers[i]!;
       let answer: boolean | Promise<boolean>;
@@ -170,18 +181,18 @@ export class AccessManager {
         answer = driver.check(request);
       } catch (e) {
         this.driverFailed(driver, request, e);
-        return driver.name;
+        return { driver: driver.name, failed: true };
       }
       if (typeof answer !== 'boolean') {
         return answer.then(
-          (allowed) => (allowed ? this.deniedBy(request, i + 1) : driver.name),
+          (allowed) => (allowed ? this.deniedBy(request, i + 1) : { driver: driver.name, failed: false }),
           (e: unknown) => {
             this.driverFailed(driver, request, e);
-            return driver.name;
+            return { driver: driver.name, failed: true };
           },
         );
       }
-      if (!answer) return driver.name;
+      if (!answer) return { driver: driver.name, failed: false };
     }
     return null;
   }
