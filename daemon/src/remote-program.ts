@@ -319,7 +319,9 @@ function dropEventCallbacks(s: ClientSession): void {
  * "not supported" error naming the API.
  */
 function dispatchToDriver(info: ProcedureInfo, named: Procedure<any, any, ClientSession> | undefined): Handler<unknown, unknown> {
-  if (named && (named.needsAuth === false || isConnectionLevel(info.number))) return named.handle;
+  // Domain lists are always served above, where they are filtered domain by domain: a driver's own
+  // method (the remote driver has one per procedure) would hand back the unfiltered list.
+  if (named && (named.needsAuth === false || isConnectionLevel(info.number) || DOMAIN_LISTS.has(info.number))) return named.handle;
   return (s, args) => {
     const conn = s.conn();
     const method = (conn as unknown as Record<string, unknown>)[info.method];

@@ -15,6 +15,7 @@ import { BASE_POLICY, HIDDEN, HIDDEN_UUID, VISIBLE, domainXml, runViewerCases, w
 import { interopTest } from './peers/index.js';
 import { tempDir } from './peers/util.js';
 import { TestVirtauthd } from './sasl-support.js';
+import { startVirtauthd } from './virtauthd-support.js';
 import { machineClient, oauthClientContainer, oauthServerSettings, startIdp } from './oidc-support.js';
 import { CLIENT } from './fixtures/oidc-idp.js';
 
@@ -89,6 +90,28 @@ test.serial('cedar: a client cannot borrow a visible name for a hidden domain, n
   t.deepEqual((await admin.listAllDomains(0)).map((d) => d.name).sort(), [HIDDEN, VISIBLE, 'test'].sort(), 'the refused define made nothing');
   t.deepEqual((await viewer.listAllDomains(0)).map((d) => d.name), [VISIBLE]);
   t.is(await viewer.getHostname(), hostname());
+});
+
+test.serial('cedar: lists are filtered when a remote driver serves them (virtauthd in front of another daemon)', async (t) => {
+  const backend = await startVirtauthd(t);
+  const direct = await openAuth(backend.uri(), null);
+  t.teardown(() => direct.close());
+  await direct.domainDefineXml!({ xml: domainXml(VISIBLE, '3a0c9a52-6a8e-4b7e-9a41-0f5e2d7c1b11') });
+  await direct.domainDefineXml!({ xml: domainXml(HIDDEN, HIDDEN_UUID) });
+
+  const policy = await policyDir(t, BASE_POLICY);
+  const front = await startCedarDaemon(t, policy.file);
+  // name= makes the front daemon open the backend through its remote driver.
+  const viaFront = `${front.uri('unix')}&name=${encodeURIComponent(backend.uri())}`;
+  const viewer = await openAuth(viaFront, passwordAuth('viewer'));
+  t.teardown(() => viewer.close());
+  t.deepEqual((await viewer.listAllDomains(0)).map((d) => d.name), [VISIBLE]);
+  t.deepEqual((await viewer.connectListAllDomains!({ need_results: 1, flags: 0 })).ret, 1);
+  t.deepEqual(await viewer.connectListDefinedDomains!({ maxnames: 10 }), { names: [VISIBLE] });
+  t.deepEqual(await viewer.connectNumOfDefinedDomains!(), { num: 1 });
+  t.deepEqual(await viewer.connectListDomains!({ maxids: 10 }), { ids: [] }, 'the running default domain "test" is not gw*');
+  t.like(await denial(viewer.lookupDomainByName(HIDDEN)), { code: ErrorCode.ACCESS_DENIED });
+  t.deepEqual((await direct.listAllDomains(0)).map((d) => d.name).sort(), [HIDDEN, VISIBLE, 'test'].sort());
 });
 
 test.serial('cedar: reload changes decisions on open connections; a malformed policy keeps the old one', async (t) => {
