@@ -8,13 +8,16 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import test from 'ava';
-import { connectObject, describeObject, parseUuid, type AccessSubject } from '@virtauth/core';
+import { CredentialType, ErrorCode, ErrorDomain, connectObject, describeObject, parseUuid, type AccessSubject, type ConnectAuth } from '@virtauth/core';
+import { openAuth } from 'virtauth';
 import { PolkitAccessDriver, polkitActionId, polkitActionsXml, type PolkitAuthorityClient } from '@virtauth/providers';
 
 import { HIDDEN, HIDDEN_UUID, VISIBLE, domainXml } from './access-support.js';
 import { interopTest, libvirtClientEnv, requireExecutable } from './peers/index.js';
 import { PrivatePolkit, ensureUser, runAs } from './peers/polkit.js';
 import { startVirtauthd } from './virtauthd-support.js';
+import { TestVirtauthd } from './sasl-support.js';
+import { TestPki } from './peers/pki.js';
 
 const shippedActions = fileURLToPath(new URL('../../../providers/polkit/org.libvirt.api.policy', import.meta.url));
 
@@ -115,4 +118,20 @@ interopTest.serial('polkit: a rules file keyed on action.lookup("domain_name") d
   });
   const list = await virsh(['list', '--all', '--name']);
   t.deepEqual(list.stdout.split('\n').filter((l) => l.trim() !== '').sort(), [HIDDEN, VISIBLE], 'list --all shows only what domain.getattr allows');
+});
+
+interopTest.serial('polkit: a TLS client is refused at open, since polkit cannot identify a remote process', ['certtool'], async (t) => {
+  const pki = await TestPki.create();
+  t.teardown(() => pki.remove());
+  const daemon = await TestVirtauthd.start({ users: { alice: 'alice-pw-3c9d' }, listenTls: true, pki, settings: { access_drivers: ['polkit'] } });
+  t.teardown(() => daemon.stop());
+  const auth: ConnectAuth = {
+    credTypes: [CredentialType.AUTHNAME, CredentialType.PASSPHRASE],
+    callback: (creds) => {
+      for (const c of creds) c.result = c.type === CredentialType.AUTHNAME ? 'alice' : 'alice-pw-3c9d';
+    },
+  };
+  const error = await openAuth(daemon.uri('tls'), auth).then(() => null, (e: unknown) => e);
+  t.like(error, { code: ErrorCode.ACCESS_DENIED, domain: ErrorDomain.ACCESS, message: 'access denied' });
+  t.like(daemon.events('access.denied').at(-1), { user: 'alice', transport: 'tls', procedure: 'CONNECT_OPEN', permission: 'getattr', driver: 'polkit' });
 });
