@@ -83,7 +83,7 @@ export interface ClientIdentity {
   sasl?: { mechanism: string; username: string };
   oidc?: OidcIdentity;
   /** The polkit action the client was authorized for and polkit's answer. */
-  polkit?: { action: string; result: 'authorized' | 'root'; details?: Record<string, string> };
+  polkit?: { action: string; result: 'authorized' | 'root' };
   /** Daemons between the client and this one (gateway or relay), nearest the client first. */
   hops?: HopIdentity[];
 }
