@@ -56,7 +56,7 @@ function unsupported(api: string): VirError {
 type Handler<A, R> = (s: ClientSession, args: A) => Promise<R> | R;
 
 const procedureInfo = new Map(remoteProcedures.map((p) => [p.number, p]));
-const info = (proc: number): ProcedureInfo => procedureInfo.get(proc)!;
+const procedure = (proc: number): ProcedureInfo => procedureInfo.get(proc)!;
 
 export function createRemoteProgram(opts: RemoteProgramOptions): ProgramDefinition<ClientSession> {
   const access = opts.access ?? new AccessManager([], { log: { info() {}, warn() {}, error() {}, debug() {} } });
@@ -109,7 +109,7 @@ export function createRemoteProgram(opts: RemoteProgramOptions): ProgramDefiniti
       s.connectDriver = access.enabled ? await conn.getType() : conn.driverName;
       s.readOnlyOpen = readOnly;
       // libvirt's drivers check connect:getattr in their open; a client refused keeps no connection.
-      await access.checkCall(info(RemoteProc.CONNECT_OPEN), { name, flags }, s.accessSubject, null);
+      await access.checkCall(procedure(RemoteProc.CONNECT_OPEN), { name, flags }, s.accessSubject, null);
     } catch (e) {
       await conn.close().catch(() => {});
       throw e;
@@ -152,7 +152,7 @@ export function createRemoteProgram(opts: RemoteProgramOptions): ProgramDefiniti
 
   // Lists show only the domains this client may see (each procedure's @aclfilter).
   const visibleDomains = async (s: ClientSession, proc: number, flags: number) =>
-    access.filter(info(proc), await s.conn().listAllDomains(flags), s.accessSubject);
+    access.filter(procedure(proc), await s.conn().listAllDomains(flags), s.accessSubject);
   def(RemoteProc.CONNECT_LIST_ALL_DOMAINS, remote.connectListAllDomainsArgs, remote.connectListAllDomainsRet, async (s, { need_results, flags }) => {
     const domains = await visibleDomains(s, RemoteProc.CONNECT_LIST_ALL_DOMAINS, flags);
     return { domains: need_results ? domains : [], ret: domains.length };
@@ -235,7 +235,7 @@ export function createRemoteProgram(opts: RemoteProgramOptions): ProgramDefiniti
     if (!conn.subscribeDomainLifecycle) throw unsupportedOperation({ api: 'virConnectDomainEventRegisterAny', apiErrorDomain: ErrorDomain.DOMAIN });
     const callbacks = eventCallbacks(s);
     const callbackID = callbacks.nextId++;
-    const register = info(RemoteProc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY);
+    const register = procedure(RemoteProc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY);
     const send = (e: DomainLifecycleEvent) =>
       s.rpc.sendMessage(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, RemoteProc.DOMAIN_EVENT_CALLBACK_LIFECYCLE, remote.domainEventCallbackLifecycleMsg, {
         callbackID,
