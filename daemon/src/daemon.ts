@@ -8,6 +8,7 @@ import {
   loadAuthConfSource,
   oauthBearerSettingsFrom,
   polkitSettingsFrom,
+  registerAccessDrivers,
   registerDefaultProviders,
   registerOAuthBearer,
   registerProviderConfigKeys,
@@ -15,6 +16,7 @@ import {
 } from '@virtauth/providers';
 import { getPeerCredentials } from '@virtauth/peercred';
 import { relayExtension } from './relay-extension.js';
+import { ACCESS_CONFIG_KEYS, createAccessManager } from './access.js';
 import { registerDefaultDrivers } from '@virtauth/drivers';
 import { DAEMON_CONFIG_KEYS, type DaemonConfig } from './config.js';
 import { checkConfigKeys } from './config-keys.js';
@@ -37,6 +39,8 @@ export interface DaemonHandle {
   listeners: ListenerInfo[];
   container: DependencyContainer;
   stop(): Promise<void>;
+  /** What SIGHUP does: access policies re-read, connections kept. */
+  reload(): Promise<void>;
 }
 
 export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHandle> {
@@ -46,6 +50,7 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
   const logger = opts.logger ?? createLogger(opts.config.logLevel);
   // Plugins in the caller's container declared their keys already; the shipped ones declare theirs.
   registerProviderConfigKeys(container);
+  container.register(CONFIG_KEYS, { useValue: { owner: 'access', keys: ACCESS_CONFIG_KEYS } });
   checkConfigKeys(opts.config, container.resolveAll(CONFIG_KEYS), DAEMON_CONFIG_KEYS, logger);
   const sasl = saslSettingsFrom(opts.config.extra);
   registerDefaultProviders(container, {
@@ -71,6 +76,8 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
     maxTimeoutMs: opts.config.relayMaxTimeout * 1000,
     maxRequestsPerOpen: opts.config.relayMaxRequestsPerOpen,
   });
+  registerAccessDrivers(container);
+  const access = await createAccessManager(container, opts.config.extra, logger);
   const server = new VirtauthServer({
     config: opts.config,
     container,
@@ -86,7 +93,8 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
       return authConf ? [...registered, authConf] : registered;
     },
     peerCredentials: opts.peerCredentials ?? getPeerCredentials,
+    access,
   });
   const listeners = await server.start();
-  return { server, listeners, container, stop: () => server.stop() };
+  return { server, listeners, container, stop: () => server.stop(), reload: () => server.reload() };
 }

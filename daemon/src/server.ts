@@ -9,6 +9,7 @@ import { basename, dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import type { DependencyContainer } from 'tsyringe';
 import {
+  AccessManager,
   AUTH_PROVIDER,
   AuthType,
   CREDENTIAL_SOURCE,
@@ -35,6 +36,7 @@ import {
 import { processStartTime } from '@virtauth/providers';
 import { authTypeName, type DaemonConfig } from './config.js';
 import { resolveGroupId } from './unix-group.js';
+import { unixPeerIdentity } from './access.js';
 import { createRemoteProgram } from './remote-program.js';
 import { allChecks, startPassThrough, upstreamFor } from './gateway.js';
 import type { CallCheck } from '@virtauth/drivers';
@@ -98,6 +100,8 @@ export interface ServerOptions {
   credentialSources?: () => Promise<readonly CredentialSource[]>;
   /** Peer credentials of a unix socket, where the platform offers them. */
   peerCredentials?: (socket: net.Socket) => TransportInfo['peer'] | undefined;
+  /** Access control for every call (default: only the read-only rule). */
+  access?: AccessManager;
 }
 
 export function listenersFromConfig(cfg: DaemonConfig): ListenerSpec[] {
@@ -129,8 +133,10 @@ export class VirtauthServer {
   readonly processName: string;
   /** What clients may open: uri_allowed_list, plus what other features add(). */
   readonly uriAllowList: UriAllowList;
+  readonly access: AccessManager;
 
   constructor(private readonly opts: ServerOptions) {
+    this.access = opts.access ?? new AccessManager([], { log: opts.logger });
     this.config = opts.config;
     this.container = opts.container;
     this.log = opts.logger;
@@ -163,6 +169,7 @@ export class VirtauthServer {
         open: (s, name, ro) => this.openDriver(s, name, ro),
         keepaliveInterval: this.config.keepaliveInterval,
         keepaliveCount: this.config.keepaliveCount,
+        access: this.access,
       }),
       ...this.extensions.flatMap((e) => e.programs?.(this) ?? []),
     ];
@@ -338,9 +345,13 @@ export class VirtauthServer {
   private startSession(socket: net.Socket, spec: ListenerSpec, tlsDn: string | undefined, acceptedAt: number): void {
     const transport: TransportInfo = { kind: spec.kind, secure: spec.kind !== 'tcp' };
     if (socket instanceof tls.TLSSocket) transport.tls = socket;
+    let peerIdentity;
     if (spec.kind === 'unix') {
       const peer = (socket as WaitingSocket).virtauthPeer;
-      if (peer) transport.peer = peer;
+      if (peer) {
+        transport.peer = peer;
+        peerIdentity = unixPeerIdentity(peer);
+      }
     } else {
       transport.localAddress = `${socket.localAddress};${socket.localPort}`;
       transport.remoteAddress = `${socket.remoteAddress};${socket.remotePort}`;
@@ -354,7 +365,7 @@ export class VirtauthServer {
     const session = new ClientSession(rpc, transport, spec.auth, spec.readOnly, log, () => {
       rpc.setMaxPacketBytes(PACKET_MAX);
       this.releaseAnonymous();
-    });
+    }, peerIdentity);
     if (tlsDn !== undefined) session.identity.tlsDistinguishedName = tlsDn;
     if (anonymous && this.config.authTimeout > 0) {
       const timer = setTimeout(() => {
@@ -468,6 +479,15 @@ export class VirtauthServer {
     };
   }
 
+  /**
+   * Re-reads what can change without dropping clients (SIGHUP): the access drivers' policies.
+   * A driver whose new policy is bad keeps the old one and logs why.
+   */
+  async reload(): Promise<void> {
+    this.log.info({ event: 'daemon.reload' }, 'reloading access policies');
+    await this.access.reload();
+  }
+
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
@@ -476,6 +496,7 @@ export class VirtauthServer {
     for (const s of [...this.sessions]) s.rpc.close(null);
     await Promise.all(closes);
     for (const spec of this.specs) if (spec.kind === 'unix' && spec.path) await rm(spec.path, { force: true });
+    await this.access.close();
   }
 }
 

@@ -228,7 +228,7 @@ export class SaslAuthProvider implements AuthProvider {
       ctx.state.delete(STATE_KEY);
       // Which mechanism won matters to operators (e.g. whether channel binding was used).
       ctx.log.info({ event: 'auth.sasl.succeeded', mechanism: state.mechanism, user: username }, 'SASL authentication succeeded');
-      ctx.markAuthenticated({ username, method: 'sasl' });
+      ctx.markAuthenticated({ ...state.session.identity, username, method: 'sasl', sasl: { mechanism: state.mechanism, username } });
       return { complete: 1, nil: result.data === null ? 1 : 0, data: result.data ?? Buffer.alloc(0) };
     };
 

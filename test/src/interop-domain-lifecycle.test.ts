@@ -12,7 +12,7 @@ import test, {type ExecutionContext} from 'ava';
 import {ErrorCode, ErrorDomain, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, RemoteProc, RpcConnection, VirError, remote, remoteProcedures, xdr} from '@virtauth/core';
 import net from 'node:net';
 
-import {PrivateLibvirtd, interopTest, libvirtClientEnv, requireExecutable, runProcess, runPython, waitFor, type ProcessResult} from './peers/index.js';
+import {PrivateLibvirtd, interopTest, libvirtClientEnv, requireExecutable, runProcess, runPython, waitFor, watchVirshEvents, type ProcessResult} from './peers/index.js';
 import {startVirtauthd} from './virtauthd-support.js';
 import {openAuth} from 'virtauth';
 
@@ -39,22 +39,7 @@ function virsh(uri: string, args: readonly string[]): Promise<ProcessResult> {
   return runProcess(virshPath(), ['-c', uri, ...args], {env: libvirtClientEnv(), timeoutMs: 30_000});
 }
 
-/** `virsh event --all --loop` running until stopped; its output so far. */
-function watchEvents(uri: string): {output(): string; stop(): Promise<string>} {
-  const child = spawn(virshPath(), ['-c', uri, 'event', '--all', '--loop'], {env: libvirtClientEnv(), stdio: ['ignore', 'pipe', 'pipe']});
-  let out = '';
-  child.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
-  child.stderr.setEncoding('utf8').on('data', (s: string) => (out += s));
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  return {
-    output: () => out,
-    stop: async () => {
-      child.kill('SIGINT');
-      await exited;
-      return out;
-    },
-  };
-}
+const watchEvents = (uri: string) => watchVirshEvents(uri);
 
 const STEPS: string[][] = [
   ['define', 'XML'],
