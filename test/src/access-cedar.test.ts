@@ -100,8 +100,8 @@ test.serial('cedar: lists are filtered when a remote driver serves them (virtaut
   await direct.domainDefineXml!({ xml: domainXml(HIDDEN, HIDDEN_UUID) });
 
   const policy = await policyDir(t, BASE_POLICY);
-  const front = await startCedarDaemon(t, policy.file);
-  // name= makes the front daemon open the backend through its remote driver.
+  // name= makes the front daemon open the backend through its remote driver; its operator allows that URI.
+  const front = await startCedarDaemon(t, policy.file, { uri_allowed_list: [backend.uri()] });
   const viaFront = `${front.uri('unix')}&name=${encodeURIComponent(backend.uri())}`;
   const viewer = await openAuth(viaFront, passwordAuth('viewer'));
   t.teardown(() => viewer.close());
