@@ -5,6 +5,8 @@
 
 #include <node_api.h>
 
+#include "socket-tools.h"
+
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -136,7 +138,7 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_get_boolean(env, false, &supported);
 #endif
   napi_set_named_property(env, exports, "supported", supported);
-  return exports;
+  return RegisterSocketTools(env, exports);
 }
 
 }  // namespace
