@@ -3,6 +3,7 @@
 
 import { readFileSync } from 'node:fs';
 import { AuthType, ErrorCode, ErrorDomain, VirError, defaultVirtauthSocketDir, parseConf, type ConfValue } from '@virtauth/core';
+import { parseLogFilters, parseLogOutputs, type LogFilter, type LogOutput, type LogPriority } from './logging/settings.js';
 
 export interface DaemonConfig {
   unixSockDir: string;
@@ -21,6 +22,8 @@ export interface DaemonConfig {
   keyFile: string;
   certFile: string;
   caFile: string;
+  /** The CA's certificate revocation list; null reads libvirt's default path when it exists. */
+  crlFile: string | null;
   /** Globs matched against the client certificate's subject DN; null allows any valid one. */
   tlsAllowedDnList: string[] | null;
   /** Seconds an unauthenticated client may take to authenticate before it is disconnected. */
@@ -36,7 +39,11 @@ export interface DaemonConfig {
   keepaliveInterval: number;
   keepaliveCount: number;
   /** libvirt's log levels: 1 debug, 2 info, 3 warning, 4 error. */
-  logLevel: number;
+  logLevel: LogPriority;
+  /** Per-source priorities (log_filters); the first whose match is in the source file applies. */
+  logFilters: LogFilter[];
+  /** Where log lines go (log_outputs); null: the journal under systemd, else stderr. */
+  logOutputs: LogOutput[] | null;
   /** Name this daemon gives itself in relayed requests' origin chains. */
   daemonName: string;
   /** The URI opened when a client's CONNECT_OPEN carries no name. */
@@ -63,6 +70,7 @@ export function defaultConfig(): DaemonConfig {
     keyFile: '/etc/pki/libvirt/private/serverkey.pem',
     certFile: '/etc/pki/libvirt/servercert.pem',
     caFile: '/etc/pki/CA/cacert.pem',
+    crlFile: null,
     tlsAllowedDnList: null,
     authTimeout: 60,
     relayMaxTimeout: 120,
@@ -74,6 +82,8 @@ export function defaultConfig(): DaemonConfig {
     keepaliveInterval: 5,
     keepaliveCount: 5,
     logLevel: 3,
+    logFilters: [],
+    logOutputs: null,
     daemonName: 'virtauthd',
     defaultUri: 'test:///default',
     extra: new Map(),
@@ -128,6 +138,7 @@ export function buildConfig(settings: Map<string, ConfValue>, file = 'config'): 
       case 'key_file': cfg.keyFile = str(key, v); break;
       case 'cert_file': cfg.certFile = str(key, v); break;
       case 'ca_file': cfg.caFile = str(key, v); break;
+      case 'crl_file': cfg.crlFile = str(key, v); break;
       case 'tls_allowed_dn_list':
         if (!Array.isArray(v)) throw bad(key, 'expected a [ "list", "of", "strings" ]');
         cfg.tlsAllowedDnList = v;
@@ -141,7 +152,9 @@ export function buildConfig(settings: Map<string, ConfValue>, file = 'config'): 
       case 'max_client_requests': cfg.maxClientRequests = int(key, v, 1, 10_000); break;
       case 'keepalive_interval': cfg.keepaliveInterval = int(key, v, -1, 86400); break;
       case 'keepalive_count': cfg.keepaliveCount = int(key, v, 0, 1000); break;
-      case 'log_level': cfg.logLevel = int(key, v, 1, 4); break;
+      case 'log_level': cfg.logLevel = int(key, v, 1, 4) as LogPriority; break;
+      case 'log_filters': cfg.logFilters = parseLogFilters(str(key, v), `${file}: ${key}`); break;
+      case 'log_outputs': cfg.logOutputs = parseLogOutputs(str(key, v), `${file}: ${key}`); break;
       case 'daemon_name': cfg.daemonName = str(key, v); break;
       case 'default_uri': cfg.defaultUri = str(key, v); break;
       default: cfg.extra.set(key, v);
@@ -150,13 +163,18 @@ export function buildConfig(settings: Map<string, ConfValue>, file = 'config'): 
   return cfg;
 }
 
-export function loadConfig(file: string | null): DaemonConfig {
-  if (!file) return defaultConfig();
+/** The settings a config file holds, as written (for comparing two versions of it on reload). */
+export function readConfigSettings(file: string): Map<string, ConfValue> {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (e) {
     throw new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `cannot read configuration file ${file}: ${(e as Error).message}` });
   }
-  return buildConfig(parseConf(text, file), file);
+  return parseConf(text, file);
+}
+
+export function loadConfig(file: string | null): DaemonConfig {
+  if (!file) return defaultConfig();
+  return buildConfig(readConfigSettings(file), file);
 }

@@ -2,14 +2,14 @@
 
 import type { Logger } from 'pino';
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
-import { CREDENTIAL_SOURCE } from '@virtauth/core';
-import { FileUserDatabase, loadAuthConfSource, oauthBearerSettingsFrom, polkitSettingsFrom, registerDefaultProviders, registerOAuthBearer, saslSettingsFrom } from '@virtauth/providers';
+import { AuthType, CREDENTIAL_SOURCE } from '@virtauth/core';
+import { FileUserDatabase, loadAuthConfSource, oauthBearerSettingsFrom, polkitSettingsFrom, registerDefaultProviders, registerOAuthBearer, saslSettingsFrom, type SaslServerOptions } from '@virtauth/providers';
 import { getPeerCredentials } from '@virtauth/peercred';
 import { relayExtension } from './relay-extension.js';
 import { registerDefaultDrivers } from '@virtauth/drivers';
 import type { DaemonConfig } from './config.js';
 import { createLogger } from './logger.js';
-import { VirtauthServer, type DaemonExtension, type ListenerInfo, type ListenerSpec, type ServerOptions } from './server.js';
+import { VirtauthServer, listenersFromConfig, type DaemonExtension, type ListenerInfo, type ListenerSpec, type ServerOptions } from './server.js';
 
 export interface CreateDaemonOptions {
   config: DaemonConfig;
@@ -26,6 +26,9 @@ export interface DaemonHandle {
   server: VirtauthServer;
   listeners: ListenerInfo[];
   container: DependencyContainer;
+  /** The SASL server's settings, read at each authentication: a reload changes them in place. */
+  sasl: SaslServerOptions;
+  extensions: DaemonExtension[];
   stop(): Promise<void>;
 }
 
@@ -34,18 +37,22 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
   // container would hide the parent's registrations under the same token.
   const container = opts.container ?? rootContainer.createChildContainer();
   const sasl = saslSettingsFrom(opts.config.extra);
+  const saslServer: DaemonHandle['sasl'] = {
+    users: new FileUserDatabase({ path: sasl.userDatabasePath, iterations: sasl.iterations }),
+    ...(sasl.mechanisms ? { mechanisms: sasl.mechanisms } : {}),
+    allowedUsernames: sasl.allowedUsernames,
+    maxFailuresPerConnection: sasl.maxFailuresPerConnection,
+    maxFailuresPerUser: sasl.maxFailuresPerUser,
+    failureWindowMs: sasl.failureWindowMs,
+    failureDelayMs: sasl.failureDelayMs,
+  };
+  const listenerSpecs = opts.listeners ?? listenersFromConfig(opts.config);
+  // An unreadable user database is a startup error, not a failure of every later login.
+  if (listenerSpecs.some((l) => l.auth === AuthType.SASL)) await saslServer.users.list();
   registerDefaultProviders(container, {
     scramIterations: sasl.iterations,
     concealUnknownUsers: sasl.concealUnknownUsers,
-    saslServer: {
-      users: new FileUserDatabase({ path: sasl.userDatabasePath, iterations: sasl.iterations }),
-      ...(sasl.mechanisms ? { mechanisms: sasl.mechanisms } : {}),
-      allowedUsernames: sasl.allowedUsernames,
-      maxFailuresPerConnection: sasl.maxFailuresPerConnection,
-      maxFailuresPerUser: sasl.maxFailuresPerUser,
-      failureWindowMs: sasl.failureWindowMs,
-      failureDelayMs: sasl.failureDelayMs,
-    },
+    saslServer,
     polkitServer: polkitSettingsFrom(opts.config.extra),
   });
   // OAUTHBEARER is a plugin like any third party's: registered only when the config has oauth_* keys.
@@ -58,12 +65,13 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
     maxRequestsPerOpen: opts.config.relayMaxRequestsPerOpen,
   });
   const logger = opts.logger ?? createLogger(opts.config.logLevel);
+  const extensions = [relay, ...(opts.extensions ?? [])];
   const server = new VirtauthServer({
     config: opts.config,
     container,
     logger,
-    ...(opts.listeners ? { listeners: opts.listeners } : {}),
-    extensions: [relay, ...(opts.extensions ?? [])],
+    listeners: listenerSpecs,
+    extensions,
     // Registered sources, then the daemon's own auth.conf (LIBVIRT_AUTH_FILE, ~/.config/libvirt,
     // /etc/libvirt), read afresh for each open so edits apply without a restart.
     credentialSources: async () => {
@@ -74,5 +82,5 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
     peerCredentials: opts.peerCredentials ?? getPeerCredentials,
   });
   const listeners = await server.start();
-  return { server, listeners, container, stop: () => server.stop() };
+  return { server, listeners, container, sasl: saslServer, extensions, stop: () => server.stop() };
 }

@@ -1,7 +1,7 @@
 // virtauthd's listeners and per-connection plumbing: accept, admission limits, dispatch through
 // the registered programs, and orderly shutdown.
 
-import { chmod, mkdir, readFile, rm, stat } from 'node:fs/promises';
+import { chmod, mkdir, rm, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import net from 'node:net';
 import tls from 'node:tls';
@@ -32,6 +32,7 @@ import {
 } from '@virtauth/core';
 import { authTypeName, type DaemonConfig } from './config.js';
 import { createRemoteProgram } from './remote-program.js';
+import { loadTlsMaterial, type TlsMaterial } from './tls-material.js';
 import { ClientSession } from './session.js';
 
 export interface ListenerSpec {
@@ -43,6 +44,8 @@ export interface ListenerSpec {
   auth: AuthType;
   readOnly: boolean;
   perms?: number;
+  /** An already listening socket to serve (systemd socket activation) instead of binding one. */
+  fd?: number;
 }
 
 export interface ListenerInfo extends ListenerSpec {
@@ -65,6 +68,14 @@ export interface DaemonExtension {
   /** Called when a CONNECT_OPEN has finished, whether it succeeded or not. */
   openFinished?(session: ClientSession): void;
   onSession?(session: ClientSession): void;
+  /** Config keys this extension applies on SIGHUP (e.g. an access-control policy's), so none is reported as needing a restart. */
+  reloadableKeys?: readonly string[];
+  /**
+   * SIGHUP: checks the new configuration and returns what applies it. Throwing refuses the whole
+   * reload (the running configuration stays); the returned function runs only once every part
+   * of the reload has been checked.
+   */
+  prepareReload?(config: DaemonConfig): Promise<(() => void) | void> | (() => void) | void;
 }
 
 export interface ServerOptions {
@@ -97,6 +108,10 @@ export class VirtauthServer {
   readonly container: DependencyContainer;
   readonly log: Logger;
   private readonly servers: net.Server[] = [];
+  private readonly tlsServers: tls.Server[] = [];
+  /** Socket files this daemon bound, and so removes when it stops (never another daemon's or systemd's). */
+  private readonly boundPaths: string[] = [];
+  private readonly clientCountListeners = new Set<(count: number) => void>();
   private readonly sessions = new Set<ClientSession>();
   private readonly waiting: net.Socket[] = [];
   private anonymous = 0;
@@ -116,8 +131,29 @@ export class VirtauthServer {
     this.processName = `${opts.config.daemonName}@${hostname()}`;
   }
 
+  /** Connected clients, including those waiting for a free authentication slot. */
   get clientCount(): number {
-    return this.sessions.size;
+    return this.sessions.size + this.waiting.length;
+  }
+
+  /** Calls `listener` with the new client count whenever a client connects or leaves. */
+  onClientCountChange(listener: (count: number) => void): () => void {
+    this.clientCountListeners.add(listener);
+    return () => this.clientCountListeners.delete(listener);
+  }
+
+  private clientCountChanged(): void {
+    const count = this.clientCount;
+    for (const listener of this.clientCountListeners) listener(count);
+  }
+
+  /**
+   * Settings that change without a restart (SIGHUP): new TLS credentials apply to connections
+   * accepted from now on; clients already connected keep the ones they were accepted with.
+   */
+  applyLiveSettings(settings: { tls?: TlsMaterial; tlsAllowedDnList?: string[] | null }): void {
+    if (settings.tls) for (const server of this.tlsServers) server.setSecureContext(settings.tls);
+    if (settings.tlsAllowedDnList !== undefined) this.config.tlsAllowedDnList = settings.tlsAllowedDnList;
   }
 
   async start(): Promise<ListenerInfo[]> {
@@ -149,16 +185,10 @@ export class VirtauthServer {
 
   private async createTlsServer(spec: ListenerSpec): Promise<net.Server> {
     const cfg = this.config;
-    const read = async (what: string, path: string) => {
-      try {
-        return await readFile(path);
-      } catch (e) {
-        throw new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: `Cannot read TLS ${what} '${path}': ${(e as Error).message}` });
-      }
-    };
-    const [key, cert, ca] = await Promise.all([read('key', cfg.keyFile), read('certificate', cfg.certFile), read('CA certificate', cfg.caFile)]);
+    const material = await loadTlsMaterial(cfg);
     // libvirt requires a client certificate signed by the CA; the handshake enforces both.
-    const server = tls.createServer({ key, cert, ca, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' });
+    const server = tls.createServer({ ...material, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' });
+    this.tlsServers.push(server);
     server.on('secureConnection', (socket: tls.TLSSocket) => {
       const dn = clientDistinguishedName(socket);
       if (cfg.tlsAllowedDnList && !cfg.tlsAllowedDnList.some((g) => globMatch(g, dn))) {
@@ -177,30 +207,25 @@ export class VirtauthServer {
   private async listen(spec: ListenerSpec): Promise<ListenerInfo> {
     const server = spec.kind === 'tls' ? await this.createTlsServer(spec) : net.createServer({ pauseOnConnect: true }, (socket) => this.accept(socket, spec));
     server.maxConnections = this.config.maxClients;
-    server.on('error', (e) => this.log.error({ err: e }, 'listener error'));
+    if (spec.fd !== undefined) {
+      await listenOn(server, { fd: spec.fd }, spec, this.log);
+      this.servers.push(server);
+      if (spec.kind === 'unix') return { ...spec, uri: `test+unix:///default?socket=${spec.path}` };
+      const host = spec.host?.includes(':') ? `[${spec.host}]` : spec.host;
+      return { ...spec, uri: `test+${spec.kind}://${host}:${spec.port}/default` };
+    }
     if (spec.kind === 'unix') {
       const path = spec.path!;
       await mkdir(join(path, '..'), { recursive: true, mode: 0o755 });
       await removeStaleSocket(path);
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(path, () => {
-          server.off('error', reject);
-          resolve();
-        });
-      });
+      await listenOn(server, { path }, spec, this.log);
+      this.boundPaths.push(path);
       if (spec.perms !== undefined) await chmod(path, spec.perms);
       this.servers.push(server);
       const scheme = 'test+unix';
       return { ...spec, uri: `${scheme}:///default?socket=${path}` };
     }
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(spec.port ?? 0, spec.host ?? '127.0.0.1', () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    await listenOn(server, { port: spec.port ?? 0, host: spec.host ?? '127.0.0.1' }, spec, this.log);
     this.servers.push(server);
     const addr = server.address() as net.AddressInfo;
     const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
@@ -221,12 +246,16 @@ export class VirtauthServer {
         return;
       }
       this.waiting.push(socket);
+      this.clientCountChanged();
       socket.pause();
       (socket as WaitingSocket).virtauthSpec = spec;
       if (tlsDn !== undefined) (socket as WaitingSocket).virtauthDn = tlsDn;
       socket.once('close', () => {
         const i = this.waiting.indexOf(socket);
-        if (i >= 0) this.waiting.splice(i, 1);
+        if (i >= 0) {
+          this.waiting.splice(i, 1);
+          this.clientCountChanged();
+        }
       });
       return;
     }
@@ -265,10 +294,12 @@ export class VirtauthServer {
       session.onClose(() => clearTimeout(timer));
     }
     this.sessions.add(session);
+    this.clientCountChanged();
     rpc.setCallHandler(createDispatcher(this.programs, { context: session, isAuthenticated: () => session.authenticated }));
     rpc.on('protocolError', (e: Error) => log.warn({ event: 'protocol.error', err: e.message }, 'malformed input from client'));
     rpc.whenClosed().then(async (reason) => {
       this.sessions.delete(session);
+      this.clientCountChanged();
       if (anonymous && !session.authenticated) this.releaseAnonymous();
       log.debug({ event: 'client.closed', reason: reason?.message }, 'client disconnected');
       await session.dispose();
@@ -334,7 +365,8 @@ export class VirtauthServer {
     for (const w of this.waiting.splice(0)) w.destroy();
     for (const s of [...this.sessions]) s.rpc.close(null);
     await Promise.all(closes);
-    for (const spec of this.specs) if (spec.kind === 'unix' && spec.path) await rm(spec.path, { force: true });
+    // A socket systemd passed stays in place: systemd owns it and listens on it again.
+    for (const path of this.boundPaths.splice(0)) await rm(path, { force: true });
   }
 }
 
@@ -345,6 +377,47 @@ export function clientDistinguishedName(socket: tls.TLSSocket): string {
   const raw = socket.getPeerX509Certificate?.();
   if (!raw) return '';
   return raw.subject.split('\n').join(',');
+}
+
+/** Binds or adopts a listener; errors become libvirt's one-line messages naming what failed. */
+async function listenOn(server: net.Server, where: net.ListenOptions & { fd?: number }, spec: ListenerSpec, log: Logger): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const failed = (e: NodeJS.ErrnoException) => {
+      const reason = describeErrno(e);
+      const detail = where.fd !== undefined
+        ? `Unable to listen on the socket passed by systemd (descriptor ${where.fd}): ${reason}`
+        : spec.kind === 'unix'
+          ? `Failed to bind socket to '${where.path}': ${reason}`
+          : `Unable to bind to port ${where.port} on ${where.host}: ${reason}`;
+      reject(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail }));
+    };
+    server.once('error', failed);
+    // Errors after the listener is up are logged; it keeps serving what it can.
+    server.on('listening', () => server.on('error', (e) => log.error({ err: e }, 'listener error')));
+    const listening = () => {
+      server.off('error', failed);
+      resolve();
+    };
+    // An inherited descriptor is a handle to adopt ({fd}); anything else is an address to bind.
+    if (where.fd !== undefined) server.listen({ fd: where.fd }, listening);
+    else server.listen(where, listening);
+  });
+}
+
+const ERRNO_TEXT: Record<string, string> = {
+  EADDRINUSE: 'Address already in use',
+  EADDRNOTAVAIL: 'Cannot assign requested address',
+  EACCES: 'Permission denied',
+  EPERM: 'Operation not permitted',
+  ENOENT: 'No such file or directory',
+  EINVAL: 'Invalid argument',
+  EBADF: 'Bad file descriptor',
+  ENOTSOCK: 'Socket operation on non-socket',
+};
+
+/** strerror()'s wording for the errors a bind meets, as libvirt prints them. */
+function describeErrno(e: NodeJS.ErrnoException): string {
+  return (e.code && ERRNO_TEXT[e.code]) ?? e.message;
 }
 
 async function removeStaleSocket(path: string): Promise<void> {

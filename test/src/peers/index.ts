@@ -8,3 +8,4 @@ export * from './libvirtd.js';
 export * from './pki.js';
 export * from './process.js';
 export * from './util.js';
+export * from './datagram-receiver.js';
