@@ -75,6 +75,10 @@ const peerProbes: Record<string, PeerProbe> = {
   runuser: executableProbe('runuser', 'util-linux'),
   ip: executableProbe('ip', 'iproute2'),
   'oidc-provider': npmPackageProbe('oidc-provider'),
+  // The service tests: socket activation without systemd as PID 1, unit checks, datagram receivers.
+  'systemd-socket-activate': executableProbe('systemd-socket-activate', 'systemd'),
+  'systemd-analyze': executableProbe('systemd-analyze', 'systemd'),
+  python3: executableProbe(systemPython, 'python3'),
 };
 
 /** Every peer name interopTest and peerAvailable accept. */
