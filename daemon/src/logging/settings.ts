@@ -52,6 +52,7 @@ export function parseLogFilters(text: string, key = 'log_filters'): LogFilter[] 
 /** Parses "PRIORITY:stderr", "PRIORITY:journald" and "PRIORITY:file:ABSOLUTE_PATH" entries. */
 export function parseLogOutputs(text: string, key = 'log_outputs'): LogOutput[] {
   const outputs = entries(text).map((entry): LogOutput => {
+    if (!entry.includes(':')) throw bad(key, `'${entry}' is not PRIORITY:OUTPUT (e.g. "3:stderr")`);
     const [level, kind, ...rest] = entry.split(':');
     const priority = priorityOf(key, level ?? '', entry);
     switch (kind) {

@@ -75,13 +75,20 @@ export class ReadableSink implements LogSink {
   close(): void {}
 }
 
+/** Entries held while journald's queue is full, oldest dropped first beyond this. */
+const JOURNAL_BACKLOG_LIMIT = 1000;
+const JOURNAL_RETRY_MS = 10;
+
 /**
- * Native journal entries, one datagram each, sent without blocking: when journald's queue is
- * full an entry is dropped and counted, and the count is reported with the next one that fits.
+ * Native journal entries, one datagram each, sent without ever blocking the event loop: while
+ * journald's queue is full, entries wait in a bounded backlog retried on a timer; beyond it the
+ * oldest are dropped, and the next entry sent says how many.
  */
 export class JournalSink implements LogSink {
+  private readonly backlog: Buffer[] = [];
   private dropped = 0;
   private warned = false;
+  private retry: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly socketPath: string,
@@ -93,28 +100,54 @@ export class JournalSink implements LogSink {
   write(_line: string, record: () => LogRecord | null): void {
     const parsed = record();
     if (!parsed) return;
-    const fields = journalFieldsOf(parsed, this.identifier);
-    if (this.dropped > 0) fields.push(['VIRTAUTH_DROPPED_BEFORE', String(this.dropped)]);
-    const entry = encodeJournalEntry(fields);
-    try {
+    this.backlog.push(encodeJournalEntry(journalFieldsOf(parsed, this.identifier)));
+    if (this.backlog.length > JOURNAL_BACKLOG_LIMIT) {
+      this.backlog.shift();
+      this.dropped++;
+    }
+    if (!this.retry) this.flush();
+  }
+
+  /** Sends what waits, in order; stops at a full queue (retrying later) or drops on a hard error. */
+  private flush(): void {
+    this.retry = null;
+    while (this.backlog.length > 0) {
+      const entry = this.dropped > 0 ? Buffer.concat([this.backlog[0]!, encodeJournalEntry([['VIRTAUTH_DROPPED_BEFORE', String(this.dropped)]])]) : this.backlog[0]!;
       try {
-        this.send(this.socketPath, entry, false);
+        this.sendEntry(entry);
+        this.dropped = 0;
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
-        if (code !== 'EMSGSIZE' && code !== 'ENOBUFS') throw e;
-        this.send(this.socketPath, entry, true);
+        if (code === 'EAGAIN') {
+          this.retry = setTimeout(() => this.flush(), JOURNAL_RETRY_MS);
+          this.retry.unref();
+          return;
+        }
+        // No journald here (or it refuses us): say so once on stderr, and drop.
+        this.dropped++;
+        if (!this.warned) {
+          this.warned = true;
+          this.complain(`virtauthd: cannot write to the journal at ${this.socketPath} (${(e as Error).message}); journald log lines are dropped`);
+        }
       }
-      this.dropped = 0;
-    } catch (e) {
-      this.dropped++;
-      const code = (e as NodeJS.ErrnoException).code;
-      // A full queue is transient; anything else (no journald here) is worth one line on stderr.
-      if (code !== 'EAGAIN' && !this.warned) {
-        this.warned = true;
-        this.complain(`virtauthd: cannot write to the journal at ${this.socketPath} (${(e as Error).message}); journald log lines are dropped`);
-      }
+      this.backlog.shift();
     }
   }
 
-  close(): void {}
+  private sendEntry(entry: Buffer): void {
+    try {
+      this.send(this.socketPath, entry, false);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'EMSGSIZE' && code !== 'ENOBUFS') throw e;
+      this.send(this.socketPath, entry, true);
+    }
+  }
+
+  close(): void {
+    if (this.retry) clearTimeout(this.retry);
+    this.flush();
+    if (this.retry) clearTimeout(this.retry);
+    this.retry = null;
+  }
 }
