@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import test from 'ava';
 import { createDaemonLogging, sourceFileName } from '../src/logging/daemon-logging.js';
 import { formatReadableLine } from '../src/logging/sinks.js';
+import { auditLineWriter } from '../src/audit-log.js';
 import type { LogSettings } from '../src/logging/settings.js';
 
 async function scratch(t: import('ava').ExecutionContext): Promise<string> {
@@ -87,4 +88,20 @@ test('a reconfiguration whose output cannot be opened changes nothing', async (t
   t.throws(() => logging.reconfigure({ level: 4, filters: [], outputs: [{ priority: 1, kind: 'file', path: join(blocker, 'x.log') }] }));
   logging.logger.info('still at info, still to the old file');
   t.deepEqual((await lines(out)).map((l) => l.msg), ['still at info, still to the old file']);
+});
+
+test('audit lines written past pino obey the filters too, and carry their writer\'s source', async (t) => {
+  const dir = await scratch(t);
+  const out = join(dir, 'out.log');
+  const settings = (priority: 1 | 4): LogSettings => ({ level: 2, filters: [{ priority, match: 'daemon/test/daemon-logging' }], outputs: [{ priority: 1, kind: 'file', path: out }] });
+  const logging = createDaemonLogging(settings(4));
+  t.teardown(() => logging.close());
+  const session = logging.logger.child({ conn: 9 });
+  t.is(auditLineWriter(session, 'relayed credential request'), null, 'a filter keeping this file to errors drops its info lines');
+  logging.reconfigure(settings(1));
+  const write = auditLineWriter(session, 'relayed credential request');
+  t.truthy(write);
+  write!({ outcome: 'OK' });
+  const [line] = await lines(out);
+  t.like(line, { conn: 9, outcome: 'OK', msg: 'relayed credential request', src: { file: 'daemon/test/daemon-logging.test.ts' } });
 });

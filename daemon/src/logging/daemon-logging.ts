@@ -33,8 +33,24 @@ export function sourceFileName(fileName: string): string {
   return inTree.replace(/\/dist\/(src|test)\//, '/$1/').replace(/\.js$/, '.ts');
 }
 
-/** The first stack frame outside pino and this module: the code that called log.info() and friends. */
-function callerLocation(): SourceLocation | null {
+/**
+ * How a logger made here decides per source file, for writers that bypass pino's methods (the
+ * relay's audit lines); child loggers see it through their prototype.
+ */
+export const LOG_ROUTING = Symbol.for('virtauth.logRouting');
+
+export interface LogRouting {
+  /** Whether a line of pino level `level` written by `file` passes log_level and log_filters. */
+  admits(level: number, file: string): boolean;
+  /** Whether lines carry their source location (filters or a journald output are configured). */
+  readonly wantsSource: boolean;
+}
+
+/**
+ * The first stack frame outside pino, this module and `skipFiles` (absolute paths): the code
+ * that called log.info() and friends.
+ */
+export function callerLocation(skipFiles: readonly string[] = []): SourceLocation | null {
   const savedPrepare = Error.prepareStackTrace;
   const savedLimit = Error.stackTraceLimit;
   let sites: NodeJS.CallSite[] = [];
@@ -50,8 +66,9 @@ function callerLocation(): SourceLocation | null {
   }
   for (const site of sites) {
     const file = site.getFileName();
-    if (!file || file === THIS_FILE || file.endsWith(THIS_FILE) || file.includes('/node_modules/pino/')) continue;
-    return { file: sourceFileName(file), line: site.getLineNumber() ?? 0, func: site.getFunctionName() ?? site.getMethodName() ?? '' };
+    const path = file?.startsWith('file://') ? fileURLToPath(file) : file;
+    if (!path || path === THIS_FILE || skipFiles.includes(path) || path.includes('/node_modules/pino/')) continue;
+    return { file: sourceFileName(path), line: site.getLineNumber() ?? 0, func: site.getFunctionName() ?? site.getMethodName() ?? '' };
   }
   return null;
 }
@@ -139,12 +156,7 @@ export function createDaemonLogging(initial: LogSettings, options: DaemonLogging
             return;
           }
           const src = callerLocation();
-          let threshold = defaultLevel;
-          if (src) {
-            const filter = filters.find((f) => src.file.includes(f.match));
-            if (filter) threshold = filter.level;
-          }
-          if (level < threshold) return;
+          if (level < thresholdFor(src?.file)) return;
           const [first, ...rest] = args as unknown[];
           if (first instanceof Error) (method as (...a: unknown[]) => void).apply(this, [{ err: first, src }, ...rest]);
           else if (first !== null && typeof first === 'object') (method as (...a: unknown[]) => void).apply(this, [{ ...first, src }, ...rest]);
@@ -154,6 +166,15 @@ export function createDaemonLogging(initial: LogSettings, options: DaemonLogging
     },
     destination,
   );
+
+  const thresholdFor = (file: string | undefined): number => (file === undefined ? undefined : filters.find((f) => file.includes(f.match))?.level) ?? defaultLevel;
+  const routing: LogRouting = {
+    admits: (level, file) => level >= thresholdFor(file),
+    get wantsSource() {
+      return wantsSource;
+    },
+  };
+  (logger as unknown as Record<symbol, LogRouting>)[LOG_ROUTING] = routing;
 
   const apply = (settings: LogSettings) => {
     const outputs = effectiveOutputs(settings, env);
