@@ -5,6 +5,7 @@
 
 #include <node_api.h>
 
+#include "addon-errors.h"
 #include "socket-tools.h"
 
 #include <cerrno>
@@ -25,29 +26,7 @@
 
 namespace {
 
-// Throws a JS Error whose `code` is an errno name (or our own code) so the wrapper can explain it.
-napi_value ThrowWithCode(napi_env env, const char* code, const std::string& message) {
-  napi_throw_error(env, code, message.c_str());
-  return nullptr;
-}
-
 #ifdef __linux__
-const char* ErrnoName(int error) {
-  switch (error) {
-    case EBADF: return "EBADF";
-    case ENOTSOCK: return "ENOTSOCK";
-    case ENOTCONN: return "ENOTCONN";
-    case ENOPROTOOPT: return "ENOPROTOOPT";
-    case EINVAL: return "EINVAL";
-    case ENOMEM: return "ENOMEM";
-    default: return "ESYSCALL";
-  }
-}
-
-napi_value ThrowErrno(napi_env env, const char* what, int error) {
-  return ThrowWithCode(env, ErrnoName(error), std::string(what) + ": " + std::strerror(error));
-}
-
 napi_value SetNumber(napi_env env, napi_value object, const char* name, double value) {
   napi_value number;
   if (napi_create_double(env, value, &number) != napi_ok) return nullptr;

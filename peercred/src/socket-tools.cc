@@ -4,6 +4,8 @@
 
 #include "socket-tools.h"
 
+#include "addon-errors.h"
+
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
@@ -22,33 +24,7 @@
 
 namespace {
 
-napi_value ThrowCode(napi_env env, const char* code, const std::string& message) {
-  napi_throw_error(env, code, message.c_str());
-  return nullptr;
-}
-
 #ifdef __linux__
-// Error codes the callers tell apart; anything else keeps its message.
-const char* CodeOf(int error) {
-  switch (error) {
-    case ENOENT: return "ENOENT";
-    case ECONNREFUSED: return "ECONNREFUSED";
-    case EAGAIN: return "EAGAIN";
-    case EMSGSIZE: return "EMSGSIZE";
-    case ENOBUFS: return "ENOBUFS";
-    case EACCES: return "EACCES";
-    case EPERM: return "EPERM";
-    case EBADF: return "EBADF";
-    case ENOTSOCK: return "ENOTSOCK";
-    case ENAMETOOLONG: return "ENAMETOOLONG";
-    default: return "ESYSCALL";
-  }
-}
-
-napi_value ThrowErrno(napi_env env, const char* what, int error) {
-  return ThrowCode(env, CodeOf(error), std::string(what) + ": " + std::strerror(error));
-}
-
 // A leading '@' names an abstract socket, as systemd writes NOTIFY_SOCKET.
 bool FillAddress(const std::string& path, sockaddr_un& address, socklen_t& length) {
   std::memset(&address, 0, sizeof(address));
@@ -95,12 +71,12 @@ napi_value Send(napi_env env, napi_callback_info info, bool via_memfd) {
   bool is_buffer = false;
   if (argc < 2 || !ReadString(env, argv[0], path) || napi_is_buffer(env, argv[1], &is_buffer) != napi_ok || !is_buffer ||
       napi_get_buffer_info(env, argv[1], &data, &size) != napi_ok) {
-    return ThrowCode(env, "ERR_INVALID_ARG", "expects a socket path (string) and a Buffer");
+    return ThrowWithCode(env, "ERR_INVALID_ARG", "expects a socket path (string) and a Buffer");
   }
   sockaddr_un address;
   socklen_t address_length = 0;
   if (!FillAddress(path, address, address_length)) {
-    return ThrowCode(env, "ENAMETOOLONG", "the socket path is empty or longer than a unix socket address allows");
+    return ThrowWithCode(env, "ENAMETOOLONG", "the socket path is empty or longer than a unix socket address allows");
   }
   int error = 0;
   int fd = SharedDatagramSocket(error);
@@ -187,7 +163,7 @@ napi_value SocketAddress(napi_env env, napi_callback_info info) {
   if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok) return nullptr;
   int32_t fd = -1;
   if (argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
-    return ThrowCode(env, "ERR_INVALID_ARG", "socketAddress expects a file descriptor (a non-negative integer)");
+    return ThrowWithCode(env, "ERR_INVALID_ARG", "socketAddress expects a file descriptor (a non-negative integer)");
   }
   sockaddr_storage local;
   socklen_t length = sizeof(local);
@@ -237,7 +213,7 @@ napi_value SocketAddress(napi_env env, napi_callback_info info) {
 }
 #else
 napi_value Unsupported(napi_env env, napi_callback_info) {
-  return ThrowCode(env, "ERR_UNSUPPORTED", "unix datagrams and socket addresses are only implemented for Linux");
+  return ThrowWithCode(env, "ERR_UNSUPPORTED", "unix datagrams and socket addresses are only implemented for Linux");
 }
 #endif
 
