@@ -56,13 +56,8 @@ bool ReadPeerGroups(int fd, std::vector<gid_t>& groups, int& error) {
 
 // peerCredentials(fd: number): {pid, uid, gid, groups?: number[]}
 napi_value PeerCredentials(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok) return nullptr;
   int32_t fd = -1;
-  if (argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
-    return ThrowWithCode(env, "ERR_INVALID_ARG", "peerCredentials expects a file descriptor (a non-negative integer)");
-  }
+  if (!ReadDescriptorArgument(env, info, "peerCredentials", fd)) return nullptr;
 #ifdef __linux__
   sockaddr_storage local;
   socklen_t local_length = sizeof(local);

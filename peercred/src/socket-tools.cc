@@ -158,13 +158,8 @@ napi_value SetBool(napi_env env, napi_value object, const char* name, bool value
 // socketAddress(fd): {family: 'unix', path} | {family: 'inet'|'inet6', address, port}, plus
 // whether it is a listening stream socket.
 napi_value SocketAddress(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok) return nullptr;
   int32_t fd = -1;
-  if (argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
-    return ThrowWithCode(env, "ERR_INVALID_ARG", "socketAddress expects a file descriptor (a non-negative integer)");
-  }
+  if (!ReadDescriptorArgument(env, info, "socketAddress", fd)) return nullptr;
   sockaddr_storage local;
   socklen_t length = sizeof(local);
   std::memset(&local, 0, sizeof(local));
