@@ -54,6 +54,12 @@ async function main(): Promise<number> {
     return 0;
   }
   const timeout = parseTimeout(args.values.timeout);
+  // SIGHUP's default is to terminate: one arriving while the daemon starts is kept for later.
+  let hangupWhileStarting = false;
+  const holdHangup = () => {
+    hangupWhileStarting = true;
+  };
+  process.on('SIGHUP', holdHangup);
   let loaded: LoadedConfig = loadConfigFile(args.values.config ?? null);
   const logSettingsOf = (config: DaemonConfig): LogSettings => {
     const level = args.values.verbose ? (Math.min(config.logLevel, 2) as LogSettings['level']) : config.logLevel;
@@ -106,6 +112,8 @@ async function main(): Promise<number> {
     }
   });
   process.on('SIGHUP', reload);
+  process.off('SIGHUP', holdHangup);
+  if (hangupWhileStarting) reload();
 
   await new Promise<void>((resolve) => {
     let stopping = false;

@@ -1,5 +1,6 @@
 // libvirt's log_filters and log_outputs syntax: what is accepted, and clear errors for the rest.
 
+import { fstatSync } from 'node:fs';
 import test from 'ava';
 import { VirError, type ConfValue } from '@virtauth/core';
 import { buildConfig } from '../src/config.js';
@@ -58,4 +59,7 @@ test('the config file keys reach the daemon config, and a bad one fails loading 
 test('without log_outputs: stderr at log_level, or the journal when stderr is connected to it', (t) => {
   t.deepEqual(defaultLogOutputs(3, {}), [{ priority: 3, kind: 'stderr' }]);
   t.deepEqual(defaultLogOutputs(2, { JOURNAL_STREAM: '0:0' }), [{ priority: 2, kind: 'stderr' }]);
+  // systemd names stderr's device and inode when it connects it to the journal.
+  const stderr = fstatSync(2, { bigint: true });
+  t.deepEqual(defaultLogOutputs(2, { JOURNAL_STREAM: `${stderr.dev}:${stderr.ino}` }), [{ priority: 2, kind: 'journald' }]);
 });

@@ -219,7 +219,7 @@ interopTest('--timeout exits after that long without a client, never while one i
 
 // --- SIGHUP ------------------------------------------------------------------------------------
 
-interopTest('SIGHUP with a new CA and certificate: new clients need the new ones, a connected client stays up', ['certtool', 'virsh'], async (t) => {
+interopTest('SIGHUP with a new CA and certificate, then a CRL: new clients see each change, connected clients stay up', ['certtool', 'virsh'], async (t) => {
   const [oldPki, newPki] = await Promise.all([TestPki.create(), TestPki.create()]);
   t.teardown(() => Promise.all([oldPki.remove(), newPki.remove()]));
   const dir = await tempDir('sh');
@@ -249,6 +249,24 @@ interopTest('SIGHUP with a new CA and certificate: new clients need the new ones
   t.not(withOld.code, 0, 'a client trusting only the old CA no longer accepts the server');
   t.is(await connected.getHostname(), before, 'the connection made before the reload still works');
   t.is(daemon.events('daemon.reload.restart_needed').length, 0);
+
+  // A CRL revoking the client certificate: refused from the next connection on.
+  const connectedNew: Connection = await openAuth(uri(newPki), null);
+  t.teardown(() => connectedNew.close().catch(() => {}));
+  const crl = await newPki.revokeClientCertificate();
+  await writeFile(configFile, `${settings(newPki)}crl_file = "${crl}"\n`);
+  daemon.child.kill('SIGHUP');
+  await daemon.waitForEvent('daemon.reloaded', 2);
+  const revoked = await virshWith(newPki);
+  t.not(revoked.code, 0, `a revoked certificate is refused: ${describeResult(revoked)}`);
+  t.truthy(await connectedNew.getHostname(), 'a client connected before its certificate was revoked stays up');
+
+  // A CRL that cannot be read keeps the running credentials.
+  await writeFile(configFile, `${settings(newPki)}crl_file = "${join(dir, 'missing-crl.pem')}"\n`);
+  daemon.child.kill('SIGHUP');
+  const [failed] = await daemon.waitForEvent('daemon.reload.failed');
+  t.regex(String(failed?.msg), /Cannot read TLS certificate revocation list '.*missing-crl\.pem'/);
+  t.not((await virshWith(newPki)).code, 0, 'the CRL in force stays in force');
 });
 
 interopTest('SIGHUP: a user added to the allow list gets in, connected users stay; a broken file changes nothing', ['root'], async (t) => {

@@ -76,6 +76,18 @@ export class TestPki {
     }
   }
 
+  /** Writes a CRL, signed by the CA, that revokes `client`'s certificate; returns its path. */
+  async revokeClientCertificate(): Promise<string> {
+    const certtool = requireExecutable('certtool', 'gnutls-bin');
+    const template = join(this.dir, 'crl.template');
+    const crlFile = join(this.dir, 'crl.pem');
+    await writeFile(template, ['crl_next_update = 30', 'crl_number = 1', ''].join('\n'));
+    const args = ['--generate-crl', '--load-ca-privkey', this.caKeyFile, '--load-ca-certificate', this.caCertFile, '--load-certificate', this.client.certFile, '--template', template, '--no-text', '--outfile', crlFile];
+    const result = await runProcess(certtool, args, {timeoutMs: 30_000});
+    if (result.code !== 0) throw new Error(`certtool --generate-crl failed: ${describeResult(result)}`);
+    return crlFile;
+  }
+
   async remove(): Promise<void> {
     await rm(this.dir, {recursive: true, force: true});
   }
