@@ -219,7 +219,7 @@ interopTest('--timeout exits after that long without a client, never while one i
 
 // --- SIGHUP ------------------------------------------------------------------------------------
 
-interopTest('SIGHUP with a new CA and certificate, then a CRL: new clients see each change, connected clients stay up', ['certtool', 'virsh'], async (t) => {
+interopTest('SIGHUP with a new CA and certificate, an allowed DN list, then a CRL: new clients see each change, connected clients stay up', ['certtool', 'virsh'], async (t) => {
   const [oldPki, newPki] = await Promise.all([TestPki.create(), TestPki.create()]);
   t.teardown(() => Promise.all([oldPki.remove(), newPki.remove()]));
   const dir = await tempDir('sh');
@@ -239,9 +239,13 @@ interopTest('SIGHUP with a new CA and certificate, then a CRL: new clients see e
   t.teardown(() => connected.close().catch(() => {}));
   const before = await connected.getHostname();
 
-  await writeFile(configFile, settings(newPki));
-  daemon.child.kill('SIGHUP');
-  await daemon.waitForEvent('daemon.reloaded');
+  let reloads = 0;
+  const reloadWith = async (text: string) => {
+    await writeFile(configFile, text);
+    daemon.child.kill('SIGHUP');
+    await daemon.waitForEvent('daemon.reloaded', ++reloads);
+  };
+  await reloadWith(settings(newPki));
 
   const withNew = await virshWith(newPki);
   t.is(withNew.code, 0, describeResult(withNew));
@@ -250,13 +254,20 @@ interopTest('SIGHUP with a new CA and certificate, then a CRL: new clients see e
   t.is(await connected.getHostname(), before, 'the connection made before the reload still works');
   t.is(daemon.events('daemon.reload.restart_needed').length, 0);
 
+  // tls_allowed_dn_list: a DN taken off the list is refused from the next connection on, and back.
+  const allowOnly = (dn: string) => `${settings(newPki)}tls_allowed_dn_list = ["${dn}"]\n`;
+  await reloadWith(allowOnly('C=GB,O=virtauth,CN=someone-else'));
+  t.not((await virshWith(newPki)).code, 0, 'a DN no longer allowed is refused');
+  t.true(daemon.events('client.refused').some((r) => r.reason === 'tls_allowed_dn_list'));
+  await reloadWith(allowOnly(newPki.client.subject));
+  const allowedAgain = await virshWith(newPki);
+  t.is(allowedAgain.code, 0, describeResult(allowedAgain));
+
   // A CRL revoking the client certificate: refused from the next connection on.
   const connectedNew: Connection = await openAuth(uri(newPki), null);
   t.teardown(() => connectedNew.close().catch(() => {}));
   const crl = await newPki.revokeClientCertificate();
-  await writeFile(configFile, `${settings(newPki)}crl_file = "${crl}"\n`);
-  daemon.child.kill('SIGHUP');
-  await daemon.waitForEvent('daemon.reloaded', 2);
+  await reloadWith(`${settings(newPki)}crl_file = "${crl}"\n`);
   const revoked = await virshWith(newPki);
   t.not(revoked.code, 0, `a revoked certificate is refused: ${describeResult(revoked)}`);
   t.truthy(await connectedNew.getHostname(), 'a client connected before its certificate was revoked stays up');
@@ -302,14 +313,18 @@ interopTest('SIGHUP: a user added to the allow list gets in, connected users sta
   const bobAgain = await openAuth(uri, credentials('bob', 'bob-password'));
   await bobAgain.close();
 
-  // Listen settings cannot change live: the reload applies the rest and names them.
-  await writeFile(configFile, settings({sasl_allowed_username_list: ['alice'], listen_tcp: 1, unix_sock_ro_perms: '0700'}));
+  // Listen settings cannot change live: the reload applies the rest (here a new log output too) and names them.
+  const logFile = join(dir, 'log', 'virtauthd.log');
+  await writeFile(configFile, settings({sasl_allowed_username_list: ['alice'], listen_tcp: 1, unix_sock_ro_perms: '0700', log_outputs: `2:stderr 2:file:${logFile}`}));
   daemon.child.kill('SIGHUP');
   const [restart] = await daemon.waitForEvent('daemon.reload.restart_needed');
   t.deepEqual(restart?.keys, ['listen_tcp', 'unix_sock_ro_perms']);
   await t.throwsAsync(openAuth(uri, credentials('bob', 'bob-password')), {message: /authentication failed/}, 'the allow list was applied');
   t.false(/listening on tcp/.test(daemon.stdout));
   t.truthy(await alice.getHostname());
+  const logged = (await readFile(logFile, 'utf8')).split('\n').filter((line) => line).map((line) => JSON.parse(line) as {event?: string; user?: string});
+  t.true(logged.some((r) => r.event === 'daemon.reloaded'), 'the new file output took effect with the reload');
+  t.true(logged.some((r) => r.event === 'auth.sasl.failed' && r.user === 'bob'));
 });
 
 // --- the journal -------------------------------------------------------------------------------
