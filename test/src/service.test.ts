@@ -217,6 +217,19 @@ interopTest('--timeout exits after that long without a client, never while one i
   }
 });
 
+interopTest('stderr on a terminal gets readable lines; elsewhere pino JSON', ['script'], async (t) => {
+  const dir = await tempDir('sy');
+  const configFile = join(dir, 'virtauthd.conf');
+  await writeFile(configFile, configText({unix_sock_dir: dir, log_level: 2}));
+  const command = `'${process.execPath}' '${daemonMain}' --config '${configFile}' --timeout 1`;
+  const onTerminal = await runProcess('script', ['-qec', command, '/dev/null'], {timeoutMs: 30_000});
+  t.is(onTerminal.code, 0, describeResult(onTerminal));
+  t.regex(onTerminal.stdout, /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\+0000: \d+: info : virtauthd is ready event=daemon\.ready listeners=2 activated=false\r?$/m);
+  t.false(onTerminal.stdout.includes('{"level"'));
+  const piped = await runProcess(process.execPath, [daemonMain, '--config', configFile, '--timeout', '1'], {timeoutMs: 30_000});
+  t.regex(piped.stderr, /^\{"level":30,"time":\d+,"name":"virtauthd","event":"daemon\.ready",/m);
+});
+
 // --- SIGHUP ------------------------------------------------------------------------------------
 
 interopTest('SIGHUP with a new CA and certificate, an allowed DN list, then a CRL: new clients see each change, connected clients stay up', ['certtool', 'virsh'], async (t) => {

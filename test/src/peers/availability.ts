@@ -79,6 +79,7 @@ const peerProbes: Record<string, PeerProbe> = {
   'systemd-socket-activate': executableProbe('systemd-socket-activate', 'systemd'),
   'systemd-analyze': executableProbe('systemd-analyze', 'systemd'),
   python3: executableProbe(systemPython, 'python3'),
+  script: executableProbe('script', 'bsdutils'),
 };
 
 /** Every peer name interopTest and peerAvailable accept. */
