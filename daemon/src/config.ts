@@ -3,7 +3,7 @@
 
 import { readFileSync } from 'node:fs';
 import { AuthType, ErrorCode, ErrorDomain, VirError, defaultVirtauthSocketDir, parseConf, type ConfValue } from '@virtauth/core';
-import { parseLogFilters, parseLogOutputs, type LogFilter, type LogOutput, type LogPriority } from './logging/settings.js';
+import { parseLogFilters, parseLogOutputs, type LogFilter, type LogOutput } from './logging/settings.js';
 
 export interface DaemonConfig {
   unixSockDir: string;
@@ -39,7 +39,7 @@ export interface DaemonConfig {
   keepaliveInterval: number;
   keepaliveCount: number;
   /** libvirt's log levels: 1 debug, 2 info, 3 warning, 4 error. */
-  logLevel: LogPriority;
+  logLevel: number;
   /** Per-source priorities (log_filters); the first whose match is in the source file applies. */
   logFilters: LogFilter[];
   /** Where log lines go (log_outputs); null: the journal under systemd, else stderr. */
@@ -152,7 +152,7 @@ export function buildConfig(settings: Map<string, ConfValue>, file = 'config'): 
       case 'max_client_requests': cfg.maxClientRequests = int(key, v, 1, 10_000); break;
       case 'keepalive_interval': cfg.keepaliveInterval = int(key, v, -1, 86400); break;
       case 'keepalive_count': cfg.keepaliveCount = int(key, v, 0, 1000); break;
-      case 'log_level': cfg.logLevel = int(key, v, 1, 4) as LogPriority; break;
+      case 'log_level': cfg.logLevel = int(key, v, 1, 4); break;
       case 'log_filters': cfg.logFilters = parseLogFilters(str(key, v), `${file}: ${key}`); break;
       case 'log_outputs': cfg.logOutputs = parseLogOutputs(str(key, v), `${file}: ${key}`); break;
       case 'daemon_name': cfg.daemonName = str(key, v); break;

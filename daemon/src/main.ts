@@ -62,7 +62,7 @@ async function main(): Promise<number> {
   process.on('SIGHUP', holdHangup);
   let loaded: LoadedConfig = loadConfigFile(args.values.config ?? null);
   const logSettingsOf = (config: DaemonConfig): LogSettings => {
-    const level = args.values.verbose ? (Math.min(config.logLevel, 2) as LogSettings['level']) : config.logLevel;
+    const level = (args.values.verbose ? Math.min(config.logLevel, 2) : config.logLevel) as LogSettings['level'];
     return { level, filters: config.logFilters, outputs: config.logOutputs ?? [] };
   };
   const config = loaded.config;
