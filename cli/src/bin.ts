@@ -2,9 +2,10 @@
 // virtauth: a virsh-like client, and the administration of virtauthd's user database.
 import 'reflect-metadata';
 import { Command, Option } from 'commander';
-import { ErrorCode, ErrorDomain, VirError, defaultVirtauthSocketDir, type ConnectAuth } from '@virtauth/core';
+import { ErrorCode, ErrorDomain, VirError, defaultVirtauthSocketDir, terminalSafe, type ConnectAuth } from '@virtauth/core';
 import { createConsoleAuth } from '@virtauth/providers';
 import { openAuth, type Connection } from './connect.js';
+import { clientRelayPolicy, reportRefusedRelayRequest } from './relay-policy.js';
 import { dominfoCommand, dumpxmlCommand, hostnameCommand, listCommand, uriCommand, versionCommand, CLIENT_VERSION } from './commands.js';
 import { registerPasswdCommands } from './passwd.js';
 
@@ -13,6 +14,9 @@ class ExitError extends Error {
     super(lines.join('\n'));
   }
 }
+
+/** An error's text as it may be printed: it usually carries the server's words. */
+const errorText = (e: unknown): string => terminalSafe(e instanceof Error ? e.message : String(e));
 
 function defaultUri(): string {
   return process.env.VIRTAUTH_DEFAULT_URI || process.env.LIBVIRT_DEFAULT_URI || `test+unix:///default?socket=${defaultVirtauthSocketDir()}/virtauth-sock`;
@@ -26,6 +30,7 @@ program
   .option('-c, --connect <uri>', 'hypervisor connection URI')
   .option('-r, --readonly', 'connect read-only')
   .option('--no-prompt', 'never ask on the terminal; fail at once when credentials are needed')
+  .option('--relay-policy <file>', 'JSON policy for credential requests daemons relay back (default: $VIRTAUTH_RELAY_POLICY, else ~/.config/virtauth/relay-policy.json if present)')
   .showHelpAfterError();
 
 /**
@@ -53,20 +58,26 @@ function consoleAuth(noPrompt: boolean): ConnectAuth {
 }
 
 async function withConnection(run: (conn: Connection) => Promise<string>): Promise<void> {
-  const opts = program.opts<{ connect?: string; readonly?: boolean; prompt: boolean }>();
+  const opts = program.opts<{ connect?: string; readonly?: boolean; prompt: boolean; relayPolicy?: string }>();
   const uri = opts.connect ?? defaultUri();
   const auth = consoleAuth(!opts.prompt);
   let conn: Connection;
   try {
-    conn = await openAuth(uri, auth, opts.readonly ? 1 : 0, { personPresent: opts.prompt });
+    const relayPolicy = clientRelayPolicy(opts.relayPolicy);
+    conn = await openAuth(uri, auth, opts.readonly ? 1 : 0, {
+      personPresent: opts.prompt,
+      ...(relayPolicy ? { relayPolicy } : {}),
+      relayAudit: (record) => reportRefusedRelayRequest(record, (line) => process.stderr.write(terminalSafe(line))),
+    });
   } catch (e) {
-    throw new ExitError(['error: failed to connect to the hypervisor', `error: ${(e as Error).message}`]);
+    throw new ExitError(['error: failed to connect to the hypervisor', `error: ${errorText(e)}`]);
   }
   try {
-    process.stdout.write(await run(conn));
+    // Names, XML and every other value come from the server.
+    process.stdout.write(terminalSafe(await run(conn)));
     process.stdout.write('\n');
   } catch (e) {
-    throw new ExitError([`error: ${(e as Error).message}`]);
+    throw new ExitError([`error: ${errorText(e)}`]);
   } finally {
     await conn.close().catch(() => {});
   }
@@ -99,7 +110,7 @@ program.parseAsync(process.argv).then(
       process.stderr.write(`${e.lines.join('\n')}\n\n`);
       process.exit(e.exitCode);
     }
-    process.stderr.write(`error: ${e instanceof VirError ? e.message : (e as Error).stack ?? String(e)}\n`);
+    process.stderr.write(`error: ${e instanceof VirError ? errorText(e) : terminalSafe((e as Error).stack ?? String(e))}\n`);
     process.exit(1);
   },
 );

@@ -18,7 +18,7 @@ import {
   type DriverConnection,
   type DriverOpenContext,
 } from '@virtauth/core';
-import { loadAuthConfSource, registerDefaultProviders } from '@virtauth/providers';
+import { loadAuthConfSource, registerDefaultProviders, type SaslClientOptions } from '@virtauth/providers';
 import { registerDefaultDrivers } from '@virtauth/drivers';
 import { createRelayClient, type RelayClientOptions, type RelayPolicy } from '@virtauth/relay';
 
@@ -52,13 +52,18 @@ async function defaultCredentialSources(container: DependencyContainer, uri: Ret
 
 let defaultContainer: DependencyContainer | null = null;
 
+export interface ClientContainerOptions {
+  /** SASL client limits, e.g. `{ minIterations: 10000 }`: the fewest SCRAM iterations accepted (default 4096). */
+  saslClient?: SaslClientOptions;
+}
+
 /**
  * Registers the providers and drivers virtauth ships into a container (a new child of the root
  * container by default). Register your own plugins in the same container: tsyringe's resolveAll
  * does not merge a child's registrations with its parent's.
  */
-export function createClientContainer(c: DependencyContainer = rootContainer.createChildContainer()): DependencyContainer {
-  registerDefaultProviders(c);
+export function createClientContainer(c: DependencyContainer = rootContainer.createChildContainer(), opts: ClientContainerOptions = {}): DependencyContainer {
+  registerDefaultProviders(c, opts.saslClient ? { saslClient: opts.saslClient } : {});
   registerDefaultDrivers(c);
   return c;
 }

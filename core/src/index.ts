@@ -6,6 +6,7 @@ export * from './uri.js';
 export * from './conf.js';
 export * from './glob.js';
 export * from './uuid.js';
+export * from './terminal.js';
 export * from './tokens.js';
 export * as remote from './protocol/remote.js';
 export { AuthType, RemoteProc, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, LIBVIRT_API_VERSION, PRE_AUTH_PROCS, Feature, DomainState, ListDomainsFlag, OpenFlag } from './protocol/remote.js';

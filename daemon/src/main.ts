@@ -60,6 +60,17 @@ async function main(): Promise<number> {
     hangupWhileStarting = true;
   };
   process.on('SIGHUP', holdHangup);
+  // Handlers go in before READY=1 can leave: a SIGTERM right after it must stop the daemon
+  // cleanly, not kill it with the signal's default action.
+  let shutdownReason: string | null = null;
+  let wakeForShutdown: (() => void) | null = null;
+  const shutdown = (why: string) => {
+    if (shutdownReason !== null) return;
+    shutdownReason = why;
+    wakeForShutdown?.();
+  };
+  process.once('SIGTERM', () => shutdown('SIGTERM received'));
+  process.once('SIGINT', () => shutdown('SIGINT received'));
   let loaded: LoadedConfig = loadConfigFile(args.values.config ?? null);
   const logSettingsOf = (config: DaemonConfig): LogSettings => {
     const level = (args.values.verbose ? Math.min(config.logLevel, 2) : config.logLevel) as LogSettings['level'];
@@ -115,19 +126,15 @@ async function main(): Promise<number> {
   process.off('SIGHUP', holdHangup);
   if (hangupWhileStarting) reload();
 
-  await new Promise<void>((resolve) => {
-    let stopping = false;
-    const shutdown = (why: string) => {
-      if (stopping) return;
-      stopping = true;
-      notifier.stopping();
-      process.stderr.write(`virtauthd: ${why}, shutting down\n`);
-      daemon.stop().then(resolve, resolve);
-    };
-    process.once('SIGTERM', () => shutdown('SIGTERM received'));
-    process.once('SIGINT', () => shutdown('SIGINT received'));
-    if (timeout !== null) watchIdleTimeout(daemon.server, timeout, () => shutdown(`no client for ${timeout} s (--timeout)`));
-  });
+  if (timeout !== null) watchIdleTimeout(daemon.server, timeout, () => shutdown(`no client for ${timeout} s (--timeout)`));
+  if (shutdownReason === null) {
+    await new Promise<void>((resolve) => {
+      wakeForShutdown = resolve;
+    });
+  }
+  notifier.stopping();
+  process.stderr.write(`virtauthd: ${shutdownReason}, shutting down\n`);
+  await daemon.stop().catch(() => undefined);
   process.off('SIGHUP', reload);
   logging.close();
   return 0;

@@ -10,5 +10,5 @@ export { channelBindingFor } from './sasl/channel-binding.js';
 export { FileUserDatabase, type FileUserDatabaseOptions } from './userdb/file-user-database.js';
 export { InMemoryUserDatabase } from './userdb/in-memory-user-database.js';
 export { AuthConfig, AuthConfCredentialSource, findAuthConfPath, loadAuthConfSource, SYSTEM_AUTH_CONF_PATH } from './credentials/auth-conf.js';
-export { createConsoleAuth, describeOrigin, CONSOLE_CREDENTIAL_TYPES, type ConsoleAuthOptions } from './credentials/console-prompter.js';
+export { createConsoleAuth, describeOrigin, describeRelayedRequest, RELAYED_PROMPT_MARK, CONSOLE_CREDENTIAL_TYPES, type ConsoleAuthOptions } from './credentials/console-prompter.js';
 export * from './oauthbearer/index.js';

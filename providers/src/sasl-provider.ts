@@ -39,7 +39,12 @@ export function saslAuthFailed(): VirError {
 export interface SaslClientOptions {
   /** Upper bound on the SCRAM iteration count a server may make this client spend. */
   maxIterations?: number;
+  /** Fewest SCRAM iterations a server may ask for (default 4096, RFC 7677's advice). */
+  minIterations?: number;
 }
+
+/** Whether a SASL mechanism name is of the SCRAM family, known to this client or not. */
+const isScramName = (name: string): boolean => /^SCRAM-/i.test(name);
 
 export interface SaslServerOptions {
   users: UserDatabase;
@@ -122,17 +127,31 @@ export class SaslAuthProvider implements AuthProvider {
     const offered = mechlist.split(',').map((m) => m.trim()).filter((m) => m !== '');
     let candidates = offered;
     if (ctx.mechanism !== null) {
-      if (!mechlist.includes(ctx.mechanism)) throw clientError(`SASL mechanism ${ctx.mechanism} not supported by server`);
-      candidates = [ctx.mechanism];
+      // A whole name of the list: "SCRAM-SHA-256" is not offered by "SCRAM-SHA-256-PLUS".
+      const wanted = ctx.mechanism.toUpperCase();
+      const named = offered.find((m) => m.toUpperCase() === wanted);
+      if (named === undefined) throw clientError(`SASL mechanism ${ctx.mechanism} not supported by server`);
+      candidates = [named];
     }
     const binding = ctx.transport.tls ? channelBindingFor(ctx.transport.tls, 'client') : null;
-    const usable = this.mechanisms()
+    const registered = this.mechanisms();
+    const usable = registered
       .filter((m) => candidates.includes(m.name))
       .filter((m) => !m.requiresChannelBinding || (binding !== null && ctx.channelBindingPolicy !== 'disable'))
       .sort((a, b) => b.priority - a.priority);
     const mech = usable[0];
     if (!mech) {
       throw clientError(`Failed to start SASL negotiation: no mechanism available (server offers ${offered.join(', ') || 'none'})`);
+    }
+    if (ctx.mechanism === null && mech.exposesPassword) {
+      // Never a silent downgrade: a server that offers SCRAM can take the password without it.
+      const keeping = offered.filter((name) => isScramName(name) || registered.some((m) => m.name === name && !m.exposesPassword));
+      if (keeping.length > 0) {
+        throw clientError(
+          `the server offers ${keeping.join(', ')}, which this connection cannot use, and ${mech.name} would send the password itself: ` +
+            `refusing to fall back to it (name it with auth=sasl.${mech.name} to allow it)`,
+        );
+      }
     }
     const session = mech.createClient({
       requestCredentials: ctx.requestCredentials,
@@ -144,6 +163,7 @@ export class SaslAuthProvider implements AuthProvider {
       channelBindingPolicy: ctx.channelBindingPolicy,
       serverMechanisms: offered,
       maxIterations: this.clientOptions.maxIterations ?? 100000,
+      ...(this.clientOptions.minIterations !== undefined ? { minIterations: this.clientOptions.minIterations } : {}),
       ...(ctx.signal ? { signal: ctx.signal } : {}),
     });
     const first = await session.start();

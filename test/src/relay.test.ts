@@ -118,11 +118,17 @@ interface OpenOptions {
   relay?: boolean;
 }
 
+/**
+ * These tests open hundreds of times from one process through the same two daemons: the
+ * per-origin rate (which has its own test in client-security) is raised for them.
+ */
+const MANY_PER_ORIGIN = { maxRequests: 100_000, windowMs: 60_000 };
+
 function open(uri: string, auth: RecordingAuth | null, opts: OpenOptions = {}): Promise<Connection> {
   return openAuth(uri, auth, 0, {
     credentialSources: opts.sources ?? world.clientSources,
     relayAudit: (r) => world.clientAudit.push(r),
-    ...(opts.policy ? { relayPolicy: opts.policy } : {}),
+    relayPolicy: { perOrigin: MANY_PER_ORIGIN, ...opts.policy },
     ...(opts.signal ? { signal: opts.signal } : {}),
     ...(opts.relay !== undefined ? { relay: opts.relay } : {}),
   });
@@ -360,6 +366,7 @@ test.serial('a prompt is withdrawn when the client\'s own deadline passes, so th
     origin: [{ daemon: 'virtauthd@elsewhere', driver: 'xenapi', uri: 'xenapi:///?server=xen1.example' }],
     credentials: [credential(AUTHNAME, 'Enter username for xen1.example [root]', 'xen1.example', 'root')],
     deadline: Date.now() + 60_000,
+    via: { daemon: 'virtauthd@elsewhere', identity: null, key: 'test:elsewhere' },
   });
   const stuck = new RecordingAuth([AUTHNAME], neverAnswer());
   const e = await virErrorOf(runRelayHandler(createRelayClient({ auth: stuck, policy: { timeoutMs: 100 } }).handle, request(), new RelayCancellation()));
@@ -602,7 +609,7 @@ interopTest.serial('old server: our client with the relay enabled opens test:///
   }
 });
 
-test.serial('the client\'s auth.conf answers relayed requests before the callback is asked', async (t) => {
+test.serial('the client\'s auth.conf answers relayed requests only where the policy binds the entry to the daemon reached, the service and the host', async (t) => {
   const file = join(world.dir, 'client-xen-auth.conf');
   await writeFile(
     file,
@@ -610,15 +617,29 @@ test.serial('the client\'s auth.conf answers relayed requests before the callbac
       `[credentials-x]\nusername=root\npassword=${XEN_ROOT_PASSWORD}\n[auth-xenapi-127.0.0.1]\ncredentials=x\n`,
     { mode: 0o600 },
   );
-  for (const { hops, uri } of topologies()) {
+  for (const [{ hops, uri }, reached, other] of [
+    [topologies()[0]!, world.b.socket, world.a.socket],
+    [topologies()[1]!, world.a.socket, world.b.socket],
+  ] as const) {
+    const grant = (socket: string, host = '127.0.0.1') => ({ storedCredentials: [{ daemon: { transport: 'unix' as const, socket }, service: 'xenapi', host }] });
+    // Bound to the daemon this client reaches: auth.conf answers and the callback is not asked.
     const clientAudit = world.clientAudit.length;
     const auth = new RecordingAuth([AUTHNAME, PASSPHRASE], () => false);
-    const conn = await open(uri, auth, { sources: [await authConfSource(file)] });
+    const conn = await open(uri, auth, { sources: [await authConfSource(file)], policy: grant(reached) });
     t.is(await conn.getHostname(), 'xen1.example', `${hops} hop(s)`);
     await conn.close();
     t.is(auth.calls.length, 0, 'the callback was not called');
     t.deepEqual(world.clientAudit.slice(clientAudit).map((r) => r.outcome), ['OK', 'OK']);
-    await assertNothingWaiting(t, auth);
+    t.true(world.clientAudit.slice(clientAudit).every((r) => r.daemon.includes(`unix socket ${reached}`)));
+    // No grant, a grant for another daemon (an inner hop counts for nothing), or for another host:
+    // the entry stays unread and the person is asked.
+    for (const [label, policy] of [['no grant', {}], ['another daemon', grant(other)], ['another host', grant(reached, 'xen2.example')]] as const) {
+      const asked = new RecordingAuth([AUTHNAME, PASSPHRASE], () => false);
+      const e = await openFailure(open(uri, asked, { sources: [await authConfSource(file)], policy }));
+      t.is(e.code, ErrorCode.AUTH_CANCELLED, `${hops} hop(s), ${label}`);
+      t.is(asked.calls.length, 1, `${hops} hop(s), ${label}: the person was asked instead`);
+    }
+    await assertNothingWaiting(t, null);
   }
 });
 

@@ -58,7 +58,7 @@ class DaemonProcess {
     return `stdout ${JSON.stringify(this.stdout)}, stderr ${JSON.stringify(this.stderr)}`;
   }
 
-  async waitForOutput(pattern: RegExp, what: string, timeoutMs = 30_000): Promise<void> {
+  async waitForOutput(pattern: RegExp, what: string, timeoutMs = 60_000): Promise<void> {
     try {
       await waitFor(() => pattern.test(this.stdout + this.stderr) || !this.running, timeoutMs, what);
     } catch (error) {
@@ -77,7 +77,7 @@ class DaemonProcess {
   }
 
   async waitForEvent(event: string, count = 1): Promise<Record<string, unknown>[]> {
-    await waitFor(() => this.events(event).length >= count || !this.running, 30_000, `${count} '${event}' log line(s)`).catch((error: Error) => {
+    await waitFor(() => this.events(event).length >= count || !this.running, 60_000, `${count} '${event}' log line(s)`).catch((error: Error) => {
       throw new Error(`${error.message}; ${this.describe()}`);
     });
     const found = this.events(event);
@@ -211,7 +211,7 @@ interopTest('--timeout exits after that long without a client, never while one i
   t.false(existsSync(join(dir, 'virtauth-sock')), 'its own sockets are removed');
 
   for (const bad of ['0', '-5', 'soon', '1.5']) {
-    const result = await runProcess(process.execPath, [daemonMain, '--config', configFile, `--timeout=${bad}`], {timeoutMs: 20_000});
+    const result = await runProcess(process.execPath, [daemonMain, '--config', configFile, `--timeout=${bad}`], {timeoutMs: 60_000});
     t.is(result.code, 1, describeResult(result));
     t.is(result.stderr, `virtauthd: invalid --timeout '${bad}': expected a number of seconds greater than 0\n`);
   }
@@ -222,11 +222,11 @@ interopTest('stderr on a terminal gets readable lines; elsewhere pino JSON', ['s
   const configFile = join(dir, 'virtauthd.conf');
   await writeFile(configFile, configText({unix_sock_dir: dir, log_level: 2}));
   const command = `'${process.execPath}' '${daemonMain}' --config '${configFile}' --timeout 1`;
-  const onTerminal = await runProcess('script', ['-qec', command, '/dev/null'], {timeoutMs: 30_000});
+  const onTerminal = await runProcess('script', ['-qec', command, '/dev/null'], {timeoutMs: 60_000});
   t.is(onTerminal.code, 0, describeResult(onTerminal));
   t.regex(onTerminal.stdout, /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\+0000: \d+: info : virtauthd is ready event=daemon\.ready listeners=2 activated=false\r?$/m);
   t.false(onTerminal.stdout.includes('{"level"'));
-  const piped = await runProcess(process.execPath, [daemonMain, '--config', configFile, '--timeout', '1'], {timeoutMs: 30_000});
+  const piped = await runProcess(process.execPath, [daemonMain, '--config', configFile, '--timeout', '1'], {timeoutMs: 60_000});
   t.regex(piped.stderr, /^\{"level":30,"time":\d+,"name":"virtauthd","event":"daemon\.ready",/m);
 });
 
@@ -246,7 +246,7 @@ interopTest('SIGHUP with a new CA and certificate, an allowed DN list, then a CR
   await daemon.waitForOutput(/listening on tls 127\.0\.0\.1:(\d+)/, 'the TLS listener');
   const port = Number(/listening on tls 127\.0\.0\.1:(\d+)/.exec(daemon.stdout)![1]);
   const uri = (pki: TestPki) => `test+tls://localhost:${port}/default?pkipath=${pki.client.pkiPath}`;
-  const virshWith = (pki: TestPki) => runVirsh(['hostname'], {uri: uri(pki), timeoutMs: 30_000});
+  const virshWith = (pki: TestPki) => runVirsh(['hostname'], {uri: uri(pki), timeoutMs: 60_000});
 
   const connected: Connection = await openAuth(uri(oldPki), null);
   t.teardown(() => connected.close().catch(() => {}));
@@ -426,7 +426,7 @@ interopTest('startup errors are one line and exit 1: port in use, missing certif
     const sockDir = join(dir, name);
     const configFile = join(dir, `${name}.conf`);
     await writeFile(configFile, configText({unix_sock_dir: sockDir, ...settings}));
-    const result = await runProcess(process.execPath, [daemonMain, '--config', configFile], {timeoutMs: 30_000});
+    const result = await runProcess(process.execPath, [daemonMain, '--config', configFile], {timeoutMs: 60_000});
     t.is(result.code, 1, `${name}: ${describeResult(result)}`);
     t.is(result.stdout, '', name);
     t.regex(result.stderr, /^virtauthd: [^\n]+\n$/, `${name}: one line`);

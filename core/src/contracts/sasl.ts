@@ -28,6 +28,11 @@ export interface SaslClientContext {
   serverMechanisms: readonly string[];
   /** Upper bound on the SCRAM iteration count this client accepts. */
   maxIterations: number;
+  /**
+   * Lower bound on the SCRAM iteration count: a server asking for fewer is refused before any
+   * proof is sent (a proof made with few iterations is cheap to crack offline). Default 4096.
+   */
+  minIterations?: number;
   signal?: AbortSignal;
 }
 
@@ -73,6 +78,11 @@ export interface SaslMechanism {
   readonly requiresSecureChannel: boolean;
   /** Whether the mechanism needs TLS channel binding data to run at all (-PLUS). */
   readonly requiresChannelBinding: boolean;
+  /**
+   * Whether the server learns the password itself (PLAIN). A client picks such a mechanism on
+   * its own only when the server offers nothing that keeps the password (no SCRAM).
+   */
+  readonly exposesPassword?: boolean;
   createClient(ctx: SaslClientContext): SaslClientSession;
   createServer(ctx: SaslServerContext): SaslServerSession;
 }

@@ -5,7 +5,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { ErrorCode, ErrorDomain, VirError, uriParam, type ConnectUri, type TransportInfo } from '@virtauth/core';
 
 export const DEFAULT_TCP_PORT = 16509;
@@ -67,7 +67,8 @@ export async function openTransport(uri: ConnectUri, opts: TransportOptions): Pr
       const path = uriParam(uri, 'socket') ?? defaultUnixSocket(uri, opts.readOnly);
       const socket = await connectWith(net.connect(path), 'connect', `socket '${path}'`, opts);
       socket.setNoDelay(true);
-      return { socket, info: { kind: 'unix', secure: true } };
+      // The socket the user named (or libvirt's default for the URI) is who we reached.
+      return { socket, info: { kind: 'unix', secure: true, identity: { transport: 'unix', socket: resolve(path) } } };
     }
     case 'tcp': {
       const host = uri.host || 'localhost';
@@ -149,6 +150,13 @@ function rememberSession(key: string, session: Buffer): void {
   if (resumableSessions.size > MAX_RESUMABLE_SESSIONS) resumableSessions.delete(resumableSessions.keys().next().value!);
 }
 
+/** `CN=hostA,O=Example`: the subject fields a person recognises, in a stable order. */
+function certificateSubject(cert: tls.PeerCertificate): string {
+  return Object.entries(cert.subject ?? {})
+    .map(([k, v]) => `${k}=${Array.isArray(v) ? v.join('+') : v}`)
+    .join(',');
+}
+
 async function openTls(uri: ConnectUri, opts: TransportOptions): Promise<OpenedTransport> {
   const host = uri.host || 'localhost';
   const port = uri.port ?? DEFAULT_TLS_PORT;
@@ -201,11 +209,17 @@ async function openTls(uri: ConnectUri, opts: TransportOptions): Promise<OpenedT
     throw systemError(`server ${host}:${port} refused our client certificate`);
   }
   socket.setNoDelay(true);
+  // Only a certificate that verified (CA and host name) identifies the daemon.
+  const cert = noVerify ? null : socket.getPeerCertificate();
+  const identity = cert?.fingerprint256
+    ? { identity: { transport: 'tls' as const, host, port, subject: certificateSubject(cert), fingerprint256: cert.fingerprint256 } }
+    : {};
   return {
     socket,
     info: {
       kind: 'tls',
       secure: true,
+      ...identity,
       tls: socket,
       localAddress: `${socket.localAddress};${socket.localPort}`,
       remoteAddress: `${socket.remoteAddress};${socket.remotePort}`,

@@ -75,7 +75,7 @@ export class DatagramReceiver {
   }
 
   /** The first datagram (from index `from` on) that satisfies `accept`; fails after `timeoutMs`. */
-  async waitFor(accept: (datagram: Buffer) => boolean, timeoutMs = 20_000, from = 0): Promise<Buffer> {
+  async waitFor(accept: (datagram: Buffer) => boolean, timeoutMs = 60_000, from = 0): Promise<Buffer> {
     return new Promise((resolve, reject) => {
       const check = () => {
         const found = this.received.slice(from).find(accept);
