@@ -17,6 +17,9 @@ import {openAuth, type Connection} from 'virtauth';
 import {DatagramReceiver, TestPki, describeResult, interopTest, runProcess, runVirsh, tempDir, waitFor} from './peers/index.js';
 import {addVirtauthUser} from './sasl-support.js';
 
+// Serial: each test starts daemons, certtool or systemd's tools, and run all at once they starve
+// the other test files' daemons of CPU on a small machine.
+
 const daemonMain = fileURLToPath(new URL('../../../daemon/dist/src/main.js', import.meta.url));
 const installer = fileURLToPath(new URL('../../../daemon/scripts/install-service.mjs', import.meta.url));
 
@@ -107,7 +110,7 @@ function credentials(authname: string, passphrase: string) {
 
 // --- socket activation -------------------------------------------------------------------------
 
-interopTest('systemd-socket-activate passes named sockets; virsh connects through them; the daemon leaves them in place', ['virsh', 'systemd-socket-activate', 'python3'], async (t) => {
+interopTest.serial('systemd-socket-activate passes named sockets; virsh connects through them; the daemon leaves them in place', ['virsh', 'systemd-socket-activate', 'python3'], async (t) => {
   const dir = await tempDir('sa');
   const configFile = join(dir, 'virtauthd.conf');
   await writeFile(configFile, configText({unix_sock_dir: dir, log_level: 2}));
@@ -142,7 +145,7 @@ interopTest('systemd-socket-activate passes named sockets; virsh connects throug
   t.true(existsSync(rw) && existsSync(ro), 'sockets passed by systemd are systemd\'s: the daemon does not unlink them');
 });
 
-interopTest('unnamed sockets are matched by their address; a socket that is not virtauthd\'s is a one-line error', ['virsh', 'systemd-socket-activate'], async (t) => {
+interopTest.serial('unnamed sockets are matched by their address; a socket that is not virtauthd\'s is a one-line error', ['virsh', 'systemd-socket-activate'], async (t) => {
   const dir = await tempDir('sa');
   const configFile = join(dir, 'virtauthd.conf');
   await writeFile(configFile, configText({unix_sock_dir: dir}));
@@ -171,7 +174,7 @@ interopTest('unnamed sockets are matched by their address; a socket that is not 
 
 // --- readiness and --timeout -------------------------------------------------------------------
 
-interopTest('NOTIFY_SOCKET gets READY=1 once the sockets accept, then STOPPING=1 on SIGTERM', ['python3'], async (t) => {
+interopTest.serial('NOTIFY_SOCKET gets READY=1 once the sockets accept, then STOPPING=1 on SIGTERM', ['python3'], async (t) => {
   const dir = await tempDir('sn');
   const configFile = join(dir, 'virtauthd.conf');
   await writeFile(configFile, configText({unix_sock_dir: dir, listen_tcp: 1, tcp_port: 0, auth_tcp: 'none'}));
@@ -191,7 +194,7 @@ interopTest('NOTIFY_SOCKET gets READY=1 once the sockets accept, then STOPPING=1
   t.deepEqual(notifications(notify).map((n) => n.split('\n')[0]), ['READY=1', 'STOPPING=1']);
 });
 
-interopTest('--timeout exits after that long without a client, never while one is connected', ['root'], async (t) => {
+interopTest.serial('--timeout exits after that long without a client, never while one is connected', ['root'], async (t) => {
   const dir = await tempDir('st');
   const configFile = join(dir, 'virtauthd.conf');
   await writeFile(configFile, configText({unix_sock_dir: dir}));
@@ -217,7 +220,7 @@ interopTest('--timeout exits after that long without a client, never while one i
   }
 });
 
-interopTest('stderr on a terminal gets readable lines; elsewhere pino JSON', ['script'], async (t) => {
+interopTest.serial('stderr on a terminal gets readable lines; elsewhere pino JSON', ['script'], async (t) => {
   const dir = await tempDir('sy');
   const configFile = join(dir, 'virtauthd.conf');
   await writeFile(configFile, configText({unix_sock_dir: dir, log_level: 2}));
@@ -232,7 +235,7 @@ interopTest('stderr on a terminal gets readable lines; elsewhere pino JSON', ['s
 
 // --- SIGHUP ------------------------------------------------------------------------------------
 
-interopTest('SIGHUP with a new CA and certificate, an allowed DN list, then a CRL: new clients see each change, connected clients stay up', ['certtool', 'virsh'], async (t) => {
+interopTest.serial('SIGHUP with a new CA and certificate, an allowed DN list, then a CRL: new clients see each change, connected clients stay up', ['certtool', 'virsh'], async (t) => {
   const [oldPki, newPki] = await Promise.all([TestPki.create(), TestPki.create()]);
   t.teardown(() => Promise.all([oldPki.remove(), newPki.remove()]));
   const dir = await tempDir('sh');
@@ -293,7 +296,7 @@ interopTest('SIGHUP with a new CA and certificate, an allowed DN list, then a CR
   t.not((await virshWith(newPki)).code, 0, 'the CRL in force stays in force');
 });
 
-interopTest('SIGHUP: a user added to the allow list gets in, connected users stay; a broken file changes nothing', ['root'], async (t) => {
+interopTest.serial('SIGHUP: a user added to the allow list gets in, connected users stay; a broken file changes nothing', ['root'], async (t) => {
   const dir = await tempDir('sh');
   const configFile = join(dir, 'virtauthd.conf');
   const settings = (extra: Record<string, ConfigValue>) => configText({
@@ -342,7 +345,7 @@ interopTest('SIGHUP: a user added to the allow list gets in, connected users sta
 
 // --- the journal -------------------------------------------------------------------------------
 
-interopTest('journald output: well-formed native entries on the journal socket, with no secret in any', ['python3'], async (t) => {
+interopTest.serial('journald output: well-formed native entries on the journal socket, with no secret in any', ['python3'], async (t) => {
   const dir = await tempDir('sj');
   const journal = await DatagramReceiver.start(join(dir, 'journal-socket'));
   t.teardown(() => journal.close());
@@ -394,7 +397,7 @@ interopTest('journald output: well-formed native entries on the journal socket, 
 
 // --- units and startup errors --------------------------------------------------------------------
 
-interopTest('systemd-analyze verify accepts the installed units, and would name a broken one', ['systemd-analyze'], async (t) => {
+interopTest.serial('systemd-analyze verify accepts the installed units, and would name a broken one', ['systemd-analyze'], async (t) => {
   const dir = await tempDir('su');
   const unitDir = join(dir, 'units');
   const configFile = join(dir, 'etc', 'virtauthd.conf');
@@ -416,7 +419,7 @@ interopTest('systemd-analyze verify accepts the installed units, and would name 
   t.regex(complaint.stderr, /Unknown key.*ProtectSystm/);
 });
 
-interopTest('startup errors are one line and exit 1: port in use, missing certificate, unreadable user database', ['root'], async (t) => {
+interopTest.serial('startup errors are one line and exit 1: port in use, missing certificate, unreadable user database', ['root'], async (t) => {
   const dir = await tempDir('se');
   const busy = net.createServer();
   await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
