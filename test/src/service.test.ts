@@ -419,7 +419,7 @@ interopTest.serial('systemd-analyze verify accepts the installed units, and woul
   t.regex(complaint.stderr, /Unknown key.*ProtectSystm/);
 });
 
-interopTest.serial('startup errors are one line and exit 1: port in use, missing certificate, unreadable user database', ['root'], async (t) => {
+interopTest.serial('startup errors are one line and exit 1: port in use, missing certificate, log file, unreadable user database', ['root'], async (t) => {
   const dir = await tempDir('se');
   const busy = net.createServer();
   await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
@@ -442,6 +442,9 @@ interopTest.serial('startup errors are one line and exit 1: port in use, missing
     await run('cert', {listen_tls: 1, tls_port: 0, auth_tls: 'none', key_file: join(dir, 'none.pem'), cert_file: join(dir, 'none.pem'), ca_file: join(dir, 'none.pem')}),
     /^virtauthd: Cannot read TLS (key|certificate|CA certificate) '.*none\.pem': ENOENT: no such file or directory/,
   );
+  const notADirectory = join(dir, 'plain-file');
+  await writeFile(notADirectory, '');
+  t.regex(await run('logfile', {log_outputs: `1:file:${notADirectory}/virtauthd.log`}), /^virtauthd: Cannot open log output file '.*plain-file\/virtauthd\.log': (EEXIST|ENOTDIR): /);
   const userDatabase = join(dir, 'users.json');
   await writeFile(userDatabase, '{"version": 1, "users": {"alice": ');
   t.regex(await run('userdb', {auth_unix_rw: 'sasl', sasl_user_db: userDatabase}), /^virtauthd: .*users\.json.*\n$/);

@@ -3,6 +3,7 @@
 
 import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { ErrorCode, ErrorDomain, VirError } from '@virtauth/core';
 import { sendUnixDatagram } from '@virtauth/peercred';
 import { encodeJournalEntry, journalFieldsOf } from './journal.js';
 
@@ -41,8 +42,12 @@ export class JsonLinesSink implements LogSink {
 
 /** JSON lines appended to a file, created (with its directory) if missing. */
 export function openFileSink(path: string): JsonLinesSink {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o750 });
-  return new JsonLinesSink(openSync(path, 'a', 0o640), true);
+  try {
+    mkdirSync(dirname(path), { recursive: true, mode: 0o750 });
+    return new JsonLinesSink(openSync(path, 'a', 0o640), true);
+  } catch (e) {
+    throw new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.NONE, detail: `Cannot open log output file '${path}': ${(e as Error).message}` });
+  }
 }
 
 const PRIORITY_NAMES: Record<number, string> = { 10: 'debug', 20: 'debug', 30: 'info', 40: 'warning', 50: 'error', 60: 'error' };
