@@ -192,6 +192,15 @@ interopTest.serial('NOTIFY_SOCKET gets READY=1 once the sockets accept, then STO
   t.like(await daemon.exited, {code: 0});
   await notify.waitFor((d) => d.toString() === 'STOPPING=1');
   t.deepEqual(notifications(notify).map((n) => n.split('\n')[0]), ['READY=1', 'STOPPING=1']);
+
+  // A NOTIFY_SOCKET nobody listens on is logged and changes nothing else.
+  const unheard = DaemonProcess.start(t, process.execPath, [daemonMain, '--config', configFile], {NOTIFY_SOCKET: join(dir, 'nobody-listens')});
+  const [failed] = await unheard.waitForEvent('systemd.notify.failed');
+  t.like(failed, {notification: 'READY=1', msg: 'cannot notify systemd'});
+  t.regex(String(failed?.err), /No such file or directory/);
+  await unheard.waitForOutput(/listening on tcp/, 'the listeners');
+  unheard.child.kill('SIGTERM');
+  t.like(await unheard.exited, {code: 0});
 });
 
 interopTest.serial('--timeout exits after that long without a client, never while one is connected', ['root'], async (t) => {
