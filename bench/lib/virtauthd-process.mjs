@@ -24,6 +24,7 @@ export async function spawnVirtauthd(configFile, dir, ready) {
     const found = await waitFor(() => ready(stdout), 15_000, 'virtauthd to print its listeners');
     return {
       found,
+      pid: child.pid,
       async stop() {
         child.kill('SIGTERM');
         await exited;

@@ -8,6 +8,8 @@ import { openAuth, type Connection } from './connect.js';
 import { clientRelayPolicy, reportRefusedRelayRequest } from './relay-policy.js';
 import { dominfoCommand, dumpxmlCommand, hostnameCommand, listCommand, uriCommand, versionCommand, CLIENT_VERSION } from './commands.js';
 import { registerPasswdCommands } from './passwd.js';
+import { registerLoginCommands } from './login/commands.js';
+import { connectionOidcOptions } from './login/connection.js';
 
 class ExitError extends Error {
   constructor(readonly lines: string[], readonly exitCode = 1) {
@@ -31,6 +33,9 @@ program
   .option('-r, --readonly', 'connect read-only')
   .option('--no-prompt', 'never ask on the terminal; fail at once when credentials are needed')
   .option('--relay-policy <file>', 'JSON policy for credential requests daemons relay back (default: $VIRTAUTH_RELAY_POLICY, else ~/.config/virtauth/relay-policy.json if present)')
+  .option('--config <file>', 'client config (identity providers); default $XDG_CONFIG_HOME/virtauth/client.conf')
+  // Global options before the command, as virsh: a command's own options (passwd's --config) stay its own.
+  .enablePositionalOptions()
   .showHelpAfterError();
 
 /**
@@ -58,15 +63,17 @@ function consoleAuth(noPrompt: boolean): ConnectAuth {
 }
 
 async function withConnection(run: (conn: Connection) => Promise<string>): Promise<void> {
-  const opts = program.opts<{ connect?: string; readonly?: boolean; prompt: boolean; relayPolicy?: string }>();
+  const opts = program.opts<{ connect?: string; readonly?: boolean; prompt: boolean; relayPolicy?: string; config?: string }>();
   const uri = opts.connect ?? defaultUri();
   const auth = consoleAuth(!opts.prompt);
   let conn: Connection;
   try {
     const relayPolicy = clientRelayPolicy(opts.relayPolicy);
+    const oidc = connectionOidcOptions(opts.config, opts.prompt);
     conn = await openAuth(uri, auth, opts.readonly ? 1 : 0, {
       personPresent: opts.prompt,
       ...(relayPolicy ? { relayPolicy } : {}),
+      ...(oidc ? { oidc } : {}),
       relayAudit: (record) => reportRefusedRelayRequest(record, (line) => process.stderr.write(terminalSafe(line))),
     });
   } catch (e) {
@@ -102,6 +109,11 @@ program
   .addOption(new Option('--security-info', 'include security-sensitive data'))
   .action((d: string, o: { inactive?: boolean; securityInfo?: boolean }) => withConnection((c) => dumpxmlCommand(c, d, (o.securityInfo ? 1 : 0) | (o.inactive ? 2 : 0))));
 registerPasswdCommands(program);
+registerLoginCommands(program, {
+  configFile: () => program.opts<{ config?: string }>().config,
+  write: (text) => process.stdout.write(text),
+  warn: (text) => process.stderr.write(text),
+});
 
 program.parseAsync(process.argv).then(
   () => process.exit(0),

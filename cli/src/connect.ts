@@ -21,6 +21,7 @@ import {
 import { loadAuthConfSource, registerDefaultProviders, type SaslClientOptions } from '@virtauth/providers';
 import { registerDefaultDrivers } from '@virtauth/drivers';
 import { createRelayClient, type RelayClientOptions, type RelayPolicy } from '@virtauth/relay';
+import { oidcSessionFor, type OidcOptions } from './login/oidc-client.js';
 
 export interface OpenOptions {
   /** A container with the plugins to use; by default the shipped providers and drivers. */
@@ -39,6 +40,14 @@ export interface OpenOptions {
   personPresent?: boolean;
   /** Receives one record per relayed request (origin and types only). */
   relayAudit?: RelayClientOptions['audit'];
+  /** Sign in with OpenID Connect (OAUTHBEARER): `{}` uses the client config file and the token cache. */
+  oidc?: OidcOptions;
+}
+
+/** openAuth's second form: everything in one object, e.g. `openAuth(uri, { oidc: {} })`. */
+export interface OpenAuthOptions extends OpenOptions {
+  auth?: ConnectAuth | null;
+  flags?: number;
 }
 
 export type Connection = DriverConnection;
@@ -76,9 +85,17 @@ function sharedContainer(): DependencyContainer {
  * Opens a connection. `auth` declares the credential types the caller can answer and the one
  * callback that answers all of them at once; null means no callback (as virConnectOpen).
  */
-export async function openAuth(uri: string, auth: ConnectAuth | null, flags = 0, options: OpenOptions = {}): Promise<Connection> {
+// The four-argument form last: it is what Parameters<typeof openAuth> describes.
+export async function openAuth(uri: string, options: OpenAuthOptions): Promise<Connection>;
+export async function openAuth(uri: string, auth: ConnectAuth | null, flags?: number, options?: OpenOptions): Promise<Connection>;
+export async function openAuth(uri: string, authOrOptions: ConnectAuth | OpenAuthOptions | null, flagsArg = 0, optionsArg: OpenOptions = {}): Promise<Connection> {
+  const oneObject = authOrOptions !== null && !('callback' in authOrOptions);
+  const auth = oneObject ? (authOrOptions as OpenAuthOptions).auth ?? null : (authOrOptions as ConnectAuth | null);
+  const flags = oneObject ? (authOrOptions as OpenAuthOptions).flags ?? 0 : flagsArg;
+  const options: OpenOptions = oneObject ? (authOrOptions as OpenAuthOptions) : optionsArg;
   const parsed = parseUri(uri);
-  const container = options.container ?? sharedContainer();
+  const oidc = options.oidc ? oidcSessionFor(options.oidc) : null;
+  const container = options.container ?? oidc?.container ?? sharedContainer();
   const driver = selectDriver(container.resolveAll(DRIVER), parsed);
   if (!driver) throw new VirError({ code: ErrorCode.NO_CONNECT, domain: ErrorDomain.NONE, detail: uri });
   const sources = options.credentialSources ?? (await defaultCredentialSources(container, parsed));
@@ -99,7 +116,7 @@ export async function openAuth(uri: string, auth: ConnectAuth | null, flags = 0,
       ...(options.relayAudit ? { audit: options.relayAudit } : {}),
     });
   }
-  return driver.open(parsed, ctx);
+  return oidc ? oidc.session.explainRefusals(() => driver.open(parsed, ctx)) : driver.open(parsed, ctx);
 }
 
 export function open(uri: string, options: OpenOptions = {}): Promise<Connection> {

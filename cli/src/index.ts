@@ -1,4 +1,6 @@
-export { openAuth, open, openReadOnly, createClientContainer, type ClientContainerOptions, type OpenOptions, type Connection } from './connect.js';
+export { openAuth, open, openReadOnly, createClientContainer, type ClientContainerOptions, type OpenOptions, type OpenAuthOptions, type Connection } from './connect.js';
+export { loadClientConfig, type ClientConfig, type IdentityProvider, type SignInFlow } from './login/client-config.js';
+export type { OidcOptions } from './login/oidc-client.js';
 export { lookupDomain, CLIENT_VERSION } from './commands.js';
 // What an application needs to call openAuth and read its errors, without importing core itself.
 export {

@@ -75,6 +75,11 @@ export interface CredentialRequestInfo {
   signal?: AbortSignal;
   /** Absolute time (ms since the epoch) after which no answer will be taken. */
   deadline?: number;
+  /**
+   * True when the answers would travel to the server unencrypted (XenAPI over http): a daemon's
+   * stored credentials are then never used.
+   */
+  cleartext?: boolean;
 }
 
 /**
@@ -98,7 +103,7 @@ export type CredentialRequester = (creds: Credential[], info: Omit<CredentialReq
 /** A source that fills credentials without asking anyone (auth.conf). */
 export interface CredentialSource {
   /** Fills what it can in place; entries it cannot fill keep `result === null`. */
-  fill(creds: Credential[], service: string, host: string): Promise<void> | void;
+  fill(creds: Credential[], service: string, host: string, info?: Omit<CredentialRequestInfo, 'origin'>): Promise<void> | void;
   /**
    * For relayed requests, which a client's policy must have bound to this service and host:
    * fills only from an entry for exactly this service and host, never a `-default` or wildcard
@@ -125,7 +130,7 @@ export function makeCredentialRequester(sources: readonly CredentialSource[], au
       const open = creds.filter((c) => c.result === null);
       if (open.length === 0) return;
       // Most sources (auth.conf) answer at once: no turn of the event loop for them.
-      const filling = source.fill(open, info.service, info.host);
+      const filling = source.fill(open, info.service, info.host, info);
       if (filling) await filling;
     }
     const missing = creds.filter((c) => c.result === null);

@@ -49,9 +49,11 @@ export const ErrorCode = {
   AUTH_CANCELLED: 79,
   OPERATION_TIMEOUT: 68,
   OPERATION_UNSUPPORTED: 84,
+  SSH: 85,
   ACCESS_DENIED: 88,
   DBUS_SERVICE: 89,
   AUTH_UNAVAILABLE: 94,
+  LIBSSH: 98,
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -71,6 +73,8 @@ export const ErrorDomain = {
   DBUS: 47,
   ACCESS: 55,
   POLKIT: 60,
+  SSH: 50,
+  LIBSSH: 66,
 } as const;
 export type ErrorDomain = (typeof ErrorDomain)[keyof typeof ErrorDomain];
 
@@ -100,6 +104,8 @@ const TEMPLATES: Partial<Record<number, string>> = {
   [ErrorCode.DBUS_SERVICE]: 'error from service: %s',
   [ErrorCode.AUTH_UNAVAILABLE]: 'authentication unavailable: %s',
   [ErrorCode.XEN_CALL]: 'failed Xen syscall %s',
+  [ErrorCode.SSH]: 'SSH transport error: %s',
+  [ErrorCode.LIBSSH]: 'libssh transport error: %s',
 };
 
 export function errorTemplate(code: number): string {

@@ -5,6 +5,7 @@ import type { AuthProvider } from './contracts/auth.js';
 import type { Driver } from './contracts/driver.js';
 import type { SaslMechanism } from './contracts/sasl.js';
 import type { CredentialSource } from './credentials.js';
+import type { ConfigKeyDeclaration } from './conf.js';
 import type { UserDatabase } from './contracts/userdb.js';
 
 export const AUTH_PROVIDER: InjectionToken<AuthProvider> = Symbol.for('virtauth.AuthProvider');
@@ -12,3 +13,4 @@ export const SASL_MECHANISM: InjectionToken<SaslMechanism> = Symbol.for('virtaut
 export const DRIVER: InjectionToken<Driver> = Symbol.for('virtauth.Driver');
 export const CREDENTIAL_SOURCE: InjectionToken<CredentialSource> = Symbol.for('virtauth.CredentialSource');
 export const USER_DATABASE: InjectionToken<UserDatabase> = Symbol.for('virtauth.UserDatabase');
+export const CONFIG_KEYS: InjectionToken<ConfigKeyDeclaration> = Symbol.for('virtauth.ConfigKeys');

@@ -2,12 +2,23 @@
 
 import type { Logger } from 'pino';
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
-import { AuthType, CREDENTIAL_SOURCE } from '@virtauth/core';
-import { FileUserDatabase, loadAuthConfSource, oauthBearerSettingsFrom, polkitSettingsFrom, registerDefaultProviders, registerOAuthBearer, saslSettingsFrom, type SaslServerOptions } from '@virtauth/providers';
+import { AuthType, CONFIG_KEYS, CREDENTIAL_SOURCE } from '@virtauth/core';
+import {
+  FileUserDatabase,
+  loadAuthConfSource,
+  oauthBearerSettingsFrom,
+  polkitSettingsFrom,
+  registerDefaultProviders,
+  registerOAuthBearer,
+  registerProviderConfigKeys,
+  saslSettingsFrom,
+  type SaslServerOptions,
+} from '@virtauth/providers';
 import { getPeerCredentials } from '@virtauth/peercred';
 import { relayExtension } from './relay-extension.js';
 import { registerDefaultDrivers } from '@virtauth/drivers';
-import type { DaemonConfig } from './config.js';
+import { DAEMON_CONFIG_KEYS, type DaemonConfig } from './config.js';
+import { checkConfigKeys } from './config-keys.js';
 import { createLogger } from './logger.js';
 import { VirtauthServer, listenersFromConfig, type DaemonExtension, type ListenerInfo, type ListenerSpec, type ServerOptions } from './server.js';
 
@@ -36,6 +47,10 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
   // Shipped plugins go into the caller's container itself: tsyringe's resolveAll in a child
   // container would hide the parent's registrations under the same token.
   const container = opts.container ?? rootContainer.createChildContainer();
+  const logger = opts.logger ?? createLogger(opts.config.logLevel);
+  // Plugins in the caller's container declared their keys already; the shipped ones declare theirs.
+  registerProviderConfigKeys(container);
+  checkConfigKeys(opts.config, container.resolveAll(CONFIG_KEYS), DAEMON_CONFIG_KEYS, logger);
   const sasl = saslSettingsFrom(opts.config.extra);
   const saslServer: DaemonHandle['sasl'] = {
     users: new FileUserDatabase({ path: sasl.userDatabasePath, iterations: sasl.iterations }),
@@ -64,7 +79,6 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
     maxTimeoutMs: opts.config.relayMaxTimeout * 1000,
     maxRequestsPerOpen: opts.config.relayMaxRequestsPerOpen,
   });
-  const logger = opts.logger ?? createLogger(opts.config.logLevel);
   const extensions = [relay, ...(opts.extensions ?? [])];
   const server = new VirtauthServer({
     config: opts.config,
@@ -73,7 +87,8 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
     listeners: listenerSpecs,
     extensions,
     // Registered sources, then the daemon's own auth.conf (LIBVIRT_AUTH_FILE, ~/.config/libvirt,
-    // /etc/libvirt), read afresh for each open so edits apply without a restart.
+    // /etc/libvirt), read afresh for each open so edits apply without a restart. The server asks
+    // them for a host's own entry only (fillExact).
     credentialSources: async () => {
       const registered = container.isRegistered(CREDENTIAL_SOURCE, true) ? container.resolveAll(CREDENTIAL_SOURCE) : [];
       const authConf = await loadAuthConfSource();

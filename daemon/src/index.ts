@@ -14,4 +14,7 @@ export { createDaemonLogging, effectiveOutputs, sourceFileName, DEFAULT_JOURNAL_
 export { parseLogFilters, parseLogOutputs, defaultLogOutputs, type LogFilter, type LogOutput, type LogPriority, type LogSettings } from './logging/settings.js';
 export { encodeJournalEntry, decodeJournalEntry, journalFieldsOf, journalFieldName, type JournalField } from './logging/journal.js';
 export { JournalSink, formatReadableLine } from './logging/sinks.js';
-export { loadTlsMaterial, DEFAULT_CRL_FILE, type TlsMaterial } from './tls-material.js';
+export { loadTlsMaterial, type TlsMaterial } from './tls-material.js';
+export * from './uri-allow-list.js';
+export * from './config-keys.js';
+export { parseUpstreamList, upstreamFor, startPassThrough, type UpstreamRoute } from './gateway.js';

@@ -1,11 +1,11 @@
 // virtauthd's listeners and per-connection plumbing: accept, admission limits, dispatch through
 // the registered programs, and orderly shutdown.
 
-import { chmod, mkdir, rm, stat } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, rename, rm, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import net from 'node:net';
 import tls from 'node:tls';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import type { DependencyContainer } from 'tsyringe';
 import {
@@ -28,12 +28,18 @@ import {
   type ProgramDefinition,
   type TransportInfo,
   type CredentialSource,
+  type ConnectUri,
   type TransportKind,
 } from '@virtauth/core';
+import { processStartTime } from '@virtauth/providers';
 import { authTypeName, type DaemonConfig } from './config.js';
+import { resolveGroupId } from './unix-group.js';
 import { createRemoteProgram } from './remote-program.js';
 import { loadTlsMaterial, type TlsMaterial } from './tls-material.js';
+import { allChecks, startPassThrough, upstreamFor } from './gateway.js';
+import type { CallCheck } from '@virtauth/drivers';
 import { ClientSession } from './session.js';
+import { UriAllowList } from './uri-allow-list.js';
 
 export interface ListenerSpec {
   kind: TransportKind;
@@ -76,6 +82,11 @@ export interface DaemonExtension {
    * of the reload has been checked.
    */
   prepareReload?(config: DaemonConfig): Promise<(() => void) | void> | (() => void) | void;
+  /**
+   * For a client passed through to an upstream (uri_upstream_list): a check every call passes
+   * before it is forwarded, e.g. access control decoding the call's object and flags.
+   */
+  forwardedCallCheck?(session: ClientSession): CallCheck | undefined;
 }
 
 export interface ServerOptions {
@@ -115,12 +126,17 @@ export class VirtauthServer {
   private readonly sessions = new Set<ClientSession>();
   private readonly waiting: net.Socket[] = [];
   private anonymous = 0;
+  /** Connections open on all listeners together, against max_clients (libvirtd counts them per server). */
+  private connections = 0;
+  private socketGroupId: number | null = null;
   private readonly specs: ListenerSpec[];
   private readonly extensions: DaemonExtension[];
   private programs: ProgramDefinition<ClientSession>[] = [];
   private providers: AuthProvider[] = [];
   private stopping = false;
   readonly processName: string;
+  /** What clients may open: uri_allowed_list, plus what other features add(). */
+  readonly uriAllowList: UriAllowList;
 
   constructor(private readonly opts: ServerOptions) {
     this.config = opts.config;
@@ -129,6 +145,7 @@ export class VirtauthServer {
     this.specs = opts.listeners ?? listenersFromConfig(opts.config);
     this.extensions = opts.extensions ?? [];
     this.processName = `${opts.config.daemonName}@${hostname()}`;
+    this.uriAllowList = new UriAllowList(opts.config.uriAllowedList);
   }
 
   /** Connected clients, including those waiting for a free authentication slot. */
@@ -156,6 +173,11 @@ export class VirtauthServer {
     if (settings.tlsAllowedDnList !== undefined) this.config.tlsAllowedDnList = settings.tlsAllowedDnList;
   }
 
+  /** The programs each connection is served (remote, relay, ...), once started. */
+  get programDefinitions(): readonly ProgramDefinition<ClientSession>[] {
+    return this.programs;
+  }
+
   async start(): Promise<ListenerInfo[]> {
     this.providers = this.container.resolveAll(AUTH_PROVIDER);
     for (const spec of this.specs) {
@@ -173,6 +195,7 @@ export class VirtauthServer {
       }),
       ...this.extensions.flatMap((e) => e.programs?.(this) ?? []),
     ];
+    if (this.config.unixSockGroup !== null) this.socketGroupId = await resolveGroupId(this.config.unixSockGroup);
     const infos: ListenerInfo[] = [];
     try {
       for (const spec of this.specs) infos.push(await this.listen(spec));
@@ -191,7 +214,7 @@ export class VirtauthServer {
     this.tlsServers.push(server);
     server.on('secureConnection', (socket: tls.TLSSocket) => {
       const dn = clientDistinguishedName(socket);
-      if (cfg.tlsAllowedDnList && !cfg.tlsAllowedDnList.some((g) => globMatch(g, dn))) {
+      if (!tlsClientAllowed(cfg.tlsAllowedDnList, dn)) {
         this.log.warn({ event: 'client.refused', reason: 'tls_allowed_dn_list', dn }, 'client certificate DN not allowed');
         socket.destroy();
         return;
@@ -205,8 +228,9 @@ export class VirtauthServer {
   }
 
   private async listen(spec: ListenerSpec): Promise<ListenerInfo> {
-    const server = spec.kind === 'tls' ? await this.createTlsServer(spec) : net.createServer({ pauseOnConnect: true }, (socket) => this.accept(socket, spec));
-    server.maxConnections = this.config.maxClients;
+    const server = spec.kind === 'tls' ? await this.createTlsServer(spec) : net.createServer({ pauseOnConnect: true }, (socket) => this.acceptPlain(socket, spec));
+    // Before any other listener sees the socket: max_clients holds for all listeners together.
+    server.prependListener('connection', (socket: net.Socket) => this.admit(socket));
     if (spec.fd !== undefined) {
       await listenOn(server, { fd: spec.fd }, spec, this.log);
       this.servers.push(server);
@@ -216,11 +240,10 @@ export class VirtauthServer {
     }
     if (spec.kind === 'unix') {
       const path = spec.path!;
-      await mkdir(join(path, '..'), { recursive: true, mode: 0o755 });
+      await mkdir(dirname(path), { recursive: true, mode: 0o755 });
       await removeStaleSocket(path);
-      await listenOn(server, { path }, spec, this.log);
+      await this.listenUnix(server, path, spec);
       this.boundPaths.push(path);
-      if (spec.perms !== undefined) await chmod(path, spec.perms);
       this.servers.push(server);
       const scheme = 'test+unix';
       return { ...spec, uri: `${scheme}:///default?socket=${path}` };
@@ -232,12 +255,50 @@ export class VirtauthServer {
     return { ...spec, port: addr.port, uri: `test+${spec.kind}://${host}:${addr.port}/default` };
   }
 
+  /**
+   * Binds a unix socket in a private directory beside `path`, gives it its mode and group there,
+   * and only then renames it into place: no client ever sees it with the wrong permissions.
+   */
+  private async listenUnix(server: net.Server, path: string, spec: ListenerSpec): Promise<void> {
+    const perms = spec.perms;
+    const privateDir = await mkdtemp(join(dirname(path), `.${basename(path)}-`));
+    const staging = join(privateDir, 'sock');
+    try {
+      await listenOn(server, { path: staging }, spec, this.log, path);
+      if (perms !== undefined) await chmod(staging, perms);
+      if (this.socketGroupId !== null) await chown(staging, -1, this.socketGroupId);
+      await rename(staging, path);
+    } finally {
+      await rm(privateDir, { recursive: true, force: true });
+    }
+  }
+
+  /** Counts a new connection against max_clients; one over the limit is closed at once. */
+  private admit(socket: net.Socket): void {
+    if (this.connections >= this.config.maxClients) {
+      this.log.warn({ event: 'client.refused', reason: 'max_clients', maxClients: this.config.maxClients }, 'too many clients');
+      socket.destroy();
+      return;
+    }
+    this.connections++;
+    socket.once('close', () => this.connections--);
+  }
+
+  private acceptPlain(socket: net.Socket, spec: ListenerSpec): void {
+    if (spec.kind !== 'unix' || socket.destroyed) return this.accept(socket, spec);
+    void this.peerAtAccept(socket, spec).then((peer) => {
+      if (peer) (socket as WaitingSocket).virtauthPeer = peer;
+      this.accept(socket, spec);
+    });
+  }
+
   private accept(socket: net.Socket, spec: ListenerSpec, tlsDn?: string): void {
-    if (this.stopping) {
+    if (this.stopping || socket.destroyed) {
       socket.destroy();
       return;
     }
     socket.setNoDelay(true);
+    const acceptedAt = Date.now();
     // Unauthenticated clients beyond max_anonymous_clients wait unread, as in libvirtd's backlog.
     if (spec.auth !== AuthType.NONE && this.config.maxAnonymousClients > 0 && this.anonymous >= this.config.maxAnonymousClients) {
       if (this.waiting.length >= this.config.maxQueuedClients) {
@@ -248,9 +309,21 @@ export class VirtauthServer {
       this.waiting.push(socket);
       this.clientCountChanged();
       socket.pause();
-      (socket as WaitingSocket).virtauthSpec = spec;
-      if (tlsDn !== undefined) (socket as WaitingSocket).virtauthDn = tlsDn;
+      const waiting = socket as WaitingSocket;
+      waiting.virtauthSpec = spec;
+      waiting.virtauthAcceptedAt = acceptedAt;
+      if (tlsDn !== undefined) waiting.virtauthDn = tlsDn;
+      // A queued client's auth_timeout runs from accept: waiting in the queue counts too.
+      if (this.config.authTimeout > 0) {
+        const timer = setTimeout(() => {
+          this.log.warn({ event: 'client.auth_timeout', seconds: this.config.authTimeout, queued: true }, 'client waited in the queue longer than auth_timeout');
+          socket.destroy();
+        }, this.config.authTimeout * 1000);
+        timer.unref();
+        waiting.virtauthQueueTimer = timer;
+      }
       socket.once('close', () => {
+        clearTimeout(waiting.virtauthQueueTimer);
         const i = this.waiting.indexOf(socket);
         if (i >= 0) {
           this.waiting.splice(i, 1);
@@ -259,21 +332,32 @@ export class VirtauthServer {
       });
       return;
     }
-    this.startSession(socket, spec, tlsDn);
+    this.startSession(socket, spec, tlsDn, acceptedAt);
   }
 
-  private startSession(socket: net.Socket, spec: ListenerSpec, tlsDn?: string): void {
+  /**
+   * The unix peer's credentials, and for polkit its process start time, read at accept: a client
+   * that exits later and leaves its connection to another process cannot pass its pid on.
+   */
+  private async peerAtAccept(socket: net.Socket, spec: ListenerSpec): Promise<TransportInfo['peer'] | undefined> {
+    try {
+      const peer = this.opts.peerCredentials?.(socket);
+      if (peer && spec.auth === AuthType.POLKIT) peer.startTime = await processStartTime(peer.pid);
+      return peer;
+    } catch (e) {
+      // Without them the client can still use auth "none"; polkit then refuses it, pointing here.
+      const level = spec.auth === AuthType.NONE ? 'debug' : 'warn';
+      this.log[level]({ event: 'client.peercred.failed', err: (e as Error).message }, 'cannot read the unix-socket client\'s peer credentials');
+      return undefined;
+    }
+  }
+
+  private startSession(socket: net.Socket, spec: ListenerSpec, tlsDn: string | undefined, acceptedAt: number): void {
     const transport: TransportInfo = { kind: spec.kind, secure: spec.kind !== 'tcp' };
     if (socket instanceof tls.TLSSocket) transport.tls = socket;
     if (spec.kind === 'unix') {
-      // Without them the client can still use auth "none"; polkit then refuses it, pointing here.
-      try {
-        const peer = this.opts.peerCredentials?.(socket);
-        if (peer) transport.peer = peer;
-      } catch (e) {
-        const level = spec.auth === AuthType.NONE ? 'debug' : 'warn';
-        this.log[level]({ event: 'client.peercred.failed', err: (e as Error).message }, 'cannot read the unix-socket client\'s peer credentials');
-      }
+      const peer = (socket as WaitingSocket).virtauthPeer;
+      if (peer) transport.peer = peer;
     } else {
       transport.localAddress = `${socket.localAddress};${socket.localPort}`;
       transport.remoteAddress = `${socket.remoteAddress};${socket.remotePort}`;
@@ -289,7 +373,7 @@ export class VirtauthServer {
         if (session.authenticated || rpc.closed) return;
         log.warn({ event: 'client.auth_timeout', seconds: this.config.authTimeout }, 'client did not authenticate in time');
         rpc.close(null);
-      }, this.config.authTimeout * 1000);
+      }, Math.max(0, this.config.authTimeout * 1000 - (Date.now() - acceptedAt)));
       timer.unref();
       session.onClose(() => clearTimeout(timer));
     }
@@ -314,24 +398,37 @@ export class VirtauthServer {
     const next = this.waiting.shift();
     if (next) {
       const w = next as WaitingSocket;
-      this.startSession(next, w.virtauthSpec!, w.virtauthDn);
+      clearTimeout(w.virtauthQueueTimer);
+      this.startSession(next, w.virtauthSpec!, w.virtauthDn, w.virtauthAcceptedAt ?? Date.now());
     }
   }
 
   /** Finds the driver for a CONNECT_OPEN name, as virConnectOpen does, and opens it. */
   private async openDriver(session: ClientSession, name: string | null, readOnly: boolean): Promise<DriverConnection> {
     const uriText = name && name !== '' ? name : this.config.defaultUri;
-    const uri = parseUri(uriText);
+    // A gateway URI opens its configured upstream with the remote driver, whatever else is registered.
+    const route = upstreamFor(this.config.uriUpstreamList, uriText);
+    // Before the name is even parsed: nothing a client names reaches a driver unless allowed
+    // (uri_upstream_list entries are matched exactly, so they are allowed as written).
+    if (!route && uriText !== this.config.defaultUri && !this.uriAllowList.allows(uriText)) {
+      session.log.warn(
+        { event: 'connect.open.denied', uri: uriForLog(uriText), readOnly, peerUid: session.identity.unixUid, user: session.identity.username, method: session.identity.method },
+        'connection open refused: the URI is not in uri_allowed_list',
+      );
+      throw new VirError({ code: ErrorCode.ACCESS_DENIED, domain: ErrorDomain.ACCESS, detail: `this daemon does not open '${uriForLog(uriText)}' (its operator can allow it in uri_allowed_list)` });
+    }
+    const uri = parseUri(route ? route.upstreamUri : uriText);
     const drivers = this.container.resolveAll(DRIVER);
-    const driver = selectDriver(drivers, uri);
+    const driver = route ? drivers.find((d) => d.name === 'remote') : selectDriver(drivers, uri);
     if (!driver) throw new VirError({ code: ErrorCode.NO_CONNECT, domain: ErrorDomain.NONE, detail: uriText });
     const abort = new AbortController();
     session.opening = abort;
-    const sources = this.opts.credentialSources
+    const stored = this.opts.credentialSources
       ? await this.opts.credentialSources()
       : this.container.isRegistered(CREDENTIAL_SOURCE, true)
         ? this.container.resolveAll(CREDENTIAL_SOURCE)
         : [];
+    const sources = stored.map((s) => this.storedCredentials(s, session));
     let ctx: DriverOpenContext = {
       requestCredentials: makeCredentialRequester(sources, null),
       auth: null,
@@ -343,19 +440,45 @@ export class VirtauthServer {
     try {
       for (const e of this.extensions) if (e.decorateOpenContext) ctx = await e.decorateOpenContext(session, ctx, { uri: uriText, driver: driver.name, sources });
       const conn = await driver.open(uri, ctx);
-      session.log.info({ event: 'connect.open', driver: driver.name, uri: uriText, readOnly, ms: Date.now() - started }, 'hypervisor connection opened');
+      session.log.info({ event: 'connect.open', driver: driver.name, uri: uriText, ...(route ? { upstream: route.upstreamUri } : {}), readOnly, ms: Date.now() - started }, 'hypervisor connection opened');
       if (session.rpc.closed) {
         await conn.close();
         throw new VirError({ code: ErrorCode.AUTH_CANCELLED, domain: ErrorDomain.RPC, detail: 'client disconnected' });
       }
+      if (route) {
+        try {
+          const checks = this.extensions.map((e) => e.forwardedCallCheck?.(session)).filter((c): c is CallCheck => c !== undefined);
+          startPassThrough(session, conn, checks.length === 1 ? checks[0] : checks.length > 1 ? allChecks(checks) : undefined);
+        } catch (e) {
+          await conn.close();
+          throw e;
+        }
+      }
       return conn;
     } catch (e) {
       session.log.info({ event: 'connect.open.failed', driver: driver.name, uri: uriText, err: (e as Error).message }, 'hypervisor connection failed');
-      throw e;
+      throw restrictedClient(session) ? withoutDetails(e, uri, session) : e;
     } finally {
       session.opening = null;
       for (const e of this.extensions) e.openFinished?.(session);
     }
+  }
+
+  /**
+   * The daemon's stored credentials as its drivers may use them: only from an entry for exactly
+   * the host being opened (never `-default`; a source that cannot promise that answers nothing),
+   * and never when the answer would travel unencrypted.
+   */
+  private storedCredentials(source: CredentialSource, session: ClientSession): CredentialSource {
+    return {
+      fill: (creds, service, host, info) => {
+        if (info?.cleartext) {
+          session.log.warn({ event: 'credentials.stored.withheld', service, host }, "the daemon's stored credentials are never sent over an unencrypted channel");
+          return;
+        }
+        return source.fillExact?.(creds, service, host);
+      },
+    };
   }
 
   async stop(): Promise<void> {
@@ -370,7 +493,41 @@ export class VirtauthServer {
   }
 }
 
-type WaitingSocket = net.Socket & { virtauthSpec?: ListenerSpec; virtauthDn?: string };
+/**
+ * Clients that get no details of why an open failed (paths, errno, user names would tell them
+ * about the daemon's host): read-only ones, and anonymous ones on plain TCP.
+ */
+function restrictedClient(session: ClientSession): boolean {
+  return session.readOnly || (session.identity.method === 'none' && session.transport.kind === 'tcp');
+}
+
+function withoutDetails(e: unknown, uri: ConnectUri, session: ClientSession): VirError {
+  const code = e instanceof VirError ? e.code : ErrorCode.INTERNAL_ERROR;
+  const domain = e instanceof VirError ? e.domain : ErrorDomain.NONE;
+  // The relay's own outcomes say only what this client was asked and why it ended: keep them.
+  if (e instanceof VirError && (code === ErrorCode.AUTH_CANCELLED || (code === ErrorCode.AUTH_UNAVAILABLE && domain === ErrorDomain.AUTH))) return e;
+  return new VirError({ code, domain, detail: `cannot open '${uriForLog(uri.raw)}': the daemon's log has the reason (connection ${session.connectionId})` });
+}
+
+/** A client-supplied URI as logs and errors show it: bounded, and no password in the user part. */
+function uriForLog(text: string): string {
+  const bounded = text.length > 256 ? `${text.slice(0, 256)}…` : text;
+  return bounded.replace(/^([^:/?#]+:\/\/)([^@/?#:]*):[^@/?#]*@/, '$1$2@');
+}
+
+/** What the daemon keeps on a socket between accept and its session (it may wait in the queue). */
+type WaitingSocket = net.Socket & {
+  virtauthSpec?: ListenerSpec;
+  virtauthDn?: string;
+  virtauthAcceptedAt?: number;
+  virtauthQueueTimer?: NodeJS.Timeout;
+  virtauthPeer?: TransportInfo['peer'];
+};
+
+/** tls_allowed_dn_list: no list lets any certificate the CA signed in; a list, only DNs a glob matches. */
+export function tlsClientAllowed(allowed: readonly string[] | null, dn: string): boolean {
+  return allowed === null || allowed.some((glob) => globMatch(glob, dn));
+}
 
 /** The client certificate's subject as libvirt writes it for tls_allowed_dn_list: C=..,O=..,CN=.. */
 export function clientDistinguishedName(socket: tls.TLSSocket): string {
@@ -380,14 +537,14 @@ export function clientDistinguishedName(socket: tls.TLSSocket): string {
 }
 
 /** Binds or adopts a listener; errors become libvirt's one-line messages naming what failed. */
-async function listenOn(server: net.Server, where: net.ListenOptions & { fd?: number }, spec: ListenerSpec, log: Logger): Promise<void> {
+async function listenOn(server: net.Server, where: net.ListenOptions & { fd?: number }, spec: ListenerSpec, log: Logger, shownPath = where.path): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     const failed = (e: NodeJS.ErrnoException) => {
       const reason = describeErrno(e);
       const detail = where.fd !== undefined
         ? `Unable to listen on the socket passed by systemd (descriptor ${where.fd}): ${reason}`
         : spec.kind === 'unix'
-          ? `Failed to bind socket to '${where.path}': ${reason}`
+          ? `Failed to bind socket to '${shownPath}': ${reason}`
           : `Unable to bind to port ${where.port} on ${where.host}: ${reason}`;
       reject(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail }));
     };

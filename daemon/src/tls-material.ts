@@ -1,13 +1,11 @@
-// The server's TLS key, certificate, CA and CRL, read as one set: at start, and again on SIGHUP,
-// where a set that fails to load or to make a context leaves the running one in place.
+// The server's TLS key, certificate, CA and (when crl_file names one) CRL, read as one set: at
+// start, and again on SIGHUP, where a set that fails to load or to make a context leaves the
+// running one in place.
 
 import { readFile } from 'node:fs/promises';
 import tls from 'node:tls';
 import { ErrorCode, ErrorDomain, VirError } from '@virtauth/core';
 import type { DaemonConfig } from './config.js';
-
-/** libvirt's CRL location, used only when present unless crl_file names one. */
-export const DEFAULT_CRL_FILE = '/etc/pki/CA/cacrl.pem';
 
 export interface TlsMaterial {
   key: Buffer;
@@ -25,16 +23,7 @@ async function readPem(what: string, path: string): Promise<Buffer> {
 }
 
 export async function loadTlsMaterial(cfg: Pick<DaemonConfig, 'keyFile' | 'certFile' | 'caFile' | 'crlFile'>): Promise<TlsMaterial> {
-  const readCrl = async (): Promise<Buffer | undefined> => {
-    if (cfg.crlFile !== null) return readPem('certificate revocation list', cfg.crlFile);
-    try {
-      return await readFile(DEFAULT_CRL_FILE);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: `Cannot read TLS certificate revocation list '${DEFAULT_CRL_FILE}': ${(e as Error).message}` });
-    }
-  };
-  const [key, cert, ca, crl] = await Promise.all([readPem('key', cfg.keyFile), readPem('certificate', cfg.certFile), readPem('CA certificate', cfg.caFile), readCrl()]);
+  const [key, cert, ca, crl] = await Promise.all([readPem('key', cfg.keyFile), readPem('certificate', cfg.certFile), readPem('CA certificate', cfg.caFile), cfg.crlFile === null ? undefined : readPem('certificate revocation list', cfg.crlFile)]);
   const material: TlsMaterial = crl ? { key, cert, ca, crl } : { key, cert, ca };
   // Building a context here checks that the key matches the certificate and that every PEM
   // parses, so a broken set is refused before any listener uses it.

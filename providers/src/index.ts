@@ -1,8 +1,8 @@
 export { noneAuthProvider } from './none.js';
-export { registerDefaultProviders, type ProviderRegistrationOptions } from './register.js';
-export { PolkitAuthProvider, PolkitServer, DbusPolkitAuthority, polkitClient, polkitSettingsFrom, processStartTime, DEFAULT_POLKIT_ACTION_RO, DEFAULT_POLKIT_ACTION_RW, DBUS_SERVICE_ERROR_CODE, type PolkitServerOptions, type PolkitSettings, type PolkitAuthorityClient, type AuthorizationResult, type UnixProcessSubject } from './polkit/index.js';
+export { registerDefaultProviders, registerProviderConfigKeys, type ProviderRegistrationOptions } from './register.js';
+export { PolkitAuthProvider, PolkitServer, DbusPolkitAuthority, polkitClient, polkitSettingsFrom, POLKIT_CONFIG_KEYS, processStartTime, DEFAULT_POLKIT_ACTION_RO, DEFAULT_POLKIT_ACTION_RW, DBUS_SERVICE_ERROR_CODE, type PolkitServerOptions, type PolkitSettings, type PolkitAuthorityClient, type AuthorizationResult, type UnixProcessSubject } from './polkit/index.js';
 export { SaslAuthProvider, saslAuthFailed, type SaslClientOptions, type SaslServerOptions } from './sasl-provider.js';
-export { saslSettingsFrom, loadSaslSettings, defaultUserDatabasePath, type SaslSettings } from './sasl-settings.js';
+export { saslSettingsFrom, loadSaslSettings, defaultUserDatabasePath, SASL_CONFIG_KEYS, type SaslSettings } from './sasl-settings.js';
 export { ScramSha256Mechanism } from './sasl/scram-sha-256.js';
 export { ScramSha256PlusMechanism } from './sasl/scram-sha-256-plus.js';
 export { PlainMechanism } from './sasl/plain.js';

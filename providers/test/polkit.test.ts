@@ -191,3 +191,25 @@ test('config: action ids are validated', (t) => {
   t.throws(() => polkitSettingsFrom(new Map([['polkit_action_rw', 'Org.Bad Action']])), { message: /polkit_action_rw: 'Org.Bad Action' is not a polkit action id/ });
   t.throws(() => polkitSettingsFrom(new Map([['polkit_action_ro', 42]])), { message: /polkit_action_ro: expected a "string"/ });
 });
+
+test('the start time read at accept is the one polkit is asked about; a pid that names another process by now is refused', async (t) => {
+  const proc = await mkdtemp(join(tmpdir(), 'pk-'));
+  t.teardown(() => rm(proc, { recursive: true, force: true }));
+  await mkdir(join(proc, '4242'));
+  // Field 22 (start time) is 777 now: the process that connected started at 555.
+  const stat = (start: number) => `4242 (some client) S ${'1 '.repeat(18)}${start} 0 0\n`;
+  await writeFile(join(proc, '4242', 'stat'), stat(777));
+  const authority = new ScriptedAuthority(allowed);
+  const provider = new PolkitAuthProvider({ authority, procRoot: proc });
+  const recycled = context({ peer: { pid: 4242, uid: 1000, gid: 1000, startTime: 555n } });
+  const error = await t.throwsAsync(authPolkit(provider, recycled), { instanceOf: VirError });
+  t.is(error!.code, ErrorCode.INTERNAL_ERROR);
+  t.regex(error!.message, /Cannot find start time for pid 4242: the client process exited/);
+  t.is(authority.checks.length, 0, 'polkit was not asked about the process that holds the pid now');
+  t.deepEqual(recycled.marked, []);
+
+  // The same process still there: polkit is asked with the start time read at accept.
+  const same = context({ peer: { pid: 4242, uid: 1000, gid: 1000, startTime: 777n } });
+  t.deepEqual(await authPolkit(provider, same), { complete: 1 });
+  t.is(authority.checks[0]!.subject.startTime as bigint, 777n);
+});

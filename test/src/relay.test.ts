@@ -54,6 +54,7 @@ import {
   waitForNoClients,
   writeAuthConf,
   xenapiUriVia,
+  xenapiDriverUri,
   type DaemonAuditRecord,
 } from './relay-helpers.js';
 import { RawClient } from './sasl-test-helpers.js';
@@ -95,9 +96,16 @@ test.before(async () => {
   process.env.LIBVIRT_AUTH_FILE = emptyAuthConf;
 
   const xen = await startXenApiServer({ users: { root: XEN_ROOT_PASSWORD, ...Object.fromEntries(loadUsers.map((u) => [u.name, u.password])) } });
-  const b = await RelayDaemon.start({ name: 'virtauthd-B', dir, users: { alice: ALICE_PASSWORD, 'hop-a': HOP_PASSWORD } });
+  const b = await RelayDaemon.start({ name: 'virtauthd-B', dir, users: { alice: ALICE_PASSWORD, 'hop-a': HOP_PASSWORD }, allowedUris: [xenapiDriverUri(xen.port)] });
   const aAuthConf = await writeAuthConf(dir, 'a-auth.conf', authConfText([{ service: 'libvirt', host: 'localhost', username: 'hop-a', password: HOP_PASSWORD }]));
-  const a = await RelayDaemon.start({ name: 'virtauthd-A', dir, users: { alice: ALICE_PASSWORD }, authConfPath: aAuthConf });
+  // A opens only the hops to B that the tests take: XenAPI and the probe driver behind B.
+  const a = await RelayDaemon.start({
+    name: 'virtauthd-A',
+    dir,
+    users: { alice: ALICE_PASSWORD },
+    authConfPath: aAuthConf,
+    allowedUris: [xenapiUriVia(b.socket, xen.port), b.uriFor('relayprobe', 'probe=*&count=*&deadline_ms=*')],
+  });
   const probe = new RelayProbeDriver();
   b.registerDriver(probe);
   const clientAuthConf = await writeAuthConf(dir, 'client-auth.conf', authConfText([{ service: 'libvirt', host: 'localhost', username: 'alice', password: ALICE_PASSWORD }]));
@@ -147,7 +155,7 @@ async function openFailure(promise: Promise<unknown>): Promise<VirError> {
 
 const xenUri = () => xenapiUriVia(world.b.socket, world.xen.port);
 const xenUriViaA = () => chainUri(world.a.socket, xenUri());
-const xenDriverUri = () => `xenapi:///?server=127.0.0.1:${world.xen.port}&scheme=http`;
+const xenDriverUri = () => xenapiDriverUri(world.xen.port);
 const hopB = () => ({ daemon: world.b.processName, driver: 'xenapi', uri: xenDriverUri() });
 const hopA = () => ({ daemon: world.a.processName, driver: 'remote', uri: xenUri() });
 const topologies = () => [
@@ -318,7 +326,7 @@ test.serial('deadline: a client timeout of 300 ms ends the open with TIMED_OUT (
 });
 
 test.serial('deadline: the daemon\'s relay_max_timeout caps what the client asked for', async (t) => {
-  const short = await RelayDaemon.start({ name: 'virtauthd-short', dir: world.dir, users: { alice: ALICE_PASSWORD }, settings: { relay_max_timeout: 1 } });
+  const short = await RelayDaemon.start({ name: 'virtauthd-short', dir: world.dir, users: { alice: ALICE_PASSWORD }, settings: { relay_max_timeout: 1 }, allowedUris: [xenapiDriverUri(world.xen.port)] });
   world.extraDaemons.push(short);
   // ENABLE's reply already says so.
   const raw = await RawClient.connect(`test+unix:///default?socket=${short.socket}`);

@@ -131,6 +131,8 @@ interopTest.serial('systemd-socket-activate passes named sockets; virsh connects
   t.is(hostname.code, 0, describeResult(hostname));
   t.true(hostname.stdout.trim().length > 0);
   await notify.waitFor((d) => d.toString().startsWith('READY=1'));
+  await activator.waitForOutput(/virtauth-sock-ro \(auth/, 'the listener lines');
+  await activator.waitForEvent('daemon.ready');
   t.regex(activator.stdout, new RegExp(`listening on unix ${rw} \\(auth none, from systemd\\)`));
   t.regex(activator.stdout, new RegExp(`listening on unix ${ro} \\(auth none, read-only, from systemd\\)`));
   t.is(activator.events('daemon.ready')[0]?.activated, true);
@@ -156,6 +158,7 @@ interopTest.serial('unnamed sockets are matched by their address; a socket that 
   t.is(list.code, 0, describeResult(list));
   t.regex(list.stdout, /\btest\b/);
   // Not passed, so created by the daemon itself, as libvirt does.
+  await activator.waitForOutput(/virtauth-sock-ro \(auth/, 'the read-only listener line');
   t.regex(activator.stdout, /listening on unix .*virtauth-sock-ro \(auth none, read-only\):/);
   activator.child.kill('SIGTERM');
   await activator.exited;
@@ -244,7 +247,7 @@ interopTest.serial('stderr on a terminal gets readable lines; elsewhere pino JSO
 
 // --- SIGHUP ------------------------------------------------------------------------------------
 
-interopTest.serial('SIGHUP with a new CA and certificate, an allowed DN list, then a CRL: new clients see each change, connected clients stay up', ['certtool', 'virsh'], async (t) => {
+interopTest.serial('SIGHUP with a new CA and certificate, a CRL, then an allowed DN list: new clients see each change, connected clients stay up', ['certtool', 'virsh'], async (t) => {
   const [oldPki, newPki] = await Promise.all([TestPki.create(), TestPki.create()]);
   t.teardown(() => Promise.all([oldPki.remove(), newPki.remove()]));
   const dir = await tempDir('sh');
@@ -279,30 +282,33 @@ interopTest.serial('SIGHUP with a new CA and certificate, an allowed DN list, th
   t.is(await connected.getHostname(), before, 'the connection made before the reload still works');
   t.is(daemon.events('daemon.reload.restart_needed').length, 0);
 
-  // tls_allowed_dn_list: a DN taken off the list is refused from the next connection on, and back.
-  const allowOnly = (dn: string) => `${settings(newPki)}tls_allowed_dn_list = ["${dn}"]\n`;
-  await reloadWith(allowOnly('C=GB,O=virtauth,CN=someone-else'));
-  t.not((await virshWith(newPki)).code, 0, 'a DN no longer allowed is refused');
-  t.true(daemon.events('client.refused').some((r) => r.reason === 'tls_allowed_dn_list'));
-  await reloadWith(allowOnly(newPki.client.subject));
-  const allowedAgain = await virshWith(newPki);
-  t.is(allowedAgain.code, 0, describeResult(allowedAgain));
-
-  // A CRL revoking the client certificate: refused from the next connection on.
-  const connectedNew: Connection = await openAuth(uri(newPki), null);
-  t.teardown(() => connectedNew.close().catch(() => {}));
-  const crl = await newPki.revokeClientCertificate();
-  await reloadWith(`${settings(newPki)}crl_file = "${crl}"\n`);
-  const revoked = await virshWith(newPki);
+  // A CRL revoking a connected client's certificate: refused from the next connection on.
+  const {client: revokedClient, crlFile} = await newPki.revokedClient();
+  const revokedUri = `test+tls://localhost:${port}/default?pkipath=${revokedClient.pkiPath}`;
+  const connectedRevoked: Connection = await openAuth(revokedUri, null);
+  t.teardown(() => connectedRevoked.close().catch(() => {}));
+  const withCrl = `${settings(newPki)}crl_file = "${crlFile}"\n`;
+  await reloadWith(withCrl);
+  const revoked = await runVirsh(['hostname'], {uri: revokedUri, timeoutMs: 60_000});
   t.not(revoked.code, 0, `a revoked certificate is refused: ${describeResult(revoked)}`);
-  t.truthy(await connectedNew.getHostname(), 'a client connected before its certificate was revoked stays up');
+  t.truthy(await connectedRevoked.getHostname(), 'a client connected before its certificate was revoked stays up');
+  t.is((await virshWith(newPki)).code, 0, 'certificates not revoked still get in');
 
   // A CRL that cannot be read keeps the running credentials.
   await writeFile(configFile, `${settings(newPki)}crl_file = "${join(dir, 'missing-crl.pem')}"\n`);
   daemon.child.kill('SIGHUP');
   const [failed] = await daemon.waitForEvent('daemon.reload.failed');
   t.regex(String(failed?.msg), /Cannot read TLS certificate revocation list '.*missing-crl\.pem'/);
-  t.not((await virshWith(newPki)).code, 0, 'the CRL in force stays in force');
+  t.not((await runVirsh(['hostname'], {uri: revokedUri, timeoutMs: 60_000})).code, 0, 'the CRL in force stays in force');
+
+  // tls_allowed_dn_list: a DN taken off the list is refused from the next connection on, and back.
+  const allowOnly = (dn: string) => `${withCrl}tls_allowed_dn_list = ["${dn}"]\n`;
+  await reloadWith(allowOnly('C=GB,O=virtauth,CN=someone-else'));
+  t.not((await virshWith(newPki)).code, 0, 'a DN no longer allowed is refused');
+  t.true(daemon.events('client.refused').some((r) => r.reason === 'tls_allowed_dn_list'));
+  await reloadWith(allowOnly(newPki.client.subject));
+  const allowedAgain = await virshWith(newPki);
+  t.is(allowedAgain.code, 0, describeResult(allowedAgain));
 });
 
 interopTest.serial('SIGHUP: a user added to the allow list gets in, connected users stay; a broken file changes nothing', ['root'], async (t) => {

@@ -2,7 +2,7 @@
 
 import type { TLSSocket } from 'node:tls';
 
-export type TransportKind = 'unix' | 'tcp' | 'tls';
+export type TransportKind = 'unix' | 'tcp' | 'tls' | 'ssh';
 
 /** Peer credentials of a unix-socket client (SO_PEERCRED). */
 export interface PeerCredentials {
@@ -10,6 +10,11 @@ export interface PeerCredentials {
   uid: number;
   gid: number;
   groups?: number[];
+  /**
+   * The client process's start time (clock ticks after boot) read when the connection was
+   * accepted, for polkit; null when the process had already gone. Absent when not read.
+   */
+  startTime?: bigint | null;
 }
 
 /**
@@ -37,7 +42,7 @@ export function describeDaemonIdentity(identity: DaemonIdentity | null): string 
 
 export interface TransportInfo {
   kind: TransportKind;
-  /** libvirt's notion: TLS and unix sockets are secure channels, plain TCP is not. */
+  /** libvirt's notion: TLS, SSH and unix sockets are secure channels, plain TCP is not. */
   secure: boolean;
   /** The TLS socket, for channel binding (tls-exporter / tls-server-end-point). */
   tls?: TLSSocket;

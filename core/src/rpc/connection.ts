@@ -19,6 +19,11 @@ export interface Reply<R = unknown> {
 export type CallHandler = (header: Header, body: XdrReader) => Promise<Reply> | Reply;
 /** Handles one incoming MESSAGE packet of a program. */
 export type MessageHandler = (header: Header, body: XdrReader) => void;
+/**
+ * Takes every packet of a program whole (length word included), whatever its type: for a program
+ * whose packets are passed on rather than served. `packet` may be a view into the input chunk.
+ */
+export type PacketInterceptor = (header: Header, packet: Buffer) => void;
 
 export interface RpcConnectionOptions {
   /** Calls dispatched at once; further input waits (the socket is paused). libvirt: 5. */
@@ -42,11 +47,21 @@ export interface CallOptions {
 
 let nextConnectionId = 1;
 
+/** The strerror text libvirt puts after "Cannot recv data: " for the errors a peer causes. */
+const SOCKET_ERROR_TEXT: Record<string, string> = {
+  ECONNRESET: 'Connection reset by peer',
+  EPIPE: 'Broken pipe',
+  ETIMEDOUT: 'Connection timed out',
+};
+
 export class RpcConnection extends EventEmitter {
   readonly id = nextConnectionId++;
   private readonly framer = new PacketFramer();
   private readonly pending = new Map<number, PendingCall>();
   private readonly messageHandlers = new Map<number, MessageHandler>();
+  private readonly interceptors = new Map<number, PacketInterceptor>();
+  /** Reasons input is held (holdInput), besides the concurrency bound. */
+  private inputHolds = 0;
   private callHandler: CallHandler | null = null;
   private serial = 0;
   private inFlight = 0;
@@ -72,7 +87,7 @@ export class RpcConnection extends EventEmitter {
     stream.on('data', (chunk: Buffer) => this.onData(chunk));
     stream.on('end', () => this.close(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: 'End of file while reading data: Input/output error' })));
     stream.on('error', (e: NodeJS.ErrnoException) =>
-      this.close(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: `Cannot recv data: ${e.message}`, cause: e })),
+      this.close(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: `Cannot recv data: ${SOCKET_ERROR_TEXT[e.code ?? ''] ?? e.message}`, cause: e })),
     );
     stream.on('close', () => this.close(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: 'Connection closed' })));
   }
@@ -95,9 +110,39 @@ export class RpcConnection extends EventEmitter {
     this.messageHandlers.set(prog, handler);
   }
 
+  /**
+   * Hands every later packet of `prog` (calls, replies, messages, stream data) to `interceptor`
+   * undecoded. This connection then issues no calls of its own on that program: their serials
+   * would mix with those of the packets passed on.
+   */
+  interceptProgram(prog: number, interceptor: PacketInterceptor): void {
+    this.interceptors.set(prog, interceptor);
+  }
+
+  /**
+   * Writes an already encoded packet (gathered with the others of this turn into one write);
+   * false when the stream's buffer is full: wait for its 'drain' before writing more.
+   */
+  writePacket(packet: Buffer): boolean {
+    if (this.isClosed) return true;
+    this.write(packet);
+    return !this.stream.writableNeedDrain;
+  }
+
+  /** Stops reading input until as many releaseInput() calls (backpressure from elsewhere). */
+  holdInput(): void {
+    if (this.inputHolds++ === 0 && !this.paused) this.stream.pause();
+  }
+
+  releaseInput(): void {
+    if (this.inputHolds === 0) return;
+    if (--this.inputHolds === 0 && !this.paused && !this.isClosed) this.stream.resume();
+  }
+
   /** Issues a call and resolves with the decoded reply, or rejects with the peer's VirError. */
   call<A, R>(prog: number, vers: number, proc: number, args: Codec<A>, value: A, ret: Codec<R>, opts: CallOptions = {}): Promise<R> {
     if (this.isClosed) return Promise.reject(this.closedError ?? rpcError('client socket is closed'));
+    if (this.interceptors.has(prog)) return Promise.reject(rpcError(`program ${prog | 0} is passed through: this connection makes no calls of its own on it`));
     if (this.pending.size >= this.maxPending) return Promise.reject(rpcError('too many calls in flight'));
     const serial = this.serial;
     this.serial = (this.serial + 1) >>> 0;
@@ -169,6 +214,7 @@ export class RpcConnection extends EventEmitter {
     this.pending.clear();
     this.heldCalls.length = 0;
     this.messageHandlers.clear();
+    this.interceptors.clear();
     if (!this.stream.destroyed) {
       this.stream.end();
       // Give a final reply a moment to flush, then make sure the descriptor goes.
@@ -225,6 +271,11 @@ export class RpcConnection extends EventEmitter {
       if (h.type === MessageType.MESSAGE && h.proc === KeepaliveProc.PING) {
         this.sendMessage(KEEPALIVE_PROGRAM, KEEPALIVE_VERSION, KeepaliveProc.PONG, xvoid, undefined);
       }
+      return;
+    }
+    const interceptor = this.interceptors.get(h.prog);
+    if (interceptor) {
+      interceptor(h, packet);
       return;
     }
     switch (h.type) {
@@ -286,7 +337,7 @@ export class RpcConnection extends EventEmitter {
     this.inFlight++;
     if (this.inFlight >= this.maxConcurrent && !this.paused) {
       this.paused = true;
-      this.stream.pause();
+      if (this.inputHolds === 0) this.stream.pause();
     }
     let result: Promise<Reply> | Reply;
     try {
@@ -319,7 +370,7 @@ export class RpcConnection extends EventEmitter {
     }
     if (this.paused && this.heldCalls.length === 0 && this.inFlight < this.maxConcurrent && !this.isClosed) {
       this.paused = false;
-      this.stream.resume();
+      if (this.inputHolds === 0) this.stream.resume();
     }
   }
 

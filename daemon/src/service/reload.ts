@@ -26,8 +26,9 @@ export interface LoadedConfig {
 }
 
 export function loadConfigFile(file: string | null): LoadedConfig {
-  const settings = file ? readConfigSettings(file) : new Map<string, ConfValue>();
-  return { file, settings, config: buildConfig(settings, file ?? 'config') };
+  if (!file) return { file, settings: new Map<string, ConfValue>(), config: buildConfig(new Map()) };
+  const { settings, lines } = readConfigSettings(file);
+  return { file, settings, config: buildConfig(settings, file, lines) };
 }
 
 export interface ReloadTarget {

@@ -60,7 +60,14 @@ export class RemoteDriver implements Driver {
   }
 
   async open(uri: ConnectUri, ctx: DriverOpenContext): Promise<DriverConnection> {
-    const { socket, info } = await openTransport(uri, { readOnly: ctx.readOnly, ...(ctx.signal ? { signal: ctx.signal } : {}), timeoutMs: this.opts.connectTimeoutMs ?? 30000 });
+    const { socket, info } = await openTransport(uri, {
+      readOnly: ctx.readOnly,
+      ...(ctx.signal ? { signal: ctx.signal } : {}),
+      timeoutMs: this.opts.connectTimeoutMs ?? 30000,
+      requestCredentials: ctx.requestCredentials,
+      auth: ctx.auth,
+      ...(ctx.relay ? { relayCredTypes: ctx.relay.credTypes } : {}),
+    });
     const rpc = new RpcConnection(socket);
     socket.resume();
     const onAbort = () => rpc.close(toVirError(ctx.signal!.reason));
@@ -217,6 +224,10 @@ export class RemoteConnection implements DriverConnection {
     if (this.rpc.closed) return;
     try {
       await this.call(RemoteProc.CONNECT_CLOSE, xdr.xvoid, undefined, xdr.xvoid);
+    } catch (e) {
+      // The stream ending during CONNECT_CLOSE is the close done: virt-ssh-helper may exit on
+      // the daemon's hang-up before it has passed the reply on.
+      if (!(e instanceof VirError && e.code === ErrorCode.SYSTEM_ERROR && e.domain === ErrorDomain.RPC && this.transport.kind === 'ssh')) throw e;
     } finally {
       this.rpc.close(null);
     }

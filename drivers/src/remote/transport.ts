@@ -1,18 +1,22 @@
-// Opens the byte stream the remote driver speaks over: a unix socket, TCP, or TLS.
+// Opens the byte stream the remote driver speaks over: a unix socket, TCP, or TLS; other
+// transports (SSH) register an opener by name.
 
 import { createHash } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
 import { readFile } from 'node:fs/promises';
+import type { Duplex } from 'node:stream';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { ErrorCode, ErrorDomain, VirError, uriParam, type ConnectUri, type TransportInfo } from '@virtauth/core';
+import { ErrorCode, ErrorDomain, VirError, uriParam, type ConnectAuth, type ConnectUri, type CredentialRequester, type TransportInfo } from '@virtauth/core';
+import { sshTransports } from './ssh/transports.js';
 
 export const DEFAULT_TCP_PORT = 16509;
 export const DEFAULT_TLS_PORT = 16514;
 
 export interface OpenedTransport {
-  socket: net.Socket;
+  /** A socket, or the stream of an SSH channel or of a child process's stdio. */
+  socket: Duplex;
   info: TransportInfo;
 }
 
@@ -21,6 +25,21 @@ export interface TransportOptions {
   signal?: AbortSignal;
   /** Connect timeout in ms. */
   timeoutMs?: number;
+  /** Transports that log in themselves (SSH) ask here: auth.conf, then the callback or relay. */
+  requestCredentials?: CredentialRequester;
+  /** The caller's callback: opens made with the same one may share an SSH connection. */
+  auth?: ConnectAuth | null;
+  /** Credential types the relay's far end can take: a daemon's driver asks its client with these. */
+  relayCredTypes?: readonly number[];
+}
+
+export type TransportOpener = (uri: ConnectUri, opts: TransportOptions) => Promise<OpenedTransport>;
+
+/** Transports beyond unix, tcp and tls, by the name in the URI scheme (`qemu+ssh`). */
+const registeredTransports = new Map<string, TransportOpener>(sshTransports);
+
+export function registerTransport(name: string, opener: TransportOpener): void {
+  registeredTransports.set(name, opener);
 }
 
 function systemError(detail: string, cause?: unknown): VirError {
@@ -82,8 +101,12 @@ export async function openTransport(uri: ConnectUri, opts: TransportOptions): Pr
     }
     case 'tls':
       return openTls(uri, opts);
-    default:
-      throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.REMOTE, detail: `transport in URL not recognised (should be tls|unix|tcp): ${transport}` });
+    default: {
+      const opener = registeredTransports.get(transport);
+      if (opener) return opener(uri, opts);
+      const known = ['tls', 'unix', 'tcp', ...registeredTransports.keys()].join('|');
+      throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.REMOTE, detail: `transport in URL not recognised (should be ${known}): ${transport}` });
+    }
   }
 }
 

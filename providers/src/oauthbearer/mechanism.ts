@@ -129,7 +129,7 @@ class OAuthBearerClientSession implements SaslClientSession {
     }
     this.done = false;
     // A refused token is useless: the next login must not offer it again.
-    if (error.status === 'invalid_token' && this.token) this.tokenClient?.invalidate(this.token);
+    if (error.status === 'invalid_token' && this.token) await this.tokenClient?.invalidate(this.token);
     this.onServerError?.(this.ctx.host, error);
     // RFC 7628 §3.2.3: acknowledge with %x01 so the server can end the exchange with a failure.
     return CLIENT_ERROR_ACK;
