@@ -18,3 +18,4 @@ export { loadTlsMaterial, type TlsMaterial } from './tls-material.js';
 export * from './uri-allow-list.js';
 export * from './config-keys.js';
 export { parseUpstreamList, upstreamFor, startPassThrough, type UpstreamRoute } from './gateway.js';
+export * from './peer-fault-log.js';
