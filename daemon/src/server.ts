@@ -143,7 +143,8 @@ export class VirtauthServer {
   private stopping = false;
   readonly processName: string;
   /** What clients may open: uri_allowed_list, plus what other features add(). */
-  readonly uriAllowList: UriAllowList;
+  /** uri_allowed_list, replaced whole by a reload. */
+  uriAllowList: UriAllowList;
 
   constructor(private readonly opts: ServerOptions) {
     this.config = opts.config;
@@ -175,9 +176,13 @@ export class VirtauthServer {
    * Settings that change without a restart (SIGHUP): new TLS credentials apply to connections
    * accepted from now on; clients already connected keep the ones they were accepted with.
    */
-  applyLiveSettings(settings: { tls?: TlsMaterial; tlsAllowedDnList?: string[] | null }): void {
+  applyLiveSettings(settings: { tls?: TlsMaterial; tlsAllowedDnList?: string[] | null; uriAllowedList?: string[] }): void {
     if (settings.tls) for (const server of this.tlsServers) server.setSecureContext(settings.tls);
     if (settings.tlsAllowedDnList !== undefined) this.config.tlsAllowedDnList = settings.tlsAllowedDnList;
+    if (settings.uriAllowedList !== undefined) {
+      this.uriAllowList = new UriAllowList(settings.uriAllowedList);
+      this.config.uriAllowedList = settings.uriAllowedList;
+    }
   }
 
   /** The programs each connection is served (remote, relay, ...), once started. */

@@ -336,6 +336,18 @@ interopTest.serial('SIGHUP: a user added to the allow list gets in, connected us
   await bob.close();
   t.truthy(await alice.getHostname(), 'alice, connected before the reload, is still served');
 
+  // uri_allowed_list, the operator's policy of what may be opened, changes live too.
+  const otherUri = `test+unix:///${join(dir, 'other.xml').slice(1)}?socket=${join(dir, 'virtauth-sock')}&auth=sasl.SCRAM-SHA-256`;
+  await t.throwsAsync(openAuth(otherUri, credentials('alice', 'alice-password')), {message: /^access denied: this daemon does not open '.*other\.xml'/});
+  await writeFile(configFile, settings({sasl_allowed_username_list: ['alice', 'bob'], uri_allowed_list: ['test:///default', `test://${join(dir, 'other.xml')}`]}));
+  daemon.child.kill('SIGHUP');
+  await daemon.waitForEvent('daemon.reloaded', 2);
+  const opened = await openAuth(otherUri, credentials('alice', 'alice-password')).then(
+    (conn) => conn.close().then(() => 'opened'),
+    (error: Error) => error.message,
+  );
+  t.false(/access denied/.test(opened), `allowed after the reload: ${opened}`);
+
   // A broken file: the running settings stay, and the log says why.
   await writeFile(configFile, `${settings({sasl_allowed_username_list: ['alice']})}log_outputs = "1:nowhere"\n`);
   daemon.child.kill('SIGHUP');

@@ -1,6 +1,7 @@
 // SIGHUP: re-reads the configuration and applies what can change without dropping a client —
-// TLS credentials, the user database, the allow lists, logging, extensions' policies. Every
-// part is checked before anything is applied, so a broken file leaves the running settings.
+// TLS credentials, the user database, the allow lists (users, DNs, URIs), logging, extensions'
+// policies. Every part is checked before anything is applied, so a broken file leaves the running
+// settings.
 
 import type { Logger } from 'pino';
 import type { ConfValue, UserDatabase } from '@virtauth/core';
@@ -13,7 +14,7 @@ import { loadTlsMaterial, type TlsMaterial } from '../tls-material.js';
 
 /** Keys whose new value a reload applies; a change to any other is reported as needing a restart. */
 export const RELOADABLE_KEYS: readonly string[] = [
-  'key_file', 'cert_file', 'ca_file', 'crl_file', 'tls_allowed_dn_list',
+  'key_file', 'cert_file', 'ca_file', 'crl_file', 'tls_allowed_dn_list', 'uri_allowed_list',
   'sasl_allowed_username_list', 'sasl_user_db',
   'log_level', 'log_filters', 'log_outputs',
 ];
@@ -76,7 +77,7 @@ export async function reloadConfiguration(current: LoadedConfig, target: ReloadT
   // Logging last among the checks: opening its outputs is the one step that takes effect at
   // once, and it undoes itself when an output cannot be opened.
   target.logging?.reconfigure(target.logSettingsOf(next.config));
-  daemon.server.applyLiveSettings({ ...(tls ? { tls } : {}), tlsAllowedDnList: next.config.tlsAllowedDnList });
+  daemon.server.applyLiveSettings({ ...(tls ? { tls } : {}), tlsAllowedDnList: next.config.tlsAllowedDnList, uriAllowedList: next.config.uriAllowedList });
   daemon.sasl.allowedUsernames = sasl.allowedUsernames;
   daemon.sasl.users = users;
   for (const commit of commits) commit();
