@@ -24,6 +24,8 @@ export class ClientSession implements ServerAuthContext {
   driverConn: DriverConnection | null = null;
   /** Warnings about this client's malformed input, rate-limited. */
   readonly peerFaults: PeerFaultLog;
+  /** Whether the hypervisor connection was opened read-only (socket or CONNECT_OPEN flag). */
+  readOnlyOpen = false;
   /** Resources to release when the connection goes (relay channels, timers). */
   private readonly cleanups: (() => void)[] = [];
 

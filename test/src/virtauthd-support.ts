@@ -1,0 +1,47 @@
+// virtauthd under test: started in the test's process on two private unix sockets.
+
+import {closeSync, openSync} from 'node:fs';
+import {rm} from 'node:fs/promises';
+import {join} from 'node:path';
+
+import type {ExecutionContext} from 'ava';
+import {createDaemon, createLogger, defaultConfig, type DaemonConfig, type DaemonExtension, type DaemonHandle, type ListenerSpec} from '@virtauth/daemon';
+
+import {tempDir} from './peers/index.js';
+
+export interface VirtauthdUnderTest {
+  handle: DaemonHandle;
+  dir: string;
+  rwSocket: string;
+  roSocket: string;
+  uri(readOnlySocket?: boolean): string;
+}
+
+/** virtauthd in this process on two temp unix sockets (rw, ro), logging to a file in its dir. */
+export async function startVirtauthd(t: ExecutionContext, settings: Partial<DaemonConfig> = {}, extensions: DaemonExtension[] = []): Promise<VirtauthdUnderTest> {
+  const dir = await tempDir('vd');
+  const config: DaemonConfig = {...defaultConfig(), unixSockDir: dir, ...settings};
+  // A SASL socket needs a user database; an empty private one keeps the host's out of it.
+  config.extra.set('sasl_user_db', join(dir, 'users.db'));
+  const rwSocket = join(dir, 'virtauth-sock');
+  const roSocket = join(dir, 'virtauth-sock-ro');
+  const listeners: ListenerSpec[] = [
+    {kind: 'unix', path: rwSocket, auth: config.authUnixRw, readOnly: false, perms: 0o700},
+    {kind: 'unix', path: roSocket, auth: config.authUnixRo, readOnly: true, perms: 0o777},
+  ];
+  const logFd = openSync(join(dir, 'virtauthd.log'), 'a');
+  const handle = await createDaemon({config, logger: createLogger(2, logFd), listeners, extensions});
+  t.teardown(async () => {
+    await handle.stop();
+    closeSync(logFd);
+    await rm(dir, {recursive: true, force: true});
+  });
+  return {
+    handle,
+    dir,
+    rwSocket,
+    roSocket,
+    uri: (readOnlySocket = false) => `test+unix:///default?socket=${readOnlySocket ? roSocket : rwSocket}`,
+  };
+}
+
