@@ -3,6 +3,7 @@
 
 import { readFileSync } from 'node:fs';
 import { AuthType, ErrorCode, ErrorDomain, VirError, defaultVirtauthSocketDir, parseConf, type ConfValue } from '@virtauth/core';
+import { parseLogFilters, parseLogOutputs, type LogFilter, type LogOutput } from './logging/settings.js';
 import type { ConfigSource } from './config-keys.js';
 import { checkUriAllowedList } from './uri-allow-list.js';
 import { parseUpstreamList, type UpstreamRoute } from './gateway.js';
@@ -42,6 +43,10 @@ export interface DaemonConfig {
   keepaliveCount: number;
   /** libvirt's log levels: 1 debug, 2 info, 3 warning, 4 error. */
   logLevel: number;
+  /** Per-source priorities (log_filters); the first whose match is in the source file applies. */
+  logFilters: LogFilter[];
+  /** Where log lines go (log_outputs); null: the journal under systemd, else stderr. */
+  logOutputs: LogOutput[] | null;
   /** Name this daemon gives itself in relayed requests' origin chains. */
   daemonName: string;
   /** The URI opened when a client's CONNECT_OPEN carries no name. */
@@ -86,6 +91,8 @@ export function defaultConfig(): DaemonConfig {
     keepaliveInterval: 5,
     keepaliveCount: 5,
     logLevel: 3,
+    logFilters: [],
+    logOutputs: null,
     daemonName: 'virtauthd',
     defaultUri: 'test:///default',
     uriAllowedList: ['test:///default'],
@@ -107,7 +114,8 @@ export const DAEMON_CONFIG_KEYS: readonly string[] = [
   'listen_tcp', 'listen_addr', 'tcp_port', 'auth_tcp', 'listen_tls', 'tls_port', 'auth_tls', 'key_file', 'cert_file',
   'ca_file', 'crl_file', 'tls_allowed_dn_list', 'auth_timeout', 'relay_max_timeout', 'relay_max_requests_per_open',
   'max_clients', 'max_queued_clients', 'max_anonymous_clients', 'max_client_requests', 'keepalive_interval',
-  'keepalive_count', 'log_level', 'daemon_name', 'default_uri', 'uri_allowed_list', 'uri_upstream_list',
+  'keepalive_count', 'log_level', 'log_filters', 'log_outputs', 'daemon_name', 'default_uri', 'uri_allowed_list',
+  'uri_upstream_list',
 ];
 
 /** Applies parsed settings over the defaults, checking each value's type and range. */
@@ -177,6 +185,8 @@ export function buildConfig(settings: Map<string, ConfValue>, file = 'config', l
       case 'keepalive_interval': cfg.keepaliveInterval = int(key, v, -1, 86400); break;
       case 'keepalive_count': cfg.keepaliveCount = int(key, v, 0, 1000); break;
       case 'log_level': cfg.logLevel = int(key, v, 1, 4); break;
+      case 'log_filters': cfg.logFilters = parseLogFilters(str(key, v), `${at(key)}: ${key}`); break;
+      case 'log_outputs': cfg.logOutputs = parseLogOutputs(str(key, v), `${at(key)}: ${key}`); break;
       case 'daemon_name': cfg.daemonName = str(key, v); break;
       case 'default_uri': cfg.defaultUri = str(key, v); break;
       case 'uri_upstream_list': cfg.uriUpstreamList = parseUpstreamList(v, file); break;
@@ -186,8 +196,8 @@ export function buildConfig(settings: Map<string, ConfValue>, file = 'config', l
   return cfg;
 }
 
-export function loadConfig(file: string | null): DaemonConfig {
-  if (!file) return defaultConfig();
+/** The settings a config file holds, as written (for comparing two versions of it on reload), and their lines. */
+export function readConfigSettings(file: string): { settings: Map<string, ConfValue>; lines: Map<string, number> } {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -195,5 +205,11 @@ export function loadConfig(file: string | null): DaemonConfig {
     throw new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `cannot read configuration file ${file}: ${(e as Error).message}` });
   }
   const lines = new Map<string, number>();
-  return buildConfig(parseConf(text, file, lines), file, lines);
+  return { settings: parseConf(text, file, lines), lines };
+}
+
+export function loadConfig(file: string | null): DaemonConfig {
+  if (!file) return defaultConfig();
+  const { settings, lines } = readConfigSettings(file);
+  return buildConfig(settings, file, lines);
 }

@@ -2,7 +2,7 @@
 
 import type { Logger } from 'pino';
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
-import { CONFIG_KEYS, CREDENTIAL_SOURCE } from '@virtauth/core';
+import { AuthType, CONFIG_KEYS, CREDENTIAL_SOURCE } from '@virtauth/core';
 import {
   FileUserDatabase,
   loadAuthConfSource,
@@ -13,6 +13,7 @@ import {
   registerOAuthBearer,
   registerProviderConfigKeys,
   saslSettingsFrom,
+  type SaslServerOptions,
 } from '@virtauth/providers';
 import { getPeerCredentials } from '@virtauth/peercred';
 import { relayExtension } from './relay-extension.js';
@@ -21,7 +22,7 @@ import { registerDefaultDrivers } from '@virtauth/drivers';
 import { DAEMON_CONFIG_KEYS, type DaemonConfig } from './config.js';
 import { checkConfigKeys } from './config-keys.js';
 import { createLogger } from './logger.js';
-import { VirtauthServer, type DaemonExtension, type ListenerInfo, type ListenerSpec, type ServerOptions } from './server.js';
+import { VirtauthServer, listenersFromConfig, type DaemonExtension, type ListenerInfo, type ListenerSpec, type ServerOptions } from './server.js';
 
 export interface CreateDaemonOptions {
   config: DaemonConfig;
@@ -38,6 +39,9 @@ export interface DaemonHandle {
   server: VirtauthServer;
   listeners: ListenerInfo[];
   container: DependencyContainer;
+  /** The SASL server's settings, read at each authentication: a reload changes them in place. */
+  sasl: SaslServerOptions;
+  extensions: DaemonExtension[];
   stop(): Promise<void>;
   /** What SIGHUP does: access policies re-read, connections kept. */
   reload(): Promise<void>;
@@ -53,18 +57,22 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
   container.register(CONFIG_KEYS, { useValue: { owner: 'access', keys: ACCESS_CONFIG_KEYS } });
   checkConfigKeys(opts.config, container.resolveAll(CONFIG_KEYS), DAEMON_CONFIG_KEYS, logger);
   const sasl = saslSettingsFrom(opts.config.extra);
+  const saslServer: DaemonHandle['sasl'] = {
+    users: new FileUserDatabase({ path: sasl.userDatabasePath, iterations: sasl.iterations }),
+    ...(sasl.mechanisms ? { mechanisms: sasl.mechanisms } : {}),
+    allowedUsernames: sasl.allowedUsernames,
+    maxFailuresPerConnection: sasl.maxFailuresPerConnection,
+    maxFailuresPerUser: sasl.maxFailuresPerUser,
+    failureWindowMs: sasl.failureWindowMs,
+    failureDelayMs: sasl.failureDelayMs,
+  };
+  const listenerSpecs = opts.listeners ?? listenersFromConfig(opts.config);
+  // An unreadable user database is a startup error, not a failure of every later login.
+  if (listenerSpecs.some((l) => l.auth === AuthType.SASL)) await saslServer.users.list();
   registerDefaultProviders(container, {
     scramIterations: sasl.iterations,
     concealUnknownUsers: sasl.concealUnknownUsers,
-    saslServer: {
-      users: new FileUserDatabase({ path: sasl.userDatabasePath, iterations: sasl.iterations }),
-      ...(sasl.mechanisms ? { mechanisms: sasl.mechanisms } : {}),
-      allowedUsernames: sasl.allowedUsernames,
-      maxFailuresPerConnection: sasl.maxFailuresPerConnection,
-      maxFailuresPerUser: sasl.maxFailuresPerUser,
-      failureWindowMs: sasl.failureWindowMs,
-      failureDelayMs: sasl.failureDelayMs,
-    },
+    saslServer,
     polkitServer: polkitSettingsFrom(opts.config.extra),
   });
   // OAUTHBEARER is a plugin like any third party's: registered only when the config has oauth_* keys.
@@ -78,12 +86,13 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
   });
   registerAccessDrivers(container);
   const access = await createAccessManager(container, opts.config.extra, logger);
+  const extensions = [relay, ...(opts.extensions ?? [])];
   const server = new VirtauthServer({
     config: opts.config,
     container,
     logger,
-    ...(opts.listeners ? { listeners: opts.listeners } : {}),
-    extensions: [relay, ...(opts.extensions ?? [])],
+    listeners: listenerSpecs,
+    extensions,
     // Registered sources, then the daemon's own auth.conf (LIBVIRT_AUTH_FILE, ~/.config/libvirt,
     // /etc/libvirt), read afresh for each open so edits apply without a restart. The server asks
     // them for a host's own entry only (fillExact).
@@ -96,5 +105,5 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
     access,
   });
   const listeners = await server.start();
-  return { server, listeners, container, stop: () => server.stop(), reload: () => server.reload() };
+  return { server, listeners, container, sasl: saslServer, extensions, stop: () => server.stop(), reload: () => server.reload() };
 }
