@@ -24,6 +24,9 @@ export async function spawnVirtauthd(configFile, dir, ready) {
     const found = await waitFor(() => ready(stdout), 15_000, 'virtauthd to print its listeners');
     return {
       found,
+      pid: child.pid,
+      /** Bytes virtauthd has written to stderr (its log) so far. */
+      logBytes: () => Buffer.byteLength(stderr),
       async stop() {
         child.kill('SIGTERM');
         await exited;

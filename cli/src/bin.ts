@@ -2,19 +2,25 @@
 // virtauth: a virsh-like client, and the administration of virtauthd's user database.
 import 'reflect-metadata';
 import { Command, Option } from 'commander';
-import { ErrorCode, ErrorDomain, VirError, defaultVirtauthSocketDir, formatUuid, type ConnectAuth } from '@virtauth/core';
+import { ErrorCode, ErrorDomain, VirError, defaultVirtauthSocketDir, formatUuid, terminalSafe, type ConnectAuth } from '@virtauth/core';
 import { createConsoleAuth } from '@virtauth/providers';
 import { openAuth, type Connection } from './connect.js';
+import { clientRelayPolicy, reportRefusedRelayRequest } from './relay-policy.js';
 import { dominfoCommand, dumpxmlCommand, hostnameCommand, listCommand, uriCommand, versionCommand, CLIENT_VERSION } from './commands.js';
 import { registerPasswdCommands } from './passwd.js';
 import { defineCommand, domainVerbCommand, eventCommand } from './domain-commands.js';
 import { defaultAdminUri, openAdmin, registerAdminCommands, type AdminConnection } from './admin.js';
+import { registerLoginCommands } from './login/commands.js';
+import { connectionOidcOptions } from './login/connection.js';
 
 class ExitError extends Error {
   constructor(readonly lines: string[], readonly exitCode = 1) {
     super(lines.join('\n'));
   }
 }
+
+/** An error's text as it may be printed: it usually carries the server's words. */
+const errorText = (e: unknown): string => terminalSafe(e instanceof Error ? e.message : String(e));
 
 function defaultUri(): string {
   return process.env.VIRTAUTH_DEFAULT_URI || process.env.LIBVIRT_DEFAULT_URI || `test+unix:///default?socket=${defaultVirtauthSocketDir()}/virtauth-sock`;
@@ -28,7 +34,11 @@ program
   .option('-c, --connect <uri>', 'hypervisor connection URI')
   .option('-r, --readonly', 'connect read-only')
   .option('--no-prompt', 'never ask on the terminal; fail at once when credentials are needed')
+  .option('--relay-policy <file>', 'JSON policy for credential requests daemons relay back (default: $VIRTAUTH_RELAY_POLICY, else ~/.config/virtauth/relay-policy.json if present)')
+  .option('--config <file>', 'client config (identity providers); default $XDG_CONFIG_HOME/virtauth/client.conf')
   .option('--json', 'print results (domain verbs, list, events) as JSON, one object per line')
+  // Global options before the command, as virsh: a command's own options (passwd's --config) stay its own.
+  .enablePositionalOptions()
   .showHelpAfterError();
 
 /**
@@ -56,21 +66,29 @@ function consoleAuth(noPrompt: boolean): ConnectAuth {
 }
 
 async function withConnection(run: (conn: Connection) => Promise<string>, output: { noTrailingLine?: boolean } = {}): Promise<void> {
-  const opts = program.opts<{ connect?: string; readonly?: boolean; prompt: boolean }>();
+  const opts = program.opts<{ connect?: string; readonly?: boolean; prompt: boolean; relayPolicy?: string; config?: string }>();
   const uri = opts.connect ?? defaultUri();
   const auth = consoleAuth(!opts.prompt);
   let conn: Connection;
   try {
-    conn = await openAuth(uri, auth, opts.readonly ? 1 : 0, { personPresent: opts.prompt });
+    const relayPolicy = clientRelayPolicy(opts.relayPolicy);
+    const oidc = connectionOidcOptions(opts.config, opts.prompt);
+    conn = await openAuth(uri, auth, opts.readonly ? 1 : 0, {
+      personPresent: opts.prompt,
+      ...(relayPolicy ? { relayPolicy } : {}),
+      ...(oidc ? { oidc } : {}),
+      relayAudit: (record) => reportRefusedRelayRequest(record, (line) => process.stderr.write(terminalSafe(line))),
+    });
   } catch (e) {
-    throw new ExitError(['error: failed to connect to the hypervisor', `error: ${(e as Error).message}`]);
+    throw new ExitError(['error: failed to connect to the hypervisor', `error: ${errorText(e)}`]);
   }
   try {
-    process.stdout.write(await run(conn));
+    // Names, XML and every other value come from the server.
+    process.stdout.write(terminalSafe(await run(conn)));
     // virsh ends its output with a blank line; JSON output stays one object per line.
     if (!output.noTrailingLine) process.stdout.write('\n');
   } catch (e) {
-    throw new ExitError([`error: ${(e as Error).message}`]);
+    throw new ExitError([`error: ${errorText(e)}`]);
   } finally {
     await conn.close().catch(() => {});
   }
@@ -141,12 +159,18 @@ program
     withConnection(
       (c) => {
         const interrupted = new Promise<void>((resolve) => process.once('SIGINT', () => resolve()));
-        return eventCommand(c, { ...o, json: jsonOutput() }, (text) => process.stdout.write(text), interrupted);
+        // Each event is written as it comes; domain names come from the server.
+        return eventCommand(c, { ...o, json: jsonOutput() }, (text) => process.stdout.write(terminalSafe(text)), interrupted);
       },
       { noTrailingLine: true },
     ),
   );
 registerPasswdCommands(program);
+registerLoginCommands(program, {
+  configFile: () => program.opts<{ config?: string }>().config,
+  write: (text) => process.stdout.write(text),
+  warn: (text) => process.stderr.write(text),
+});
 
 /** Admin verbs: -c names the daemon's admin socket (virtauthd:///system?socket=...), as virt-admin's -c. */
 async function withAdminConnection(run: (conn: AdminConnection) => Promise<string>): Promise<void> {
@@ -176,7 +200,7 @@ program.parseAsync(process.argv).then(
       process.stderr.write(`${e.lines.join('\n')}\n\n`);
       process.exit(e.exitCode);
     }
-    process.stderr.write(`error: ${e instanceof VirError ? e.message : (e as Error).stack ?? String(e)}\n`);
+    process.stderr.write(`error: ${e instanceof VirError ? errorText(e) : terminalSafe((e as Error).stack ?? String(e))}\n`);
     process.exit(1);
   },
 );

@@ -18,9 +18,10 @@ import {
   type DriverConnection,
   type DriverOpenContext,
 } from '@virtauth/core';
-import { loadAuthConfSource, registerDefaultProviders } from '@virtauth/providers';
+import { loadAuthConfSource, registerDefaultProviders, type SaslClientOptions } from '@virtauth/providers';
 import { registerDefaultDrivers } from '@virtauth/drivers';
 import { createRelayClient, type RelayClientOptions, type RelayPolicy } from '@virtauth/relay';
+import { oidcSessionFor, type OidcOptions } from './login/oidc-client.js';
 
 export interface OpenOptions {
   /** A container with the plugins to use; by default the shipped providers and drivers. */
@@ -39,6 +40,14 @@ export interface OpenOptions {
   personPresent?: boolean;
   /** Receives one record per relayed request (origin and types only). */
   relayAudit?: RelayClientOptions['audit'];
+  /** Sign in with OpenID Connect (OAUTHBEARER): `{}` uses the client config file and the token cache. */
+  oidc?: OidcOptions;
+}
+
+/** openAuth's second form: everything in one object, e.g. `openAuth(uri, { oidc: {} })`. */
+export interface OpenAuthOptions extends OpenOptions {
+  auth?: ConnectAuth | null;
+  flags?: number;
 }
 
 export type Connection = DriverConnection;
@@ -52,13 +61,18 @@ async function defaultCredentialSources(container: DependencyContainer, uri: Ret
 
 let defaultContainer: DependencyContainer | null = null;
 
+export interface ClientContainerOptions {
+  /** SASL client limits, e.g. `{ minIterations: 10000 }`: the fewest SCRAM iterations accepted (default 4096). */
+  saslClient?: SaslClientOptions;
+}
+
 /**
  * Registers the providers and drivers virtauth ships into a container (a new child of the root
  * container by default). Register your own plugins in the same container: tsyringe's resolveAll
  * does not merge a child's registrations with its parent's.
  */
-export function createClientContainer(c: DependencyContainer = rootContainer.createChildContainer()): DependencyContainer {
-  registerDefaultProviders(c);
+export function createClientContainer(c: DependencyContainer = rootContainer.createChildContainer(), opts: ClientContainerOptions = {}): DependencyContainer {
+  registerDefaultProviders(c, opts.saslClient ? { saslClient: opts.saslClient } : {});
   registerDefaultDrivers(c);
   return c;
 }
@@ -71,9 +85,17 @@ function sharedContainer(): DependencyContainer {
  * Opens a connection. `auth` declares the credential types the caller can answer and the one
  * callback that answers all of them at once; null means no callback (as virConnectOpen).
  */
-export async function openAuth(uri: string, auth: ConnectAuth | null, flags = 0, options: OpenOptions = {}): Promise<Connection> {
+// The four-argument form last: it is what Parameters<typeof openAuth> describes.
+export async function openAuth(uri: string, options: OpenAuthOptions): Promise<Connection>;
+export async function openAuth(uri: string, auth: ConnectAuth | null, flags?: number, options?: OpenOptions): Promise<Connection>;
+export async function openAuth(uri: string, authOrOptions: ConnectAuth | OpenAuthOptions | null, flagsArg = 0, optionsArg: OpenOptions = {}): Promise<Connection> {
+  const oneObject = authOrOptions !== null && !('callback' in authOrOptions);
+  const auth = oneObject ? (authOrOptions as OpenAuthOptions).auth ?? null : (authOrOptions as ConnectAuth | null);
+  const flags = oneObject ? (authOrOptions as OpenAuthOptions).flags ?? 0 : flagsArg;
+  const options: OpenOptions = oneObject ? (authOrOptions as OpenAuthOptions) : optionsArg;
   const parsed = parseUri(uri);
-  const container = options.container ?? sharedContainer();
+  const oidc = options.oidc ? oidcSessionFor(options.oidc) : null;
+  const container = options.container ?? oidc?.container ?? sharedContainer();
   const driver = selectDriver(container.resolveAll(DRIVER), parsed);
   if (!driver) throw new VirError({ code: ErrorCode.NO_CONNECT, domain: ErrorDomain.NONE, detail: uri });
   const sources = options.credentialSources ?? (await defaultCredentialSources(container, parsed));
@@ -94,7 +116,7 @@ export async function openAuth(uri: string, auth: ConnectAuth | null, flags = 0,
       ...(options.relayAudit ? { audit: options.relayAudit } : {}),
     });
   }
-  return driver.open(parsed, ctx);
+  return oidc ? oidc.session.explainRefusals(() => driver.open(parsed, ctx)) : driver.open(parsed, ctx);
 }
 
 export function open(uri: string, options: OpenOptions = {}): Promise<Connection> {

@@ -1,4 +1,6 @@
-export { openAuth, open, openReadOnly, createClientContainer, type OpenOptions, type Connection } from './connect.js';
+export { openAuth, open, openReadOnly, createClientContainer, type ClientContainerOptions, type OpenOptions, type OpenAuthOptions, type Connection } from './connect.js';
+export { loadClientConfig, type ClientConfig, type IdentityProvider, type SignInFlow } from './login/client-config.js';
+export type { OidcOptions } from './login/oidc-client.js';
 export { lookupDomain, CLIENT_VERSION } from './commands.js';
 export { openAdmin, adminSocketPath, paramsObject, type AdminConnection } from './admin.js';
 // What an application needs to call openAuth and read its errors, without importing core itself.
@@ -23,5 +25,7 @@ export {
   type CredentialCallback,
   type CredentialRequestInfo,
   type OriginHop,
+  type RelayVia,
+  type DaemonIdentity,
 } from '@virtauth/core';
-export type { RelayPolicy, RelayPolicyRule } from '@virtauth/relay';
+export type { RelayPolicy, RelayPolicyRule, StoredCredentialGrant, TrustedDaemon, OriginRate, ClientRelayAuditRecord } from '@virtauth/relay';

@@ -11,9 +11,10 @@ function confError(file: string, line: number, why: string): VirError {
 
 /**
  * Parses libvirt's config syntax: `key = value` where value is an integer, a "string" (or
- * 'string'), or a [ list, of, strings ] that may span lines; `#` starts a comment.
+ * 'string'), or a [ list, of, strings ] that may span lines; `#` starts a comment. `lines`, when
+ * given, receives the line each setting was found on, for messages about it.
  */
-export function parseConf(text: string, file = 'config'): Map<string, ConfValue> {
+export function parseConf(text: string, file = 'config', lines?: Map<string, number>): Map<string, ConfValue> {
   const out = new Map<string, ConfValue>();
   let i = 0;
   let line = 1;
@@ -49,6 +50,7 @@ export function parseConf(text: string, file = 'config'): Map<string, ConfValue>
     const keyMatch = /^[A-Za-z_][A-Za-z0-9_]*/.exec(text.slice(i, i + 256));
     if (!keyMatch) throw confError(file, line, `expected a setting name, found '${text[i]}'`);
     const key = keyMatch[0];
+    lines?.set(key, line);
     i += key.length;
     skipBlank(false);
     if (text[i] !== '=') throw confError(file, line, `expected '=' after '${key}'`);
@@ -87,3 +89,13 @@ export function parseConf(text: string, file = 'config'): Map<string, ConfValue>
   return out;
 }
 
+
+/**
+ * Settings a plugin reads from a daemon's config file, declared so the daemon knows them: a key
+ * that neither the daemon nor a declaration knows is refused at start as a likely typo.
+ */
+export interface ConfigKeyDeclaration {
+  /** Who reads the keys, for messages (e.g. `sasl`, `polkit`). */
+  owner: string;
+  keys: readonly string[];
+}

@@ -1,6 +1,7 @@
 // The credential model of virConnectOpenAuth: typed requests answered all at once by one callback.
 
 import { ErrorCode, ErrorDomain, VirError } from './errors.js';
+import type { DaemonIdentity } from './contracts/transport.js';
 
 /** `virConnectCredentialType`. */
 export const CredentialType = {
@@ -50,6 +51,16 @@ export interface OriginHop {
   uri: string;
 }
 
+/** The connection a relayed request arrived on: the daemon this client itself reached. */
+export interface RelayVia {
+  /** The name that daemon gave itself when the relay was enabled: every request's last hop. */
+  daemon: string;
+  /** What the transport proved about that daemon; null when nothing (plain TCP, no_verify=1). */
+  identity: DaemonIdentity | null;
+  /** The far end as one string (`unix:/run/x.sock`, `tls:host:16514`), for per-origin limits. */
+  key: string;
+}
+
 /** What a credential request is about; passed to the callback alongside the credentials. */
 export interface CredentialRequestInfo {
   /** auth.conf service: `libvirt` for the remote driver's SASL, `xenapi` for XenAPI, ... */
@@ -58,10 +69,17 @@ export interface CredentialRequestInfo {
   host: string;
   /** Where the request comes from; empty when the request is local to this process. */
   origin: readonly OriginHop[];
+  /** Present exactly when a daemon relayed the request: the daemon this client connected to. */
+  via?: RelayVia;
   /** Aborted when the request is no longer wanted (deadline, disconnect, cancellation). */
   signal?: AbortSignal;
   /** Absolute time (ms since the epoch) after which no answer will be taken. */
   deadline?: number;
+  /**
+   * True when the answers would travel to the server unencrypted (XenAPI over http): a daemon's
+   * stored credentials are then never used.
+   */
+  cleartext?: boolean;
 }
 
 /**
@@ -85,7 +103,13 @@ export type CredentialRequester = (creds: Credential[], info: Omit<CredentialReq
 /** A source that fills credentials without asking anyone (auth.conf). */
 export interface CredentialSource {
   /** Fills what it can in place; entries it cannot fill keep `result === null`. */
-  fill(creds: Credential[], service: string, host: string): Promise<void> | void;
+  fill(creds: Credential[], service: string, host: string, info?: Omit<CredentialRequestInfo, 'origin'>): Promise<void> | void;
+  /**
+   * For relayed requests, which a client's policy must have bound to this service and host:
+   * fills only from an entry for exactly this service and host, never a `-default` or wildcard
+   * one. A source without it never answers a relayed request.
+   */
+  fillExact?(creds: Credential[], service: string, host: string): Promise<void> | void;
 }
 
 /** auth.conf's key for each credential type it can answer. */
@@ -106,7 +130,7 @@ export function makeCredentialRequester(sources: readonly CredentialSource[], au
       const open = creds.filter((c) => c.result === null);
       if (open.length === 0) return;
       // Most sources (auth.conf) answer at once: no turn of the event loop for them.
-      const filling = source.fill(open, info.service, info.host);
+      const filling = source.fill(open, info.service, info.host, info);
       if (filling) await filling;
     }
     const missing = creds.filter((c) => c.result === null);

@@ -52,11 +52,13 @@ export const ErrorCode = {
   CONFIG_UNSUPPORTED: 67,
   OPERATION_TIMEOUT: 68,
   OPERATION_UNSUPPORTED: 84,
+  SSH: 85,
   ACCESS_DENIED: 88,
   DBUS_SERVICE: 89,
   AUTH_UNAVAILABLE: 94,
   NO_SERVER: 95,
   NO_CLIENT: 96,
+  LIBSSH: 98,
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -77,6 +79,8 @@ export const ErrorDomain = {
   ACCESS: 55,
   POLKIT: 60,
   ADMIN: 62,
+  SSH: 50,
+  LIBSSH: 66,
 } as const;
 export type ErrorDomain = (typeof ErrorDomain)[keyof typeof ErrorDomain];
 
@@ -112,6 +116,8 @@ const TEMPLATES: Partial<Record<number, string>> = {
   [ErrorCode.OPERATION_ABORTED]: 'operation aborted: %s',
   [ErrorCode.NO_SERVER]: 'Server not found: %s',
   [ErrorCode.NO_CLIENT]: 'Client not found: %s',
+  [ErrorCode.SSH]: 'SSH transport error: %s',
+  [ErrorCode.LIBSSH]: 'libssh transport error: %s',
 };
 
 export function errorTemplate(code: number): string {

@@ -342,3 +342,27 @@ if (sourceDir || inCi) {
     t.is<number | undefined, number | undefined>(DOMAIN_EVENT_ID_LAST, lookup("VIR_DOMAIN_EVENT_ID_LAST"));
   });
 }
+
+test('property: hostile bytes for any procedure\'s arguments, reply or event only ever raise XdrError', (t) => {
+  const codecs = [...remote.remoteProcedures, ...admin.adminProcedures].flatMap((p) => [p.args, p.ret, ...(p.message ? [p.message] : [])]);
+  fc.assert(
+    fc.property(fc.nat({ max: codecs.length - 1 }), fc.uint8Array({ maxLength: 256 }), (i, bytes) => {
+      try {
+        x.decode(codecs[i]!, Buffer.from(bytes));
+      } catch (e) {
+        if (!(e instanceof x.XdrError)) throw e;
+      }
+    }),
+    { numRuns: 5000 },
+  );
+  // A length word far beyond the input is refused before anything is allocated for it.
+  const huge = Buffer.from('7fffffff', 'hex');
+  t.throws(() => x.decode(remote.domainDefineXmlArgs, huge), { instanceOf: x.XdrError, message: /exceeds its maximum|runs past the end/ });
+  t.throws(() => x.decode(remote.connectListAllDomainsRet, Buffer.from('00004000', 'hex')), { instanceOf: x.XdrError, message: /runs past the end/ });
+});
+
+test('every number from 1 to the last procedure is defined, and the streams are the annotated ones', (t) => {
+  const numbers = remote.remoteProcedures.map((p) => p.number).sort((a, b) => a - b);
+  t.deepEqual(numbers, Array.from({ length: numbers.length }, (_, i) => i + 1));
+  t.deepEqual(remote.remoteProcedures.filter((p) => p.stream).map((p) => p.number), [148, 201, 208, 209, 211, 215, 296]);
+});

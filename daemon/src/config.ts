@@ -3,6 +3,10 @@
 
 import { readFileSync } from 'node:fs';
 import { AuthType, ErrorCode, ErrorDomain, VirError, defaultVirtauthSocketDir, parseConf, type ConfValue } from '@virtauth/core';
+import { parseLogFilters, parseLogOutputs, type LogFilter, type LogOutput } from './logging/settings.js';
+import type { ConfigSource } from './config-keys.js';
+import { checkUriAllowedList } from './uri-allow-list.js';
+import { parseUpstreamList, type UpstreamRoute } from './gateway.js';
 
 export interface DaemonConfig {
   unixSockDir: string;
@@ -23,6 +27,8 @@ export interface DaemonConfig {
   keyFile: string;
   certFile: string;
   caFile: string;
+  /** Certificate revocation list checked against client certificates; null for none. */
+  crlFile: string | null;
   /** Globs matched against the client certificate's subject DN; null allows any valid one. */
   tlsAllowedDnList: string[] | null;
   /** Seconds an unauthenticated client may take to authenticate before it is disconnected. */
@@ -39,12 +45,22 @@ export interface DaemonConfig {
   keepaliveCount: number;
   /** libvirt's log levels: 1 debug, 2 info, 3 warning, 4 error. */
   logLevel: number;
+  /** Per-source priorities (log_filters); the first whose match is in the source file applies. */
+  logFilters: LogFilter[];
+  /** Where log lines go (log_outputs); null: the journal under systemd, else stderr. */
+  logOutputs: LogOutput[] | null;
   /** Name this daemon gives itself in relayed requests' origin chains. */
   daemonName: string;
   /** The URI opened when a client's CONNECT_OPEN carries no name. */
   defaultUri: string;
+  /** The connection URIs clients may make this daemon open (see uri-allow-list.ts). */
+  uriAllowedList: string[];
+  /** Client URIs passed through to upstream libvirt daemons (uri_upstream_list). */
+  uriUpstreamList: UpstreamRoute[];
   /** Settings this version does not interpret, kept for plugins. */
   extra: Map<string, ConfValue>;
+  /** The file and lines the settings came from, when read from a file. */
+  source?: ConfigSource;
 }
 
 export function defaultConfig(): DaemonConfig {
@@ -66,6 +82,7 @@ export function defaultConfig(): DaemonConfig {
     keyFile: '/etc/pki/libvirt/private/serverkey.pem',
     certFile: '/etc/pki/libvirt/servercert.pem',
     caFile: '/etc/pki/CA/cacert.pem',
+    crlFile: null,
     tlsAllowedDnList: null,
     authTimeout: 60,
     relayMaxTimeout: 120,
@@ -77,8 +94,12 @@ export function defaultConfig(): DaemonConfig {
     keepaliveInterval: 5,
     keepaliveCount: 5,
     logLevel: 3,
+    logFilters: [],
+    logOutputs: null,
     daemonName: 'virtauthd',
     defaultUri: 'test:///default',
+    uriAllowedList: ['test:///default'],
+    uriUpstreamList: [],
     extra: new Map(),
   };
 }
@@ -90,10 +111,26 @@ export function authTypeName(t: number): string {
   return String(t);
 }
 
+/** The keys buildConfig reads itself (the rest are left in `extra` for plugins). */
+export const DAEMON_CONFIG_KEYS: readonly string[] = [
+  'unix_sock_dir', 'unix_sock_group', 'unix_sock_rw_perms', 'unix_sock_ro_perms', 'auth_unix_rw', 'auth_unix_ro',
+  'listen_tcp', 'listen_addr', 'tcp_port', 'auth_tcp', 'listen_tls', 'tls_port', 'auth_tls', 'key_file', 'cert_file',
+  'ca_file', 'crl_file', 'tls_allowed_dn_list', 'auth_timeout', 'relay_max_timeout', 'relay_max_requests_per_open',
+  'max_clients', 'max_queued_clients', 'max_anonymous_clients', 'max_client_requests', 'keepalive_interval',
+  'keepalive_count', 'log_level', 'log_filters', 'log_outputs', 'daemon_name', 'default_uri', 'uri_allowed_list',
+  'uri_upstream_list',
+];
+
 /** Applies parsed settings over the defaults, checking each value's type and range. */
-export function buildConfig(settings: Map<string, ConfValue>, file = 'config'): DaemonConfig {
+export function buildConfig(settings: Map<string, ConfValue>, file = 'config', lines?: ReadonlyMap<string, number>): DaemonConfig {
   const cfg = defaultConfig();
-  const bad = (key: string, why: string) => new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `${file}: ${key}: ${why}` });
+  if (lines) cfg.source = { file, lines };
+  const at = (key: string) => (lines?.has(key) ? `${file}:${lines.get(key)}` : file);
+  const bad = (key: string, why: string) => new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `${at(key)}: ${key}: ${why}` });
+  const list = (key: string, v: ConfValue): string[] => {
+    if (!Array.isArray(v)) throw bad(key, 'expected a [ "list", "of", "strings" ]');
+    return v;
+  };
   const str = (key: string, v: ConfValue): string => {
     if (typeof v !== 'string') throw bad(key, 'expected a "string"');
     return v;
@@ -132,9 +169,15 @@ export function buildConfig(settings: Map<string, ConfValue>, file = 'config'): 
       case 'key_file': cfg.keyFile = str(key, v); break;
       case 'cert_file': cfg.certFile = str(key, v); break;
       case 'ca_file': cfg.caFile = str(key, v); break;
-      case 'tls_allowed_dn_list':
-        if (!Array.isArray(v)) throw bad(key, 'expected a [ "list", "of", "strings" ]');
-        cfg.tlsAllowedDnList = v;
+      case 'crl_file': cfg.crlFile = str(key, v); break;
+      case 'tls_allowed_dn_list': cfg.tlsAllowedDnList = list(key, v); break;
+      case 'uri_allowed_list':
+        cfg.uriAllowedList = list(key, v);
+        try {
+          checkUriAllowedList(cfg.uriAllowedList);
+        } catch (e) {
+          throw bad(key, (e as VirError).str2 ?? (e as Error).message);
+        }
         break;
       case 'auth_timeout': cfg.authTimeout = int(key, v, 0, 86400); break;
       case 'relay_max_timeout': cfg.relayMaxTimeout = int(key, v, 1, 86400); break;
@@ -146,21 +189,31 @@ export function buildConfig(settings: Map<string, ConfValue>, file = 'config'): 
       case 'keepalive_interval': cfg.keepaliveInterval = int(key, v, -1, 86400); break;
       case 'keepalive_count': cfg.keepaliveCount = int(key, v, 0, 1000); break;
       case 'log_level': cfg.logLevel = int(key, v, 1, 4); break;
+      case 'log_filters': cfg.logFilters = parseLogFilters(str(key, v), `${at(key)}: ${key}`); break;
+      case 'log_outputs': cfg.logOutputs = parseLogOutputs(str(key, v), `${at(key)}: ${key}`); break;
       case 'daemon_name': cfg.daemonName = str(key, v); break;
       case 'default_uri': cfg.defaultUri = str(key, v); break;
+      case 'uri_upstream_list': cfg.uriUpstreamList = parseUpstreamList(v, file); break;
       default: cfg.extra.set(key, v);
     }
   }
   return cfg;
 }
 
-export function loadConfig(file: string | null): DaemonConfig {
-  if (!file) return defaultConfig();
+/** The settings a config file holds, as written (for comparing two versions of it on reload), and their lines. */
+export function readConfigSettings(file: string): { settings: Map<string, ConfValue>; lines: Map<string, number> } {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (e) {
     throw new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `cannot read configuration file ${file}: ${(e as Error).message}` });
   }
-  return buildConfig(parseConf(text, file), file);
+  const lines = new Map<string, number>();
+  return { settings: parseConf(text, file, lines), lines };
+}
+
+export function loadConfig(file: string | null): DaemonConfig {
+  if (!file) return defaultConfig();
+  const { settings, lines } = readConfigSettings(file);
+  return buildConfig(settings, file, lines);
 }

@@ -3,16 +3,29 @@
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
-import { CREDENTIAL_SOURCE } from '@virtauth/core';
-import { FileUserDatabase, loadAuthConfSource, oauthBearerSettingsFrom, polkitSettingsFrom, registerDefaultProviders, registerOAuthBearer, saslSettingsFrom } from '@virtauth/providers';
+import { AuthType, CONFIG_KEYS, CREDENTIAL_SOURCE } from '@virtauth/core';
+import {
+  FileUserDatabase,
+  loadAuthConfSource,
+  oauthBearerSettingsFrom,
+  polkitSettingsFrom,
+  registerAccessDrivers,
+  registerDefaultProviders,
+  registerOAuthBearer,
+  registerProviderConfigKeys,
+  saslSettingsFrom,
+  type SaslServerOptions,
+} from '@virtauth/providers';
 import { getPeerCredentials } from '@virtauth/peercred';
 import { relayExtension } from './relay-extension.js';
+import { ACCESS_CONFIG_KEYS, createAccessManager } from './access.js';
 import { registerDefaultDrivers } from '@virtauth/drivers';
-import type { DaemonConfig } from './config.js';
-import { createLogger, logControlOf } from './logger.js';
+import { DAEMON_CONFIG_KEYS, type DaemonConfig } from './config.js';
+import { checkConfigKeys } from './config-keys.js';
+import { createLogger } from './logger.js';
 import { AdminService, adminExtension } from './admin/service.js';
-import { levelOnlyLogControl } from './log-control.js';
-import { VirtauthServer, type DaemonExtension, type ListenerInfo, type ListenerSpec, type ServerOptions } from './server.js';
+import { logControlFor } from './log-control.js';
+import { VirtauthServer, listenersFromConfig, type DaemonExtension, type ListenerInfo, type ListenerSpec, type ServerOptions } from './server.js';
 
 export interface CreateDaemonOptions {
   config: DaemonConfig;
@@ -24,11 +37,12 @@ export interface CreateDaemonOptions {
   /** How unix-socket clients' pid/uid/gid are read; default SO_PEERCRED through @virtauth/peercred. */
   peerCredentials?: ServerOptions['peerCredentials'];
   /**
-   * Where to serve the admin program, or false for nowhere. Default: virtauth-admin-sock in
-   * unix_sock_dir when the listeners come from the config; none when `listeners` are given (an
-   * embedded daemon must not claim the system's admin socket).
+   * Where to serve the admin program: a path, a socket systemd passed (`fd`, at `path`), or false
+   * for nowhere. Default: virtauth-admin-sock in unix_sock_dir when the listeners come from the
+   * config; none when `listeners` are given (an embedded daemon must not claim the system's admin
+   * socket).
    */
-  adminSocket?: string | false;
+  adminSocket?: string | { fd: number; path: string } | false;
   /** Called when the daemon timeout an administrator set passes with no client (default: stop). */
   onIdleTimeout?: () => void;
 }
@@ -39,26 +53,40 @@ export interface DaemonHandle {
   admin: AdminService | null;
   listeners: ListenerInfo[];
   container: DependencyContainer;
+  /** The SASL server's settings, read at each authentication: a reload changes them in place. */
+  sasl: SaslServerOptions;
+  extensions: DaemonExtension[];
   stop(): Promise<void>;
+  /** What SIGHUP does: access policies re-read, connections kept. */
+  reload(): Promise<void>;
 }
 
 export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHandle> {
   // Shipped plugins go into the caller's container itself: tsyringe's resolveAll in a child
   // container would hide the parent's registrations under the same token.
   const container = opts.container ?? rootContainer.createChildContainer();
+  const logger = opts.logger ?? createLogger(opts.config.logLevel);
+  // Plugins in the caller's container declared their keys already; the shipped ones declare theirs.
+  registerProviderConfigKeys(container);
+  container.register(CONFIG_KEYS, { useValue: { owner: 'access', keys: ACCESS_CONFIG_KEYS } });
+  checkConfigKeys(opts.config, container.resolveAll(CONFIG_KEYS), DAEMON_CONFIG_KEYS, logger);
   const sasl = saslSettingsFrom(opts.config.extra);
+  const saslServer: DaemonHandle['sasl'] = {
+    users: new FileUserDatabase({ path: sasl.userDatabasePath, iterations: sasl.iterations }),
+    ...(sasl.mechanisms ? { mechanisms: sasl.mechanisms } : {}),
+    allowedUsernames: sasl.allowedUsernames,
+    maxFailuresPerConnection: sasl.maxFailuresPerConnection,
+    maxFailuresPerUser: sasl.maxFailuresPerUser,
+    failureWindowMs: sasl.failureWindowMs,
+    failureDelayMs: sasl.failureDelayMs,
+  };
+  const listenerSpecs = opts.listeners ?? listenersFromConfig(opts.config);
+  // An unreadable user database is a startup error, not a failure of every later login.
+  if (listenerSpecs.some((l) => l.auth === AuthType.SASL)) await saslServer.users.list();
   registerDefaultProviders(container, {
     scramIterations: sasl.iterations,
     concealUnknownUsers: sasl.concealUnknownUsers,
-    saslServer: {
-      users: new FileUserDatabase({ path: sasl.userDatabasePath, iterations: sasl.iterations }),
-      ...(sasl.mechanisms ? { mechanisms: sasl.mechanisms } : {}),
-      allowedUsernames: sasl.allowedUsernames,
-      maxFailuresPerConnection: sasl.maxFailuresPerConnection,
-      maxFailuresPerUser: sasl.maxFailuresPerUser,
-      failureWindowMs: sasl.failureWindowMs,
-      failureDelayMs: sasl.failureDelayMs,
-    },
+    saslServer,
     polkitServer: polkitSettingsFrom(opts.config.extra),
   });
   // OAUTHBEARER is a plugin like any third party's: registered only when the config has oauth_* keys.
@@ -70,23 +98,27 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
     maxTimeoutMs: opts.config.relayMaxTimeout * 1000,
     maxRequestsPerOpen: opts.config.relayMaxRequestsPerOpen,
   });
-  const logger = opts.logger ?? createLogger(opts.config.logLevel);
   const adminPath = opts.adminSocket ?? (opts.listeners ? false : join(opts.config.unixSockDir, 'virtauth-admin-sock'));
   const admin = adminPath === false ? null : adminExtension();
+  registerAccessDrivers(container);
+  const access = await createAccessManager(container, opts.config.extra, logger);
+  const extensions = [relay, ...(admin ? [admin] : []), ...(opts.extensions ?? [])];
   const server = new VirtauthServer({
     config: opts.config,
     container,
     logger,
-    ...(opts.listeners ? { listeners: opts.listeners } : {}),
-    extensions: [relay, ...(admin ? [admin] : []), ...(opts.extensions ?? [])],
+    listeners: listenerSpecs,
+    extensions,
     // Registered sources, then the daemon's own auth.conf (LIBVIRT_AUTH_FILE, ~/.config/libvirt,
-    // /etc/libvirt), read afresh for each open so edits apply without a restart.
+    // /etc/libvirt), read afresh for each open so edits apply without a restart. The server asks
+    // them for a host's own entry only (fillExact).
     credentialSources: async () => {
       const registered = container.isRegistered(CREDENTIAL_SOURCE, true) ? container.resolveAll(CREDENTIAL_SOURCE) : [];
       const authConf = await loadAuthConfSource();
       return authConf ? [...registered, authConf] : registered;
     },
     peerCredentials: opts.peerCredentials ?? getPeerCredentials,
+    access,
   });
   const listeners = await server.start();
   let adminService: AdminService | null = null;
@@ -95,12 +127,13 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
     await server.stop();
   };
   if (admin && adminPath !== false) {
+    const where = typeof adminPath === 'string' ? { path: adminPath } : adminPath;
     adminService = new AdminService({
       server,
-      path: adminPath,
+      ...where,
       perms: opts.config.unixSockAdminPerms,
       logger,
-      logs: logControlOf(logger) ?? levelOnlyLogControl(logger),
+      logs: logControlFor(logger),
       extension: admin,
       relayActive: (session) => relay.relayEnabled(session),
       peerCredentials: opts.peerCredentials ?? getPeerCredentials,
@@ -113,5 +146,5 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
       throw e;
     }
   }
-  return { server, admin: adminService, listeners, container, stop };
+  return { server, admin: adminService, listeners, container, sasl: saslServer, extensions, stop, reload: () => server.reload() };
 }

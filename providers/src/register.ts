@@ -1,10 +1,12 @@
 // Registers the authentication providers and SASL mechanisms virtauth ships. Third-party
 // providers and mechanisms register the same way, under the same tokens.
 
-import { AUTH_PROVIDER, SASL_MECHANISM } from '@virtauth/core';
+import { AUTH_PROVIDER, CONFIG_KEYS, SASL_MECHANISM } from '@virtauth/core';
 import { instanceCachingFactory, type DependencyContainer } from 'tsyringe';
 import { noneAuthProvider } from './none.js';
-import { PolkitAuthProvider, type PolkitServerOptions } from './polkit/index.js';
+import { POLKIT_CONFIG_KEYS, PolkitAuthProvider, type PolkitServerOptions } from './polkit/index.js';
+import { OAUTHBEARER_CONFIG_KEYS } from './oauthbearer/settings.js';
+import { SASL_CONFIG_KEYS } from './sasl-settings.js';
 import { SaslAuthProvider, type SaslClientOptions, type SaslServerOptions } from './sasl-provider.js';
 import { PlainMechanism } from './sasl/plain.js';
 import { ScramSha256Mechanism } from './sasl/scram-sha-256.js';
@@ -36,4 +38,9 @@ export function registerDefaultProviders(container: DependencyContainer, opts: P
     ),
   });
   container.register(AUTH_PROVIDER, { useFactory: instanceCachingFactory(() => new PolkitAuthProvider(opts.polkitServer)) });
+}
+
+/** Declares the daemon config keys this package's providers read (sasl_*, polkit_*, oauth_*). */
+export function registerProviderConfigKeys(container: DependencyContainer): void {
+  for (const declaration of [SASL_CONFIG_KEYS, POLKIT_CONFIG_KEYS, OAUTHBEARER_CONFIG_KEYS]) container.register(CONFIG_KEYS, { useValue: declaration });
 }

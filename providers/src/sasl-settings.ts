@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { ErrorCode, ErrorDomain, VirError, parseConf, type ConfValue } from '@virtauth/core';
+import { ErrorCode, ErrorDomain, VirError, parseConf, type ConfValue, type ConfigKeyDeclaration } from '@virtauth/core';
 import { DEFAULT_SCRAM_ITERATIONS } from './sasl/scram.js';
 
 export interface SaslSettings {
@@ -48,6 +48,22 @@ function asInt(key: string, v: ConfValue | undefined, fallback: number, min: num
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw bad(key, `expected an integer from ${min} to ${max}`);
   return v;
 }
+
+/** The config keys saslSettingsFrom reads (declared so the daemon knows them). */
+export const SASL_CONFIG_KEYS: ConfigKeyDeclaration = {
+  owner: 'sasl',
+  keys: [
+    'sasl_user_db',
+    'sasl_mech_list',
+    'sasl_allowed_username_list',
+    'scram_iteration_count',
+    'sasl_conceal_unknown_users',
+    'sasl_max_failures_per_connection',
+    'sasl_max_failures_per_user',
+    'sasl_failure_window',
+    'sasl_failure_delay_ms',
+  ],
+};
 
 export function saslSettingsFrom(settings: ReadonlyMap<string, ConfValue>): SaslSettings {
   return {

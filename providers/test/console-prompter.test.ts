@@ -130,7 +130,13 @@ test('the origin line says who asks, driver first, then each daemon hop', async 
     { daemon: 'virtauthd@hostA', driver: 'remote', uri: 'xenapi+tls://hostB/' },
   ];
   t.true(await auth.callback([password()], info({ service: 'xenapi', host: 'xen1.example', origin })));
-  t.is(output.text, "xenapi on xen1.example via virtauthd@hostB via virtauthd@hostA asks for credentials\nPlease enter your password: ");
+  t.is(
+    output.text,
+    '*** Credential request relayed by a daemon: it does not come from this computer ***\n' +
+      'Connected daemon: no verified connection\n' +
+      'xenapi on xen1.example via virtauthd@hostB via virtauthd@hostA asks for credentials\n' +
+      '[relayed] Please enter your password: ',
+  );
 });
 
 test('no origin line for a local request', (t) => {
@@ -144,7 +150,7 @@ test('control characters from remote text are neutralised before printing', asyn
   const c = credential(CredentialType.ECHOPROMPT, 'Token\u001b]0;owned\u0007\u202e');
   t.true(await auth.callback([c], info({ host: 'h\r\nost', origin })));
   t.false(/[\u0000-\u0008\u000b-\u001f\u007f\u202e]/.test(output.text));
-  t.is(output.text, 'xen?api on h??ost via evil?[2J asks for credentials\nToken?]0;owned??: ');
+  t.is(output.text.split('\n').slice(1).join('\n'), 'Connected daemon: no verified connection\nxen?api on h??ost via evil?[2J asks for credentials\n[relayed] Token?]0;owned??: ');
 });
 
 test('EXTERNAL is accepted only for the PolicyKit challenge', async (t) => {
@@ -318,4 +324,20 @@ test('a process whose stdin is empty fails fast instead of hanging', async (t) =
   t.is(code, 0);
   t.deepEqual(JSON.parse(stdout.split('\n')[1]!), { ok: false, results: [null, null] });
   t.true(ms < 8000);
+});
+
+test('a relayed request always gets the header naming the verified daemon, and [relayed] prompts, every time; even with no origin chain', async (t) => {
+  const { output, auth } = piped('a\nb\nc\n');
+  const via = { daemon: 'virtauthd@hostA\u001b[2J', identity: { transport: 'unix' as const, socket: '/run/virtauth/virtauth-sock' }, key: 'unix:/run/virtauth/virtauth-sock' };
+  const origin = [{ daemon: 'virtauthd@hostA', driver: 'xenapi', uri: 'xenapi://xen1/' }];
+  const header =
+    '*** Credential request relayed by a daemon: it does not come from this computer ***\n' +
+    'Connected daemon: virtauthd@hostA?[2J (unix socket /run/virtauth/virtauth-sock)\n';
+  t.true(await auth.callback([authname()], info({ host: 'xen1', origin, via })));
+  t.true(await auth.callback([authname()], info({ host: 'xen1', origin, via })));
+  const asked = `${header}xenapi on xen1 via virtauthd@hostA asks for credentials\n[relayed] Please enter your authentication name: `;
+  t.is(output.text, asked + asked, 'the second request of the same daemon is marked as plainly as the first');
+  const before = output.text.length;
+  t.true(await auth.callback([authname()], info({ host: 'xen1', origin: [], via })));
+  t.is(output.text.slice(before), `${header}A driver for xen1 asks for credentials (no origin chain given)\n[relayed] Please enter your authentication name: `);
 });

@@ -71,7 +71,7 @@ test('an authorized client is marked authenticated with the subject polkit was a
   const provider = new PolkitAuthProvider({ authority });
   const ctx = context({ peer: self });
   t.deepEqual(await authPolkit(provider, ctx), { complete: 1 });
-  t.deepEqual(ctx.marked, [{ method: 'polkit', unixUid: 1000, unixGid: 1000, unixPid: process.pid }]);
+  t.deepEqual(ctx.marked, [{ method: 'polkit', unixUid: 1000, unixGid: 1000, unixPid: process.pid, polkit: { action: 'org.libvirt.unix.manage', result: 'authorized' } }]);
   t.is(authority.checks.length, 1);
   const [check] = authority.checks;
   t.is(check!.actionId, 'org.libvirt.unix.manage');
@@ -115,7 +115,7 @@ test('a root client is authenticated by AUTH_LIST without asking polkit; others 
   const provider = new PolkitAuthProvider({ authority });
   const root = context({ peer: { pid: 1, uid: 0, gid: 0 } });
   t.deepEqual(await provider.server.onAuthList(root), [AuthType.NONE]);
-  t.deepEqual(root.marked, [{ method: 'none', unixUid: 0, unixGid: 0, unixPid: 1 }]);
+  t.deepEqual(root.marked, [{ method: 'none', unixUid: 0, unixGid: 0, unixPid: 1, polkit: { action: 'org.libvirt.unix.manage', result: 'root' } }]);
   const user = context({ peer: self });
   t.is(await provider.server.onAuthList(user), null);
   t.deepEqual(user.marked, []);
@@ -190,4 +190,26 @@ test('config: action ids are validated', (t) => {
   t.deepEqual(polkitSettingsFrom(new Map()), { actionRw: 'org.libvirt.unix.manage', actionRo: 'org.libvirt.unix.monitor' });
   t.throws(() => polkitSettingsFrom(new Map([['polkit_action_rw', 'Org.Bad Action']])), { message: /polkit_action_rw: 'Org.Bad Action' is not a polkit action id/ });
   t.throws(() => polkitSettingsFrom(new Map([['polkit_action_ro', 42]])), { message: /polkit_action_ro: expected a "string"/ });
+});
+
+test('the start time read at accept is the one polkit is asked about; a pid that names another process by now is refused', async (t) => {
+  const proc = await mkdtemp(join(tmpdir(), 'pk-'));
+  t.teardown(() => rm(proc, { recursive: true, force: true }));
+  await mkdir(join(proc, '4242'));
+  // Field 22 (start time) is 777 now: the process that connected started at 555.
+  const stat = (start: number) => `4242 (some client) S ${'1 '.repeat(18)}${start} 0 0\n`;
+  await writeFile(join(proc, '4242', 'stat'), stat(777));
+  const authority = new ScriptedAuthority(allowed);
+  const provider = new PolkitAuthProvider({ authority, procRoot: proc });
+  const recycled = context({ peer: { pid: 4242, uid: 1000, gid: 1000, startTime: 555n } });
+  const error = await t.throwsAsync(authPolkit(provider, recycled), { instanceOf: VirError });
+  t.is(error!.code, ErrorCode.INTERNAL_ERROR);
+  t.regex(error!.message, /Cannot find start time for pid 4242: the client process exited/);
+  t.is(authority.checks.length, 0, 'polkit was not asked about the process that holds the pid now');
+  t.deepEqual(recycled.marked, []);
+
+  // The same process still there: polkit is asked with the start time read at accept.
+  const same = context({ peer: { pid: 4242, uid: 1000, gid: 1000, startTime: 777n } });
+  t.deepEqual(await authPolkit(provider, same), { complete: 1 });
+  t.is(authority.checks[0]!.subject.startTime as bigint, 777n);
 });

@@ -1,15 +1,20 @@
 // The client's end of the relay: the stream of requests that daemons send back is checked
-// against the client's policy, filled from auth.conf where possible, and mapped onto the one
-// application callback (one prompt at a time, whatever the number of connections and hops).
-// The deadline of every waiting request rides on one clock per open rather than a timer each.
+// against the client's policy, filled from stored credentials only where the policy binds them
+// to the verified daemon, and mapped onto the one application callback (one prompt at a time,
+// whatever the number of connections and hops). The deadline of every waiting request rides on
+// one clock per open rather than a timer each.
 
 import { Subject, EMPTY, concatMap, filter, merge, mergeMap, type ObservableInput } from 'rxjs';
 import {
   globMatch,
+  ErrorCode,
+  ErrorDomain,
   RelayStatus,
   VirError,
   credentialTypeName,
   describeRequester,
+  describeVia,
+  relayDetail,
   relayError,
   relayStatusOf,
   type ConnectAuth,
@@ -17,11 +22,14 @@ import {
   type CredentialRequestInfo,
   type CredentialSource,
   type CredentialType,
+  type DaemonIdentity,
   type RelayCancellation,
+  type RelayVia,
   type RelayClientConfig,
   type RelayHandler,
   type RelayedCredentialRequest,
 } from '@virtauth/core';
+import { resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { DeadlineClock } from './deadline-clock.js';
 
@@ -37,6 +45,37 @@ export interface RelayPolicyRule {
   action: 'allow' | 'deny';
 }
 
+/**
+ * A daemon as the client's transport verifies it, never as it names itself: the socket path the
+ * user named, a TLS certificate that verified for a host (optionally pinned by its SHA-256
+ * fingerprint, `AA:BB:...`), or an SSH host key.
+ */
+export type TrustedDaemon =
+  | { transport: 'unix'; socket: string }
+  | { transport: 'tls'; host: string; port?: number; fingerprint256?: string }
+  | { transport: 'ssh'; host: string; port?: number; hostKey: string };
+
+/**
+ * Lets stored credentials (auth.conf's `[auth-SERVICE-HOST]`, exactly) answer what one daemon
+ * relays for one service and host. Without a grant, no stored credential answers a relayed request.
+ */
+export interface StoredCredentialGrant {
+  daemon: TrustedDaemon;
+  /** The request's auth.conf service, exactly: `xenapi`, `libvirt`, ... */
+  service: string;
+  /** The request's auth.conf host, exactly; `default` is refused (`-default` entries never answer). */
+  host: string;
+}
+
+/**
+ * Relayed requests one daemon may make: a burst of `maxRequests`, refilled at `maxRequests`
+ * per `windowMs` (a token bucket, so the cost per request stays constant whatever the limits).
+ */
+export interface OriginRate {
+  maxRequests: number;
+  windowMs: number;
+}
+
 export interface RelayPolicy {
   /** First matching rule decides per credential; with none matching, only declared types pass. */
   rules?: readonly RelayPolicyRule[];
@@ -44,6 +83,13 @@ export interface RelayPolicy {
   maxRequestsPerOpen?: number;
   /** Longest wait for one request, in ms (default 120 s); daemons may cap it lower. */
   timeoutMs?: number;
+  /** Which stored credentials may answer which daemon (default none: only a person answers). */
+  storedCredentials?: readonly StoredCredentialGrant[];
+  /**
+   * Rate per daemon reached, across every open and reconnect of this process (default a burst
+   * of 20, refilled at 20 a minute): a daemon that reconnects cannot reset its count.
+   */
+  perOrigin?: OriginRate;
 }
 
 export interface RelayClientOptions {
@@ -59,10 +105,73 @@ export interface RelayClientOptions {
 
 export interface ClientRelayAuditRecord {
   requester: string;
+  /** The daemon the request arrived from, as the transport verified it, and its name. */
+  daemon: string;
   credentialTypes: string[];
   outcome: keyof typeof RelayStatus;
+  /** Why, when the outcome is not OK (never a credential value). */
+  message?: string;
   durationMs: number;
 }
+
+export const DEFAULT_ORIGIN_RATE: OriginRate = { maxRequests: 20, windowMs: 60_000 };
+
+/** Whether `identity`, as the transport verified it, is the daemon a grant names. */
+export function isTrustedDaemon(trusted: TrustedDaemon, identity: DaemonIdentity | null): boolean {
+  if (identity === null || identity.transport !== trusted.transport) return false;
+  switch (trusted.transport) {
+    case 'unix':
+      return identity.transport === 'unix' && identity.socket === resolve(trusted.socket);
+    case 'tls':
+      return (
+        identity.transport === 'tls' &&
+        identity.host.toLowerCase() === trusted.host.toLowerCase() &&
+        (trusted.port === undefined || identity.port === trusted.port) &&
+        (trusted.fingerprint256 === undefined || identity.fingerprint256.toUpperCase() === trusted.fingerprint256.toUpperCase())
+      );
+    case 'ssh':
+      return identity.transport === 'ssh' && identity.host.toLowerCase() === trusted.host.toLowerCase() && (trusted.port === undefined || identity.port === trusted.port) && identity.hostKey === trusted.hostKey;
+  }
+}
+
+/** The grant that lets stored credentials answer `req`, if any. */
+function grantFor(grants: readonly StoredCredentialGrant[], req: RelayedCredentialRequest): StoredCredentialGrant | undefined {
+  return grants.find((g) => g.service === req.service && g.host === req.host && isTrustedDaemon(g.daemon, req.via?.identity ?? null));
+}
+
+function checkGrants(grants: readonly StoredCredentialGrant[]): void {
+  for (const g of grants) {
+    if (g.host === '' || g.host.toLowerCase() === 'default' || g.service === '') {
+      throw new VirError({
+        code: ErrorCode.INVALID_ARG,
+        domain: ErrorDomain.AUTH,
+        detail: `relayPolicy.storedCredentials: a grant needs an exact service and host ('${g.service}', '${g.host}'): -default entries never answer relayed requests`,
+      });
+    }
+  }
+}
+
+/** Relayed requests per daemon reached, for the whole process: reconnecting does not reset it. */
+class OriginRates {
+  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  private static readonly MAX_ORIGINS = 4096;
+
+  /** Takes one request from `key`'s bucket; false (and nothing taken) when it is empty. */
+  admit(key: string, rate: OriginRate, now = performance.now()): boolean {
+    const bucket = this.buckets.get(key) ?? { tokens: rate.maxRequests, at: now };
+    bucket.tokens = Math.min(rate.maxRequests, bucket.tokens + ((now - bucket.at) * rate.maxRequests) / rate.windowMs);
+    bucket.at = now;
+    const admitted = bucket.tokens >= 1;
+    if (admitted) bucket.tokens -= 1;
+    // Most recently used last, so the origin forgotten first when too many are known is the oldest.
+    this.buckets.delete(key);
+    this.buckets.set(key, bucket);
+    if (this.buckets.size > OriginRates.MAX_ORIGINS) this.buckets.delete(this.buckets.keys().next().value!);
+    return admitted;
+  }
+}
+
+const originRates = new OriginRates();
 
 const OUTCOMES = Object.fromEntries(Object.entries(RelayStatus).map(([k, v]) => [v, k])) as Record<number, keyof typeof RelayStatus>;
 
@@ -114,7 +223,11 @@ export function createRelayClient(opts: RelayClientOptions): RelayClientConfig {
   const personPresent = opts.personPresent ?? opts.auth !== null;
   const maxRequests = policy.maxRequestsPerOpen ?? 8;
   const timeoutMs = policy.timeoutMs ?? 120_000;
-  const sources = opts.sources ?? [];
+  const perOrigin = policy.perOrigin ?? DEFAULT_ORIGIN_RATE;
+  const grants = policy.storedCredentials ?? [];
+  checkGrants(grants);
+  // Only sources that can look up an exact host may answer a relayed request.
+  const sources = (opts.sources ?? []).filter((s) => s.fillExact !== undefined);
   const auth = opts.auth;
   let answered = 0;
 
@@ -139,9 +252,11 @@ export function createRelayClient(opts: RelayClientOptions): RelayClientConfig {
       try {
         opts.audit({
           requester: describeRequester(asked.req),
+          daemon: describeVia(asked.req.via),
           credentialTypes: asked.req.credentials.map((c) => credentialTypeName(c.type)),
           // The same status the answer will carry (relay-client answers with relayStatusOf too).
           outcome: error ? (OUTCOMES[relayStatusOf(error)] ?? 'FAILED') : 'OK',
+          ...(error ? { message: relayDetail(error) } : {}),
           durationMs: Date.now() - asked.started,
         });
       } catch {
@@ -157,14 +272,15 @@ export function createRelayClient(opts: RelayClientOptions): RelayClientConfig {
       .map((asked) => ({ asked, error: relayError(RelayStatus.TIMED_OUT, `no answer within ${asked.remaining} ms for ${describeRequester(asked.req)}`) }));
   }
 
-  // Requests as a stream: auth.conf first (when there is one), then the person, one at a time.
+  // Requests as a stream: stored credentials first (only where a grant binds them to this
+  // daemon, service and host), then the person, one at a time.
   const asked$ = new Subject<Asked>();
   const filled$ =
-    sources.length === 0
+    sources.length === 0 || grants.length === 0
       ? asked$
       : asked$.pipe(
           mergeMap((asked) =>
-            fillFromSources(sources, asked.req).then(
+            (grantFor(grants, asked.req) ? fillFromSources(sources, asked.req) : Promise.resolve()).then(
               () => asked,
               (e: unknown) => (outcomes$.next({ asked, error: asVirError(e, `auth.conf could not be read for ${describeRequester(asked.req)}`) }), null),
             ),
@@ -228,6 +344,15 @@ export function createRelayClient(opts: RelayClientOptions): RelayClientConfig {
   /** The error that stops a request before anyone is asked, or null. */
   const refuse = (req: RelayedCredentialRequest): VirError | null => {
     if (++answered > maxRequests) return relayError(RelayStatus.DENIED, `${describeRequester(req)} exceeded this client's limit of ${maxRequests} credential requests per open`);
+    const last = req.origin[req.origin.length - 1];
+    if (!req.via || !last || last.daemon !== req.via.daemon) {
+      // The chain must end at the daemon we reached: an empty or foreign chain hides who asks.
+      const claimed = last ? `ends at '${last.daemon}'` : 'is empty';
+      return relayError(RelayStatus.DENIED, `a relayed request whose origin chain ${claimed} arrived from ${describeVia(req.via)}: the chain must end at the daemon this client is connected to`);
+    }
+    if (!originRates.admit(req.via.key, perOrigin)) {
+      return relayError(RelayStatus.DENIED, `${describeRequester(req)} exceeded this client's limit of ${perOrigin.maxRequests} credential requests per ${perOrigin.windowMs / 1000} s from ${describeVia(req.via)}`);
+    }
     if (!req.credentials.every((c) => policyAllows(policy, declared, req, c.type))) {
       const denied = req.credentials.filter((c) => !policyAllows(policy, declared, req, c.type));
       return relayError(RelayStatus.DENIED, `the client's policy does not let ${describeRequester(req)} ask for ${denied.map((c) => credentialTypeName(c.type)).join(', ')}`);
@@ -246,6 +371,7 @@ class RelayedRequestInfo implements CredentialRequestInfo {
   readonly host: string;
   readonly origin: RelayedCredentialRequest['origin'];
   readonly deadline: number;
+  readonly via: RelayVia | undefined;
 
   constructor(
     req: RelayedCredentialRequest,
@@ -255,6 +381,7 @@ class RelayedRequestInfo implements CredentialRequestInfo {
     this.host = req.host;
     this.origin = req.origin;
     this.deadline = req.deadline;
+    this.via = req.via;
   }
 
   get signal(): AbortSignal {
@@ -282,6 +409,6 @@ async function fillFromSources(sources: readonly CredentialSource[], req: Relaye
   for (const source of sources) {
     const open = req.credentials.filter((c) => c.result === null);
     if (open.length === 0) return;
-    await source.fill(open, req.service, req.host);
+    await source.fillExact!(open, req.service, req.host);
   }
 }

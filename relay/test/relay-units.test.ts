@@ -66,6 +66,12 @@ test.serial('a cancellation makes its signal only when asked, and it is already 
   removed.cancel(reason);
 });
 
+/** The daemon these tests' requests come from, and the connection they arrive on. */
+const HOP_B = { daemon: 'virtauthd@b', driver: 'xenapi', uri: 'xenapi://xen1/' };
+const VIA_B = { daemon: 'virtauthd@b', identity: null, key: 'unit-test:b' };
+/** Unit tests send many requests from one origin; the per-origin rate has its own test. */
+const UNLIMITED_ORIGIN_RATE = { maxRequests: 1_000_000, windowMs: 60_000 };
+
 /** A channel whose REQUEST messages go straight to a relay client, and answers straight back. */
 function backToBack(options: { answer?: (creds: { result: string | null }[]) => void | boolean | Promise<void | boolean>; timeoutMs?: number } = {}) {
   const audits: RelayAuditRecord[] = [];
@@ -75,7 +81,7 @@ function backToBack(options: { answer?: (creds: { result: string | null }[]) => 
       credTypes: [CredentialType.AUTHNAME],
       callback: options.answer ?? ((creds) => void creds.forEach((c) => (c.result = 'alice'))),
     },
-    policy: { maxRequestsPerOpen: 100, ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}) },
+    policy: { maxRequestsPerOpen: 100, perOrigin: UNLIMITED_ORIGIN_RATE, ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}) },
   });
   const inFlight = new Map<number, RelayCancellation>();
   const withdrawn = new Set<number>();
@@ -85,7 +91,7 @@ function backToBack(options: { answer?: (creds: { result: string | null }[]) => 
       const cancel = new RelayCancellation();
       inFlight.set(msg.id, cancel);
       const credentials = msg.credentials.map((c) => credential(c.type as CredentialType, c.prompt, c.challenge, c.defresult));
-      runRelayHandler(client.handle, { service: msg.service, host: msg.host, origin: msg.origin, credentials, deadline: Date.now() + msg.deadline_ms }, cancel).then(
+      runRelayHandler(client.handle, { service: msg.service, host: msg.host, origin: msg.origin, credentials, deadline: Date.now() + msg.deadline_ms, via: VIA_B }, cancel).then(
         () => channel.answer({ id: msg.id, status: RelayStatus.OK, results: credentials.map((c) => c.result), message: '' }),
         (e: VirError) => {
           if (!withdrawn.has(msg.id)) channel.answer({ id: msg.id, status: e.int1, results: [], message: e.message });
@@ -102,7 +108,7 @@ function backToBack(options: { answer?: (creds: { result: string | null }[]) => 
     audit: (r) => audits.push(r),
   });
   channel.enable({ credTypes: [CredentialType.AUTHNAME], personPresent: true, timeoutMs: 60_000, maxRequests: 100 });
-  const origin = [{ daemon: 'virtauthd@b', driver: 'xenapi', uri: 'xenapi://xen1/' }];
+  const origin = [HOP_B];
   const ask = (extra: { deadline?: number; signal?: AbortSignal } = {}) => {
     const creds = [credential(CredentialType.AUTHNAME, 'user')];
     return channel.request({ service: 'xenapi', host: 'xen1', origin, credentials: creds, ...extra }).then(() => creds[0]!.result);
@@ -211,9 +217,9 @@ test.serial('the relay client\'s own deadline ends a prompt through its signal, 
         return new Promise<boolean>((resolve) => info.signal!.addEventListener('abort', () => resolve(false)));
       },
     },
-    policy: { timeoutMs: 80 },
+    policy: { timeoutMs: 80, perOrigin: UNLIMITED_ORIGIN_RATE },
   });
-  const req = () => ({ service: 'xenapi', host: 'xen1', origin: [], credentials: [credential(CredentialType.AUTHNAME, 'user')], deadline: Date.now() + 60_000 });
+  const req = () => ({ service: 'xenapi', host: 'xen1', origin: [HOP_B], credentials: [credential(CredentialType.AUTHNAME, 'user')], deadline: Date.now() + 60_000, via: VIA_B });
   const first = runRelayHandler(client.handle, req(), new RelayCancellation());
   const queuedCancel = new RelayCancellation();
   const queued = runRelayHandler(client.handle, req(), queuedCancel);

@@ -10,7 +10,7 @@ import { openAdmin, openAuth, paramsObject } from 'virtauth';
 
 import { startXenApiServer } from './fixtures/xenapi-server.js';
 import { tempDir, waitFor } from './peers/index.js';
-import { RecordingAuth, RelayDaemon, authConfSource, authConfText, chainUri, neverAnswer, removeDir, virErrorOf, waitForNoClients, writeAuthConf, xenapiUriVia } from './relay-helpers.js';
+import { RecordingAuth, RelayDaemon, authConfSource, authConfText, chainUri, neverAnswer, removeDir, virErrorOf, waitForNoClients, writeAuthConf, xenapiDriverUri, xenapiUriVia } from './relay-helpers.js';
 
 test('client-disconnect during a relayed credential request cancels it with the administrator\'s reason on every hop', async (t) => {
   const dir = await tempDir('var');
@@ -19,10 +19,11 @@ test('client-disconnect during a relayed credential request cancels it with the 
   process.env.LIBVIRT_AUTH_FILE = await writeAuthConf(dir, 'empty-auth.conf', '');
   const xen = await startXenApiServer({ users: { root: 'xen-root-secret' } });
   t.teardown(() => xen.close());
-  const b = await RelayDaemon.start({ name: 'virtauthd-B', dir, users: { 'hop-a': 'hop-secret' } });
+  const b = await RelayDaemon.start({ name: 'virtauthd-B', dir, users: { 'hop-a': 'hop-secret' }, allowedUris: [xenapiDriverUri(xen.port)] });
   t.teardown(() => b.stop());
   const aAuthConf = await writeAuthConf(dir, 'a-auth.conf', authConfText([{ service: 'libvirt', host: 'localhost', username: 'hop-a', password: 'hop-secret' }]));
-  const a = await RelayDaemon.start({ name: 'virtauthd-A', dir, users: { alice: 'alice-secret' }, authConfPath: aAuthConf, adminSocket: join(dir, 'A-admin-sock') });
+  const innerUri = xenapiUriVia(b.socket, xen.port);
+  const a = await RelayDaemon.start({ name: 'virtauthd-A', dir, users: { alice: 'alice-secret' }, authConfPath: aAuthConf, adminSocket: join(dir, 'A-admin-sock'), allowedUris: [innerUri] });
   t.teardown(() => a.stop());
   const clientAuthConf = await writeAuthConf(dir, 'client-auth.conf', authConfText([{ service: 'libvirt', host: 'localhost', username: 'alice', password: 'alice-secret' }]));
 
@@ -33,9 +34,9 @@ test('client-disconnect during a relayed credential request cancels it with the 
     markAsked();
     return waitForever(creds, info);
   });
-  const innerUri = xenapiUriVia(b.socket, xen.port);
   const opening = virErrorOf(openAuth(chainUri(a.socket, innerUri), auth, 0, { credentialSources: [await authConfSource(clientAuthConf)] }));
-  await asked;
+  // An open that ends before asking (refused, misrouted) fails the test instead of hanging it.
+  await Promise.race([asked, opening.then((e) => Promise.reject(new Error(`the open ended before the credential request: ${e.message}`)))]);
 
   const adm = await openAdmin(`virtauthd:///system?socket=${a.handle.admin!.path}`);
   t.teardown(() => adm.close());

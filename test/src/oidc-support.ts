@@ -200,6 +200,14 @@ export function approvingPerson(idp: TestIdp, login: string): { auth: ConnectAut
   return { auth, prompts };
 }
 
+/** The uri_allowed_list entry that lets a daemon open `via(daemon, ...)`: any next hop, which that daemon's own list decides. */
+export function hopTo(daemon: TestVirtauthd): string {
+  return `${daemon.uri('unix')}&name=*`;
+}
+
+/** The uri_allowed_list entry for TokenHypervisorDriver, whatever audience a test names. */
+export const TOKEN_HV_ALLOWED = 'tokenhv:///default?audience=*';
+
 /** `test+unix:///default?socket=...&name=<next>`: a URI that makes `daemon` open `next`. */
 export function via(daemon: TestVirtauthd, next: string): string {
   return `${daemon.uri('unix')}&name=${encodeURIComponent(next)}`;

@@ -13,7 +13,7 @@ import { CredentialType, DRIVER, ErrorCode, ErrorDomain, VirError, type ConnectA
 import { OidcTokenClient, createOidcCredentialCallback } from '@virtauth/providers';
 
 import { ACCESS_TOKEN_TYPE, AUDIENCE, CLIENT, REQUIRED_SCOPE, TOKEN_EXCHANGE_GRANT, type TestIdp } from './fixtures/oidc-idp.js';
-import { TokenHypervisorDriver, approvingPerson, assertNoTokenInLogs, hostnameThrough, machineClient, personClient, startDaemon, startIdp, via } from './oidc-support.js';
+import { TOKEN_HV_ALLOWED, TokenHypervisorDriver, approvingPerson, assertNoTokenInLogs, hopTo, hostnameThrough, machineClient, personClient, startDaemon, startIdp, via } from './oidc-support.js';
 import { interopTest } from './peers/index.js';
 import type { TestVirtauthd } from './sasl-support.js';
 
@@ -28,10 +28,10 @@ function issuedFor(idp: TestIdp, audience: string): string[] {
 
 /** client -> A -> B, where B's tokenhv driver asks for its token through the relay. */
 async function tokenDriverChain(t: Parameters<typeof startDaemon>[0], idp: TestIdp): Promise<{ a: TestVirtauthd; b: TestVirtauthd; driver: TokenHypervisorDriver; uri: (audience?: string) => string }> {
-  const b = await startDaemon(t, 'virtauthd-b', { auth_unix_rw: 'none' });
+  const b = await startDaemon(t, 'virtauthd-b', { auth_unix_rw: 'none', uri_allowed_list: [TOKEN_HV_ALLOWED] });
   const driver = new TokenHypervisorDriver(idp.issuer);
   b.handle.container.register(DRIVER, { useValue: driver });
-  const a = await startDaemon(t, 'virtauthd-a', { auth_unix_rw: 'none' });
+  const a = await startDaemon(t, 'virtauthd-a', { auth_unix_rw: 'none', uri_allowed_list: [hopTo(b)] });
   const uri = (audience?: string) => via(a, via(b, audience ? `tokenhv:///default?audience=${encodeURIComponent(audience)}` : 'tokenhv:///default'));
   return { a, b, driver, uri };
 }

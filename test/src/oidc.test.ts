@@ -23,6 +23,8 @@ import {
   startDaemon,
   startIdp,
   via,
+  hopTo,
+  TOKEN_HV_ALLOWED,
 } from './oidc-support.js';
 import { delay, interopTest } from './peers/index.js';
 import type { TestVirtauthd } from './sasl-support.js';
@@ -190,6 +192,7 @@ interopTest('the device flow prompt of a daemon two hops away reaches the client
   const c = await startDaemon(t, 'virtauthd-c', oauthServerSettings(idp));
   const b = await startDaemon(t, 'virtauthd-b', {
     auth_unix_rw: 'none',
+    uri_allowed_list: [c.uri('unix')],
     oauth_client_id: CLIENT.cli.id,
     oauth_client_issuer: idp.issuer,
     oauth_client_grant: 'device_code',
@@ -197,7 +200,7 @@ interopTest('the device flow prompt of a daemon two hops away reaches the client
     oauth_client_resource: AUDIENCE.virtauthd,
     oauth_allow_insecure_http: 1,
   });
-  const a = await startDaemon(t, 'virtauthd-a', { auth_unix_rw: 'none' });
+  const a = await startDaemon(t, 'virtauthd-a', { auth_unix_rw: 'none', uri_allowed_list: [hopTo(b)] });
   const uri = via(a, via(b, c.uri('unix')));
   const person = approvingPerson(idp, 'alice');
   const relayAudit: unknown[] = [];
@@ -221,10 +224,10 @@ interopTest('the device flow prompt of a daemon two hops away reaches the client
 
 interopTest('a nested driver gets a token for its audience through two hops instead of a password; other audiences are refused', PEERS, async (t) => {
   const idp = await startIdp(t);
-  const b = await startDaemon(t, 'virtauthd-b', { auth_unix_rw: 'none' });
+  const b = await startDaemon(t, 'virtauthd-b', { auth_unix_rw: 'none', uri_allowed_list: [TOKEN_HV_ALLOWED] });
   const driver = new TokenHypervisorDriver(idp.issuer);
   b.handle.container.register(DRIVER, { useValue: driver });
-  const a = await startDaemon(t, 'virtauthd-a', { auth_unix_rw: 'none' });
+  const a = await startDaemon(t, 'virtauthd-a', { auth_unix_rw: 'none', uri_allowed_list: [hopTo(b)] });
 
   const asked: { audience: string | null; daemons: string[] }[] = [];
   const tokens = createOidcCredentialCallback({ client: machineClient(idp), audiences: ['https://hv.test/*'] });

@@ -89,7 +89,12 @@ export interface RelayDaemonOptions {
   authConfPath?: string;
   /** Serve the admin program on this socket (default: no admin socket). */
   adminSocket?: string;
+  /** uri_allowed_list entries beyond the test hypervisor and the probe driver (XenAPI servers, further hops). */
+  allowedUris?: string[];
 }
+
+/** The probe driver's URIs, as a uri_allowed_list entry: every probe and its options. */
+export const RELAY_PROBE_ALLOWED = 'relayprobe:///?probe=*&count=*&deadline_ms=*';
 
 /** virtauthd in this process: one unix socket with auth sasl (SCRAM-SHA-256), its log captured. */
 export class RelayDaemon {
@@ -115,6 +120,7 @@ export class RelayDaemon {
         sasl_failure_delay_ms: 0,
         max_anonymous_clients: 1000,
         max_client_requests: 50,
+        uri_allowed_list: ['test:///default', RELAY_PROBE_ALLOWED, ...(opts.allowedUris ?? [])],
         // Debug: the secret checks see everything the daemon could leak.
         log_level: 1,
         ...(opts.settings ?? {}),
@@ -171,6 +177,11 @@ export class RelayDaemon {
 /** Waits until no client is connected to any of the daemons (connections torn down everywhere). */
 export async function waitForNoClients(daemons: readonly { clientCount: number; name: string }[], timeoutMs = 3000): Promise<void> {
   await waitFor(() => daemons.every((d) => d.clientCount === 0), timeoutMs, `no clients left on ${daemons.map((d) => d.name).join(', ')}`);
+}
+
+/** What a daemon opens for `xenapiUriVia`: its uri_allowed_list entry. */
+export function xenapiDriverUri(xenPort: number, xenHost = '127.0.0.1'): string {
+  return `xenapi:///?server=${xenHost}:${xenPort}&scheme=http`;
 }
 
 /** `xenapi+unix` through one daemon to a XenAPI server at 127.0.0.1:port over http. */

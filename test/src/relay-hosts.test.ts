@@ -27,6 +27,7 @@ import {
   authConfSource,
   authConfText,
   chainUri,
+  xenapiDriverUri,
   neverAnswer,
   removeDir,
   virErrorOf,
@@ -143,6 +144,7 @@ test.before(async () => {
       key_file: pki.serverKeyFile,
       cert_file: pki.serverCertFile,
       ca_file: pki.caCertFile,
+      uri_allowed_list: [xenapiDriverUri(xenPort)],
     });
     const emptyAuthConf = await writeAuthConf(dir, 'empty-auth.conf', '');
     const b = await startDaemon(netns?.nsB, bConfig, { ...process.env, LIBVIRT_AUTH_FILE: emptyAuthConf }, 'tls ');
@@ -154,7 +156,13 @@ test.before(async () => {
     const aDir = join(dir, 'a');
     const aUsers = new FileUserDatabase({ path: join(dir, 'a-users.json'), iterations: TEST_SCRAM_ITERATIONS });
     await aUsers.setPassword('alice', ALICE_PASSWORD);
-    const aConfig = await writeConfig(dir, 'a', { ...common, daemon_name: 'virtauthd-A', unix_sock_dir: aDir, sasl_user_db: join(dir, 'a-users.json') });
+    const aConfig = await writeConfig(dir, 'a', {
+      ...common,
+      daemon_name: 'virtauthd-A',
+      unix_sock_dir: aDir,
+      sasl_user_db: join(dir, 'a-users.json'),
+      uri_allowed_list: [bXenapiUri(bAddress, bTlsPort, xenPort, pki.client.pkiPath)],
+    });
     // A's own auth.conf: its SASL login to B, by B's address as A's remote driver names it.
     const aAuthConf = await writeAuthConf(dir, 'a-auth.conf', authConfText([{ service: 'libvirt', host: bAddress, username: 'hop-a', password: HOP_PASSWORD }]));
     const a = await startDaemon(netns?.nsA, aConfig, { ...process.env, LIBVIRT_AUTH_FILE: aAuthConf }, `unix ${join(aDir, 'virtauth-sock-ro')}`);
@@ -179,9 +187,13 @@ test.after.always(async () => {
   await removeDir(hosts.dir);
 });
 
+/** What A opens for the client: XenAPI behind B, over TLS. */
+function bXenapiUri(bAddress: string, bTlsPort: number, xenPort: number, pkiPath: string): string {
+  return `xenapi+tls://${bAddress}:${bTlsPort}/?server=127.0.0.1:${xenPort}&scheme=http&pkipath=${pkiPath}`;
+}
+
 function chainToB(h: Hosts): string {
-  const inner = `xenapi+tls://${h.bAddress}:${h.bTlsPort}/?server=127.0.0.1:${h.xenPort}&scheme=http&pkipath=${h.pki.client.pkiPath}`;
-  return chainUri(h.aSocket, inner);
+  return chainUri(h.aSocket, bXenapiUri(h.bAddress, h.bTlsPort, h.xenPort, h.pki.client.pkiPath));
 }
 
 const audits = (run: ChildRun) => run.stderr.events('relay.audit') as DaemonAuditRecord[];

@@ -54,6 +54,7 @@ import {
   waitForNoClients,
   writeAuthConf,
   xenapiUriVia,
+  xenapiDriverUri,
   type DaemonAuditRecord,
 } from './relay-helpers.js';
 import { RawClient } from './sasl-test-helpers.js';
@@ -95,9 +96,16 @@ test.before(async () => {
   process.env.LIBVIRT_AUTH_FILE = emptyAuthConf;
 
   const xen = await startXenApiServer({ users: { root: XEN_ROOT_PASSWORD, ...Object.fromEntries(loadUsers.map((u) => [u.name, u.password])) } });
-  const b = await RelayDaemon.start({ name: 'virtauthd-B', dir, users: { alice: ALICE_PASSWORD, 'hop-a': HOP_PASSWORD } });
+  const b = await RelayDaemon.start({ name: 'virtauthd-B', dir, users: { alice: ALICE_PASSWORD, 'hop-a': HOP_PASSWORD }, allowedUris: [xenapiDriverUri(xen.port)] });
   const aAuthConf = await writeAuthConf(dir, 'a-auth.conf', authConfText([{ service: 'libvirt', host: 'localhost', username: 'hop-a', password: HOP_PASSWORD }]));
-  const a = await RelayDaemon.start({ name: 'virtauthd-A', dir, users: { alice: ALICE_PASSWORD }, authConfPath: aAuthConf });
+  // A opens only the hops to B that the tests take: XenAPI and the probe driver behind B.
+  const a = await RelayDaemon.start({
+    name: 'virtauthd-A',
+    dir,
+    users: { alice: ALICE_PASSWORD },
+    authConfPath: aAuthConf,
+    allowedUris: [xenapiUriVia(b.socket, xen.port), b.uriFor('relayprobe', 'probe=*&count=*&deadline_ms=*')],
+  });
   const probe = new RelayProbeDriver();
   b.registerDriver(probe);
   const clientAuthConf = await writeAuthConf(dir, 'client-auth.conf', authConfText([{ service: 'libvirt', host: 'localhost', username: 'alice', password: ALICE_PASSWORD }]));
@@ -118,11 +126,17 @@ interface OpenOptions {
   relay?: boolean;
 }
 
+/**
+ * These tests open hundreds of times from one process through the same two daemons: the
+ * per-origin rate (which has its own test in client-security) is raised for them.
+ */
+const MANY_PER_ORIGIN = { maxRequests: 100_000, windowMs: 60_000 };
+
 function open(uri: string, auth: RecordingAuth | null, opts: OpenOptions = {}): Promise<Connection> {
   return openAuth(uri, auth, 0, {
     credentialSources: opts.sources ?? world.clientSources,
     relayAudit: (r) => world.clientAudit.push(r),
-    ...(opts.policy ? { relayPolicy: opts.policy } : {}),
+    relayPolicy: { perOrigin: MANY_PER_ORIGIN, ...opts.policy },
     ...(opts.signal ? { signal: opts.signal } : {}),
     ...(opts.relay !== undefined ? { relay: opts.relay } : {}),
   });
@@ -141,7 +155,7 @@ async function openFailure(promise: Promise<unknown>): Promise<VirError> {
 
 const xenUri = () => xenapiUriVia(world.b.socket, world.xen.port);
 const xenUriViaA = () => chainUri(world.a.socket, xenUri());
-const xenDriverUri = () => `xenapi:///?server=127.0.0.1:${world.xen.port}&scheme=http`;
+const xenDriverUri = () => xenapiDriverUri(world.xen.port);
 const hopB = () => ({ daemon: world.b.processName, driver: 'xenapi', uri: xenDriverUri() });
 const hopA = () => ({ daemon: world.a.processName, driver: 'remote', uri: xenUri() });
 const topologies = () => [
@@ -312,7 +326,7 @@ test.serial('deadline: a client timeout of 300 ms ends the open with TIMED_OUT (
 });
 
 test.serial('deadline: the daemon\'s relay_max_timeout caps what the client asked for', async (t) => {
-  const short = await RelayDaemon.start({ name: 'virtauthd-short', dir: world.dir, users: { alice: ALICE_PASSWORD }, settings: { relay_max_timeout: 1 } });
+  const short = await RelayDaemon.start({ name: 'virtauthd-short', dir: world.dir, users: { alice: ALICE_PASSWORD }, settings: { relay_max_timeout: 1 }, allowedUris: [xenapiDriverUri(world.xen.port)] });
   world.extraDaemons.push(short);
   // ENABLE's reply already says so.
   const raw = await RawClient.connect(`test+unix:///default?socket=${short.socket}`);
@@ -360,6 +374,7 @@ test.serial('a prompt is withdrawn when the client\'s own deadline passes, so th
     origin: [{ daemon: 'virtauthd@elsewhere', driver: 'xenapi', uri: 'xenapi:///?server=xen1.example' }],
     credentials: [credential(AUTHNAME, 'Enter username for xen1.example [root]', 'xen1.example', 'root')],
     deadline: Date.now() + 60_000,
+    via: { daemon: 'virtauthd@elsewhere', identity: null, key: 'test:elsewhere' },
   });
   const stuck = new RecordingAuth([AUTHNAME], neverAnswer());
   const e = await virErrorOf(runRelayHandler(createRelayClient({ auth: stuck, policy: { timeoutMs: 100 } }).handle, request(), new RelayCancellation()));
@@ -519,7 +534,12 @@ test.serial('wire: a stray or replayed ANSWER is rejected; each request is answe
     t.is(logged.id, id, why);
     t.regex(String(logged.reason), new RegExp(`relay answer for request ${id}, which is not waiting for one`), why);
   };
-  await expectRejected(1, 'an answer before anything was asked');
+  // Before the client enables the relay nothing can be waiting: the answer is dropped undecoded.
+  answer(1, ['root']);
+  rejections++;
+  const early = await waitFor(() => world.b.log.events('relay.answer.rejected').slice(rejectedB)[0], 2000, 'an answer before the relay was enabled');
+  t.is(early.id, undefined, 'not decoded, so no id');
+  t.regex(String(early.reason), /not enabled on this connection/);
 
   const requests: p.RelayRequestMsg[] = [];
   const cancels: unknown[] = [];
@@ -563,6 +583,44 @@ test.serial('wire: a stray or replayed ANSWER is rejected; each request is answe
   await assertNothingWaiting(t, null);
 });
 
+test.serial('deadline: a raw client that enables the relay, never answers and ignores deadlines gets CANCEL TIMED_OUT from the daemon, and the open ends', async (t) => {
+  const auditB = world.b.audits().length;
+  const raw = await RawClient.connect(`test+unix:///default?socket=${world.b.socket}`);
+  t.teardown(() => raw.close());
+  await raw.login({ authname: 'alice', passphrase: ALICE_PASSWORD, mechanism: 'SCRAM-SHA-256' });
+  const requests: p.RelayRequestMsg[] = [];
+  const cancels: ReturnType<typeof p.relayCancelMsg.decode>[] = [];
+  let cancelled!: () => void;
+  const cancelCame = new Promise<void>((resolve) => (cancelled = resolve));
+  // This client keeps no timer of its own: only the daemon's deadline can end the wait.
+  raw.rpc.onProgramMessage(RELAY_PROGRAM, (h, body) => {
+    if (h.proc === RelayProc.REQUEST) requests.push(p.relayRequestMsg.decode(body));
+    if (h.proc === RelayProc.CANCEL) {
+      cancels.push(p.relayCancelMsg.decode(body));
+      cancelled();
+    }
+  });
+  const timeoutMs = 300;
+  await raw.rpc.call(RELAY_PROGRAM, RELAY_PROTOCOL_VERSION, RelayProc.ENABLE, p.relayEnableArgs, { cred_types: [AUTHNAME, PASSPHRASE], person_present: 1, timeout_ms: timeoutMs, max_requests: 8 }, p.relayEnableRet);
+  const started = performance.now();
+  const open = virErrorOf(raw.call(RemoteProc.CONNECT_OPEN, remote.connectOpenArgs, { name: xenDriverUri(), flags: 0 }, xdr.xvoid));
+
+  let giveUp: NodeJS.Timeout | undefined;
+  const noCancel = new Promise<never>((_, reject) => (giveUp = setTimeout(() => reject(new Error('no CANCEL from the daemon within 10 s: its deadline never fired')), 10_000)));
+  await Promise.race([cancelCame, noCancel]).finally(() => clearTimeout(giveUp));
+  const elapsed = performance.now() - started;
+  t.is(requests.length, 1);
+  t.deepEqual(cancels.map((c) => [c.id, c.status]), [[requests[0]!.id, RelayStatus.TIMED_OUT]]);
+  t.regex(cancels[0]!.message, new RegExp(`no answer from the client within \\d+ ms`));
+  t.true(elapsed >= timeoutMs - 20, `cancelled after ${elapsed.toFixed(0)} ms, the deadline was ${timeoutMs}`);
+  // The driver stopped waiting: the open fails with the relay's TIMED_OUT.
+  const e = await open;
+  t.is(e.int1, RelayStatus.TIMED_OUT, e.message);
+  t.deepEqual(auditsSince(world.b, auditB).map((r) => r.outcome), ['TIMED_OUT']);
+  // The connection is still there, answering calls.
+  t.is((await raw.call(RemoteProc.CONNECT_GET_HOSTNAME, xdr.xvoid, undefined, remote.connectGetHostnameRet).catch((err: VirError) => err)) instanceof VirError, true, 'no hypervisor open, but an answer');
+});
+
 interopTest.serial('old client: virsh never enables the relay; a XenAPI open on virtauthd fails at once naming the driver, host and credentials', ['virsh', 'sasl-scram'], async (t) => {
   const started = Date.now();
   const result = await runVirsh(['hostname'], { uri: xenUri(), env: { LIBVIRT_AUTH_FILE: world.clientAuthConf }, timeoutMs: 10_000 });
@@ -602,7 +660,7 @@ interopTest.serial('old server: our client with the relay enabled opens test:///
   }
 });
 
-test.serial('the client\'s auth.conf answers relayed requests before the callback is asked', async (t) => {
+test.serial('the client\'s auth.conf answers relayed requests only where the policy binds the entry to the daemon reached, the service and the host', async (t) => {
   const file = join(world.dir, 'client-xen-auth.conf');
   await writeFile(
     file,
@@ -610,15 +668,29 @@ test.serial('the client\'s auth.conf answers relayed requests before the callbac
       `[credentials-x]\nusername=root\npassword=${XEN_ROOT_PASSWORD}\n[auth-xenapi-127.0.0.1]\ncredentials=x\n`,
     { mode: 0o600 },
   );
-  for (const { hops, uri } of topologies()) {
+  for (const [{ hops, uri }, reached, other] of [
+    [topologies()[0]!, world.b.socket, world.a.socket],
+    [topologies()[1]!, world.a.socket, world.b.socket],
+  ] as const) {
+    const grant = (socket: string, host = '127.0.0.1') => ({ storedCredentials: [{ daemon: { transport: 'unix' as const, socket }, service: 'xenapi', host }] });
+    // Bound to the daemon this client reaches: auth.conf answers and the callback is not asked.
     const clientAudit = world.clientAudit.length;
     const auth = new RecordingAuth([AUTHNAME, PASSPHRASE], () => false);
-    const conn = await open(uri, auth, { sources: [await authConfSource(file)] });
+    const conn = await open(uri, auth, { sources: [await authConfSource(file)], policy: grant(reached) });
     t.is(await conn.getHostname(), 'xen1.example', `${hops} hop(s)`);
     await conn.close();
     t.is(auth.calls.length, 0, 'the callback was not called');
     t.deepEqual(world.clientAudit.slice(clientAudit).map((r) => r.outcome), ['OK', 'OK']);
-    await assertNothingWaiting(t, auth);
+    t.true(world.clientAudit.slice(clientAudit).every((r) => r.daemon.includes(`unix socket ${reached}`)));
+    // No grant, a grant for another daemon (an inner hop counts for nothing), or for another host:
+    // the entry stays unread and the person is asked.
+    for (const [label, policy] of [['no grant', {}], ['another daemon', grant(other)], ['another host', grant(reached, 'xen2.example')]] as const) {
+      const asked = new RecordingAuth([AUTHNAME, PASSPHRASE], () => false);
+      const e = await openFailure(open(uri, asked, { sources: [await authConfSource(file)], policy }));
+      t.is(e.code, ErrorCode.AUTH_CANCELLED, `${hops} hop(s), ${label}`);
+      t.is(asked.calls.length, 1, `${hops} hop(s), ${label}: the person was asked instead`);
+    }
+    await assertNothingWaiting(t, null);
   }
 });
 
@@ -626,7 +698,11 @@ test.serial('console: virtauth answers relayed prompts from stdin and says who a
   const env = { ...process.env, LC_ALL: 'C', LIBVIRT_AUTH_FILE: world.clientAuthConf };
   const run = (args: string[], input?: string) => runProcess(process.execPath, [virtauthBin, '-c', xenUri(), ...args, 'hostname'], { env, ...(input !== undefined ? { input } : {}), timeoutMs: 15_000 });
 
+  const answeredStarted = Date.now();
   const answered = await run([], `root\n${XEN_ROOT_PASSWORD}\n`);
+  // A failure is fast when it costs no more than a whole answered run (process start-up included,
+  // which a loaded machine stretches), far below any relay deadline it could be waiting on.
+  const failFastMs = Math.max(2000, 2 * (Date.now() - answeredStarted));
   t.is(answered.code, 0, answered.stderr);
   t.regex(answered.stdout, /^xenapi on 127\.0\.0\.1 via virtauthd-B@\S+ asks for credentials$/m);
   t.true(answered.stdout.includes('Enter username for 127.0.0.1 [root]: '));
@@ -643,7 +719,7 @@ test.serial('console: virtauth answers relayed prompts from stdin and says who a
     const failed = await run([...args], input);
     const elapsed = Date.now() - started;
     t.is(failed.code, 1, label);
-    t.true(elapsed < 2000, `${label}: failed after ${elapsed} ms`);
+    t.true(elapsed < failFastMs, `${label}: failed after ${elapsed} ms (limit ${failFastMs} ms)`);
     t.regex(failed.stderr, /error: authentication unavailable: /, label);
     t.false(failed.stdout.includes('xen1.example'));
     world.errorMessages.push(failed.stderr, failed.stdout);

@@ -1,10 +1,12 @@
 // virtauthd under test: started in the test's process on two private unix sockets.
 
 import {closeSync, openSync} from 'node:fs';
+import net from 'node:net';
 import {rm} from 'node:fs/promises';
 import {join} from 'node:path';
 
 import type {ExecutionContext} from 'ava';
+import {RpcConnection} from '@virtauth/core';
 import {createDaemon, createLogger, defaultConfig, type DaemonConfig, type DaemonExtension, type DaemonHandle, type ListenerSpec} from '@virtauth/daemon';
 
 import {tempDir} from './peers/index.js';
@@ -45,3 +47,11 @@ export async function startVirtauthd(t: ExecutionContext, settings: Partial<Daem
   };
 }
 
+
+/** A bare RPC connection to a unix socket, for speaking the protocol call by call. */
+export function rawClient(path: string): Promise<RpcConnection> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(path, () => resolve(new RpcConnection(socket)));
+    socket.once('error', reject);
+  });
+}

@@ -1,7 +1,8 @@
 // The credential relay as drivers and hosts see it: a request that travelled from a driver in
 // some daemon, and the errors each outcome becomes.
 
-import type { Credential, OriginHop } from '../credentials.js';
+import type { Credential, OriginHop, RelayVia } from '../credentials.js';
+import { describeDaemonIdentity } from './transport.js';
 import { ErrorCode, ErrorDomain, VirError } from '../errors.js';
 import { RelayStatus } from '../protocol/relay.js';
 
@@ -14,6 +15,8 @@ export interface RelayedCredentialRequest {
   credentials: Credential[];
   /** Absolute time (ms since the epoch) after which no answer is taken. */
   deadline: number;
+  /** The connection it arrived on (set by the client end of the relay). */
+  via?: RelayVia;
 }
 
 /**
@@ -130,4 +133,10 @@ export function describeRequester(req: Pick<RelayedCredentialRequest, 'origin' |
   const [first, ...rest] = req.origin;
   if (!first) return `a driver for ${req.host}`;
   return [`${first.driver} on ${req.host}`, `via ${first.daemon}`, ...rest.map((h) => `via ${h.daemon}`)].join(' ');
+}
+
+/** `virtauthd@hostA (unix socket /run/virtauth/virtauth-sock)`: who sent a request to this client. */
+export function describeVia(via: RelayVia | undefined): string {
+  if (!via) return 'no verified connection';
+  return `${via.daemon} (${describeDaemonIdentity(via.identity)})`;
 }

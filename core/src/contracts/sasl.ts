@@ -3,6 +3,7 @@
 import type { ConnectAuth, CredentialRequester } from '../credentials.js';
 import type { TransportInfo } from './transport.js';
 import type { UserDatabase } from './userdb.js';
+import type { ClientIdentity } from './auth.js';
 
 export type ChannelBindingType = 'tls-exporter' | 'tls-server-end-point';
 export type ChannelBindingPolicy = 'disable' | 'prefer' | 'require';
@@ -28,6 +29,11 @@ export interface SaslClientContext {
   serverMechanisms: readonly string[];
   /** Upper bound on the SCRAM iteration count this client accepts. */
   maxIterations: number;
+  /**
+   * Lower bound on the SCRAM iteration count: a server asking for fewer is refused before any
+   * proof is sent (a proof made with few iterations is cheap to crack offline). Default 4096.
+   */
+  minIterations?: number;
   signal?: AbortSignal;
 }
 
@@ -62,6 +68,8 @@ export interface SaslServerSession {
   step(response: Buffer | null): Promise<SaslStepResult>;
   /** The authenticated identity (authzid if given, else the authentication name) once done. */
   readonly username: string | null;
+  /** What else the mechanism learnt about the client (e.g. OAUTHBEARER's token claims) once done. */
+  readonly identity?: Partial<Pick<ClientIdentity, 'oidc'>>;
 }
 
 export interface SaslMechanism {
@@ -73,6 +81,11 @@ export interface SaslMechanism {
   readonly requiresSecureChannel: boolean;
   /** Whether the mechanism needs TLS channel binding data to run at all (-PLUS). */
   readonly requiresChannelBinding: boolean;
+  /**
+   * Whether the server learns the password itself (PLAIN). A client picks such a mechanism on
+   * its own only when the server offers nothing that keeps the password (no SCRAM).
+   */
+  readonly exposesPassword?: boolean;
   createClient(ctx: SaslClientContext): SaslClientSession;
   createServer(ctx: SaslServerContext): SaslServerSession;
 }

@@ -1,7 +1,7 @@
 // What virt-admin's client-info reports about a connection: libvirt's typed parameters
 // (readonly, sock_addr, sasl_user_name, tls_x509_dname, unix_*), then virtauth's own identities
-// as extra parameters. ClientFacts is the seam: today it is read from the session's identity and
-// what the admin extension saw during CONNECT_OPEN; a richer typed identity can fill it instead.
+// as extra parameters. ClientFacts is the seam: it is read from the session's typed identity
+// (unix peer, SASL, TLS, OIDC) and the upstream URI the admin extension saw during CONNECT_OPEN.
 
 import { readFileSync } from 'node:fs';
 import type { admin } from '@virtauth/core';
@@ -30,6 +30,8 @@ export interface ClientFacts {
   unixUid?: number;
   unixGid?: number;
   unixPid?: number;
+  /** The unix user's name when the identity already carries it (else it is looked up). */
+  unixUserName?: string;
   selinuxContext?: string;
   /** virtauth: the auth scheme that admitted the client (`none`, `sasl`, `polkit`), or unset before auth. */
   authMethod?: string;
@@ -41,17 +43,9 @@ export interface ClientFacts {
   relayActive?: boolean;
 }
 
-/** Identity fields a richer identity (OIDC, SELinux) may carry; read when present. */
-interface OptionalIdentity {
-  oidcIssuer?: string;
-  oidcSubject?: string;
-  selinuxContext?: string;
-  saslMechanism?: string;
-}
-
-/** Facts about a daemon client, from its session and what the admin extension recorded. */
+/** Facts about a daemon client, from its typed identity and what the admin extension recorded. */
 export function sessionFacts(session: ClientSession, seen: { upstreamUri?: string; relayActive: boolean }): ClientFacts {
-  const id = session.identity as typeof session.identity & OptionalIdentity;
+  const id = session.identity;
   const kind = session.transport.kind;
   const facts: ClientFacts = {
     readOnly: session.readOnly || session.readOnlyOpen,
@@ -61,15 +55,21 @@ export function sessionFacts(session: ClientSession, seen: { upstreamUri?: strin
   if (kind === 'tcp' || kind === 'tls') {
     if (session.transport.remoteAddress) facts.sockAddr = session.transport.remoteAddress;
   }
-  if (id.method === 'sasl' && id.username !== undefined) facts.saslUserName = id.username;
+  const saslUser = id.sasl?.username ?? (id.method === 'sasl' ? id.username : undefined);
+  if (saslUser !== undefined) facts.saslUserName = saslUser;
   if (id.tlsDistinguishedName) facts.tlsDistinguishedName = id.tlsDistinguishedName;
-  if (id.unixUid !== undefined) facts.unixUid = id.unixUid;
-  if (id.unixGid !== undefined) facts.unixGid = id.unixGid;
-  if (id.unixPid !== undefined) facts.unixPid = id.unixPid;
-  if (id.selinuxContext) facts.selinuxContext = id.selinuxContext;
+  const unixUid = id.unix?.uid ?? id.unixUid;
+  const unixGid = id.unix?.gid ?? id.unixGid;
+  const unixPid = id.unix?.pid ?? id.unixPid;
+  if (unixUid !== undefined) facts.unixUid = unixUid;
+  if (unixGid !== undefined) facts.unixGid = unixGid;
+  if (unixPid !== undefined) facts.unixPid = unixPid;
+  if (id.unix?.userName !== undefined) facts.unixUserName = id.unix.userName;
   if (session.authenticated && id.method) facts.authMethod = id.method;
-  if (id.oidcIssuer) facts.oidcIssuer = id.oidcIssuer;
-  if (id.oidcSubject) facts.oidcSubject = id.oidcSubject;
+  if (id.oidc) {
+    facts.oidcIssuer = id.oidc.issuer;
+    facts.oidcSubject = id.oidc.subject;
+  }
   if (seen.upstreamUri) facts.upstreamUri = seen.upstreamUri;
   return facts;
 }
@@ -97,7 +97,7 @@ export function clientInfoParams(f: ClientFacts): TypedParam[] {
   if (f.tlsDistinguishedName !== undefined) out.push(stringParam('tls_x509_dname', f.tlsDistinguishedName));
   if (f.unixUid !== undefined) {
     out.push(intParam('unix_user_id', f.unixUid));
-    const user = accountName('/etc/passwd', f.unixUid);
+    const user = f.unixUserName ?? accountName('/etc/passwd', f.unixUid);
     if (user !== undefined) out.push(stringParam('unix_user_name', user));
   }
   if (f.unixGid !== undefined) {

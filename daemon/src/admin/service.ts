@@ -3,15 +3,16 @@
 // It manages two servers, as libvirtd's daemons have: `virtauthd` (the clients of the remote
 // protocol) and `admin` (the admin socket's own clients).
 
-import { chmod, mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import net from 'node:net';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { ErrorCode, ErrorDomain, RpcConnection, VirError, createDispatcher, type TransportInfo } from '@virtauth/core';
-import { removeStaleSocket, type DaemonExtension, type VirtauthServer } from '../server.js';
+import { bindUnixSocket, listenOn, removeStaleSocket, type DaemonExtension, type VirtauthServer } from '../server.js';
 import type { ClientSession } from '../session.js';
 import type { LogControl } from '../log-control.js';
 import { ClientTransport, sessionFacts, type ClientFacts } from './client-info.js';
+import { watchIdleTimeout, type ClientCountSource } from '../service/idle-timeout.js';
 import { createAdminProgram, type AdminConnectionContext, type ManagedClient, type ManagedServer, type WorkerPool } from './program.js';
 
 /** The main server's name, as libvirtd's is its daemon's name. */
@@ -26,32 +27,27 @@ const ADMIN_MAX_CLIENTS = 5;
  */
 export interface AdminExtension extends DaemonExtension {
   seen(session: ClientSession): { upstreamUri?: string };
-  /** Told when a daemon client connects or goes (the idle timeout watches this). */
-  clientsChanged: (() => void) | null;
 }
 
 export function adminExtension(): AdminExtension {
   const opened = new WeakMap<ClientSession, string>();
   const pending = new WeakMap<ClientSession, string>();
   const ext: AdminExtension = {
-    clientsChanged: null,
-    onSession(session) {
-      ext.clientsChanged?.();
-      void session.rpc.whenClosed().then(() => ext.clientsChanged?.());
-    },
     decorateOpenContext(session, ctx, target) {
       // A driver that talks to another daemon: the client's requests go upstream to this URI.
       if (target.driver === 'remote') pending.set(session, target.upstreamUri ?? target.uri);
       return ctx;
     },
     openFinished(session) {
+      // The remote program keeps the connection only after this (and its access check) returns,
+      // so whether the open succeeded is read when the facts are asked for.
       const uri = pending.get(session);
       pending.delete(session);
-      if (uri !== undefined && session.driverConn) opened.set(session, uri);
+      if (uri !== undefined) opened.set(session, uri);
     },
     seen(session) {
       // While the open runs, the URI it is reaching; afterwards the one it reached.
-      const uri = opened.get(session) ?? pending.get(session);
+      const uri = pending.get(session) ?? (session.driverConn ? opened.get(session) : undefined);
       return uri === undefined ? {} : { upstreamUri: uri };
     },
   };
@@ -90,6 +86,8 @@ export interface AdminServiceOptions {
   server: VirtauthServer;
   /** Path of the admin socket (virtauth-admin-sock in unix_sock_dir). */
   path: string;
+  /** A listening socket to serve instead of binding `path` (systemd's virtauthd-admin.socket). */
+  fd?: number;
   perms: number;
   logger: Logger;
   logs: LogControl;
@@ -105,9 +103,11 @@ export class AdminService {
   private listener: net.Server | null = null;
   private readonly connections = new Set<AdminConnection>();
   private readonly program;
+  /** The clients of both servers, as the idle timeout counts them. */
+  private readonly allClients: ClientCountSource;
   private limits = { maxClients: ADMIN_MAX_CLIENTS, maxUnauthenticated: 0 };
-  private idleTimeoutSeconds = 0;
-  private idleTimer: NodeJS.Timeout | null = null;
+  private cancelIdleWatch: (() => void) | null = null;
+  private readonly adminCountListeners = new Set<(count: number) => void>();
 
   constructor(private readonly opts: AdminServiceOptions) {
     this.program = createAdminProgram({
@@ -116,7 +116,21 @@ export class AdminService {
       logs: opts.logs,
       setDaemonTimeout: (seconds) => this.setDaemonTimeout(seconds),
     });
-    opts.extension.clientsChanged = () => this.armIdleTimer();
+    const total = () => opts.server.clientCount + this.connections.size;
+    this.allClients = {
+      get clientCount() {
+        return total();
+      },
+      onClientCountChange: (listener) => {
+        const changed = () => listener(total());
+        const offServer = opts.server.onClientCountChange(changed);
+        this.adminCountListeners.add(changed);
+        return () => {
+          offServer();
+          this.adminCountListeners.delete(changed);
+        };
+      },
+    };
   }
 
   get path(): string {
@@ -125,42 +139,30 @@ export class AdminService {
 
   async start(): Promise<void> {
     const path = this.opts.path;
-    await mkdir(dirname(path), { recursive: true, mode: 0o755 });
-    await removeStaleSocket(path);
     const listener = net.createServer({ pauseOnConnect: true }, (socket) => this.accept(socket));
-    listener.on('error', (e) => this.opts.logger.error({ err: e, event: 'admin.listener.error' }, 'admin listener error'));
-    // Access to the socket is the authentication (root only, as libvirt-admin-sock), so it is
-    // bound in a private directory, given its mode there, and only then moved into place: no
-    // one can connect while it still has the umask's mode.
-    const privateDir = await mkdtemp(join(dirname(path), '.virtauth-admin-'));
-    const staging = join(privateDir, 'sock');
-    try {
-      await new Promise<void>((resolve, reject) => {
-        listener.once('error', reject);
-        listener.listen(staging, () => {
-          listener.off('error', reject);
-          resolve();
-        });
-      });
-      await chmod(staging, this.opts.perms);
-      await rename(staging, path);
-    } catch (e) {
-      listener.close();
-      throw e;
-    } finally {
-      await rm(privateDir, { recursive: true, force: true });
+    const fd = this.opts.fd;
+    if (fd !== undefined) {
+      // systemd's virtauthd-admin.socket: its unit sets the mode, and the file stays systemd's.
+      await listenOn(listener, { fd }, { kind: 'unix' }, this.opts.logger);
+    } else {
+      await mkdir(dirname(path), { recursive: true, mode: 0o755 });
+      await removeStaleSocket(path);
+      // Access to the socket is the authentication (root only, as libvirt-admin-sock): it must
+      // never be reachable with the umask's mode.
+      await bindUnixSocket(listener, path, { perms: this.opts.perms }, this.opts.logger);
     }
     this.listener = listener;
   }
 
   async stop(): Promise<void> {
-    this.idleTimeoutSeconds = 0;
-    this.clearIdleTimer();
+    this.cancelIdleWatch?.();
+    this.cancelIdleWatch = null;
     const listener = this.listener;
     this.listener = null;
     for (const c of [...this.connections]) c.rpc.close(null);
     if (listener) await new Promise<void>((r) => listener.close(() => r()));
-    await rm(this.opts.path, { force: true });
+    // A socket systemd passed is its to remove (RemoveOnStop); a live one is never ours to unlink.
+    if (listener && this.opts.fd === undefined) await rm(this.opts.path, { force: true });
   }
 
   private accept(socket: net.Socket): void {
@@ -181,16 +183,20 @@ export class AdminService {
     const log = this.opts.logger.child({ conn: rpc.id, transport: 'admin' });
     const context: AdminConnectionContext = { closeAfterReply: () => setImmediate(() => rpc.closeAfterFlush()) };
     this.connections.add(connection);
-    this.clearIdleTimer();
+    this.adminClientsChanged();
     rpc.setCallHandler(createDispatcher([this.program], { context, isAuthenticated: () => true }));
     rpc.on('protocolError', (e: Error) => log.warn({ event: 'protocol.error', err: e.message }, 'malformed input from admin client'));
     rpc.whenClosed().then(() => {
       this.connections.delete(connection);
       log.debug({ event: 'admin.client.closed' }, 'admin client disconnected');
-      this.armIdleTimer();
+      this.adminClientsChanged();
     });
     log.info({ event: 'admin.client.connected', peerUid: peer?.uid, peerPid: peer?.pid }, 'admin client connected');
     socket.resume();
+  }
+
+  private adminClientsChanged(): void {
+    for (const listener of this.adminCountListeners) listener(this.connections.size);
   }
 
   private mainServer(): ManagedServer {
@@ -206,7 +212,7 @@ export class AdminService {
         })),
       limits: () => {
         const l = server.clientLimits();
-        return { maxClients: l.maxClients, clients: server.clientCount, maxUnauthenticated: l.maxAnonymousClients, unauthenticated: server.unauthenticatedCount };
+        return { maxClients: l.maxClients, clients: server.clients().length, maxUnauthenticated: l.maxAnonymousClients, unauthenticated: server.unauthenticatedCount };
       },
       setLimits: (change) =>
         server.setClientLimits({
@@ -251,32 +257,19 @@ export class AdminService {
     };
   }
 
-  /** libvirtd's --timeout: exit once no client (of either server) has been connected for this long. */
-  private setDaemonTimeout(seconds: number): void {
-    this.idleTimeoutSeconds = seconds;
+  /**
+   * libvirtd's --timeout, which daemon-timeout changes: exit once no client of either server has
+   * been connected for this long (0: never).
+   */
+  setDaemonTimeout(seconds: number, onIdle: () => void = this.opts.onIdleTimeout): void {
+    this.cancelIdleWatch?.();
+    this.cancelIdleWatch = null;
     this.opts.logger.info({ event: 'admin.daemon_timeout', seconds }, 'daemon idle timeout set');
-    this.clearIdleTimer();
-    this.armIdleTimer();
-  }
-
-  private armIdleTimer(): void {
-    if (this.idleTimeoutSeconds === 0) return;
-    if (this.connections.size > 0 || this.opts.server.clientCount > 0) {
-      this.clearIdleTimer();
-      return;
-    }
-    if (this.idleTimer) return;
-    this.idleTimer = setTimeout(() => {
-      this.idleTimer = null;
-      if (this.connections.size > 0 || this.opts.server.clientCount > 0) return;
-      this.opts.logger.warn({ event: 'daemon.idle_timeout', seconds: this.idleTimeoutSeconds }, 'no client for the daemon timeout: shutting down');
-      this.opts.onIdleTimeout();
-    }, this.idleTimeoutSeconds * 1000);
-    this.idleTimer.unref();
-  }
-
-  private clearIdleTimer(): void {
-    if (this.idleTimer) clearTimeout(this.idleTimer);
-    this.idleTimer = null;
+    if (seconds === 0) return;
+    this.cancelIdleWatch = watchIdleTimeout(this.allClients, seconds, () => {
+      this.cancelIdleWatch = null;
+      this.opts.logger.warn({ event: 'daemon.idle_timeout', seconds }, 'no client for the daemon timeout: shutting down');
+      onIdle();
+    });
   }
 }

@@ -14,11 +14,30 @@ import {
   relayDetail,
   relayStatusOf,
   describeRequester,
+  type ConnectUri,
   type Credential,
   type CredentialType,
+  type DaemonIdentity,
   type RelayClientConfig,
   type RpcConnection,
+  type TransportInfo,
 } from '@virtauth/core';
+
+/** The far end of a relay connection, as the transport established it. */
+export interface RelayPeer {
+  identity: DaemonIdentity | null;
+  /** One string per daemon reached, the same across reconnects (per-origin limits key on it). */
+  key: string;
+}
+
+/** The relay peer of a connection the remote driver opened to `uri`. */
+export function relayPeerOf(uri: ConnectUri, transport: TransportInfo): RelayPeer {
+  const identity = transport.identity ?? null;
+  if (identity?.transport === 'unix') return { identity, key: `unix:${identity.socket}` };
+  if (identity) return { identity, key: `${identity.transport}:${identity.host}:${identity.port}` };
+  // Unverified: keyed on what the user named, so a reconnect still counts against it.
+  return { identity, key: `${transport.kind}:${uri.host || 'localhost'}:${uri.port ?? ''}` };
+}
 
 export interface RelayConnection {
   /**
@@ -35,9 +54,10 @@ export interface RelayConnection {
  * Each request's handler gets a cancellation this connection triggers when the server withdraws
  * the request, the connection closes, or the open finishes.
  */
-export async function enableRelay(rpc: RpcConnection, cfg: RelayClientConfig): Promise<RelayConnection | null> {
+export async function enableRelay(rpc: RpcConnection, cfg: RelayClientConfig, peer: RelayPeer = { identity: null, key: `connection:${rpc.id}` }): Promise<RelayConnection | null> {
+  let enabled: { daemon: string };
   try {
-    await rpc.call(
+    enabled = await rpc.call(
       RELAY_PROGRAM,
       RELAY_PROTOCOL_VERSION,
       RelayProc.ENABLE,
@@ -49,6 +69,8 @@ export async function enableRelay(rpc: RpcConnection, cfg: RelayClientConfig): P
     if (e instanceof VirError && e.code === ErrorCode.RPC && e.message.startsWith('Cannot find program')) return null;
     throw e;
   }
+  // Every request carries the connection it came on: the handler checks its chain against it.
+  const via = { daemon: enabled.daemon, identity: peer.identity, key: peer.key };
   const inFlight = new Map<number, RelayCancellation>();
   // Requests this side withdrew (server CANCEL, close, open finished): they get no answer. A
   // handler may cancel too (it gave up first), and that one is still answered.
@@ -86,7 +108,7 @@ export async function enableRelay(rpc: RpcConnection, cfg: RelayClientConfig): P
         else answer(msg.id, RelayStatus.OK, credentials.map((c) => c.result), '');
       };
       try {
-        cfg.handle({ service: msg.service, host: msg.host, origin: msg.origin, credentials, deadline: Date.now() + msg.deadline_ms }, cancel, done);
+        cfg.handle({ service: msg.service, host: msg.host, origin: msg.origin, credentials, deadline: Date.now() + msg.deadline_ms, via }, cancel, done);
       } catch (e) {
         done(relayError(RelayStatus.FAILED, `the relay handler failed: ${(e as Error).message}`));
       }

@@ -31,7 +31,7 @@ import {
   type RemoteCaller,
   type TransportInfo,
 } from '@virtauth/core';
-import { enableRelay } from './relay-client.js';
+import { enableRelay, relayPeerOf } from './relay-client.js';
 import { openTransport } from './transport.js';
 
 export type AuthSchemeName = 'none' | 'sasl' | 'polkit' | (string & {});
@@ -63,7 +63,14 @@ export class RemoteDriver implements Driver {
   }
 
   async open(uri: ConnectUri, ctx: DriverOpenContext): Promise<DriverConnection> {
-    const { socket, info } = await openTransport(uri, { readOnly: ctx.readOnly, ...(ctx.signal ? { signal: ctx.signal } : {}), timeoutMs: this.opts.connectTimeoutMs ?? 30000 });
+    const { socket, info } = await openTransport(uri, {
+      readOnly: ctx.readOnly,
+      ...(ctx.signal ? { signal: ctx.signal } : {}),
+      timeoutMs: this.opts.connectTimeoutMs ?? 30000,
+      requestCredentials: ctx.requestCredentials,
+      auth: ctx.auth,
+      ...(ctx.relay ? { relayCredTypes: ctx.relay.credTypes } : {}),
+    });
     const rpc = new RpcConnection(socket);
     socket.resume();
     const onAbort = () => rpc.close(toVirError(ctx.signal!.reason));
@@ -74,7 +81,7 @@ export class RemoteDriver implements Driver {
       };
       await this.authenticate(caller, uri, info, ctx);
       // The relay is enabled before CONNECT_OPEN, so the server's drivers can ask us during it.
-      const relay = ctx.relay ? await enableRelay(rpc, ctx.relay) : null;
+      const relay = ctx.relay ? await enableRelay(rpc, ctx.relay, relayPeerOf(uri, info)) : null;
       const keepalive = this.opts.keepalive ?? { interval: 5, count: 6 };
       if (keepalive) {
         const supported = await caller
@@ -232,6 +239,10 @@ export class RemoteConnection extends RemoteClient implements DriverConnection {
     if (this.rpc.closed) return;
     try {
       await this.connectClose();
+    } catch (e) {
+      // The stream ending during CONNECT_CLOSE is the close done: virt-ssh-helper may exit on
+      // the daemon's hang-up before it has passed the reply on.
+      if (!(e instanceof VirError && e.code === ErrorCode.SYSTEM_ERROR && e.domain === ErrorDomain.RPC && this.transport.kind === 'ssh')) throw e;
     } finally {
       this.rpc.close(null);
     }

@@ -1,18 +1,22 @@
-// Opens the byte stream the remote driver speaks over: a unix socket, TCP, or TLS.
+// Opens the byte stream the remote driver speaks over: a unix socket, TCP, or TLS; other
+// transports (SSH) register an opener by name.
 
 import { createHash } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
 import { readFile } from 'node:fs/promises';
+import type { Duplex } from 'node:stream';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
-import { ErrorCode, ErrorDomain, VirError, uriParam, type ConnectUri, type TransportInfo } from '@virtauth/core';
+import { join, resolve } from 'node:path';
+import { ErrorCode, ErrorDomain, VirError, uriParam, type ConnectAuth, type ConnectUri, type CredentialRequester, type TransportInfo } from '@virtauth/core';
+import { sshTransports } from './ssh/transports.js';
 
 export const DEFAULT_TCP_PORT = 16509;
 export const DEFAULT_TLS_PORT = 16514;
 
 export interface OpenedTransport {
-  socket: net.Socket;
+  /** A socket, or the stream of an SSH channel or of a child process's stdio. */
+  socket: Duplex;
   info: TransportInfo;
 }
 
@@ -21,6 +25,21 @@ export interface TransportOptions {
   signal?: AbortSignal;
   /** Connect timeout in ms. */
   timeoutMs?: number;
+  /** Transports that log in themselves (SSH) ask here: auth.conf, then the callback or relay. */
+  requestCredentials?: CredentialRequester;
+  /** The caller's callback: opens made with the same one may share an SSH connection. */
+  auth?: ConnectAuth | null;
+  /** Credential types the relay's far end can take: a daemon's driver asks its client with these. */
+  relayCredTypes?: readonly number[];
+}
+
+export type TransportOpener = (uri: ConnectUri, opts: TransportOptions) => Promise<OpenedTransport>;
+
+/** Transports beyond unix, tcp and tls, by the name in the URI scheme (`qemu+ssh`). */
+const registeredTransports = new Map<string, TransportOpener>(sshTransports);
+
+export function registerTransport(name: string, opener: TransportOpener): void {
+  registeredTransports.set(name, opener);
 }
 
 function systemError(detail: string, cause?: unknown): VirError {
@@ -67,7 +86,8 @@ export async function openTransport(uri: ConnectUri, opts: TransportOptions): Pr
       const path = uriParam(uri, 'socket') ?? defaultUnixSocket(uri, opts.readOnly);
       const socket = await connectWith(net.connect(path), 'connect', `socket '${path}'`, opts);
       socket.setNoDelay(true);
-      return { socket, info: { kind: 'unix', secure: true } };
+      // The socket the user named (or libvirt's default for the URI) is who we reached.
+      return { socket, info: { kind: 'unix', secure: true, identity: { transport: 'unix', socket: resolve(path) } } };
     }
     case 'tcp': {
       const host = uri.host || 'localhost';
@@ -81,8 +101,12 @@ export async function openTransport(uri: ConnectUri, opts: TransportOptions): Pr
     }
     case 'tls':
       return openTls(uri, opts);
-    default:
-      throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.REMOTE, detail: `transport in URL not recognised (should be tls|unix|tcp): ${transport}` });
+    default: {
+      const opener = registeredTransports.get(transport);
+      if (opener) return opener(uri, opts);
+      const known = ['tls', 'unix', 'tcp', ...registeredTransports.keys()].join('|');
+      throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.REMOTE, detail: `transport in URL not recognised (should be ${known}): ${transport}` });
+    }
   }
 }
 
@@ -149,6 +173,13 @@ function rememberSession(key: string, session: Buffer): void {
   if (resumableSessions.size > MAX_RESUMABLE_SESSIONS) resumableSessions.delete(resumableSessions.keys().next().value!);
 }
 
+/** `CN=hostA,O=Example`: the subject fields a person recognises, in a stable order. */
+function certificateSubject(cert: tls.PeerCertificate): string {
+  return Object.entries(cert.subject ?? {})
+    .map(([k, v]) => `${k}=${Array.isArray(v) ? v.join('+') : v}`)
+    .join(',');
+}
+
 async function openTls(uri: ConnectUri, opts: TransportOptions): Promise<OpenedTransport> {
   const host = uri.host || 'localhost';
   const port = uri.port ?? DEFAULT_TLS_PORT;
@@ -201,11 +232,17 @@ async function openTls(uri: ConnectUri, opts: TransportOptions): Promise<OpenedT
     throw systemError(`server ${host}:${port} refused our client certificate`);
   }
   socket.setNoDelay(true);
+  // Only a certificate that verified (CA and host name) identifies the daemon.
+  const cert = noVerify ? null : socket.getPeerCertificate();
+  const identity = cert?.fingerprint256
+    ? { identity: { transport: 'tls' as const, host, port, subject: certificateSubject(cert), fingerprint256: cert.fingerprint256 } }
+    : {};
   return {
     socket,
     info: {
       kind: 'tls',
       secure: true,
+      ...identity,
       tls: socket,
       localAddress: `${socket.localAddress};${socket.localPort}`,
       remoteAddress: `${socket.remoteAddress};${socket.remotePort}`,

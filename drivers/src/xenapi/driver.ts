@@ -117,16 +117,28 @@ function throwIfAborted(signal: AbortSignal | undefined, host: string): void {
 }
 
 /** Username from the URI, else asked for (libvirt's prompt, challenge = host, default `root`). */
-async function decideUsername(uri: ConnectUri, host: string, ctx: DriverOpenContext): Promise<string> {
+async function decideUsername(uri: ConnectUri, target: XenApiTarget, ctx: DriverOpenContext): Promise<string> {
   if (uri.user !== null && uri.user !== '') return uri.user;
+  const { host } = target;
   const ask = credential(CredentialType.AUTHNAME, `Enter username for ${host} [${XENAPI_DEFAULT_USER}]`, host, XENAPI_DEFAULT_USER);
-  await ctx.requestCredentials([ask], { service: XENAPI_AUTH_SERVICE, host, ...(ctx.signal ? { signal: ctx.signal } : {}) });
+  await ctx.requestCredentials([ask], requestInfo(target, ctx));
   return ask.result !== null && ask.result !== '' ? ask.result : XENAPI_DEFAULT_USER;
 }
 
-async function askPassword(username: string, host: string, ctx: DriverOpenContext): Promise<string> {
+/** What a credential request is about; over http the answers would travel in clear. */
+function requestInfo(target: XenApiTarget, ctx: DriverOpenContext) {
+  return {
+    service: XENAPI_AUTH_SERVICE,
+    host: target.host,
+    ...(target.endpoint.scheme === 'http' ? { cleartext: true } : {}),
+    ...(ctx.signal ? { signal: ctx.signal } : {}),
+  };
+}
+
+async function askPassword(username: string, target: XenApiTarget, ctx: DriverOpenContext): Promise<string> {
+  const { host } = target;
   const ask = credential(CredentialType.PASSPHRASE, `Enter ${username}'s password for ${host}`, host);
-  await ctx.requestCredentials([ask], { service: XENAPI_AUTH_SERVICE, host, ...(ctx.signal ? { signal: ctx.signal } : {}) });
+  await ctx.requestCredentials([ask], requestInfo(target, ctx));
   if (ask.result === null) {
     throw new VirError({ code: ErrorCode.AUTH_FAILED, domain: ErrorDomain.XENAPI, detail: `no password for user '${username}' on XenAPI server ${host}` });
   }
@@ -149,9 +161,9 @@ export class XenApiDriver implements Driver {
   async open(uri: ConnectUri, ctx: DriverOpenContext): Promise<DriverConnection> {
     const target = resolveTarget(uri);
     throwIfAborted(ctx.signal, target.host);
-    const username = await decideUsername(uri, target.host, ctx);
+    const username = await decideUsername(uri, target, ctx);
     throwIfAborted(ctx.signal, target.host);
-    const password = await askPassword(username, target.host, ctx);
+    const password = await askPassword(username, target, ctx);
     throwIfAborted(ctx.signal, target.host);
     const session = await XenApiSession.login({
       endpoint: target.endpoint,

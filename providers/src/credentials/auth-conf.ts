@@ -115,13 +115,15 @@ export class AuthConfig {
   /**
    * The value of `key` in the credential set mapped to (service, host): `[auth-SERVICE-HOST]`,
    * else `[auth-SERVICE-default]`, names the set with `credentials=NAME`, found in
-   * `[credentials-NAME]`. No mapping group, or no such key in the set → null. A mapping group
+   * `[credentials-NAME]` (with `exactHost`, only `[auth-SERVICE-HOST]`, and never for a host
+   * named `default`). No mapping group, or no such key in the set → null. A mapping group
    * without `credentials`, or naming a set that does not exist → CONF_SYNTAX, as in libvirt.
    */
-  lookup(service: string, host: string | null, key: string): string | null {
+  lookup(service: string, host: string | null, key: string, opts: { exactHost?: boolean } = {}): string | null {
+    if (opts.exactHost && (host === null || host === '' || host === 'default')) return null;
     let groupName = `auth-${service}-${host || DEFAULT_AUTH_HOST}`;
     let group = this.groups.get(groupName);
-    if (!group) {
+    if (!group && !opts.exactHost) {
       groupName = `auth-${service}-default`;
       group = this.groups.get(groupName);
     }
@@ -149,11 +151,20 @@ export class AuthConfCredentialSource implements CredentialSource {
   constructor(readonly config: AuthConfig) {}
 
   fill(creds: Credential[], service: string, host: string): void {
+    this.fillFrom(creds, service, host, false);
+  }
+
+  /** Only `[auth-SERVICE-HOST]` for exactly this host: never `[auth-SERVICE-default]`. */
+  fillExact(creds: Credential[], service: string, host: string): void {
+    this.fillFrom(creds, service, host, true);
+  }
+
+  private fillFrom(creds: Credential[], service: string, host: string, exactHost: boolean): void {
     for (const c of creds) {
       if (c.result !== null) continue;
       const key = authConfKey(c.type, service);
       if (key === undefined) continue;
-      const value = this.config.lookup(service, host, key);
+      const value = this.config.lookup(service, host, key, { exactHost });
       if (value !== null) c.result = value;
     }
   }

@@ -11,7 +11,9 @@
 //    failure at once, rather than waiting for input that will never come.
 //
 // Text that comes from elsewhere (prompts and origins relayed from other daemons) is printed with
-// control characters replaced, so a remote peer cannot drive the local terminal.
+// control characters replaced, so a remote peer cannot drive the local terminal. A relayed request
+// always gets a header naming the daemon this client verified, the driver, the host and the chain,
+// and its prompts a "[relayed]" mark: a daemon's prompt must never pass for a local SASL prompt.
 
 import { StringDecoder } from 'node:string_decoder';
 import { read } from 'read';
@@ -20,10 +22,12 @@ import {
   ErrorCode,
   ErrorDomain,
   VirError,
+  describeVia,
   type ConnectAuth,
   type Credential,
   type CredentialRequestInfo,
   type OriginHop,
+  terminalSafeLine,
 } from '@virtauth/core';
 
 /** The types the console can answer: virConnectAuthPtrDefault's list. */
@@ -55,10 +59,6 @@ export interface ConsoleAuthOptions {
   noPrompt?: boolean;
 }
 
-// Controls (C0, DEL, C1) and bidirectional overrides.
-const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
-const printable = (s: string): string => s.replace(UNPRINTABLE, '?');
-
 /**
  * "xenapi on xen1.example via virtauthd@hostB via virtauthd@hostA asks for credentials":
  * origin[0] is the daemon running the driver that needs the credentials, later hops are the
@@ -67,8 +67,21 @@ const printable = (s: string): string => s.replace(UNPRINTABLE, '?');
 export function describeOrigin(info: Pick<CredentialRequestInfo, 'host' | 'origin'>): string | null {
   const [first, ...rest] = info.origin as readonly OriginHop[];
   if (!first) return null;
-  const via = [first, ...rest].map((hop) => ` via ${printable(hop.daemon)}`).join('');
-  return `${printable(first.driver)} on ${printable(info.host)}${via} asks for credentials`;
+  const via = [first, ...rest].map((hop) => ` via ${terminalSafeLine(hop.daemon)}`).join('');
+  return `${terminalSafeLine(first.driver)} on ${terminalSafeLine(info.host)}${via} asks for credentials`;
+}
+
+/** Marks every prompt of a relayed request. */
+export const RELAYED_PROMPT_MARK = '[relayed] ';
+
+/** The header printed before every relayed request's prompts; null for a local request. */
+export function describeRelayedRequest(info: Pick<CredentialRequestInfo, 'host' | 'origin' | 'via'>): string | null {
+  if (!info.via && info.origin.length === 0) return null;
+  return [
+    '*** Credential request relayed by a daemon: it does not come from this computer ***',
+    `Connected daemon: ${terminalSafeLine(describeVia(info.via))}`,
+    describeOrigin(info) ?? `A driver for ${terminalSafeLine(info.host)} asks for credentials (no origin chain given)`,
+  ].join('\n');
 }
 
 /** Lines of one non-terminal input, shared by every prompt that reads it. */
@@ -250,8 +263,8 @@ export function createConsoleAuth(opts: ConsoleAuthOptions = {}): ConnectAuth {
       }
     }
     const signal = waitSignal(info);
-    const origin = describeOrigin(info);
-    if (origin) output.write(`${origin}\n`);
+    const header = describeRelayedRequest(info);
+    if (header) output.write(`${header}\n`);
     for (const c of creds) {
       if (c.type === CredentialType.EXTERNAL) {
         // Nothing to type: the PolicyKit agent does the asking. Filled with '' so the request
@@ -259,7 +272,7 @@ export function createConsoleAuth(opts: ConsoleAuthOptions = {}): ConnectAuth {
         c.result = '';
         continue;
       }
-      const prompt = `${printable(c.prompt)}: `;
+      const prompt = `${header ? RELAYED_PROMPT_MARK : ''}${terminalSafeLine(c.prompt)}: `;
       let answer: string | null;
       try {
         if (input.isTTY) {

@@ -2,12 +2,23 @@
 // which tokens this daemon accepts; the `oauth_client_*` keys give the daemon's own remote
 // drivers an OpenID client, for servers further down a chain that want tokens.
 
-import { ErrorCode, ErrorDomain, VirError, globMatch, type ConfValue } from '@virtauth/core';
+import { ErrorCode, ErrorDomain, VirError, globMatch, type ConfValue, type ConfigKeyDeclaration } from '@virtauth/core';
 import type { OAuthBearerMechanismOptions } from './mechanism.js';
 import type { OidcClientSettings, OidcGrant } from './token-client.js';
 import type { BearerValidatorSettings, TokenValidationMode } from './validator.js';
 
 export const OAUTH_SETTING_PREFIX = 'oauth_';
+
+/** The config keys oauthBearerSettingsFrom reads. */
+export const OAUTHBEARER_CONFIG_KEYS: ConfigKeyDeclaration = {
+  owner: 'oauthbearer',
+  keys: [
+    'oauth_allow_insecure_http', 'oauth_discovery_ttl', 'oauth_issuer', 'oauth_audience', 'oauth_required_scope',
+    'oauth_username_claim', 'oauth_token_validation', 'oauth_clock_skew', 'oauth_introspection_client_id',
+    'oauth_introspection_client_secret', 'oauth_client_id', 'oauth_client_issuer', 'oauth_client_device_timeout',
+    'oauth_client_secret', 'oauth_client_grant', 'oauth_client_scope', 'oauth_client_resource', 'oauth_client_hosts',
+  ],
+};
 
 function bad(key: string, why: string): VirError {
   return new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `${key}: ${why}` });

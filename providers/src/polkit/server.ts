@@ -57,7 +57,7 @@ export class PolkitServer implements ServerAuthProvider {
     const peer = ctx.transport.peer;
     if (ctx.transport.kind !== 'unix' || peer?.uid !== 0) return null;
     ctx.log.info({ event: 'auth.polkit.root_bypass', pid: peer.pid }, 'root client authenticated without asking polkit');
-    ctx.markAuthenticated({ method: 'none', unixUid: peer.uid, unixGid: peer.gid, unixPid: peer.pid });
+    ctx.markAuthenticated({ method: 'none', unixUid: peer.uid, unixGid: peer.gid, unixPid: peer.pid, polkit: { action: this.actionFor(ctx), result: 'root' } });
     return [AuthType.NONE];
   }
 
@@ -71,8 +71,11 @@ export class PolkitServer implements ServerAuthProvider {
       throw polkitError(ErrorCode.AUTH_FAILED, "the client's peer credentials (SO_PEERCRED) are unavailable, so polkit cannot identify it; see the daemon log");
     }
     const action = this.actionFor(ctx);
-    const startTime = await processStartTime(peer.pid, this.opts.procRoot);
-    if (startTime === null) {
+    // The host reads the start time at accept: if the pid now names another process (the client
+    // exited and the pid was reused), polkit must not be asked about that one.
+    const current = await processStartTime(peer.pid, this.opts.procRoot);
+    const startTime = peer.startTime !== undefined ? peer.startTime : current;
+    if (startTime === null || current !== startTime) {
       ctx.log.warn({ event: 'auth.polkit.client_gone', pid: peer.pid, uid: peer.uid, action }, 'client process exited before its polkit check');
       // libvirtd's code, domain and opening words; virsh would retry a POLKIT-domain failure.
       throw new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.NONE, detail: `Cannot find start time for pid ${peer.pid}: the client process exited before polkit could check it` });
@@ -87,7 +90,7 @@ export class PolkitServer implements ServerAuthProvider {
     const logFields = { pid: peer.pid, uid: peer.uid, action };
     if (result.isAuthorized) {
       ctx.log.info({ event: 'auth.polkit.allowed', ...logFields }, 'polkit authorized the client');
-      ctx.markAuthenticated({ method: 'polkit', unixUid: peer.uid, unixGid: peer.gid, unixPid: peer.pid });
+      ctx.markAuthenticated({ method: 'polkit', unixUid: peer.uid, unixGid: peer.gid, unixPid: peer.pid, polkit: { action, result: 'authorized' } });
       return { complete: 1 };
     }
     ctx.log.warn({ event: 'auth.polkit.denied', challenge: result.isChallenge, ...logFields }, 'polkit did not authorize the client');

@@ -1,6 +1,6 @@
 // The polkit settings of virtauthd's config: which action each unix socket's clients need.
 
-import { ErrorCode, ErrorDomain, VirError, type ConfValue } from '@virtauth/core';
+import { ErrorCode, ErrorDomain, VirError, type ConfValue, type ConfigKeyDeclaration } from '@virtauth/core';
 
 /** libvirt's action ids, so rules written for libvirtd apply to virtauthd unchanged. */
 export const DEFAULT_POLKIT_ACTION_RW = 'org.libvirt.unix.manage';
@@ -24,6 +24,9 @@ function actionSetting(key: string, v: ConfValue | undefined, fallback: string):
   }
   return v;
 }
+
+/** The config keys polkitSettingsFrom reads. */
+export const POLKIT_CONFIG_KEYS: ConfigKeyDeclaration = { owner: 'polkit', keys: ['polkit_action_rw', 'polkit_action_ro'] };
 
 export function polkitSettingsFrom(settings: ReadonlyMap<string, ConfValue>): PolkitSettings {
   return {

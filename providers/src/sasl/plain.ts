@@ -23,6 +23,7 @@ export interface PlainMechanismOptions {
 export class PlainMechanism implements SaslMechanism {
   readonly name = 'PLAIN';
   readonly priority = 100;
+  readonly exposesPassword = true;
   readonly requiresSecureChannel = true;
   readonly requiresChannelBinding = false;
   private readonly unknownUserIterations: number;

@@ -210,6 +210,13 @@ class ScramClientSession implements SaslClientSession {
     if (!serverFirst.nonce.startsWith(this.clientNonce) || serverFirst.nonce.length === this.clientNonce.length) {
       throw saslClientError(this.mechanism, "the server's nonce does not extend the client's nonce");
     }
+    const minIterations = this.ctx.minIterations ?? DEFAULT_SCRAM_ITERATIONS;
+    if (serverFirst.iterations < minIterations) {
+      throw saslClientError(
+        this.mechanism,
+        `the server asks for only ${serverFirst.iterations} PBKDF2 iterations, fewer than the required minimum of ${minIterations}: a proof made with so few would be cheap to crack offline`,
+      );
+    }
     if (serverFirst.iterations > this.ctx.maxIterations) {
       throw saslClientError(this.mechanism, `the server asks for ${serverFirst.iterations} PBKDF2 iterations, more than the accepted maximum of ${this.ctx.maxIterations}`);
     }

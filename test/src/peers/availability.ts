@@ -76,6 +76,18 @@ const peerProbes: Record<string, PeerProbe> = {
   runuser: executableProbe('runuser', 'util-linux'),
   ip: executableProbe('ip', 'iproute2'),
   'oidc-provider': npmPackageProbe('oidc-provider'),
+  // A real browser for the sign-in pages: Debian's chromium, driven by puppeteer-core (no browser download).
+  chromium: () => executableProbe('chromium', 'chromium')() ?? npmPackageProbe('puppeteer-core')(),
+  // A private sshd switches to the test users: root only.
+  sshd: () => executableProbe('sshd', 'openssh-server')() ?? rootProblem(),
+  ssh: executableProbe('ssh', 'openssh-client'),
+  nc: executableProbe('nc', 'netcat-openbsd'),
+  'virt-ssh-helper': executableProbe('virt-ssh-helper', 'libvirt-daemon'),
+  // The service tests: socket activation without systemd as PID 1, unit checks, datagram receivers.
+  'systemd-socket-activate': executableProbe('systemd-socket-activate', 'systemd'),
+  'systemd-analyze': executableProbe('systemd-analyze', 'systemd'),
+  python3: executableProbe(systemPython, 'python3'),
+  script: executableProbe('script', 'bsdutils'),
 };
 
 /** Every peer name interopTest and peerAvailable accept. */

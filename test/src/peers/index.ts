@@ -7,4 +7,6 @@ export * from './executables.js';
 export * from './libvirtd.js';
 export * from './pki.js';
 export * from './process.js';
+export * from './sshd.js';
 export * from './util.js';
+export * from './datagram-receiver.js';

@@ -76,6 +76,19 @@ export class TestPki {
     }
   }
 
+  /**
+   * Issues another client certificate from this CA and a CRL, signed by the CA, that revokes it
+   * (what `crl_file` names). The revoked client's pkipath trusts this CA like the good one.
+   */
+  async revokedClient(dn: DistinguishedName = {country: 'GB', organization: 'virtauth', commonName: 'revoked1'}): Promise<{client: ClientPkiDir; crlFile: string}> {
+    const certtool = requireExecutable('certtool', 'gnutls-bin');
+    const generator = new CertificateGenerator(certtool, this.dir);
+    const ca = {certFile: this.caCertFile, keyFile: this.caKeyFile};
+    const client = await generator.clientPkiDir('revoked-client', ca, ca, dn);
+    const crlFile = await generator.revocationList('crl', ca, [client.certFile]);
+    return {client, crlFile};
+  }
+
   async remove(): Promise<void> {
     await rm(this.dir, {recursive: true, force: true});
   }
@@ -115,7 +128,8 @@ class CertificateGenerator {
   async selfSignedCa(name: string, commonName: string): Promise<IssuedCertificate> {
     const keyFile = await this.privateKey(name);
     const certFile = join(this.dir, `${name}-cert.pem`);
-    const template = await this.template(name, [`cn = ${quoteTemplateValue(commonName)}`, 'ca', 'cert_signing_key']);
+    // crl_signing_key: OpenSSL takes a CRL only from an issuer whose key usage allows it.
+    const template = await this.template(name, [`cn = ${quoteTemplateValue(commonName)}`, 'ca', 'cert_signing_key', 'crl_signing_key']);
     await this.run(['--generate-self-signed', '--load-privkey', keyFile, '--template', template, '--no-text', '--outfile', certFile]);
     return {certFile, keyFile};
   }
@@ -154,6 +168,23 @@ class CertificateGenerator {
     await this.copy(issued.certFile, certFile, 0o644);
     await this.copy(issued.keyFile, keyFile, 0o600);
     return {pkiPath, caCertFile, certFile, keyFile, subject: libvirtDnString(dn)};
+  }
+
+  /** A CRL from `issuer` listing the certificates in `revokedCertFiles`. */
+  async revocationList(name: string, issuer: IssuedCertificate, revokedCertFiles: string[]): Promise<string> {
+    const crlFile = join(this.dir, `${name}.pem`);
+    const template = join(this.dir, `${name}.template`);
+    await writeFile(template, 'crl_next_update = 30\ncrl_number = 1\n');
+    await this.run([
+      '--generate-crl',
+      '--load-ca-privkey', issuer.keyFile,
+      '--load-ca-certificate', issuer.certFile,
+      ...revokedCertFiles.flatMap((file) => ['--load-certificate', file]),
+      '--template', template,
+      '--no-text',
+      '--outfile', crlFile,
+    ]);
+    return crlFile;
   }
 
   private async privateKey(name: string): Promise<string> {

@@ -1,0 +1,200 @@
+// A private libvirtd with a virtauthd gateway in front of it (uri_upstream_list), for the gateway
+// interop tests and benchmarks; and the python3-libvirt script both are driven with. Free of ava.
+
+import { rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { PrivateLibvirtd, type PrivateLibvirtdOptions } from './peers/libvirtd.js';
+import type { TestPki } from './peers/pki.js';
+import { tempDir } from './peers/util.js';
+import { TestVirtauthd, type VirtauthTransport } from './sasl-support.js';
+
+export const gatewayUser = 'alice';
+export const gatewayPassword = 'alice-Gw-Pa55-51d0';
+
+export interface GatewayPairOptions {
+  /** Certificates: virtauthd then listens on TLS too, and libvirtd's TLS listener is started. */
+  pki?: TestPki;
+  /** How virtauthd reaches libvirtd: its unix socket (default) or TLS (needs `pki`). */
+  upstream?: 'unix' | 'tls';
+  /** More libvirtd options (e.g. SASL on its unix socket). */
+  libvirtd?: Partial<PrivateLibvirtdOptions>;
+  /** Replaces the default upstream URI built from `upstream`. */
+  upstreamUri?: (libvirtd: PrivateLibvirtd) => string;
+  /** virtauthd settings besides the gateway's. */
+  settings?: Record<string, string | number | readonly string[]>;
+  logLevel?: 1 | 2 | 3 | 4;
+}
+
+/** libvirtd, and virtauthd passing `test:///default` through to it, with SCRAM user alice. */
+export class GatewayPair {
+  private constructor(
+    readonly libvirtd: PrivateLibvirtd,
+    readonly virtauthd: TestVirtauthd,
+    readonly upstreamUri: string,
+    readonly authFile: string,
+    private readonly authDir: string,
+  ) {}
+
+  static async start(options: GatewayPairOptions = {}): Promise<GatewayPair> {
+    const upstream = options.upstream ?? 'unix';
+    const libvirtd = await PrivateLibvirtd.start({
+      auth_unix_rw: 'none',
+      ...(options.pki ? { listenTls: true, tls: options.pki } : {}),
+      ...options.libvirtd,
+    });
+    try {
+      const upstreamUri = options.upstreamUri ? options.upstreamUri(libvirtd) : libvirtd.uri('test:///default', upstream);
+      const virtauthd = await TestVirtauthd.start({
+        users: { [gatewayUser]: gatewayPassword },
+        ...(options.pki ? { listenTls: true, pki: options.pki } : {}),
+        logLevel: options.logLevel ?? 2,
+        settings: { uri_upstream_list: [`test:///default=${upstreamUri}`], ...options.settings },
+      });
+      const authDir = await tempDir('vga');
+      const authFile = join(authDir, 'auth.conf');
+      await writeFile(authFile, `[credentials-gw]\nauthname=${gatewayUser}\npassword=${gatewayPassword}\n[auth-libvirt-localhost]\ncredentials=gw\n`, { mode: 0o600 });
+      return new GatewayPair(libvirtd, virtauthd, upstreamUri, authFile, authDir);
+    } catch (error) {
+      await libvirtd.stop();
+      throw error;
+    }
+  }
+
+  /** The URI a client uses directly against libvirtd. */
+  directUri(transport: 'unix' | 'tls' = 'unix'): string {
+    return this.libvirtd.uri('test:///default', transport);
+  }
+
+  /** The URI a client uses through virtauthd (SCRAM: give it `authFile` or the credentials). */
+  gatewayUri(transport: VirtauthTransport = 'unix'): string {
+    return this.virtauthd.uri(transport);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.allSettled([this.virtauthd.stop(), this.libvirtd.stop()]);
+    await rm(this.authDir, { recursive: true, force: true });
+  }
+}
+
+/** A domain the test driver can define, start and screenshot. */
+export const gatewayDomainXml = (name: string): string =>
+  `<domain type='test'><name>${name}</name><memory unit='KiB'>65536</memory><vcpu>1</vcpu><os><type arch='i686'>hvm</type></os></domain>`;
+
+export const gatewayNetworkXml = (name: string, octet: number): string =>
+  `<network><name>${name}</name><bridge name='${name}br'/><ip address='192.168.${octet}.1' netmask='255.255.255.0'/></network>`;
+
+/**
+ * A python3-libvirt session exercising the API through one connection: lifecycle with its events,
+ * a screenshot stream, snapshots, networks, pools and volumes, node and capabilities. Prints one
+ * JSON object; everything in it must be the same through virtauthd as directly.
+ */
+export function pythonGatewaySession(uri: string, domain: string): string {
+  return pythonGatewayScript(uri, pythonSessionBody, { domainXml: gatewayDomainXml(domain), networkXml: gatewayNetworkXml(`${domain}n`, 231) });
+}
+
+/**
+ * The start of a python3-libvirt script for the gateway user: `SETTINGS` (uri, user, password),
+ * libvirt's event loop on a thread (events and close callbacks need one), and `answer`, the auth
+ * callback. The script's own body follows it.
+ */
+export function pythonGatewayScript(uri: string, body: string, extraSettings: Record<string, unknown> = {}): string {
+  const settings = { uri, user: gatewayUser, password: gatewayPassword, ...extraSettings };
+  return `SETTINGS = __import__('json').loads(${JSON.stringify(JSON.stringify(settings))})\n${pythonPreamble}\n${body}`;
+}
+
+const pythonPreamble = String.raw`
+import hashlib
+import json
+import sys
+import threading
+import time
+
+import libvirt
+
+libvirt.registerErrorHandler(lambda _c, _e: None, None)
+libvirt.virEventRegisterDefaultImpl()
+
+
+def run_loop():
+    while True:
+        libvirt.virEventRunDefaultImpl()
+
+
+threading.Thread(target=run_loop, daemon=True).start()
+
+
+def answer(credentials, _opaque):
+    for c in credentials:
+        c[4] = SETTINGS['user'] if c[0] == libvirt.VIR_CRED_AUTHNAME else SETTINGS['password']
+    return 0
+
+`;
+
+const pythonSessionBody = String.raw`
+def error_of(call):
+    try:
+        call()
+        return None
+    except libvirt.libvirtError as e:
+        return [e.get_error_code(), e.get_error_domain(), e.get_error_message()]
+
+
+out = {}
+events = []
+done = threading.Event()
+
+
+def on_lifecycle(_conn, dom, event, detail, _opaque):
+    events.append([dom.name(), event, detail])
+    if event == libvirt.VIR_DOMAIN_EVENT_UNDEFINED:
+        done.set()
+
+
+conn = libvirt.openAuth(SETTINGS['uri'], [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE], answer, None], 0)
+callback = conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, on_lifecycle, None)
+out['nodeinfo'] = conn.getInfo()
+out['capabilities'] = conn.getCapabilities()
+out['hostname'] = conn.getHostname()
+dom = conn.defineXML(SETTINGS['domainXml'])
+dom.create()
+dom.suspend()
+out['suspended'] = dom.state()
+dom.resume()
+out['resumed'] = dom.state()
+stream = conn.newStream(0)
+mime = dom.screenshot(stream, 0, 0)
+chunks = []
+stream.recvAll(lambda _s, data, acc: acc.append(data) or len(data), chunks)
+stream.finish()
+shot = b''.join(chunks)
+out['screenshot'] = [mime, len(shot), hashlib.sha256(shot).hexdigest()]
+out['stats'] = sorted([d.name(), sorted(s.items())] for d, s in conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE))
+snapshot = dom.snapshotCreateXML('<domainsnapshot><name>s1</name></domainsnapshot>', 0)
+out['snapshots'] = dom.snapshotListNames(0)
+snapshot.delete(0)
+out['snapshotsAfter'] = dom.snapshotListNames(0)
+out['missingDomain'] = error_of(lambda: conn.lookupByName('no-such-domain'))
+dom.destroy()
+dom.undefine()
+net = conn.networkDefineXML(SETTINGS['networkXml'])
+net.create()
+out['networks'] = sorted([n.name(), n.isActive()] for n in conn.listAllNetworks(0))
+net.destroy()
+net.undefine()
+pool = conn.storagePoolLookupByName('default-pool')
+out['pools'] = sorted(p.name() for p in conn.listAllStoragePools(0))
+vol = pool.createXML("<volume><name>gwvol</name><capacity>1048576</capacity></volume>", 0)
+out['volumes'] = sorted(pool.listVolumes())
+upload = conn.newStream(0)
+out['uploadError'] = error_of(lambda: vol.upload(upload, 0, 4096, 0))
+download = conn.newStream(0)
+out['downloadError'] = error_of(lambda: vol.download(download, 0, 4096, 0))
+vol.delete(0)
+done.wait(10)
+out['events'] = events
+conn.domainEventDeregisterAny(callback)
+conn.close()
+json.dump(out, sys.stdout)
+sys.stdout.write('\n')
+`;
