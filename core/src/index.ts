@@ -11,6 +11,8 @@ export * from './tokens.js';
 export * as remote from './protocol/remote.js';
 export { AuthType, RemoteProc, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, LIBVIRT_API_VERSION, PRE_AUTH_PROCS, Feature, DomainState, ListDomainsFlag, OpenFlag } from './protocol/remote.js';
 export * from './contracts/auth.js';
+export * from './contracts/session-state.js';
+export * from './contracts/plugin.js';
 export * from './contracts/sasl.js';
 export * from './contracts/driver.js';
 export * from './contracts/transport.js';

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import {
   ErrorCode,
   ErrorDomain,
+  SessionState,
   VirError,
   type AuthLogger,
   type ClientIdentity,
@@ -15,7 +16,7 @@ import {
 } from '@virtauth/core';
 
 export class ClientSession implements ServerAuthContext {
-  readonly state = new Map<string, unknown>();
+  readonly state = new SessionState();
   readonly identity: ClientIdentity = {};
   private authed: boolean;
   /** Set while CONNECT_OPEN runs, so a second one is refused and relays know an open is pending. */

@@ -10,6 +10,7 @@ import {
   RemoteProc,
   SaslAuthenticationError,
   VirError,
+  createSessionSlot,
   remote,
   xdr,
   type AuthProvider,
@@ -25,7 +26,6 @@ import { channelBindingFor } from './sasl/channel-binding.js';
 
 /** The most SASL round trips a client or server goes through before giving up. */
 const MAX_SASL_ROUNDS = 16;
-const STATE_KEY = 'sasl';
 
 function clientError(detail: string): VirError {
   return new VirError({ code: ErrorCode.AUTH_FAILED, domain: ErrorDomain.REMOTE, detail });
@@ -69,6 +69,10 @@ interface ConnectionFailures {
   count: number;
 }
 
+/** Where the exchange in progress stands on one connection, and how often it has failed. */
+const EXCHANGE = createSessionSlot<ServerState>('sasl.exchange');
+const FAILURES = createSessionSlot<ConnectionFailures>('sasl.failures');
+
 /** Throttles repeated failures, per connection and per user name. */
 class FailureThrottle {
   private readonly perUser = new Map<string, number[]>();
@@ -105,6 +109,7 @@ class FailureThrottle {
 export class SaslAuthProvider implements AuthProvider {
   readonly type = AuthType.SASL;
   readonly name = 'sasl';
+  readonly priority = 300;
 
   readonly client = {
     authenticate: (ctx: ClientAuthContext) => this.authenticateClient(ctx),
@@ -199,12 +204,12 @@ export class SaslAuthProvider implements AuthProvider {
       failureDelayMs: opts.failureDelayMs ?? 250,
     });
     const failuresOf = (ctx: ServerAuthContext): ConnectionFailures => {
-      let f = ctx.state.get('sasl.failures') as ConnectionFailures | undefined;
-      if (!f) ctx.state.set('sasl.failures', (f = { count: 0 }));
+      let f = ctx.state.get(FAILURES);
+      if (!f) ctx.state.set(FAILURES, (f = { count: 0 }));
       return f;
     };
     const fail = async (ctx: ServerAuthContext, reason: string, user?: string): Promise<never> => {
-      ctx.state.delete(STATE_KEY);
+      ctx.state.delete(EXCHANGE);
       const verdict = throttle.record(failuresOf(ctx), user);
       ctx.log.warn({ event: 'auth.sasl.failed', reason, user, failures: failuresOf(ctx).count }, 'SASL authentication failed');
       await new Promise((r) => setTimeout(r, verdict.delayMs));
@@ -242,7 +247,7 @@ export class SaslAuthProvider implements AuthProvider {
         return fail(ctx, 'user name not in sasl_allowed_username_list', username);
       }
       if (throttle.isUserLocked(username)) return fail(ctx, 'user is locked out after repeated failures', username);
-      ctx.state.delete(STATE_KEY);
+      ctx.state.delete(EXCHANGE);
       // Which mechanism won matters to operators (e.g. whether channel binding was used).
       ctx.log.info({ event: 'auth.sasl.succeeded', mechanism: state.mechanism, user: username }, 'SASL authentication succeeded');
       ctx.markAuthenticated({ username, method: 'sasl' });
@@ -253,11 +258,11 @@ export class SaslAuthProvider implements AuthProvider {
       args: xdr.xvoid,
       ret: remote.authSaslInitRet,
       handle: async (ctx) => {
-        if (ctx.state.has(STATE_KEY)) return fail(ctx, 'AUTH_SASL_INIT called twice');
+        if (ctx.state.has(EXCHANGE)) return fail(ctx, 'AUTH_SASL_INIT called twice');
         if (!ctx.transport.secure) return fail(ctx, 'SASL refused on an insecure channel (no mechanism provides a security layer)');
         const offered = offeredFor(ctx);
         if (offered.length === 0) return fail(ctx, 'no SASL mechanism is available on this connection');
-        ctx.state.set(STATE_KEY, { stage: 'init', offered } satisfies ServerState);
+        ctx.state.set(EXCHANGE, { stage: 'init', offered });
         return { mechlist: offered.join(',') };
       },
     };
@@ -265,7 +270,7 @@ export class SaslAuthProvider implements AuthProvider {
       args: remote.authSaslStartArgs,
       ret: remote.authSaslStartRet,
       handle: async (ctx, args: { mech: string; nil: number; data: Buffer }) => {
-        const state = ctx.state.get(STATE_KEY) as ServerState | undefined;
+        const state = ctx.state.get(EXCHANGE);
         if (!state || state.stage !== 'init') return fail(ctx, 'AUTH_SASL_START without AUTH_SASL_INIT');
         const registered = this.mechanisms();
         const mech = registered.find((m) => m.name === args.mech);
@@ -278,7 +283,7 @@ export class SaslAuthProvider implements AuthProvider {
           serverOffersChannelBinding: state.offered.some((n) => registered.find((m) => m.name === n)?.requiresChannelBinding),
         });
         const next: Extract<ServerState, { stage: 'step' }> = { stage: 'step', offered: state.offered, mechanism: mech.name, session, rounds: 0 };
-        ctx.state.set(STATE_KEY, next);
+        ctx.state.set(EXCHANGE, next);
         return runStep(ctx, next, args.nil ? null : args.data);
       },
     };
@@ -286,7 +291,7 @@ export class SaslAuthProvider implements AuthProvider {
       args: remote.authSaslStepArgs,
       ret: remote.authSaslStepRet,
       handle: async (ctx, args: { nil: number; data: Buffer }) => {
-        const state = ctx.state.get(STATE_KEY) as ServerState | undefined;
+        const state = ctx.state.get(EXCHANGE);
         if (!state || state.stage !== 'step') return fail(ctx, 'AUTH_SASL_STEP without AUTH_SASL_START');
         return runStep(ctx, state, args.nil ? null : args.data);
       },
