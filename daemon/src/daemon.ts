@@ -3,22 +3,14 @@
 import type { Logger } from 'pino';
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
 import { CONFIG_KEYS, CREDENTIAL_SOURCE } from '@virtauth/core';
-import {
-  FileUserDatabase,
-  loadAuthConfSource,
-  oauthBearerSettingsFrom,
-  polkitSettingsFrom,
-  registerDefaultProviders,
-  registerOAuthBearer,
-  registerProviderConfigKeys,
-  saslSettingsFrom,
-} from '@virtauth/providers';
+import { loadAuthConfSource, registerDaemonProviders } from '@virtauth/providers';
 import { getPeerCredentials } from '@virtauth/peercred';
 import { relayExtension } from './relay-extension.js';
 import { registerDefaultDrivers } from '@virtauth/drivers';
 import { DAEMON_CONFIG_KEYS, type DaemonConfig } from './config.js';
 import { checkConfigKeys } from './config-keys.js';
 import { createLogger } from './logger.js';
+import { registerConfiguredPlugins } from './plugins.js';
 import { VirtauthServer, type DaemonExtension, type ListenerInfo, type ListenerSpec, type ServerOptions } from './server.js';
 
 export interface CreateDaemonOptions {
@@ -44,27 +36,11 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
   // container would hide the parent's registrations under the same token.
   const container = opts.container ?? rootContainer.createChildContainer();
   const logger = opts.logger ?? createLogger(opts.config.logLevel);
-  // Plugins in the caller's container declared their keys already; the shipped ones declare theirs.
-  registerProviderConfigKeys(container);
+  // The shipped providers first, then the operator's plugins: each reads its own settings from
+  // the keys the daemon does not read, and declares them, before the unknown keys are refused.
+  registerDaemonProviders(container, opts.config.extra);
+  await registerConfiguredPlugins(opts.config, container, opts.config.extra);
   checkConfigKeys(opts.config, container.resolveAll(CONFIG_KEYS), DAEMON_CONFIG_KEYS, logger);
-  const sasl = saslSettingsFrom(opts.config.extra);
-  registerDefaultProviders(container, {
-    scramIterations: sasl.iterations,
-    concealUnknownUsers: sasl.concealUnknownUsers,
-    saslServer: {
-      users: new FileUserDatabase({ path: sasl.userDatabasePath, iterations: sasl.iterations }),
-      ...(sasl.mechanisms ? { mechanisms: sasl.mechanisms } : {}),
-      allowedUsernames: sasl.allowedUsernames,
-      maxFailuresPerConnection: sasl.maxFailuresPerConnection,
-      maxFailuresPerUser: sasl.maxFailuresPerUser,
-      failureWindowMs: sasl.failureWindowMs,
-      failureDelayMs: sasl.failureDelayMs,
-    },
-    polkitServer: polkitSettingsFrom(opts.config.extra),
-  });
-  // OAUTHBEARER is a plugin like any third party's: registered only when the config has oauth_* keys.
-  const oauthBearer = oauthBearerSettingsFrom(opts.config.extra);
-  if (oauthBearer) registerOAuthBearer(container, oauthBearer);
   registerDefaultDrivers(container);
 
   const relay = relayExtension({

@@ -7,4 +7,5 @@ export { createDaemon, type DaemonHandle, type CreateDaemonOptions } from './dae
 export { relayExtension, type RelaySettings } from './relay-extension.js';
 export * from './uri-allow-list.js';
 export * from './config-keys.js';
+export { registerConfiguredPlugins, authSchemeTypes, authSchemeName, type AuthSchemeKey } from './plugins.js';
 export { parseUpstreamList, upstreamFor, startPassThrough, type UpstreamRoute } from './gateway.js';

@@ -2,9 +2,10 @@
 // virtauthd: serves libvirt's remote protocol with pluggable authentication.
 import 'reflect-metadata';
 import { parseArgs } from 'node:util';
-import { VirError } from '@virtauth/core';
-import { authTypeName, loadConfig } from './config.js';
+import { AUTH_PROVIDER, VirError } from '@virtauth/core';
+import { loadConfig } from './config.js';
 import { createDaemon } from './daemon.js';
+import { authSchemeName } from './plugins.js';
 
 const USAGE = `Usage: virtauthd [--config FILE] [--verbose]
 
@@ -26,9 +27,10 @@ async function main(): Promise<number> {
   const config = loadConfig(args.values.config ?? null);
   if (args.values.verbose) config.logLevel = 2;
   const daemon = await createDaemon({ config });
+  const providers = daemon.container.resolveAll(AUTH_PROVIDER);
   for (const l of daemon.listeners) {
     const where = l.kind === 'unix' ? l.path : `${l.host}:${l.port}`;
-    process.stdout.write(`virtauthd listening on ${l.kind} ${where} (auth ${authTypeName(l.auth)}${l.readOnly ? ', read-only' : ''}): virsh -c '${l.uri}' hostname\n`);
+    process.stdout.write(`virtauthd listening on ${l.kind} ${where} (auth ${authSchemeName(providers, l.auth)}${l.readOnly ? ', read-only' : ''}): virsh -c '${l.uri}' hostname\n`);
   }
   await new Promise<void>((resolve) => {
     const shutdown = (sig: string) => {

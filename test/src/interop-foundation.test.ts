@@ -72,7 +72,7 @@ interface VirtauthdUnderTest {
 }
 
 /** virtauthd in this process on two temp unix sockets (rw, ro), logging to a file in its dir. */
-async function startVirtauthd(t: ExecutionContext, settings: Partial<DaemonConfig> = {}, extensions: DaemonExtension[] = []): Promise<VirtauthdUnderTest> {
+async function startVirtauthd(t: ExecutionContext, settings: Partial<DaemonConfig> = {}, extensions: DaemonExtension[] = [], auth: {rw: AuthType; ro: AuthType} = {rw: AuthType.NONE, ro: AuthType.NONE}): Promise<VirtauthdUnderTest> {
   const dir = await tempDir('vd');
   const config: DaemonConfig = {...defaultConfig(), unixSockDir: dir, ...settings};
   // A SASL socket needs a user database; an empty private one keeps the host's out of it.
@@ -80,8 +80,8 @@ async function startVirtauthd(t: ExecutionContext, settings: Partial<DaemonConfi
   const rwSocket = join(dir, 'virtauth-sock');
   const roSocket = join(dir, 'virtauth-sock-ro');
   const listeners: ListenerSpec[] = [
-    {kind: 'unix', path: rwSocket, auth: config.authUnixRw, readOnly: false, perms: 0o700},
-    {kind: 'unix', path: roSocket, auth: config.authUnixRo, readOnly: true, perms: 0o777},
+    {kind: 'unix', path: rwSocket, auth: auth.rw, readOnly: false, perms: 0o700},
+    {kind: 'unix', path: roSocket, auth: auth.ro, readOnly: true, perms: 0o777},
   ];
   const logFd = openSync(join(dir, 'virtauthd.log'), 'a');
   const handle = await createDaemon({config, logger: createLogger(2, logFd), listeners, extensions});
@@ -367,7 +367,7 @@ interopTest('a server that predates AUTH_LIST answers "unknown procedure: 66"; o
 
 interopTest('raw packets: virtauthd answers auth-required, unknown procedure and unknown program exactly as libvirtd does', ['root', 'libvirtd'], async (t) => {
   const [ours, theirs] = await Promise.all([
-    startVirtauthd(t, {authUnixRw: AuthType.SASL, authUnixRo: AuthType.NONE}),
+    startVirtauthd(t, {}, [], {rw: AuthType.SASL, ro: AuthType.NONE}),
     startLibvirtd(t, {auth_unix_rw: 'sasl', auth_unix_ro: 'none'}),
   ]);
   const openCall = callPacket(RemoteProc.CONNECT_OPEN, remote.connectOpenArgs, {name: 'test:///default', flags: 0});
