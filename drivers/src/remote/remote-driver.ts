@@ -51,7 +51,7 @@ const DEFAULT_SCHEME_PRIORITY = 100;
  * The offered scheme this client prefers: registered providers with a client half by their
  * priority, ties in the server's order. `none` needs no client half.
  */
-function preferredScheme(providers: readonly AuthProvider[], offered: readonly number[]): number | undefined {
+export function preferredScheme(providers: readonly AuthProvider[], offered: readonly number[]): number | undefined {
   const usable = offered
     .map((type, order) => ({ type, order, provider: providers.find((p) => p.type === type && (p.client || type === AuthType.NONE)) }))
     .filter((o) => o.provider !== undefined);
