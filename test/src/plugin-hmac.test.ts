@@ -5,7 +5,6 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
-import net from 'node:net';
 import { chmod, copyFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -13,11 +12,12 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import test, { type ExecutionContext } from 'ava';
 import type { DependencyContainer } from 'tsyringe';
 
-import { AUTH_PROVIDER, ErrorCode, ErrorDomain, OpenFlag, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, RemoteProc, RpcConnection, SASL_MECHANISM, VirError, remote, xdr, type Codec, type ConnectAuth } from '@virtauth/core';
+import { AUTH_PROVIDER, ErrorCode, ErrorDomain, OpenFlag, SASL_MECHANISM, VirError, xdr, type ConnectAuth } from '@virtauth/core';
 import { createDaemon, createLogger, loadConfig } from '@virtauth/daemon';
 import { createClientContainer, openAuth } from 'virtauth';
 
 import { runProcess } from './peers/process.js';
+import { RawClient } from './sasl-test-helpers.js';
 import { tempDir } from './peers/util.js';
 
 const daemonMain = fileURLToPath(new URL('../../../daemon/dist/src/main.js', import.meta.url));
@@ -108,20 +108,10 @@ function uriOf(daemon: RunningDaemon, which: 'rw' | 'ro', scheme: string): strin
   return uri!;
 }
 
-async function connect(t: ExecutionContext, path: string): Promise<RpcConnection> {
-  const socket = net.connect(path);
-  await new Promise<void>((resolve, reject) => {
-    socket.once('connect', resolve);
-    socket.once('error', reject);
-  });
-  const rpc = new RpcConnection(socket);
-  socket.resume();
-  t.teardown(() => rpc.close(null));
-  return rpc;
-}
-
-function callRemote<A, R>(rpc: RpcConnection, proc: number, args: Codec<A>, value: A, ret: Codec<R>): Promise<R> {
-  return rpc.call(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, proc, args, value, ret);
+async function connect(t: ExecutionContext, uri: string): Promise<RawClient> {
+  const client = await RawClient.connect(uri);
+  t.teardown(() => client.rpc.close(null));
+  return client;
 }
 
 function clientWithPlugin(): DependencyContainer {
@@ -247,7 +237,7 @@ test('hostile clients of the plugin\'s scheme: no proof without a fresh nonce, m
   const { dir, settings } = await pluginSetup(t);
   const daemon = await createDaemon({ config: loadConfig(await writeConfig(dir, settings)), logger: createLogger(4, { write: () => true } as unknown as NodeJS.WritableStream) });
   t.teardown(() => daemon.stop());
-  const socketOf = (readOnly: boolean) => daemon.listeners.find((l) => l.kind === 'unix' && l.readOnly === readOnly)!.path!;
+  const uriOfSocket = (readOnly: boolean) => daemon.listeners.find((l) => l.kind === 'unix' && l.readOnly === readOnly)!.uri;
   const challengeRet = xdr.struct({ nonce: xdr.fixedOpaque(32) });
   const proveArgs = xdr.struct({ user: xdr.string(), proof: xdr.fixedOpaque(32) });
   const shortProveArgs = xdr.struct({ user: xdr.string(), proof: xdr.fixedOpaque(5) });
@@ -257,24 +247,23 @@ test('hostile clients of the plugin\'s scheme: no proof without a fresh nonce, m
   const [CHALLENGE, PROVE] = [0x484d0001, 0x484d0002];
 
   // A proof with no challenge, a replayed one, then a third strike closes the connection.
-  const rpc = await connect(t, socketOf(false));
-  const first = await callRemote(rpc, CHALLENGE, xdr.xvoid, undefined, challengeRet);
-  await t.throwsAsync(callRemote(rpc, PROVE, proveArgs, { user: 'alice', proof: randomBytes(32) }, xdr.xvoid), refused);
-  await t.throwsAsync(callRemote(rpc, PROVE, proveArgs, { user: 'alice', proof: proofFor(first.nonce, 'alice') }, xdr.xvoid), refused, 'a nonce serves one proof only');
-  await t.throwsAsync(callRemote(rpc, PROVE, proveArgs, { user: '../../etc', proof: Buffer.alloc(32) }, xdr.xvoid), refused);
-  const reason = await rpc.whenClosed();
+  const rpc = await connect(t, uriOfSocket(false));
+  const first = await rpc.call(CHALLENGE, xdr.xvoid, undefined, challengeRet);
+  await t.throwsAsync(rpc.call(PROVE, proveArgs, { user: 'alice', proof: randomBytes(32) }, xdr.xvoid), refused);
+  await t.throwsAsync(rpc.call(PROVE, proveArgs, { user: 'alice', proof: proofFor(first.nonce, 'alice') }, xdr.xvoid), refused, 'a nonce serves one proof only');
+  await t.throwsAsync(rpc.call(PROVE, proveArgs, { user: '../../etc', proof: Buffer.alloc(32) }, xdr.xvoid), refused);
+  const reason = await rpc.rpc.whenClosed();
   t.regex(reason?.message ?? '', /End of file|Connection closed/, 'the daemon hung up after the third failure');
 
   // A proof of the wrong length never reaches the key check; the connection answers, then still works.
-  const rpc2 = await connect(t, socketOf(false));
-  await callRemote(rpc2, CHALLENGE, xdr.xvoid, undefined, challengeRet);
-  await t.throwsAsync(callRemote(rpc2, PROVE, shortProveArgs, { user: 'alice', proof: Buffer.alloc(5) }, xdr.xvoid), { instanceOf: VirError });
-  const { nonce } = await callRemote(rpc2, CHALLENGE, xdr.xvoid, undefined, challengeRet);
-  await callRemote(rpc2, PROVE, proveArgs, { user: 'alice', proof: proofFor(nonce, 'alice') }, xdr.xvoid);
-  const list = await callRemote(rpc2, RemoteProc.AUTH_LIST, xdr.xvoid, undefined, remote.authListRet);
-  t.deepEqual(list.types, [0], 'authenticated: AUTH_LIST says none is left to do');
+  const rpc2 = await connect(t, uriOfSocket(false));
+  await rpc2.call(CHALLENGE, xdr.xvoid, undefined, challengeRet);
+  await t.throwsAsync(rpc2.call(PROVE, shortProveArgs, { user: 'alice', proof: Buffer.alloc(5) }, xdr.xvoid), { instanceOf: VirError });
+  const { nonce } = await rpc2.call(CHALLENGE, xdr.xvoid, undefined, challengeRet);
+  await rpc2.call(PROVE, proveArgs, { user: 'alice', proof: proofFor(nonce, 'alice') }, xdr.xvoid);
+  t.deepEqual(await rpc2.authList(), [0], 'authenticated: AUTH_LIST says none is left to do');
 
   // The scheme's procedures are refused on a socket that requires another scheme.
-  const rpc3 = await connect(t, socketOf(true));
-  await t.throwsAsync(callRemote(rpc3, CHALLENGE, xdr.xvoid, undefined, challengeRet), refused);
+  const rpc3 = await connect(t, uriOfSocket(true));
+  await t.throwsAsync(rpc3.call(CHALLENGE, xdr.xvoid, undefined, challengeRet), refused);
 });
