@@ -9,3 +9,4 @@ export * from './uri-allow-list.js';
 export * from './config-keys.js';
 export { registerConfiguredPlugins, authSchemeTypes, authSchemeName, type AuthSchemeKey } from './plugins.js';
 export { parseUpstreamList, upstreamFor, startPassThrough, type UpstreamRoute } from './gateway.js';
+export * from './peer-fault-log.js';

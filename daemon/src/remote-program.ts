@@ -1,8 +1,14 @@
 // The REMOTE program as virtauthd serves it: authentication procedures delegated to providers,
-// connect/domain procedures mapped onto the open DriverConnection.
+// connection-level procedures (open, close, features, event callbacks) handled here, and every
+// other procedure of libvirt's generated table dispatched to the driver method of the same name
+// (`domainCreate` for DOMAIN_CREATE), or refused with libvirt's "not supported" error when the
+// driver lacks it. A number the table does not know is refused as libvirtd does ("unknown
+// procedure"), never forwarded: it has no codec, so nothing could check or decode it.
 
 import {
   AuthType,
+  DOMAIN_EVENT_ID_LAST,
+  DomainEventId,
   ErrorCode,
   ErrorDomain,
   Feature,
@@ -11,12 +17,17 @@ import {
   REMOTE_PROTOCOL_VERSION,
   RemoteProc,
   VirError,
+  createSessionSlot,
+  readOnlyDenied,
   remote,
+  remoteProcedures,
+  unsupportedOperation,
   xdr,
   type AuthProvider,
   type Codec,
   type DriverConnection,
   type Procedure,
+  type ProcedureInfo,
   type ProgramDefinition,
 } from '@virtauth/core';
 import type { ClientSession } from './session.js';
@@ -32,8 +43,10 @@ export interface RemoteProgramOptions {
 export const authFailed = (): VirError =>
   new VirError({ code: ErrorCode.AUTH_FAILED, domain: ErrorDomain.RPC, detail: 'authentication failed' });
 
-function unsupported(fn: string): VirError {
-  return new VirError({ code: ErrorCode.NO_SUPPORT, domain: ErrorDomain.RPC, detail: fn });
+const apiErrorDomains = new Map(remoteProcedures.map((p) => [p.api, p.apiErrorDomain]));
+
+function unsupported(api: string): VirError {
+  return unsupportedOperation({ api, apiErrorDomain: apiErrorDomains.get(api) ?? ErrorDomain.DOMAIN });
 }
 
 type Handler<A, R> = (s: ClientSession, args: A) => Promise<R> | R;
@@ -82,9 +95,11 @@ export function createRemoteProgram(opts: RemoteProgramOptions): ProgramDefiniti
     if (s.driverConn || s.opening) throw new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.RPC, detail: 'connection already open' });
     const readOnly = s.readOnly || (flags & OpenFlag.READ_ONLY) !== 0;
     s.driverConn = await opts.open(s, name, readOnly);
+    s.readOnlyOpen = readOnly;
   });
 
   def(RemoteProc.CONNECT_CLOSE, xdr.xvoid, xdr.xvoid, async (s) => {
+    dropEventCallbacks(s);
     const conn = s.driverConn;
     s.driverConn = null;
     await conn?.close();
@@ -127,7 +142,7 @@ export function createRemoteProgram(opts: RemoteProgramOptions): ProgramDefiniti
     if (maxids < 0 || maxids > remote.REMOTE_DOMAIN_LIST_MAX) throw rpcMax('maxids');
     return { ids: (await s.conn().listAllDomains(1)).map((d) => d.id).slice(0, maxids) };
   });
-  def(RemoteProc.CONNECT_NUM_OF_DEFINED_DOMAINS, xdr.xvoid, remote.connectNumOfDomainsRet, async (s) => ({
+  def(RemoteProc.CONNECT_NUM_OF_DEFINED_DOMAINS, xdr.xvoid, remote.connectNumOfDefinedDomainsRet, async (s) => ({
     num: (await s.conn().listAllDomains(2)).length,
   }));
   def(RemoteProc.CONNECT_LIST_DEFINED_DOMAINS, remote.connectListDefinedDomainsArgs, remote.connectListDefinedDomainsRet, async (s, { maxnames }) => {
@@ -136,37 +151,37 @@ export function createRemoteProgram(opts: RemoteProgramOptions): ProgramDefiniti
   });
 
   // --- domains --------------------------------------------------------------------------
-  def(RemoteProc.DOMAIN_LOOKUP_BY_NAME, remote.domainLookupByNameArgs, remote.domainLookupRet, async (s, { name }) => ({ dom: await s.conn().lookupDomainByName(name) }));
-  def(RemoteProc.DOMAIN_LOOKUP_BY_ID, remote.domainLookupByIdArgs, remote.domainLookupRet, async (s, { id }) => ({ dom: await s.conn().lookupDomainById(id) }));
-  def(RemoteProc.DOMAIN_LOOKUP_BY_UUID, remote.domainLookupByUuidArgs, remote.domainLookupRet, async (s, { uuid }) => ({ dom: await s.conn().lookupDomainByUuid(uuid) }));
-  def(RemoteProc.DOMAIN_GET_INFO, remote.domainArgs, remote.domainGetInfoRet, async (s, { dom }) => s.conn().getDomainInfo(dom));
+  def(RemoteProc.DOMAIN_LOOKUP_BY_NAME, remote.domainLookupByNameArgs, remote.domainLookupByNameRet, async (s, { name }) => ({ dom: await s.conn().lookupDomainByName(name) }));
+  def(RemoteProc.DOMAIN_LOOKUP_BY_ID, remote.domainLookupByIdArgs, remote.domainLookupByIdRet, async (s, { id }) => ({ dom: await s.conn().lookupDomainById(id) }));
+  def(RemoteProc.DOMAIN_LOOKUP_BY_UUID, remote.domainLookupByUuidArgs, remote.domainLookupByUuidRet, async (s, { uuid }) => ({ dom: await s.conn().lookupDomainByUuid(uuid) }));
+  def(RemoteProc.DOMAIN_GET_INFO, remote.domainGetInfoArgs, remote.domainGetInfoRet, async (s, { dom }) => s.conn().getDomainInfo(dom));
   def(RemoteProc.DOMAIN_GET_STATE, remote.domainGetStateArgs, remote.domainGetStateRet, async (s, { dom }) => s.conn().getDomainState(dom));
   def(RemoteProc.DOMAIN_GET_XML_DESC, remote.domainGetXmlDescArgs, remote.domainGetXmlDescRet, async (s, { dom, flags }) => ({
     xml: await s.conn().getDomainXmlDesc(dom, flags),
   }));
-  def(RemoteProc.DOMAIN_IS_ACTIVE, remote.domainArgs, remote.domainIsActiveRet, async (s, { dom }) => {
+  def(RemoteProc.DOMAIN_IS_ACTIVE, remote.domainIsActiveArgs, remote.domainIsActiveRet, async (s, { dom }) => {
     const { state } = await s.conn().getDomainState(dom);
     return { active: state !== 5 && state !== 0 ? 1 : 0 };
   });
-  def(RemoteProc.DOMAIN_IS_PERSISTENT, remote.domainArgs, remote.domainIsPersistentRet, async (s, { dom }) => {
+  def(RemoteProc.DOMAIN_IS_PERSISTENT, remote.domainIsPersistentArgs, remote.domainIsPersistentRet, async (s, { dom }) => {
     const c = s.conn();
     if (!c.isDomainPersistent) throw unsupported('virDomainIsPersistent');
     return { persistent: (await c.isDomainPersistent(dom)) ? 1 : 0 };
   });
-  def(RemoteProc.DOMAIN_GET_MAX_MEMORY, remote.domainArgs, remote.domainGetMaxMemoryRet, async (s, { dom }) => ({
+  def(RemoteProc.DOMAIN_GET_MAX_MEMORY, remote.domainGetMaxMemoryArgs, remote.domainGetMaxMemoryRet, async (s, { dom }) => ({
     memory: (await s.conn().getDomainInfo(dom)).maxMem,
   }));
-  def(RemoteProc.DOMAIN_GET_OS_TYPE, remote.domainArgs, remote.domainGetOsTypeRet, async (s, { dom }) => {
+  def(RemoteProc.DOMAIN_GET_OS_TYPE, remote.domainGetOsTypeArgs, remote.domainGetOsTypeRet, async (s, { dom }) => {
     const c = s.conn();
     if (!c.getDomainOsType) throw unsupported('virDomainGetOSType');
     return { type: await c.getDomainOsType(dom) };
   });
-  def(RemoteProc.DOMAIN_GET_AUTOSTART, remote.domainArgs, remote.domainGetAutostartRet, async (s, { dom }) => {
+  def(RemoteProc.DOMAIN_GET_AUTOSTART, remote.domainGetAutostartArgs, remote.domainGetAutostartRet, async (s, { dom }) => {
     const c = s.conn();
     if (!c.getDomainAutostart) throw unsupported('virDomainGetAutostart');
     return { autostart: (await c.getDomainAutostart(dom)) ? 1 : 0 };
   });
-  def(RemoteProc.DOMAIN_HAS_MANAGED_SAVE_IMAGE, remote.domainFlagsArgs, remote.domainHasManagedSaveImageRet, async (s, { dom }) => {
+  def(RemoteProc.DOMAIN_HAS_MANAGED_SAVE_IMAGE, remote.domainHasManagedSaveImageArgs, remote.domainHasManagedSaveImageRet, async (s, { dom }) => {
     const c = s.conn();
     if (!c.hasManagedSaveImage) throw unsupported('virDomainHasManagedSaveImage');
     return { result: (await c.hasManagedSaveImage(dom)) ? 1 : 0 };
@@ -177,19 +192,130 @@ export function createRemoteProgram(opts: RemoteProgramOptions): ProgramDefiniti
     const m = await c.getSecurityModel();
     return { model: remote.cString(m.model), doi: remote.cString(m.doi) };
   });
-  def(RemoteProc.DOMAIN_GET_SECURITY_LABEL, remote.domainArgs, remote.domainGetSecurityLabelRet, async (s, { dom }) => {
+  def(RemoteProc.DOMAIN_GET_SECURITY_LABEL, remote.domainGetSecurityLabelArgs, remote.domainGetSecurityLabelRet, async (s, { dom }) => {
     const c = s.conn();
     if (!c.getDomainSecurityLabel) throw unsupported('virDomainGetSecurityLabel');
     const l = await c.getDomainSecurityLabel(dom);
     return { label: remote.cString(l.label), enforcing: l.enforcing ? 1 : 0 };
   });
-  def(RemoteProc.DOMAIN_GET_MESSAGES, remote.domainFlagsArgs, remote.domainGetMessagesRet, async (s, { dom, flags }) => {
+  def(RemoteProc.DOMAIN_GET_MESSAGES, remote.domainGetMessagesArgs, remote.domainGetMessagesRet, async (s, { dom, flags }) => {
     const c = s.conn();
     if (!c.getDomainMessages) throw unsupported('virDomainGetMessages');
     return { msgs: await c.getDomainMessages(dom, flags) };
   });
 
+  // --- domain events ----------------------------------------------------------------------
+  def(RemoteProc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY, remote.connectDomainEventCallbackRegisterAnyArgs, remote.connectDomainEventCallbackRegisterAnyRet, (s, { eventID, dom }) => {
+    const conn = s.conn();
+    if (eventID < 0 || eventID >= DOMAIN_EVENT_ID_LAST) {
+      throw new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.RPC, detail: `unsupported event ID ${eventID}` });
+    }
+    if (!conn.subscribeDomainLifecycle) throw unsupportedOperation({ api: 'virConnectDomainEventRegisterAny', apiErrorDomain: ErrorDomain.DOMAIN });
+    const callbacks = eventCallbacks(s);
+    const callbackID = callbacks.nextId++;
+    // Only lifecycle events happen in virtauth's drivers; other kinds register and stay silent,
+    // as with libvirt's test driver.
+    const unsubscribe =
+      eventID === DomainEventId.LIFECYCLE
+        ? conn.subscribeDomainLifecycle((e) => {
+            if (dom && !dom.uuid.equals(e.dom.uuid)) return;
+            s.rpc.sendMessage(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, RemoteProc.DOMAIN_EVENT_CALLBACK_LIFECYCLE, remote.domainEventCallbackLifecycleMsg, {
+              callbackID,
+              msg: { dom: e.dom, event: e.event, detail: e.detail },
+            }, undefined, EVENT_SERIAL);
+          })
+        : () => {};
+    callbacks.byId.set(callbackID, unsubscribe);
+    return { callbackID };
+  });
+  def(RemoteProc.CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY, remote.connectDomainEventCallbackDeregisterAnyArgs, xdr.xvoid, (s, { callbackID }) => {
+    s.conn();
+    const callbacks = eventCallbacks(s);
+    const unsubscribe = callbacks.byId.get(callbackID);
+    if (!unsubscribe) throw new VirError({ code: ErrorCode.RPC, domain: ErrorDomain.RPC, detail: `domain event callback ${callbackID} not registered` });
+    callbacks.byId.delete(callbackID);
+    unsubscribe();
+  });
+
+  // --- everything else: the generated table -----------------------------------------------
+  for (const info of remoteProcedures) {
+    if (info.message) continue; // an event: the server sends it, a client never calls it
+    const named = procs.get(info.number);
+    procs.set(info.number, {
+      args: info.args,
+      ret: info.ret,
+      needsAuth: named?.needsAuth ?? true,
+      handle: dispatchToDriver(info, named),
+    });
+  }
+
   return { prog: REMOTE_PROGRAM, vers: REMOTE_PROTOCOL_VERSION, procedures: procs };
+}
+
+/** libvirt 9.0's daemon sends its event MESSAGEs with serial 1 (clients ignore the serial). */
+const EVENT_SERIAL = 1;
+
+interface EventCallbacks {
+  nextId: number;
+  byId: Map<number, () => void>;
+}
+
+const EVENT_CALLBACKS = createSessionSlot<EventCallbacks>('remote.eventCallbacks');
+
+function eventCallbacks(s: ClientSession): EventCallbacks {
+  let callbacks = s.state.get(EVENT_CALLBACKS);
+  if (!callbacks) {
+    const created: EventCallbacks = { nextId: 1, byId: new Map() };
+    s.state.set(EVENT_CALLBACKS, created);
+    s.onClose(() => dropEventCallbacks(s));
+    callbacks = created;
+  }
+  return callbacks;
+}
+
+function dropEventCallbacks(s: ClientSession): void {
+  const callbacks = s.state.get(EVENT_CALLBACKS);
+  if (!callbacks) return;
+  for (const unsubscribe of callbacks.byId.values()) unsubscribe();
+  callbacks.byId.clear();
+}
+
+/**
+ * Serves a procedure from the generated table: refused on a read-only connection when libvirt's
+ * API refuses it there, and when it opens a stream; then the driver's method of the procedure's
+ * name, then the handler above for the procedures it covers (drivers with only the named
+ * convenience methods), then libvirt's "not supported" error naming the API.
+ */
+function dispatchToDriver(info: ProcedureInfo, named: Procedure<any, any, ClientSession> | undefined): Handler<unknown, unknown> {
+  if (named && (named.needsAuth === false || isConnectionLevel(info.number))) return named.handle;
+  return (s, args) => {
+    const conn = s.conn();
+    if (info.readOnlyDenied && s.readOnlyOpen) throw readOnlyDenied(info);
+    // A driver method answers a call, but cannot carry the STREAM packets that follow one
+    // (console, screenshot, volume upload/download): refused rather than left hanging.
+    if (info.stream) throw unsupportedOperation(info);
+    const method = (conn as unknown as Record<string, unknown>)[info.method];
+    if (typeof method === 'function') return (method as (a: unknown) => Promise<unknown>).call(conn, args);
+    if (named) return named.handle(s, args);
+    throw unsupportedOperation(info);
+  };
+}
+
+/** Procedures about the client's connection to us, never a driver's business. */
+const CONNECTION_LEVEL: ReadonlySet<number> = new Set([
+  RemoteProc.CONNECT_OPEN,
+  RemoteProc.CONNECT_CLOSE,
+  RemoteProc.CONNECT_SUPPORTS_FEATURE,
+  RemoteProc.CONNECT_REGISTER_CLOSE_CALLBACK,
+  RemoteProc.CONNECT_UNREGISTER_CLOSE_CALLBACK,
+  RemoteProc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY,
+  RemoteProc.CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY,
+  RemoteProc.CONNECT_IS_SECURE,
+  RemoteProc.CONNECT_GET_URI,
+]);
+
+function isConnectionLevel(proc: number): boolean {
+  return CONNECTION_LEVEL.has(proc);
 }
 
 function rpcMax(what: string): VirError {

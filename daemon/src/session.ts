@@ -14,6 +14,7 @@ import {
   type ServerAuthContext,
   type TransportInfo,
 } from '@virtauth/core';
+import { PeerFaultLog } from './peer-fault-log.js';
 
 export class ClientSession implements ServerAuthContext {
   readonly state = new SessionState();
@@ -22,6 +23,10 @@ export class ClientSession implements ServerAuthContext {
   /** Set while CONNECT_OPEN runs, so a second one is refused and relays know an open is pending. */
   opening: AbortController | null = null;
   driverConn: DriverConnection | null = null;
+  /** Warnings about this client's malformed input, rate-limited. */
+  readonly peerFaults: PeerFaultLog;
+  /** Whether the hypervisor connection was opened read-only (socket or CONNECT_OPEN flag). */
+  readOnlyOpen = false;
   /** Resources to release when the connection goes (relay channels, timers). */
   private readonly cleanups: (() => void)[] = [];
 
@@ -34,6 +39,7 @@ export class ClientSession implements ServerAuthContext {
     private readonly onAuthenticated: (session: ClientSession) => void,
   ) {
     this.authed = socketAuth === 0;
+    this.peerFaults = new PeerFaultLog(log);
     if (transport.peer) {
       this.identity.unixUid = transport.peer.uid;
       this.identity.unixGid = transport.peer.gid;
