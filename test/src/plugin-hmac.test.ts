@@ -197,6 +197,8 @@ test('a misconfigured plugin stops the daemon with a message that names the sett
   t.regex(await refusal(t, dir, { ...settings, plugins: [join(dir, 'missing.js')] }), new RegExp(`${escape(conf)}:\\d+: plugins: cannot read '${escape(dir)}/missing\\.js': ENOENT`));
   t.regex(await refusal(t, dir, { ...settings, plugins: ['node:child_process'] }), /plugins: 'node:child_process' is neither a package name nor a file path/);
   t.regex(await refusal(t, dir, { ...settings, plugins: ['virtauth-plugin-not-installed'] }), /plugins: cannot find the package 'virtauth-plugin-not-installed'/);
+  // A package name is resolved from virtauthd's installation: this one is found, but is no plugin.
+  t.regex(await refusal(t, dir, { ...settings, plugins: ['@virtauth/drivers'] }), /plugins: '@virtauth\/drivers' exports no register\(container, settings\) function/);
   t.regex(await refusal(t, dir, { ...settings, plugins: ['./relative.js'] }), new RegExp(`cannot read '${escape(dir)}/relative\\.js'`), 'a relative path is relative to the config file');
 
   const noRegister = join(dir, 'no-register.mjs');
