@@ -19,6 +19,7 @@ import {
   RemoteProc,
   VirError,
   accessDenied,
+  createSessionSlot,
   remote,
   remoteProcedures,
   unsupportedOperation,
@@ -294,11 +295,13 @@ interface EventCallbacks {
   byId: Map<number, () => void>;
 }
 
+const EVENT_CALLBACKS = createSessionSlot<EventCallbacks>('remote.eventCallbacks');
+
 function eventCallbacks(s: ClientSession): EventCallbacks {
-  let callbacks = s.state.get('remote.eventCallbacks') as EventCallbacks | undefined;
+  let callbacks = s.state.get(EVENT_CALLBACKS);
   if (!callbacks) {
     const created: EventCallbacks = { nextId: 1, byId: new Map() };
-    s.state.set('remote.eventCallbacks', created);
+    s.state.set(EVENT_CALLBACKS, created);
     s.onClose(() => dropEventCallbacks(s));
     callbacks = created;
   }
@@ -306,7 +309,7 @@ function eventCallbacks(s: ClientSession): EventCallbacks {
 }
 
 function dropEventCallbacks(s: ClientSession): void {
-  const callbacks = s.state.get('remote.eventCallbacks') as EventCallbacks | undefined;
+  const callbacks = s.state.get(EVENT_CALLBACKS);
   if (!callbacks) return;
   for (const unsubscribe of callbacks.byId.values()) unsubscribe();
   callbacks.byId.clear();

@@ -34,7 +34,8 @@ import {
   type TransportKind,
 } from '@virtauth/core';
 import { processStartTime } from '@virtauth/providers';
-import { authTypeName, type DaemonConfig } from './config.js';
+import type { DaemonConfig } from './config.js';
+import { authSchemeName, authSchemeTypes, type AuthSchemeKey } from './plugins.js';
 import { resolveGroupId } from './unix-group.js';
 import { unixPeerIdentity } from './access.js';
 import { createRemoteProgram } from './remote-program.js';
@@ -115,13 +116,14 @@ export interface ServerOptions {
   access?: AccessManager;
 }
 
-export function listenersFromConfig(cfg: DaemonConfig): ListenerSpec[] {
+/** The config's listeners; `auth` holds the type each auth_* name maps to (authSchemeTypes). */
+export function listenersFromConfig(cfg: DaemonConfig, auth: Record<AuthSchemeKey, AuthType>): ListenerSpec[] {
   const out: ListenerSpec[] = [
-    { kind: 'unix', path: join(cfg.unixSockDir, 'virtauth-sock'), auth: cfg.authUnixRw, readOnly: false, perms: cfg.unixSockRwPerms },
-    { kind: 'unix', path: join(cfg.unixSockDir, 'virtauth-sock-ro'), auth: cfg.authUnixRo, readOnly: true, perms: cfg.unixSockRoPerms },
+    { kind: 'unix', path: join(cfg.unixSockDir, 'virtauth-sock'), auth: auth.authUnixRw, readOnly: false, perms: cfg.unixSockRwPerms },
+    { kind: 'unix', path: join(cfg.unixSockDir, 'virtauth-sock-ro'), auth: auth.authUnixRo, readOnly: true, perms: cfg.unixSockRoPerms },
   ];
-  if (cfg.listenTcp) out.push({ kind: 'tcp', host: cfg.listenAddr, port: cfg.tcpPort, auth: cfg.authTcp, readOnly: false });
-  if (cfg.listenTls) out.push({ kind: 'tls', host: cfg.listenAddr, port: cfg.tlsPort, auth: cfg.authTls, readOnly: false });
+  if (cfg.listenTcp) out.push({ kind: 'tcp', host: cfg.listenAddr, port: cfg.tcpPort, auth: auth.authTcp, readOnly: false });
+  if (cfg.listenTls) out.push({ kind: 'tls', host: cfg.listenAddr, port: cfg.tlsPort, auth: auth.authTls, readOnly: false });
   return out;
 }
 
@@ -156,7 +158,7 @@ export class VirtauthServer {
     this.config = opts.config;
     this.container = opts.container;
     this.log = opts.logger;
-    this.specs = opts.listeners ?? listenersFromConfig(opts.config);
+    this.specs = opts.listeners ?? listenersFromConfig(opts.config, authSchemeTypes(opts.config, opts.container.resolveAll(AUTH_PROVIDER)));
     this.extensions = opts.extensions ?? [];
     this.processName = `${opts.config.daemonName}@${hostname()}`;
     this.uriAllowList = new UriAllowList(opts.config.uriAllowedList);
@@ -201,7 +203,7 @@ export class VirtauthServer {
     for (const spec of this.specs) {
       const p = this.providers.find((x) => x.type === spec.auth);
       if (!p?.server && spec.auth !== AuthType.NONE) {
-        throw new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `no server-side provider is registered for auth scheme '${authTypeName(spec.auth)}'` });
+        throw new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `no server-side provider is registered for auth scheme '${authSchemeName(this.providers, spec.auth)}'` });
       }
     }
     this.programs = [

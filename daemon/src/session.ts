@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import {
   ErrorCode,
   ErrorDomain,
+  SessionState,
   VirError,
   type AccessSubject,
   type AuthLogger,
@@ -18,7 +19,7 @@ import {
 import { PeerFaultLog } from './peer-fault-log.js';
 
 export class ClientSession implements ServerAuthContext {
-  readonly state = new Map<string, unknown>();
+  readonly state = new SessionState();
   readonly identity: ClientIdentity = {};
   private authed: boolean;
   /** Set while CONNECT_OPEN runs, so a second one is refused and relays know an open is pending. */
