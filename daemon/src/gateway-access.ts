@@ -15,7 +15,6 @@ import {
   remoteProcedures,
   xdr,
   type AccessManager,
-  type ObjectResolver,
   type ProcedureInfo,
 } from '@virtauth/core';
 import type { CallCheck, EventCheck, ForwardedCall, ForwardedReply, ReplyCheck } from '@virtauth/drivers';
@@ -121,11 +120,23 @@ export function gatewayChecks(session: ClientSession, access: AccessManager): Ga
     const key = type === 'domain' ? uuidKey(ref) : null;
     if (key) knownDomains.set(key, ref);
   };
-  const resolve: ObjectResolver = async (type, ref) => {
-    if (type !== 'domain') return ref;
-    const known = knownDomains.get(uuidKey(ref) ?? '');
-    if (known === undefined) throw accessDenied();
-    return known;
+  /**
+   * Puts the domain as the upstream showed it in place of the client's words, in the decoded
+   * arguments themselves, so the check stays synchronous (and a cached decision cheap).
+   */
+  const asKnown = (info: ProcedureInfo, decoded: Record<string, unknown>): Record<string, unknown> => {
+    const path = info.object?.in === 'args' ? info.object.path : null;
+    if (!path || info.acl.find((r) => r.object !== 'connect')?.object !== 'domain') return decoded;
+    let holder: Record<string, unknown> | null = decoded;
+    for (const key of path.slice(0, -1)) {
+      const next: unknown = holder?.[key];
+      holder = next !== null && typeof next === 'object' ? (next as Record<string, unknown>) : null;
+    }
+    const last = path[path.length - 1]!;
+    const known = holder ? knownDomains.get(uuidKey(holder[last]) ?? '') : undefined;
+    if (!holder || known === undefined) throw accessDenied();
+    holder[last] = known;
+    return decoded;
   };
   /** Decoded arguments of calls whose reply is checked, by serial until the reply. */
   const awaitingReply = new Map<number, Record<string, unknown>>();
@@ -133,8 +144,8 @@ export function gatewayChecks(session: ClientSession, access: AccessManager): Ga
   const checkCall: CallCheck = (call) => {
     const info = procedureOf(call);
     let decoded: Record<string, unknown> | undefined;
-    const args = () => (decoded ??= decodeForCheck(info, call.args));
-    const pending = access.checkCall(info, args, subject, resolve);
+    const args = () => (decoded ??= asKnown(info, decodeForCheck(info, call.args)));
+    const pending = access.checkCall(info, args, subject, null);
     const keep = () => {
       if (replyChecked(info)) awaitingReply.set(call.serial, args());
     };
