@@ -8,11 +8,11 @@ import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import type { ExecutionContext } from 'ava';
-import { CredentialType, ErrorCode, ErrorDomain, REMOTE_PROGRAM, RemoteProc, VirError, parseUuid, remote, xdr, type ConnectAuth } from '@virtauth/core';
+import { ErrorCode, ErrorDomain, REMOTE_PROGRAM, RemoteProc, parseUuid, remote, xdr } from '@virtauth/core';
 import type { RemoteConnection } from '@virtauth/drivers';
 import { openAuth } from 'virtauth';
 
-import { BASE_POLICY, HIDDEN, HIDDEN_UUID, VISIBLE, domainXml, runViewerCases, writeAuthFiles, type AccessTarget } from './access-support.js';
+import { BASE_POLICY, HIDDEN, HIDDEN_UUID, VISIBLE, denial, domainXml, passwordAuthFor, runViewerCases, writeAuthFiles, type AccessTarget } from './access-support.js';
 import { GatewayPair } from './gateway-support.js';
 import { interopTest } from './peers/index.js';
 import { tempDir } from './peers/util.js';
@@ -30,20 +30,7 @@ async function startCedarGateway(t: ExecutionContext): Promise<{ pair: GatewayPa
   return { pair, dir };
 }
 
-function passwordAuth(user: keyof typeof passwords): ConnectAuth {
-  return {
-    credTypes: [CredentialType.AUTHNAME, CredentialType.PASSPHRASE],
-    callback: (creds) => {
-      for (const c of creds) c.result = c.type === CredentialType.AUTHNAME ? user : passwords[user];
-    },
-  };
-}
-
-async function denial(promise: Promise<unknown>): Promise<VirError> {
-  const e = await promise.then(() => null, (err: unknown) => err);
-  if (!(e instanceof VirError)) throw new Error(`expected a VirError, got ${String(e)}`);
-  return e;
-}
+const passwordAuth = passwordAuthFor(passwords);
 
 const gatewayPeers = ['root', 'libvirtd', 'virsh', 'sasl-scram'];
 
