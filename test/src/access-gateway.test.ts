@@ -62,6 +62,7 @@ interopTest.serial('gateway + cedar: a borrowed name, a hidden UUID, a lookup, a
   const forged = { name: VISIBLE, uuid: parseUuid(HIDDEN_UUID)!, id: -1 };
   t.like(await denial(viewer.getDomainInfo(forged)), { code: ErrorCode.ACCESS_DENIED, domain: ErrorDomain.ACCESS, message: 'access denied' });
   t.like(await denial(viewer.domainCreate!({ dom: forged })), { code: ErrorCode.ACCESS_DENIED });
+  t.like(pair.virtauthd.events('access.denied').find((r) => r['procedure'] === 'DOMAIN_CREATE'), { user: 'viewer', object: 'domain', permission: 'start' }, 'the refusal is audited');
   // Lookups are forwarded and checked on what libvirtd found.
   t.like(await denial(viewer.lookupDomainByName(HIDDEN)), { code: ErrorCode.ACCESS_DENIED, message: 'access denied' });
   t.like(await denial(viewer.lookupDomainByUuid(parseUuid(HIDDEN_UUID)!)), { code: ErrorCode.ACCESS_DENIED });
