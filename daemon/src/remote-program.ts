@@ -107,7 +107,7 @@ export function createRemoteProgram(opts: RemoteProgramOptions): ProgramDefiniti
     try {
       // Rules name the hypervisor type (`QEMU`, `TEST`); asking costs a round trip on a remote
       // driver, so only when access drivers will read it.
-      s.connectDriver = access.enabled ? await conn.getType() : conn.driverName;
+      s.connectDriver = s.gatewayConnectDriver ?? (access.enabled ? await conn.getType() : conn.driverName);
       s.readOnlyOpen = readOnly;
       // libvirt's drivers check connect:getattr in their open; a client refused keeps no connection.
       await access.checkCall(procedure(RemoteProc.CONNECT_OPEN), { name, flags }, s.accessSubject, null);
@@ -377,7 +377,7 @@ const DOMAIN_LISTS: ReadonlySet<number> = new Set([
  * structures and its count). A reply of bare names or a count cannot be filtered object by object,
  * so under access control it is refused rather than shown whole.
  */
-async function filterListReply(info: ProcedureInfo, ret: unknown, s: ClientSession, access: AccessManager): Promise<unknown> {
+export async function filterListReply(info: ProcedureInfo, ret: unknown, s: ClientSession, access: AccessManager): Promise<unknown> {
   if (ret === null || typeof ret !== 'object') throw accessDenied();
   const record = { ...(ret as Record<string, unknown>) };
   const lists = Object.entries(record).filter(([, v]) => Array.isArray(v));

@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import type { DependencyContainer } from 'tsyringe';
 import {
   AccessManager,
+  RemoteProc,
   AUTH_PROVIDER,
   AuthType,
   CREDENTIAL_SOURCE,
@@ -41,6 +42,7 @@ import { unixPeerIdentity } from './access.js';
 import { createRemoteProgram } from './remote-program.js';
 import { loadTlsMaterial, type TlsMaterial } from './tls-material.js';
 import { allChecks, startPassThrough, upstreamFor } from './gateway.js';
+import { gatewayChecks, procedureInfo } from './gateway-access.js';
 import type { CallCheck } from '@virtauth/drivers';
 import { ClientSession } from './session.js';
 import { UriAllowList } from './uri-allow-list.js';
@@ -478,8 +480,17 @@ export class VirtauthServer {
       }
       if (route) {
         try {
+          // Access control needs the hypervisor type and the open's own check before the
+          // connection is handed over: after that, virtauthd can no longer call the upstream.
+          session.readOnlyOpen = readOnly;
+          if (this.access.enabled) {
+            session.gatewayConnectDriver = session.connectDriver = await conn.getType();
+            await this.access.checkCall(procedureInfo(RemoteProc.CONNECT_OPEN), { name: uriText, flags: 0 }, session.accessSubject, null);
+          }
+          const access = gatewayChecks(session, this.access);
           const checks = this.extensions.map((e) => e.forwardedCallCheck?.(session)).filter((c): c is CallCheck => c !== undefined);
-          startPassThrough(session, conn, checks.length === 1 ? checks[0] : checks.length > 1 ? allChecks(checks) : undefined);
+          if (access) checks.unshift(access.checkCall);
+          startPassThrough(session, conn, checks.length === 1 ? checks[0] : checks.length > 1 ? allChecks(checks) : undefined, access);
         } catch (e) {
           await conn.close();
           throw e;

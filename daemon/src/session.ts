@@ -31,6 +31,8 @@ export class ClientSession implements ServerAuthContext {
   readOnlyOpen = false;
   /** The open hypervisor driver's name as access rules see it (`connect_driver`), e.g. `TEST`. */
   connectDriver = '';
+  /** The gateway asked the upstream its type before the hand-over (it can ask nothing after). */
+  gatewayConnectDriver: string | null = null;
   /** Resources to release when the connection goes (relay channels, timers). */
   private readonly cleanups: (() => void)[] = [];
 
