@@ -14,6 +14,8 @@ export * as admin from './protocol/generated/admin.js';
 export * as virnet from './protocol/generated/virnet.js';
 export * from './protocol/procedures.js';
 export * from './contracts/auth.js';
+export * from './contracts/session-state.js';
+export * from './contracts/plugin.js';
 export * from './contracts/sasl.js';
 export * from './contracts/driver.js';
 export * from './contracts/transport.js';

@@ -2,7 +2,7 @@
 // serve out of the box.
 
 import { readFileSync } from 'node:fs';
-import { AuthType, ErrorCode, ErrorDomain, VirError, defaultVirtauthSocketDir, parseConf, type ConfValue } from '@virtauth/core';
+import { ErrorCode, ErrorDomain, VirError, defaultVirtauthSocketDir, parseConf, type ConfValue } from '@virtauth/core';
 import { parseLogFilters, parseLogOutputs, type LogFilter, type LogOutput } from './logging/settings.js';
 import type { ConfigSource } from './config-keys.js';
 import { checkUriAllowedList } from './uri-allow-list.js';
@@ -15,15 +15,16 @@ export interface DaemonConfig {
   unixSockRoPerms: number;
   /** Mode of virtauth-admin-sock; its permissions are the admin interface's only access control. */
   unixSockAdminPerms: number;
-  authUnixRw: AuthType;
-  authUnixRo: AuthType;
+  /** Auth scheme names (`none`, `sasl`, `polkit`, or a plugin's); the registered providers map them to types. */
+  authUnixRw: string;
+  authUnixRo: string;
   listenTcp: boolean;
   listenAddr: string;
   tcpPort: number;
-  authTcp: AuthType;
+  authTcp: string;
   listenTls: boolean;
   tlsPort: number;
-  authTls: AuthType;
+  authTls: string;
   keyFile: string;
   certFile: string;
   caFile: string;
@@ -57,6 +58,8 @@ export interface DaemonConfig {
   uriAllowedList: string[];
   /** Client URIs passed through to upstream libvirt daemons (uri_upstream_list). */
   uriUpstreamList: UpstreamRoute[];
+  /** Plugin modules loaded at start (package names or file paths; see plugins.ts). */
+  plugins: string[];
   /** Settings this version does not interpret, kept for plugins. */
   extra: Map<string, ConfValue>;
   /** The file and lines the settings came from, when read from a file. */
@@ -70,15 +73,15 @@ export function defaultConfig(): DaemonConfig {
     unixSockRwPerms: 0o700,
     unixSockRoPerms: 0o777,
     unixSockAdminPerms: 0o700,
-    authUnixRw: AuthType.NONE,
-    authUnixRo: AuthType.NONE,
+    authUnixRw: 'none',
+    authUnixRo: 'none',
     listenTcp: false,
     listenAddr: '127.0.0.1',
     tcpPort: 16509,
-    authTcp: AuthType.SASL,
+    authTcp: 'sasl',
     listenTls: false,
     tlsPort: 16514,
-    authTls: AuthType.NONE,
+    authTls: 'none',
     keyFile: '/etc/pki/libvirt/private/serverkey.pem',
     certFile: '/etc/pki/libvirt/servercert.pem',
     caFile: '/etc/pki/CA/cacert.pem',
@@ -100,15 +103,9 @@ export function defaultConfig(): DaemonConfig {
     defaultUri: 'test:///default',
     uriAllowedList: ['test:///default'],
     uriUpstreamList: [],
+    plugins: [],
     extra: new Map(),
   };
-}
-
-const AUTH_NAMES: Record<string, AuthType> = { none: AuthType.NONE, sasl: AuthType.SASL, polkit: AuthType.POLKIT };
-
-export function authTypeName(t: number): string {
-  for (const [k, v] of Object.entries(AUTH_NAMES)) if (v === t) return k;
-  return String(t);
 }
 
 /** The keys buildConfig reads itself (the rest are left in `extra` for plugins). */
@@ -118,7 +115,7 @@ export const DAEMON_CONFIG_KEYS: readonly string[] = [
   'ca_file', 'crl_file', 'tls_allowed_dn_list', 'auth_timeout', 'relay_max_timeout', 'relay_max_requests_per_open',
   'max_clients', 'max_queued_clients', 'max_anonymous_clients', 'max_client_requests', 'keepalive_interval',
   'keepalive_count', 'log_level', 'log_filters', 'log_outputs', 'daemon_name', 'default_uri', 'uri_allowed_list',
-  'uri_upstream_list',
+  'uri_upstream_list', 'plugins',
 ];
 
 /** Applies parsed settings over the defaults, checking each value's type and range. */
@@ -145,10 +142,11 @@ export function buildConfig(settings: Map<string, ConfValue>, file = 'config', l
     if (!/^0?[0-7]{3,4}$/.test(s)) throw bad(key, 'expected an octal mode such as "0770"');
     return parseInt(s, 8);
   };
-  const auth = (key: string, v: ConfValue): AuthType => {
-    const t = AUTH_NAMES[str(key, v)];
-    if (t === undefined) throw bad(key, `unknown authentication scheme '${v}' (expected none, sasl or polkit)`);
-    return t;
+  // Which names exist depends on the plugins loaded, so names are checked when the listeners are made.
+  const auth = (key: string, v: ConfValue): string => {
+    const name = str(key, v);
+    if (!/^[a-z0-9][a-z0-9_.-]*$/.test(name)) throw bad(key, `'${name}' is not an authentication scheme name (e.g. "sasl")`);
+    return name;
   };
   for (const [key, v] of settings) {
     switch (key) {
@@ -194,6 +192,7 @@ export function buildConfig(settings: Map<string, ConfValue>, file = 'config', l
       case 'daemon_name': cfg.daemonName = str(key, v); break;
       case 'default_uri': cfg.defaultUri = str(key, v); break;
       case 'uri_upstream_list': cfg.uriUpstreamList = parseUpstreamList(v, file); break;
+      case 'plugins': cfg.plugins = list(key, v); break;
       default: cfg.extra.set(key, v);
     }
   }

@@ -3,19 +3,8 @@
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
-import { AuthType, CONFIG_KEYS, CREDENTIAL_SOURCE } from '@virtauth/core';
-import {
-  FileUserDatabase,
-  loadAuthConfSource,
-  oauthBearerSettingsFrom,
-  polkitSettingsFrom,
-  registerAccessDrivers,
-  registerDefaultProviders,
-  registerOAuthBearer,
-  registerProviderConfigKeys,
-  saslSettingsFrom,
-  type SaslServerOptions,
-} from '@virtauth/providers';
+import { AuthType, AUTH_PROVIDER, CONFIG_KEYS, CREDENTIAL_SOURCE, USER_DATABASE } from '@virtauth/core';
+import { loadAuthConfSource, registerAccessDrivers, registerDaemonProviders, type DaemonSaslServer } from '@virtauth/providers';
 import { getPeerCredentials } from '@virtauth/peercred';
 import { relayExtension } from './relay-extension.js';
 import { ACCESS_CONFIG_KEYS, createAccessManager } from './access.js';
@@ -25,6 +14,7 @@ import { checkConfigKeys } from './config-keys.js';
 import { createLogger } from './logger.js';
 import { AdminService, adminExtension } from './admin/service.js';
 import { logControlFor } from './log-control.js';
+import { authSchemeTypes, registerConfiguredPlugins, type AuthSchemeKey } from './plugins.js';
 import { VirtauthServer, listenersFromConfig, type DaemonExtension, type ListenerInfo, type ListenerSpec, type ServerOptions } from './server.js';
 
 export interface CreateDaemonOptions {
@@ -32,7 +22,8 @@ export interface CreateDaemonOptions {
   /** A container that already holds extra plugins; the shipped ones are registered into it too. */
   container?: DependencyContainer;
   logger?: Logger;
-  listeners?: ListenerSpec[];
+  /** The listeners, or how to make them from the auth type each auth_* name maps to (socket activation). */
+  listeners?: ListenerSpec[] | ((auth: Record<AuthSchemeKey, AuthType>) => ListenerSpec[]);
   extensions?: DaemonExtension[];
   /** How unix-socket clients' pid/uid/gid are read; default SO_PEERCRED through @virtauth/peercred. */
   peerCredentials?: ServerOptions['peerCredentials'];
@@ -54,7 +45,7 @@ export interface DaemonHandle {
   listeners: ListenerInfo[];
   container: DependencyContainer;
   /** The SASL server's settings, read at each authentication: a reload changes them in place. */
-  sasl: SaslServerOptions;
+  sasl: DaemonSaslServer;
   extensions: DaemonExtension[];
   stop(): Promise<void>;
   /** What SIGHUP does: access policies re-read, connections kept. */
@@ -66,32 +57,21 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
   // container would hide the parent's registrations under the same token.
   const container = opts.container ?? rootContainer.createChildContainer();
   const logger = opts.logger ?? createLogger(opts.config.logLevel);
-  // Plugins in the caller's container declared their keys already; the shipped ones declare theirs.
-  registerProviderConfigKeys(container);
+  // The shipped providers first, then the operator's plugins: each reads its own settings from
+  // the keys the daemon does not read, and declares them, before the unknown keys are refused.
+  const saslServer = registerDaemonProviders(container, opts.config.extra);
+  await registerConfiguredPlugins(opts.config, container, opts.config.extra);
   container.register(CONFIG_KEYS, { useValue: { owner: 'access', keys: ACCESS_CONFIG_KEYS } });
   checkConfigKeys(opts.config, container.resolveAll(CONFIG_KEYS), DAEMON_CONFIG_KEYS, logger);
-  const sasl = saslSettingsFrom(opts.config.extra);
-  const saslServer: DaemonHandle['sasl'] = {
-    users: new FileUserDatabase({ path: sasl.userDatabasePath, iterations: sasl.iterations }),
-    ...(sasl.mechanisms ? { mechanisms: sasl.mechanisms } : {}),
-    allowedUsernames: sasl.allowedUsernames,
-    maxFailuresPerConnection: sasl.maxFailuresPerConnection,
-    maxFailuresPerUser: sasl.maxFailuresPerUser,
-    failureWindowMs: sasl.failureWindowMs,
-    failureDelayMs: sasl.failureDelayMs,
-  };
-  const listenerSpecs = opts.listeners ?? listenersFromConfig(opts.config);
-  // An unreadable user database is a startup error, not a failure of every later login.
-  if (listenerSpecs.some((l) => l.auth === AuthType.SASL)) await saslServer.users.list();
-  registerDefaultProviders(container, {
-    scramIterations: sasl.iterations,
-    concealUnknownUsers: sasl.concealUnknownUsers,
-    saslServer,
-    polkitServer: polkitSettingsFrom(opts.config.extra),
-  });
-  // OAUTHBEARER is a plugin like any third party's: registered only when the config has oauth_* keys.
-  const oauthBearer = oauthBearerSettingsFrom(opts.config.extra);
-  if (oauthBearer) registerOAuthBearer(container, oauthBearer);
+  const schemeTypes = () => authSchemeTypes(opts.config, container.resolveAll(AUTH_PROVIDER));
+  const listenerSpecs =
+    typeof opts.listeners === 'function' ? opts.listeners(schemeTypes()) : (opts.listeners ?? listenersFromConfig(opts.config, schemeTypes()));
+  if (listenerSpecs.some((l) => l.auth === AuthType.SASL)) {
+    // Resolved after the plugins, whose user database replaces the file; read now because an
+    // unreadable one is a startup error, not a failure of every later login.
+    saslServer.users ??= container.resolve(USER_DATABASE);
+    await saslServer.users.list();
+  }
   registerDefaultDrivers(container);
 
   const relay = relayExtension({

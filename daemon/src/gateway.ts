@@ -3,7 +3,7 @@
 // Parsing and matching live here alone, so other checks (the URI allow list) can ask the same.
 
 import { ErrorCode, ErrorDomain, VirError, isRemoteUri, parseUri, type ConfValue, type DriverConnection } from '@virtauth/core';
-import { PassThrough, RemoteConnection, type CallCheck } from '@virtauth/drivers';
+import { PassThrough, RemoteConnection, type CallCheck, type EventCheck, type ReplyCheck } from '@virtauth/drivers';
 import type { ClientSession } from './session.js';
 
 export interface UpstreamRoute {
@@ -66,9 +66,9 @@ export function allChecks(checks: readonly CallCheck[]): CallCheck {
 /**
  * Hands the session's remote program over to the opened upstream. Runs inside CONNECT_OPEN, so
  * the packets after its reply are already forwarded. `checkCall` is where access control decides
- * each call before it leaves.
+ * each call before it leaves; `results` checks replies and events before they reach the client.
  */
-export function startPassThrough(session: ClientSession, conn: DriverConnection, checkCall?: CallCheck): PassThrough {
+export function startPassThrough(session: ClientSession, conn: DriverConnection, checkCall?: CallCheck, results?: { checkReply?: ReplyCheck; checkEvent?: EventCheck }): PassThrough {
   if (!(conn instanceof RemoteConnection)) {
     throw new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.RPC, detail: `an upstream must be opened by the remote driver, not '${conn.driverName}'` });
   }
@@ -77,6 +77,8 @@ export function startPassThrough(session: ClientSession, conn: DriverConnection,
     upstream: conn.rpc,
     log: session.log,
     ...(checkCall ? { checkCall } : {}),
+    ...(results?.checkReply ? { checkReply: results.checkReply } : {}),
+    ...(results?.checkEvent ? { checkEvent: results.checkEvent } : {}),
   });
   session.onClose(() => passThrough.close());
   return passThrough;

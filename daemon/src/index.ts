@@ -22,6 +22,7 @@ export { JournalSink, formatReadableLine } from './logging/sinks.js';
 export { loadTlsMaterial, type TlsMaterial } from './tls-material.js';
 export * from './uri-allow-list.js';
 export * from './config-keys.js';
+export { registerConfiguredPlugins, authSchemeTypes, authSchemeName, type AuthSchemeKey } from './plugins.js';
 export { parseUpstreamList, upstreamFor, startPassThrough, type UpstreamRoute } from './gateway.js';
 export * from './peer-fault-log.js';
 export { ACCESS_CONFIG_KEYS, accessSettingsFrom, createAccessManager, unixPeerIdentity, type AccessSettings } from './access.js';

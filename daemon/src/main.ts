@@ -3,8 +3,9 @@
 import 'reflect-metadata';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { VirError } from '@virtauth/core';
-import { authTypeName, type DaemonConfig } from './config.js';
+import { AUTH_PROVIDER, VirError } from '@virtauth/core';
+import type { DaemonConfig } from './config.js';
+import { authSchemeName } from './plugins.js';
 import { createDaemon, type DaemonHandle } from './daemon.js';
 import { createDaemonLogging } from './logging/daemon-logging.js';
 import type { LogSettings } from './logging/settings.js';
@@ -111,10 +112,11 @@ async function main(): Promise<number> {
     if (inherited) closeInheritedSockets(inherited);
     throw e;
   }
+  const providers = daemon.container.resolveAll(AUTH_PROVIDER);
   for (const l of daemon.listeners) {
     const where = l.kind === 'unix' ? l.path : `${l.host}:${l.port}`;
     const origin = l.fd !== undefined ? ', from systemd' : '';
-    process.stdout.write(`virtauthd listening on ${l.kind} ${where} (auth ${authTypeName(l.auth)}${l.readOnly ? ', read-only' : ''}${origin}): virsh -c '${l.uri}' hostname\n`);
+    process.stdout.write(`virtauthd listening on ${l.kind} ${where} (auth ${authSchemeName(providers, l.auth)}${l.readOnly ? ', read-only' : ''}${origin}): virsh -c '${l.uri}' hostname\n`);
   }
   notifier.ready(`serving ${daemon.listeners.length} listener(s)`);
   log.info({ event: 'daemon.ready', listeners: daemon.listeners.length, activated: Boolean(plan) }, 'virtauthd is ready');

@@ -19,6 +19,7 @@ import {
   RemoteProc,
   VirError,
   accessDenied,
+  createSessionSlot,
   remote,
   remoteProcedures,
   unsupportedOperation,
@@ -106,7 +107,7 @@ export function createRemoteProgram(opts: RemoteProgramOptions): ProgramDefiniti
     try {
       // Rules name the hypervisor type (`QEMU`, `TEST`); asking costs a round trip on a remote
       // driver, so only when access drivers will read it.
-      s.connectDriver = access.enabled ? await conn.getType() : conn.driverName;
+      s.connectDriver = s.gatewayConnectDriver ?? (access.enabled ? await conn.getType() : conn.driverName);
       s.readOnlyOpen = readOnly;
       // libvirt's drivers check connect:getattr in their open; a client refused keeps no connection.
       await access.checkCall(procedure(RemoteProc.CONNECT_OPEN), { name, flags }, s.accessSubject, null);
@@ -294,11 +295,13 @@ interface EventCallbacks {
   byId: Map<number, () => void>;
 }
 
+const EVENT_CALLBACKS = createSessionSlot<EventCallbacks>('remote.eventCallbacks');
+
 function eventCallbacks(s: ClientSession): EventCallbacks {
-  let callbacks = s.state.get('remote.eventCallbacks') as EventCallbacks | undefined;
+  let callbacks = s.state.get(EVENT_CALLBACKS);
   if (!callbacks) {
     const created: EventCallbacks = { nextId: 1, byId: new Map() };
-    s.state.set('remote.eventCallbacks', created);
+    s.state.set(EVENT_CALLBACKS, created);
     s.onClose(() => dropEventCallbacks(s));
     callbacks = created;
   }
@@ -306,7 +309,7 @@ function eventCallbacks(s: ClientSession): EventCallbacks {
 }
 
 function dropEventCallbacks(s: ClientSession): void {
-  const callbacks = s.state.get('remote.eventCallbacks') as EventCallbacks | undefined;
+  const callbacks = s.state.get(EVENT_CALLBACKS);
   if (!callbacks) return;
   for (const unsubscribe of callbacks.byId.values()) unsubscribe();
   callbacks.byId.clear();
@@ -374,7 +377,7 @@ const DOMAIN_LISTS: ReadonlySet<number> = new Set([
  * structures and its count). A reply of bare names or a count cannot be filtered object by object,
  * so under access control it is refused rather than shown whole.
  */
-async function filterListReply(info: ProcedureInfo, ret: unknown, s: ClientSession, access: AccessManager): Promise<unknown> {
+export async function filterListReply(info: ProcedureInfo, ret: unknown, s: ClientSession, access: AccessManager): Promise<unknown> {
   if (ret === null || typeof ret !== 'object') throw accessDenied();
   const record = { ...(ret as Record<string, unknown>) };
   const lists = Object.entries(record).filter(([, v]) => Array.isArray(v));

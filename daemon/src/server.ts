@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import type { DependencyContainer } from 'tsyringe';
 import {
   AccessManager,
+  RemoteProc,
   AUTH_PROVIDER,
   AuthType,
   CREDENTIAL_SOURCE,
@@ -34,12 +35,14 @@ import {
   type TransportKind,
 } from '@virtauth/core';
 import { processStartTime } from '@virtauth/providers';
-import { authTypeName, type DaemonConfig } from './config.js';
+import type { DaemonConfig } from './config.js';
+import { authSchemeName, authSchemeTypes, type AuthSchemeKey } from './plugins.js';
 import { resolveGroupId } from './unix-group.js';
 import { unixPeerIdentity } from './access.js';
 import { createRemoteProgram } from './remote-program.js';
 import { loadTlsMaterial, type TlsMaterial } from './tls-material.js';
 import { allChecks, startPassThrough, upstreamFor } from './gateway.js';
+import { gatewayChecks, procedureInfo } from './gateway-access.js';
 import type { CallCheck } from '@virtauth/drivers';
 import { ClientSession } from './session.js';
 import { UriAllowList } from './uri-allow-list.js';
@@ -117,13 +120,14 @@ export interface ServerOptions {
   access?: AccessManager;
 }
 
-export function listenersFromConfig(cfg: DaemonConfig): ListenerSpec[] {
+/** The config's listeners; `auth` holds the type each auth_* name maps to (authSchemeTypes). */
+export function listenersFromConfig(cfg: DaemonConfig, auth: Record<AuthSchemeKey, AuthType>): ListenerSpec[] {
   const out: ListenerSpec[] = [
-    { kind: 'unix', path: join(cfg.unixSockDir, 'virtauth-sock'), auth: cfg.authUnixRw, readOnly: false, perms: cfg.unixSockRwPerms },
-    { kind: 'unix', path: join(cfg.unixSockDir, 'virtauth-sock-ro'), auth: cfg.authUnixRo, readOnly: true, perms: cfg.unixSockRoPerms },
+    { kind: 'unix', path: join(cfg.unixSockDir, 'virtauth-sock'), auth: auth.authUnixRw, readOnly: false, perms: cfg.unixSockRwPerms },
+    { kind: 'unix', path: join(cfg.unixSockDir, 'virtauth-sock-ro'), auth: auth.authUnixRo, readOnly: true, perms: cfg.unixSockRoPerms },
   ];
-  if (cfg.listenTcp) out.push({ kind: 'tcp', host: cfg.listenAddr, port: cfg.tcpPort, auth: cfg.authTcp, readOnly: false });
-  if (cfg.listenTls) out.push({ kind: 'tls', host: cfg.listenAddr, port: cfg.tlsPort, auth: cfg.authTls, readOnly: false });
+  if (cfg.listenTcp) out.push({ kind: 'tcp', host: cfg.listenAddr, port: cfg.tcpPort, auth: auth.authTcp, readOnly: false });
+  if (cfg.listenTls) out.push({ kind: 'tls', host: cfg.listenAddr, port: cfg.tlsPort, auth: auth.authTls, readOnly: false });
   return out;
 }
 
@@ -164,7 +168,7 @@ export class VirtauthServer {
     this.config = opts.config;
     this.container = opts.container;
     this.log = opts.logger;
-    this.specs = opts.listeners ?? listenersFromConfig(opts.config);
+    this.specs = opts.listeners ?? listenersFromConfig(opts.config, authSchemeTypes(opts.config, opts.container.resolveAll(AUTH_PROVIDER)));
     this.extensions = opts.extensions ?? [];
     this.processName = `${opts.config.daemonName}@${hostname()}`;
     this.limits = { maxClients: opts.config.maxClients, maxAnonymousClients: opts.config.maxAnonymousClients };
@@ -269,7 +273,7 @@ export class VirtauthServer {
     for (const spec of this.specs) {
       const p = this.providers.find((x) => x.type === spec.auth);
       if (!p?.server && spec.auth !== AuthType.NONE) {
-        throw new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `no server-side provider is registered for auth scheme '${authTypeName(spec.auth)}'` });
+        throw new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `no server-side provider is registered for auth scheme '${authSchemeName(this.providers, spec.auth)}'` });
       }
     }
     this.programs = [
@@ -529,8 +533,17 @@ export class VirtauthServer {
       }
       if (route) {
         try {
+          // Access control needs the hypervisor type and the open's own check before the
+          // connection is handed over: after that, virtauthd can no longer call the upstream.
+          session.readOnlyOpen = readOnly;
+          if (this.access.enabled) {
+            session.gatewayConnectDriver = session.connectDriver = await conn.getType();
+            await this.access.checkCall(procedureInfo(RemoteProc.CONNECT_OPEN), { name: uriText, flags: 0 }, session.accessSubject, null);
+          }
+          const access = gatewayChecks(session, this.access);
           const checks = this.extensions.map((e) => e.forwardedCallCheck?.(session)).filter((c): c is CallCheck => c !== undefined);
-          startPassThrough(session, conn, checks.length === 1 ? checks[0] : checks.length > 1 ? allChecks(checks) : undefined);
+          if (access) checks.unshift(access.checkCall);
+          startPassThrough(session, conn, checks.length === 1 ? checks[0] : checks.length > 1 ? allChecks(checks) : undefined, access);
         } catch (e) {
           await conn.close();
           throw e;

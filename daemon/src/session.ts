@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import {
   ErrorCode,
   ErrorDomain,
+  SessionState,
   VirError,
   type AccessSubject,
   type AuthLogger,
@@ -18,7 +19,7 @@ import {
 import { PeerFaultLog } from './peer-fault-log.js';
 
 export class ClientSession implements ServerAuthContext {
-  readonly state = new Map<string, unknown>();
+  readonly state = new SessionState();
   readonly identity: ClientIdentity = {};
   private authed: boolean;
   /** Set while CONNECT_OPEN runs, so a second one is refused and relays know an open is pending. */
@@ -30,6 +31,8 @@ export class ClientSession implements ServerAuthContext {
   readOnlyOpen = false;
   /** The open hypervisor driver's name as access rules see it (`connect_driver`), e.g. `TEST`. */
   connectDriver = '';
+  /** The gateway asked the upstream its type before the hand-over (it can ask nothing after). */
+  gatewayConnectDriver: string | null = null;
   /** Resources to release when the connection goes (relay channels, timers). */
   private readonly cleanups: (() => void)[] = [];
   /** When the connection was accepted (ms since the epoch), as virt-admin's client list shows it. */

@@ -11,8 +11,11 @@ const unix = (path: string): SocketAddress => ({ family: 'unix', path, stream: t
 const inet = (port: number, address = '0.0.0.0'): SocketAddress => ({ family: 'inet', address, port, stream: true, listening: true });
 
 function config(overrides: Partial<DaemonConfig> = {}): DaemonConfig {
-  return { ...defaultConfig(), unixSockDir: '/run/virtauth', authUnixRw: AuthType.POLKIT, authTcp: AuthType.SASL, ...overrides };
+  return { ...defaultConfig(), unixSockDir: '/run/virtauth', authUnixRw: 'polkit', authTcp: 'sasl', ...overrides };
 }
+
+/** What the config's scheme names map to once the providers are registered. */
+const AUTH = { authUnixRw: AuthType.POLKIT, authUnixRo: AuthType.NONE, authTcp: AuthType.SASL, authTls: AuthType.NONE };
 
 function env(values: Record<string, string>): NodeJS.ProcessEnv {
   return { PATH: '/usr/bin', ...values };
@@ -64,7 +67,7 @@ test('named sockets map onto the listeners; a unix socket not passed is created 
     { fd: 6, name: 'virtauthd-tcp.socket', address: { family: 'inet6', address: '::', port: 16509, stream: true, listening: true } },
   ];
   const plan = planActivatedListeners(sockets, config({ listenTls: true }));
-  t.deepEqual(plan.listeners, [
+  t.deepEqual(plan.listeners(AUTH), [
     { kind: 'unix', path: '/run/virtauth/virtauth-sock', auth: AuthType.POLKIT, readOnly: false, fd: 3 },
     { kind: 'unix', path: '/run/virtauth/virtauth-sock-ro', auth: AuthType.NONE, readOnly: true, perms: 0o777 },
     { kind: 'tcp', host: '0.0.0.0', port: 16509, auth: AuthType.SASL, readOnly: false, fd: 5 },
@@ -83,7 +86,7 @@ test('unnamed sockets (systemd-socket-activate without --fdname) are matched by 
     ],
     cfg,
   );
-  t.deepEqual(plan.listeners.map((l) => [l.kind, l.readOnly, l.fd]), [['unix', false, undefined], ['unix', true, 3], ['tls', false, 4]]);
+  t.deepEqual(plan.listeners(AUTH).map((l) => [l.kind, l.readOnly, l.fd]), [['unix', false, undefined], ['unix', true, 3], ['tls', false, 4]]);
 });
 
 test('a socket that is not virtauthd\'s, or of the wrong kind, is refused naming it', (t) => {

@@ -29,7 +29,7 @@ import {
   type ErrorPayload,
   type Header,
 } from '@virtauth/core';
-import { PassThrough, type CallCheck } from '../src/gateway/index.js';
+import { PassThrough, type CallCheck, type EventCheck, type ReplyCheck } from '../src/gateway/index.js';
 
 interface Packet {
   header: Header;
@@ -119,14 +119,14 @@ async function socketPair(t: ExecutionContext): Promise<[net.Socket, net.Socket]
   return [near, far];
 }
 
-async function rig(t: ExecutionContext, checkCall?: CallCheck): Promise<Rig> {
+async function rig(t: ExecutionContext, checkCall?: CallCheck, checks: { checkReply?: ReplyCheck; checkEvent?: EventCheck } = {}): Promise<Rig> {
   const [clientFar, clientNear] = await socketPair(t);
   const [upstreamNear, upstreamFar] = await socketPair(t);
   const clientRpc = new RpcConnection(clientNear);
   const upstreamRpc = new RpcConnection(upstreamNear);
   const warnings: object[] = [];
   const log = { warn: (o: object) => warnings.push(o), debug: (o: object) => warnings.push(o) };
-  const passThrough = new PassThrough({ client: clientRpc, upstream: upstreamRpc, log, ...(checkCall ? { checkCall } : {}) });
+  const passThrough = new PassThrough({ client: clientRpc, upstream: upstreamRpc, log, ...(checkCall ? { checkCall } : {}), ...checks });
   return { client: new RawPeer(clientFar), upstream: new RawPeer(upstreamFar), clientRpc, upstreamRpc, passThrough, warnings };
 }
 
@@ -318,6 +318,48 @@ test('the access-check hook sees the call\'s arguments; a refusal answers the cl
   const refused = await r.client.count(1);
   t.deepEqual([refused[0]!.header.serial, refused[0]!.error?.code, refused[0]!.error?.message], [1, ErrorCode.ACCESS_DENIED, 'access denied: no']);
   t.deepEqual(seen[0], [12, 1, '0000000a']);
+});
+
+test('reply and event checks: a slow one holds everything the upstream sends after it, so the client sees the upstream\'s order', async (t) => {
+  const LIST = 301;
+  const LOOKUP = 23;
+  const slow = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+  const r = await rig(t, undefined, {
+    // The list is filtered slowly (a new, shorter payload); the lookup is refused; the rest pass.
+    checkReply: (rep) => {
+      if (rep.error) return undefined;
+      if (rep.proc === LIST) return slow(40).then(() => Buffer.from('00000001', 'hex'));
+      if (rep.proc === LOOKUP) throw new VirError({ code: ErrorCode.ACCESS_DENIED, domain: ErrorDomain.ACCESS });
+      return undefined;
+    },
+    // Events whose first byte is 0 are about a hidden object; decided slowly.
+    checkEvent: (e) => slow(10).then(() => e.payload[0] !== 0),
+  });
+  r.client.send(call(LIST, 1), call(GET_HOSTNAME, 2), call(LOOKUP, 3), call(SCREENSHOT, 4));
+  await r.upstream.count(4);
+  const hidden = encodePacket(header(318, MessageType.MESSAGE, 1), xdr.fixedOpaque(4), Buffer.alloc(4, 0));
+  const shown = encodePacket(header(318, MessageType.MESSAGE, 1), xdr.fixedOpaque(4), Buffer.alloc(4, 7));
+  const hostnameReply = reply(GET_HOSTNAME, 2);
+  // The stream's data must not overtake its own call's reply, nor the slow list before it.
+  const data = streamData(SCREENSHOT, 4, Buffer.alloc(16, 1));
+  r.upstream.send(reply(LIST, 1, Buffer.alloc(12, 5)), shown, hostnameReply, hidden, reply(LOOKUP, 3), reply(SCREENSHOT, 4), data);
+  // The hidden event came before the later packets: had it passed, it would be among these six.
+  const got = await r.client.count(6);
+  t.deepEqual(got.map((p) => [p.header.type, p.header.proc, p.header.serial]), [
+    [MessageType.REPLY, LIST, 1],
+    [MessageType.MESSAGE, 318, 1],
+    [MessageType.REPLY, GET_HOSTNAME, 2],
+    [MessageType.REPLY, LOOKUP, 3],
+    [MessageType.REPLY, SCREENSHOT, 4],
+    [MessageType.STREAM, SCREENSHOT, 4],
+  ]);
+  // The filtered list: same header, the new payload, the length word rewritten.
+  t.is(got[0]!.raw.length, 28 + 4);
+  t.is(got[0]!.raw.readUInt32BE(0), 32);
+  t.is(got[0]!.raw.subarray(28).toString('hex'), '00000001');
+  t.deepEqual(got.slice(1, 3).map((p) => p.raw), [shown, hostnameReply]);
+  t.deepEqual([got[3]!.header.status, got[3]!.error?.code, got[3]!.error?.message], [MessageStatus.ERROR, ErrorCode.ACCESS_DENIED, 'access denied']);
+  t.deepEqual(r.passThrough.inFlight, { calls: 0, streams: 1 });
 });
 
 test('backpressure: an upstream that does not read stops the client being read; nothing piles up in between', async (t) => {

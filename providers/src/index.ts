@@ -1,5 +1,5 @@
 export { noneAuthProvider } from './none.js';
-export { registerDefaultProviders, registerProviderConfigKeys, type ProviderRegistrationOptions } from './register.js';
+export { registerDefaultProviders, registerDaemonProviders, registerProviderConfigKeys, type ProviderRegistrationOptions, type DaemonSaslServer } from './register.js';
 export { PolkitAuthProvider, PolkitServer, DbusPolkitAuthority, polkitClient, polkitSettingsFrom, POLKIT_CONFIG_KEYS, processStartTime, parseStartTime, DEFAULT_POLKIT_ACTION_RO, DEFAULT_POLKIT_ACTION_RW, DBUS_SERVICE_ERROR_CODE, type PolkitServerOptions, type PolkitSettings, type PolkitAuthorityClient, type AuthorizationResult, type UnixProcessSubject } from './polkit/index.js';
 export { SaslAuthProvider, saslAuthFailed, type SaslClientOptions, type SaslServerOptions } from './sasl-provider.js';
 export { saslSettingsFrom, loadSaslSettings, defaultUserDatabasePath, SASL_CONFIG_KEYS, type SaslSettings } from './sasl-settings.js';

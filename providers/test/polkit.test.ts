@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import test from 'ava';
 import {
   AuthType,
+  SessionState,
   ErrorCode,
   ErrorDomain,
   RemoteProc,
@@ -53,7 +54,7 @@ function context(options: { peer?: PeerCredentials; readOnly?: boolean; kind?: T
       marked.push(identity);
     },
     closeAfterReply() {},
-    state: new Map(),
+    state: new SessionState(),
     log: silent,
     marked,
   };

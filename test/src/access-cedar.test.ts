@@ -8,10 +8,10 @@ import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import test, { type ExecutionContext } from 'ava';
-import { CredentialType, ErrorCode, ErrorDomain, VirError, parseUuid, type ConnectAuth } from '@virtauth/core';
+import { ErrorCode, ErrorDomain, VirError, parseUuid } from '@virtauth/core';
 import { openAuth } from 'virtauth';
 
-import { BASE_POLICY, HIDDEN, HIDDEN_UUID, VISIBLE, domainXml, runViewerCases, writeAuthFiles, type AccessTarget } from './access-support.js';
+import { BASE_POLICY, HIDDEN, HIDDEN_UUID, VISIBLE, denial, domainXml, passwordAuthFor, runViewerCases, writeAuthFiles, type AccessTarget } from './access-support.js';
 import { interopTest } from './peers/index.js';
 import { tempDir } from './peers/util.js';
 import { TestVirtauthd } from './sasl-support.js';
@@ -38,20 +38,7 @@ async function startCedarDaemon(t: ExecutionContext, policyFile: string, setting
   return daemon;
 }
 
-function passwordAuth(user: keyof typeof passwords): ConnectAuth {
-  return {
-    credTypes: [CredentialType.AUTHNAME, CredentialType.PASSPHRASE],
-    callback: (creds) => {
-      for (const c of creds) c.result = c.type === CredentialType.AUTHNAME ? user : passwords[user];
-    },
-  };
-}
-
-async function denial(promise: Promise<unknown>): Promise<VirError> {
-  const e = await promise.then(() => null, (err: unknown) => err);
-  if (!(e instanceof VirError)) throw new Error(`expected a VirError, got ${String(e)}`);
-  return e;
-}
+const passwordAuth = passwordAuthFor(passwords);
 
 interopTest.serial('cedar: virsh as admin and as a viewer of gw* domains (list filtered, start denied, hidden events never arrive)', ['virsh'], async (t) => {
   const policy = await policyDir(t, BASE_POLICY);

@@ -6,6 +6,7 @@ import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import type { ExecutionContext } from 'ava';
+import { CredentialType, VirError, type ConnectAuth } from '@virtauth/core';
 
 import { libvirtClientEnv, requireExecutable, runProcess, waitFor, watchVirshEvents, type ProcessResult } from './peers/index.js';
 import { tempDir } from './peers/util.js';
@@ -141,4 +142,21 @@ export async function runViewerCases(t: ExecutionContext, target: AccessTarget, 
 
 function count(text: string, pattern: RegExp): number {
   return text.match(pattern)?.length ?? 0;
+}
+
+/** A SCRAM login for virtauth's own client, as one of `passwords`' users. */
+export function passwordAuthFor<U extends string>(passwords: Record<U, string>): (user: U) => ConnectAuth {
+  return (user) => ({
+    credTypes: [CredentialType.AUTHNAME, CredentialType.PASSPHRASE],
+    callback: (creds) => {
+      for (const c of creds) c.result = c.type === CredentialType.AUTHNAME ? user : passwords[user];
+    },
+  });
+}
+
+/** The VirError a call was refused with (fails the test if it was not refused). */
+export async function denial(promise: Promise<unknown>): Promise<VirError> {
+  const e = await promise.then(() => null, (err: unknown) => err);
+  if (!(e instanceof VirError)) throw new Error(`expected a VirError, got ${String(e)}`);
+  return e;
 }

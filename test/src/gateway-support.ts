@@ -24,6 +24,8 @@ export interface GatewayPairOptions {
   /** virtauthd settings besides the gateway's. */
   settings?: Record<string, string | number | readonly string[]>;
   logLevel?: 1 | 2 | 3 | 4;
+  /** More SCRAM users besides alice (name -> password). */
+  users?: Record<string, string>;
 }
 
 /** libvirtd, and virtauthd passing `test:///default` through to it, with SCRAM user alice. */
@@ -46,7 +48,7 @@ export class GatewayPair {
     try {
       const upstreamUri = options.upstreamUri ? options.upstreamUri(libvirtd) : libvirtd.uri('test:///default', upstream);
       const virtauthd = await TestVirtauthd.start({
-        users: { [gatewayUser]: gatewayPassword },
+        users: { [gatewayUser]: gatewayPassword, ...options.users },
         ...(options.pki ? { listenTls: true, pki: options.pki } : {}),
         logLevel: options.logLevel ?? 2,
         settings: { uri_upstream_list: [`test:///default=${upstreamUri}`], ...options.settings },

@@ -332,7 +332,7 @@ interopTest('a server that predates AUTH_LIST answers "unknown procedure: 66"; o
 
 interopTest('raw packets: virtauthd answers auth-required, unknown procedure and unknown program exactly as libvirtd does', ['root', 'libvirtd'], async (t) => {
   const [ours, theirs] = await Promise.all([
-    startVirtauthd(t, {authUnixRw: AuthType.SASL, authUnixRo: AuthType.NONE}),
+    startVirtauthd(t, {authUnixRw: 'sasl', authUnixRo: 'none'}),
     startLibvirtd(t, {auth_unix_rw: 'sasl', auth_unix_ro: 'none'}),
   ]);
   const openCall = callPacket(RemoteProc.CONNECT_OPEN, remote.connectOpenArgs, {name: 'test:///default', flags: 0});

@@ -25,14 +25,11 @@ export async function startVirtauthd(t: ExecutionContext, settings: Partial<Daem
   const config: DaemonConfig = {...defaultConfig(), unixSockDir: dir, ...settings};
   // A SASL socket needs a user database; an empty private one keeps the host's out of it.
   config.extra.set('sasl_user_db', join(dir, 'users.db'));
+  // The config's own pair of sockets, with the auth schemes its auth_unix_rw/ro name.
   const rwSocket = join(dir, 'virtauth-sock');
   const roSocket = join(dir, 'virtauth-sock-ro');
-  const listeners: ListenerSpec[] = [
-    {kind: 'unix', path: rwSocket, auth: config.authUnixRw, readOnly: false, perms: 0o700},
-    {kind: 'unix', path: roSocket, auth: config.authUnixRo, readOnly: true, perms: 0o777},
-  ];
   const logFd = openSync(join(dir, 'virtauthd.log'), 'a');
-  const handle = await createDaemon({config, logger: createLogger(2, logFd), listeners, extensions});
+  const handle = await createDaemon({config, logger: createLogger(2, logFd), extensions});
   t.teardown(async () => {
     await handle.stop();
     closeSync(logFd);

@@ -6,6 +6,7 @@ import type { ConnectAuth, CredentialRequester } from '../credentials.js';
 import type { ConnectUri } from '../uri.js';
 import type { TransportInfo } from './transport.js';
 import type { ChannelBindingPolicy } from './sasl.js';
+import type { SessionState } from './session-state.js';
 
 /** Issues one call of the REMOTE program on the connection being authenticated. */
 export interface RemoteCaller {
@@ -110,8 +111,8 @@ export interface ServerAuthContext {
   markAuthenticated(identity: ClientIdentity): void;
   /** Closes the connection once the reply in progress has been sent (e.g. after too many failures). */
   closeAfterReply(): void;
-  /** Provider-private state for this connection (e.g. a SASL session), keyed by provider name. */
-  state: Map<string, unknown>;
+  /** Provider-private state for this connection (e.g. a SASL session), one typed slot per value. */
+  readonly state: SessionState;
   readonly log: AuthLogger;
 }
 
@@ -140,8 +141,17 @@ export interface ServerAuthProvider {
 export interface AuthProvider {
   /** remote_auth_type number. */
   readonly type: number;
-  /** Name used in `auth=` and in the daemon config (`none`, `sasl`, `polkit`). */
+  /**
+   * Name used in `auth=` and in the daemon config (`auth_unix_rw = "sasl"`): the daemon maps
+   * config names to types through the registered providers, so names must be unique.
+   */
   readonly name: string;
+  /**
+   * How much a client prefers this scheme when the server offers several and the application
+   * names no order: highest first, ties in the server's order. Shipped: sasl 300, polkit 200,
+   * none 0; a provider without one ranks at 100.
+   */
+  readonly priority?: number;
   readonly client?: ClientAuthProvider;
   readonly server?: ServerAuthProvider;
 }

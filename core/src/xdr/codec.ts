@@ -455,6 +455,10 @@ export function optional<T>(inner: Codec<T>): Codec<T | null> {
 }
 
 type Fields = Record<string, Codec<any>>;
+
+/** Each struct codec's fields, for decoding a prefix of one (decodeStructFields). */
+const structFields = new WeakMap<Codec<unknown>, readonly [string, Codec<unknown>][]>();
+
 export type StructOf<F extends Fields> = { [K in keyof F]: Infer<F[K]> };
 
 /**
@@ -489,7 +493,26 @@ export function struct<F extends Fields>(fields: F): Codec<StructOf<F>> {
     (codec as { encode: Codec<StructOf<F>>['encode'] }).encode = new Function('c', 'missing', `return function encodeStruct(w, v) { let x;\n${enc}\n};`)(codecs, missing);
     (codec as { decode: Codec<StructOf<F>>['decode'] }).decode = new Function('c', `return function decodeStruct(r) { ${dec} };`)(codecs);
   };
+  structFields.set(codec, entries);
   return codec;
+}
+
+/**
+ * Decodes a struct's leading fields up to the last of `wanted` and stops there: XDR has no
+ * offsets, so what precedes a field is read to reach it, but nothing after it is. For a check
+ * that needs one argument of a large call. Null when `codec` is not a struct.
+ */
+export function decodeStructFields(codec: Codec<unknown>, buf: Buffer, wanted: ReadonlySet<string>): Record<string, unknown> | null {
+  const entries = structFields.get(codec);
+  if (!entries) return null;
+  let last = -1;
+  entries.forEach(([name], i) => {
+    if (wanted.has(name)) last = i;
+  });
+  const out: Record<string, unknown> = {};
+  const r = new XdrReader(buf);
+  for (let i = 0; i <= last; i++) out[entries[i]![0]] = entries[i]![1].decode(r);
+  return out;
 }
 
 type Arms = Record<number, Codec<any>>;

@@ -63,10 +63,12 @@ export async function reloadConfiguration(current: LoadedConfig, target: ReloadT
   const tls: TlsMaterial | undefined = servesTls ? await loadTlsMaterial(next.config) : undefined;
 
   const currentUsers = daemon.sasl.users;
-  const sameDatabase = currentUsers instanceof FileUserDatabase && currentUsers.path === sasl.userDatabasePath;
-  const users: UserDatabase = sameDatabase ? currentUsers : new FileUserDatabase({ path: sasl.userDatabasePath, iterations: sasl.iterations });
+  // sasl_user_db names the file database; one a plugin supplies (USER_DATABASE) stays in place.
+  const fileDatabase = currentUsers === undefined || currentUsers instanceof FileUserDatabase;
+  const sameDatabase = !fileDatabase || (currentUsers instanceof FileUserDatabase && currentUsers.path === sasl.userDatabasePath);
+  const users: UserDatabase | undefined = sameDatabase ? currentUsers : new FileUserDatabase({ path: sasl.userDatabasePath, iterations: sasl.iterations });
   // Reading it now both checks it and makes the new contents the ones the next login sees.
-  await users.list();
+  await users?.list();
 
   const commits: (() => void)[] = [];
   for (const extension of daemon.extensions) {
@@ -79,7 +81,7 @@ export async function reloadConfiguration(current: LoadedConfig, target: ReloadT
   target.logging?.reconfigure(target.logSettingsOf(next.config));
   daemon.server.applyLiveSettings({ ...(tls ? { tls } : {}), tlsAllowedDnList: next.config.tlsAllowedDnList, uriAllowedList: next.config.uriAllowedList });
   daemon.sasl.allowedUsernames = sasl.allowedUsernames;
-  daemon.sasl.users = users;
+  if (users) daemon.sasl.users = users;
   for (const commit of commits) commit();
 
   const reloadable = new Set([...RELOADABLE_KEYS, ...daemon.extensions.flatMap((e) => e.reloadableKeys ?? [])]);

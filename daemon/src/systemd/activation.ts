@@ -5,10 +5,11 @@
 
 import { closeSync } from 'node:fs';
 import { join } from 'node:path';
-import { ErrorCode, ErrorDomain, VirError } from '@virtauth/core';
+import { ErrorCode, ErrorDomain, VirError, type AuthType } from '@virtauth/core';
 import { socketAddress, type SocketAddress } from '@virtauth/peercred';
 import type { DaemonConfig } from '../config.js';
 import type { ListenerSpec } from '../server.js';
+import type { AuthSchemeKey } from '../plugins.js';
 
 /** systemd passes the first socket as descriptor 3 (SD_LISTEN_FDS_START). */
 const FIRST_LISTEN_FD = 3;
@@ -98,8 +99,11 @@ function roleByName(name: string): SocketRole | null {
 }
 
 export interface ActivationPlan {
-  /** Every listener the daemon serves: the passed sockets, plus unix sockets it creates itself. */
-  listeners: ListenerSpec[];
+  /**
+   * Every listener the daemon serves: the passed sockets, plus unix sockets it creates itself,
+   * given the auth type each auth_* name maps to (known once the providers are registered).
+   */
+  listeners(auth: Record<AuthSchemeKey, AuthType>): ListenerSpec[];
   /** Admin sockets passed by systemd, for an admin interface to claim. */
   admin: InheritedSocket[];
   /** Settings that do not apply in this mode, to tell the operator. */
@@ -126,23 +130,26 @@ export function planActivatedListeners(sockets: readonly InheritedSocket[], cfg:
     if (wantsUnix !== (a.family === 'unix')) throw activationError(`${describe(socket)} must be ${wantsUnix ? 'a unix' : 'a TCP'} socket for ${SOCKET_UNIT_NAMES[role]}`);
     byRole.set(role, [...(byRole.get(role) ?? []), socket]);
   }
-  const listeners: ListenerSpec[] = [];
-  const unixListener = (role: 'rw' | 'ro', file: string, auth: ListenerSpec['auth'], perms: number) => {
-    const passed = byRole.get(role);
-    if (!passed) {
-      listeners.push({ kind: 'unix', path: join(cfg.unixSockDir, file), auth, readOnly: role === 'ro', perms });
-      return;
+  const listeners = (auth: Record<AuthSchemeKey, AuthType>): ListenerSpec[] => {
+    const specs: ListenerSpec[] = [];
+    const unixListener = (role: 'rw' | 'ro', file: string, scheme: ListenerSpec['auth'], perms: number) => {
+      const passed = byRole.get(role);
+      if (!passed) {
+        specs.push({ kind: 'unix', path: join(cfg.unixSockDir, file), auth: scheme, readOnly: role === 'ro', perms });
+        return;
+      }
+      for (const s of passed) specs.push({ kind: 'unix', path: s.address.family === 'unix' ? s.address.path : '', auth: scheme, readOnly: role === 'ro', fd: s.fd });
+    };
+    unixListener('rw', 'virtauth-sock', auth.authUnixRw, cfg.unixSockRwPerms);
+    unixListener('ro', 'virtauth-sock-ro', auth.authUnixRo, cfg.unixSockRoPerms);
+    for (const [role, kind, scheme] of [['tcp', 'tcp', auth.authTcp], ['tls', 'tls', auth.authTls]] as const) {
+      for (const s of byRole.get(role) ?? []) {
+        const a = s.address.family === 'inet' || s.address.family === 'inet6' ? s.address : null;
+        specs.push({ kind, host: a?.address ?? '', port: a?.port ?? 0, auth: scheme, readOnly: false, fd: s.fd });
+      }
     }
-    for (const s of passed) listeners.push({ kind: 'unix', path: s.address.family === 'unix' ? s.address.path : '', auth, readOnly: role === 'ro', fd: s.fd });
+    return specs;
   };
-  unixListener('rw', 'virtauth-sock', cfg.authUnixRw, cfg.unixSockRwPerms);
-  unixListener('ro', 'virtauth-sock-ro', cfg.authUnixRo, cfg.unixSockRoPerms);
-  for (const [role, kind, auth] of [['tcp', 'tcp', cfg.authTcp], ['tls', 'tls', cfg.authTls]] as const) {
-    for (const s of byRole.get(role) ?? []) {
-      const a = s.address.family === 'inet' || s.address.family === 'inet6' ? s.address : null;
-      listeners.push({ kind, host: a?.address ?? '', port: a?.port ?? 0, auth, readOnly: false, fd: s.fd });
-    }
-  }
   const ignored: string[] = [];
   if (cfg.listenTcp && !byRole.has('tcp')) ignored.push(`listen_tcp (no ${SOCKET_UNIT_NAMES.tcp} was passed)`);
   if (cfg.listenTls && !byRole.has('tls')) ignored.push(`listen_tls (no ${SOCKET_UNIT_NAMES.tls} was passed)`);

@@ -44,6 +44,25 @@ export interface ForwardedCall {
  */
 export type CallCheck = (call: ForwardedCall) => void | Promise<void>;
 
+/** A successful reply to a forwarded call, before it reaches the client. */
+export interface ForwardedReply {
+  proc: number;
+  serial: number;
+  /** The upstream answered with an error (passed on as is; the check only forgets the call). */
+  error: boolean;
+  /** The reply's XDR result (or error), undecoded. */
+  payload: Buffer;
+}
+
+/**
+ * Looks at a reply before the client gets it: returns nothing to pass it as is, a payload to send
+ * instead (a filtered list), or throws (rejects with) a VirError to answer the call with that.
+ */
+export type ReplyCheck = (reply: ForwardedReply) => void | Buffer | Promise<void | Buffer>;
+
+/** Whether an event (a MESSAGE packet) may reach the client. */
+export type EventCheck = (event: { proc: number; payload: Buffer }) => boolean | Promise<boolean>;
+
 export interface PassThroughLogger {
   warn(obj: object, msg: string): void;
   debug(obj: object, msg: string): void;
@@ -57,6 +76,10 @@ export interface PassThroughOptions {
   log: PassThroughLogger;
   /** The access-control hook: every call passes it before it is forwarded. */
   checkCall?: CallCheck;
+  /** Access control of replies (lookups, lists); replies keep the upstream's order either way. */
+  checkReply?: ReplyCheck;
+  /** Access control of events. */
+  checkEvent?: EventCheck;
   /** Calls awaiting their reply at once; beyond it the client is not read (default 4096). */
   maxCallsInFlight?: number;
   /** Bytes waiting to be written to one side before the other side is no longer read (default 1 MiB). */
@@ -72,11 +95,20 @@ interface OpenStream {
 /** Header plus the length word: where a packet's payload starts. */
 const PAYLOAD_OFFSET = PACKET_MIN;
 
+/** The packet with its header and a new payload (the length word rewritten). */
+function withPayload(packet: Buffer, payload: Buffer): Buffer {
+  const out = Buffer.concat([packet.subarray(0, PAYLOAD_OFFSET), payload]);
+  out.writeUInt32BE(out.length, 0);
+  return out;
+}
+
 export class PassThrough {
   private readonly client: RpcConnection;
   private readonly upstream: RpcConnection;
   private readonly log: PassThroughLogger;
   private readonly checkCall: CallCheck | undefined;
+  private readonly checkReply: ReplyCheck | undefined;
+  private readonly checkEvent: EventCheck | undefined;
   private readonly maxCallsInFlight: number;
   private readonly maxBuffered: number;
   /** Serial -> procedure of each forwarded call still waiting for its reply. */
@@ -85,6 +117,13 @@ export class PassThrough {
   /** Client packets that arrived while an asynchronous check ran, in order. */
   private readonly queued: { header: Header; packet: Buffer }[] = [];
   private checking = false;
+  /**
+   * Upstream packets that arrived while an asynchronous reply or event check ran. Everything the
+   * upstream sends waits behind it (replies, events, stream data), so the client sees the
+   * upstream's own order: a filtered reply neither overtakes nor is overtaken.
+   */
+  private readonly upstreamQueued: { header: Header; packet: Buffer }[] = [];
+  private upstreamChecking = false;
   private heldForCalls = false;
   /** Connections whose output is full: the other side is not read until they drain. */
   private readonly draining = new Set<RpcConnection>();
@@ -95,6 +134,8 @@ export class PassThrough {
     this.upstream = opts.upstream;
     this.log = opts.log;
     this.checkCall = opts.checkCall;
+    this.checkReply = opts.checkReply;
+    this.checkEvent = opts.checkEvent;
     this.maxCallsInFlight = opts.maxCallsInFlight ?? 4096;
     this.maxBuffered = opts.maxBuffered ?? 1024 * 1024;
     this.client.interceptProgram(REMOTE_PROGRAM, (h, p) => this.fromClient(h, p));
@@ -219,10 +260,15 @@ export class PassThrough {
 
   private fromUpstream(h: Header, packet: Buffer): void {
     if (this.ended) return;
+    if (this.upstreamChecking) {
+      this.upstreamQueued.push({ header: h, packet });
+      return;
+    }
     switch (h.type) {
       case MessageType.REPLY:
         if (!this.callAnswered(h)) return;
         if (h.status === MessageStatus.ERROR) this.streams.delete(h.serial);
+        if (this.checkReply) return this.checkedReply(h, packet);
         this.toClient(packet);
         return;
       case MessageType.REPLY_WITH_FDS:
@@ -231,7 +277,9 @@ export class PassThrough {
         this.client.replyError(h, new VirError({ code: ErrorCode.NO_SUPPORT, domain: ErrorDomain.RPC, detail: 'passing file descriptors through virtauthd' }));
         return;
       case MessageType.MESSAGE:
-        // Events: the upstream is this client's alone, so every one is this client's.
+        // Events: the upstream is this client's alone, so every one is this client's, unless
+        // access control says the client may not see the object it is about.
+        if (this.checkEvent) return this.checkedEvent(h, packet);
         this.toClient(packet);
         return;
       case MessageType.STREAM:
@@ -250,6 +298,54 @@ export class PassThrough {
       default:
         this.log.warn({ event: 'gateway.upstream.unexpected', type: h.type, proc: h.proc, serial: h.serial }, 'upstream sent a packet of a type a daemon never sends; dropped');
     }
+  }
+
+  private checkedReply(h: Header, packet: Buffer): void {
+    const deliver = (replacement: void | Buffer): void => this.toClient(replacement ? withPayload(packet, replacement) : packet);
+    const refused = (e: unknown): void => {
+      this.streams.delete(h.serial);
+      this.refuse(h, e);
+    };
+    let outcome: void | Buffer | Promise<void | Buffer>;
+    try {
+      outcome = this.checkReply!({ proc: h.proc, serial: h.serial, error: h.status === MessageStatus.ERROR, payload: packet.subarray(PAYLOAD_OFFSET) });
+    } catch (e) {
+      refused(e);
+      return;
+    }
+    if (outcome instanceof Promise) this.waitUpstream(outcome.then(deliver, refused));
+    else deliver(outcome);
+  }
+
+  private checkedEvent(h: Header, packet: Buffer): void {
+    const deliver = (allowed: boolean): void => {
+      if (allowed) this.toClient(packet);
+      else this.log.debug({ event: 'gateway.event.hidden', proc: h.proc }, 'event about an object the client may not see; dropped');
+    };
+    const failed = (e: unknown): void => this.log.warn({ event: 'access.event.failed', proc: h.proc, err: (e as Error)?.message ?? String(e) }, 'event not delivered: its access check failed');
+    let outcome: boolean | Promise<boolean>;
+    try {
+      outcome = this.checkEvent!({ proc: h.proc, payload: packet.subarray(PAYLOAD_OFFSET) });
+    } catch (e) {
+      failed(e);
+      return;
+    }
+    if (outcome instanceof Promise) this.waitUpstream(outcome.then(deliver, failed));
+    else deliver(outcome);
+  }
+
+  /** Holds the upstream's later packets until `done` settles, then passes them on in order. */
+  private waitUpstream(done: Promise<void>): void {
+    this.upstreamChecking = true;
+    this.upstream.holdInput();
+    void done.then(() => {
+      this.upstreamChecking = false;
+      this.upstream.releaseInput();
+      while (!this.upstreamChecking && this.upstreamQueued.length > 0 && !this.ended) {
+        const next = this.upstreamQueued.shift()!;
+        this.fromUpstream(next.header, next.packet);
+      }
+    });
   }
 
   /** Marks the call of a reply answered; false (and the reply dropped) when there is none. */

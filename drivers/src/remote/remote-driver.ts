@@ -39,7 +39,7 @@ export type AuthSchemeName = 'none' | 'sasl' | 'polkit' | (string & {});
 export interface RemoteDriverOptions {
   /** Providers available to the client (resolved lazily, so plugins registered later count). */
   providers: () => readonly AuthProvider[];
-  /** Order in which the client prefers the auth schemes a server offers. */
+  /** Order in which the client prefers the auth schemes a server offers; default: by each provider's priority. */
   authPriority?: readonly AuthSchemeName[];
   /** Keepalive the client runs once the server says it supports it; false disables. */
   keepalive?: { interval: number; count: number } | false;
@@ -47,7 +47,20 @@ export interface RemoteDriverOptions {
   connectTimeoutMs?: number;
 }
 
-const DEFAULT_PRIORITY: readonly AuthSchemeName[] = ['sasl', 'polkit', 'none'];
+/** A provider without a priority of its own ranks below sasl and polkit and above none. */
+const DEFAULT_SCHEME_PRIORITY = 100;
+
+/**
+ * The offered scheme this client prefers: registered providers with a client half by their
+ * priority, ties in the server's order. `none` needs no client half.
+ */
+export function preferredScheme(providers: readonly AuthProvider[], offered: readonly number[]): number | undefined {
+  const usable = offered
+    .map((type, order) => ({ type, order, provider: providers.find((p) => p.type === type && (p.client || type === AuthType.NONE)) }))
+    .filter((o) => o.provider !== undefined);
+  usable.sort((a, b) => (b.provider!.priority ?? DEFAULT_SCHEME_PRIORITY) - (a.provider!.priority ?? DEFAULT_SCHEME_PRIORITY) || a.order - b.order);
+  return usable[0]?.type;
+}
 
 function remoteError(code: number, detail: string): VirError {
   return new VirError({ code, domain: ErrorDomain.REMOTE, detail });
@@ -134,9 +147,9 @@ export class RemoteDriver implements Driver {
       chosen = wanted;
     } else {
       if (offered.length === 0) return;
-      const priority = this.opts.authPriority ?? DEFAULT_PRIORITY;
-      const byName = new Map(providers.map((p) => [p.name, p.type]));
-      const pick = priority.map((n) => byName.get(n)).find((t) => t !== undefined && offered.includes(t));
+      const pick = this.opts.authPriority
+        ? this.opts.authPriority.map((n) => providers.find((p) => p.name === n)?.type).find((t) => t !== undefined && offered.includes(t))
+        : preferredScheme(providers, offered);
       if (pick === undefined) {
         throw remoteError(ErrorCode.AUTH_FAILED, `unsupported authentication type ${offered[0]}`);
       }
