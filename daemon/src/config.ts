@@ -110,7 +110,7 @@ export function defaultConfig(): DaemonConfig {
 
 /** The keys buildConfig reads itself (the rest are left in `extra` for plugins). */
 export const DAEMON_CONFIG_KEYS: readonly string[] = [
-  'unix_sock_dir', 'unix_sock_group', 'unix_sock_rw_perms', 'unix_sock_ro_perms', 'auth_unix_rw', 'auth_unix_ro',
+  'unix_sock_dir', 'unix_sock_group', 'unix_sock_rw_perms', 'unix_sock_ro_perms', 'unix_sock_admin_perms', 'auth_unix_rw', 'auth_unix_ro',
   'listen_tcp', 'listen_addr', 'tcp_port', 'auth_tcp', 'listen_tls', 'tls_port', 'auth_tls', 'key_file', 'cert_file',
   'ca_file', 'crl_file', 'tls_allowed_dn_list', 'auth_timeout', 'relay_max_timeout', 'relay_max_requests_per_open',
   'max_clients', 'max_queued_clients', 'max_anonymous_clients', 'max_client_requests', 'keepalive_interval',
