@@ -32,6 +32,20 @@ async function startDaemon(t: import('ava').ExecutionContext, config: DaemonConf
 
 const authList = (rpc: RpcConnection) => callRemote(rpc, RemoteProc.AUTH_LIST, xdr.xvoid, undefined, remote.authListRet);
 
+/** Resolves once the server has logged `count` clients held unread at its limits. */
+function heldByServer(log: JsonSink, count: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const deadline = setTimeout(() => reject(new Error(`${count} client(s) were not held`)), 30_000);
+    const check = () => {
+      if (log.events('client.waiting').length >= count) {
+        clearTimeout(deadline);
+        resolve();
+      } else setTimeout(check, 20);
+    };
+    check();
+  });
+}
+
 test('unix_sock_group owns both sockets; an unknown group stops the daemon', async (t) => {
   const dir = await tempDir(t);
   const root = process.getuid?.() === 0;
@@ -95,21 +109,28 @@ test('max_clients counts the clients of every listener together; one over it wai
     answered = true;
     return r;
   });
-  await new Promise<void>((resolve, reject) => {
-    const deadline = setTimeout(() => reject(new Error('the third client was not held')), 30_000);
-    const check = () => {
-      if (log.events('client.waiting').length > 0) {
-        clearTimeout(deadline);
-        resolve();
-      } else setTimeout(check, 20);
-    };
-    check();
-  });
+  await heldByServer(log, 1);
   t.false(answered, 'a client over max_clients is not served');
   t.false(third.closed, 'nor closed');
   // One leaves: the held client is served, without connecting again.
   ro.close(null);
   t.deepEqual((await thirdCall).types, [AuthType.NONE]);
+});
+
+test('beyond max_clients only max_queued_clients wait; one more is closed at once', async (t) => {
+  const dir = await tempDir(t);
+  const { log } = await startDaemon(t, { ...defaultConfig(), unixSockDir: dir, maxClients: 1, maxQueuedClients: 1 });
+  const first = await connect(t, join(dir, 'virtauth-sock'));
+  await authList(first);
+  const held = await connect(t, join(dir, 'virtauth-sock'));
+  const heldCall = authList(held);
+  await heldByServer(log, 1);
+  const refused = await connect(t, join(dir, 'virtauth-sock-ro'));
+  await refused.whenClosed();
+  t.true(log.events('client.refused').some((r) => r.reason === 'queue full'));
+  t.false(held.closed, 'the queued client is kept');
+  first.close(null);
+  t.deepEqual((await heldCall).types, [AuthType.NONE]);
 });
 
 test('a client queued behind max_anonymous_clients waits no longer than auth_timeout, counted from its accept', async (t) => {
