@@ -169,10 +169,7 @@ export class RelayChannel {
   /** Asks the client; resolves once every credential has a result, or rejects with a VirError. */
   request(req: ChannelRequest): Promise<void> {
     const caps = this.capabilities;
-    if (!caps) {
-      const types = req.credentials.map((c) => credentialTypeName(c.type)).join(', ');
-      return Promise.reject(relayError(RelayStatus.UNAVAILABLE, `${describeRequester(req)} needs ${types}, but the client cannot answer relayed credential requests (it did not enable the credential relay)`));
-    }
+    if (!caps) return Promise.reject(relayNotEnabledError(req));
     if (this.isClosed) return Promise.reject(relayError(RelayStatus.CANCELLED, 'the client disconnected'));
     if (req.signal?.aborted) return Promise.reject(abortError(req.signal.reason));
     if (req.cancel?.cancelled) return Promise.reject(abortError(req.cancel.reason));
@@ -275,6 +272,12 @@ export class RelayChannel {
     for (let i = 0; i < creds.length; i++) creds[i]!.result = a.results[i]!;
     return null;
   }
+}
+
+/** Why a request fails on a connection whose client did not enable the credential relay. */
+export function relayNotEnabledError(req: Pick<ChannelRequest, 'service' | 'host' | 'origin' | 'credentials'>): VirError {
+  const types = req.credentials.map((c) => credentialTypeName(c.type)).join(', ');
+  return relayError(RelayStatus.UNAVAILABLE, `${describeRequester(req)} needs ${types}, but the client cannot answer relayed credential requests (it did not enable the credential relay)`);
 }
 
 /** Calls `listener` with the signal's reason when it aborts; returns its removal. */
