@@ -25,6 +25,8 @@ export async function spawnVirtauthd(configFile, dir, ready) {
     return {
       found,
       pid: child.pid,
+      /** Bytes virtauthd has written to stderr (its log) so far. */
+      logBytes: () => Buffer.byteLength(stderr),
       async stop() {
         child.kill('SIGTERM');
         await exited;

@@ -7,6 +7,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import fs from 'node:fs';
+import { once } from 'node:events';
 import * as x from '../src/xdr/codec.js';
 import { XdrReader } from '../src/xdr/codec.js';
 import { RpcConnection, type CallHandler } from '../src/rpc/connection.js';
@@ -562,6 +563,171 @@ test('handlers that throw synchronously do not take the connection down', async 
   try {
     await t.throwsAsync(client.call(PROG, VERS, 1, x.xvoid, undefined, x.int), { message: 'internal error: bad state' });
     t.is(await client.call(PROG, VERS, 2, x.xvoid, undefined, x.int), 1);
+  } finally {
+    await dispose();
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// A peer that sends and never reads (issue 10, item 5)
+
+const CALL_SIZE = 28;
+const REPLY_PAYLOAD = Buffer.alloc(256, 0x5a);
+const bigReply = { codec: x.fixedOpaque(REPLY_PAYLOAD.length), value: REPLY_PAYLOAD };
+const REPLY_SIZE = 28 + REPLY_PAYLOAD.length;
+
+/** `count` void calls (28 bytes each) with serials 0..count-1, as one buffer. */
+function manyCalls(count: number): Buffer {
+  const one = callPacket({ serial: 0 });
+  const out = Buffer.allocUnsafe(count * one.length);
+  for (let n = 0; n < count; n++) {
+    one.copy(out, n * one.length);
+    out.writeUInt32BE(n, n * one.length + 20);
+  }
+  return out;
+}
+
+/**
+ * Resolves once the server's socket has stayed paused for `quietMs` (the connection stopped
+ * reading); fails if that has not happened within 20 s.
+ */
+async function stopsReading(socket: net.Socket, quietMs = 400): Promise<void> {
+  const deadline = performance.now() + 20_000;
+  const within = <T>(p: Promise<T>, ms: number, fallback: T) => {
+    let timer: NodeJS.Timeout | undefined;
+    return Promise.race([p, new Promise<T>((resolve) => (timer = setTimeout(() => resolve(fallback), ms)))]).finally(() => clearTimeout(timer));
+  };
+  while (performance.now() < deadline) {
+    if (!socket.isPaused() && !(await within(once(socket, 'pause').then(() => true), deadline - performance.now(), false))) break;
+    const resumed = await within(once(socket, 'resume').then(() => true), quietMs, false);
+    if (!resumed) return;
+  }
+  throw new Error('the server kept reading');
+}
+
+/** A server connection on one end of a unix socket and a raw socket on the other that does not read yet. */
+async function unreadPeer(setup: (server: RpcConnection) => void, opts: ConstructorParameters<typeof RpcConnection>[1] = {}) {
+  let resolveServer!: (c: { conn: RpcConnection; serverSocket: net.Socket }) => void;
+  const ready = new Promise<{ conn: RpcConnection; serverSocket: net.Socket }>((resolve) => (resolveServer = resolve));
+  const l = await listen((s) => {
+    const conn = new RpcConnection(s, opts);
+    setup(conn);
+    resolveServer({ conn, serverSocket: s });
+  });
+  const socket = await connectSocket(l.path);
+  socket.on('error', () => {});
+  const server = await ready;
+  return {
+    ...server,
+    socket,
+    /** Starts reading; resolves once `count` packets have come, with their serials. */
+    readPackets(count: number): Promise<number[]> {
+      const serials: number[] = [];
+      const framer = new PacketFramer();
+      return new Promise((resolve) => {
+        socket.on('data', (chunk) => {
+          framer.push(chunk, (p) => serials.push(p.readUInt32BE(20)));
+          if (serials.length >= count) resolve(serials);
+        });
+      });
+    },
+    async dispose() {
+      socket.destroy();
+      server.conn.close();
+      await l.close();
+    },
+  };
+}
+
+test('a peer that sends calls and never reads stops being read; once it reads, every call is answered in order', async (t) => {
+  let handled = 0;
+  const peer = await unreadPeer((server) =>
+    server.setCallHandler(() => {
+      handled++;
+      return bigReply;
+    }),
+  );
+  try {
+    const count = Math.floor((4 << 20) / CALL_SIZE); // 4 MiB of calls, each answered with 284 bytes
+    peer.socket.write(manyCalls(count));
+    await stopsReading(peer.serverSocket);
+    const taken = peer.serverSocket.bytesRead;
+    // The kernel holds some replies (the socket buffers); past those, the server stops reading.
+    t.true(taken < 1 << 20, `the server read ${taken} bytes of ${count * CALL_SIZE}`);
+    t.true(handled < count / 4, `${handled} of ${count} calls were handled`);
+    t.true(peer.conn.unsentBytes <= 65536 + 5 * REPLY_SIZE, `${peer.conn.unsentBytes} bytes wait to be sent`);
+
+    const serials = await peer.readPackets(count);
+    t.is(serials.length, count);
+    t.true(serials.every((s, n) => s === n), 'replies in call order');
+    t.is(handled, count);
+  } finally {
+    await peer.dispose();
+  }
+});
+
+test('once a peer stops reading, a call counts against maxConcurrentCalls until its reply has left, not until its handler returns', async (t) => {
+  let handled = 0;
+  // An output bound too large to matter: only the count of calls in flight holds input back.
+  const peer = await unreadPeer(
+    (server) =>
+      server.setCallHandler(() => {
+        handled++;
+        return bigReply;
+      }),
+    { maxConcurrentCalls: 5, maxUnsentBytes: 1 << 30 },
+  );
+  try {
+    const count = Math.floor((2 << 20) / CALL_SIZE);
+    peer.socket.write(manyCalls(count));
+    await stopsReading(peer.serverSocket);
+    t.true(handled < count / 4, `${handled} of ${count} calls were handled`);
+    // Replies queued behind less than the high-water mark leave in the same turn while a peer
+    // reads; past it, at most the 5 replies of the calls in flight are added.
+    const highWaterMark = peer.conn.stream.writableHighWaterMark;
+    t.true(peer.conn.unsentBytes <= highWaterMark + 5 * REPLY_SIZE, `${peer.conn.unsentBytes} bytes wait in the process`);
+    t.is((await peer.readPackets(count)).length, count);
+  } finally {
+    await peer.dispose();
+  }
+});
+
+test('a PING flood from a peer that never reads gets PONGs up to the output bound only', async (t) => {
+  const peer = await unreadPeer(() => {});
+  try {
+    const count = Math.floor((4 << 20) / ping.length);
+    const flood = Buffer.allocUnsafe(count * ping.length);
+    for (let n = 0; n < count; n++) ping.copy(flood, n * ping.length);
+    peer.socket.write(flood);
+    await stopsReading(peer.serverSocket);
+    const taken = peer.serverSocket.bytesRead;
+    t.true(taken < 2 << 20, `the server read ${taken} bytes of ${flood.length}`);
+    t.true(peer.conn.outputBlocked, 'reading stopped for unsent output');
+    t.true(peer.conn.unsentBytes <= 65536 + ping.length, `${peer.conn.unsentBytes} bytes of PONGs wait to be sent`);
+    t.is((await peer.readPackets(count)).length, count, 'every PING is answered once the peer reads');
+    t.false(peer.conn.outputBlocked);
+  } finally {
+    await peer.dispose();
+  }
+});
+
+test('holdInput stops taking packets until releaseInput', async (t) => {
+  let handled = 0;
+  const { client, server, dispose } = await pair((s) =>
+    s.setCallHandler((_h, body) => {
+      handled++;
+      return { codec: intRet, value: intArgs.decode(body) };
+    }),
+  );
+  try {
+    server.holdInput();
+    const reply = client.call(PROG, VERS, 7, intArgs, { n: 42 }, intRet);
+    // Give the call time to arrive: it must stay unread.
+    await new Promise((r) => setTimeout(r, 100));
+    t.is(handled, 0);
+    server.releaseInput();
+    t.deepEqual(await reply, { n: 42 });
+    t.is(handled, 1);
   } finally {
     await dispose();
   }

@@ -142,6 +142,26 @@ test('a partial packet is held until it completes', (t) => {
   t.is(framer.pending, 0);
 });
 
+test('a sink that returns false holds the rest, whole or split, until resume', (t) => {
+  const packets = [call(1, 1), call(2, 2, Buffer.alloc(8, 7)), call(3, 3), call(4, 4)];
+  const stream = Buffer.concat(packets);
+  // Stop after each packet; the rest arrives in two chunks split inside the third packet.
+  for (const split of [0, 30, 50, 60, stream.length]) {
+    const framer = new PacketFramer();
+    const out: Buffer[] = [];
+    const takeOne = (p: Buffer) => {
+      out.push(Buffer.from(p));
+      return false;
+    };
+    framer.push(stream.subarray(0, split), takeOne);
+    if (split < stream.length) framer.push(stream.subarray(split), takeOne);
+    t.true(out.length <= 2, `split ${split}: one packet per push at most`);
+    for (let n = 0; n < packets.length && out.length < packets.length; n++) framer.resume(takeOne);
+    t.deepEqual(out.map(hex), packets.map(hex), `split ${split}`);
+    t.is(framer.pending, 0);
+  }
+});
+
 test('property: any chunking of any packet sequence reproduces the packets', (t) => {
   const packetArb = fc.tuple(fc.nat(500), fc.nat(), fc.uint8Array({ maxLength: 64 })).map(([proc, serial, p]) => call(proc, serial >>> 0, Buffer.from(p)));
   fc.assert(

@@ -8,3 +8,4 @@ export { relayExtension, type RelaySettings } from './relay-extension.js';
 export * from './uri-allow-list.js';
 export * from './config-keys.js';
 export { parseUpstreamList, upstreamFor, startPassThrough, type UpstreamRoute } from './gateway.js';
+export * from './peer-fault-log.js';

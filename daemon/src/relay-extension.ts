@@ -56,14 +56,20 @@ export function relayExtension(settings: RelaySettings): DaemonExtension {
   return {
     onSession(session) {
       // ANSWER is a one-way message: the first answer to a waiting request is applied; a stray
-      // or replayed one is dropped and logged (never its values).
+      // or replayed one is dropped and logged (never its values), within the connection's budget
+      // of such lines. A client that did not enable the relay has nothing to answer: its ANSWERs
+      // are dropped before any decoding.
       session.rpc.onProgramMessage(RELAY_PROGRAM, (h, body) => {
         if (h.proc !== RelayProc.ANSWER) return;
+        if (!channel.enabled) {
+          session.peerFaults.warn({ event: 'relay.answer.rejected', reason: 'the credential relay is not enabled on this connection' }, 'relay answer dropped');
+          return;
+        }
         let args: p.RelayAnswerArgs;
         try {
           args = p.relayAnswerArgs.decode(body);
         } catch (e) {
-          session.log.warn({ event: 'relay.answer.rejected', reason: `undecodable: ${(e as Error).message}` }, 'malformed relay answer');
+          session.peerFaults.warn({ event: 'relay.answer.rejected', reason: `undecodable: ${(e as Error).message}` }, 'malformed relay answer');
           return;
         }
         try {
@@ -71,7 +77,7 @@ export function relayExtension(settings: RelaySettings): DaemonExtension {
           if (!channel) throw new VirError({ code: ErrorCode.OPERATION_INVALID, domain: ErrorDomain.AUTH, detail: `relay answer for request ${args.id}, which is not waiting for one (the client never enabled the credential relay)` });
           channel.answer(args);
         } catch (e) {
-          session.log.warn({ event: 'relay.answer.rejected', id: args.id, reason: (e as Error).message }, 'relay answer rejected');
+          session.peerFaults.warn({ event: 'relay.answer.rejected', id: args.id, reason: (e as Error).message }, 'relay answer rejected');
         }
       });
     },

@@ -19,6 +19,7 @@ import {
   VirError,
   createDispatcher,
   makeCredentialRequester,
+  PACKET_MAX,
   parseUri,
   selectDriver,
   globMatch,
@@ -39,6 +40,12 @@ import { allChecks, startPassThrough, upstreamFor } from './gateway.js';
 import type { CallCheck } from '@virtauth/drivers';
 import { ClientSession } from './session.js';
 import { UriAllowList } from './uri-allow-list.js';
+
+/**
+ * The largest packet an unauthenticated client may send: the biggest pre-auth call is a SASL step
+ * (64 KiB of data); the rest of what is allowed leaves room for the header and a mechanism name.
+ */
+export const PRE_AUTH_PACKET_MAX = 128 * 1024;
 
 export interface ListenerSpec {
   kind: TransportKind;
@@ -338,11 +345,16 @@ export class VirtauthServer {
       transport.localAddress = `${socket.localAddress};${socket.localPort}`;
       transport.remoteAddress = `${socket.remoteAddress};${socket.remotePort}`;
     }
-    const rpc = new RpcConnection(socket, { maxConcurrentCalls: this.config.maxClientRequests });
-    const log = this.log.child({ conn: rpc.id, transport: spec.kind }) as Logger & ClientSession['log'];
     const anonymous = spec.auth !== AuthType.NONE;
+    // Before authentication only small procedures can be called: a client cannot make us buffer
+    // libvirt's 32 MiB packets until it has authenticated.
+    const rpc = new RpcConnection(socket, { maxConcurrentCalls: this.config.maxClientRequests, ...(anonymous ? { maxPacketBytes: PRE_AUTH_PACKET_MAX } : {}) });
+    const log = this.log.child({ conn: rpc.id, transport: spec.kind }) as Logger & ClientSession['log'];
     if (anonymous) this.anonymous++;
-    const session = new ClientSession(rpc, transport, spec.auth, spec.readOnly, log, () => this.releaseAnonymous());
+    const session = new ClientSession(rpc, transport, spec.auth, spec.readOnly, log, () => {
+      rpc.setMaxPacketBytes(PACKET_MAX);
+      this.releaseAnonymous();
+    });
     if (tlsDn !== undefined) session.identity.tlsDistinguishedName = tlsDn;
     if (anonymous && this.config.authTimeout > 0) {
       const timer = setTimeout(() => {
@@ -355,9 +367,10 @@ export class VirtauthServer {
     }
     this.sessions.add(session);
     rpc.setCallHandler(createDispatcher(this.programs, { context: session, isAuthenticated: () => session.authenticated }));
-    rpc.on('protocolError', (e: Error) => log.warn({ event: 'protocol.error', err: e.message }, 'malformed input from client'));
+    rpc.on('protocolError', (e: Error) => session.peerFaults.warn({ event: 'protocol.error', err: e.message }, 'malformed input from client'));
     rpc.whenClosed().then(async (reason) => {
       this.sessions.delete(session);
+      session.peerFaults.flush();
       if (anonymous && !session.authenticated) this.releaseAnonymous();
       log.debug({ event: 'client.closed', reason: reason?.message }, 'client disconnected');
       await session.dispose();

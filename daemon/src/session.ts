@@ -13,6 +13,7 @@ import {
   type ServerAuthContext,
   type TransportInfo,
 } from '@virtauth/core';
+import { PeerFaultLog } from './peer-fault-log.js';
 
 export class ClientSession implements ServerAuthContext {
   readonly state = new Map<string, unknown>();
@@ -21,6 +22,8 @@ export class ClientSession implements ServerAuthContext {
   /** Set while CONNECT_OPEN runs, so a second one is refused and relays know an open is pending. */
   opening: AbortController | null = null;
   driverConn: DriverConnection | null = null;
+  /** Warnings about this client's malformed input, rate-limited. */
+  readonly peerFaults: PeerFaultLog;
   /** Resources to release when the connection goes (relay channels, timers). */
   private readonly cleanups: (() => void)[] = [];
 
@@ -33,6 +36,7 @@ export class ClientSession implements ServerAuthContext {
     private readonly onAuthenticated: (session: ClientSession) => void,
   ) {
     this.authed = socketAuth === 0;
+    this.peerFaults = new PeerFaultLog(log);
     if (transport.peer) {
       this.identity.unixUid = transport.peer.uid;
       this.identity.unixGid = transport.peer.gid;

@@ -12,3 +12,4 @@ export { InMemoryUserDatabase } from './userdb/in-memory-user-database.js';
 export { AuthConfig, AuthConfCredentialSource, findAuthConfPath, loadAuthConfSource, SYSTEM_AUTH_CONF_PATH } from './credentials/auth-conf.js';
 export { createConsoleAuth, describeOrigin, describeRelayedRequest, RELAYED_PROMPT_MARK, CONSOLE_CREDENTIAL_TYPES, type ConsoleAuthOptions } from './credentials/console-prompter.js';
 export * from './oauthbearer/index.js';
+export { FailureThrottle, failureSource, addressNetwork, type FailureThrottleOptions, type ThrottleClock } from './sasl/failure-throttle.js';

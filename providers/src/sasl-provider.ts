@@ -22,6 +22,7 @@ import {
   type UserDatabase,
 } from '@virtauth/core';
 import { channelBindingFor } from './sasl/channel-binding.js';
+import { FailureThrottle, failureSource, type ThrottleClock } from './sasl/failure-throttle.js';
 
 /** The most SASL round trips a client or server goes through before giving up. */
 const MAX_SASL_ROUNDS = 16;
@@ -54,11 +55,20 @@ export interface SaslServerOptions {
   allowedUsernames?: readonly string[] | null;
   /** Failures a connection may make before it is closed. */
   maxFailuresPerConnection?: number;
-  /** Failures per user name within `failureWindowMs` before that name is refused outright. */
+  /**
+   * Failures of one user name from one source (unix uid, TCP address, TLS certificate) within
+   * `failureWindowMs` before that name is refused from that source; other sources are not.
+   */
   maxFailuresPerUser?: number;
   failureWindowMs?: number;
-  /** Delay added to a failure reply, doubled per failure on the connection, capped at 8 s. */
+  /**
+   * Delay added to a failure reply, doubled per failure of the user name from its source (or on
+   * the connection), capped at 32 times itself and 8 s. Answers to that name from that source
+   * wait it out, so parallel connections do not guess faster.
+   */
   failureDelayMs?: number;
+  /** The throttle's clock (tests). */
+  throttleClock?: ThrottleClock;
 }
 
 type ServerState =
@@ -67,39 +77,6 @@ type ServerState =
 
 interface ConnectionFailures {
   count: number;
-}
-
-/** Throttles repeated failures, per connection and per user name. */
-class FailureThrottle {
-  private readonly perUser = new Map<string, number[]>();
-
-  constructor(private readonly opts: Required<Pick<SaslServerOptions, 'maxFailuresPerConnection' | 'maxFailuresPerUser' | 'failureWindowMs' | 'failureDelayMs'>>) {}
-
-  isUserLocked(name: string): boolean {
-    return this.recent(name).length >= this.opts.maxFailuresPerUser;
-  }
-
-  private recent(name: string): number[] {
-    const now = Date.now();
-    const list = (this.perUser.get(name) ?? []).filter((t) => now - t < this.opts.failureWindowMs);
-    if (list.length) this.perUser.set(name, list);
-    else this.perUser.delete(name);
-    return list;
-  }
-
-  /** Records a failure; returns the delay before replying and whether to drop the connection. */
-  record(conn: ConnectionFailures, name: string | undefined): { delayMs: number; close: boolean } {
-    conn.count++;
-    if (name !== undefined) {
-      const list = this.recent(name);
-      list.push(Date.now());
-      this.perUser.set(name, list);
-      // Bounded memory: forget the oldest names first when too many are tracked.
-      if (this.perUser.size > 10000) this.perUser.delete(this.perUser.keys().next().value!);
-    }
-    const delayMs = Math.min(this.opts.failureDelayMs * 2 ** (conn.count - 1), 8000);
-    return { delayMs, close: conn.count >= this.opts.maxFailuresPerConnection };
-  }
 }
 
 export class SaslAuthProvider implements AuthProvider {
@@ -192,11 +169,12 @@ export class SaslAuthProvider implements AuthProvider {
   }
 
   private buildServer(opts: SaslServerOptions): ServerAuthProvider {
+    const maxFailuresPerConnection = opts.maxFailuresPerConnection ?? 5;
     const throttle = new FailureThrottle({
-      maxFailuresPerConnection: opts.maxFailuresPerConnection ?? 5,
-      maxFailuresPerUser: opts.maxFailuresPerUser ?? 10,
-      failureWindowMs: opts.failureWindowMs ?? 60000,
-      failureDelayMs: opts.failureDelayMs ?? 250,
+      maxFailures: opts.maxFailuresPerUser ?? 10,
+      windowMs: opts.failureWindowMs ?? 60000,
+      baseDelayMs: opts.failureDelayMs ?? 250,
+      ...(opts.throttleClock ? { clock: opts.throttleClock } : {}),
     });
     const failuresOf = (ctx: ServerAuthContext): ConnectionFailures => {
       let f = ctx.state.get('sasl.failures') as ConnectionFailures | undefined;
@@ -205,10 +183,12 @@ export class SaslAuthProvider implements AuthProvider {
     };
     const fail = async (ctx: ServerAuthContext, reason: string, user?: string): Promise<never> => {
       ctx.state.delete(STATE_KEY);
-      const verdict = throttle.record(failuresOf(ctx), user);
-      ctx.log.warn({ event: 'auth.sasl.failed', reason, user, failures: failuresOf(ctx).count }, 'SASL authentication failed');
-      await new Promise((r) => setTimeout(r, verdict.delayMs));
-      if (verdict.close) {
+      const failures = failuresOf(ctx);
+      failures.count++;
+      const delayMs = throttle.recordFailure(failureSource(ctx.transport), user, failures.count);
+      ctx.log.warn({ event: 'auth.sasl.failed', reason, user, failures: failures.count }, 'SASL authentication failed');
+      await throttle.clock.sleep(delayMs);
+      if (failures.count >= maxFailuresPerConnection) {
         ctx.log.warn({ event: 'auth.sasl.too_many_failures' }, 'closing a connection after repeated authentication failures');
         ctx.closeAfterReply();
       }
@@ -241,7 +221,10 @@ export class SaslAuthProvider implements AuthProvider {
       if (opts.allowedUsernames && !opts.allowedUsernames.some((g) => globMatch(g, username))) {
         return fail(ctx, 'user name not in sasl_allowed_username_list', username);
       }
-      if (throttle.isUserLocked(username)) return fail(ctx, 'user is locked out after repeated failures', username);
+      const source = failureSource(ctx.transport);
+      if (throttle.isRefused(source, username)) return fail(ctx, 'user is locked out from this source after repeated failures', username);
+      // Recent failures of this name from this source delay even the right password (bounded).
+      await throttle.clock.sleep(throttle.waitFor(source, username));
       ctx.state.delete(STATE_KEY);
       // Which mechanism won matters to operators (e.g. whether channel binding was used).
       ctx.log.info({ event: 'auth.sasl.succeeded', mechanism: state.mechanism, user: username }, 'SASL authentication succeeded');

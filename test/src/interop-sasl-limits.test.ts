@@ -107,7 +107,7 @@ interopTest.serial('throttling: failure replies are delayed, doubling; the conne
   t.is(await loginOutcome(theirs, alicePassword), 'ok');
 });
 
-test.serial('throttling: a user name with sasl_max_failures_per_user recent failures is refused even with the right password', async (t) => {
+test.serial('throttling: a user name with sasl_max_failures_per_user recent failures from this source is refused from it even with the right password', async (t) => {
   const daemon = await TestVirtauthd.start({ users: { alice: alicePassword, bob: 'bob-Pa55-l1m1ts' }, settings: { sasl_max_failures_per_user: 2, sasl_failure_window: 60 } });
   t.teardown(() => daemon.stop());
   for (let attempt = 0; attempt < 2; attempt++) {
@@ -116,7 +116,7 @@ test.serial('throttling: a user name with sasl_max_failures_per_user recent fail
     client.close();
   }
   const locked = await RawClient.connect(daemon.uri());
-  t.deepEqual(await loginOutcome(locked, alicePassword), serverRefusal, 'alice is locked out for the window');
+  t.deepEqual(await loginOutcome(locked, alicePassword), serverRefusal, 'alice is locked out from this source (uid 0) for the window');
   locked.close();
   t.regex(String(daemon.events('auth.sasl.failed').at(-1)?.reason), /locked out/);
 

@@ -534,7 +534,12 @@ test.serial('wire: a stray or replayed ANSWER is rejected; each request is answe
     t.is(logged.id, id, why);
     t.regex(String(logged.reason), new RegExp(`relay answer for request ${id}, which is not waiting for one`), why);
   };
-  await expectRejected(1, 'an answer before anything was asked');
+  // Before the client enables the relay nothing can be waiting: the answer is dropped undecoded.
+  answer(1, ['root']);
+  rejections++;
+  const early = await waitFor(() => world.b.log.events('relay.answer.rejected').slice(rejectedB)[0], 2000, 'an answer before the relay was enabled');
+  t.is(early.id, undefined, 'not decoded, so no id');
+  t.regex(String(early.reason), /not enabled on this connection/);
 
   const requests: p.RelayRequestMsg[] = [];
   const cancels: unknown[] = [];
@@ -576,6 +581,44 @@ test.serial('wire: a stray or replayed ANSWER is rejected; each request is answe
   t.deepEqual(audit.map((r) => [r.id, r.outcome]), [[first.id, 'OK'], [second.id, 'OK']], 'each request answered exactly once');
   t.deepEqual(cancels, []);
   await assertNothingWaiting(t, null);
+});
+
+test.serial('deadline: a raw client that enables the relay, never answers and ignores deadlines gets CANCEL TIMED_OUT from the daemon, and the open ends', async (t) => {
+  const auditB = world.b.audits().length;
+  const raw = await RawClient.connect(`test+unix:///default?socket=${world.b.socket}`);
+  t.teardown(() => raw.close());
+  await raw.login({ authname: 'alice', passphrase: ALICE_PASSWORD, mechanism: 'SCRAM-SHA-256' });
+  const requests: p.RelayRequestMsg[] = [];
+  const cancels: ReturnType<typeof p.relayCancelMsg.decode>[] = [];
+  let cancelled!: () => void;
+  const cancelCame = new Promise<void>((resolve) => (cancelled = resolve));
+  // This client keeps no timer of its own: only the daemon's deadline can end the wait.
+  raw.rpc.onProgramMessage(RELAY_PROGRAM, (h, body) => {
+    if (h.proc === RelayProc.REQUEST) requests.push(p.relayRequestMsg.decode(body));
+    if (h.proc === RelayProc.CANCEL) {
+      cancels.push(p.relayCancelMsg.decode(body));
+      cancelled();
+    }
+  });
+  const timeoutMs = 300;
+  await raw.rpc.call(RELAY_PROGRAM, RELAY_PROTOCOL_VERSION, RelayProc.ENABLE, p.relayEnableArgs, { cred_types: [AUTHNAME, PASSPHRASE], person_present: 1, timeout_ms: timeoutMs, max_requests: 8 }, p.relayEnableRet);
+  const started = performance.now();
+  const open = virErrorOf(raw.call(RemoteProc.CONNECT_OPEN, remote.connectOpenArgs, { name: xenDriverUri(), flags: 0 }, xdr.xvoid));
+
+  let giveUp: NodeJS.Timeout | undefined;
+  const noCancel = new Promise<never>((_, reject) => (giveUp = setTimeout(() => reject(new Error('no CANCEL from the daemon within 10 s: its deadline never fired')), 10_000)));
+  await Promise.race([cancelCame, noCancel]).finally(() => clearTimeout(giveUp));
+  const elapsed = performance.now() - started;
+  t.is(requests.length, 1);
+  t.deepEqual(cancels.map((c) => [c.id, c.status]), [[requests[0]!.id, RelayStatus.TIMED_OUT]]);
+  t.regex(cancels[0]!.message, new RegExp(`no answer from the client within \\d+ ms`));
+  t.true(elapsed >= timeoutMs - 20, `cancelled after ${elapsed.toFixed(0)} ms, the deadline was ${timeoutMs}`);
+  // The driver stopped waiting: the open fails with the relay's TIMED_OUT.
+  const e = await open;
+  t.is(e.int1, RelayStatus.TIMED_OUT, e.message);
+  t.deepEqual(auditsSince(world.b, auditB).map((r) => r.outcome), ['TIMED_OUT']);
+  // The connection is still there, answering calls.
+  t.is((await raw.call(RemoteProc.CONNECT_GET_HOSTNAME, xdr.xvoid, undefined, remote.connectGetHostnameRet).catch((err: VirError) => err)) instanceof VirError, true, 'no hypervisor open, but an answer');
 });
 
 interopTest.serial('old client: virsh never enables the relay; a XenAPI open on virtauthd fails at once naming the driver, host and credentials', ['virsh', 'sasl-scram'], async (t) => {

@@ -1,12 +1,18 @@
 // One RPC connection over a byte stream, usable from both ends: calls with serials matched to
 // replies (many in flight), dispatch of incoming calls with a per-connection concurrency bound,
 // MESSAGE packets routed by program, and keepalive. It knows nothing of any particular program.
+//
+// Input is read only while the connection can take more work: fewer calls than the bound are
+// running or waiting for their reply to leave (past a few KiB queued), and the peer is taking
+// what we send. A peer that
+// sends and never reads therefore stops being read, and costs at most the bound of unsent output
+// plus one socket read of held bytes, whatever it sends.
 
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { XdrReader, type Codec, xvoid } from '../xdr/codec.js';
 import { ErrorCode, ErrorDomain, VirError, rpcError } from '../errors.js';
-import { FramingError, PacketFramer } from './framer.js';
+import { FramingError, PacketFramer, type PacketSink } from './framer.js';
 import { encodePacket, errorPayload, errorToPayload, MessageStatus, MessageType, payloadToError, readHeader, type Header } from './packet.js';
 import { KEEPALIVE_PROGRAM, KEEPALIVE_VERSION, KeepaliveProc } from './keepalive.js';
 
@@ -26,10 +32,21 @@ export type MessageHandler = (header: Header, body: XdrReader) => void;
 export type PacketInterceptor = (header: Header, packet: Buffer) => void;
 
 export interface RpcConnectionOptions {
-  /** Calls dispatched at once; further input waits (the socket is paused). libvirt: 5. */
+  /**
+   * Calls dispatched at once; further input waits (the socket is paused). libvirt: 5. A call
+   * counts until its reply has left for the socket, or is queued behind less than the stream's
+   * high-water mark (16 KiB), which leaves in the same turn while the peer reads.
+   */
   maxConcurrentCalls?: number;
+  /**
+   * Bytes written and not yet taken by the socket (replies, PONGs, events) beyond which input
+   * stops until the peer has read them. Not below the stream's own high-water mark.
+   */
+  maxUnsentBytes?: number;
   /** Largest number of replies a client waits for at once. */
   maxPendingCalls?: number;
+  /** Largest packet accepted (default and most: libvirt's 32 MiB + 4); see setMaxPacketBytes. */
+  maxPacketBytes?: number;
 }
 
 interface PendingCall {
@@ -60,16 +77,25 @@ export class RpcConnection extends EventEmitter {
   private readonly pending = new Map<number, PendingCall>();
   private readonly messageHandlers = new Map<number, MessageHandler>();
   private readonly interceptors = new Map<number, PacketInterceptor>();
-  /** Reasons input is held (holdInput), besides the concurrency bound. */
-  private inputHolds = 0;
   private callHandler: CallHandler | null = null;
   private serial = 0;
+  /** Calls whose handler runs or whose reply has not left yet. */
   private inFlight = 0;
   private readonly maxConcurrent: number;
   private readonly maxPending: number;
-  private paused = false;
-  /** Calls that arrived beyond the concurrency bound, run in order as others finish. */
-  private readonly heldCalls: { header: Header; body: XdrReader }[] = [];
+  private readonly maxUnsent: number;
+  /** Unsent output is over the bound; cleared when the stream drains. */
+  private blockedOnOutput = false;
+  /** Holds taken with holdInput() (e.g. a forwarder whose other side is not reading). */
+  private inputHolds = 0;
+  private inputPaused = false;
+  /** Replies written whose write callback has not come yet. */
+  private repliesUnconfirmed = 0;
+  /** Of those, replies already released from inFlight because the stream had emptied. */
+  private repliesReleased = 0;
+  /** Bound once: the framer's sink and the write callback of a reply, without a closure each. */
+  private readonly packetSink: PacketSink = (packet) => this.takePacket(packet);
+  private readonly replyFlushed = (): void => this.replyConfirmed();
   private corked = false;
   private closedError: VirError | null = null;
   private isClosed = false;
@@ -83,6 +109,8 @@ export class RpcConnection extends EventEmitter {
     super();
     this.maxConcurrent = opts.maxConcurrentCalls ?? 5;
     this.maxPending = opts.maxPendingCalls ?? 65536;
+    this.maxUnsent = Math.max(opts.maxUnsentBytes ?? 65536, stream.writableHighWaterMark);
+    if (opts.maxPacketBytes !== undefined) this.framer.setMaxPacket(opts.maxPacketBytes);
     this.closedPromise = new Promise((r) => (this.resolveClosed = r));
     stream.on('data', (chunk: Buffer) => this.onData(chunk));
     stream.on('end', () => this.close(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: 'End of file while reading data: Input/output error' })));
@@ -90,6 +118,40 @@ export class RpcConnection extends EventEmitter {
       this.close(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: `Cannot recv data: ${SOCKET_ERROR_TEXT[e.code ?? ''] ?? e.message}`, cause: e })),
     );
     stream.on('close', () => this.close(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: 'Connection closed' })));
+    stream.on('drain', () => this.outputDrained());
+  }
+
+  /**
+   * Changes the largest packet accepted from now on: a length word above it closes the
+   * connection before anything is buffered for the packet.
+   */
+  setMaxPacketBytes(bytes: number): void {
+    this.framer.setMaxPacket(bytes);
+  }
+
+  /** Bytes written and not yet taken by the socket. */
+  get unsentBytes(): number {
+    return this.stream.writableLength;
+  }
+
+  /** True while the peer has not read enough of our output for us to read more of its input. */
+  get outputBlocked(): boolean {
+    return this.blockedOnOutput;
+  }
+
+  /**
+   * Stops reading until a matching releaseInput() (holds count), e.g. while the other side of
+   * a forwarder is not reading what this connection's packets become.
+   */
+  holdInput(): void {
+    this.inputHolds++;
+    this.pauseInput();
+  }
+
+  releaseInput(): void {
+    if (this.inputHolds === 0) return;
+    this.inputHolds--;
+    this.resumeInput();
   }
 
   get closed(): boolean {
@@ -127,16 +189,6 @@ export class RpcConnection extends EventEmitter {
     if (this.isClosed) return true;
     this.write(packet);
     return !this.stream.writableNeedDrain;
-  }
-
-  /** Stops reading input until as many releaseInput() calls (backpressure from elsewhere). */
-  holdInput(): void {
-    if (this.inputHolds++ === 0 && !this.paused) this.stream.pause();
-  }
-
-  releaseInput(): void {
-    if (this.inputHolds === 0) return;
-    if (--this.inputHolds === 0 && !this.paused && !this.isClosed) this.stream.resume();
   }
 
   /** Issues a call and resolves with the decoded reply, or rejects with the peer's VirError. */
@@ -182,6 +234,7 @@ export class RpcConnection extends EventEmitter {
     // the end of this turn, unless packets are already being gathered for one write (the stream
     // is corked then, and keeps the order).
     this.stream.write(packet);
+    this.noteUnsent();
   }
 
   /**
@@ -212,7 +265,6 @@ export class RpcConnection extends EventEmitter {
     const err = reason ?? rpcError('client socket is closed');
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
-    this.heldCalls.length = 0;
     this.messageHandlers.clear();
     this.interceptors.clear();
     if (!this.stream.destroyed) {
@@ -233,7 +285,7 @@ export class RpcConnection extends EventEmitter {
     this.close(null);
   }
 
-  private write(packet: Buffer): void {
+  private write(packet: Buffer, onFlushed?: () => void): void {
     if (!this.corked) {
       // Coalesce packets written in the same tick into one syscall (pipelined calls, replies).
       this.corked = true;
@@ -242,9 +294,62 @@ export class RpcConnection extends EventEmitter {
         if (!this.corked) return;
         this.corked = false;
         this.stream.uncork();
+        this.releaseFlushedReplies();
       });
     }
-    this.stream.write(packet);
+    this.stream.write(packet, onFlushed);
+    this.noteUnsent();
+  }
+
+  /** After a write: over the bound, stop reading (unless replies to our own calls are due). */
+  private noteUnsent(): void {
+    if (this.blockedOnOutput || this.stream.writableLength <= this.maxUnsent) return;
+    // Over the bound means over the high-water mark too, so the stream will emit 'drain'.
+    this.blockedOnOutput = true;
+    if (!this.accepting()) this.pauseInput();
+  }
+
+  private outputDrained(): void {
+    if (!this.blockedOnOutput) return;
+    this.blockedOnOutput = false;
+    this.emit('outputDrained');
+    this.resumeInput();
+  }
+
+  /**
+   * Whether another packet may be taken now. A connection waiting for replies to its own calls
+   * keeps reading them even when its output is blocked: replies make no output, and reading
+   * them is what lets a peer that also waits on us go on.
+   */
+  private accepting(): boolean {
+    return !this.isClosed && this.inFlight < this.maxConcurrent && this.inputHolds === 0 && (!this.blockedOnOutput || this.pending.size > 0);
+  }
+
+  private pauseInput(): void {
+    if (this.inputPaused || this.isClosed) return;
+    this.inputPaused = true;
+    this.stream.pause();
+  }
+
+  /** Takes the packets held while busy, then reads again if still accepting. */
+  private resumeInput(): void {
+    if (!this.inputPaused || !this.accepting()) return;
+    try {
+      this.framer.resume(this.packetSink);
+    } catch (e) {
+      this.onFramingError(e);
+      return;
+    }
+    if (!this.accepting()) return;
+    this.inputPaused = false;
+    this.stream.resume();
+  }
+
+  private takePacket(packet: Buffer): boolean {
+    this.onPacket(packet);
+    if (this.accepting()) return true;
+    this.pauseInput();
+    return false;
   }
 
   private onData(chunk: Buffer): void {
@@ -252,15 +357,16 @@ export class RpcConnection extends EventEmitter {
     this.lastReceived = Date.now();
     this.unansweredPings = 0;
     try {
-      this.framer.push(chunk, (p) => this.onPacket(p));
+      this.framer.push(chunk, this.packetSink);
     } catch (e) {
-      if (e instanceof FramingError) {
-        this.emit('protocolError', e);
-        this.close(rpcError(e.message));
-        return;
-      }
-      throw e;
+      this.onFramingError(e);
     }
+  }
+
+  private onFramingError(e: unknown): void {
+    if (!(e instanceof FramingError)) throw e;
+    this.emit('protocolError', e);
+    this.close(rpcError(e.message));
   }
 
   private onPacket(packet: Buffer): void {
@@ -268,7 +374,8 @@ export class RpcConnection extends EventEmitter {
     const r = new XdrReader(packet, 4);
     const h = readHeader(r);
     if (h.prog === KEEPALIVE_PROGRAM) {
-      if (h.type === MessageType.MESSAGE && h.proc === KeepaliveProc.PING) {
+      // A peer that does not read our output gets no more PONGs until it does.
+      if (h.type === MessageType.MESSAGE && h.proc === KeepaliveProc.PING && !this.blockedOnOutput) {
         this.sendMessage(KEEPALIVE_PROGRAM, KEEPALIVE_VERSION, KeepaliveProc.PONG, xvoid, undefined);
       }
       return;
@@ -285,8 +392,7 @@ export class RpcConnection extends EventEmitter {
         return;
       case MessageType.CALL:
       case MessageType.CALL_WITH_FDS:
-        if (this.inFlight >= this.maxConcurrent) this.heldCalls.push({ header: h, body: r });
-        else this.onCall(h, r);
+        this.onCall(h, r);
         return;
       case MessageType.MESSAGE: {
         const handler = this.messageHandlers.get(h.prog);
@@ -334,11 +440,9 @@ export class RpcConnection extends EventEmitter {
       this.replyError(h, rpcError(`Cannot find program ${h.prog | 0} version ${h.vers | 0}`));
       return;
     }
+    // Counted until the reply has left (writeReply says when), so replies a peer does not read
+    // hold back its further calls. takePacket pauses input once the bound is reached.
     this.inFlight++;
-    if (this.inFlight >= this.maxConcurrent && !this.paused) {
-      this.paused = true;
-      if (this.inputHolds === 0) this.stream.pause();
-    }
     let result: Promise<Reply> | Reply;
     try {
       result = this.callHandler(h, r);
@@ -347,37 +451,67 @@ export class RpcConnection extends EventEmitter {
     }
     Promise.resolve(result).then(
       (reply) => {
-        this.callDone();
         if (this.isClosed) return;
+        let packet: Buffer;
         try {
-          this.write(encodePacket({ ...h, type: MessageType.REPLY, status: MessageStatus.OK }, reply.codec, reply.value));
+          packet = encodePacket({ ...h, type: MessageType.REPLY, status: MessageStatus.OK }, reply.codec, reply.value);
         } catch (e) {
-          this.replyError(h, toVirError(e));
+          packet = errorReplyPacket(h, toVirError(e));
         }
+        this.writeReply(packet);
       },
       (e) => {
-        this.callDone();
-        this.replyError(h, toVirError(e));
+        if (this.isClosed) return;
+        this.writeReply(errorReplyPacket(h, toVirError(e)));
       },
     );
   }
 
-  private callDone(): void {
-    this.inFlight--;
-    while (this.heldCalls.length > 0 && this.inFlight < this.maxConcurrent && !this.isClosed) {
-      const next = this.heldCalls.shift()!;
-      this.onCall(next.header, next.body);
+  private writeReply(packet: Buffer): void {
+    this.repliesUnconfirmed++;
+    this.write(packet, this.replyFlushed);
+    // A reply queued behind less than the stream's high-water mark leaves at the end of this
+    // turn unless the peer has stopped reading: release its call now, so pipelined calls are
+    // not served in batches of maxConcurrentCalls. Past the mark, it counts until it has left.
+    if (this.stream.writableLength < this.stream.writableHighWaterMark) {
+      this.repliesReleased++;
+      this.callsFinished(1);
     }
-    if (this.paused && this.heldCalls.length === 0 && this.inFlight < this.maxConcurrent && !this.isClosed) {
-      this.paused = false;
-      if (this.inputHolds === 0) this.stream.resume();
-    }
+  }
+
+  /**
+   * The stream took everything at once (the usual case: the kernel had room), so every reply
+   * written so far has left: release their calls now rather than a tick later, when their
+   * write callbacks come.
+   */
+  private releaseFlushedReplies(): void {
+    const held = this.repliesUnconfirmed - this.repliesReleased;
+    if (held === 0 || this.stream.writableLength !== 0) return;
+    this.repliesReleased += held;
+    this.callsFinished(held);
+  }
+
+  /** A reply's write callback (in write order): it has left, or the stream failed. */
+  private replyConfirmed(): void {
+    this.repliesUnconfirmed--;
+    if (this.repliesReleased > 0) this.repliesReleased--;
+    else this.callsFinished(1);
+  }
+
+  /** Calls whose reply has left no longer count against the bound. */
+  private callsFinished(count: number): void {
+    this.inFlight -= count;
+    this.resumeInput();
   }
 
   replyError(h: Header, e: VirError): void {
     if (this.isClosed) return;
-    this.write(encodePacket({ ...h, type: MessageType.REPLY, status: MessageStatus.ERROR }, errorPayload, errorToPayload(e)));
+    this.write(errorReplyPacket(h, e));
   }
+}
+
+function errorReplyPacket(h: Header, e: VirError): Buffer {
+  return encodePacket({ ...h, type: MessageType.REPLY, status: MessageStatus.ERROR }, errorPayload, errorToPayload(e));
 }
 
 /** Any thrown value as the VirError a peer should see. */

@@ -7,28 +7,53 @@ export class FramingError extends Error {
   override readonly name = 'FramingError';
 }
 
+/** Takes one packet; returning exactly false asks the framer to hold the rest (the reader is busy). */
+export type PacketSink = (packet: Buffer) => unknown;
+
 export class PacketFramer {
   private chunks: Buffer[] = [];
   private buffered = 0;
   private expected = -1;
+  private maxPacket = PACKET_MAX;
 
-  /** Feeds bytes; calls `onPacket` for each complete packet (length word included). */
-  push(chunk: Buffer, onPacket: (packet: Buffer) => void): void {
+  /** Lowers (or restores) the largest packet accepted, e.g. to a few KiB before authentication. */
+  setMaxPacket(bytes: number): void {
+    this.maxPacket = Math.min(Math.max(bytes, PACKET_MIN), PACKET_MAX);
+  }
+
+  /**
+   * Feeds bytes; calls `onPacket` for each complete packet (length word included). When
+   * `onPacket` returns false, delivery stops there and the rest stays buffered until `resume`.
+   */
+  push(chunk: Buffer, onPacket: PacketSink): void {
     // Fast path: nothing buffered and the chunk holds whole packets.
     if (this.buffered === 0) {
       let off = 0;
+      let stopped = false;
       while (chunk.length - off >= 4) {
         const len = chunk.readUInt32BE(off);
         this.check(len);
         if (chunk.length - off < len) break;
-        onPacket(chunk.subarray(off, off + len));
         off += len;
+        if (onPacket(chunk.subarray(off - len, off)) === false) {
+          stopped = true;
+          break;
+        }
       }
       if (off === chunk.length) return;
       chunk = chunk.subarray(off);
+      this.chunks.push(chunk);
+      this.buffered += chunk.length;
+      if (stopped) return;
+    } else {
+      this.chunks.push(chunk);
+      this.buffered += chunk.length;
     }
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
+    this.resume(onPacket);
+  }
+
+  /** Delivers the packets already buffered, until `onPacket` returns false or none is whole. */
+  resume(onPacket: PacketSink): void {
     for (;;) {
       if (this.expected < 0) {
         if (this.buffered < 4) return;
@@ -39,7 +64,7 @@ export class PacketFramer {
       if (this.buffered < this.expected) return;
       const packet = this.take(this.expected);
       this.expected = -1;
-      onPacket(packet);
+      if (onPacket(packet) === false) return;
     }
   }
 
@@ -50,7 +75,7 @@ export class PacketFramer {
 
   private check(len: number): void {
     if (len < PACKET_MIN) throw new FramingError(`packet length ${len} is below the minimum of ${PACKET_MIN}`);
-    if (len > PACKET_MAX) throw new FramingError(`packet length ${len} exceeds the maximum of ${PACKET_MAX}`);
+    if (len > this.maxPacket) throw new FramingError(`packet length ${len} exceeds the maximum of ${this.maxPacket}`);
   }
 
   private peek4(): number {
