@@ -61,7 +61,8 @@ export function relayExtension(settings: RelaySettings): DaemonExtension {
       // are dropped before any decoding.
       session.rpc.onProgramMessage(RELAY_PROGRAM, (h, body) => {
         if (h.proc !== RelayProc.ANSWER) return;
-        if (!channel.enabled) {
+        const channel = channels.get(session);
+        if (!channel?.enabled) {
           session.peerFaults.warn({ event: 'relay.answer.rejected', reason: 'the credential relay is not enabled on this connection' }, 'relay answer dropped');
           return;
         }
@@ -73,8 +74,6 @@ export function relayExtension(settings: RelaySettings): DaemonExtension {
           return;
         }
         try {
-          const channel = channels.get(session);
-          if (!channel) throw new VirError({ code: ErrorCode.OPERATION_INVALID, domain: ErrorDomain.AUTH, detail: `relay answer for request ${args.id}, which is not waiting for one (the client never enabled the credential relay)` });
           channel.answer(args);
         } catch (e) {
           session.peerFaults.warn({ event: 'relay.answer.rejected', id: args.id, reason: (e as Error).message }, 'relay answer rejected');
