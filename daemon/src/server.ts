@@ -368,13 +368,15 @@ export class VirtauthServer {
     this.sessions.add(session);
     rpc.setCallHandler(createDispatcher(this.programs, { context: session, isAuthenticated: () => session.authenticated }));
     rpc.on('protocolError', (e: Error) => session.peerFaults.warn({ event: 'protocol.error', err: e.message }, 'malformed input from client'));
-    rpc.whenClosed().then(async (reason) => {
+    // The 'close' event rather than whenClosed(): no promise kept for every idle connection; the
+    // clean-up still runs after close() has returned, as a promise reaction did.
+    rpc.on('close', (reason: VirError | null) => queueMicrotask(async () => {
       this.sessions.delete(session);
       session.peerFaults.flush();
       if (anonymous && !session.authenticated) this.releaseAnonymous();
       log.debug({ event: 'client.closed', reason: reason?.message }, 'client disconnected');
       await session.dispose();
-    });
+    }));
     for (const e of this.extensions) e.onSession?.(session);
     log.debug({ event: 'client.connected', peerUid: transport.peer?.uid }, 'client connected');
     socket.resume();

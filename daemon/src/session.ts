@@ -16,7 +16,7 @@ import {
 import { PeerFaultLog } from './peer-fault-log.js';
 
 export class ClientSession implements ServerAuthContext {
-  readonly state = new Map<string, unknown>();
+  private stateMap: Map<string, unknown> | undefined;
   readonly identity: ClientIdentity = {};
   private authed: boolean;
   /** Set while CONNECT_OPEN runs, so a second one is refused and relays know an open is pending. */
@@ -43,6 +43,11 @@ export class ClientSession implements ServerAuthContext {
       this.identity.unixPid = transport.peer.pid;
     }
     if (this.authed) this.identity.method = 'none';
+  }
+
+  /** Per-connection state of auth providers; made on first use (most connections never need it). */
+  get state(): Map<string, unknown> {
+    return (this.stateMap ??= new Map());
   }
 
   get connectionId(): number {
