@@ -22,8 +22,10 @@ export class ClientSession implements ServerAuthContext {
   /** Set while CONNECT_OPEN runs, so a second one is refused and relays know an open is pending. */
   opening: AbortController | null = null;
   driverConn: DriverConnection | null = null;
-  /** Warnings about this client's malformed input, rate-limited. */
-  readonly peerFaults: PeerFaultLog;
+  // The logger bound to this connection and the budget of its warnings are made on first use:
+  // together they are most of an idle connection's heap, and most connections never log.
+  private boundLog: (Logger & AuthLogger) | undefined;
+  private faultLog: PeerFaultLog | undefined;
   /** Resources to release when the connection goes (relay channels, timers). */
   private readonly cleanups: (() => void)[] = [];
 
@@ -32,17 +34,31 @@ export class ClientSession implements ServerAuthContext {
     readonly transport: TransportInfo,
     readonly socketAuth: number,
     readonly readOnly: boolean,
-    readonly log: Logger & AuthLogger,
+    private readonly makeLog: () => Logger & AuthLogger,
     private readonly onAuthenticated: (session: ClientSession) => void,
   ) {
     this.authed = socketAuth === 0;
-    this.peerFaults = new PeerFaultLog(log);
     if (transport.peer) {
       this.identity.unixUid = transport.peer.uid;
       this.identity.unixGid = transport.peer.gid;
       this.identity.unixPid = transport.peer.pid;
     }
     if (this.authed) this.identity.method = 'none';
+  }
+
+  /** The daemon's logger with this connection's bindings. */
+  get log(): Logger & AuthLogger {
+    return (this.boundLog ??= this.makeLog());
+  }
+
+  /** Warnings about this client's malformed input, rate-limited. */
+  get peerFaults(): PeerFaultLog {
+    return (this.faultLog ??= new PeerFaultLog(this.log));
+  }
+
+  /** When the connection ends: the count of warnings left out, if any were. */
+  flushPeerFaults(): void {
+    this.faultLog?.flush();
   }
 
   /** Per-connection state of auth providers; made on first use (most connections never need it). */

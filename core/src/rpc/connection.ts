@@ -98,7 +98,8 @@ export class RpcConnection extends EventEmitter {
   // Made on first use: most daemon-side connections never call out, nor intercept a program,
   // and an empty Map is ~180 bytes of every idle connection.
   private pending: Map<number, PendingCall> | undefined;
-  private messageHandlers: Map<number, MessageHandler> | undefined;
+  /** By program; one or two at most, so a list (a Map's table alone is ~180 bytes). */
+  private messageHandlers: { prog: number; handler: MessageHandler }[] | undefined;
   private interceptors: Map<number, PacketInterceptor> | undefined;
   private callHandler: CallHandler | null = null;
   private serial = 0;
@@ -196,7 +197,10 @@ export class RpcConnection extends EventEmitter {
 
   /** Routes MESSAGE packets of a program (other than keepalive) to a handler. */
   onProgramMessage(prog: number, handler: MessageHandler): void {
-    (this.messageHandlers ??= new Map()).set(prog, handler);
+    const handlers = (this.messageHandlers ??= []);
+    const existing = handlers.find((h) => h.prog === prog);
+    if (existing) existing.handler = handler;
+    else handlers.push({ prog, handler });
   }
 
   /**
@@ -426,7 +430,7 @@ export class RpcConnection extends EventEmitter {
         this.onCall(h, r);
         return;
       case MessageType.MESSAGE: {
-        const handler = this.messageHandlers?.get(h.prog);
+        const handler = this.messageHandlers?.find((m) => m.prog === h.prog)?.handler;
         if (handler) {
           try {
             handler(h, r);
