@@ -10,7 +10,9 @@
 // opened and closed; then the same for connections that logged in with SCRAM-SHA-256 (our client,
 // fewer of them: the client's own PBKDF2 makes each login cost milliseconds).
 // CPU: the daemon's utime+stime (/proc/PID/stat) over a run of python3-libvirt logins, divided by
-// the logins, for full SCRAM-SHA-256 logins and for auth-none open+close. Rounds alternate the two
+// the logins, for full SCRAM-SHA-256 logins and for auth-none open+close. Each memory figure comes
+// from freshly started daemons (so one measurement's freed memory is not taken off the next one's
+// growth). CPU rounds alternate the two
 // daemons; figures are medians, with the range of the rounds.
 
 import 'reflect-metadata';
@@ -228,31 +230,46 @@ async function startVirtauthd() {
 const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 const range = (values) => `${Math.min(...values).toFixed(2)}..${Math.max(...values).toFixed(2)}`;
 
-let libvirtd;
-let virtauthd;
-let missed = false;
-try {
-  libvirtd = await PrivateLibvirtd.start({
-    auth_unix_rw: 'none',
-    auth_unix_ro: 'sasl',
-    saslUsers: { [user]: password },
-    extraConfig: { max_clients: idleConnections + 100, max_anonymous_clients: idleConnections + 100 },
-  });
-  virtauthd = await startVirtauthd();
-  const daemons = {
-    libvirtd: { pid: libvirtd.pid, rwSocket: libvirtd.rwSocket, noneUri: libvirtd.uri(), scramUri: libvirtd.uri('test:///default', 'unix-ro') },
-    virtauthd,
-  };
-  console.log(`node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'} x${availableParallelism()}; ${idleConnections} idle connections, ${scramConnections} SCRAM ones; CPU: median of ${rounds} x ${secondsPerCpuRound}s`);
-
-  const memory = { idle: {}, scram: {} };
-  for (const [name, d] of Object.entries(daemons)) {
-    const idle = await memoryPerConnection(d.pid, idleConnections, 50, () => openIdle(d.rwSocket), closeSocket);
-    memory.idle[name] = idle.perConnection;
-    const scram = await memoryPerConnection(d.pid, scramConnections, 10, () => openAuth(d.scramUri, scramAuth, 1 /* read-only */), (c) => c.close());
-    memory.scram[name] = scram.perConnection;
+/** Both daemons, fresh, for `use`; stopped after it. */
+async function withDaemons(use) {
+  let libvirtd;
+  let virtauthd;
+  try {
+    libvirtd = await PrivateLibvirtd.start({
+      auth_unix_rw: 'none',
+      auth_unix_ro: 'sasl',
+      saslUsers: { [user]: password },
+      extraConfig: { max_clients: idleConnections + 100, max_anonymous_clients: idleConnections + 100 },
+    });
+    virtauthd = await startVirtauthd();
+    return await use({
+      libvirtd: { pid: libvirtd.pid, rwSocket: libvirtd.rwSocket, noneUri: libvirtd.uri(), scramUri: libvirtd.uri('test:///default', 'unix-ro') },
+      virtauthd,
+    });
+  } finally {
+    await virtauthd?.stop();
+    await libvirtd?.stop();
   }
+}
 
+let missed = false;
+console.log(`node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'} x${availableParallelism()}; ${idleConnections} idle connections, ${scramConnections} SCRAM ones; CPU: median of ${rounds} x ${secondsPerCpuRound}s`);
+
+// Each memory figure from daemons of its own: memory a previous measurement freed (a garbage
+// collection after it) would otherwise come off the next one's growth.
+const memory = { idle: {}, scram: {} };
+await withDaemons(async (daemons) => {
+  for (const [name, d] of Object.entries(daemons)) {
+    memory.idle[name] = (await memoryPerConnection(d.pid, idleConnections, 50, () => openIdle(d.rwSocket), closeSocket)).perConnection;
+  }
+});
+await withDaemons(async (daemons) => {
+  for (const [name, d] of Object.entries(daemons)) {
+    memory.scram[name] = (await memoryPerConnection(d.pid, scramConnections, 10, () => openAuth(d.scramUri, scramAuth, 1 /* read-only */), (c) => c.close())).perConnection;
+  }
+});
+
+await withDaemons(async (daemons) => {
   const cpu = { scram: { libvirtd: [], virtauthd: [] }, none: { libvirtd: [], virtauthd: [] } };
   for (const d of Object.values(daemons)) {
     // Warm-up: V8 compiles the login path, libvirtd loads its SASL plugins.
@@ -284,8 +301,5 @@ try {
   };
   goal(`memory per idle connection, ${idleConnections} held: virtauthd/libvirtd`, memoryRatio, `<= ${memoryGoal.toFixed(1)}x`, memoryRatio <= memoryGoal);
   goal('server CPU per SCRAM login: libvirtd/virtauthd', cpuRatio, `>= ${loginCpuGoal.toFixed(1)}x`, cpuRatio >= loginCpuGoal);
-} finally {
-  await virtauthd?.stop();
-  await libvirtd?.stop();
-}
+});
 if (missed) process.exitCode = 1;
