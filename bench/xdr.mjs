@@ -4,7 +4,7 @@
 // bytes (its string type takes bytes), so its figures exclude the text conversion ours does.
 
 import * as o from '@stellar/js-xdr';
-import { remote } from '../core/dist/src/index.js';
+import { remote } from '../core/dist/src/index.js'; // generated from remote_protocol.x
 
 const secondsPerCase = Number(process.argv[2] ?? 1);
 

@@ -1,5 +1,7 @@
 // Peer credentials of a unix-socket client, read through the peercred addon (SO_PEERCRED and
 // SO_PEERGROUPS). Node has no API for them; virtauthd needs them to authorize local clients.
+// The same addon sends unix datagrams (sd_notify, the journal) and names an inherited socket's
+// address (systemd socket activation), two more things Node's net module cannot do.
 
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -11,7 +13,17 @@ import { ErrorCode, ErrorDomain, VirError, type PeerCredentials } from '@virtaut
 interface PeercredAddon {
   supported: boolean;
   peerCredentials(fd: number): PeerCredentials;
+  sendDatagram(path: string, data: Buffer): void;
+  sendDatagramViaMemfd(path: string, data: Buffer): void;
+  socketAddress(fd: number): SocketAddress;
 }
+
+/** The local address of a socket descriptor, and whether it is a listening stream socket. */
+export type SocketAddress = { stream: boolean; listening: boolean } & (
+  | { family: 'unix'; path: string }
+  | { family: 'inet' | 'inet6'; address: string; port: number }
+  | { family: 'other' }
+);
 
 /** Where node-gyp puts the addon: `<package>/build/Release`, next to this file's `dist/`. */
 export const ADDON_PATH = join(dirname(fileURLToPath(import.meta.url)), '..', 'build', 'Release', 'peercred.node');
@@ -65,4 +77,27 @@ export function getPeerCredentials(socket: net.Socket): PeerCredentials {
     if (code === 'ERR_NOT_UNIX_SOCKET') throw unavailable('peer credentials exist only for unix-domain sockets');
     throw unavailable((e as Error).message);
   }
+}
+
+function addonOrThrow(): PeercredAddon {
+  const state = loadAddon();
+  if ('problem' in state) throw new VirError({ code: ErrorCode.NO_SUPPORT, domain: ErrorDomain.RPC, detail: state.problem });
+  return state.addon;
+}
+
+/**
+ * Sends one datagram to the unix socket at `path` (a leading '@' names an abstract socket).
+ * Never blocks: a receiver whose queue is full makes it throw with code EAGAIN. A payload too
+ * big for one datagram throws EMSGSIZE; `viaMemfd` then passes it as a sealed memfd instead,
+ * which the journal accepts.
+ */
+export function sendUnixDatagram(path: string, data: Buffer, options: { viaMemfd?: boolean } = {}): void {
+  const addon = addonOrThrow();
+  if (options.viaMemfd) addon.sendDatagramViaMemfd(path, data);
+  else addon.sendDatagram(path, data);
+}
+
+/** The local address of the socket behind `fd` (getsockname), for inherited descriptors. */
+export function socketAddress(fd: number): SocketAddress {
+  return addonOrThrow().socketAddress(fd);
 }

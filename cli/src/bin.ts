@@ -2,12 +2,13 @@
 // virtauth: a virsh-like client, and the administration of virtauthd's user database.
 import 'reflect-metadata';
 import { Command, Option } from 'commander';
-import { ErrorCode, ErrorDomain, VirError, defaultVirtauthSocketDir, terminalSafe, type ConnectAuth } from '@virtauth/core';
+import { ErrorCode, ErrorDomain, VirError, defaultVirtauthSocketDir, formatUuid, terminalSafe, type ConnectAuth } from '@virtauth/core';
 import { createConsoleAuth } from '@virtauth/providers';
 import { openAuth, type Connection } from './connect.js';
 import { clientRelayPolicy, reportRefusedRelayRequest } from './relay-policy.js';
 import { dominfoCommand, dumpxmlCommand, hostnameCommand, listCommand, uriCommand, versionCommand, CLIENT_VERSION } from './commands.js';
 import { registerPasswdCommands } from './passwd.js';
+import { defineCommand, domainVerbCommand, eventCommand } from './domain-commands.js';
 import { registerLoginCommands } from './login/commands.js';
 import { connectionOidcOptions } from './login/connection.js';
 
@@ -34,6 +35,7 @@ program
   .option('--no-prompt', 'never ask on the terminal; fail at once when credentials are needed')
   .option('--relay-policy <file>', 'JSON policy for credential requests daemons relay back (default: $VIRTAUTH_RELAY_POLICY, else ~/.config/virtauth/relay-policy.json if present)')
   .option('--config <file>', 'client config (identity providers); default $XDG_CONFIG_HOME/virtauth/client.conf')
+  .option('--json', 'print results (domain verbs, list, events) as JSON, one object per line')
   // Global options before the command, as virsh: a command's own options (passwd's --config) stay its own.
   .enablePositionalOptions()
   .showHelpAfterError();
@@ -62,7 +64,7 @@ function consoleAuth(noPrompt: boolean): ConnectAuth {
   };
 }
 
-async function withConnection(run: (conn: Connection) => Promise<string>): Promise<void> {
+async function withConnection(run: (conn: Connection) => Promise<string>, output: { noTrailingLine?: boolean } = {}): Promise<void> {
   const opts = program.opts<{ connect?: string; readonly?: boolean; prompt: boolean; relayPolicy?: string; config?: string }>();
   const uri = opts.connect ?? defaultUri();
   const auth = consoleAuth(!opts.prompt);
@@ -82,7 +84,8 @@ async function withConnection(run: (conn: Connection) => Promise<string>): Promi
   try {
     // Names, XML and every other value come from the server.
     process.stdout.write(terminalSafe(await run(conn)));
-    process.stdout.write('\n');
+    // virsh ends its output with a blank line; JSON output stays one object per line.
+    if (!output.noTrailingLine) process.stdout.write('\n');
   } catch (e) {
     throw new ExitError([`error: ${errorText(e)}`]);
   } finally {
@@ -99,7 +102,9 @@ program
   .option('--all', 'active and inactive domains')
   .option('--inactive', 'inactive domains only')
   .option('--name', 'names only')
-  .action((o: { all?: boolean; inactive?: boolean; name?: boolean }) => withConnection((c) => listCommand(c, o)));
+  .action((o: { all?: boolean; inactive?: boolean; name?: boolean }) =>
+    withConnection(async (c) => (jsonOutput() ? listJson(c, o) : listCommand(c, o))),
+  );
 program.command('dominfo').description('domain information').argument('<domain>', 'name, id or UUID').action((d: string) => withConnection((c) => dominfoCommand(c, d)));
 program
   .command('dumpxml')
@@ -108,6 +113,57 @@ program
   .addOption(new Option('--inactive', 'the persistent definition'))
   .addOption(new Option('--security-info', 'include security-sensitive data'))
   .action((d: string, o: { inactive?: boolean; securityInfo?: boolean }) => withConnection((c) => dumpxmlCommand(c, d, (o.securityInfo ? 1 : 0) | (o.inactive ? 2 : 0))));
+
+function jsonOutput(): boolean {
+  return program.opts<{ json?: boolean }>().json === true;
+}
+
+async function listJson(conn: Connection, o: { all?: boolean; inactive?: boolean }): Promise<string> {
+  const flags = o.all ? 3 : o.inactive ? 2 : 1;
+  const domains = await conn.listAllDomains(flags);
+  const rows = await Promise.all(
+    domains.map(async (d) => ({ name: d.name, uuid: formatUuid(d.uuid), id: d.id, state: (await conn.getDomainState(d)).state })),
+  );
+  return `${JSON.stringify(rows)}\n`;
+}
+
+const verbs: [Parameters<typeof domainVerbCommand>[1], string][] = [
+  ['start', 'start a (previously defined) inactive domain'],
+  ['shutdown', 'gracefully shut down a domain'],
+  ['destroy', 'stop a domain at once'],
+  ['suspend', 'suspend a running domain'],
+  ['resume', 'resume a suspended domain'],
+  ['undefine', "remove a domain's definition"],
+];
+for (const [verb, description] of verbs) {
+  program
+    .command(verb)
+    .description(description)
+    .argument('<domain>', 'name, id or UUID')
+    .action((d: string) => withConnection((c) => domainVerbCommand(c, verb, d, jsonOutput()), { noTrailingLine: jsonOutput() }));
+}
+program
+  .command('define')
+  .description('define (but do not start) a domain from an XML file')
+  .argument('<file>', 'the domain XML')
+  .action((f: string) => withConnection((c) => defineCommand(c, f, jsonOutput()), { noTrailingLine: jsonOutput() }));
+program
+  .command('event')
+  .description('wait for domain lifecycle events')
+  .option('--domain <domain>', 'only events of this domain')
+  .option('--all', 'all event kinds (virtauth reports lifecycle events)')
+  .option('--loop', 'keep waiting until interrupted')
+  .option('--timeout <seconds>', 'stop waiting after this many seconds', (v) => Number(v))
+  .action((o: { domain?: string; loop?: boolean; timeout?: number }) =>
+    withConnection(
+      (c) => {
+        const interrupted = new Promise<void>((resolve) => process.once('SIGINT', () => resolve()));
+        // Each event is written as it comes; domain names come from the server.
+        return eventCommand(c, { ...o, json: jsonOutput() }, (text) => process.stdout.write(terminalSafe(text)), interrupted);
+      },
+      { noTrailingLine: true },
+    ),
+  );
 registerPasswdCommands(program);
 registerLoginCommands(program, {
   configFile: () => program.opts<{ config?: string }>().config,

@@ -11,6 +11,14 @@ export {
   OpenFlag,
   ListDomainsFlag,
   DomainState,
+  DomainEventType,
+  // The generated remote protocol: types and codecs (`remote.RemoteDomainGetInfoRet`, ...), the
+  // procedure table, and the API every connection may implement (all of it over the remote driver).
+  remote,
+  remoteProcedures,
+  RemoteClient,
+  type RemoteApi,
+  type DomainLifecycleEvent,
   type ConnectAuth,
   type Credential,
   type CredentialCallback,

@@ -1,7 +1,11 @@
 // The relay's audit trail as log lines, in exactly the format of the daemon's other lines,
 // written straight to the log's destination before the outcome they record is sent anywhere.
 
+import { fileURLToPath } from 'node:url';
 import { pino, type Logger } from 'pino';
+import { LOG_ROUTING, callerLocation, type LogRouting } from './logging/daemon-logging.js';
+
+const THIS_FILE = fileURLToPath(import.meta.url);
 
 type Destination = { write(line: string): unknown };
 
@@ -23,6 +27,15 @@ export interface AuditLineWriter {
 
 export function auditLineWriter(log: Logger, msg: string): AuditLineWriter | null {
   if (!log.isLevelEnabled('info')) return null;
+  // With log_filters or a journald output, the writer's caller decides and is recorded once,
+  // as pino's methods would for each line.
+  const routing = (log as unknown as Record<symbol, LogRouting | undefined>)[LOG_ROUTING];
+  let source = '';
+  if (routing?.wantsSource) {
+    const src = callerLocation([THIS_FILE]);
+    if (src && !routing.admits(log.levels.values['info']!, src.file)) return null;
+    if (src) source = `,"src":${JSON.stringify(src)}`;
+  }
   const internals = log as unknown as Record<symbol, unknown>;
   const destination = internals[pino.symbols.streamSym] as Destination | undefined;
   const bindings = internals[pino.symbols.chindingsSym];
@@ -38,12 +51,12 @@ export function auditLineWriter(log: Logger, msg: string): AuditLineWriter | nul
     return body.length > 2 ? `,${body.slice(1, -1)}` : '';
   };
   const write = (record: object) => {
-    destination.write(head + Date.now() + bindings + fields(record) + tail);
+    destination.write(head + Date.now() + bindings + source + fields(record) + tail);
   };
   return Object.assign(write, {
     prepare: (first: object) => {
       const firstFields = fields(first);
-      return (rest: object) => destination.write(head + Date.now() + bindings + firstFields + fields(rest) + tail);
+      return (rest: object) => destination.write(head + Date.now() + bindings + source + firstFields + fields(rest) + tail);
     },
   });
 }

@@ -2,7 +2,8 @@
 // serve out of the box.
 
 import { readFileSync } from 'node:fs';
-import { AuthType, ErrorCode, ErrorDomain, VirError, defaultVirtauthSocketDir, parseConf, type ConfValue } from '@virtauth/core';
+import { ErrorCode, ErrorDomain, VirError, defaultVirtauthSocketDir, parseConf, type ConfValue } from '@virtauth/core';
+import { parseLogFilters, parseLogOutputs, type LogFilter, type LogOutput } from './logging/settings.js';
 import type { ConfigSource } from './config-keys.js';
 import { checkUriAllowedList } from './uri-allow-list.js';
 import { parseUpstreamList, type UpstreamRoute } from './gateway.js';
@@ -12,15 +13,16 @@ export interface DaemonConfig {
   unixSockGroup: string | null;
   unixSockRwPerms: number;
   unixSockRoPerms: number;
-  authUnixRw: AuthType;
-  authUnixRo: AuthType;
+  /** Auth scheme names (`none`, `sasl`, `polkit`, or a plugin's); the registered providers map them to types. */
+  authUnixRw: string;
+  authUnixRo: string;
   listenTcp: boolean;
   listenAddr: string;
   tcpPort: number;
-  authTcp: AuthType;
+  authTcp: string;
   listenTls: boolean;
   tlsPort: number;
-  authTls: AuthType;
+  authTls: string;
   keyFile: string;
   certFile: string;
   caFile: string;
@@ -42,6 +44,10 @@ export interface DaemonConfig {
   keepaliveCount: number;
   /** libvirt's log levels: 1 debug, 2 info, 3 warning, 4 error. */
   logLevel: number;
+  /** Per-source priorities (log_filters); the first whose match is in the source file applies. */
+  logFilters: LogFilter[];
+  /** Where log lines go (log_outputs); null: the journal under systemd, else stderr. */
+  logOutputs: LogOutput[] | null;
   /** Name this daemon gives itself in relayed requests' origin chains. */
   daemonName: string;
   /** The URI opened when a client's CONNECT_OPEN carries no name. */
@@ -50,6 +56,8 @@ export interface DaemonConfig {
   uriAllowedList: string[];
   /** Client URIs passed through to upstream libvirt daemons (uri_upstream_list). */
   uriUpstreamList: UpstreamRoute[];
+  /** Plugin modules loaded at start (package names or file paths; see plugins.ts). */
+  plugins: string[];
   /** Settings this version does not interpret, kept for plugins. */
   extra: Map<string, ConfValue>;
   /** The file and lines the settings came from, when read from a file. */
@@ -62,15 +70,15 @@ export function defaultConfig(): DaemonConfig {
     unixSockGroup: null,
     unixSockRwPerms: 0o700,
     unixSockRoPerms: 0o777,
-    authUnixRw: AuthType.NONE,
-    authUnixRo: AuthType.NONE,
+    authUnixRw: 'none',
+    authUnixRo: 'none',
     listenTcp: false,
     listenAddr: '127.0.0.1',
     tcpPort: 16509,
-    authTcp: AuthType.SASL,
+    authTcp: 'sasl',
     listenTls: false,
     tlsPort: 16514,
-    authTls: AuthType.NONE,
+    authTls: 'none',
     keyFile: '/etc/pki/libvirt/private/serverkey.pem',
     certFile: '/etc/pki/libvirt/servercert.pem',
     caFile: '/etc/pki/CA/cacert.pem',
@@ -86,19 +94,15 @@ export function defaultConfig(): DaemonConfig {
     keepaliveInterval: 5,
     keepaliveCount: 5,
     logLevel: 3,
+    logFilters: [],
+    logOutputs: null,
     daemonName: 'virtauthd',
     defaultUri: 'test:///default',
     uriAllowedList: ['test:///default'],
     uriUpstreamList: [],
+    plugins: [],
     extra: new Map(),
   };
-}
-
-const AUTH_NAMES: Record<string, AuthType> = { none: AuthType.NONE, sasl: AuthType.SASL, polkit: AuthType.POLKIT };
-
-export function authTypeName(t: number): string {
-  for (const [k, v] of Object.entries(AUTH_NAMES)) if (v === t) return k;
-  return String(t);
 }
 
 /** The keys buildConfig reads itself (the rest are left in `extra` for plugins). */
@@ -107,7 +111,8 @@ export const DAEMON_CONFIG_KEYS: readonly string[] = [
   'listen_tcp', 'listen_addr', 'tcp_port', 'auth_tcp', 'listen_tls', 'tls_port', 'auth_tls', 'key_file', 'cert_file',
   'ca_file', 'crl_file', 'tls_allowed_dn_list', 'auth_timeout', 'relay_max_timeout', 'relay_max_requests_per_open',
   'max_clients', 'max_queued_clients', 'max_anonymous_clients', 'max_client_requests', 'keepalive_interval',
-  'keepalive_count', 'log_level', 'daemon_name', 'default_uri', 'uri_allowed_list', 'uri_upstream_list',
+  'keepalive_count', 'log_level', 'log_filters', 'log_outputs', 'daemon_name', 'default_uri', 'uri_allowed_list',
+  'uri_upstream_list', 'plugins',
 ];
 
 /** Applies parsed settings over the defaults, checking each value's type and range. */
@@ -134,10 +139,11 @@ export function buildConfig(settings: Map<string, ConfValue>, file = 'config', l
     if (!/^0?[0-7]{3,4}$/.test(s)) throw bad(key, 'expected an octal mode such as "0770"');
     return parseInt(s, 8);
   };
-  const auth = (key: string, v: ConfValue): AuthType => {
-    const t = AUTH_NAMES[str(key, v)];
-    if (t === undefined) throw bad(key, `unknown authentication scheme '${v}' (expected none, sasl or polkit)`);
-    return t;
+  // Which names exist depends on the plugins loaded, so names are checked when the listeners are made.
+  const auth = (key: string, v: ConfValue): string => {
+    const name = str(key, v);
+    if (!/^[a-z0-9][a-z0-9_.-]*$/.test(name)) throw bad(key, `'${name}' is not an authentication scheme name (e.g. "sasl")`);
+    return name;
   };
   for (const [key, v] of settings) {
     switch (key) {
@@ -177,17 +183,20 @@ export function buildConfig(settings: Map<string, ConfValue>, file = 'config', l
       case 'keepalive_interval': cfg.keepaliveInterval = int(key, v, -1, 86400); break;
       case 'keepalive_count': cfg.keepaliveCount = int(key, v, 0, 1000); break;
       case 'log_level': cfg.logLevel = int(key, v, 1, 4); break;
+      case 'log_filters': cfg.logFilters = parseLogFilters(str(key, v), `${at(key)}: ${key}`); break;
+      case 'log_outputs': cfg.logOutputs = parseLogOutputs(str(key, v), `${at(key)}: ${key}`); break;
       case 'daemon_name': cfg.daemonName = str(key, v); break;
       case 'default_uri': cfg.defaultUri = str(key, v); break;
       case 'uri_upstream_list': cfg.uriUpstreamList = parseUpstreamList(v, file); break;
+      case 'plugins': cfg.plugins = list(key, v); break;
       default: cfg.extra.set(key, v);
     }
   }
   return cfg;
 }
 
-export function loadConfig(file: string | null): DaemonConfig {
-  if (!file) return defaultConfig();
+/** The settings a config file holds, as written (for comparing two versions of it on reload), and their lines. */
+export function readConfigSettings(file: string): { settings: Map<string, ConfValue>; lines: Map<string, number> } {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -195,5 +204,11 @@ export function loadConfig(file: string | null): DaemonConfig {
     throw new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `cannot read configuration file ${file}: ${(e as Error).message}` });
   }
   const lines = new Map<string, number>();
-  return buildConfig(parseConf(text, file, lines), file, lines);
+  return { settings: parseConf(text, file, lines), lines };
+}
+
+export function loadConfig(file: string | null): DaemonConfig {
+  if (!file) return defaultConfig();
+  const { settings, lines } = readConfigSettings(file);
+  return buildConfig(settings, file, lines);
 }

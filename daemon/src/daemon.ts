@@ -2,31 +2,25 @@
 
 import type { Logger } from 'pino';
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
-import { CONFIG_KEYS, CREDENTIAL_SOURCE } from '@virtauth/core';
-import {
-  FileUserDatabase,
-  loadAuthConfSource,
-  oauthBearerSettingsFrom,
-  polkitSettingsFrom,
-  registerDefaultProviders,
-  registerOAuthBearer,
-  registerProviderConfigKeys,
-  saslSettingsFrom,
-} from '@virtauth/providers';
+import { AuthType, AUTH_PROVIDER, CONFIG_KEYS, CREDENTIAL_SOURCE, USER_DATABASE } from '@virtauth/core';
+import { loadAuthConfSource, registerAccessDrivers, registerDaemonProviders, type DaemonSaslServer } from '@virtauth/providers';
 import { getPeerCredentials } from '@virtauth/peercred';
 import { relayExtension } from './relay-extension.js';
+import { ACCESS_CONFIG_KEYS, createAccessManager } from './access.js';
 import { registerDefaultDrivers } from '@virtauth/drivers';
 import { DAEMON_CONFIG_KEYS, type DaemonConfig } from './config.js';
 import { checkConfigKeys } from './config-keys.js';
 import { createLogger } from './logger.js';
-import { VirtauthServer, type DaemonExtension, type ListenerInfo, type ListenerSpec, type ServerOptions } from './server.js';
+import { authSchemeTypes, registerConfiguredPlugins, type AuthSchemeKey } from './plugins.js';
+import { VirtauthServer, listenersFromConfig, type DaemonExtension, type ListenerInfo, type ListenerSpec, type ServerOptions } from './server.js';
 
 export interface CreateDaemonOptions {
   config: DaemonConfig;
   /** A container that already holds extra plugins; the shipped ones are registered into it too. */
   container?: DependencyContainer;
   logger?: Logger;
-  listeners?: ListenerSpec[];
+  /** The listeners, or how to make them from the auth type each auth_* name maps to (socket activation). */
+  listeners?: ListenerSpec[] | ((auth: Record<AuthSchemeKey, AuthType>) => ListenerSpec[]);
   extensions?: DaemonExtension[];
   /** How unix-socket clients' pid/uid/gid are read; default SO_PEERCRED through @virtauth/peercred. */
   peerCredentials?: ServerOptions['peerCredentials'];
@@ -36,7 +30,12 @@ export interface DaemonHandle {
   server: VirtauthServer;
   listeners: ListenerInfo[];
   container: DependencyContainer;
+  /** The SASL server's settings, read at each authentication: a reload changes them in place. */
+  sasl: DaemonSaslServer;
+  extensions: DaemonExtension[];
   stop(): Promise<void>;
+  /** What SIGHUP does: access policies re-read, connections kept. */
+  reload(): Promise<void>;
 }
 
 export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHandle> {
@@ -44,39 +43,36 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
   // container would hide the parent's registrations under the same token.
   const container = opts.container ?? rootContainer.createChildContainer();
   const logger = opts.logger ?? createLogger(opts.config.logLevel);
-  // Plugins in the caller's container declared their keys already; the shipped ones declare theirs.
-  registerProviderConfigKeys(container);
+  // The shipped providers first, then the operator's plugins: each reads its own settings from
+  // the keys the daemon does not read, and declares them, before the unknown keys are refused.
+  const saslServer = registerDaemonProviders(container, opts.config.extra);
+  await registerConfiguredPlugins(opts.config, container, opts.config.extra);
+  container.register(CONFIG_KEYS, { useValue: { owner: 'access', keys: ACCESS_CONFIG_KEYS } });
   checkConfigKeys(opts.config, container.resolveAll(CONFIG_KEYS), DAEMON_CONFIG_KEYS, logger);
-  const sasl = saslSettingsFrom(opts.config.extra);
-  registerDefaultProviders(container, {
-    scramIterations: sasl.iterations,
-    concealUnknownUsers: sasl.concealUnknownUsers,
-    saslServer: {
-      users: new FileUserDatabase({ path: sasl.userDatabasePath, iterations: sasl.iterations }),
-      ...(sasl.mechanisms ? { mechanisms: sasl.mechanisms } : {}),
-      allowedUsernames: sasl.allowedUsernames,
-      maxFailuresPerConnection: sasl.maxFailuresPerConnection,
-      maxFailuresPerUser: sasl.maxFailuresPerUser,
-      failureWindowMs: sasl.failureWindowMs,
-      failureDelayMs: sasl.failureDelayMs,
-    },
-    polkitServer: polkitSettingsFrom(opts.config.extra),
-  });
-  // OAUTHBEARER is a plugin like any third party's: registered only when the config has oauth_* keys.
-  const oauthBearer = oauthBearerSettingsFrom(opts.config.extra);
-  if (oauthBearer) registerOAuthBearer(container, oauthBearer);
+  const schemeTypes = () => authSchemeTypes(opts.config, container.resolveAll(AUTH_PROVIDER));
+  const listenerSpecs =
+    typeof opts.listeners === 'function' ? opts.listeners(schemeTypes()) : (opts.listeners ?? listenersFromConfig(opts.config, schemeTypes()));
+  if (listenerSpecs.some((l) => l.auth === AuthType.SASL)) {
+    // Resolved after the plugins, whose user database replaces the file; read now because an
+    // unreadable one is a startup error, not a failure of every later login.
+    saslServer.users ??= container.resolve(USER_DATABASE);
+    await saslServer.users.list();
+  }
   registerDefaultDrivers(container);
 
   const relay = relayExtension({
     maxTimeoutMs: opts.config.relayMaxTimeout * 1000,
     maxRequestsPerOpen: opts.config.relayMaxRequestsPerOpen,
   });
+  registerAccessDrivers(container);
+  const access = await createAccessManager(container, opts.config.extra, logger);
+  const extensions = [relay, ...(opts.extensions ?? [])];
   const server = new VirtauthServer({
     config: opts.config,
     container,
     logger,
-    ...(opts.listeners ? { listeners: opts.listeners } : {}),
-    extensions: [relay, ...(opts.extensions ?? [])],
+    listeners: listenerSpecs,
+    extensions,
     // Registered sources, then the daemon's own auth.conf (LIBVIRT_AUTH_FILE, ~/.config/libvirt,
     // /etc/libvirt), read afresh for each open so edits apply without a restart. The server asks
     // them for a host's own entry only (fillExact).
@@ -86,7 +82,8 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
       return authConf ? [...registered, authConf] : registered;
     },
     peerCredentials: opts.peerCredentials ?? getPeerCredentials,
+    access,
   });
   const listeners = await server.start();
-  return { server, listeners, container, stop: () => server.stop() };
+  return { server, listeners, container, sasl: saslServer, extensions, stop: () => server.stop(), reload: () => server.reload() };
 }

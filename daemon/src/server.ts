@@ -1,7 +1,7 @@
 // virtauthd's listeners and per-connection plumbing: accept, admission limits, dispatch through
 // the registered programs, and orderly shutdown.
 
-import { chmod, chown, mkdir, mkdtemp, readFile, rename, rm, stat } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, rename, rm, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import net from 'node:net';
 import tls from 'node:tls';
@@ -9,6 +9,7 @@ import { basename, dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import type { DependencyContainer } from 'tsyringe';
 import {
+  AccessManager,
   AUTH_PROVIDER,
   AuthType,
   CREDENTIAL_SOURCE,
@@ -33,9 +34,12 @@ import {
   type TransportKind,
 } from '@virtauth/core';
 import { processStartTime } from '@virtauth/providers';
-import { authTypeName, type DaemonConfig } from './config.js';
+import type { DaemonConfig } from './config.js';
+import { authSchemeName, authSchemeTypes, type AuthSchemeKey } from './plugins.js';
 import { resolveGroupId } from './unix-group.js';
+import { unixPeerIdentity } from './access.js';
 import { createRemoteProgram } from './remote-program.js';
+import { loadTlsMaterial, type TlsMaterial } from './tls-material.js';
 import { allChecks, startPassThrough, upstreamFor } from './gateway.js';
 import type { CallCheck } from '@virtauth/drivers';
 import { ClientSession } from './session.js';
@@ -56,6 +60,8 @@ export interface ListenerSpec {
   auth: AuthType;
   readOnly: boolean;
   perms?: number;
+  /** An already listening socket to serve (systemd socket activation) instead of binding one. */
+  fd?: number;
 }
 
 export interface ListenerInfo extends ListenerSpec {
@@ -78,6 +84,14 @@ export interface DaemonExtension {
   /** Called when a CONNECT_OPEN has finished, whether it succeeded or not. */
   openFinished?(session: ClientSession): void;
   onSession?(session: ClientSession): void;
+  /** Config keys this extension applies on SIGHUP (e.g. an access-control policy's), so none is reported as needing a restart. */
+  reloadableKeys?: readonly string[];
+  /**
+   * SIGHUP: checks the new configuration and returns what applies it. Throwing refuses the whole
+   * reload (the running configuration stays); the returned function runs only once every part
+   * of the reload has been checked.
+   */
+  prepareReload?(config: DaemonConfig): Promise<(() => void) | void> | (() => void) | void;
   /**
    * For a client passed through to an upstream (uri_upstream_list): a check every call passes
    * before it is forwarded, e.g. access control decoding the call's object and flags.
@@ -98,15 +112,18 @@ export interface ServerOptions {
   credentialSources?: () => Promise<readonly CredentialSource[]>;
   /** Peer credentials of a unix socket, where the platform offers them. */
   peerCredentials?: (socket: net.Socket) => TransportInfo['peer'] | undefined;
+  /** Access control for every call (default: only the read-only rule). */
+  access?: AccessManager;
 }
 
-export function listenersFromConfig(cfg: DaemonConfig): ListenerSpec[] {
+/** The config's listeners; `auth` holds the type each auth_* name maps to (authSchemeTypes). */
+export function listenersFromConfig(cfg: DaemonConfig, auth: Record<AuthSchemeKey, AuthType>): ListenerSpec[] {
   const out: ListenerSpec[] = [
-    { kind: 'unix', path: join(cfg.unixSockDir, 'virtauth-sock'), auth: cfg.authUnixRw, readOnly: false, perms: cfg.unixSockRwPerms },
-    { kind: 'unix', path: join(cfg.unixSockDir, 'virtauth-sock-ro'), auth: cfg.authUnixRo, readOnly: true, perms: cfg.unixSockRoPerms },
+    { kind: 'unix', path: join(cfg.unixSockDir, 'virtauth-sock'), auth: auth.authUnixRw, readOnly: false, perms: cfg.unixSockRwPerms },
+    { kind: 'unix', path: join(cfg.unixSockDir, 'virtauth-sock-ro'), auth: auth.authUnixRo, readOnly: true, perms: cfg.unixSockRoPerms },
   ];
-  if (cfg.listenTcp) out.push({ kind: 'tcp', host: cfg.listenAddr, port: cfg.tcpPort, auth: cfg.authTcp, readOnly: false });
-  if (cfg.listenTls) out.push({ kind: 'tls', host: cfg.listenAddr, port: cfg.tlsPort, auth: cfg.authTls, readOnly: false });
+  if (cfg.listenTcp) out.push({ kind: 'tcp', host: cfg.listenAddr, port: cfg.tcpPort, auth: auth.authTcp, readOnly: false });
+  if (cfg.listenTls) out.push({ kind: 'tls', host: cfg.listenAddr, port: cfg.tlsPort, auth: auth.authTls, readOnly: false });
   return out;
 }
 
@@ -115,6 +132,10 @@ export class VirtauthServer {
   readonly container: DependencyContainer;
   readonly log: Logger;
   private readonly servers: net.Server[] = [];
+  private readonly tlsServers: tls.Server[] = [];
+  /** Socket files this daemon bound, and so removes when it stops (never another daemon's or systemd's). */
+  private readonly boundPaths: string[] = [];
+  private readonly clientCountListeners = new Set<(count: number) => void>();
   private readonly sessions = new Set<ClientSession>();
   private readonly waiting: net.Socket[] = [];
   private anonymous = 0;
@@ -128,20 +149,48 @@ export class VirtauthServer {
   private stopping = false;
   readonly processName: string;
   /** What clients may open: uri_allowed_list, plus what other features add(). */
-  readonly uriAllowList: UriAllowList;
+  /** uri_allowed_list, replaced whole by a reload. */
+  uriAllowList: UriAllowList;
+  readonly access: AccessManager;
 
   constructor(private readonly opts: ServerOptions) {
+    this.access = opts.access ?? new AccessManager([], { log: opts.logger });
     this.config = opts.config;
     this.container = opts.container;
     this.log = opts.logger;
-    this.specs = opts.listeners ?? listenersFromConfig(opts.config);
+    this.specs = opts.listeners ?? listenersFromConfig(opts.config, authSchemeTypes(opts.config, opts.container.resolveAll(AUTH_PROVIDER)));
     this.extensions = opts.extensions ?? [];
     this.processName = `${opts.config.daemonName}@${hostname()}`;
     this.uriAllowList = new UriAllowList(opts.config.uriAllowedList);
   }
 
+  /** Connected clients, including those waiting for a free authentication slot. */
   get clientCount(): number {
-    return this.sessions.size;
+    return this.sessions.size + this.waiting.length;
+  }
+
+  /** Calls `listener` with the new client count whenever a client connects or leaves. */
+  onClientCountChange(listener: (count: number) => void): () => void {
+    this.clientCountListeners.add(listener);
+    return () => this.clientCountListeners.delete(listener);
+  }
+
+  private clientCountChanged(): void {
+    const count = this.clientCount;
+    for (const listener of this.clientCountListeners) listener(count);
+  }
+
+  /**
+   * Settings that change without a restart (SIGHUP): new TLS credentials apply to connections
+   * accepted from now on; clients already connected keep the ones they were accepted with.
+   */
+  applyLiveSettings(settings: { tls?: TlsMaterial; tlsAllowedDnList?: string[] | null; uriAllowedList?: string[] }): void {
+    if (settings.tls) for (const server of this.tlsServers) server.setSecureContext(settings.tls);
+    if (settings.tlsAllowedDnList !== undefined) this.config.tlsAllowedDnList = settings.tlsAllowedDnList;
+    if (settings.uriAllowedList !== undefined) {
+      this.uriAllowList = new UriAllowList(settings.uriAllowedList);
+      this.config.uriAllowedList = settings.uriAllowedList;
+    }
   }
 
   /** The programs each connection is served (remote, relay, ...), once started. */
@@ -154,7 +203,7 @@ export class VirtauthServer {
     for (const spec of this.specs) {
       const p = this.providers.find((x) => x.type === spec.auth);
       if (!p?.server && spec.auth !== AuthType.NONE) {
-        throw new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `no server-side provider is registered for auth scheme '${authTypeName(spec.auth)}'` });
+        throw new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `no server-side provider is registered for auth scheme '${authSchemeName(this.providers, spec.auth)}'` });
       }
     }
     this.programs = [
@@ -163,6 +212,7 @@ export class VirtauthServer {
         open: (s, name, ro) => this.openDriver(s, name, ro),
         keepaliveInterval: this.config.keepaliveInterval,
         keepaliveCount: this.config.keepaliveCount,
+        access: this.access,
       }),
       ...this.extensions.flatMap((e) => e.programs?.(this) ?? []),
     ];
@@ -179,22 +229,10 @@ export class VirtauthServer {
 
   private async createTlsServer(spec: ListenerSpec): Promise<net.Server> {
     const cfg = this.config;
-    const read = async (what: string, path: string) => {
-      try {
-        return await readFile(path);
-      } catch (e) {
-        throw new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: `Cannot read TLS ${what} '${path}': ${(e as Error).message}` });
-      }
-    };
-    const [key, cert, ca, crl] = await Promise.all([
-      read('key', cfg.keyFile),
-      read('certificate', cfg.certFile),
-      read('CA certificate', cfg.caFile),
-      cfg.crlFile === null ? null : read('certificate revocation list', cfg.crlFile),
-    ]);
-    // libvirt requires a client certificate signed by the CA and not revoked; the handshake
-    // enforces all three (a CRL makes OpenSSL check every certificate of the chain).
-    const server = tls.createServer({ key, cert, ca, ...(crl ? { crl } : {}), requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' });
+    const material = await loadTlsMaterial(cfg);
+    // libvirt requires a client certificate signed by the CA; the handshake enforces both.
+    const server = tls.createServer({ ...material, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' });
+    this.tlsServers.push(server);
     server.on('secureConnection', (socket: tls.TLSSocket) => {
       const dn = clientDistinguishedName(socket);
       if (!tlsClientAllowed(cfg.tlsAllowedDnList, dn)) {
@@ -214,23 +252,24 @@ export class VirtauthServer {
     const server = spec.kind === 'tls' ? await this.createTlsServer(spec) : net.createServer({ pauseOnConnect: true }, (socket) => this.acceptPlain(socket, spec));
     // Before any other listener sees the socket: max_clients holds for all listeners together.
     server.prependListener('connection', (socket: net.Socket) => this.admit(socket));
-    server.on('error', (e) => this.log.error({ err: e }, 'listener error'));
+    if (spec.fd !== undefined) {
+      await listenOn(server, { fd: spec.fd }, spec, this.log);
+      this.servers.push(server);
+      if (spec.kind === 'unix') return { ...spec, uri: `test+unix:///default?socket=${spec.path}` };
+      const host = spec.host?.includes(':') ? `[${spec.host}]` : spec.host;
+      return { ...spec, uri: `test+${spec.kind}://${host}:${spec.port}/default` };
+    }
     if (spec.kind === 'unix') {
       const path = spec.path!;
       await mkdir(dirname(path), { recursive: true, mode: 0o755 });
       await removeStaleSocket(path);
-      await this.listenUnix(server, path, spec.perms);
+      await this.listenUnix(server, path, spec);
+      this.boundPaths.push(path);
       this.servers.push(server);
       const scheme = 'test+unix';
       return { ...spec, uri: `${scheme}:///default?socket=${path}` };
     }
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(spec.port ?? 0, spec.host ?? '127.0.0.1', () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    await listenOn(server, { port: spec.port ?? 0, host: spec.host ?? '127.0.0.1' }, spec, this.log);
     this.servers.push(server);
     const addr = server.address() as net.AddressInfo;
     const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
@@ -241,17 +280,12 @@ export class VirtauthServer {
    * Binds a unix socket in a private directory beside `path`, gives it its mode and group there,
    * and only then renames it into place: no client ever sees it with the wrong permissions.
    */
-  private async listenUnix(server: net.Server, path: string, perms: number | undefined): Promise<void> {
+  private async listenUnix(server: net.Server, path: string, spec: ListenerSpec): Promise<void> {
+    const perms = spec.perms;
     const privateDir = await mkdtemp(join(dirname(path), `.${basename(path)}-`));
     const staging = join(privateDir, 'sock');
     try {
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(staging, () => {
-          server.off('error', reject);
-          resolve();
-        });
-      });
+      await listenOn(server, { path: staging }, spec, this.log, path);
       if (perms !== undefined) await chmod(staging, perms);
       if (this.socketGroupId !== null) await chown(staging, -1, this.socketGroupId);
       await rename(staging, path);
@@ -299,6 +333,7 @@ export class VirtauthServer {
         return;
       }
       this.waiting.push(socket);
+      this.clientCountChanged();
       socket.pause();
       const waiting = socket as WaitingSocket;
       waiting.virtauthSpec = spec;
@@ -316,7 +351,10 @@ export class VirtauthServer {
       socket.once('close', () => {
         clearTimeout(waiting.virtauthQueueTimer);
         const i = this.waiting.indexOf(socket);
-        if (i >= 0) this.waiting.splice(i, 1);
+        if (i >= 0) {
+          this.waiting.splice(i, 1);
+          this.clientCountChanged();
+        }
       });
       return;
     }
@@ -343,9 +381,13 @@ export class VirtauthServer {
   private startSession(socket: net.Socket, spec: ListenerSpec, tlsDn: string | undefined, acceptedAt: number): void {
     const transport: TransportInfo = { kind: spec.kind, secure: spec.kind !== 'tcp' };
     if (socket instanceof tls.TLSSocket) transport.tls = socket;
+    let peerIdentity;
     if (spec.kind === 'unix') {
       const peer = (socket as WaitingSocket).virtauthPeer;
-      if (peer) transport.peer = peer;
+      if (peer) {
+        transport.peer = peer;
+        peerIdentity = unixPeerIdentity(peer);
+      }
     } else {
       transport.localAddress = `${socket.localAddress};${socket.localPort}`;
       transport.remoteAddress = `${socket.remoteAddress};${socket.remotePort}`;
@@ -359,7 +401,7 @@ export class VirtauthServer {
     const session = new ClientSession(rpc, transport, spec.auth, spec.readOnly, bindLog, () => {
       rpc.setMaxPacketBytes(PACKET_MAX);
       this.releaseAnonymous();
-    });
+    }, peerIdentity);
     if (tlsDn !== undefined) session.identity.tlsDistinguishedName = tlsDn;
     if (anonymous && this.config.authTimeout > 0) {
       const timer = setTimeout(() => {
@@ -371,12 +413,14 @@ export class VirtauthServer {
       session.onClose(() => clearTimeout(timer));
     }
     this.sessions.add(session);
+    this.clientCountChanged();
     rpc.setCallHandler(createDispatcher(this.programs, { context: session, isAuthenticated: () => session.authenticated }));
     rpc.on('protocolError', (e: Error) => session.peerFaults.warn({ event: 'protocol.error', err: e.message }, 'malformed input from client'));
     // The 'close' event rather than whenClosed(): no promise kept for every idle connection; the
     // clean-up still runs after close() has returned, as a promise reaction did.
     rpc.on('close', (reason: VirError | null) => queueMicrotask(async () => {
       this.sessions.delete(session);
+      this.clientCountChanged();
       session.flushPeerFaults();
       if (anonymous && !session.authenticated) this.releaseAnonymous();
       if (this.log.isLevelEnabled('debug')) session.log.debug({ event: 'client.closed', reason: reason?.message }, 'client disconnected');
@@ -475,6 +519,15 @@ export class VirtauthServer {
     };
   }
 
+  /**
+   * Re-reads what can change without dropping clients (SIGHUP): the access drivers' policies.
+   * A driver whose new policy is bad keeps the old one and logs why.
+   */
+  async reload(): Promise<void> {
+    this.log.info({ event: 'daemon.reload' }, 'reloading access policies');
+    await this.access.reload();
+  }
+
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
@@ -482,7 +535,9 @@ export class VirtauthServer {
     for (const w of this.waiting.splice(0)) w.destroy();
     for (const s of [...this.sessions]) s.rpc.close(null);
     await Promise.all(closes);
-    for (const spec of this.specs) if (spec.kind === 'unix' && spec.path) await rm(spec.path, { force: true });
+    // A socket systemd passed stays in place: systemd owns it and listens on it again.
+    for (const path of this.boundPaths.splice(0)) await rm(path, { force: true });
+    await this.access.close();
   }
 }
 
@@ -527,6 +582,47 @@ export function clientDistinguishedName(socket: tls.TLSSocket): string {
   const raw = socket.getPeerX509Certificate?.();
   if (!raw) return '';
   return raw.subject.split('\n').join(',');
+}
+
+/** Binds or adopts a listener; errors become libvirt's one-line messages naming what failed. */
+async function listenOn(server: net.Server, where: net.ListenOptions & { fd?: number }, spec: ListenerSpec, log: Logger, shownPath = where.path): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const failed = (e: NodeJS.ErrnoException) => {
+      const reason = describeErrno(e);
+      const detail = where.fd !== undefined
+        ? `Unable to listen on the socket passed by systemd (descriptor ${where.fd}): ${reason}`
+        : spec.kind === 'unix'
+          ? `Failed to bind socket to '${shownPath}': ${reason}`
+          : `Unable to bind to port ${where.port} on ${where.host}: ${reason}`;
+      reject(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail }));
+    };
+    server.once('error', failed);
+    // Errors after the listener is up are logged; it keeps serving what it can.
+    server.on('listening', () => server.on('error', (e) => log.error({ err: e }, 'listener error')));
+    const listening = () => {
+      server.off('error', failed);
+      resolve();
+    };
+    // An inherited descriptor is a handle to adopt ({fd}); anything else is an address to bind.
+    if (where.fd !== undefined) server.listen({ fd: where.fd }, listening);
+    else server.listen(where, listening);
+  });
+}
+
+const ERRNO_TEXT: Record<string, string> = {
+  EADDRINUSE: 'Address already in use',
+  EADDRNOTAVAIL: 'Cannot assign requested address',
+  EACCES: 'Permission denied',
+  EPERM: 'Operation not permitted',
+  ENOENT: 'No such file or directory',
+  EINVAL: 'Invalid argument',
+  EBADF: 'Bad file descriptor',
+  ENOTSOCK: 'Socket operation on non-socket',
+};
+
+/** strerror()'s wording for the errors a bind meets, as libvirt prints them. */
+function describeErrno(e: NodeJS.ErrnoException): string {
+  return (e.code && ERRNO_TEXT[e.code]) ?? e.message;
 }
 
 async function removeStaleSocket(path: string): Promise<void> {

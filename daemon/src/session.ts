@@ -5,18 +5,21 @@ import type { Logger } from 'pino';
 import {
   ErrorCode,
   ErrorDomain,
+  SessionState,
   VirError,
+  type AccessSubject,
   type AuthLogger,
   type ClientIdentity,
   type DriverConnection,
   type RpcConnection,
   type ServerAuthContext,
   type TransportInfo,
+  type UnixPeerIdentity,
 } from '@virtauth/core';
 import { PeerFaultLog } from './peer-fault-log.js';
 
 export class ClientSession implements ServerAuthContext {
-  private stateMap: Map<string, unknown> | undefined;
+  private stateValues: SessionState | undefined;
   readonly identity: ClientIdentity = {};
   private authed: boolean;
   /** Set while CONNECT_OPEN runs, so a second one is refused and relays know an open is pending. */
@@ -26,6 +29,10 @@ export class ClientSession implements ServerAuthContext {
   // together they are most of an idle connection's heap, and most connections never log.
   private boundLog: (Logger & AuthLogger) | undefined;
   private faultLog: PeerFaultLog | undefined;
+  /** Whether the hypervisor connection was opened read-only (socket or CONNECT_OPEN flag). */
+  readOnlyOpen = false;
+  /** The open hypervisor driver's name as access rules see it (`connect_driver`), e.g. `TEST`. */
+  connectDriver = '';
   /** Resources to release when the connection goes (relay channels, timers). */
   private readonly cleanups: (() => void)[] = [];
 
@@ -36,12 +43,17 @@ export class ClientSession implements ServerAuthContext {
     readonly readOnly: boolean,
     private readonly makeLog: () => Logger & AuthLogger,
     private readonly onAuthenticated: (session: ClientSession) => void,
+    peerIdentity?: UnixPeerIdentity,
   ) {
     this.authed = socketAuth === 0;
     if (transport.peer) {
       this.identity.unixUid = transport.peer.uid;
       this.identity.unixGid = transport.peer.gid;
       this.identity.unixPid = transport.peer.pid;
+    }
+    if (peerIdentity) {
+      this.identity.unix = peerIdentity;
+      if (peerIdentity.userName !== undefined) this.identity.username = peerIdentity.userName;
     }
     if (this.authed) this.identity.method = 'none';
   }
@@ -62,8 +74,8 @@ export class ClientSession implements ServerAuthContext {
   }
 
   /** Per-connection state of auth providers; made on first use (most connections never need it). */
-  get state(): Map<string, unknown> {
-    return (this.stateMap ??= new Map());
+  get state(): SessionState {
+    return (this.stateValues ??= new SessionState());
   }
 
   get connectionId(): number {
@@ -74,11 +86,26 @@ export class ClientSession implements ServerAuthContext {
     return this.authed;
   }
 
+  /**
+   * Who asks and on what connection, for access checks (complete once CONNECT_OPEN has run). One
+   * object for the connection's life, so drivers can key per-connection decision caches on it.
+   */
+  readonly accessSubject: AccessSubject = sessionSubject(this);
+
   markAuthenticated(identity: ClientIdentity): void {
     if (this.authed) return;
     Object.assign(this.identity, identity);
     this.authed = true;
-    this.log.info({ event: 'client.authenticated', method: identity.method, user: identity.username }, 'client authenticated');
+    const who = this.identity;
+    this.log.info({
+      event: 'client.authenticated',
+      method: who.method,
+      user: who.username,
+      ...(who.sasl ? { mechanism: who.sasl.mechanism } : {}),
+      ...(who.unix ? { uid: who.unix.uid, pid: who.unix.pid } : {}),
+      ...(who.tlsDistinguishedName ? { x509Dn: who.tlsDistinguishedName } : {}),
+      ...(who.oidc ? { oidcIssuer: who.oidc.issuer, oidcSubject: who.oidc.subject } : {}),
+    }, 'client authenticated');
     this.onAuthenticated(this);
   }
 
@@ -115,4 +142,14 @@ export class ClientSession implements ServerAuthContext {
       }
     }
   }
+}
+
+function sessionSubject(session: ClientSession): AccessSubject {
+  return {
+    get identity() { return session.identity; },
+    get transport() { return session.transport.kind; },
+    get readOnly() { return session.readOnlyOpen; },
+    get connectDriver() { return session.connectDriver; },
+    get connectionId() { return session.connectionId; },
+  };
 }

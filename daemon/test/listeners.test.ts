@@ -117,7 +117,7 @@ test('a client queued behind max_anonymous_clients waits no longer than auth_tim
       ['auth_timeout', 2],
     ]),
   );
-  await writeFile(join(dir, 'users.json'), '{}');
+  await writeFile(join(dir, 'users.json'), '{"version": 1, "users": {}}');
   await startDaemon(t, config);
   const first = await connect(t, join(dir, 'virtauth-sock'));
   await authList(first);

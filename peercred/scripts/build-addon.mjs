@@ -10,7 +10,7 @@ import {fileURLToPath} from 'node:url';
 
 const packageDirectory = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const addonFile = join(packageDirectory, 'build', 'Release', 'peercred.node');
-const sources = [join(packageDirectory, 'binding.gyp'), join(packageDirectory, 'src', 'peercred.cc')];
+const sources = [join(packageDirectory, 'binding.gyp'), join(packageDirectory, 'src', 'peercred.cc'), join(packageDirectory, 'src', 'socket-tools.cc'), join(packageDirectory, 'src', 'socket-tools.h'), join(packageDirectory, 'src', 'addon-errors.h')];
 const force = process.argv.includes('--force');
 
 function fail(message) {

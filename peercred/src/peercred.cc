@@ -5,6 +5,9 @@
 
 #include <node_api.h>
 
+#include "addon-errors.h"
+#include "socket-tools.h"
+
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -23,29 +26,7 @@
 
 namespace {
 
-// Throws a JS Error whose `code` is an errno name (or our own code) so the wrapper can explain it.
-napi_value ThrowWithCode(napi_env env, const char* code, const std::string& message) {
-  napi_throw_error(env, code, message.c_str());
-  return nullptr;
-}
-
 #ifdef __linux__
-const char* ErrnoName(int error) {
-  switch (error) {
-    case EBADF: return "EBADF";
-    case ENOTSOCK: return "ENOTSOCK";
-    case ENOTCONN: return "ENOTCONN";
-    case ENOPROTOOPT: return "ENOPROTOOPT";
-    case EINVAL: return "EINVAL";
-    case ENOMEM: return "ENOMEM";
-    default: return "ESYSCALL";
-  }
-}
-
-napi_value ThrowErrno(napi_env env, const char* what, int error) {
-  return ThrowWithCode(env, ErrnoName(error), std::string(what) + ": " + std::strerror(error));
-}
-
 napi_value SetNumber(napi_env env, napi_value object, const char* name, double value) {
   napi_value number;
   if (napi_create_double(env, value, &number) != napi_ok) return nullptr;
@@ -75,13 +56,8 @@ bool ReadPeerGroups(int fd, std::vector<gid_t>& groups, int& error) {
 
 // peerCredentials(fd: number): {pid, uid, gid, groups?: number[]}
 napi_value PeerCredentials(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok) return nullptr;
   int32_t fd = -1;
-  if (argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
-    return ThrowWithCode(env, "ERR_INVALID_ARG", "peerCredentials expects a file descriptor (a non-negative integer)");
-  }
+  if (!ReadDescriptorArgument(env, info, "peerCredentials", fd)) return nullptr;
 #ifdef __linux__
   sockaddr_storage local;
   socklen_t local_length = sizeof(local);
@@ -136,7 +112,7 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_get_boolean(env, false, &supported);
 #endif
   napi_set_named_property(env, exports, "supported", supported);
-  return exports;
+  return RegisterSocketTools(env, exports);
 }
 
 }  // namespace

@@ -1,10 +1,11 @@
+import { closeSync, openSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { VirError } from '@virtauth/core';
-import { getPeerCredentials, peerCredentialsUnavailableReason } from '../index.js';
+import { getPeerCredentials, peerCredentialsUnavailableReason, sendUnixDatagram, socketAddress } from '../index.js';
 
 /** Both ends of a fresh unix-socket connection within this process. */
 async function connectedPair(t: import('ava').ExecutionContext): Promise<{ server: net.Socket; client: net.Socket }> {
@@ -74,4 +75,47 @@ test('a destroyed socket is refused with a clear error', async (t) => {
   const { server } = await connectedPair(t);
   server.destroy();
   t.throws(() => getPeerCredentials(server), { instanceOf: VirError, message: /socket is closed/ });
+});
+
+// --- unix datagrams and inherited sockets' addresses ------------------------------------------
+
+function listeningFd(server: net.Server): number {
+  const fd = (server as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (typeof fd !== 'number') throw new Error('no descriptor on the listening server');
+  return fd;
+}
+
+test('socketAddress names a listening unix or TCP socket, and refuses what is not a socket', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'pc-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const path = join(dir, 'listening');
+  const unixServer = net.createServer();
+  await new Promise<void>((resolve) => unixServer.listen(path, resolve));
+  t.teardown(() => unixServer.close());
+  t.deepEqual(socketAddress(listeningFd(unixServer)), { stream: true, listening: true, family: 'unix', path });
+
+  const tcpServer = net.createServer();
+  await new Promise<void>((resolve) => tcpServer.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => tcpServer.close());
+  t.deepEqual(socketAddress(listeningFd(tcpServer)), { stream: true, listening: true, family: 'inet', address: '127.0.0.1', port: (tcpServer.address() as net.AddressInfo).port });
+
+  const file = openSync(join(dir, 'plain-file'), 'w');
+  t.teardown(() => closeSync(file));
+  t.throws(() => socketAddress(file), { code: 'ENOTSOCK', message: /getsockname: Socket operation on non-socket/ });
+  t.throws(() => socketAddress(-1), { code: 'ERR_INVALID_ARG' });
+});
+
+test('sendUnixDatagram reports a missing receiver or an impossible address as errno codes', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'pc-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  t.throws(() => sendUnixDatagram(join(dir, 'nobody'), Buffer.from('READY=1')), { code: 'ENOENT' });
+  t.throws(() => sendUnixDatagram(`/${'x'.repeat(200)}`, Buffer.from('READY=1')), { code: 'ENAMETOOLONG' });
+  t.throws(() => sendUnixDatagram('', Buffer.from('READY=1')), { code: 'ENAMETOOLONG' });
+  // A stream socket is no datagram receiver.
+  const stream = net.createServer();
+  const path = join(dir, 'stream');
+  await new Promise<void>((resolve) => stream.listen(path, resolve));
+  t.teardown(() => stream.close());
+  const error = t.throws(() => sendUnixDatagram(path, Buffer.from('READY=1')));
+  t.truthy((error as NodeJS.ErrnoException).code);
 });

@@ -5,6 +5,8 @@ import { AuthType, type AuthProvider } from '@virtauth/core';
 export const noneAuthProvider: AuthProvider = {
   type: AuthType.NONE,
   name: 'none',
+  // Chosen only when the server offers nothing this client can do better.
+  priority: 0,
   client: { authenticate: async () => {} },
   server: { procedures: {} },
 };

@@ -10,6 +10,7 @@ import {
   RemoteProc,
   SaslAuthenticationError,
   VirError,
+  createSessionSlot,
   remote,
   xdr,
   type AuthProvider,
@@ -26,7 +27,6 @@ import { FailureThrottle, failureSource, type ThrottleClock } from './sasl/failu
 
 /** The most SASL round trips a client or server goes through before giving up. */
 const MAX_SASL_ROUNDS = 16;
-const STATE_KEY = 'sasl';
 
 function clientError(detail: string): VirError {
   return new VirError({ code: ErrorCode.AUTH_FAILED, domain: ErrorDomain.REMOTE, detail });
@@ -79,9 +79,14 @@ interface ConnectionFailures {
   count: number;
 }
 
+/** Where the exchange in progress stands on one connection, and how often it has failed. */
+const EXCHANGE = createSessionSlot<ServerState>('sasl.exchange');
+const FAILURES = createSessionSlot<ConnectionFailures>('sasl.failures');
+
 export class SaslAuthProvider implements AuthProvider {
   readonly type = AuthType.SASL;
   readonly name = 'sasl';
+  readonly priority = 300;
 
   readonly client = {
     authenticate: (ctx: ClientAuthContext) => this.authenticateClient(ctx),
@@ -177,12 +182,12 @@ export class SaslAuthProvider implements AuthProvider {
       ...(opts.throttleClock ? { clock: opts.throttleClock } : {}),
     });
     const failuresOf = (ctx: ServerAuthContext): ConnectionFailures => {
-      let f = ctx.state.get('sasl.failures') as ConnectionFailures | undefined;
-      if (!f) ctx.state.set('sasl.failures', (f = { count: 0 }));
+      let f = ctx.state.get(FAILURES);
+      if (!f) ctx.state.set(FAILURES, (f = { count: 0 }));
       return f;
     };
     const fail = async (ctx: ServerAuthContext, reason: string, user?: string): Promise<never> => {
-      ctx.state.delete(STATE_KEY);
+      ctx.state.delete(EXCHANGE);
       const failures = failuresOf(ctx);
       failures.count++;
       const delayMs = throttle.recordFailure(failureSource(ctx.transport), user, failures.count);
@@ -225,10 +230,10 @@ export class SaslAuthProvider implements AuthProvider {
       if (throttle.isRefused(source, username)) return fail(ctx, 'user is locked out from this source after repeated failures', username);
       // Recent failures of this name from this source delay even the right password (bounded).
       await throttle.clock.sleep(throttle.waitFor(source, username));
-      ctx.state.delete(STATE_KEY);
+      ctx.state.delete(EXCHANGE);
       // Which mechanism won matters to operators (e.g. whether channel binding was used).
       ctx.log.info({ event: 'auth.sasl.succeeded', mechanism: state.mechanism, user: username }, 'SASL authentication succeeded');
-      ctx.markAuthenticated({ username, method: 'sasl' });
+      ctx.markAuthenticated({ ...state.session.identity, username, method: 'sasl', sasl: { mechanism: state.mechanism, username } });
       return { complete: 1, nil: result.data === null ? 1 : 0, data: result.data ?? Buffer.alloc(0) };
     };
 
@@ -236,11 +241,11 @@ export class SaslAuthProvider implements AuthProvider {
       args: xdr.xvoid,
       ret: remote.authSaslInitRet,
       handle: async (ctx) => {
-        if (ctx.state.has(STATE_KEY)) return fail(ctx, 'AUTH_SASL_INIT called twice');
+        if (ctx.state.has(EXCHANGE)) return fail(ctx, 'AUTH_SASL_INIT called twice');
         if (!ctx.transport.secure) return fail(ctx, 'SASL refused on an insecure channel (no mechanism provides a security layer)');
         const offered = offeredFor(ctx);
         if (offered.length === 0) return fail(ctx, 'no SASL mechanism is available on this connection');
-        ctx.state.set(STATE_KEY, { stage: 'init', offered } satisfies ServerState);
+        ctx.state.set(EXCHANGE, { stage: 'init', offered });
         return { mechlist: offered.join(',') };
       },
     };
@@ -248,7 +253,7 @@ export class SaslAuthProvider implements AuthProvider {
       args: remote.authSaslStartArgs,
       ret: remote.authSaslStartRet,
       handle: async (ctx, args: { mech: string; nil: number; data: Buffer }) => {
-        const state = ctx.state.get(STATE_KEY) as ServerState | undefined;
+        const state = ctx.state.get(EXCHANGE);
         if (!state || state.stage !== 'init') return fail(ctx, 'AUTH_SASL_START without AUTH_SASL_INIT');
         const registered = this.mechanisms();
         const mech = registered.find((m) => m.name === args.mech);
@@ -261,7 +266,7 @@ export class SaslAuthProvider implements AuthProvider {
           serverOffersChannelBinding: state.offered.some((n) => registered.find((m) => m.name === n)?.requiresChannelBinding),
         });
         const next: Extract<ServerState, { stage: 'step' }> = { stage: 'step', offered: state.offered, mechanism: mech.name, session, rounds: 0 };
-        ctx.state.set(STATE_KEY, next);
+        ctx.state.set(EXCHANGE, next);
         return runStep(ctx, next, args.nil ? null : args.data);
       },
     };
@@ -269,7 +274,7 @@ export class SaslAuthProvider implements AuthProvider {
       args: remote.authSaslStepArgs,
       ret: remote.authSaslStepRet,
       handle: async (ctx, args: { nil: number; data: Buffer }) => {
-        const state = ctx.state.get(STATE_KEY) as ServerState | undefined;
+        const state = ctx.state.get(EXCHANGE);
         if (!state || state.stage !== 'step') return fail(ctx, 'AUTH_SASL_STEP without AUTH_SASL_START');
         return runStep(ctx, state, args.nil ? null : args.data);
       },

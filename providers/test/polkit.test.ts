@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import test from 'ava';
 import {
   AuthType,
+  SessionState,
   ErrorCode,
   ErrorDomain,
   RemoteProc,
@@ -53,7 +54,7 @@ function context(options: { peer?: PeerCredentials; readOnly?: boolean; kind?: T
       marked.push(identity);
     },
     closeAfterReply() {},
-    state: new Map(),
+    state: new SessionState(),
     log: silent,
     marked,
   };
@@ -71,7 +72,7 @@ test('an authorized client is marked authenticated with the subject polkit was a
   const provider = new PolkitAuthProvider({ authority });
   const ctx = context({ peer: self });
   t.deepEqual(await authPolkit(provider, ctx), { complete: 1 });
-  t.deepEqual(ctx.marked, [{ method: 'polkit', unixUid: 1000, unixGid: 1000, unixPid: process.pid }]);
+  t.deepEqual(ctx.marked, [{ method: 'polkit', unixUid: 1000, unixGid: 1000, unixPid: process.pid, polkit: { action: 'org.libvirt.unix.manage', result: 'authorized' } }]);
   t.is(authority.checks.length, 1);
   const [check] = authority.checks;
   t.is(check!.actionId, 'org.libvirt.unix.manage');
@@ -115,7 +116,7 @@ test('a root client is authenticated by AUTH_LIST without asking polkit; others 
   const provider = new PolkitAuthProvider({ authority });
   const root = context({ peer: { pid: 1, uid: 0, gid: 0 } });
   t.deepEqual(await provider.server.onAuthList(root), [AuthType.NONE]);
-  t.deepEqual(root.marked, [{ method: 'none', unixUid: 0, unixGid: 0, unixPid: 1 }]);
+  t.deepEqual(root.marked, [{ method: 'none', unixUid: 0, unixGid: 0, unixPid: 1, polkit: { action: 'org.libvirt.unix.manage', result: 'root' } }]);
   const user = context({ peer: self });
   t.is(await provider.server.onAuthList(user), null);
   t.deepEqual(user.marked, []);

@@ -3,7 +3,7 @@
 // gets in at once; flooding the tables with invented names or sources erases no live record.
 
 import test from 'ava';
-import { AuthType, RemoteProc, VirError, type ServerAuthContext, type TransportInfo } from '@virtauth/core';
+import { AuthType, RemoteProc, SessionState, VirError, type ServerAuthContext, type TransportInfo } from '@virtauth/core';
 import { SaslAuthProvider } from '../src/sasl-provider.js';
 import { PlainMechanism } from '../src/sasl/plain.js';
 import { InMemoryUserDatabase } from '../src/userdb/in-memory-user-database.js';
@@ -51,7 +51,7 @@ function connection(transport: TransportInfo): FakeConnection {
     closeAfterReply() {
       conn.closing = true;
     },
-    state: new Map(),
+    state: new SessionState(),
     log: { info() {}, debug() {}, warn: (obj: object) => conn.warnings.push(obj as Record<string, unknown>) },
     warnings: [],
     closing: false,

@@ -54,7 +54,7 @@ test('terminal: host names, XML, and error texts from a server reach the termina
   await withFakeDaemon('escapes', {
     handlers: {
       [RemoteProc.CONNECT_GET_HOSTNAME]: () => reply(remote.connectGetHostnameRet, { hostname: `host${ESCAPES}.example` }),
-      [RemoteProc.DOMAIN_LOOKUP_BY_NAME]: () => reply(remote.domainLookupRet, { dom }),
+      [RemoteProc.DOMAIN_LOOKUP_BY_NAME]: () => reply(remote.domainLookupByNameRet, { dom }),
       [RemoteProc.DOMAIN_GET_XML_DESC]: () => reply(remote.domainGetXmlDescRet, { xml: `<domain>\n\t<name>web${ESCAPES}</name>\n</domain>\n` }),
       [RemoteProc.DOMAIN_GET_INFO]: () => {
         throw new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.QEMU, detail: `broken${ESCAPES}\r\nerror: forged line` });

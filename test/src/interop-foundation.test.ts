@@ -4,7 +4,7 @@
 
 import {spawn} from 'node:child_process';
 import {randomBytes} from 'node:crypto';
-import {closeSync, existsSync, openSync} from 'node:fs';
+import {existsSync} from 'node:fs';
 import {rm, writeFile} from 'node:fs/promises';
 import net from 'node:net';
 import {join} from 'node:path';
@@ -40,7 +40,8 @@ import {
   type Header,
   type Procedure,
 } from '@virtauth/core';
-import {createDaemon, createLogger, defaultConfig, type DaemonConfig, type DaemonExtension, type DaemonHandle, type ListenerSpec} from '@virtauth/daemon';
+import type {DaemonExtension} from '@virtauth/daemon';
+import {startVirtauthd} from './virtauthd-support.js';
 import {openAuth, type Connection} from 'virtauth';
 
 import {
@@ -62,42 +63,6 @@ const cliBin = join(repositoryRoot, 'cli', 'dist', 'src', 'bin.js');
 const daemonMain = join(repositoryRoot, 'daemon', 'dist', 'src', 'main.js');
 
 // --- helpers ---------------------------------------------------------------------------------
-
-interface VirtauthdUnderTest {
-  handle: DaemonHandle;
-  dir: string;
-  rwSocket: string;
-  roSocket: string;
-  uri(readOnlySocket?: boolean): string;
-}
-
-/** virtauthd in this process on two temp unix sockets (rw, ro), logging to a file in its dir. */
-async function startVirtauthd(t: ExecutionContext, settings: Partial<DaemonConfig> = {}, extensions: DaemonExtension[] = []): Promise<VirtauthdUnderTest> {
-  const dir = await tempDir('vd');
-  const config: DaemonConfig = {...defaultConfig(), unixSockDir: dir, ...settings};
-  // A SASL socket needs a user database; an empty private one keeps the host's out of it.
-  config.extra.set('sasl_user_db', join(dir, 'users.db'));
-  const rwSocket = join(dir, 'virtauth-sock');
-  const roSocket = join(dir, 'virtauth-sock-ro');
-  const listeners: ListenerSpec[] = [
-    {kind: 'unix', path: rwSocket, auth: config.authUnixRw, readOnly: false, perms: 0o700},
-    {kind: 'unix', path: roSocket, auth: config.authUnixRo, readOnly: true, perms: 0o777},
-  ];
-  const logFd = openSync(join(dir, 'virtauthd.log'), 'a');
-  const handle = await createDaemon({config, logger: createLogger(2, logFd), listeners, extensions});
-  t.teardown(async () => {
-    await handle.stop();
-    closeSync(logFd);
-    await rm(dir, {recursive: true, force: true});
-  });
-  return {
-    handle,
-    dir,
-    rwSocket,
-    roSocket,
-    uri: (readOnlySocket = false) => `test+unix:///default?socket=${readOnlySocket ? roSocket : rwSocket}`,
-  };
-}
 
 async function startLibvirtd(t: ExecutionContext, options: Parameters<typeof PrivateLibvirtd.start>[0]): Promise<PrivateLibvirtd> {
   const daemon = await PrivateLibvirtd.start(options);
@@ -367,7 +332,7 @@ interopTest('a server that predates AUTH_LIST answers "unknown procedure: 66"; o
 
 interopTest('raw packets: virtauthd answers auth-required, unknown procedure and unknown program exactly as libvirtd does', ['root', 'libvirtd'], async (t) => {
   const [ours, theirs] = await Promise.all([
-    startVirtauthd(t, {authUnixRw: AuthType.SASL, authUnixRo: AuthType.NONE}),
+    startVirtauthd(t, {authUnixRw: 'sasl', authUnixRo: 'none'}),
     startLibvirtd(t, {auth_unix_rw: 'sasl', auth_unix_ro: 'none'}),
   ]);
   const openCall = callPacket(RemoteProc.CONNECT_OPEN, remote.connectOpenArgs, {name: 'test:///default', flags: 0});

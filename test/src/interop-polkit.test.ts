@@ -102,7 +102,7 @@ async function startVirtauthd(dir: string, settings: Record<string, string> = {}
     .map(([key, value]) => `${key} = "${value}"\n`)
     .join('');
   const config = buildConfig(parseConf(text, 'virtauthd.conf'), 'virtauthd.conf');
-  assertSetup(config.authUnixRw === AuthType.POLKIT && config.authUnixRo === AuthType.POLKIT, 'auth_unix_rw/ro = "polkit" parse');
+  assertSetup(config.authUnixRw === 'polkit' && config.authUnixRo === 'polkit', 'auth_unix_rw/ro = "polkit" parse');
   const log = new JsonLines();
   const handle = await createDaemon({ config, logger: createLogger(2, log) });
   const rwSocket = join(dir, 'virtauth-sock');

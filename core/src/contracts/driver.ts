@@ -2,29 +2,16 @@
 
 import type { ConnectAuth, CredentialRequester } from '../credentials.js';
 import type { ConnectUri } from '../uri.js';
-import type { RemoteDomain } from '../protocol/remote.js';
+import type { RemoteApi, RemoteDomainGetInfoRet, RemoteNodeGetInfoRet, RemoteNonnullDomain } from '../protocol/remote.js';
 import type { RelayClientConfig } from './relay.js';
 
-export type DomainRef = RemoteDomain;
+export type DomainRef = RemoteNonnullDomain;
 
-export interface DomainInfo {
-  state: number;
-  maxMem: bigint;
-  memory: bigint;
-  nrVirtCpu: number;
-  cpuTime: bigint;
-}
+/** DOMAIN_GET_INFO's reply (state, memory in KiB, vCPUs, CPU time in ns). */
+export type DomainInfo = RemoteDomainGetInfoRet;
 
-export interface NodeInfo {
-  model: string;
-  memory: bigint;
-  cpus: number;
-  mhz: number;
-  nodes: number;
-  sockets: number;
-  cores: number;
-  threads: number;
-}
+/** NODE_GET_INFO's reply. */
+export type NodeInfo = RemoteNodeGetInfoRet;
 
 export interface SecurityModel {
   model: string;
@@ -55,8 +42,21 @@ export interface DriverOpenContext {
   extensions?: Record<string, unknown>;
 }
 
-/** An open hypervisor connection: the connect/domain subset virtauth serves. */
-export interface DriverConnection {
+/** A domain lifecycle event (virDomainEventType and its detail). */
+export interface DomainLifecycleEvent {
+  dom: DomainRef;
+  event: number;
+  detail: number;
+}
+
+/**
+ * An open hypervisor connection. The generated RemoteApi (one method per procedure of libvirt's
+ * remote program, e.g. `domainCreate({ dom })`) is what a driver implements to serve a procedure:
+ * the daemon calls the method of that name, and answers libvirt's "not supported" error when the
+ * driver lacks it. The named methods below are the client library's convenience layer, and what the
+ * daemon falls back to for the procedures they cover.
+ */
+export interface DriverConnection extends Partial<RemoteApi> {
   readonly driverName: string;
   getType(): Promise<string>;
   getVersion(): Promise<bigint>;
@@ -82,6 +82,8 @@ export interface DriverConnection {
   getSecurityModel?(): Promise<SecurityModel>;
   getDomainSecurityLabel?(dom: DomainRef): Promise<SecurityLabel>;
   getDomainMessages?(dom: DomainRef, flags: number): Promise<string[]>;
+  /** Lifecycle events of this hypervisor's domains until the returned function is called. */
+  subscribeDomainLifecycle?(listener: (event: DomainLifecycleEvent) => void): () => void;
 }
 
 export interface Driver {

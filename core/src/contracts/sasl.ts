@@ -3,6 +3,7 @@
 import type { ConnectAuth, CredentialRequester } from '../credentials.js';
 import type { TransportInfo } from './transport.js';
 import type { UserDatabase } from './userdb.js';
+import type { ClientIdentity } from './auth.js';
 
 export type ChannelBindingType = 'tls-exporter' | 'tls-server-end-point';
 export type ChannelBindingPolicy = 'disable' | 'prefer' | 'require';
@@ -67,6 +68,8 @@ export interface SaslServerSession {
   step(response: Buffer | null): Promise<SaslStepResult>;
   /** The authenticated identity (authzid if given, else the authentication name) once done. */
   readonly username: string | null;
+  /** What else the mechanism learnt about the client (e.g. OAUTHBEARER's token claims) once done. */
+  readonly identity?: Partial<Pick<ClientIdentity, 'oidc'>>;
 }
 
 export interface SaslMechanism {

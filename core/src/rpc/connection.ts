@@ -256,12 +256,13 @@ export class RpcConnection extends EventEmitter {
   }
 
   /**
-   * Sends a MESSAGE packet (events, relay requests): serial 0, status OK. `sizeHint` is the
-   * payload size expected, so a larger message is encoded without growing its buffer.
+   * Sends a MESSAGE packet (events, relay requests): status OK, serial 0 unless given (libvirt
+   * 9.0's daemon sends its events with serial 1). `sizeHint` is the payload size expected, so a
+   * larger message is encoded without growing its buffer.
    */
-  sendMessage<T>(prog: number, vers: number, proc: number, codec: Codec<T>, value: T, sizeHint?: number): void {
+  sendMessage<T>(prog: number, vers: number, proc: number, codec: Codec<T>, value: T, sizeHint?: number, serial = 0): void {
     if (this.isClosed) return;
-    const packet = encodePacket({ prog, vers, proc, type: MessageType.MESSAGE, serial: 0, status: MessageStatus.OK }, codec, value, sizeHint);
+    const packet = encodePacket({ prog, vers, proc, type: MessageType.MESSAGE, serial, status: MessageStatus.OK }, codec, value, sizeHint);
     // A message is mostly alone (a relay request, a keepalive): it leaves at once rather than at
     // the end of this turn, unless packets are already being gathered for one write (the stream
     // is corked then, and keeps the order).

@@ -1,40 +1,36 @@
 // libvirt RPC packets: a length word, a 24-byte header, an XDR payload (virnetprotocol.x).
 
-import * as x from '../xdr/codec.js';
+import {
+  VIR_NET_MESSAGE_HEADER_MAX,
+  VIR_NET_MESSAGE_LEN_MAX,
+  VIR_NET_MESSAGE_MAX,
+  VIR_NET_MESSAGE_STRING_MAX,
+  VirNetMessageStatus,
+  VirNetMessageType,
+  messageError,
+  type VirNetMessageError,
+  type VirNetMessageHeader,
+} from '../protocol/generated/virnet.js';
 import { XdrReader, XdrWriter, type Codec } from '../xdr/codec.js';
 import { VirError } from '../errors.js';
 
-export const MESSAGE_MAX = 33554432;
-export const MESSAGE_LEN_MAX = 4;
-export const MESSAGE_HEADER_SIZE = 24;
+export const MESSAGE_MAX = VIR_NET_MESSAGE_MAX;
+export const MESSAGE_LEN_MAX = VIR_NET_MESSAGE_LEN_MAX;
+export const MESSAGE_HEADER_SIZE = VIR_NET_MESSAGE_HEADER_MAX;
 /** Smallest packet: length word + header, void payload. */
 export const PACKET_MIN = MESSAGE_LEN_MAX + MESSAGE_HEADER_SIZE;
 /** Largest value the length word may carry. */
 export const PACKET_MAX = MESSAGE_MAX + MESSAGE_LEN_MAX;
-export const MESSAGE_STRING_MAX = 4194304;
+export const MESSAGE_STRING_MAX = VIR_NET_MESSAGE_STRING_MAX;
 
-export const MessageType = {
-  CALL: 0,
-  REPLY: 1,
-  MESSAGE: 2,
-  STREAM: 3,
-  CALL_WITH_FDS: 4,
-  REPLY_WITH_FDS: 5,
-  STREAM_HOLE: 6,
-} as const;
-export type MessageType = (typeof MessageType)[keyof typeof MessageType];
+export const MessageType = VirNetMessageType;
+export type MessageType = VirNetMessageType;
 
-export const MessageStatus = { OK: 0, ERROR: 1, CONTINUE: 2 } as const;
-export type MessageStatus = (typeof MessageStatus)[keyof typeof MessageStatus];
+export const MessageStatus = VirNetMessageStatus;
+export type MessageStatus = VirNetMessageStatus;
 
-export interface Header {
-  prog: number;
-  vers: number;
-  proc: number;
-  type: number;
-  serial: number;
-  status: number;
-}
+/** `virNetMessageHeader`, decoded field by field on the hot path (see readHeader). */
+export type Header = VirNetMessageHeader;
 
 export function readHeader(r: XdrReader): Header {
   return { prog: r.uint(), vers: r.uint(), proc: r.int(), type: r.int(), serial: r.uint(), status: r.int() };
@@ -56,23 +52,9 @@ export function encodePacket<T>(h: Header, codec: Codec<T>, payload: T, sizeHint
   return w.finish();
 }
 
-/** `virNetMessageError` / `remote_error`. */
-const nonnullString = x.string(MESSAGE_STRING_MAX);
-const optString = x.optional(nonnullString);
-export const errorPayload = x.struct({
-  code: x.int,
-  domain: x.int,
-  message: optString,
-  level: x.int,
-  dom: x.optional(x.struct({ name: nonnullString, uuid: x.fixedOpaque(16), id: x.int })),
-  str1: optString,
-  str2: optString,
-  str3: optString,
-  int1: x.int,
-  int2: x.int,
-  net: x.optional(x.struct({ name: nonnullString, uuid: x.fixedOpaque(16) })),
-});
-export type ErrorPayload = x.Infer<typeof errorPayload>;
+/** `virNetMessageError` (the same layout as `remote_error`), generated from virnetprotocol.x. */
+export const errorPayload = messageError;
+export type ErrorPayload = VirNetMessageError;
 
 export function errorToPayload(e: VirError): ErrorPayload {
   return {

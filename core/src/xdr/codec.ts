@@ -54,6 +54,18 @@ export class XdrWriter {
     this.offset += 8;
   }
 
+  float(v: number): void {
+    this.ensure(4);
+    this.view.setFloat32(this.offset, v);
+    this.offset += 4;
+  }
+
+  double(v: number): void {
+    this.ensure(8);
+    this.view.setFloat64(this.offset, v);
+    this.offset += 8;
+  }
+
   /** Raw bytes followed by zero padding to a multiple of 4. */
   bytes(src: Uint8Array): void {
     const n = src.length;
@@ -158,6 +170,20 @@ export class XdrReader {
     return v;
   }
 
+  float(): number {
+    this.need(4, 'float');
+    const v = this.view.getFloat32(this.offset);
+    this.offset += 4;
+    return v;
+  }
+
+  double(): number {
+    this.need(8, 'double');
+    const v = this.view.getFloat64(this.offset);
+    this.offset += 8;
+    return v;
+  }
+
   /** n raw bytes plus padding; returns a copy so the packet buffer can be released. */
   bytes(n: number): Buffer {
     const total = n + pad4(n);
@@ -257,6 +283,26 @@ export const bool: Codec<boolean> = {
     if (v !== 0 && v !== 1) throw new XdrError(`bool value ${v} is neither 0 nor 1`);
     return v === 1;
   },
+};
+
+/** IEEE 754 single precision (XDR `float`); NaN and infinities travel as they are. */
+export const float: Codec<number> = {
+  minSize: 4,
+  encode(w, v) {
+    if (typeof v !== 'number') throw new XdrError(`float value ${String(v)} is not a number`);
+    w.float(v);
+  },
+  decode: (r) => r.float(),
+};
+
+/** IEEE 754 double precision (XDR `double`, libvirt's typed parameter VIR_TYPED_PARAM_DOUBLE). */
+export const double: Codec<number> = {
+  minSize: 8,
+  encode(w, v) {
+    if (typeof v !== 'number') throw new XdrError(`double value ${String(v)} is not a number`);
+    w.double(v);
+  },
+  decode: (r) => r.double(),
 };
 
 /** XDR `void`: nothing on the wire. */
@@ -412,24 +458,38 @@ type Fields = Record<string, Codec<any>>;
 export type StructOf<F extends Fields> = { [K in keyof F]: Infer<F[K]> };
 
 /**
- * A struct: fields in declaration order. The encoder and decoder are generated once per struct
- * so each field access is a fixed property, and decoded objects share one hidden class.
+ * A struct: fields in declaration order. The encoder and decoder are generated per struct so each
+ * field access is a fixed property, and decoded objects share one hidden class. They are compiled
+ * on first use: a protocol declares hundreds of structs, and a process uses few of them.
  */
 export function struct<F extends Fields>(fields: F): Codec<StructOf<F>> {
   const entries = Object.entries(fields) as [string, Codec<unknown>][];
   const codecs = entries.map(([, c]) => c);
-  const key = (name: string) => JSON.stringify(name);
-  const enc = entries
-    .map(([name], i) => `x = v[${key(name)}]; if (x === undefined) missing(${key(name)}); c[${i}].encode(w, x);`)
-    .join('\n');
-  const dec = `return { ${entries.map(([name], i) => `${key(name)}: c[${i}].decode(r)`).join(', ')} };`;
-  const missing = (name: string): never => {
-    throw new XdrError(`struct field '${name}' is missing`);
+  const codec: Codec<StructOf<F>> = {
+    minSize: codecs.reduce((sum, c) => sum + c.minSize, 0),
+    encode(w, v) {
+      compile();
+      codec.encode(w, v);
+    },
+    decode(r) {
+      compile();
+      return codec.decode(r);
+    },
   };
-  // Field names come from our own declarations, never from input.
-  const encode = new Function('c', 'missing', `return function encodeStruct(w, v) { let x;\n${enc}\n};`)(codecs, missing) as Codec<StructOf<F>>['encode'];
-  const decode = new Function('c', `return function decodeStruct(r) { ${dec} };`)(codecs) as Codec<StructOf<F>>['decode'];
-  return { minSize: codecs.reduce((sum, c) => sum + c.minSize, 0), encode, decode };
+  const compile = (): void => {
+    const key = (name: string) => JSON.stringify(name);
+    const enc = entries
+      .map(([name], i) => `x = v[${key(name)}]; if (x === undefined) missing(${key(name)}); c[${i}].encode(w, x);`)
+      .join('\n');
+    const dec = `return { ${entries.map(([name], i) => `${key(name)}: c[${i}].decode(r)`).join(', ')} };`;
+    const missing = (name: string): never => {
+      throw new XdrError(`struct field '${name}' is missing`);
+    };
+    // Field names come from our own declarations, never from input.
+    (codec as { encode: Codec<StructOf<F>>['encode'] }).encode = new Function('c', 'missing', `return function encodeStruct(w, v) { let x;\n${enc}\n};`)(codecs, missing);
+    (codec as { decode: Codec<StructOf<F>>['decode'] }).decode = new Function('c', `return function decodeStruct(r) { ${dec} };`)(codecs);
+  };
+  return codec;
 }
 
 type Arms = Record<number, Codec<any>>;

@@ -3,12 +3,14 @@
 
 import {
   AuthType,
+  DomainEventId,
   ErrorCode,
   ErrorDomain,
   Feature,
   OpenFlag,
   REMOTE_PROGRAM,
   REMOTE_PROTOCOL_VERSION,
+  RemoteClient,
   RemoteProc,
   RpcConnection,
   VirError,
@@ -21,6 +23,7 @@ import {
   type ChannelBindingPolicy,
   type Codec,
   type ConnectUri,
+  type DomainLifecycleEvent,
   type DomainRef,
   type Driver,
   type DriverConnection,
@@ -36,7 +39,7 @@ export type AuthSchemeName = 'none' | 'sasl' | 'polkit' | (string & {});
 export interface RemoteDriverOptions {
   /** Providers available to the client (resolved lazily, so plugins registered later count). */
   providers: () => readonly AuthProvider[];
-  /** Order in which the client prefers the auth schemes a server offers. */
+  /** Order in which the client prefers the auth schemes a server offers; default: by each provider's priority. */
   authPriority?: readonly AuthSchemeName[];
   /** Keepalive the client runs once the server says it supports it; false disables. */
   keepalive?: { interval: number; count: number } | false;
@@ -44,7 +47,20 @@ export interface RemoteDriverOptions {
   connectTimeoutMs?: number;
 }
 
-const DEFAULT_PRIORITY: readonly AuthSchemeName[] = ['sasl', 'polkit', 'none'];
+/** A provider without a priority of its own ranks below sasl and polkit and above none. */
+const DEFAULT_SCHEME_PRIORITY = 100;
+
+/**
+ * The offered scheme this client prefers: registered providers with a client half by their
+ * priority, ties in the server's order. `none` needs no client half.
+ */
+export function preferredScheme(providers: readonly AuthProvider[], offered: readonly number[]): number | undefined {
+  const usable = offered
+    .map((type, order) => ({ type, order, provider: providers.find((p) => p.type === type && (p.client || type === AuthType.NONE)) }))
+    .filter((o) => o.provider !== undefined);
+  usable.sort((a, b) => (b.provider!.priority ?? DEFAULT_SCHEME_PRIORITY) - (a.provider!.priority ?? DEFAULT_SCHEME_PRIORITY) || a.order - b.order);
+  return usable[0]?.type;
+}
 
 function remoteError(code: number, detail: string): VirError {
   return new VirError({ code, domain: ErrorDomain.REMOTE, detail });
@@ -131,9 +147,9 @@ export class RemoteDriver implements Driver {
       chosen = wanted;
     } else {
       if (offered.length === 0) return;
-      const priority = this.opts.authPriority ?? DEFAULT_PRIORITY;
-      const byName = new Map(providers.map((p) => [p.name, p.type]));
-      const pick = priority.map((n) => byName.get(n)).find((t) => t !== undefined && offered.includes(t));
+      const pick = this.opts.authPriority
+        ? this.opts.authPriority.map((n) => providers.find((p) => p.name === n)?.type).find((t) => t !== undefined && offered.includes(t))
+        : preferredScheme(providers, offered);
       if (pick === undefined) {
         throw remoteError(ErrorCode.AUTH_FAILED, `unsupported authentication type ${offered[0]}`);
       }
@@ -162,68 +178,80 @@ function toVirError(reason: unknown): VirError {
   return new VirError({ code: ErrorCode.AUTH_CANCELLED, domain: ErrorDomain.REMOTE, detail: reason instanceof Error ? reason.message : 'the open was cancelled' });
 }
 
-/** An open connection to a remote daemon's hypervisor. */
-export class RemoteConnection implements DriverConnection {
+/**
+ * An open connection to a remote daemon's hypervisor: every procedure of the remote program as a
+ * method (the generated RemoteClient, e.g. `domainCreate({ dom })`), plus the named convenience
+ * methods of DriverConnection built on them.
+ */
+export class RemoteConnection extends RemoteClient implements DriverConnection {
   readonly driverName = 'remote';
 
-  constructor(readonly rpc: RpcConnection, private readonly uri: ConnectUri, readonly transport: TransportInfo) {}
-
-  private call<A, R>(proc: number, args: Codec<A>, value: A, ret: Codec<R>): Promise<R> {
-    return this.rpc.call(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, proc, args, value, ret);
+  constructor(readonly rpc: RpcConnection, private readonly uri: ConnectUri, readonly transport: TransportInfo) {
+    super({ call: (proc, args, value, ret) => rpc.call(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, proc, args, value, ret) });
   }
 
-  private domCall<R>(proc: number, dom: DomainRef, ret: Codec<R>): Promise<R> {
-    return this.call(proc, remote.domainArgs, { dom }, ret);
-  }
-
-  async getType() { return (await this.call(RemoteProc.CONNECT_GET_TYPE, xdr.xvoid, undefined, remote.connectGetTypeRet)).type; }
-  async getVersion() { return (await this.call(RemoteProc.CONNECT_GET_VERSION, xdr.xvoid, undefined, remote.connectGetVersionRet)).hv_ver; }
-  async getLibVersion() { return (await this.call(RemoteProc.CONNECT_GET_LIB_VERSION, xdr.xvoid, undefined, remote.connectGetLibVersionRet)).lib_ver; }
-  async getHostname() { return (await this.call(RemoteProc.CONNECT_GET_HOSTNAME, xdr.xvoid, undefined, remote.connectGetHostnameRet)).hostname; }
+  async getType() { return (await this.connectGetType()).type; }
+  async getVersion() { return (await this.connectGetVersion()).hv_ver; }
+  async getLibVersion() { return (await this.connectGetLibVersion()).lib_ver; }
+  async getHostname() { return (await this.connectGetHostname()).hostname; }
   async getUri() { return this.uri.raw; }
-  async getServerUri() { return (await this.call(RemoteProc.CONNECT_GET_URI, xdr.xvoid, undefined, remote.connectGetUriRet)).uri; }
+  async getServerUri() { return (await this.connectGetUri()).uri; }
   async isSecure() {
     // As libvirt's client: the server only knows its own side; a plain TCP link to it is never secure.
-    const serverSays = (await this.call(RemoteProc.CONNECT_IS_SECURE, xdr.xvoid, undefined, remote.connectIsSecureRet)).secure === 1;
+    const serverSays = (await this.connectIsSecure()).secure === 1;
     return serverSays && this.transport.secure;
   }
-  async supportsFeature(feature: number) {
-    return (await this.call(RemoteProc.CONNECT_SUPPORTS_FEATURE, remote.connectSupportsFeatureArgs, { feature }, remote.connectSupportsFeatureRet)).supported === 1;
-  }
-  async getNodeInfo() { return this.call(RemoteProc.NODE_GET_INFO, xdr.xvoid, undefined, remote.nodeGetInfoRet); }
-  async listAllDomains(flags: number) {
-    return (await this.call(RemoteProc.CONNECT_LIST_ALL_DOMAINS, remote.connectListAllDomainsArgs, { need_results: 1, flags }, remote.connectListAllDomainsRet)).domains;
-  }
-  async lookupDomainByName(name: string) { return (await this.call(RemoteProc.DOMAIN_LOOKUP_BY_NAME, remote.domainLookupByNameArgs, { name }, remote.domainLookupRet)).dom; }
-  async lookupDomainById(id: number) { return (await this.call(RemoteProc.DOMAIN_LOOKUP_BY_ID, remote.domainLookupByIdArgs, { id }, remote.domainLookupRet)).dom; }
-  async lookupDomainByUuid(uuid: Buffer) { return (await this.call(RemoteProc.DOMAIN_LOOKUP_BY_UUID, remote.domainLookupByUuidArgs, { uuid }, remote.domainLookupRet)).dom; }
-  async getDomainInfo(dom: DomainRef) { return this.domCall(RemoteProc.DOMAIN_GET_INFO, dom, remote.domainGetInfoRet); }
-  async getDomainState(dom: DomainRef) { return this.call(RemoteProc.DOMAIN_GET_STATE, remote.domainGetStateArgs, { dom, flags: 0 }, remote.domainGetStateRet); }
-  async getDomainXmlDesc(dom: DomainRef, flags: number) {
-    return (await this.call(RemoteProc.DOMAIN_GET_XML_DESC, remote.domainGetXmlDescArgs, { dom, flags }, remote.domainGetXmlDescRet)).xml;
-  }
-  async getDomainOsType(dom: DomainRef) { return (await this.domCall(RemoteProc.DOMAIN_GET_OS_TYPE, dom, remote.domainGetOsTypeRet)).type; }
-  async getDomainAutostart(dom: DomainRef) { return (await this.domCall(RemoteProc.DOMAIN_GET_AUTOSTART, dom, remote.domainGetAutostartRet)).autostart === 1; }
-  async isDomainPersistent(dom: DomainRef) { return (await this.domCall(RemoteProc.DOMAIN_IS_PERSISTENT, dom, remote.domainIsPersistentRet)).persistent === 1; }
-  async hasManagedSaveImage(dom: DomainRef) {
-    return (await this.call(RemoteProc.DOMAIN_HAS_MANAGED_SAVE_IMAGE, remote.domainFlagsArgs, { dom, flags: 0 }, remote.domainHasManagedSaveImageRet)).result === 1;
-  }
+  async supportsFeature(feature: number) { return (await this.connectSupportsFeature({ feature })).supported === 1; }
+  async getNodeInfo() { return this.nodeGetInfo(); }
+  async listAllDomains(flags: number) { return (await this.connectListAllDomains({ need_results: 1, flags })).domains; }
+  async lookupDomainByName(name: string) { return (await this.domainLookupByName({ name })).dom; }
+  async lookupDomainById(id: number) { return (await this.domainLookupById({ id })).dom; }
+  async lookupDomainByUuid(uuid: Buffer) { return (await this.domainLookupByUuid({ uuid })).dom; }
+  async getDomainInfo(dom: DomainRef) { return this.domainGetInfo({ dom }); }
+  async getDomainState(dom: DomainRef) { return this.domainGetState({ dom, flags: 0 }); }
+  async getDomainXmlDesc(dom: DomainRef, flags: number) { return (await this.domainGetXmlDesc({ dom, flags })).xml; }
+  async getDomainOsType(dom: DomainRef) { return (await this.domainGetOsType({ dom })).type; }
+  async getDomainAutostart(dom: DomainRef) { return (await this.domainGetAutostart({ dom })).autostart === 1; }
+  async isDomainPersistent(dom: DomainRef) { return (await this.domainIsPersistent({ dom })).persistent === 1; }
+  async hasManagedSaveImage(dom: DomainRef) { return (await this.domainHasManagedSaveImage({ dom, flags: 0 })).result === 1; }
   async getSecurityModel() {
-    const r = await this.call(RemoteProc.NODE_GET_SECURITY_MODEL, xdr.xvoid, undefined, remote.nodeGetSecurityModelRet);
+    const r = await this.nodeGetSecurityModel();
     return { model: remote.fromCString(r.model), doi: remote.fromCString(r.doi) };
   }
   async getDomainSecurityLabel(dom: DomainRef) {
-    const r = await this.domCall(RemoteProc.DOMAIN_GET_SECURITY_LABEL, dom, remote.domainGetSecurityLabelRet);
+    const r = await this.domainGetSecurityLabel({ dom });
     return { label: remote.fromCString(r.label), enforcing: r.enforcing === 1 };
   }
-  async getDomainMessages(dom: DomainRef, flags: number) {
-    return (await this.call(RemoteProc.DOMAIN_GET_MESSAGES, remote.domainFlagsArgs, { dom, flags }, remote.domainGetMessagesRet)).msgs;
+  async getDomainMessages(dom: DomainRef, flags: number) { return (await this.domainGetMessages({ dom, flags })).msgs; }
+
+  /**
+   * Registers for the server's domain lifecycle events (a callback id on the server, MESSAGEs
+   * routed back by it); resolves with the function that deregisters.
+   */
+  async registerDomainLifecycle(listener: (event: DomainLifecycleEvent) => void): Promise<() => Promise<void>> {
+    if (!this.eventListeners) {
+      const listeners = new Map<number, (event: DomainLifecycleEvent) => void>();
+      this.eventListeners = listeners;
+      this.rpc.onProgramMessage(REMOTE_PROGRAM, (h, body) => {
+        if (h.proc !== RemoteProc.DOMAIN_EVENT_CALLBACK_LIFECYCLE) return;
+        const m = remote.domainEventCallbackLifecycleMsg.decode(body);
+        listeners.get(m.callbackID)?.({ dom: m.msg.dom, event: m.msg.event, detail: m.msg.detail });
+      });
+    }
+    const { callbackID } = await this.connectDomainEventCallbackRegisterAny({ eventID: DomainEventId.LIFECYCLE, dom: null });
+    this.eventListeners.set(callbackID, listener);
+    return async () => {
+      if (!this.eventListeners?.delete(callbackID)) return;
+      await this.connectDomainEventCallbackDeregisterAny({ callbackID });
+    };
   }
+
+  private eventListeners: Map<number, (event: DomainLifecycleEvent) => void> | null = null;
 
   async close() {
     if (this.rpc.closed) return;
     try {
-      await this.call(RemoteProc.CONNECT_CLOSE, xdr.xvoid, undefined, xdr.xvoid);
+      await this.connectClose();
     } catch (e) {
       // The stream ending during CONNECT_CLOSE is the close done: virt-ssh-helper may exit on
       // the daemon's hang-up before it has passed the reply on.

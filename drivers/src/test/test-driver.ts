@@ -1,8 +1,12 @@
 // An in-memory hypervisor, like libvirt's test:///default: one running domain `test`, the
 // machine's host name, fixed versions. State is shared by every connection to the same path.
+// Besides the named read methods it implements procedures of the generated RemoteApi (define,
+// undefine, start, shutdown, destroy, suspend, resume) and sends lifecycle events as libvirt's
+// test driver does; the daemon refuses the procedures it lacks with "not supported".
 
 import { hostname } from 'node:os';
 import {
+  DomainEventType,
   DomainState,
   ErrorCode,
   ErrorDomain,
@@ -17,9 +21,12 @@ import {
   type Driver,
   type DriverConnection,
   type DriverOpenContext,
+  type DomainLifecycleEvent,
   type NodeInfo,
+  type remote,
   LIBVIRT_API_VERSION,
 } from '@virtauth/core';
+import { parseDomainXml } from './domain-def.js';
 
 export interface TestDomain {
   name: string;
@@ -33,6 +40,11 @@ export interface TestDomain {
   persistent: boolean;
   osType: string;
   arch: string;
+  /** virDomainState reason of the current state (e.g. BOOTED, USER, DESTROYED). */
+  reason?: number;
+  /** Whether the definition has the built-in default devices (the default domain does). */
+  defaultDevices?: boolean;
+  autostart?: boolean;
 }
 
 const DEFAULT_DOMAINS: readonly TestDomain[] = [
@@ -48,8 +60,22 @@ const DEFAULT_DOMAINS: readonly TestDomain[] = [
     persistent: true,
     osType: 'hvm',
     arch: 'i686',
+    defaultDevices: true,
   },
 ];
+
+/** Event details (virDomainEvent*DetailType) the test hypervisor reports. */
+const Detail = { DEFINED_ADDED: 0, DEFINED_UPDATED: 1, UNDEFINED_REMOVED: 0, STARTED_BOOTED: 0, SUSPENDED_PAUSED: 0, RESUMED_UNPAUSED: 0, STOPPED_SHUTDOWN: 0, STOPPED_DESTROYED: 1 } as const;
+/** State reasons (virDomainRunningReason etc.). */
+const Reason = { RUNNING_BOOTED: 1, RUNNING_UNPAUSED: 5, PAUSED_USER: 1, SHUTOFF_SHUTDOWN: 1, SHUTOFF_DESTROYED: 2 } as const;
+/** virDomainDestroyFlags: GRACEFUL, the only flag libvirt's test driver takes. */
+const DESTROY_GRACEFUL = 1;
+/** virDomainUndefineFlags the test driver takes: MANAGED_SAVE, SNAPSHOTS_METADATA, NVRAM, KEEP_NVRAM, CHECKPOINTS_METADATA, TPM, KEEP_TPM. */
+const UNDEFINE_FLAGS = 1 | 2 | 4 | 8 | 16 | 32 | 64;
+/** virDomainRebootFlagValues the test driver takes (ACPI, agent, initctl, signal, paravirt). */
+const REBOOT_FLAGS = 1 | 2 | 4 | 8 | 16;
+/** virDomainDefineFlags: VALIDATE. */
+const DEFINE_VALIDATE = 1;
 
 const NODE_INFO: NodeInfo = { model: 'i686', memory: 3145728n, cpus: 16, mhz: 1400, nodes: 2, sockets: 2, cores: 2, threads: 2 };
 
@@ -70,10 +96,37 @@ function host(d: TestDomain): HostedDomain {
 class TestHypervisor {
   readonly domains: HostedDomain[] = DEFAULT_DOMAINS.map(host);
   readonly bootTime = process.hrtime.bigint();
+  /** The id the next started domain gets (the default domain has 1). */
+  nextId = 2;
+  private readonly listeners = new Set<(e: DomainLifecycleEvent) => void>();
+
+  subscribe(listener: (e: DomainLifecycleEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Delivers an event after the current call has answered, as libvirt queues its events. */
+  emit(d: HostedDomain, event: number, detail: number): void {
+    const e: DomainLifecycleEvent = { dom: { name: d.name, uuid: d.uuidBytes, id: d.id }, event, detail };
+    setImmediate(() => {
+      for (const l of this.listeners) l(e);
+    });
+  }
 }
 
 function noDomain(what: string): VirError {
   return new VirError({ code: ErrorCode.NO_DOMAIN, domain: ErrorDomain.TEST, detail: what });
+}
+
+const testError = (message: string): VirError => new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.TEST, detail: message });
+const notRunning = (): VirError => new VirError({ code: ErrorCode.OPERATION_INVALID, domain: ErrorDomain.DOMAIN, detail: 'domain is not running' });
+
+/** libvirt's virCheckFlags: a flag the operation does not know is refused, not ignored. */
+function checkFlags(flags: number, allowed: number, api: string): void {
+  const unknown = (flags >>> 0) & ~allowed;
+  if (unknown !== 0) {
+    throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.TEST, detail: `${api}: unsupported flags (0x${(unknown >>> 0).toString(16)})` });
+  }
 }
 
 class TestConnection implements DriverConnection {
@@ -91,8 +144,9 @@ class TestConnection implements DriverConnection {
   }
 
   private find(dom: DomainRef): HostedDomain {
-    const d = this.hv.domains.find((x) => x.name === dom.name || x.uuidBytes.equals(dom.uuid));
-    if (!d) throw noDomain(`no domain with matching name '${dom.name}'`);
+    // libvirt's drivers find a domain by its UUID; the name only words the error.
+    const d = this.hv.domains.find((x) => x.uuidBytes.equals(dom.uuid));
+    if (!d) throw noDomain(`no domain with matching uuid '${formatUuid(dom.uuid) ?? dom.uuid.toString('hex')}' (${dom.name})`);
     return d;
   }
 
@@ -156,7 +210,7 @@ class TestConnection implements DriverConnection {
   async getDomainState(dom: DomainRef) {
     this.check();
     const d = this.find(dom);
-    return { state: d.state, reason: d.state === DomainState.RUNNING ? 1 : 0 };
+    return { state: d.state, reason: d.reason ?? (d.state === DomainState.RUNNING ? Reason.RUNNING_BOOTED : 0) };
   }
 
   async getDomainXmlDesc(dom: DomainRef, _flags: number) {
@@ -166,29 +220,19 @@ class TestConnection implements DriverConnection {
     return [
       `<domain type='test'${idAttr}>`,
       `  <name>${escapeXml(d.name)}</name>`,
-      `  <uuid>${d.uuid}</uuid>`,
+      `  <uuid>${escapeXml(d.uuid)}</uuid>`,
       `  <memory unit='KiB'>${d.maxMemKiB}</memory>`,
       `  <currentMemory unit='KiB'>${d.memoryKiB}</currentMemory>`,
       `  <vcpu placement='static'>${d.vcpus}</vcpu>`,
       `  <os>`,
-      `    <type arch='${d.arch}'>${d.osType}</type>`,
+      `    <type arch='${escapeXml(d.arch)}'>${escapeXml(d.osType)}</type>`,
       `    <boot dev='hd'/>`,
       `  </os>`,
       `  <clock offset='utc'/>`,
       `  <on_poweroff>destroy</on_poweroff>`,
       `  <on_reboot>restart</on_reboot>`,
       `  <on_crash>destroy</on_crash>`,
-      `  <devices>`,
-      `    <disk type='file' device='disk'>`,
-      `      <source file='/guest/diskimage1'/>`,
-      `      <target dev='vda' bus='virtio'/>`,
-      `    </disk>`,
-      `    <interface type='network'>`,
-      `      <mac address='aa:bb:cc:dd:ee:ff'/>`,
-      `      <source network='default'/>`,
-      `      <target dev='testnet0'/>`,
-      `    </interface>`,
-      `  </devices>`,
+      ...(d.defaultDevices ? DEFAULT_DEVICES_XML : [`  <devices>`, `  </devices>`]),
       `</domain>`,
       '',
     ].join('\n');
@@ -198,14 +242,173 @@ class TestConnection implements DriverConnection {
     this.open = false;
   }
 
+  // --- generated RemoteApi: writes --------------------------------------------------------
+
+  async domainDefineXml({ xml }: remote.RemoteDomainDefineXmlArgs): Promise<remote.RemoteDomainDefineXmlRet> {
+    return this.domainDefineXmlFlags({ xml, flags: 0 });
+  }
+
+  async domainDefineXmlFlags({ xml, flags }: remote.RemoteDomainDefineXmlFlagsArgs): Promise<remote.RemoteDomainDefineXmlFlagsRet> {
+    this.check();
+    checkFlags(flags, DEFINE_VALIDATE, 'virDomainDefineXMLFlags');
+    const def = parseDomainXml(xml);
+    const uuidBytes = parseUuid(def.uuid)!;
+    const byName = this.hv.domains.find((x) => x.name === def.name);
+    const byUuid = this.hv.domains.find((x) => x.uuidBytes.equals(uuidBytes));
+    if (byName && byName !== byUuid) {
+      throw new VirError({ code: ErrorCode.OPERATION_FAILED, domain: ErrorDomain.DOMAIN, detail: `domain '${def.name}' is already defined with uuid ${byName.uuid}` });
+    }
+    if (byUuid && byUuid.name !== def.name) {
+      throw new VirError({ code: ErrorCode.OPERATION_FAILED, domain: ErrorDomain.DOMAIN, detail: `domain '${byUuid.name}' already exists with uuid ${byUuid.uuid}` });
+    }
+    let d: HostedDomain;
+    if (byUuid) {
+      d = byUuid;
+      Object.assign(d, { maxMemKiB: def.maxMemKiB, memoryKiB: def.memoryKiB, vcpus: def.vcpus, osType: def.osType, arch: def.arch, persistent: true });
+    } else {
+      d = { ...def, uuidBytes, id: -1, state: DomainState.SHUTOFF, reason: 0, cpuTimeNs: 0n, persistent: true };
+      this.hv.domains.push(d);
+    }
+    this.hv.emit(d, DomainEventType.DEFINED, byUuid ? Detail.DEFINED_UPDATED : Detail.DEFINED_ADDED);
+    return { dom: this.ref(d) };
+  }
+
+  async domainUndefine({ dom }: remote.RemoteDomainUndefineArgs): Promise<void> {
+    return this.domainUndefineFlags({ dom, flags: 0 });
+  }
+
+  async domainUndefineFlags({ dom, flags }: remote.RemoteDomainUndefineFlagsArgs): Promise<void> {
+    this.check();
+    checkFlags(flags, UNDEFINE_FLAGS, 'virDomainUndefineFlags');
+    const d = this.find(dom);
+    if (!d.persistent) throw new VirError({ code: ErrorCode.OPERATION_INVALID, domain: ErrorDomain.DOMAIN, detail: 'cannot undefine transient domain' });
+    this.hv.emit(d, DomainEventType.UNDEFINED, Detail.UNDEFINED_REMOVED);
+    // A running domain stays, transient, until it stops.
+    if (d.id >= 0) d.persistent = false;
+    else this.remove(d);
+  }
+
+  async domainCreate({ dom }: remote.RemoteDomainCreateArgs): Promise<void> {
+    await this.domainCreateWithFlags({ dom, flags: 0 });
+  }
+
+  async domainCreateWithFlags({ dom, flags }: remote.RemoteDomainCreateWithFlagsArgs): Promise<remote.RemoteDomainCreateWithFlagsRet> {
+    this.check();
+    checkFlags(flags, 0, 'virDomainCreateWithFlags');
+    const d = this.find(dom);
+    if (d.state !== DomainState.SHUTOFF) throw testError(`Domain '${d.name}' is already running`);
+    d.id = this.hv.nextId++;
+    d.state = DomainState.RUNNING;
+    d.reason = Reason.RUNNING_BOOTED;
+    this.hv.emit(d, DomainEventType.STARTED, Detail.STARTED_BOOTED);
+    return { dom: this.ref(d) };
+  }
+
+  async domainSuspend({ dom }: remote.RemoteDomainSuspendArgs): Promise<void> {
+    this.check();
+    const d = this.find(dom);
+    if (d.state === DomainState.SHUTOFF || d.state === DomainState.PAUSED) throw testError(`domain '${d.name}' not running`);
+    d.state = DomainState.PAUSED;
+    d.reason = Reason.PAUSED_USER;
+    this.hv.emit(d, DomainEventType.SUSPENDED, Detail.SUSPENDED_PAUSED);
+  }
+
+  async domainResume({ dom }: remote.RemoteDomainResumeArgs): Promise<void> {
+    this.check();
+    const d = this.find(dom);
+    if (d.state !== DomainState.PAUSED) throw testError(`domain '${d.name}' not paused`);
+    d.state = DomainState.RUNNING;
+    d.reason = Reason.RUNNING_UNPAUSED;
+    this.hv.emit(d, DomainEventType.RESUMED, Detail.RESUMED_UNPAUSED);
+  }
+
+  async domainShutdown({ dom }: remote.RemoteDomainShutdownArgs): Promise<void> {
+    return this.domainShutdownFlags({ dom, flags: 0 });
+  }
+
+  async domainShutdownFlags({ dom, flags }: remote.RemoteDomainShutdownFlagsArgs): Promise<void> {
+    this.check();
+    checkFlags(flags, 0, 'virDomainShutdownFlags');
+    const d = this.find(dom);
+    if (d.state === DomainState.SHUTOFF) throw testError(`domain '${d.name}' not running`);
+    // The guest powers off at once (on_poweroff is destroy).
+    this.stop(d, Reason.SHUTOFF_SHUTDOWN, Detail.STOPPED_SHUTDOWN);
+  }
+
+  async domainDestroy({ dom }: remote.RemoteDomainDestroyArgs): Promise<void> {
+    return this.domainDestroyFlags({ dom, flags: 0 });
+  }
+
+  async domainDestroyFlags({ dom, flags }: remote.RemoteDomainDestroyFlagsArgs): Promise<void> {
+    this.check();
+    checkFlags(flags, DESTROY_GRACEFUL, 'virDomainDestroyFlags');
+    const d = this.find(dom);
+    if (d.id < 0) throw notRunning();
+    this.stop(d, Reason.SHUTOFF_DESTROYED, Detail.STOPPED_DESTROYED);
+  }
+
+  async domainReboot({ dom, flags }: remote.RemoteDomainRebootArgs): Promise<void> {
+    this.check();
+    checkFlags(flags, REBOOT_FLAGS, 'virDomainReboot');
+    const d = this.find(dom);
+    if (d.id < 0) throw notRunning();
+    // on_reboot is restart: the guest comes straight back, with no lifecycle event.
+    d.state = DomainState.RUNNING;
+    d.reason = Reason.RUNNING_BOOTED;
+  }
+
+  async domainSetAutostart({ dom, autostart }: remote.RemoteDomainSetAutostartArgs): Promise<void> {
+    this.check();
+    this.find(dom).autostart = autostart !== 0;
+  }
+
+  async domainSnapshotNum({ dom }: remote.RemoteDomainSnapshotNumArgs): Promise<remote.RemoteDomainSnapshotNumRet> {
+    this.check();
+    this.find(dom);
+    return { num: 0 };
+  }
+
+  subscribeDomainLifecycle(listener: (e: DomainLifecycleEvent) => void): () => void {
+    this.check();
+    return this.hv.subscribe(listener);
+  }
+
+  private stop(d: HostedDomain, reason: number, detail: number): void {
+    d.cpuTimeNs = this.cpuTime(d);
+    d.state = DomainState.SHUTOFF;
+    d.reason = reason;
+    d.id = -1;
+    this.hv.emit(d, DomainEventType.STOPPED, detail);
+    if (!d.persistent) this.remove(d);
+  }
+
+  private remove(d: HostedDomain): void {
+    const i = this.hv.domains.indexOf(d);
+    if (i >= 0) this.hv.domains.splice(i, 1);
+  }
+
   async getDomainOsType(dom: DomainRef) { this.check(); this.find(dom); return 'linux'; }
-  async getDomainAutostart(dom: DomainRef) { this.check(); this.find(dom); return false; }
+  async getDomainAutostart(dom: DomainRef) { this.check(); return this.find(dom).autostart === true; }
   async isDomainPersistent(dom: DomainRef) { this.check(); return this.find(dom).persistent; }
   async hasManagedSaveImage(dom: DomainRef) { this.check(); this.find(dom); return false; }
   async getSecurityModel() { this.check(); return { model: 'testSecurity', doi: '' }; }
   async getDomainSecurityLabel(dom: DomainRef) { this.check(); this.find(dom); return { label: 'libvirt-test', enforcing: true }; }
   async getDomainMessages(dom: DomainRef, _flags: number) { this.check(); this.find(dom); return [] as string[]; }
 }
+
+const DEFAULT_DEVICES_XML = [
+  `  <devices>`,
+  `    <disk type='file' device='disk'>`,
+  `      <source file='/guest/diskimage1'/>`,
+  `      <target dev='vda' bus='virtio'/>`,
+  `    </disk>`,
+  `    <interface type='network'>`,
+  `      <mac address='aa:bb:cc:dd:ee:ff'/>`,
+  `      <source network='default'/>`,
+  `      <target dev='testnet0'/>`,
+  `    </interface>`,
+  `  </devices>`,
+];
 
 export function escapeXml(s: string): string {
   return s.replace(/[<>&'"]/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', "'": '&apos;', '"': '&quot;' })[c]!);

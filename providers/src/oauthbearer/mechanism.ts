@@ -7,6 +7,7 @@ import {
   ErrorDomain,
   SaslAuthenticationError,
   VirError,
+  type OidcIdentity,
   type SaslClientContext,
   type SaslClientSession,
   type SaslMechanism,
@@ -141,6 +142,7 @@ type ServerStage = { stage: 'initial' } | { stage: 'failed'; reason: string; use
 class OAuthBearerServerSession implements SaslServerSession {
   private state: ServerStage = { stage: 'initial' };
   username: string | null = null;
+  identity: { oidc?: OidcIdentity } = {};
 
   constructor(
     private readonly validator: BearerTokenValidator | null,
@@ -181,6 +183,7 @@ class OAuthBearerServerSession implements SaslServerSession {
       return this.refuse('invalid_request', `the client asked to act as '${message.authzid.slice(0, 100)}', but the token names '${verdict.username}'`, verdict.username);
     }
     this.username = verdict.username;
+    this.identity = { oidc: verdict.identity };
     this.state = { stage: 'done' };
     return { done: true, data: null };
   }

@@ -5,7 +5,7 @@
 
 import * as oidc from 'openid-client';
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify, type JWTPayload } from 'jose';
-import { ErrorCode, ErrorDomain, VirError } from '@virtauth/core';
+import { ErrorCode, ErrorDomain, VirError, type OidcIdentity } from '@virtauth/core';
 import { CachedIssuer, issuerError } from './discovery.js';
 import type { BearerErrorStatus, OAuthBearerServerError } from './messages.js';
 
@@ -32,7 +32,7 @@ export interface BearerValidatorSettings {
 }
 
 export type TokenVerdict =
-  | { ok: true; username: string; scopes: string[]; expiresAt: number | null }
+  | { ok: true; username: string; scopes: string[]; expiresAt: number | null; identity: OidcIdentity }
   | { ok: false; status: BearerErrorStatus; reason: string; username?: string };
 
 // RFC 9068 names JWT access tokens `at+jwt`; plain `JWT` is accepted from issuers that predate it.
@@ -42,6 +42,12 @@ function scopesOf(claims: Record<string, unknown>): string[] {
   if (typeof claims.scope === 'string') return claims.scope.split(' ').filter((s) => s !== '');
   if (Array.isArray(claims.scp)) return claims.scp.filter((s): s is string => typeof s === 'string');
   return [];
+}
+
+/** A claim holding names (a list, or one name); anything else holds none. */
+function stringList(claim: unknown): string[] {
+  if (typeof claim === 'string') return [claim];
+  return Array.isArray(claim) ? claim.filter((s): s is string => typeof s === 'string').slice(0, 256) : [];
 }
 
 function audiencesOf(claims: Record<string, unknown>): string[] {
@@ -196,6 +202,15 @@ export class BearerTokenValidator {
     const missing = this.requiredScopes.filter((s) => !scopes.includes(s));
     if (missing.length > 0) return rejected('insufficient_scope', `the ${what} lacks the scope ${missing.join(' ')}`, username);
     if (username === undefined) return rejected('invalid_token', `the ${what} has no '${this.usernameClaim}' claim to name the user`);
-    return { ok: true, username, scopes, expiresAt: typeof claims.exp === 'number' ? claims.exp * 1000 : null };
+    const identity: OidcIdentity = {
+      issuer: typeof claims.iss === 'string' ? claims.iss : this.settings.issuer,
+      subject: typeof claims.sub === 'string' ? claims.sub : '',
+      usernameClaim: this.usernameClaim,
+      username,
+      groups: stringList(claims.groups),
+      roles: stringList(claims.roles),
+      scopes,
+    };
+    return { ok: true, username, scopes, expiresAt: typeof claims.exp === 'number' ? claims.exp * 1000 : null, identity };
   }
 }

@@ -31,7 +31,8 @@ export interface AuthorizationResult {
 
 /** What the polkit provider needs from polkit (a fake stands in for it in unit tests). */
 export interface PolkitAuthorityClient {
-  checkAuthorization(subject: UnixProcessSubject, actionId: string, allowUserInteraction: boolean): Promise<AuthorizationResult>;
+  /** `details` are the attributes polkit rules read with `action.lookup(name)`. */
+  checkAuthorization(subject: UnixProcessSubject, actionId: string, allowUserInteraction: boolean, details?: Readonly<Record<string, string>>): Promise<AuthorizationResult>;
   close(): void;
 }
 
@@ -109,7 +110,7 @@ export class DbusPolkitAuthority implements PolkitAuthorityClient {
     return opening;
   }
 
-  async checkAuthorization(subject: UnixProcessSubject, actionId: string, allowUserInteraction: boolean): Promise<AuthorizationResult> {
+  async checkAuthorization(subject: UnixProcessSubject, actionId: string, allowUserInteraction: boolean, details: Readonly<Record<string, string>> = {}): Promise<AuthorizationResult> {
     const bus = await this.connect();
     const message = new dbus.Message({
       destination: POLKIT_BUS_NAME,
@@ -127,7 +128,7 @@ export class DbusPolkitAuthority implements PolkitAuthorityClient {
           },
         ],
         actionId,
-        {},
+        { ...details },
         allowUserInteraction ? ALLOW_USER_INTERACTION : 0,
         '',
       ],

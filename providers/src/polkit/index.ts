@@ -7,6 +7,7 @@ import { PolkitServer, type PolkitServerOptions } from './server.js';
 export class PolkitAuthProvider implements AuthProvider {
   readonly type = AuthType.POLKIT;
   readonly name = 'polkit';
+  readonly priority = 200;
   readonly client = polkitClient;
   readonly server: PolkitServer;
 

@@ -57,7 +57,7 @@ export class PolkitServer implements ServerAuthProvider {
     const peer = ctx.transport.peer;
     if (ctx.transport.kind !== 'unix' || peer?.uid !== 0) return null;
     ctx.log.info({ event: 'auth.polkit.root_bypass', pid: peer.pid }, 'root client authenticated without asking polkit');
-    ctx.markAuthenticated({ method: 'none', unixUid: peer.uid, unixGid: peer.gid, unixPid: peer.pid });
+    ctx.markAuthenticated({ method: 'none', unixUid: peer.uid, unixGid: peer.gid, unixPid: peer.pid, polkit: { action: this.actionFor(ctx), result: 'root' } });
     return [AuthType.NONE];
   }
 
@@ -90,7 +90,7 @@ export class PolkitServer implements ServerAuthProvider {
     const logFields = { pid: peer.pid, uid: peer.uid, action };
     if (result.isAuthorized) {
       ctx.log.info({ event: 'auth.polkit.allowed', ...logFields }, 'polkit authorized the client');
-      ctx.markAuthenticated({ method: 'polkit', unixUid: peer.uid, unixGid: peer.gid, unixPid: peer.pid });
+      ctx.markAuthenticated({ method: 'polkit', unixUid: peer.uid, unixGid: peer.gid, unixPid: peer.pid, polkit: { action, result: 'authorized' } });
       return { complete: 1 };
     }
     ctx.log.warn({ event: 'auth.polkit.denied', challenge: result.isChallenge, ...logFields }, 'polkit did not authorize the client');

@@ -82,6 +82,11 @@ const peerProbes: Record<string, PeerProbe> = {
   ssh: executableProbe('ssh', 'openssh-client'),
   nc: executableProbe('nc', 'netcat-openbsd'),
   'virt-ssh-helper': executableProbe('virt-ssh-helper', 'libvirt-daemon'),
+  // The service tests: socket activation without systemd as PID 1, unit checks, datagram receivers.
+  'systemd-socket-activate': executableProbe('systemd-socket-activate', 'systemd'),
+  'systemd-analyze': executableProbe('systemd-analyze', 'systemd'),
+  python3: executableProbe(systemPython, 'python3'),
+  script: executableProbe('script', 'bsdutils'),
 };
 
 /** Every peer name interopTest and peerAvailable accept. */

@@ -1,3 +1,4 @@
+import {spawn} from 'node:child_process';
 import {rm, writeFile} from 'node:fs/promises';
 import {join} from 'node:path';
 
@@ -22,6 +23,23 @@ export async function runVirsh(args: readonly string[], options: VirshOptions): 
     env: libvirtClientEnv(options.env),
     timeoutMs: options.timeoutMs ?? defaultPeerTimeoutMs,
   });
+}
+
+/** `virsh -c URI event --all --loop` running until stopped; everything it printed so far. */
+export function watchVirshEvents(uri: string, env: NodeJS.ProcessEnv = {}): {output(): string; stop(): Promise<string>} {
+  const child = spawn(requireExecutable('virsh', 'libvirt-clients'), ['-c', uri, 'event', '--all', '--loop'], {env: libvirtClientEnv(env), stdio: ['ignore', 'pipe', 'pipe']});
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
+  child.stderr.setEncoding('utf8').on('data', (s: string) => (out += s));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  return {
+    output: () => out,
+    stop: async () => {
+      child.kill('SIGINT');
+      await exited;
+      return out;
+    },
+  };
 }
 
 export interface PythonOptions {

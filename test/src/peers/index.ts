@@ -9,3 +9,4 @@ export * from './pki.js';
 export * from './process.js';
 export * from './sshd.js';
 export * from './util.js';
+export * from './datagram-receiver.js';
