@@ -18,7 +18,7 @@
 import 'reflect-metadata';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
@@ -26,9 +26,8 @@ import { fileURLToPath } from 'node:url';
 import { openAuth } from '../cli/dist/src/index.js';
 import { PrivateLibvirtd } from '../test/dist/src/peers/libvirtd.js';
 import { runPython } from '../test/dist/src/peers/clients.js';
-import { tempDir } from '../test/dist/src/peers/util.js';
 import { addVirtauthUser } from '../test/dist/src/sasl-support.js';
-import { spawnVirtauthd } from './lib/virtauthd-process.mjs';
+import { spawnVirtauthd, writeVirtauthdConfig } from './lib/virtauthd-process.mjs';
 
 const idleConnections = Number(process.argv[2] ?? 10_000);
 const secondsPerCpuRound = Number(process.argv[3] ?? 3);
@@ -206,21 +205,15 @@ async function cpuPerLogin(pid, uri, withPassword) {
 }
 
 async function startVirtauthd() {
-  const dir = await tempDir('vb');
-  const configFile = join(dir, 'virtauthd.conf');
-  await writeFile(
-    configFile,
-    [
-      `unix_sock_dir = "${dir}"`,
-      'auth_unix_rw = "none"',
-      'auth_unix_ro = "sasl"',
-      `sasl_user_db = "${join(dir, 'users.json')}"`,
-      `max_clients = ${idleConnections + 100}`,
-      `max_anonymous_clients = ${idleConnections + 100}`,
-      'log_level = 4',
-      '',
-    ].join('\n'),
-  );
+  const { dir, configFile } = await writeVirtauthdConfig((dir) => [
+    `unix_sock_dir = "${dir}"`,
+    'auth_unix_rw = "none"',
+    'auth_unix_ro = "sasl"',
+    `sasl_user_db = "${join(dir, 'users.json')}"`,
+    `max_clients = ${idleConnections + 100}`,
+    `max_anonymous_clients = ${idleConnections + 100}`,
+    'log_level = 4',
+  ]);
   await addVirtauthUser(configFile, user, password);
   const virtauthd = await spawnVirtauthd(configFile, dir, (stdout) => /'test\+unix:[^']*socket=([^']*virtauth-sock)'/.exec(stdout)?.[1]);
   const rwSocket = virtauthd.found;
