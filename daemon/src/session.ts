@@ -14,6 +14,7 @@ import {
   type RpcConnection,
   type ServerAuthContext,
   type TransportInfo,
+  type TransportKind,
   type UnixPeerIdentity,
 } from '@virtauth/core';
 import { PeerFaultLog } from './peer-fault-log.js';
@@ -29,6 +30,7 @@ export class ClientSession implements ServerAuthContext {
   // together they are most of an idle connection's heap, and most connections never log.
   private boundLog: (Logger & AuthLogger) | undefined;
   private faultLog: PeerFaultLog | undefined;
+  private subjectView: AccessSubject | undefined;
   /** Whether the hypervisor connection was opened read-only (socket or CONNECT_OPEN flag). */
   readOnlyOpen = false;
   /** The open hypervisor driver's name as access rules see it (`connect_driver`), e.g. `TEST`. */
@@ -88,9 +90,12 @@ export class ClientSession implements ServerAuthContext {
 
   /**
    * Who asks and on what connection, for access checks (complete once CONNECT_OPEN has run). One
-   * object for the connection's life, so drivers can key per-connection decision caches on it.
+   * object for the connection's life (made on first use), so drivers can key per-connection
+   * decision caches on it.
    */
-  readonly accessSubject: AccessSubject = sessionSubject(this);
+  get accessSubject(): AccessSubject {
+    return (this.subjectView ??= new SessionSubject(this));
+  }
 
   markAuthenticated(identity: ClientIdentity): void {
     if (this.authed) return;
@@ -144,12 +149,22 @@ export class ClientSession implements ServerAuthContext {
   }
 }
 
-function sessionSubject(session: ClientSession): AccessSubject {
-  return {
-    get identity() { return session.identity; },
-    get transport() { return session.transport.kind; },
-    get readOnly() { return session.readOnlyOpen; },
-    get connectDriver() { return session.connectDriver; },
-    get connectionId() { return session.connectionId; },
-  };
+/** The session as access checks see it, live: getters on the prototype, no closure per session. */
+class SessionSubject implements AccessSubject {
+  constructor(private readonly session: ClientSession) {}
+  get identity(): ClientIdentity {
+    return this.session.identity;
+  }
+  get transport(): TransportKind {
+    return this.session.transport.kind;
+  }
+  get readOnly(): boolean {
+    return this.session.readOnlyOpen;
+  }
+  get connectDriver(): string {
+    return this.session.connectDriver;
+  }
+  get connectionId(): number {
+    return this.session.connectionId;
+  }
 }
