@@ -296,6 +296,11 @@ export class VirtauthServer {
     }
   }
 
+  /** One listener for every socket (a socket closes once): no closure kept per connection. */
+  private readonly socketClosed = (): void => {
+    this.connections--;
+  };
+
   /** Counts a new connection against max_clients; one over the limit is closed at once. */
   private admit(socket: net.Socket): void {
     if (this.connections >= this.config.maxClients) {
@@ -304,7 +309,7 @@ export class VirtauthServer {
       return;
     }
     this.connections++;
-    socket.once('close', () => this.connections--);
+    socket.on('close', this.socketClosed);
   }
 
   private acceptPlain(socket: net.Socket, spec: ListenerSpec): void {
@@ -393,9 +398,9 @@ export class VirtauthServer {
     // Before authentication only small procedures can be called: a client cannot make us buffer
     // libvirt's 32 MiB packets until it has authenticated.
     const rpc = new RpcConnection(socket, { maxConcurrentCalls: this.config.maxClientRequests, ...(anonymous ? { maxPacketBytes: PRE_AUTH_PACKET_MAX } : {}) });
-    const log = this.log.child({ conn: rpc.id, transport: spec.kind }) as Logger & ClientSession['log'];
     if (anonymous) this.anonymous++;
-    const session = new ClientSession(rpc, transport, spec.auth, spec.readOnly, log, () => {
+    const bindLog = () => this.log.child({ conn: rpc.id, transport: spec.kind }) as Logger & ClientSession['log'];
+    const session = new ClientSession(rpc, transport, spec.auth, spec.readOnly, bindLog, () => {
       rpc.setMaxPacketBytes(PACKET_MAX);
       this.releaseAnonymous();
     }, peerIdentity);
@@ -403,7 +408,7 @@ export class VirtauthServer {
     if (anonymous && this.config.authTimeout > 0) {
       const timer = setTimeout(() => {
         if (session.authenticated || rpc.closed) return;
-        log.warn({ event: 'client.auth_timeout', seconds: this.config.authTimeout }, 'client did not authenticate in time');
+        session.log.warn({ event: 'client.auth_timeout', seconds: this.config.authTimeout }, 'client did not authenticate in time');
         rpc.close(null);
       }, Math.max(0, this.config.authTimeout * 1000 - (Date.now() - acceptedAt)));
       timer.unref();
@@ -413,16 +418,18 @@ export class VirtauthServer {
     this.clientCountChanged();
     rpc.setCallHandler(createDispatcher(this.programs, { context: session, isAuthenticated: () => session.authenticated }));
     rpc.on('protocolError', (e: Error) => session.peerFaults.warn({ event: 'protocol.error', err: e.message }, 'malformed input from client'));
-    rpc.whenClosed().then(async (reason) => {
+    // The 'close' event rather than whenClosed(): no promise kept for every idle connection; the
+    // clean-up still runs after close() has returned, as a promise reaction did.
+    rpc.on('close', (reason: VirError | null) => queueMicrotask(async () => {
       this.sessions.delete(session);
       this.clientCountChanged();
-      session.peerFaults.flush();
+      session.flushPeerFaults();
       if (anonymous && !session.authenticated) this.releaseAnonymous();
-      log.debug({ event: 'client.closed', reason: reason?.message }, 'client disconnected');
+      if (this.log.isLevelEnabled('debug')) session.log.debug({ event: 'client.closed', reason: reason?.message }, 'client disconnected');
       await session.dispose();
-    });
+    }));
     for (const e of this.extensions) e.onSession?.(session);
-    log.debug({ event: 'client.connected', peerUid: transport.peer?.uid }, 'client connected');
+    if (this.log.isLevelEnabled('debug')) session.log.debug({ event: 'client.connected', peerUid: transport.peer?.uid }, 'client connected');
     socket.resume();
   }
 
@@ -473,7 +480,7 @@ export class VirtauthServer {
     try {
       for (const e of this.extensions) if (e.decorateOpenContext) ctx = await e.decorateOpenContext(session, ctx, { uri: uriText, driver: driver.name, sources });
       const conn = await driver.open(uri, ctx);
-      session.log.info({ event: 'connect.open', driver: driver.name, uri: uriText, ...(route ? { upstream: route.upstreamUri } : {}), readOnly, ms: Date.now() - started }, 'hypervisor connection opened');
+      if (this.log.isLevelEnabled('info')) session.log.info({ event: 'connect.open', driver: driver.name, uri: uriText, ...(route ? { upstream: route.upstreamUri } : {}), readOnly, ms: Date.now() - started }, 'hypervisor connection opened');
       if (session.rpc.closed) {
         await conn.close();
         throw new VirError({ code: ErrorCode.AUTH_CANCELLED, domain: ErrorDomain.RPC, detail: 'client disconnected' });
