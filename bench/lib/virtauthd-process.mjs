@@ -2,11 +2,23 @@
 // file, ready once it has printed its listeners. Not a benchmark itself (it lives apart from the benchmarks run.mjs runs).
 
 import { spawn } from 'node:child_process';
-import { rm } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { waitFor } from '../../test/dist/src/peers/util.js';
+import { tempDir, waitFor } from '../../test/dist/src/peers/util.js';
 
 const daemonMain = fileURLToPath(new URL('../../daemon/dist/src/main.js', import.meta.url));
+
+/**
+ * A fresh directory with a virtauthd.conf in it: `settings(dir)` gives its lines (the directory
+ * serves as unix_sock_dir and for the daemon's other files).
+ */
+export async function writeVirtauthdConfig(settings) {
+  const dir = await tempDir('vb');
+  const configFile = join(dir, 'virtauthd.conf');
+  await writeFile(configFile, [...settings(dir), ''].join('\n'));
+  return { dir, configFile };
+}
 
 /**
  * Spawns `virtauthd --config configFile`; `dir` is removed on stop. Resolves with the text it

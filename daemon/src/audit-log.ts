@@ -15,7 +15,17 @@ type Destination = { write(line: string): unknown };
  * generic path (serializers, redaction) costs several times the relayed request a record
  * describes.
  */
-export function auditLineWriter(log: Logger, msg: string): ((record: object) => void) | null {
+export interface AuditLineWriter {
+  (record: object): void;
+  /**
+   * Renders the record's first fields now and returns what writes the whole line later, with
+   * `rest`'s fields after them: the same line as writing both at once, with the JSON of the first
+   * part built ahead (e.g. while a relayed request waits for its answer).
+   */
+  prepare(first: object): (rest: object) => void;
+}
+
+export function auditLineWriter(log: Logger, msg: string): AuditLineWriter | null {
   if (!log.isLevelEnabled('info')) return null;
   // With log_filters or a journald output, the writer's caller decides and is recorded once,
   // as pino's methods would for each line.
@@ -30,12 +40,23 @@ export function auditLineWriter(log: Logger, msg: string): ((record: object) => 
   const destination = internals[pino.symbols.streamSym] as Destination | undefined;
   const bindings = internals[pino.symbols.chindingsSym];
   if (!destination || typeof destination.write !== 'function' || typeof bindings !== 'string') {
-    return (record) => log.info(record, msg);
+    const viaPino = (record: object) => log.info(record, msg);
+    return Object.assign(viaPino, { prepare: (first: object) => (rest: object) => viaPino({ ...first, ...rest }) });
   }
   const head = `{"level":${log.levels.values['info']},"time":`;
   const tail = `,"msg":${JSON.stringify(msg)}}\n`;
-  return (record) => {
+  // A record's fields as they follow the bindings: ",..." or nothing for an empty object.
+  const fields = (record: object) => {
     const body = JSON.stringify(record);
-    destination.write(head + Date.now() + bindings + source + (body.length > 2 ? `,${body.slice(1, -1)}` : '') + tail);
+    return body.length > 2 ? `,${body.slice(1, -1)}` : '';
   };
+  const write = (record: object) => {
+    destination.write(head + Date.now() + bindings + source + fields(record) + tail);
+  };
+  return Object.assign(write, {
+    prepare: (first: object) => {
+      const firstFields = fields(first);
+      return (rest: object) => destination.write(head + Date.now() + bindings + source + firstFields + fields(rest) + tail);
+    },
+  });
 }

@@ -15,7 +15,7 @@ import {
   type Procedure,
   type ProgramDefinition,
 } from '@virtauth/core';
-import { RelayChannel } from '@virtauth/relay';
+import { RelayChannel, relayNotEnabledError } from '@virtauth/relay';
 import { auditLineWriter } from './audit-log.js';
 import type { DaemonExtension, VirtauthServer } from './server.js';
 import type { ClientSession } from './session.js';
@@ -35,34 +35,42 @@ export interface RelayExtension extends DaemonExtension {
 }
 
 export function relayExtension(settings: RelaySettings): RelayExtension {
+  // Only clients that enabled the relay have a channel: the others (nearly all of them) cost
+  // nothing here but the ANSWER handler, and their drivers' requests fail as unanswerable.
   const channels = new WeakMap<ClientSession, RelayChannel>();
-  const channelOf = (s: ClientSession): RelayChannel => channels.get(s)!;
   let processName = '';
+
+  const createChannel = (session: ClientSession): RelayChannel => {
+    // Audit records are info lines: with info off, none is even built.
+    const writeAudit = auditLineWriter(session.log.child({ event: 'relay.audit' }), 'relayed credential request');
+    const channel = new RelayChannel({
+      connectionId: session.connectionId,
+      // A REQUEST with its origin chain and prompts is a few hundred bytes.
+      sendRequest: (msg) => session.rpc.sendMessage(RELAY_PROGRAM, RELAY_PROTOCOL_VERSION, RelayProc.REQUEST, p.relayRequestMsg, msg, 512),
+      sendCancel: (id, status, message) =>
+        session.rpc.sendMessage(RELAY_PROGRAM, RELAY_PROTOCOL_VERSION, RelayProc.CANCEL, p.relayCancelMsg, { id, status, message: message.slice(0, p.RELAY_TEXT_MAX) }),
+      maxTimeoutMs: settings.maxTimeoutMs,
+      maxRequestsPerOpen: settings.maxRequestsPerOpen,
+      ...(writeAudit ? { audit: writeAudit } : {}),
+    });
+    channels.set(session, channel);
+    // An administrator's client-disconnect gives its own reason to the waits it ends.
+    session.onClose(() => channel.close(session.closeReason ?? CLIENT_DISCONNECTED));
+    return channel;
+  };
 
   return {
     relayEnabled: (session) => channels.get(session)?.clientCapabilities != null,
 
     onSession(session) {
-      // Audit records are info lines: with info off, none is even built.
-      const writeAudit = auditLineWriter(session.log.child({ event: 'relay.audit' }), 'relayed credential request');
-      const channel = new RelayChannel({
-        connectionId: session.connectionId,
-        // A REQUEST with its origin chain and prompts is a few hundred bytes.
-        sendRequest: (msg) => session.rpc.sendMessage(RELAY_PROGRAM, RELAY_PROTOCOL_VERSION, RelayProc.REQUEST, p.relayRequestMsg, msg, 512),
-        sendCancel: (id, status, message) =>
-          session.rpc.sendMessage(RELAY_PROGRAM, RELAY_PROTOCOL_VERSION, RelayProc.CANCEL, p.relayCancelMsg, { id, status, message: message.slice(0, p.RELAY_TEXT_MAX) }),
-        maxTimeoutMs: settings.maxTimeoutMs,
-        maxRequestsPerOpen: settings.maxRequestsPerOpen,
-        ...(writeAudit ? { audit: writeAudit } : {}),
-      });
-      channels.set(session, channel);
       // ANSWER is a one-way message: the first answer to a waiting request is applied; a stray
       // or replayed one is dropped and logged (never its values), within the connection's budget
       // of such lines. A client that did not enable the relay has nothing to answer: its ANSWERs
       // are dropped before any decoding.
       session.rpc.onProgramMessage(RELAY_PROGRAM, (h, body) => {
         if (h.proc !== RelayProc.ANSWER) return;
-        if (!channel.enabled) {
+        const channel = channels.get(session);
+        if (!channel?.enabled) {
           session.peerFaults.warn({ event: 'relay.answer.rejected', reason: 'the credential relay is not enabled on this connection' }, 'relay answer dropped');
           return;
         }
@@ -79,7 +87,6 @@ export function relayExtension(settings: RelaySettings): RelayExtension {
           session.peerFaults.warn({ event: 'relay.answer.rejected', id: args.id, reason: (e as Error).message }, 'relay answer rejected');
         }
       });
-      session.onClose(() => channel.close(session.closeReason ?? CLIENT_DISCONNECTED));
     },
 
     programs(server: VirtauthServer): ProgramDefinition<ClientSession>[] {
@@ -92,7 +99,7 @@ export function relayExtension(settings: RelaySettings): RelayExtension {
           if (s.driverConn || s.opening) {
             throw new VirError({ code: ErrorCode.OPERATION_INVALID, domain: ErrorDomain.AUTH, detail: 'the credential relay must be enabled before CONNECT_OPEN' });
           }
-          const channel = channelOf(s);
+          const channel = channels.get(s) ?? createChannel(s);
           channel.enable({ credTypes: a.cred_types, personPresent: a.person_present !== 0, timeoutMs: a.timeout_ms, maxRequests: a.max_requests });
           s.log.debug({ event: 'relay.enabled', credTypes: a.cred_types, personPresent: a.person_present !== 0 }, 'client enabled the credential relay');
           return { daemon: processName, max_timeout_ms: channel.clientCapabilities!.timeoutMs };
@@ -102,14 +109,14 @@ export function relayExtension(settings: RelaySettings): RelayExtension {
     },
 
     async decorateOpenContext(session, ctx, target): Promise<DriverOpenContext> {
-      const channel = channelOf(session);
-      channel.beginOpen(ctx.signal);
+      const channel = channels.get(session);
+      channel?.beginOpen(ctx.signal);
       const hop = { daemon: processName, driver: target.driver, uri: target.uri };
       // The daemon's own auth.conf first; whatever it lacks goes back to the client.
       const relayAuth = {
         credTypes: ALL_CREDENTIAL_TYPES,
-        callback: (creds: Parameters<typeof channel.request>[0]['credentials'], info: { service: string; host: string; signal?: AbortSignal; deadline?: number }) =>
-          channel.request({
+        callback: (creds: Parameters<RelayChannel['request']>[0]['credentials'], info: { service: string; host: string; signal?: AbortSignal; deadline?: number }) => {
+          const request = {
             service: info.service,
             host: info.host,
             origin: [hop],
@@ -117,11 +124,13 @@ export function relayExtension(settings: RelaySettings): RelayExtension {
             deadline: info.deadline,
             // The open's own signal is watched once per open by the channel, not per request.
             signal: info.signal === ctx.signal ? undefined : info.signal,
-          }),
+          };
+          return channel ? channel.request(request) : Promise.reject(relayNotEnabledError(request));
+        },
       };
       const decorated: DriverOpenContext = { ...ctx, requestCredentials: makeCredentialRequester(target.sources, relayAuth) };
-      const caps = channel.clientCapabilities;
-      if (caps) {
+      const caps = channel?.clientCapabilities;
+      if (channel && caps) {
         // A remote driver opened here enables the relay on the next daemon and forwards its
         // requests to our client, adding this daemon to their origin chain.
         decorated.relay = {
@@ -144,7 +153,7 @@ export function relayExtension(settings: RelaySettings): RelayExtension {
     },
 
     openFinished(session) {
-      channelOf(session).endOpen();
+      channels.get(session)?.endOpen();
     },
   };
 }

@@ -450,9 +450,9 @@ export class VirtauthServer {
     // Before authentication only small procedures can be called: a client cannot make us buffer
     // libvirt's 32 MiB packets until it has authenticated.
     const rpc = new RpcConnection(socket, { maxConcurrentCalls: this.config.maxClientRequests, ...(anonymous ? { maxPacketBytes: PRE_AUTH_PACKET_MAX } : {}) });
-    const log = this.log.child({ conn: rpc.id, transport: spec.kind }) as Logger & ClientSession['log'];
     if (anonymous) this.anonymous++;
-    const session = new ClientSession(rpc, transport, spec.auth, spec.readOnly, log, () => {
+    const bindLog = () => this.log.child({ conn: rpc.id, transport: spec.kind }) as Logger & ClientSession['log'];
+    const session = new ClientSession(rpc, transport, spec.auth, spec.readOnly, bindLog, () => {
       rpc.setMaxPacketBytes(PACKET_MAX);
       this.releaseAnonymous();
     }, peerIdentity);
@@ -460,7 +460,7 @@ export class VirtauthServer {
     if (anonymous && this.config.authTimeout > 0) {
       const timer = setTimeout(() => {
         if (session.authenticated || rpc.closed) return;
-        log.warn({ event: 'client.auth_timeout', seconds: this.config.authTimeout }, 'client did not authenticate in time');
+        session.log.warn({ event: 'client.auth_timeout', seconds: this.config.authTimeout }, 'client did not authenticate in time');
         rpc.close(null);
       }, Math.max(0, this.config.authTimeout * 1000 - (Date.now() - acceptedAt)));
       timer.unref();
@@ -470,17 +470,19 @@ export class VirtauthServer {
     this.clientCountChanged();
     rpc.setCallHandler(createDispatcher(this.programs, { context: session, isAuthenticated: () => session.authenticated }));
     rpc.on('protocolError', (e: Error) => session.peerFaults.warn({ event: 'protocol.error', err: e.message }, 'malformed input from client'));
-    rpc.whenClosed().then(async (reason) => {
+    // The 'close' event rather than whenClosed(): no promise kept for every idle connection; the
+    // clean-up still runs after close() has returned, as a promise reaction did.
+    rpc.on('close', (reason: VirError | null) => queueMicrotask(async () => {
       this.sessions.delete(session);
       this.clientCountChanged();
-      session.peerFaults.flush();
+      session.flushPeerFaults();
       if (anonymous && !session.authenticated) this.anonymous--;
       this.admitWaiting();
-      log.debug({ event: 'client.closed', reason: reason?.message }, 'client disconnected');
+      if (this.log.isLevelEnabled('debug')) session.log.debug({ event: 'client.closed', reason: reason?.message }, 'client disconnected');
       await session.dispose();
-    });
+    }));
     for (const e of this.extensions) e.onSession?.(session);
-    log.debug({ event: 'client.connected', peerUid: transport.peer?.uid }, 'client connected');
+    if (this.log.isLevelEnabled('debug')) session.log.debug({ event: 'client.connected', peerUid: transport.peer?.uid }, 'client connected');
     socket.resume();
   }
 
@@ -526,7 +528,7 @@ export class VirtauthServer {
     try {
       for (const e of this.extensions) if (e.decorateOpenContext) ctx = await e.decorateOpenContext(session, ctx, { uri: uriText, driver: driver.name, ...(route ? { upstreamUri: route.upstreamUri } : {}), sources });
       const conn = await driver.open(uri, ctx);
-      session.log.info({ event: 'connect.open', driver: driver.name, uri: uriText, ...(route ? { upstream: route.upstreamUri } : {}), readOnly, ms: Date.now() - started }, 'hypervisor connection opened');
+      if (this.log.isLevelEnabled('info')) session.log.info({ event: 'connect.open', driver: driver.name, uri: uriText, ...(route ? { upstream: route.upstreamUri } : {}), readOnly, ms: Date.now() - started }, 'hypervisor connection opened');
       if (session.rpc.closed) {
         await conn.close();
         throw new VirError({ code: ErrorCode.AUTH_CANCELLED, domain: ErrorDomain.RPC, detail: 'client disconnected' });

@@ -14,19 +14,23 @@ import {
   type RpcConnection,
   type ServerAuthContext,
   type TransportInfo,
+  type TransportKind,
   type UnixPeerIdentity,
 } from '@virtauth/core';
 import { PeerFaultLog } from './peer-fault-log.js';
 
 export class ClientSession implements ServerAuthContext {
-  readonly state = new SessionState();
+  private stateValues: SessionState | undefined;
   readonly identity: ClientIdentity = {};
   private authed: boolean;
   /** Set while CONNECT_OPEN runs, so a second one is refused and relays know an open is pending. */
   opening: AbortController | null = null;
   driverConn: DriverConnection | null = null;
-  /** Warnings about this client's malformed input, rate-limited. */
-  readonly peerFaults: PeerFaultLog;
+  // The logger bound to this connection and the budget of its warnings are made on first use:
+  // together they are most of an idle connection's heap, and most connections never log.
+  private boundLog: (Logger & AuthLogger) | undefined;
+  private faultLog: PeerFaultLog | undefined;
+  private subjectView: AccessSubject | undefined;
   /** Whether the hypervisor connection was opened read-only (socket or CONNECT_OPEN flag). */
   readOnlyOpen = false;
   /** The open hypervisor driver's name as access rules see it (`connect_driver`), e.g. `TEST`. */
@@ -45,12 +49,11 @@ export class ClientSession implements ServerAuthContext {
     readonly transport: TransportInfo,
     readonly socketAuth: number,
     readonly readOnly: boolean,
-    readonly log: Logger & AuthLogger,
+    private readonly makeLog: () => Logger & AuthLogger,
     private readonly onAuthenticated: (session: ClientSession) => void,
     peerIdentity?: UnixPeerIdentity,
   ) {
     this.authed = socketAuth === 0;
-    this.peerFaults = new PeerFaultLog(log);
     if (transport.peer) {
       this.identity.unixUid = transport.peer.uid;
       this.identity.unixGid = transport.peer.gid;
@@ -63,6 +66,26 @@ export class ClientSession implements ServerAuthContext {
     if (this.authed) this.identity.method = 'none';
   }
 
+  /** The daemon's logger with this connection's bindings. */
+  get log(): Logger & AuthLogger {
+    return (this.boundLog ??= this.makeLog());
+  }
+
+  /** Warnings about this client's malformed input, rate-limited. */
+  get peerFaults(): PeerFaultLog {
+    return (this.faultLog ??= new PeerFaultLog(this.log));
+  }
+
+  /** When the connection ends: the count of warnings left out, if any were. */
+  flushPeerFaults(): void {
+    this.faultLog?.flush();
+  }
+
+  /** Per-connection state of auth providers; made on first use (most connections never need it). */
+  get state(): SessionState {
+    return (this.stateValues ??= new SessionState());
+  }
+
   get connectionId(): number {
     return this.rpc.id;
   }
@@ -73,9 +96,12 @@ export class ClientSession implements ServerAuthContext {
 
   /**
    * Who asks and on what connection, for access checks (complete once CONNECT_OPEN has run). One
-   * object for the connection's life, so drivers can key per-connection decision caches on it.
+   * object for the connection's life (made on first use), so drivers can key per-connection
+   * decision caches on it.
    */
-  readonly accessSubject: AccessSubject = sessionSubject(this);
+  get accessSubject(): AccessSubject {
+    return (this.subjectView ??= new SessionSubject(this));
+  }
 
   markAuthenticated(identity: ClientIdentity): void {
     if (this.authed) return;
@@ -148,12 +174,22 @@ export class ClientSession implements ServerAuthContext {
   }
 }
 
-function sessionSubject(session: ClientSession): AccessSubject {
-  return {
-    get identity() { return session.identity; },
-    get transport() { return session.transport.kind; },
-    get readOnly() { return session.readOnlyOpen; },
-    get connectDriver() { return session.connectDriver; },
-    get connectionId() { return session.connectionId; },
-  };
+/** The session as access checks see it, live: getters on the prototype, no closure per session. */
+class SessionSubject implements AccessSubject {
+  constructor(private readonly session: ClientSession) {}
+  get identity(): ClientIdentity {
+    return this.session.identity;
+  }
+  get transport(): TransportKind {
+    return this.session.transport.kind;
+  }
+  get readOnly(): boolean {
+    return this.session.readOnlyOpen;
+  }
+  get connectDriver(): string {
+    return this.session.connectDriver;
+  }
+  get connectionId(): number {
+    return this.session.connectionId;
+  }
 }

@@ -30,6 +30,24 @@ test('an audit line is the line pino writes for the same record, written at once
   t.is(second!['id'], 8);
 });
 
+test('a prepared line, its first fields rendered ahead, is the line written at once', (t) => {
+  const out = capture();
+  const log = createLogger(2, out.stream).child({ conn: 3, transport: 'unix' }).child({ event: 'relay.audit' });
+  const write = auditLineWriter(log, 'relayed credential request')!;
+  const { outcome, durationMs, ...first } = record;
+  const finish = write.prepare(first);
+  // Fields changed after prepare() are not in the line: it was rendered when prepared.
+  first.service = 'changed';
+  write(record);
+  finish({ outcome: 'TIMED_OUT', durationMs: 9, message: 'no answer' });
+  finish({ outcome, durationMs });
+  const [whole, timedOut, ok] = out.lines();
+  const withoutTime = ({ time: _time, ...rest }: Record<string, unknown>) => rest;
+  t.deepEqual(withoutTime(ok!), withoutTime(whole!));
+  t.deepEqual(Object.keys(ok!), Object.keys(whole!), 'the same fields in the same order');
+  t.like(timedOut, { service: 'xenapi', outcome: 'TIMED_OUT', durationMs: 9, message: 'no answer', msg: 'relayed credential request' });
+});
+
 test('with info lines off there is no writer, and nothing is built', (t) => {
   const out = capture();
   t.is(auditLineWriter(createLogger(3, out.stream), 'relayed credential request'), null);

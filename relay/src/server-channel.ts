@@ -1,10 +1,10 @@
 // The daemon's end of one connection's credential channel. A driver's request becomes a
-// REQUEST message; its answer arrives as an ANSWER message. Every way a wait can end (the
-// client's answer, the deadline, the open abandoned, a further hop withdrawing, the client going
-// away) is a stream of settlements; the channel merges them and the first one for a request
-// wins. Requests themselves cost no subscription or timer of their own.
+// REQUEST message; its answer arrives as an ANSWER message and settles the request at once.
+// Every other way a wait can end (the deadline, the open abandoned, a further hop withdrawing,
+// the client going away) is a stream of settlements the channel merges; the first settlement for
+// a request wins. Requests themselves cost no subscription or timer of their own.
 
-import { Subject, map, merge, mergeMap, type Subscription } from 'rxjs';
+import { Subject, merge, mergeMap, type Subscription } from 'rxjs';
 import {
   ErrorCode,
   ErrorDomain,
@@ -40,6 +40,21 @@ export interface RelayAuditRecord {
   message?: string;
 }
 
+/** The fields of an audit record known when the request is sent. */
+export type RelayAuditRequestFields = Omit<RelayAuditRecord, 'outcome' | 'durationMs' | 'message'>;
+/** The fields known once it has ended. */
+export type RelayAuditOutcomeFields = Pick<RelayAuditRecord, 'outcome' | 'durationMs' | 'message'>;
+
+/** Where audit records go. */
+export interface RelayAuditSink {
+  (record: RelayAuditRecord): void;
+  /**
+   * Optional: takes a request's fields while it waits for its answer (off the round trip's
+   * critical path) and returns what writes its record, with the outcome's fields after them.
+   */
+  prepare?(request: RelayAuditRequestFields): (outcome: RelayAuditOutcomeFields) => void;
+}
+
 export interface ClientRelayCapabilities {
   credTypes: readonly number[];
   personPresent: boolean;
@@ -57,7 +72,7 @@ export interface RelayChannelOptions {
   /** Cap on requests during one CONNECT_OPEN, from the daemon's config. */
   maxRequestsPerOpen: number;
   /** Where audit records go; none are built without it. */
-  audit?: ((record: RelayAuditRecord) => void) | undefined;
+  audit?: RelayAuditSink | undefined;
 }
 
 export interface ChannelRequest {
@@ -87,6 +102,8 @@ interface Waiting {
   readonly reject: (e: VirError) => void;
   /** Stops listening to the request's own signal or cancellation. */
   detach: (() => void) | undefined;
+  /** Writes this request's audit record, its request fields already rendered (RelayAuditSink.prepare). */
+  writeAudit?: (outcome: RelayAuditOutcomeFields) => void;
 }
 
 /** How one request ended: the client's answer, or an error raised on this side. */
@@ -95,7 +112,6 @@ type Settlement = { id: number; answer: AnswerArgs } | { id: number; error: VirE
 export class RelayChannel {
   private capabilities: ClientRelayCapabilities | null = null;
   private readonly waiting = new Map<number, Waiting>();
-  private readonly answers$ = new Subject<AnswerArgs>();
   /** Ends raised on this side: deadline, withdrawal, the open finishing, the client leaving. */
   private readonly withdrawals$ = new Subject<Settlement>();
   private readonly clock = new DeadlineClock();
@@ -109,7 +125,6 @@ export class RelayChannel {
 
   constructor(private readonly opts: RelayChannelOptions) {
     this.settlements = merge(
-      this.answers$.pipe(map((answer): Settlement => ({ id: answer.id, answer }))),
       this.clock.expired$.pipe(mergeMap((now) => this.expiredBy(now))),
       this.withdrawals$,
     ).subscribe((s) => this.settle(s));
@@ -163,16 +178,15 @@ export class RelayChannel {
         detail: `relay answer for request ${args.id}, which is not waiting for one (unknown, already answered, or withdrawn)`,
       });
     }
-    this.answers$.next(args);
+    // Settled here and now, as the merged stream would (synchronously): the answer's way to the
+    // driver, and on to the next hop, is on every relayed round trip's critical path.
+    this.settle({ id: args.id, answer: args });
   }
 
   /** Asks the client; resolves once every credential has a result, or rejects with a VirError. */
   request(req: ChannelRequest): Promise<void> {
     const caps = this.capabilities;
-    if (!caps) {
-      const types = req.credentials.map((c) => credentialTypeName(c.type)).join(', ');
-      return Promise.reject(relayError(RelayStatus.UNAVAILABLE, `${describeRequester(req)} needs ${types}, but the client cannot answer relayed credential requests (it did not enable the credential relay)`));
-    }
+    if (!caps) return Promise.reject(relayNotEnabledError(req));
     if (this.isClosed) return Promise.reject(relayError(RelayStatus.CANCELLED, 'the client disconnected'));
     if (req.signal?.aborted) return Promise.reject(abortError(req.signal.reason));
     if (req.cancel?.cancelled) return Promise.reject(abortError(req.cancel.reason));
@@ -206,6 +220,10 @@ export class RelayChannel {
       // The codec writes a credential's declared fields only: no result travels this way.
       credentials: req.credentials,
     });
+    // While the client answers: the audit record's request fields, rendered now rather than on
+    // the answer's way on.
+    const prepare = this.opts.audit?.prepare;
+    if (prepare) waiting.writeAudit = prepare(this.auditRequestFields(id, req));
     return answered;
   }
 
@@ -226,17 +244,14 @@ export class RelayChannel {
 
   private auditSettled(id: number, w: Waiting, error: VirError | null): void {
     const status = error ? relayStatusOf(error) : RelayStatus.OK;
-    this.opts.audit!({
-      id,
-      connectionId: this.opts.connectionId,
-      origin: w.req.origin,
-      service: w.req.service,
-      host: w.req.host,
-      credentialTypes: w.req.credentials.map((c) => credentialTypeName(c.type)),
-      outcome: OUTCOME_NAMES[status] ?? 'FAILED',
-      durationMs: Date.now() - w.started,
-      ...(error ? { message: error.message } : {}),
-    });
+    const outcome: RelayAuditOutcomeFields = { outcome: OUTCOME_NAMES[status] ?? 'FAILED', durationMs: Date.now() - w.started };
+    if (error) outcome.message = error.message;
+    if (w.writeAudit) w.writeAudit(outcome);
+    else this.opts.audit!({ ...this.auditRequestFields(id, w.req), ...outcome });
+  }
+
+  private auditRequestFields(id: number, req: ChannelRequest): RelayAuditRequestFields {
+    return { id, connectionId: this.opts.connectionId, origin: req.origin, service: req.service, host: req.host, credentialTypes: req.credentials.map((c) => credentialTypeName(c.type)) };
   }
 
   /** Ends the request when the driver's signal aborts or a further hop cancels it. */
@@ -275,6 +290,12 @@ export class RelayChannel {
     for (let i = 0; i < creds.length; i++) creds[i]!.result = a.results[i]!;
     return null;
   }
+}
+
+/** Why a request fails on a connection whose client did not enable the credential relay. */
+export function relayNotEnabledError(req: Pick<ChannelRequest, 'service' | 'host' | 'origin' | 'credentials'>): VirError {
+  const types = req.credentials.map((c) => credentialTypeName(c.type)).join(', ');
+  return relayError(RelayStatus.UNAVAILABLE, `${describeRequester(req)} needs ${types}, but the client cannot answer relayed credential requests (it did not enable the credential relay)`);
 }
 
 /** Calls `listener` with the signal's reason when it aborts; returns its removal. */

@@ -64,6 +64,27 @@ export interface CallOptions {
 
 let nextConnectionId = 1;
 
+const CONNECTION = Symbol('virtauth.rpcConnection');
+type OwnedStream = Duplex & { [CONNECTION]: RpcConnection };
+
+function onStreamData(this: Duplex, chunk: Buffer): void {
+  (this as OwnedStream)[CONNECTION].onData(chunk);
+}
+function onStreamEnd(this: Duplex): void {
+  (this as OwnedStream)[CONNECTION].close(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: 'End of file while reading data: Input/output error' }));
+}
+function onStreamError(this: Duplex, e: NodeJS.ErrnoException): void {
+  (this as OwnedStream)[CONNECTION].close(
+    new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: `Cannot recv data: ${SOCKET_ERROR_TEXT[e.code ?? ''] ?? e.message}`, cause: e }),
+  );
+}
+function onStreamClose(this: Duplex): void {
+  (this as OwnedStream)[CONNECTION].close(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: 'Connection closed' }));
+}
+function onStreamDrain(this: Duplex): void {
+  (this as OwnedStream)[CONNECTION].outputDrained();
+}
+
 /** The strerror text libvirt puts after "Cannot recv data: " for the errors a peer causes. */
 const SOCKET_ERROR_TEXT: Record<string, string> = {
   ECONNRESET: 'Connection reset by peer',
@@ -74,9 +95,12 @@ const SOCKET_ERROR_TEXT: Record<string, string> = {
 export class RpcConnection extends EventEmitter {
   readonly id = nextConnectionId++;
   private readonly framer = new PacketFramer();
-  private readonly pending = new Map<number, PendingCall>();
-  private readonly messageHandlers = new Map<number, MessageHandler>();
-  private readonly interceptors = new Map<number, PacketInterceptor>();
+  // Made on first use: most daemon-side connections never call out, nor intercept a program,
+  // and an empty Map is ~180 bytes of every idle connection.
+  private pending: Map<number, PendingCall> | undefined;
+  /** By program; one or two at most, so a list (a Map's table alone is ~180 bytes). */
+  private messageHandlers: { prog: number; handler: MessageHandler }[] | undefined;
+  private interceptors: Map<number, PacketInterceptor> | undefined;
   private callHandler: CallHandler | null = null;
   private serial = 0;
   /** Calls whose handler runs or whose reply has not left yet. */
@@ -102,8 +126,9 @@ export class RpcConnection extends EventEmitter {
   private keepaliveTimer: NodeJS.Timeout | null = null;
   private lastReceived = Date.now();
   private unansweredPings = 0;
-  private readonly closedPromise: Promise<VirError | null>;
-  private resolveClosed!: (e: VirError | null) => void;
+  /** Made when someone waits for the close (whenClosed). */
+  private closedPromise: Promise<VirError | null> | undefined;
+  private resolveClosed: ((e: VirError | null) => void) | undefined;
 
   constructor(readonly stream: Duplex, opts: RpcConnectionOptions = {}) {
     super();
@@ -111,14 +136,14 @@ export class RpcConnection extends EventEmitter {
     this.maxPending = opts.maxPendingCalls ?? 65536;
     this.maxUnsent = Math.max(opts.maxUnsentBytes ?? 65536, stream.writableHighWaterMark);
     if (opts.maxPacketBytes !== undefined) this.framer.setMaxPacket(opts.maxPacketBytes);
-    this.closedPromise = new Promise((r) => (this.resolveClosed = r));
-    stream.on('data', (chunk: Buffer) => this.onData(chunk));
-    stream.on('end', () => this.close(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: 'End of file while reading data: Input/output error' })));
-    stream.on('error', (e: NodeJS.ErrnoException) =>
-      this.close(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: `Cannot recv data: ${SOCKET_ERROR_TEXT[e.code ?? ''] ?? e.message}`, cause: e })),
-    );
-    stream.on('close', () => this.close(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: 'Connection closed' })));
-    stream.on('drain', () => this.outputDrained());
+    // Listeners shared by every connection (the stream knows its connection): five closures
+    // and their context per connection would be a tenth of an idle connection's heap.
+    (stream as OwnedStream)[CONNECTION] = this;
+    stream.on('data', onStreamData);
+    stream.on('end', onStreamEnd);
+    stream.on('error', onStreamError);
+    stream.on('close', onStreamClose);
+    stream.on('drain', onStreamDrain);
   }
 
   /**
@@ -165,6 +190,9 @@ export class RpcConnection extends EventEmitter {
 
   /** Resolves when the connection has closed, with the reason (null for a local close()). */
   whenClosed(): Promise<VirError | null> {
+    if (!this.closedPromise) {
+      this.closedPromise = this.isClosed ? Promise.resolve(this.closedError) : new Promise((r) => (this.resolveClosed = r));
+    }
     return this.closedPromise;
   }
 
@@ -174,7 +202,10 @@ export class RpcConnection extends EventEmitter {
 
   /** Routes MESSAGE packets of a program (other than keepalive) to a handler. */
   onProgramMessage(prog: number, handler: MessageHandler): void {
-    this.messageHandlers.set(prog, handler);
+    const handlers = (this.messageHandlers ??= []);
+    const existing = handlers.find((h) => h.prog === prog);
+    if (existing) existing.handler = handler;
+    else handlers.push({ prog, handler });
   }
 
   /**
@@ -183,7 +214,7 @@ export class RpcConnection extends EventEmitter {
    * would mix with those of the packets passed on.
    */
   interceptProgram(prog: number, interceptor: PacketInterceptor): void {
-    this.interceptors.set(prog, interceptor);
+    (this.interceptors ??= new Map()).set(prog, interceptor);
   }
 
   /**
@@ -199,8 +230,9 @@ export class RpcConnection extends EventEmitter {
   /** Issues a call and resolves with the decoded reply, or rejects with the peer's VirError. */
   call<A, R>(prog: number, vers: number, proc: number, args: Codec<A>, value: A, ret: Codec<R>, opts: CallOptions = {}): Promise<R> {
     if (this.isClosed) return Promise.reject(this.closedError ?? rpcError('client socket is closed'));
-    if (this.interceptors.has(prog)) return Promise.reject(rpcError(`program ${prog | 0} is passed through: this connection makes no calls of its own on it`));
-    if (this.pending.size >= this.maxPending) return Promise.reject(rpcError('too many calls in flight'));
+    if (this.interceptors?.has(prog)) return Promise.reject(rpcError(`program ${prog | 0} is passed through: this connection makes no calls of its own on it`));
+    const pending = (this.pending ??= new Map());
+    if (pending.size >= this.maxPending) return Promise.reject(rpcError('too many calls in flight'));
     const serial = this.serial;
     this.serial = (this.serial + 1) >>> 0;
     const packet = encodePacket({ prog, vers, proc, type: MessageType.CALL, serial, status: MessageStatus.OK }, args, value);
@@ -211,7 +243,7 @@ export class RpcConnection extends EventEmitter {
         if (signal.aborted) return reject(signal.reason);
         const onAbort = () => {
           // The reply, if it still comes, is dropped: the serial is no longer pending.
-          if (this.pending.delete(serial)) reject(signal.reason);
+          if (pending.delete(serial)) reject(signal.reason);
         };
         signal.addEventListener('abort', onAbort, { once: true });
         entry.resolve = (v) => {
@@ -223,7 +255,7 @@ export class RpcConnection extends EventEmitter {
           reject(e);
         };
       }
-      this.pending.set(serial, entry);
+      pending.set(serial, entry);
       this.write(packet);
     });
   }
@@ -287,10 +319,11 @@ export class RpcConnection extends EventEmitter {
     this.closedError = reason;
     if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
     const err = reason ?? rpcError('client socket is closed');
-    for (const p of this.pending.values()) p.reject(err);
-    this.pending.clear();
-    this.messageHandlers.clear();
-    this.interceptors.clear();
+    const pending = this.pending;
+    this.pending = undefined;
+    this.messageHandlers = undefined;
+    this.interceptors = undefined;
+    if (pending) for (const p of pending.values()) p.reject(err);
     if (keepStreamOpen) {
       // hangUp destroys it once written; this bounds a peer that never reads.
       setTimeout(() => this.stream.destroy(), 50).unref();
@@ -299,7 +332,7 @@ export class RpcConnection extends EventEmitter {
       // Give a final reply a moment to flush, then make sure the descriptor goes.
       setTimeout(() => this.stream.destroy(), 50).unref();
     }
-    this.resolveClosed(reason);
+    this.resolveClosed?.(reason);
     this.emit('close', reason);
   }
 
@@ -336,7 +369,8 @@ export class RpcConnection extends EventEmitter {
     if (!this.accepting()) this.pauseInput();
   }
 
-  private outputDrained(): void {
+  /** @internal The stream's 'drain' listener. */
+  outputDrained(): void {
     if (!this.blockedOnOutput) return;
     this.blockedOnOutput = false;
     this.emit('outputDrained');
@@ -349,7 +383,7 @@ export class RpcConnection extends EventEmitter {
    * them is what lets a peer that also waits on us go on.
    */
   private accepting(): boolean {
-    return !this.isClosed && this.inFlight < this.maxConcurrent && this.inputHolds === 0 && (!this.blockedOnOutput || this.pending.size > 0);
+    return !this.isClosed && this.inFlight < this.maxConcurrent && this.inputHolds === 0 && (!this.blockedOnOutput || (this.pending?.size ?? 0) > 0);
   }
 
   private pauseInput(): void {
@@ -379,7 +413,8 @@ export class RpcConnection extends EventEmitter {
     return false;
   }
 
-  private onData(chunk: Buffer): void {
+  /** @internal The stream's 'data' listener. */
+  onData(chunk: Buffer): void {
     if (this.isClosed) return;
     this.lastReceived = Date.now();
     this.unansweredPings = 0;
@@ -407,7 +442,7 @@ export class RpcConnection extends EventEmitter {
       }
       return;
     }
-    const interceptor = this.interceptors.get(h.prog);
+    const interceptor = this.interceptors?.get(h.prog);
     if (interceptor) {
       interceptor(h, packet);
       return;
@@ -422,7 +457,7 @@ export class RpcConnection extends EventEmitter {
         this.onCall(h, r);
         return;
       case MessageType.MESSAGE: {
-        const handler = this.messageHandlers.get(h.prog);
+        const handler = this.messageHandlers?.find((m) => m.prog === h.prog)?.handler;
         if (handler) {
           try {
             handler(h, r);
@@ -439,12 +474,12 @@ export class RpcConnection extends EventEmitter {
   }
 
   private onReply(h: Header, r: XdrReader): void {
-    const p = this.pending.get(h.serial);
+    const p = this.pending?.get(h.serial);
     if (!p) {
       this.emit('protocolError', new Error(`reply with serial ${h.serial} matches no call`));
       return;
     }
-    this.pending.delete(h.serial);
+    this.pending!.delete(h.serial);
     if (p.prog !== h.prog || p.vers !== h.vers || p.proc !== h.proc) {
       p.reject(rpcError(`Unexpected message proc ${h.proc} != ${p.proc}`));
       return;

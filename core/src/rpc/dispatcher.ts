@@ -26,12 +26,29 @@ export interface DispatchGate<C> {
   isAuthenticated(): boolean;
 }
 
+/** Programs by number, then version: built once per list of programs, shared by every connection. */
+type ProgramTable<C> = Map<number, Map<number, ProgramDefinition<C>>>;
+const programTables = new WeakMap<readonly ProgramDefinition<unknown>[], ProgramTable<unknown>>();
+
+function programTable<C>(programs: readonly ProgramDefinition<C>[]): ProgramTable<C> {
+  let table = programTables.get(programs) as ProgramTable<C> | undefined;
+  if (!table) {
+    table = new Map();
+    for (const p of programs) {
+      let versions = table.get(p.prog);
+      if (!versions) table.set(p.prog, (versions = new Map()));
+      versions.set(p.vers, p);
+    }
+    programTables.set(programs, table as ProgramTable<unknown>);
+  }
+  return table;
+}
+
 /** Builds a CallHandler for one connection from program definitions. */
 export function createDispatcher<C>(programs: readonly ProgramDefinition<C>[], gate: DispatchGate<C>): CallHandler {
-  const byKey = new Map<string, ProgramDefinition<C>>();
-  for (const p of programs) byKey.set(`${p.prog}:${p.vers}`, p);
+  const table = programTable(programs);
   return (h: Header, body: XdrReader): Promise<Reply> | Reply => {
-    const program = byKey.get(`${h.prog}:${h.vers}`);
+    const program = table.get(h.prog)?.get(h.vers);
     // libvirtd prints the numbers as signed ints; clients may match the text.
     if (!program) throw rpcError(`Cannot find program ${h.prog | 0} version ${h.vers | 0}`);
     if (h.type !== MessageType.CALL) throw rpcError(`Unexpected message type ${h.type}`);
