@@ -397,6 +397,39 @@ interopTest.serial('SIGHUP: a user added to the allow list gets in, connected us
   t.true(logged.some((r) => r.event === 'auth.sasl.failed' && r.user === 'bob'));
 });
 
+interopTest.serial('SIGHUP re-reads the Cedar policy: an open connection sees the new decisions; a policy that does not parse keeps the old', ['root'], async (t) => {
+  const dir = await tempDir('sh-cedar');
+  const configFile = join(dir, 'virtauthd.conf');
+  const policyFile = join(dir, 'policy.cedar');
+  await writeFile(configFile, configText({
+    unix_sock_dir: dir, auth_unix_rw: 'sasl', sasl_user_db: join(dir, 'users.json'), log_level: 2,
+    access_drivers: ['cedar'], access_cedar_policy_file: policyFile,
+  }));
+  await writeFile(policyFile, 'permit (principal == User::"alice", action, resource);\n');
+  await addVirtauthUser(configFile, 'alice', 'alice-password');
+  const daemon = DaemonProcess.start(t, process.execPath, [daemonMain, '--config', configFile]);
+  await daemon.waitForOutput(/listening on unix .*virtauth-sock-ro/, 'listener lines');
+  const alice = await openAuth(`test+unix:///default?socket=${join(dir, 'virtauth-sock')}&auth=sasl.SCRAM-SHA-256`, credentials('alice', 'alice-password'));
+  t.teardown(() => alice.close().catch(() => {}));
+  t.true((await alice.listAllDomains(0)).length > 0, 'the first policy lets alice list domains');
+
+  // Only connect.getattr now: the hostname still answers, the list is refused on the same connection.
+  await writeFile(policyFile, 'permit (principal == User::"alice", action == Action::"connect.getattr", resource);\n');
+  daemon.child.kill('SIGHUP');
+  await daemon.waitForEvent('daemon.reloaded');
+  t.is(daemon.events('access.cedar.reloaded').length, 1);
+  t.truthy(await alice.getHostname());
+  await t.throwsAsync(alice.listAllDomains(0), {instanceOf: VirError, message: /^access denied/});
+
+  // A policy that does not parse: logged, and the one in force stays.
+  await writeFile(policyFile, 'permit (principal == User::"alice", action, resource\n');
+  daemon.child.kill('SIGHUP');
+  await daemon.waitForEvent('daemon.reloaded', 2);
+  t.is(daemon.events('access.cedar.reload_failed').length, 1, 'the broken policy is reported');
+  t.truthy(await alice.getHostname());
+  await t.throwsAsync(alice.listAllDomains(0), {instanceOf: VirError, message: /^access denied/});
+});
+
 // --- the journal -------------------------------------------------------------------------------
 
 interopTest.serial('journald output: well-formed native entries on the journal socket, with no secret in any', ['python3'], async (t) => {
