@@ -9,6 +9,7 @@ import { clientRelayPolicy, reportRefusedRelayRequest } from './relay-policy.js'
 import { dominfoCommand, dumpxmlCommand, hostnameCommand, listCommand, uriCommand, versionCommand, CLIENT_VERSION } from './commands.js';
 import { registerPasswdCommands } from './passwd.js';
 import { defineCommand, domainVerbCommand, eventCommand } from './domain-commands.js';
+import { defaultAdminUri, openAdmin, registerAdminCommands, type AdminConnection } from './admin.js';
 import { registerLoginCommands } from './login/commands.js';
 import { connectionOidcOptions } from './login/connection.js';
 
@@ -170,6 +171,27 @@ registerLoginCommands(program, {
   write: (text) => process.stdout.write(text),
   warn: (text) => process.stderr.write(text),
 });
+
+/** Admin verbs: -c names the daemon's admin socket (virtauthd:///system?socket=...), as virt-admin's -c. */
+async function withAdminConnection(run: (conn: AdminConnection) => Promise<string>): Promise<void> {
+  const uri = program.opts<{ connect?: string }>().connect ?? defaultAdminUri();
+  let conn: AdminConnection;
+  try {
+    conn = await openAdmin(uri);
+  } catch (e) {
+    throw new ExitError(['error: Failed to connect to the admin server', `error: ${(e as Error).message}`]);
+  }
+  try {
+    const text = await run(conn);
+    // virt-admin ends each command's output with a blank line; JSON stays one object per line.
+    process.stdout.write(jsonOutput() ? text : `${text}\n`);
+  } catch (e) {
+    throw new ExitError([`error: ${(e as Error).message}`]);
+  } finally {
+    await conn.close();
+  }
+}
+registerAdminCommands(program, { json: jsonOutput, run: withAdminConnection });
 
 program.parseAsync(process.argv).then(
   () => process.exit(0),

@@ -2,6 +2,7 @@ export { openAuth, open, openReadOnly, createClientContainer, type ClientContain
 export { loadClientConfig, type ClientConfig, type IdentityProvider, type SignInFlow } from './login/client-config.js';
 export type { OidcOptions } from './login/oidc-client.js';
 export { lookupDomain, CLIENT_VERSION } from './commands.js';
+export { openAdmin, adminSocketPath, paramsObject, type AdminConnection } from './admin.js';
 // What an application needs to call openAuth and read its errors, without importing core itself.
 export {
   CredentialType,

@@ -46,7 +46,9 @@ export const ErrorCode = {
   NO_DOMAIN: 42,
   AUTH_FAILED: 45,
   OPERATION_INVALID: 55,
+  OPERATION_ABORTED: 78,
   AUTH_CANCELLED: 79,
+  ARGUMENT_UNSUPPORTED: 74,
   CONFIG_UNSUPPORTED: 67,
   OPERATION_TIMEOUT: 68,
   OPERATION_UNSUPPORTED: 84,
@@ -54,6 +56,8 @@ export const ErrorCode = {
   ACCESS_DENIED: 88,
   DBUS_SERVICE: 89,
   AUTH_UNAVAILABLE: 94,
+  NO_SERVER: 95,
+  NO_CLIENT: 96,
   LIBSSH: 98,
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -74,6 +78,7 @@ export const ErrorDomain = {
   DBUS: 47,
   ACCESS: 55,
   POLKIT: 60,
+  ADMIN: 62,
   SSH: 50,
   LIBSSH: 66,
 } as const;
@@ -107,6 +112,10 @@ const TEMPLATES: Partial<Record<number, string>> = {
   [ErrorCode.DBUS_SERVICE]: 'error from service: %s',
   [ErrorCode.AUTH_UNAVAILABLE]: 'authentication unavailable: %s',
   [ErrorCode.XEN_CALL]: 'failed Xen syscall %s',
+  [ErrorCode.ARGUMENT_UNSUPPORTED]: 'argument unsupported: %s',
+  [ErrorCode.OPERATION_ABORTED]: 'operation aborted: %s',
+  [ErrorCode.NO_SERVER]: 'Server not found: %s',
+  [ErrorCode.NO_CLIENT]: 'Client not found: %s',
   [ErrorCode.SSH]: 'SSH transport error: %s',
   [ErrorCode.LIBSSH]: 'libssh transport error: %s',
 };

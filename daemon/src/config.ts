@@ -13,6 +13,8 @@ export interface DaemonConfig {
   unixSockGroup: string | null;
   unixSockRwPerms: number;
   unixSockRoPerms: number;
+  /** Mode of virtauth-admin-sock; its permissions are the admin interface's only access control. */
+  unixSockAdminPerms: number;
   /** Auth scheme names (`none`, `sasl`, `polkit`, or a plugin's); the registered providers map them to types. */
   authUnixRw: string;
   authUnixRo: string;
@@ -70,6 +72,7 @@ export function defaultConfig(): DaemonConfig {
     unixSockGroup: null,
     unixSockRwPerms: 0o700,
     unixSockRoPerms: 0o777,
+    unixSockAdminPerms: 0o700,
     authUnixRw: 'none',
     authUnixRo: 'none',
     listenTcp: false,
@@ -107,7 +110,7 @@ export function defaultConfig(): DaemonConfig {
 
 /** The keys buildConfig reads itself (the rest are left in `extra` for plugins). */
 export const DAEMON_CONFIG_KEYS: readonly string[] = [
-  'unix_sock_dir', 'unix_sock_group', 'unix_sock_rw_perms', 'unix_sock_ro_perms', 'auth_unix_rw', 'auth_unix_ro',
+  'unix_sock_dir', 'unix_sock_group', 'unix_sock_rw_perms', 'unix_sock_ro_perms', 'unix_sock_admin_perms', 'auth_unix_rw', 'auth_unix_ro',
   'listen_tcp', 'listen_addr', 'tcp_port', 'auth_tcp', 'listen_tls', 'tls_port', 'auth_tls', 'key_file', 'cert_file',
   'ca_file', 'crl_file', 'tls_allowed_dn_list', 'auth_timeout', 'relay_max_timeout', 'relay_max_requests_per_open',
   'max_clients', 'max_queued_clients', 'max_anonymous_clients', 'max_client_requests', 'keepalive_interval',
@@ -151,6 +154,7 @@ export function buildConfig(settings: Map<string, ConfValue>, file = 'config', l
       case 'unix_sock_group': cfg.unixSockGroup = str(key, v); break;
       case 'unix_sock_rw_perms': cfg.unixSockRwPerms = perms(key, v); break;
       case 'unix_sock_ro_perms': cfg.unixSockRoPerms = perms(key, v); break;
+      case 'unix_sock_admin_perms': cfg.unixSockAdminPerms = perms(key, v); break;
       case 'auth_unix_rw': cfg.authUnixRw = auth(key, v); break;
       case 'auth_unix_ro': cfg.authUnixRo = auth(key, v); break;
       case 'listen_tcp': cfg.listenTcp = int(key, v, 0, 1) === 1; break;

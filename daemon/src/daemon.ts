@@ -1,5 +1,6 @@
 // Assembles virtauthd: a container with the shipped plugins, the server, its listeners.
 
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
 import { AuthType, AUTH_PROVIDER, CONFIG_KEYS, CREDENTIAL_SOURCE, USER_DATABASE } from '@virtauth/core';
@@ -11,6 +12,8 @@ import { registerDefaultDrivers } from '@virtauth/drivers';
 import { DAEMON_CONFIG_KEYS, type DaemonConfig } from './config.js';
 import { checkConfigKeys } from './config-keys.js';
 import { createLogger } from './logger.js';
+import { AdminService, adminExtension } from './admin/service.js';
+import { logControlFor } from './log-control.js';
 import { authSchemeTypes, registerConfiguredPlugins, type AuthSchemeKey } from './plugins.js';
 import { VirtauthServer, listenersFromConfig, type DaemonExtension, type ListenerInfo, type ListenerSpec, type ServerOptions } from './server.js';
 
@@ -24,10 +27,21 @@ export interface CreateDaemonOptions {
   extensions?: DaemonExtension[];
   /** How unix-socket clients' pid/uid/gid are read; default SO_PEERCRED through @virtauth/peercred. */
   peerCredentials?: ServerOptions['peerCredentials'];
+  /**
+   * Where to serve the admin program: a path, a socket systemd passed (`fd`, at `path`), or false
+   * for nowhere. Default: virtauth-admin-sock in unix_sock_dir when the listeners come from the
+   * config; none when `listeners` are given (an embedded daemon must not claim the system's admin
+   * socket).
+   */
+  adminSocket?: string | { fd: number; path: string } | false;
+  /** Called when the daemon timeout an administrator set passes with no client (default: stop). */
+  onIdleTimeout?: () => void;
 }
 
 export interface DaemonHandle {
   server: VirtauthServer;
+  /** The admin endpoint, unless disabled. */
+  admin: AdminService | null;
   listeners: ListenerInfo[];
   container: DependencyContainer;
   /** The SASL server's settings, read at each authentication: a reload changes them in place. */
@@ -64,9 +78,11 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
     maxTimeoutMs: opts.config.relayMaxTimeout * 1000,
     maxRequestsPerOpen: opts.config.relayMaxRequestsPerOpen,
   });
+  const adminPath = opts.adminSocket ?? (opts.listeners ? false : join(opts.config.unixSockDir, 'virtauth-admin-sock'));
+  const admin = adminPath === false ? null : adminExtension();
   registerAccessDrivers(container);
   const access = await createAccessManager(container, opts.config.extra, logger);
-  const extensions = [relay, ...(opts.extensions ?? [])];
+  const extensions = [relay, ...(admin ? [admin] : []), ...(opts.extensions ?? [])];
   const server = new VirtauthServer({
     config: opts.config,
     container,
@@ -85,5 +101,30 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
     access,
   });
   const listeners = await server.start();
-  return { server, listeners, container, sasl: saslServer, extensions, stop: () => server.stop(), reload: () => server.reload() };
+  let adminService: AdminService | null = null;
+  const stop = async () => {
+    await adminService?.stop();
+    await server.stop();
+  };
+  if (admin && adminPath !== false) {
+    const where = typeof adminPath === 'string' ? { path: adminPath } : adminPath;
+    adminService = new AdminService({
+      server,
+      ...where,
+      perms: opts.config.unixSockAdminPerms,
+      logger,
+      logs: logControlFor(logger),
+      extension: admin,
+      relayActive: (session) => relay.relayEnabled(session),
+      peerCredentials: opts.peerCredentials ?? getPeerCredentials,
+      onIdleTimeout: opts.onIdleTimeout ?? (() => void stop()),
+    });
+    try {
+      await adminService.start();
+    } catch (e) {
+      await server.stop();
+      throw e;
+    }
+  }
+  return { server, admin: adminService, listeners, container, sasl: saslServer, extensions, stop, reload: () => server.reload() };
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // virtauthd: serves libvirt's remote protocol with pluggable authentication.
 import 'reflect-metadata';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { AUTH_PROVIDER, VirError } from '@virtauth/core';
 import type { DaemonConfig } from './config.js';
@@ -85,17 +86,28 @@ async function main(): Promise<number> {
 
   const inherited = readInheritedSockets();
   const plan = inherited ? planActivatedListeners(inherited, config) : null;
+  let activatedAdmin: { fd: number; path: string } | null = null;
   if (plan) {
     for (const setting of plan.ignored) log.warn({ event: 'activation.ignored', setting }, `${setting.split(' ')[0]} is ignored under socket activation: the unit's sockets decide what is served`);
-    if (plan.admin.length) {
-      log.warn({ event: 'activation.admin.unserved', fds: plan.admin.map((s) => s.fd) }, 'systemd passed virtauthd-admin.socket, but this virtauthd has no admin interface yet: closing it');
-      closeInheritedSockets(plan.admin);
+    // One admin socket is served; any further one (a second ListenStream=) is not virtauthd's to keep.
+    const [adminSocket, ...extraAdmin] = plan.admin;
+    if (adminSocket) activatedAdmin = { fd: adminSocket.fd, path: adminSocket.address.family === 'unix' ? adminSocket.address.path : '' };
+    if (extraAdmin.length) {
+      log.warn({ event: 'activation.admin.extra', fds: extraAdmin.map((s) => s.fd) }, 'systemd passed more than one admin socket: serving the first, closing the others');
+      closeInheritedSockets(extraAdmin);
     }
   }
 
   let daemon: DaemonHandle;
   try {
-    daemon = await createDaemon({ config, logger: log, ...(plan ? { listeners: plan.listeners } : {}) });
+    daemon = await createDaemon({
+      config,
+      logger: log,
+      // An administrator's daemon-timeout ends the daemon as a signal would.
+      onIdleTimeout: () => shutdown('no client for the daemon timeout'),
+      // Under activation the admin socket is systemd's when it passed one, else virtauthd's own.
+      ...(plan ? { listeners: plan.listeners, adminSocket: activatedAdmin ?? join(config.unixSockDir, 'virtauth-admin-sock') } : {}),
+    });
   } catch (e) {
     if (inherited) closeInheritedSockets(inherited);
     throw e;
@@ -130,7 +142,11 @@ async function main(): Promise<number> {
   process.off('SIGHUP', holdHangup);
   if (hangupWhileStarting) reload();
 
-  if (timeout !== null) watchIdleTimeout(daemon.server, timeout, () => shutdown(`no client for ${timeout} s (--timeout)`));
+  if (timeout !== null) {
+    // The admin's daemon-timeout changes this same timeout, and counts its own clients too.
+    if (daemon.admin) daemon.admin.setDaemonTimeout(timeout, () => shutdown(`no client for ${timeout} s (--timeout)`));
+    else watchIdleTimeout(daemon.server, timeout, () => shutdown(`no client for ${timeout} s (--timeout)`));
+  }
   if (shutdownReason === null) {
     await new Promise<void>((resolve) => {
       wakeForShutdown = resolve;

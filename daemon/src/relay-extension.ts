@@ -29,7 +29,12 @@ export interface RelaySettings {
 /** Why waits end when a client goes: one error for all, not a stack trace per connection. */
 const CLIENT_DISCONNECTED = new VirError({ code: ErrorCode.AUTH_CANCELLED, domain: ErrorDomain.AUTH, detail: 'client disconnected' });
 
-export function relayExtension(settings: RelaySettings): DaemonExtension {
+export interface RelayExtension extends DaemonExtension {
+  /** Whether the client enabled the credential relay on its connection. */
+  relayEnabled(session: ClientSession): boolean;
+}
+
+export function relayExtension(settings: RelaySettings): RelayExtension {
   // Only clients that enabled the relay have a channel: the others (nearly all of them) cost
   // nothing here but the ANSWER handler, and their drivers' requests fail as unanswerable.
   const channels = new WeakMap<ClientSession, RelayChannel>();
@@ -49,11 +54,14 @@ export function relayExtension(settings: RelaySettings): DaemonExtension {
       ...(writeAudit ? { audit: writeAudit } : {}),
     });
     channels.set(session, channel);
-    session.onClose(() => channel.close(CLIENT_DISCONNECTED));
+    // An administrator's client-disconnect gives its own reason to the waits it ends.
+    session.onClose(() => channel.close(session.closeReason ?? CLIENT_DISCONNECTED));
     return channel;
   };
 
   return {
+    relayEnabled: (session) => channels.get(session)?.clientCapabilities != null,
+
     onSession(session) {
       // ANSWER is a one-way message: the first answer to a waiting request is applied; a stray
       // or replayed one is dropped and logged (never its values), within the connection's budget

@@ -75,6 +75,8 @@ export interface ListenerInfo extends ListenerSpec {
 export interface OpenTarget {
   uri: string;
   driver: string;
+  /** What the driver really opens when it differs from `uri` (a gateway's upstream route). */
+  upstreamUri?: string;
   sources: readonly CredentialSource[];
 }
 
@@ -129,6 +131,12 @@ export function listenersFromConfig(cfg: DaemonConfig, auth: Record<AuthSchemeKe
   return out;
 }
 
+/** The admission limits an administrator can change while the daemon runs (virt-admin srv-clients-set). */
+export interface ClientLimits {
+  maxClients: number;
+  maxAnonymousClients: number;
+}
+
 export class VirtauthServer {
   readonly config: DaemonConfig;
   readonly container: DependencyContainer;
@@ -139,10 +147,10 @@ export class VirtauthServer {
   private readonly boundPaths: string[] = [];
   private readonly clientCountListeners = new Set<(count: number) => void>();
   private readonly sessions = new Set<ClientSession>();
+  /** Accepted sockets left unread until the limits admit them, as libvirtd leaves them in its backlog. */
   private readonly waiting: net.Socket[] = [];
   private anonymous = 0;
-  /** Connections open on all listeners together, against max_clients (libvirtd counts them per server). */
-  private connections = 0;
+  private readonly limits: ClientLimits;
   private socketGroupId: number | null = null;
   private readonly specs: ListenerSpec[];
   private readonly extensions: DaemonExtension[];
@@ -163,6 +171,7 @@ export class VirtauthServer {
     this.specs = opts.listeners ?? listenersFromConfig(opts.config, authSchemeTypes(opts.config, opts.container.resolveAll(AUTH_PROVIDER)));
     this.extensions = opts.extensions ?? [];
     this.processName = `${opts.config.daemonName}@${hostname()}`;
+    this.limits = { maxClients: opts.config.maxClients, maxAnonymousClients: opts.config.maxAnonymousClients };
     this.uriAllowList = new UriAllowList(opts.config.uriAllowedList);
   }
 
@@ -198,6 +207,65 @@ export class VirtauthServer {
   /** The programs each connection is served (remote, relay, ...), once started. */
   get programDefinitions(): readonly ProgramDefinition<ClientSession>[] {
     return this.programs;
+  }
+
+  /** Connected clients (admitted; those waiting for a free slot are not clients yet, as in libvirtd). */
+  clients(): ClientSession[] {
+    return [...this.sessions];
+  }
+
+  /** Clients admitted that have not authenticated yet. */
+  get unauthenticatedCount(): number {
+    return this.anonymous;
+  }
+
+  /** Sockets accepted and waiting, unread, for the limits to admit them. */
+  get waitingCount(): number {
+    return this.waiting.length;
+  }
+
+  clientLimits(): Readonly<ClientLimits> {
+    return { ...this.limits };
+  }
+
+  /**
+   * Changes the admission limits at once. Lowering them disconnects no one: clients beyond the
+   * new limit stay, and new ones wait until enough have gone. Raising them admits waiting ones.
+   */
+  setClientLimits(change: Partial<ClientLimits>): void {
+    const next = { ...this.limits, ...change };
+    if (next.maxClients < next.maxAnonymousClients) {
+      // libvirt's text, word for word (its two halves are the wrong way round there too).
+      throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.NONE, detail: 'The overall maximum number of clients waiting for authentication must not be less than the overall maximum number of clients' });
+    }
+    Object.assign(this.limits, next);
+    this.log.info({ event: 'limits.changed', maxClients: next.maxClients, maxAnonymousClients: next.maxAnonymousClients }, 'client limits changed');
+    this.admitWaiting();
+  }
+
+  /** Calls received from clients and not yet answered, across all clients. */
+  callsInProgress(): number {
+    let n = 0;
+    for (const s of this.sessions) n += s.rpc.callsInProgress;
+    return n;
+  }
+
+  get hasTlsListener(): boolean {
+    return this.tlsServers.length > 0;
+  }
+
+  /**
+   * Reads the TLS key, certificate and CA again and uses them for new connections (those
+   * connected keep theirs), as libvirtd's server-update-tls does.
+   */
+  async updateTlsFiles(): Promise<void> {
+    if (this.tlsServers.length === 0) {
+      throw new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.RPC, detail: 'no tls service found, unable to update tls files' });
+    }
+    // Loading checks the set, so a bad file is an error for whoever asked, not for the next client.
+    const material = await loadTlsMaterial(this.config);
+    for (const server of this.tlsServers) server.setSecureContext(material);
+    this.log.info({ event: 'tls.files.updated', cert: this.config.certFile }, 'TLS files read again');
   }
 
   async start(): Promise<ListenerInfo[]> {
@@ -252,8 +320,6 @@ export class VirtauthServer {
 
   private async listen(spec: ListenerSpec): Promise<ListenerInfo> {
     const server = spec.kind === 'tls' ? await this.createTlsServer(spec) : net.createServer({ pauseOnConnect: true }, (socket) => this.acceptPlain(socket, spec));
-    // Before any other listener sees the socket: max_clients holds for all listeners together.
-    server.prependListener('connection', (socket: net.Socket) => this.admit(socket));
     if (spec.fd !== undefined) {
       await listenOn(server, { fd: spec.fd }, spec, this.log);
       this.servers.push(server);
@@ -265,7 +331,7 @@ export class VirtauthServer {
       const path = spec.path!;
       await mkdir(dirname(path), { recursive: true, mode: 0o755 });
       await removeStaleSocket(path);
-      await this.listenUnix(server, path, spec);
+      await bindUnixSocket(server, path, { ...(spec.perms !== undefined ? { perms: spec.perms } : {}), groupId: this.socketGroupId }, this.log);
       this.boundPaths.push(path);
       this.servers.push(server);
       const scheme = 'test+unix';
@@ -276,40 +342,6 @@ export class VirtauthServer {
     const addr = server.address() as net.AddressInfo;
     const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
     return { ...spec, port: addr.port, uri: `test+${spec.kind}://${host}:${addr.port}/default` };
-  }
-
-  /**
-   * Binds a unix socket in a private directory beside `path`, gives it its mode and group there,
-   * and only then renames it into place: no client ever sees it with the wrong permissions.
-   */
-  private async listenUnix(server: net.Server, path: string, spec: ListenerSpec): Promise<void> {
-    const perms = spec.perms;
-    const privateDir = await mkdtemp(join(dirname(path), `.${basename(path)}-`));
-    const staging = join(privateDir, 'sock');
-    try {
-      await listenOn(server, { path: staging }, spec, this.log, path);
-      if (perms !== undefined) await chmod(staging, perms);
-      if (this.socketGroupId !== null) await chown(staging, -1, this.socketGroupId);
-      await rename(staging, path);
-    } finally {
-      await rm(privateDir, { recursive: true, force: true });
-    }
-  }
-
-  /** One listener for every socket (a socket closes once): no closure kept per connection. */
-  private readonly socketClosed = (): void => {
-    this.connections--;
-  };
-
-  /** Counts a new connection against max_clients; one over the limit is closed at once. */
-  private admit(socket: net.Socket): void {
-    if (this.connections >= this.config.maxClients) {
-      this.log.warn({ event: 'client.refused', reason: 'max_clients', maxClients: this.config.maxClients }, 'too many clients');
-      socket.destroy();
-      return;
-    }
-    this.connections++;
-    socket.on('close', this.socketClosed);
   }
 
   private acceptPlain(socket: net.Socket, spec: ListenerSpec): void {
@@ -327,8 +359,10 @@ export class VirtauthServer {
     }
     socket.setNoDelay(true);
     const acceptedAt = Date.now();
-    // Unauthenticated clients beyond max_anonymous_clients wait unread, as in libvirtd's backlog.
-    if (spec.auth !== AuthType.NONE && this.config.maxAnonymousClients > 0 && this.anonymous >= this.config.maxAnonymousClients) {
+    // Clients beyond max_clients (all listeners together), or unauthenticated ones beyond
+    // max_anonymous_clients, wait unread: libvirtd stops accepting then, and they wait in its
+    // listen backlog. The limits are read live, so an administrator's change applies at once.
+    if (this.waiting.length > 0 || !this.admits(spec)) {
       if (this.waiting.length >= this.config.maxQueuedClients) {
         this.log.warn({ event: 'client.refused', reason: 'queue full' }, 'too many clients waiting to authenticate');
         socket.destroy();
@@ -341,8 +375,9 @@ export class VirtauthServer {
       waiting.virtauthSpec = spec;
       waiting.virtauthAcceptedAt = acceptedAt;
       if (tlsDn !== undefined) waiting.virtauthDn = tlsDn;
-      // A queued client's auth_timeout runs from accept: waiting in the queue counts too.
-      if (this.config.authTimeout > 0) {
+      // A queued client's auth_timeout runs from accept: waiting in the queue counts too. One
+      // that needs no authentication waits as long as libvirtd's backlog would keep it.
+      if (spec.auth !== AuthType.NONE && this.config.authTimeout > 0) {
         const timer = setTimeout(() => {
           this.log.warn({ event: 'client.auth_timeout', seconds: this.config.authTimeout, queued: true }, 'client waited in the queue longer than auth_timeout');
           socket.destroy();
@@ -358,9 +393,26 @@ export class VirtauthServer {
           this.clientCountChanged();
         }
       });
+      this.log.info({ event: 'client.waiting', clients: this.sessions.size, maxClients: this.limits.maxClients, waiting: this.waiting.length }, 'client limit reached: the connection waits');
       return;
     }
     this.startSession(socket, spec, tlsDn, acceptedAt);
+  }
+
+  private admits(spec: ListenerSpec): boolean {
+    if (this.sessions.size >= this.limits.maxClients) return false;
+    return spec.auth === AuthType.NONE || this.limits.maxAnonymousClients <= 0 || this.anonymous < this.limits.maxAnonymousClients;
+  }
+
+  /** Starts the waiting clients the limits now admit, oldest first. */
+  private admitWaiting(): void {
+    while (!this.stopping && this.waiting.length > 0) {
+      const w = this.waiting[0] as WaitingSocket;
+      if (!this.admits(w.virtauthSpec!)) return;
+      this.waiting.shift();
+      clearTimeout(w.virtauthQueueTimer);
+      this.startSession(w, w.virtauthSpec!, w.virtauthDn, w.virtauthAcceptedAt ?? Date.now());
+    }
   }
 
   /**
@@ -424,7 +476,8 @@ export class VirtauthServer {
       this.sessions.delete(session);
       this.clientCountChanged();
       session.flushPeerFaults();
-      if (anonymous && !session.authenticated) this.releaseAnonymous();
+      if (anonymous && !session.authenticated) this.anonymous--;
+      this.admitWaiting();
       if (this.log.isLevelEnabled('debug')) session.log.debug({ event: 'client.closed', reason: reason?.message }, 'client disconnected');
       await session.dispose();
     }));
@@ -435,12 +488,7 @@ export class VirtauthServer {
 
   private releaseAnonymous(): void {
     this.anonymous--;
-    const next = this.waiting.shift();
-    if (next) {
-      const w = next as WaitingSocket;
-      clearTimeout(w.virtauthQueueTimer);
-      this.startSession(next, w.virtauthSpec!, w.virtauthDn, w.virtauthAcceptedAt ?? Date.now());
-    }
+    this.admitWaiting();
   }
 
   /** Finds the driver for a CONNECT_OPEN name, as virConnectOpen does, and opens it. */
@@ -478,7 +526,7 @@ export class VirtauthServer {
     };
     const started = Date.now();
     try {
-      for (const e of this.extensions) if (e.decorateOpenContext) ctx = await e.decorateOpenContext(session, ctx, { uri: uriText, driver: driver.name, sources });
+      for (const e of this.extensions) if (e.decorateOpenContext) ctx = await e.decorateOpenContext(session, ctx, { uri: uriText, driver: driver.name, ...(route ? { upstreamUri: route.upstreamUri } : {}), sources });
       const conn = await driver.open(uri, ctx);
       if (this.log.isLevelEnabled('info')) session.log.info({ event: 'connect.open', driver: driver.name, uri: uriText, ...(route ? { upstream: route.upstreamUri } : {}), readOnly, ms: Date.now() - started }, 'hypervisor connection opened');
       if (session.rpc.closed) {
@@ -595,8 +643,25 @@ export function clientDistinguishedName(socket: tls.TLSSocket): string {
   return raw.subject.split('\n').join(',');
 }
 
+/**
+ * Binds a unix socket in a private directory beside `path`, gives it its mode and group there,
+ * and only then renames it into place: no client ever sees it with the wrong permissions.
+ */
+export async function bindUnixSocket(server: net.Server, path: string, opts: { perms?: number; groupId?: number | null }, log: Logger): Promise<void> {
+  const privateDir = await mkdtemp(join(dirname(path), `.${basename(path)}-`));
+  const staging = join(privateDir, 'sock');
+  try {
+    await listenOn(server, { path: staging }, { kind: 'unix' }, log, path);
+    if (opts.perms !== undefined) await chmod(staging, opts.perms);
+    if (opts.groupId !== undefined && opts.groupId !== null) await chown(staging, -1, opts.groupId);
+    await rename(staging, path);
+  } finally {
+    await rm(privateDir, { recursive: true, force: true });
+  }
+}
+
 /** Binds or adopts a listener; errors become libvirt's one-line messages naming what failed. */
-async function listenOn(server: net.Server, where: net.ListenOptions & { fd?: number }, spec: ListenerSpec, log: Logger, shownPath = where.path): Promise<void> {
+export async function listenOn(server: net.Server, where: net.ListenOptions & { fd?: number }, spec: Pick<ListenerSpec, 'kind'>, log: Logger, shownPath = where.path): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     const failed = (e: NodeJS.ErrnoException) => {
       const reason = describeErrno(e);
@@ -636,7 +701,8 @@ function describeErrno(e: NodeJS.ErrnoException): string {
   return (e.code && ERRNO_TEXT[e.code]) ?? e.message;
 }
 
-async function removeStaleSocket(path: string): Promise<void> {
+/** Removes a socket file no daemon answers on; refuses a live one or a file that is not a socket. */
+export async function removeStaleSocket(path: string): Promise<void> {
   try {
     const st = await stat(path);
     if (!st.isSocket()) throw new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: `${path} exists and is not a socket` });

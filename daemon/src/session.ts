@@ -39,6 +39,10 @@ export class ClientSession implements ServerAuthContext {
   gatewayConnectDriver: string | null = null;
   /** Resources to release when the connection goes (relay channels, timers). */
   private readonly cleanups: (() => void)[] = [];
+  /** When the connection was accepted (ms since the epoch), as virt-admin's client list shows it. */
+  readonly connectedAt = Date.now();
+  /** Why the daemon ended this connection (e.g. an administrator's client-disconnect), if it did. */
+  closeReason: VirError | null = null;
 
   constructor(
     readonly rpc: RpcConnection,
@@ -130,8 +134,22 @@ export class ClientSession implements ServerAuthContext {
     this.cleanups.push(fn);
   }
 
-  async dispose(): Promise<void> {
-    this.opening?.abort(new VirError({ code: ErrorCode.AUTH_CANCELLED, domain: ErrorDomain.RPC, detail: 'client disconnected' }));
+  /**
+   * Ends the connection on the daemon's side: an open in progress and every relayed request are
+   * cancelled with `reason` while the socket is still open (so the client hears why), then the
+   * socket closes once what is queued has been written.
+   */
+  disconnect(reason: VirError): void {
+    if (this.rpc.closed || this.closeReason) return;
+    this.closeReason = reason;
+    this.log.info({ event: 'client.disconnected', reason: reason.message }, 'client disconnected by the daemon');
+    // The relay channel first: its waits end as CANCELLED with this reason, not as a failed open.
+    this.runCleanups();
+    this.opening?.abort(reason);
+    this.rpc.hangUp();
+  }
+
+  private runCleanups(): void {
     for (const fn of this.cleanups.splice(0)) {
       try {
         fn();
@@ -139,6 +157,11 @@ export class ClientSession implements ServerAuthContext {
         this.log.warn({ err: e }, 'cleanup failed');
       }
     }
+  }
+
+  async dispose(): Promise<void> {
+    this.opening?.abort(this.closeReason ?? new VirError({ code: ErrorCode.AUTH_CANCELLED, domain: ErrorDomain.RPC, detail: 'client disconnected' }));
+    this.runCleanups();
     const conn = this.driverConn;
     this.driverConn = null;
     if (conn) {

@@ -1,5 +1,6 @@
 // Listener settings that must do what they say: unix_sock_group, socket modes from the moment a
-// socket can be reached, max_clients across all listeners, a time bound on queued clients, and the
+// socket can be reached, max_clients across all listeners (over it a client waits unread, as in
+// libvirtd), a time bound on queued clients, and the
 // polkit client's process start time taken at accept.
 
 import 'reflect-metadata';
@@ -30,6 +31,20 @@ async function startDaemon(t: import('ava').ExecutionContext, config: DaemonConf
 }
 
 const authList = (rpc: RpcConnection) => callRemote(rpc, RemoteProc.AUTH_LIST, xdr.xvoid, undefined, remote.authListRet);
+
+/** Resolves once the server has logged `count` clients held unread at its limits. */
+function heldByServer(log: JsonSink, count: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const deadline = setTimeout(() => reject(new Error(`${count} client(s) were not held`)), 30_000);
+    const check = () => {
+      if (log.events('client.waiting').length >= count) {
+        clearTimeout(deadline);
+        resolve();
+      } else setTimeout(check, 20);
+    };
+    check();
+  });
+}
 
 test('unix_sock_group owns both sockets; an unknown group stops the daemon', async (t) => {
   const dir = await tempDir(t);
@@ -72,38 +87,50 @@ test.serial('a socket is never reachable with a mode other than its configured o
   await startDaemon(t, { ...defaultConfig(), unixSockDir: sockDir, unixSockRwPerms: 0o700, unixSockRoPerms: 0o770 });
   net.Server.prototype.listen = originalListen;
   process.umask(previousUmask);
-  t.is(seen.length, 2);
+  // virtauth-sock, -sock-ro and the admin socket (0700).
+  t.is(seen.length, 3);
   for (const s of seen) t.false(s.reachable && s.mode !== 0o700 && s.mode !== 0o770, `${s.path} was bound with mode ${s.mode.toString(8)} where others can reach it`);
   t.is((await stat(join(sockDir, 'virtauth-sock'))).mode & 0o777, 0o700);
   t.is((await stat(join(sockDir, 'virtauth-sock-ro'))).mode & 0o777, 0o770);
 });
 
-test('max_clients counts the clients of every listener together', async (t) => {
+test('max_clients counts the clients of every listener together; one over it waits unread until a place is free', async (t) => {
   const dir = await tempDir(t);
   const { log } = await startDaemon(t, { ...defaultConfig(), unixSockDir: dir, maxClients: 2 });
   const rw = await connect(t, join(dir, 'virtauth-sock'));
   const ro = await connect(t, join(dir, 'virtauth-sock-ro'));
   t.deepEqual((await authList(rw)).types, [AuthType.NONE]);
   t.deepEqual((await authList(ro)).types, [AuthType.NONE]);
-  // The read-write listener has one client only, but the server has two: the third is refused.
+  // The read-write listener has one client only, but the server has two: the third is held, as
+  // libvirtd leaves it in its listen backlog, and its call is not answered.
   const third = await connect(t, join(dir, 'virtauth-sock'));
-  await third.whenClosed();
-  t.true(log.events('client.refused').some((r) => r.reason === 'max_clients'));
-  // One leaves: a new client is served again.
-  ro.close(null);
-  await t.notThrowsAsync(async () => {
-    for (;;) {
-      const next = await connect(t, join(dir, 'virtauth-sock'));
-      try {
-        await authList(next);
-        return;
-      } catch {
-        // The departure may not have been counted yet; the refusal closed this one.
-      } finally {
-        next.close(null);
-      }
-    }
+  let answered = false;
+  const thirdCall = authList(third).then((r) => {
+    answered = true;
+    return r;
   });
+  await heldByServer(log, 1);
+  t.false(answered, 'a client over max_clients is not served');
+  t.false(third.closed, 'nor closed');
+  // One leaves: the held client is served, without connecting again.
+  ro.close(null);
+  t.deepEqual((await thirdCall).types, [AuthType.NONE]);
+});
+
+test('beyond max_clients only max_queued_clients wait; one more is closed at once', async (t) => {
+  const dir = await tempDir(t);
+  const { log } = await startDaemon(t, { ...defaultConfig(), unixSockDir: dir, maxClients: 1, maxQueuedClients: 1 });
+  const first = await connect(t, join(dir, 'virtauth-sock'));
+  await authList(first);
+  const held = await connect(t, join(dir, 'virtauth-sock'));
+  const heldCall = authList(held);
+  await heldByServer(log, 1);
+  const refused = await connect(t, join(dir, 'virtauth-sock-ro'));
+  await refused.whenClosed();
+  t.true(log.events('client.refused').some((r) => r.reason === 'queue full'));
+  t.false(held.closed, 'the queued client is kept');
+  first.close(null);
+  t.deepEqual((await heldCall).types, [AuthType.NONE]);
 });
 
 test('a client queued behind max_anonymous_clients waits no longer than auth_timeout, counted from its accept', async (t) => {

@@ -87,6 +87,8 @@ export interface RelayDaemonOptions {
   settings?: Record<string, ConfValue>;
   /** The daemon's own auth.conf (used when it opens a further hop), registered as a credential source. */
   authConfPath?: string;
+  /** Serve the admin program on this socket (default: no admin socket). */
+  adminSocket?: string;
   /** uri_allowed_list entries beyond the test hypervisor and the probe driver (XenAPI servers, further hops). */
   allowedUris?: string[];
 }
@@ -138,6 +140,7 @@ export class RelayDaemon {
       container,
       logger: createLogger(config.logLevel, log),
       listeners: [{ kind: 'unix', path: socket, auth: AuthType.SASL, readOnly: false }],
+      ...(opts.adminSocket ? { adminSocket: opts.adminSocket } : {}),
     });
     return new RelayDaemon(opts.name, socket, handle, log);
   }

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { parseConf } from '@virtauth/core';
-import { buildConfig, createDaemon, createLogger, type DaemonHandle, type ListenerInfo } from '@virtauth/daemon';
+import { buildConfig, createDaemon, createDaemonLogging, daemonLoggingOf, type DaemonHandle, type ListenerInfo } from '@virtauth/daemon';
 
 import type { TestPki } from './peers/pki.js';
 import { describeResult, runProcess } from './peers/process.js';
@@ -98,7 +98,9 @@ export class TestVirtauthd {
 
       const config = buildConfig(parseConf(text, configFile), configFile);
       const log = new JsonLines();
-      const handle = await createDaemon({ config, logger: createLogger(config.logLevel, log) });
+      // The service's own logging (log_filters, log_outputs), its stderr captured: virt-admin can change it.
+      const logging = createDaemonLogging({ level: config.logLevel as 1 | 2 | 3 | 4, filters: config.logFilters, outputs: config.logOutputs ?? [] }, { stderrStream: log, env: {} });
+      const handle = await createDaemon({ config, logger: logging.logger });
       return new TestVirtauthd(dir, configFile, userDatabaseFile, handle, log, options.pki);
     } catch (error) {
       await rm(dir, { recursive: true, force: true });
@@ -146,6 +148,7 @@ export class TestVirtauthd {
     if (this.stopped) return;
     this.stopped = true;
     await this.handle.stop();
+    daemonLoggingOf(this.handle.server.log)?.close();
     await rm(this.dir, { recursive: true, force: true });
   }
 }

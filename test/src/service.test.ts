@@ -14,7 +14,7 @@ import {CredentialType, VirError} from '@virtauth/core';
 import {decodeJournalEntry, UNIT_FILES} from '@virtauth/daemon';
 import {openAuth, type Connection} from 'virtauth';
 
-import {DatagramReceiver, TestPki, describeResult, interopTest, runProcess, runVirsh, tempDir, waitFor} from './peers/index.js';
+import {DatagramReceiver, TestPki, describeResult, interopTest, libvirtClientEnv, requireExecutable, runProcess, runVirsh, tempDir, waitFor} from './peers/index.js';
 import {addVirtauthUser} from './sasl-support.js';
 
 // Serial: each test starts daemons, certtool or systemd's tools, and run all at once they starve
@@ -145,6 +145,33 @@ interopTest.serial('systemd-socket-activate passes named sockets; virsh connects
   t.like(await activator.exited, {code: 0});
   await notify.waitFor((d) => d.toString() === 'STOPPING=1');
   t.true(existsSync(rw) && existsSync(ro), 'sockets passed by systemd are systemd\'s: the daemon does not unlink them');
+});
+
+interopTest.serial('virtauthd-admin.socket from systemd serves the admin program: virt-admin starts the daemon through it', ['virt-admin', 'virsh', 'systemd-socket-activate'], async (t) => {
+  const dir = await tempDir('sa');
+  const configFile = join(dir, 'virtauthd.conf');
+  await writeFile(configFile, configText({unix_sock_dir: dir, log_level: 2}));
+  const adminSocket = join(dir, 'virtauth-admin-sock');
+  const activator = DaemonProcess.start(t, 'systemd-socket-activate', ['-l', adminSocket, '--fdname=virtauthd-admin.socket', process.execPath, daemonMain, '--config', configFile]);
+  await activator.waitForOutput(/Listening on /, 'systemd-socket-activate listening');
+  // The first admin connection starts the daemon, which serves it on the passed socket.
+  const virtAdmin = (...args: string[]) => runProcess(requireExecutable('virt-admin', 'libvirt-clients'), ['-c', `virtauthd:///system?socket=${adminSocket}`, ...args], {env: libvirtClientEnv(), timeoutMs: 60_000});
+  const servers = await virtAdmin('srv-list');
+  t.is(servers.code, 0, `${describeResult(servers)}\n${activator.describe()}`);
+  t.regex(servers.stdout, /\badmin\b[\s\S]*\bvirtauthd\b/);
+  t.false(/activation\.admin|closing it/.test(activator.stdout + activator.stderr), 'the admin socket is served, not closed');
+  // The other sockets, not passed, are the daemon's own; a client on one shows in client-list.
+  await activator.waitForOutput(/virtauth-sock-ro \(auth/, 'the listener lines');
+  const list = await runVirsh(['list', '--all'], {uri: `test+unix:///default?socket=${join(dir, 'virtauth-sock')}`});
+  t.is(list.code, 0, describeResult(list));
+  const clients = await virtAdmin('srv-clients-info', 'virtauthd');
+  t.is(clients.code, 0, describeResult(clients));
+  t.regex(clients.stdout, /nclients_max\s*: 5000/);
+
+  activator.child.kill('SIGTERM');
+  t.like(await activator.exited, {code: 0});
+  t.true(existsSync(adminSocket), 'the admin socket systemd passed is systemd\'s: the daemon does not unlink it');
+  t.false(existsSync(join(dir, 'virtauth-sock')), 'the daemon removes the sockets it made itself');
 });
 
 interopTest.serial('unnamed sockets are matched by their address; a socket that is not virtauthd\'s is a one-line error', ['virsh', 'systemd-socket-activate'], async (t) => {

@@ -183,6 +183,11 @@ export class RpcConnection extends EventEmitter {
     return this.isClosed;
   }
 
+  /** Incoming calls being handled or whose reply has not left yet (the daemon's job queue for this peer). */
+  get callsInProgress(): number {
+    return this.inFlight;
+  }
+
   /** Resolves when the connection has closed, with the reason (null for a local close()). */
   whenClosed(): Promise<VirError | null> {
     if (!this.closedPromise) {
@@ -289,8 +294,26 @@ export class RpcConnection extends EventEmitter {
     this.keepaliveTimer.unref();
   }
 
+  /**
+   * Closes both directions once what is queued has been written, so the peer sees a hang-up
+   * rather than a half-close: libvirt's client reports that as "Disconnected ... due to end of
+   * file", as after libvirtd closes a client (a half-close reads as an I/O error there).
+   */
+  hangUp(reason: VirError | null = null): void {
+    if (this.isClosed) return;
+    if (this.corked) {
+      this.corked = false;
+      this.stream.uncork();
+    }
+    const stream = this.stream;
+    this.close(reason, true);
+    if (stream.destroyed) return;
+    if (stream.writableLength === 0) stream.destroy();
+    else stream.once('drain', () => stream.destroy());
+  }
+
   /** Closes the connection; pending calls fail with `reason` (or a generic closed error). */
-  close(reason: VirError | null = null): void {
+  close(reason: VirError | null = null, keepStreamOpen = false): void {
     if (this.isClosed) return;
     this.isClosed = true;
     this.closedError = reason;
@@ -301,7 +324,10 @@ export class RpcConnection extends EventEmitter {
     this.messageHandlers = undefined;
     this.interceptors = undefined;
     if (pending) for (const p of pending.values()) p.reject(err);
-    if (!this.stream.destroyed) {
+    if (keepStreamOpen) {
+      // hangUp destroys it once written; this bounds a peer that never reads.
+      setTimeout(() => this.stream.destroy(), 50).unref();
+    } else if (!this.stream.destroyed) {
       this.stream.end();
       // Give a final reply a moment to flush, then make sure the descriptor goes.
       setTimeout(() => this.stream.destroy(), 50).unref();

@@ -86,13 +86,26 @@ export interface DaemonLoggingOptions {
   /** Whether stderr is a terminal: human-readable lines there, else pino's JSON. */
   stderrIsTerminal?: boolean;
   env?: NodeJS.ProcessEnv;
+  /** Where the stderr output writes instead of descriptor 2 (an embedding program's stream), as JSON lines. */
+  stderrStream?: { write(line: string): unknown };
 }
 
 export interface DaemonLogging {
   readonly logger: Logger;
+  /** The settings in effect (log_outputs empty: the default outputs, see effectiveOutputs). */
+  settings(): LogSettings;
+  /** The outputs in effect, the default ones included. */
+  outputs(): LogOutput[];
   /** Replaces priorities, filters and outputs; throws (keeping the current ones) if an output cannot be opened. */
   reconfigure(settings: LogSettings): void;
   close(): void;
+}
+
+const loggings = new WeakMap<Logger, DaemonLogging>();
+
+/** The logging a logger was made by (null for a logger made elsewhere), to change it at run time. */
+export function daemonLoggingOf(logger: Logger): DaemonLogging | null {
+  return loggings.get(logger) ?? null;
 }
 
 /** The outputs in effect for these settings (log_outputs, or the default at log_level). */
@@ -113,8 +126,11 @@ export function createDaemonLogging(initial: LogSettings, options: DaemonLogging
 
   const openSink = (output: LogOutput): LogSink => {
     switch (output.kind) {
-      case 'stderr':
+      case 'stderr': {
+        const stream = options.stderrStream;
+        if (stream) return { write: (line) => void stream.write(line.endsWith('\n') ? line : `${line}\n`), close: () => undefined };
         return stderrIsTerminal ? new ReadableSink(2) : new JsonLinesSink(2);
+      }
       case 'file':
         return openFileSink(output.path);
       case 'journald':
@@ -176,6 +192,7 @@ export function createDaemonLogging(initial: LogSettings, options: DaemonLogging
   };
   (logger as unknown as Record<symbol, LogRouting>)[LOG_ROUTING] = routing;
 
+  let current: LogSettings = initial;
   const apply = (settings: LogSettings) => {
     const outputs = effectiveOutputs(settings, env);
     const opened: Route[] = [];
@@ -187,6 +204,7 @@ export function createDaemonLogging(initial: LogSettings, options: DaemonLogging
     }
     const previous = routes;
     routes = opened;
+    current = settings;
     for (const route of previous) route.sink.close();
     defaultLevel = PINO_LEVEL[settings.level];
     filters = settings.filters.map((f: LogFilter) => ({ match: f.match, level: PINO_LEVEL[f.priority] }));
@@ -202,12 +220,16 @@ export function createDaemonLogging(initial: LogSettings, options: DaemonLogging
   };
   apply(initial);
 
-  return {
+  const logging: DaemonLogging = {
     logger,
+    settings: () => current,
+    outputs: () => effectiveOutputs(current, env),
     reconfigure: apply,
     close: () => {
       for (const route of routes) route.sink.close();
       routes = [];
     },
   };
+  loggings.set(logger, logging);
+  return logging;
 }

@@ -54,6 +54,7 @@ const peerProbes: Record<string, PeerProbe> = {
   // A private libvirtd is only usable as root (see PrivateLibvirtd).
   libvirtd: () => executableProbe('libvirtd', 'libvirt-daemon')() ?? rootProblem(),
   virsh: executableProbe('virsh', 'libvirt-clients'),
+  'virt-admin': executableProbe('virt-admin', 'libvirt-clients'),
   'python3-libvirt': () => {
     if (findExecutable(systemPython) === undefined) {
       return `${systemPython} not found: install Debian package python3-libvirt`;
