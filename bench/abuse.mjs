@@ -32,7 +32,13 @@ function bytesReadBy(pid) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-const hostnameCall = { prog: REMOTE_PROGRAM, vers: REMOTE_PROTOCOL_VERSION, proc: RemoteProc.CONNECT_GET_HOSTNAME, type: MessageType.CALL, status: MessageStatus.OK };
+const hostnameCall = {
+  prog: REMOTE_PROGRAM,
+  vers: REMOTE_PROTOCOL_VERSION,
+  proc: RemoteProc.CONNECT_GET_HOSTNAME,
+  type: MessageType.CALL,
+  status: MessageStatus.OK,
+};
 
 function connect(target) {
   return new Promise((resolve, reject) => {
@@ -83,7 +89,12 @@ async function startVirtauthd() {
     auth_tcp: 'sasl',
     log_level: 3,
   };
-  await writeFile(configFile, Object.entries(settings).map(([key, value]) => `${key} = ${JSON.stringify(value)}\n`).join(''));
+  await writeFile(
+    configFile,
+    Object.entries(settings)
+      .map(([key, value]) => `${key} = ${JSON.stringify(value)}\n`)
+      .join(''),
+  );
   const daemon = await spawnVirtauthd(configFile, dir, (stdout) => {
     const tcp = /'test\+tcp:\/\/127\.0\.0\.1:(\d+)\//.exec(stdout)?.[1];
     return tcp && stdout.includes('virtauth-sock-ro') ? { port: Number(tcp) } : undefined;
@@ -104,7 +115,9 @@ try {
   const junkBytes = 560 * 1024;
   const logBefore = virtauthd.logBytes();
   const junk = await connect(virtauthd.socketPath);
-  await new Promise((resolve) => junk.write(repeatedPackets({ ...hostnameCall, type: MessageType.REPLY }, Math.floor(junkBytes / 28)), resolve));
+  await new Promise((resolve) =>
+    junk.write(repeatedPackets({ ...hostnameCall, type: MessageType.REPLY }, Math.floor(junkBytes / 28)), resolve),
+  );
   await sleep(500);
   junk.destroy();
   await sleep(500);
@@ -114,7 +127,12 @@ try {
 }
 
 if (process.getuid?.() === 0) {
-  const libvirtd = await PrivateLibvirtd.start({ auth_unix_rw: 'sasl', listenTcp: true, auth_tcp: 'sasl', saslUsers: { alice: 'alice-Pa55-abuse' } });
+  const libvirtd = await PrivateLibvirtd.start({
+    auth_unix_rw: 'sasl',
+    listenTcp: true,
+    auth_tcp: 'sasl',
+    saslUsers: { alice: 'alice-Pa55-abuse' },
+  });
   try {
     report('libvirtd, unix socket (SASL)', await neverReadingClient(libvirtd.pid, libvirtd.rwSocket));
     report('libvirtd, TCP (SASL)', await neverReadingClient(libvirtd.pid, { host: '127.0.0.1', port: libvirtd.tcpPort }));

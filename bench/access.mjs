@@ -74,7 +74,19 @@ async function decisionCost() {
   const log = { info() {}, warn() {}, error() {}, debug() {} };
   const driver = await CedarAccessDriver.create({ policyFile: file, log });
   const subject = {
-    identity: { username: 'alice', method: 'sasl', oidc: { issuer: 'https://idp', subject: 'a', usernameClaim: 'sub', username: 'alice', groups: ['ops', 'viewers'], roles: [], scopes: [] } },
+    identity: {
+      username: 'alice',
+      method: 'sasl',
+      oidc: {
+        issuer: 'https://idp',
+        subject: 'a',
+        usernameClaim: 'sub',
+        username: 'alice',
+        groups: ['ops', 'viewers'],
+        roles: [],
+        scopes: [],
+      },
+    },
     transport: 'unix',
     readOnly: false,
     connectDriver: 'QEMU',
@@ -95,7 +107,9 @@ async function decisionCost() {
 
 console.log(`node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'} x${availableParallelism()}, ${secondsPerCase}s per measurement`);
 const cost = await decisionCost();
-console.log(`  one Cedar decision (20 rules, preparsed): ${cost.uncached.toFixed(1)} µs evaluated, ${cost.cached.toFixed(2)} µs from the per-connection cache`);
+console.log(
+  `  one Cedar decision (20 rules, preparsed): ${cost.uncached.toFixed(1)} µs evaluated, ${cost.cached.toFixed(2)} µs from the per-connection cache`,
+);
 
 const cedarSettings = (dir) => `access_drivers = [ "cedar" ]\naccess_cedar_policy_file = "${dir}/policy.cedar"\n`;
 
@@ -115,8 +129,12 @@ async function compare(label, extra) {
     const ratio = best(withAccess) / best(without);
     const number = (n) => Math.round(n).toLocaleString('en-US').padStart(10);
     const perCall = (1e6 / best(withAccess) - 1e6 / best(without)).toFixed(1);
-    console.log(`  ${label}: python3-libvirt sequential domain calls/s: without access control ${number(best(without))}, with cedar ${number(best(withAccess))}`);
-    console.log(`  ${label}: with/without: ${ratio.toFixed(2)}x, ${perCall} µs per call  (goal >= 0.9x: ${ratio >= 0.9 ? 'met' : 'MISSED'})`);
+    console.log(
+      `  ${label}: python3-libvirt sequential domain calls/s: without access control ${number(best(without))}, with cedar ${number(best(withAccess))}`,
+    );
+    console.log(
+      `  ${label}: with/without: ${ratio.toFixed(2)}x, ${perCall} µs per call  (goal >= 0.9x: ${ratio >= 0.9 ? 'met' : 'MISSED'})`,
+    );
   } finally {
     await checked?.stop();
     await plain.stop();

@@ -31,7 +31,8 @@ import { spawnVirtauthd, writeVirtauthdConfig } from './lib/virtauthd-process.mj
 
 const idleConnections = Number(process.argv[2] ?? 10_000);
 const secondsPerCpuRound = Number(process.argv[3] ?? 3);
-if (!(Number.isInteger(idleConnections) && idleConnections >= 100)) throw new Error(`idle connections must be an integer >= 100, got ${process.argv[2]}`);
+if (!(Number.isInteger(idleConnections) && idleConnections >= 100))
+  throw new Error(`idle connections must be an integer >= 100, got ${process.argv[2]}`);
 if (!(secondsPerCpuRound > 0)) throw new Error(`seconds per CPU round must be a positive number, got ${process.argv[3]}`);
 const scramConnections = Math.min(1000, idleConnections);
 const warmUpConnections = 300;
@@ -45,12 +46,17 @@ const password = 'bench-Pa55-5c7a';
 const filesNeeded = idleConnections + 1024;
 const openFileLimit = Number(/^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))?.[1] ?? 0);
 if (openFileLimit < filesNeeded) {
-  if (process.env.VIRTAUTH_BENCH_RELIMITED) throw new Error(`open-file limit is ${openFileLimit}, ${filesNeeded} needed, and raising it failed`);
+  if (process.env.VIRTAUTH_BENCH_RELIMITED)
+    throw new Error(`open-file limit is ${openFileLimit}, ${filesNeeded} needed, and raising it failed`);
   const limit = String(filesNeeded + 1024);
-  const rerun = spawnSync('prlimit', [`--nofile=${limit}:${limit}`, process.execPath, fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
-    stdio: 'inherit',
-    env: { ...process.env, VIRTAUTH_BENCH_RELIMITED: '1' },
-  });
+  const rerun = spawnSync(
+    'prlimit',
+    [`--nofile=${limit}:${limit}`, process.execPath, fileURLToPath(import.meta.url), ...process.argv.slice(2)],
+    {
+      stdio: 'inherit',
+      env: { ...process.env, VIRTAUTH_BENCH_RELIMITED: '1' },
+    },
+  );
   if (rerun.error) throw new Error(`cannot raise the open-file limit to ${limit} with prlimit: ${rerun.error.message}`);
   process.exit(rerun.status ?? 1);
 }
@@ -88,7 +94,10 @@ function stringWords(text) {
 }
 // AUTH_LIST (no arguments), then CONNECT_OPEN("test:///default", flags 0), sent together as a
 // client pipelines them; both replies must say OK.
-const openingPackets = Buffer.concat([callPacket(PROC_AUTH_LIST, 1, []), callPacket(PROC_CONNECT_OPEN, 2, [...stringWords('test:///default'), 0])]);
+const openingPackets = Buffer.concat([
+  callPacket(PROC_AUTH_LIST, 1, []),
+  callPacket(PROC_CONNECT_OPEN, 2, [...stringWords('test:///default'), 0]),
+]);
 
 /** A raw connection that has done AUTH_LIST + CONNECT_OPEN and stays open, idle. */
 function openIdle(path) {
@@ -242,7 +251,12 @@ async function withDaemons(use) {
     });
     virtauthd = await startVirtauthd();
     return await use({
-      libvirtd: { pid: libvirtd.pid, rwSocket: libvirtd.rwSocket, noneUri: libvirtd.uri(), scramUri: libvirtd.uri('test:///default', 'unix-ro') },
+      libvirtd: {
+        pid: libvirtd.pid,
+        rwSocket: libvirtd.rwSocket,
+        noneUri: libvirtd.uri(),
+        scramUri: libvirtd.uri('test:///default', 'unix-ro'),
+      },
       virtauthd,
     });
   } finally {
@@ -252,7 +266,9 @@ async function withDaemons(use) {
 }
 
 let missed = false;
-console.log(`node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'} x${availableParallelism()}; ${idleConnections} idle connections, ${scramConnections} SCRAM ones; CPU: median of ${rounds} x ${secondsPerCpuRound}s`);
+console.log(
+  `node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'} x${availableParallelism()}; ${idleConnections} idle connections, ${scramConnections} SCRAM ones; CPU: median of ${rounds} x ${secondsPerCpuRound}s`,
+);
 
 // Each memory figure from daemons of its own: memory a previous measurement freed (a garbage
 // collection after it) would otherwise come off the next one's growth.
@@ -264,7 +280,9 @@ await withDaemons(async (daemons) => {
 });
 await withDaemons(async (daemons) => {
   for (const [name, d] of Object.entries(daemons)) {
-    memory.scram[name] = (await memoryPerConnection(d.pid, scramConnections, 10, () => openAuth(d.scramUri, scramAuth, 1 /* read-only */), closeQuietly)).perConnection;
+    memory.scram[name] = (
+      await memoryPerConnection(d.pid, scramConnections, 10, () => openAuth(d.scramUri, scramAuth, 1 /* read-only */), closeQuietly)
+    ).perConnection;
   }
 });
 
@@ -284,10 +302,18 @@ await withDaemons(async (daemons) => {
 
   const kib = (bytes) => `${(bytes / 1024).toFixed(1)} KiB`.padStart(12);
   const ms = (values) => `${(median(values) / 1000).toFixed(2)} ms`.padStart(10) + ` (${range(values.map((v) => v / 1000))})`.padEnd(14);
-  console.log(`\n  ${'memory per connection held (RSS growth / count)'.padEnd(58)}${'libvirtd'.padStart(12)}${'virtauthd'.padStart(12)}   virtauthd/libvirtd`);
-  console.log(`  ${`idle, AUTH_LIST + CONNECT_OPEN, auth none (${idleConnections})`.padEnd(58)}${kib(memory.idle.libvirtd)}${kib(memory.idle.virtauthd)}   ${(memory.idle.virtauthd / memory.idle.libvirtd).toFixed(2)}x`);
-  console.log(`  ${`logged in with SCRAM-SHA-256 (${scramConnections})`.padEnd(58)}${kib(memory.scram.libvirtd)}${kib(memory.scram.virtauthd)}   ${(memory.scram.virtauthd / memory.scram.libvirtd).toFixed(2)}x`);
-  console.log(`\n  ${'server CPU per login (utime+stime / logins), median (range)'.padEnd(58)}${'libvirtd'.padStart(24)}${'virtauthd'.padStart(24)}`);
+  console.log(
+    `\n  ${'memory per connection held (RSS growth / count)'.padEnd(58)}${'libvirtd'.padStart(12)}${'virtauthd'.padStart(12)}   virtauthd/libvirtd`,
+  );
+  console.log(
+    `  ${`idle, AUTH_LIST + CONNECT_OPEN, auth none (${idleConnections})`.padEnd(58)}${kib(memory.idle.libvirtd)}${kib(memory.idle.virtauthd)}   ${(memory.idle.virtauthd / memory.idle.libvirtd).toFixed(2)}x`,
+  );
+  console.log(
+    `  ${`logged in with SCRAM-SHA-256 (${scramConnections})`.padEnd(58)}${kib(memory.scram.libvirtd)}${kib(memory.scram.virtauthd)}   ${(memory.scram.virtauthd / memory.scram.libvirtd).toFixed(2)}x`,
+  );
+  console.log(
+    `\n  ${'server CPU per login (utime+stime / logins), median (range)'.padEnd(58)}${'libvirtd'.padStart(24)}${'virtauthd'.padStart(24)}`,
+  );
   console.log(`  ${'python3-libvirt, full SCRAM-SHA-256 login + close'.padEnd(58)}${ms(cpu.scram.libvirtd)}${ms(cpu.scram.virtauthd)}`);
   console.log(`  ${'python3-libvirt, auth-none open + close'.padEnd(58)}${ms(cpu.none.libvirtd)}${ms(cpu.none.virtauthd)}`);
 
@@ -298,7 +324,12 @@ await withDaemons(async (daemons) => {
     missed ||= !met;
     console.log(`  ${label.padEnd(72)}${ratio.toFixed(2).padStart(7)}x  (goal ${text}: ${met ? 'met' : 'MISSED'})`);
   };
-  goal(`memory per idle connection, ${idleConnections} held: virtauthd/libvirtd`, memoryRatio, `<= ${memoryGoal.toFixed(1)}x`, memoryRatio <= memoryGoal);
+  goal(
+    `memory per idle connection, ${idleConnections} held: virtauthd/libvirtd`,
+    memoryRatio,
+    `<= ${memoryGoal.toFixed(1)}x`,
+    memoryRatio <= memoryGoal,
+  );
   goal('server CPU per SCRAM login: libvirtd/virtauthd', cpuRatio, `>= ${loginCpuGoal.toFixed(1)}x`, cpuRatio >= loginCpuGoal);
 });
 if (missed) process.exitCode = 1;

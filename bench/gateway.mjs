@@ -187,7 +187,9 @@ let gateway;
 try {
   const direct = libvirtd.uri();
   gateway = await startGateway(direct);
-  console.log(`node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'} x${availableParallelism()}, ${secondsPerCase}s per measurement, ${roundsPerCase} rounds`);
+  console.log(
+    `node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'} x${availableParallelism()}, ${secondsPerCase}s per measurement, ${roundsPerCase} rounds`,
+  );
   console.log(`libvirtd:            ${direct}\nvirtauthd (gateway): ${gateway.uri}\n`);
 
   // One measurement at a time, so none competes with another for the CPU; direct and gateway
@@ -199,7 +201,8 @@ try {
     for (let i = 0; i < roundsPerCase; i++) {
       const order = i % 2 === 0 ? ['direct', 'gateway'] : ['gateway', 'direct'];
       const round = {};
-      for (const side of order) round[side] = side === 'direct' ? await measure(direct) : await withGatewayCpu(gateway.pid, () => measure(gateway.uri));
+      for (const side of order)
+        round[side] = side === 'direct' ? await measure(direct) : await withGatewayCpu(gateway.pid, () => measure(gateway.uri));
       rounds.push(round);
     }
     return {
@@ -217,16 +220,22 @@ try {
 
   const number = (n) => Math.round(n).toLocaleString('en-US').padStart(10);
   const row = (label, c) => `  ${label.padEnd(46)}${number(c.direct)}${number(c.gateway)}   ${c.ratio.toFixed(2)}x`;
-  console.log(`  ${`per second, median of ${roundsPerCase} rounds`.padEnd(46)}${'direct'.padStart(10)}${'gateway'.padStart(10)}   gateway/direct`);
+  console.log(
+    `  ${`per second, median of ${roundsPerCase} rounds`.padEnd(46)}${'direct'.padStart(10)}${'gateway'.padStart(10)}   gateway/direct`,
+  );
   console.log(row('python3-libvirt, sequential calls', seq));
   console.log(row(`${concurrentClients} python3-libvirt clients, total calls`, conc));
   console.log(row('python3-libvirt, screenshot streams', shots));
   console.log(`  virtauth client, ${pipelineDepth} calls in flight, through the gateway: ${number(oursPipeGateway)}`);
   console.log(`  event latency added by the gateway: median ${events.medianMs?.toFixed(3)} ms over ${events.events} events`);
-  console.log(`  gateway CPU per call (warm-up included): ~${seq.cpuPerCall.toFixed(0)} us sequential, ~${conc.cpuPerCall.toFixed(0)} us with ${concurrentClients} clients, ~${shots.cpuPerCall.toFixed(0)} us per screenshot`);
+  console.log(
+    `  gateway CPU per call (warm-up included): ~${seq.cpuPerCall.toFixed(0)} us sequential, ~${conc.cpuPerCall.toFixed(0)} us with ${concurrentClients} clients, ~${shots.cpuPerCall.toFixed(0)} us per screenshot`,
+  );
   // On a machine where clients, gateway and libvirtd share the cores, the gateway's CPU comes out
   // of everyone's; on its own host its limit is this.
-  console.log(`  gateway capacity at that cost: ~${number(1e6 / conc.cpuPerCall).trim()} calls/s per core (libvirtd served ${number(conc.direct).trim()} directly)`);
+  console.log(
+    `  gateway capacity at that cost: ~${number(1e6 / conc.cpuPerCall).trim()} calls/s per core (libvirtd served ${number(conc.direct).trim()} directly)`,
+  );
 
   const goals = [
     ['same C client, sequential calls: gateway/direct', seq.ratio, 0.6, 'x', true],
@@ -238,7 +247,9 @@ try {
   console.log('\n  goals');
   for (const [label, value, goal, unit, higherIsBetter] of goals) {
     const met = higherIsBetter ? value >= goal : value <= goal;
-    console.log(`  ${label.padEnd(72)}${value.toFixed(2).padStart(7)}${unit}  (goal ${higherIsBetter ? '>=' : '<='} ${goal}${unit.trim()}: ${met ? 'met' : 'MISSED'})`);
+    console.log(
+      `  ${label.padEnd(72)}${value.toFixed(2).padStart(7)}${unit}  (goal ${higherIsBetter ? '>=' : '<='} ${goal}${unit.trim()}: ${met ? 'met' : 'MISSED'})`,
+    );
   }
 } finally {
   await gateway?.stop();

@@ -30,8 +30,18 @@ async function serve(name, socket, withProbe, logLevel) {
   const { RelayProbeDriver, RELAY_PROBE_ALLOWED } = await import('../test/dist/src/relay-helpers.js');
   // Every daemon may open the probe and the next hops of the chain (sockets d1..d3 beside its own).
   const hops = [1, 2, 3].map((i) => join(dirname(socket), `d${i}.sock`));
-  const uriAllowedList = [RELAY_PROBE_ALLOWED, ...hops.flatMap((s) => [`relayprobe+unix:///?socket=${s}&probe=*&count=*`, `relayprobe+unix:///?socket=${s}&name=*`])];
-  const config = { ...defaultConfig(), logLevel, daemonName: name, relayMaxRequestsPerOpen: 100_000, maxClientRequests: 50, uriAllowedList };
+  const uriAllowedList = [
+    RELAY_PROBE_ALLOWED,
+    ...hops.flatMap((s) => [`relayprobe+unix:///?socket=${s}&probe=*&count=*`, `relayprobe+unix:///?socket=${s}&name=*`]),
+  ];
+  const config = {
+    ...defaultConfig(),
+    logLevel,
+    daemonName: name,
+    relayMaxRequestsPerOpen: 100_000,
+    maxClientRequests: 50,
+    uriAllowedList,
+  };
   const daemon = await createDaemon({ config, listeners: [{ kind: 'unix', path: socket, auth: 0, readOnly: false }] });
   if (withProbe) daemon.container.register(DRIVER, { useValue: new RelayProbeDriver() });
   process.stdout.write('ready\n');
@@ -40,7 +50,9 @@ async function serve(name, socket, withProbe, logLevel) {
 
 /** A daemon of the chain; its log (pino JSON on stderr) goes to `logFd`. */
 function startChild(name, socket, withProbe, logLevel, logFd) {
-  const child = spawn(process.execPath, [...process.execArgv, self, '--serve', name, socket, withProbe ? 'probe' : '', String(logLevel)], { stdio: ['ignore', 'pipe', logFd] });
+  const child = spawn(process.execPath, [...process.execArgv, self, '--serve', name, socket, withProbe ? 'probe' : '', String(logLevel)], {
+    stdio: ['ignore', 'pipe', logFd],
+  });
   return new Promise((resolve, reject) => {
     let out = '';
     child.stdout.on('data', (chunk) => {
@@ -92,7 +104,10 @@ async function measure(samples, logLevel) {
       const openProbe = async (count) => {
         answeredAt = 0;
         // The per-origin rate would stop a benchmark that relays thousands of requests a minute.
-        return openAuth(uriFor(count), auth, 0, { credentialSources: [], relayPolicy: { maxRequestsPerOpen: count + 1, timeoutMs: 60_000, perOrigin: { maxRequests: 1e9, windowMs: 1000 } } });
+        return openAuth(uriFor(count), auth, 0, {
+          credentialSources: [],
+          relayPolicy: { maxRequestsPerOpen: count + 1, timeoutMs: 60_000, perOrigin: { maxRequests: 1e9, windowMs: 1000 } },
+        });
       };
       // Warm-up: both paths JIT-compiled alike (a few hundred requests still run in V8's
       // baseline tiers, at two to four times the cost).
@@ -160,7 +175,9 @@ function report(title, rows) {
   if (rows.length > 1) {
     const perHopRelayed = (rows.at(-1).relayedMedian - rows[0].relayedMedian) / (rows.at(-1).hops - rows[0].hops);
     const perHopRpc = (rows.at(-1).rpcMedian - rows[0].rpcMedian) / (rows.at(-1).hops - rows[0].hops);
-    console.log(`each extra hop adds ${ms(perHopRelayed)} to a relayed round trip and ${ms(perHopRpc)} to an RPC round trip (ratio ${(perHopRelayed / perHopRpc).toFixed(2)})`);
+    console.log(
+      `each extra hop adds ${ms(perHopRelayed)} to a relayed round trip and ${ms(perHopRpc)} to an RPC round trip (ratio ${(perHopRelayed / perHopRpc).toFixed(2)})`,
+    );
   }
   return missed;
 }

@@ -74,7 +74,9 @@ let virtauthd;
 try {
   virtauthd = await startVirtauthd();
   const libvirtdUri = libvirtd.uri();
-  console.log(`node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'} x${availableParallelism()}, ${secondsPerCase}s per measurement`);
+  console.log(
+    `node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'} x${availableParallelism()}, ${secondsPerCase}s per measurement`,
+  );
   console.log(`libvirtd:  ${libvirtdUri}\nvirtauthd: ${virtauthd.uri}\n`);
 
   // Measured one at a time, so no two measurements compete for the CPU.
@@ -92,7 +94,8 @@ try {
   };
 
   const number = (n) => Math.round(n).toLocaleString('en-US').padStart(10);
-  const row = (label, onLibvirtd, onVirtauthd) => `  ${label.padEnd(44)}${number(onLibvirtd)}${number(onVirtauthd)}   ${(onVirtauthd / onLibvirtd).toFixed(2)}x`;
+  const row = (label, onLibvirtd, onVirtauthd) =>
+    `  ${label.padEnd(44)}${number(onLibvirtd)}${number(onVirtauthd)}   ${(onVirtauthd / onLibvirtd).toFixed(2)}x`;
   console.log(`  ${'per second'.padEnd(44)}${'libvirtd'.padStart(10)}${'virtauthd'.padStart(10)}   virtauthd/libvirtd`);
   console.log(row('python3-libvirt, sequential calls', figures.pyCallsLibvirtd, figures.pyCallsVirtauthd));
   console.log(row('python3-libvirt, open+close handshakes', figures.pyOpensLibvirtd, figures.pyOpensVirtauthd));
@@ -103,11 +106,17 @@ try {
   const goals = [
     ['same C client, sequential calls: virtauthd/libvirtd', figures.pyCallsVirtauthd / figures.pyCallsLibvirtd, 1.0],
     ['same C client, handshakes: virtauthd/libvirtd', figures.pyOpensVirtauthd / figures.pyOpensLibvirtd, 1.5],
-    [`virtauth client (${pipelineDepth} in flight) + virtauthd / python3-libvirt + libvirtd`, figures.oursPipeVirtauthd / figures.pyCallsLibvirtd, 5.0],
+    [
+      `virtauth client (${pipelineDepth} in flight) + virtauthd / python3-libvirt + libvirtd`,
+      figures.oursPipeVirtauthd / figures.pyCallsLibvirtd,
+      5.0,
+    ],
   ];
   console.log('\n  goals');
   for (const [label, ratio, goal] of goals) {
-    console.log(`  ${label.padEnd(72)}${ratio.toFixed(2).padStart(7)}x  (goal >= ${goal.toFixed(1)}x: ${ratio >= goal ? 'met' : 'MISSED'})`);
+    console.log(
+      `  ${label.padEnd(72)}${ratio.toFixed(2).padStart(7)}x  (goal >= ${goal.toFixed(1)}x: ${ratio >= goal ? 'met' : 'MISSED'})`,
+    );
   }
 } finally {
   await virtauthd?.stop();

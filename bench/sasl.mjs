@@ -128,7 +128,9 @@ try {
   });
   virtauthd = await startVirtauthd(pki);
   const libvirtdUri = (transport) => libvirtd.uri('test:///default', transport);
-  console.log(`node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'} x${availableParallelism()}, median of ${rounds} x ${secondsPerCase}s per figure, SCRAM-SHA-256 with 4096 iterations`);
+  console.log(
+    `node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'} x${availableParallelism()}, median of ${rounds} x ${secondsPerCase}s per figure, SCRAM-SHA-256 with 4096 iterations`,
+  );
   console.log(`libvirtd:  ${libvirtdUri('unix')}\nvirtauthd: ${virtauthd.uri('unix')}\n`);
 
   // Measured one at a time, so no two measurements compete for the CPU, in interleaved rounds
@@ -170,7 +172,9 @@ try {
     const { elapsed, failures, firstFailure } = await concurrentLoginTime(virtauthd.uri(transport), concurrentLogins);
     failed ||= failures > 0;
     const verdict = failures === 0 ? 'zero failures' : `${failures} FAILED, e.g. ${firstFailure}`;
-    console.log(`  ${transport.padEnd(6)}${(elapsed / 1000).toFixed(2)} s (${((concurrentLogins * 1000) / elapsed).toFixed(0)} logins/s), ${verdict}`);
+    console.log(
+      `  ${transport.padEnd(6)}${(elapsed / 1000).toFixed(2)} s (${((concurrentLogins * 1000) / elapsed).toFixed(0)} logins/s), ${verdict}`,
+    );
   }
 } finally {
   await virtauthd?.stop();

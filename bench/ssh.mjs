@@ -37,7 +37,9 @@ try {
   const uri =
     `test+libssh://root@127.0.0.1:${sshd.port}/default?sshauth=privkey&keyfile=${sshd.clientKey}` +
     `&known_hosts=${knownHosts}&proxy=netcat&socket=${libvirtd.rwSocket}`;
-  console.log(`node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'} x${availableParallelism()}, median of ${rounds} x ${secondsPerCase}s per figure, ed25519 host and client keys`);
+  console.log(
+    `node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'} x${availableParallelism()}, median of ${rounds} x ${secondsPerCase}s per figure, ed25519 host and client keys`,
+  );
   console.log(`URI: ${uri}\n`);
 
   // A callback object per open: opens never share a login, each pays the whole handshake.

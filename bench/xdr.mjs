@@ -20,7 +20,10 @@ const oracleList = o.struct('ListAllDomainsRet', {
   ret: o.uint32(),
 });
 const utf8 = new TextEncoder();
-const oracleListValue = { domains: domains.map((d) => ({ name: utf8.encode(d.name), uuid: new Uint8Array(d.uuid), id: d.id })), ret: domains.length };
+const oracleListValue = {
+  domains: domains.map((d) => ({ name: utf8.encode(d.name), uuid: new Uint8Array(d.uuid), id: d.id })),
+  ret: domains.length,
+};
 
 // AUTH_SASL_START args carrying 100 bytes of SASL data as libvirt's char<65536> (one word per byte).
 const saslData = Buffer.from(Array.from({ length: 100 }, (_, i) => (i * 37 + 11) & 0xff));
@@ -36,7 +39,7 @@ function measure(fn) {
   const budget = BigInt(Math.round(secondsPerCase * 1e9));
   const started = process.hrtime.bigint();
   let ops = 0;
-  let elapsed = 0n;
+  let elapsed;
   do {
     for (let i = 0; i < 200; i++) fn();
     ops += 200;

@@ -20,9 +20,7 @@ interface PeercredAddon {
 
 /** The local address of a socket descriptor, and whether it is a listening stream socket. */
 export type SocketAddress = { stream: boolean; listening: boolean } & (
-  | { family: 'unix'; path: string }
-  | { family: 'inet' | 'inet6'; address: string; port: number }
-  | { family: 'other' }
+  { family: 'unix'; path: string } | { family: 'inet' | 'inet6'; address: string; port: number } | { family: 'other' }
 );
 
 /** Where node-gyp puts the addon: `<package>/build/Release`, next to this file's `dist/`. */
@@ -35,13 +33,19 @@ function loadAddon(): { addon: PeercredAddon } | { problem: string } {
   if (process.platform !== 'linux') {
     loaded = { problem: `peer credentials of unix-socket clients (SO_PEERCRED) are only supported on Linux, not on ${process.platform}` };
   } else if (!existsSync(ADDON_PATH)) {
-    loaded = { problem: `the peercred addon is not built (${ADDON_PATH} is missing): run \`npm run build\` at the repository root, which compiles it with node-gyp` };
+    loaded = {
+      problem: `the peercred addon is not built (${ADDON_PATH} is missing): run \`npm run build\` at the repository root, which compiles it with node-gyp`,
+    };
   } else {
     try {
       const addon = createRequire(import.meta.url)(ADDON_PATH) as PeercredAddon;
-      loaded = addon.supported ? { addon } : { problem: `the peercred addon was built without SO_PEERCRED support for ${process.platform}` };
+      loaded = addon.supported
+        ? { addon }
+        : { problem: `the peercred addon was built without SO_PEERCRED support for ${process.platform}` };
     } catch (e) {
-      loaded = { problem: `the peercred addon at ${ADDON_PATH} cannot be loaded (${(e as Error).message}): rebuild it with \`npm run build\`` };
+      loaded = {
+        problem: `the peercred addon at ${ADDON_PATH} cannot be loaded (${(e as Error).message}): rebuild it with \`npm run build\``,
+      };
     }
   }
   return loaded;

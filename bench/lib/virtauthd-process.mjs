@@ -48,6 +48,8 @@ export async function spawnVirtauthd(configFile, dir, ready) {
   } catch (error) {
     child.kill('SIGKILL');
     await rm(dir, { recursive: true, force: true });
-    throw new Error(`${error.message}; virtauthd stdout: ${JSON.stringify(stdout)}, stderr: ${JSON.stringify(stderr.slice(-2000))}`);
+    throw new Error(`${error.message}; virtauthd stdout: ${JSON.stringify(stdout)}, stderr: ${JSON.stringify(stderr.slice(-2000))}`, {
+      cause: error,
+    });
   }
 }

@@ -19,14 +19,23 @@ export function adminSocketPath(uri: string): string {
   if (socket) return socket;
   const scheme = parsed.driver;
   if (parsed.path !== '/system' && parsed.path !== '/session') {
-    throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.ADMIN, detail: `admin URI '${uri}' must name /system or /session, or give ?socket=` });
+    throw new VirError({
+      code: ErrorCode.INVALID_ARG,
+      domain: ErrorDomain.ADMIN,
+      detail: `admin URI '${uri}' must name /system or /session, or give ?socket=`,
+    });
   }
   if (scheme === 'virtauthd') return `${defaultVirtauthSocketDir()}/virtauth-admin-sock`;
   const base = scheme === 'libvirtd' ? 'libvirt' : scheme;
   if (!/^virt[a-z]*$|^libvirt$/.test(base)) {
-    throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.ADMIN, detail: `unsupported admin URI scheme '${scheme}' (virtauthd, libvirtd or virt<daemon>)` });
+    throw new VirError({
+      code: ErrorCode.INVALID_ARG,
+      domain: ErrorDomain.ADMIN,
+      detail: `unsupported admin URI scheme '${scheme}' (virtauthd, libvirtd or virt<daemon>)`,
+    });
   }
-  const dir = parsed.path === '/system' ? '/run/libvirt' : `${process.env.XDG_RUNTIME_DIR ?? `${process.env.HOME ?? '/tmp'}/.cache`}/libvirt`;
+  const dir =
+    parsed.path === '/system' ? '/run/libvirt' : `${process.env.XDG_RUNTIME_DIR ?? `${process.env.HOME ?? '/tmp'}/.cache`}/libvirt`;
   return `${dir}/${base}-admin-sock`;
 }
 
@@ -39,10 +48,20 @@ export async function openAdmin(uri: string): Promise<AdminConnection> {
   const socket = net.connect(path);
   await new Promise<void>((resolve, reject) => {
     socket.once('connect', resolve);
-    socket.once('error', (e) => reject(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: `Failed to connect socket to '${path}': ${e.message}` })));
+    socket.once('error', (e) =>
+      reject(
+        new VirError({
+          code: ErrorCode.SYSTEM_ERROR,
+          domain: ErrorDomain.RPC,
+          detail: `Failed to connect socket to '${path}': ${e.message}`,
+        }),
+      ),
+    );
   });
   const rpc = new RpcConnection(socket);
-  const client = new admin.AdminClient({ call: (proc, argsCodec, args, retCodec) => rpc.call(admin.ADMIN_PROGRAM, admin.ADMIN_PROTOCOL_VERSION, proc, argsCodec, args, retCodec) });
+  const client = new admin.AdminClient({
+    call: (proc, argsCodec, args, retCodec) => rpc.call(admin.ADMIN_PROGRAM, admin.ADMIN_PROTOCOL_VERSION, proc, argsCodec, args, retCodec),
+  });
   try {
     await client.connectOpen({ flags: 0 });
   } catch (e) {
@@ -90,20 +109,32 @@ function table(headers: string[], rows: string[][]): string {
   return [lines[0]!.trimEnd(), rule, ...lines.slice(1).map((l) => l.trimEnd())].join('\n') + '\n';
 }
 
-const json = (v: unknown) => `${JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? (x <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(x) : x.toString()) : x))}\n`;
+const json = (v: unknown) =>
+  `${JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? (x <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(x) : x.toString()) : x))}\n`;
 
 const uint = (field: string, value: number): admin.AdminTypedParam => ({ field, value: { tag: 2, value } });
 
 function parseCount(option: string, text: string): number {
-  if (!/^\d+$/.test(text) || Number(text) > 0xffffffff) throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.ADMIN, detail: `${option} must be a number from 0 to 4294967295, not '${text}'` });
+  if (!/^\d+$/.test(text) || Number(text) > 0xffffffff)
+    throw new VirError({
+      code: ErrorCode.INVALID_ARG,
+      domain: ErrorDomain.ADMIN,
+      detail: `${option} must be a number from 0 to 4294967295, not '${text}'`,
+    });
   return Number(text);
 }
 
 /** Typed parameters from the options given (`[option, value, parameter]`); at least one is needed. */
 function uintParamsFromOptions(options: [string, string | undefined, string][]): admin.AdminTypedParam[] {
-  const params = options.filter(([, value]) => value !== undefined).map(([option, value, field]) => uint(field, parseCount(option, value!)));
+  const params = options
+    .filter(([, value]) => value !== undefined)
+    .map(([option, value, field]) => uint(field, parseCount(option, value!)));
   if (params.length === 0) {
-    throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.ADMIN, detail: `need at least one option of ${options.map(([option]) => option).join(', ')}` });
+    throw new VirError({
+      code: ErrorCode.INVALID_ARG,
+      domain: ErrorDomain.ADMIN,
+      detail: `need at least one option of ${options.map(([option]) => option).join(', ')}`,
+    });
   }
   return params;
 }
@@ -117,7 +148,13 @@ export interface AdminCommandContext {
 export function registerAdminCommands(program: Command, ctx: AdminCommandContext): void {
   const adm = program.command('admin').description("administer a daemon over libvirt's admin protocol (virt-admin's verbs)");
   /** Numeric typed parameters as virt-admin prints them (labels `width` wide), or as JSON. */
-  const report = (width: number, params: admin.AdminTypedParam[]) => (ctx.json() ? json(paramsObject(params)) : aligned(width, params.map((p) => [p.field, String(p.value.value)])));
+  const report = (width: number, params: admin.AdminTypedParam[]) =>
+    ctx.json()
+      ? json(paramsObject(params))
+      : aligned(
+          width,
+          params.map((p) => [p.field, String(p.value.value)]),
+        );
   const verb = (name: string, alias: string | null, description: string) => {
     const c = adm.command(name).description(description);
     if (alias) c.alias(alias);
@@ -136,7 +173,10 @@ export function registerAdminCommands(program: Command, ctx: AdminCommandContext
     ctx.run(async (c) => {
       const { servers } = await c.client.connectListServers({ need_results: 1, flags: 0 });
       if (ctx.json()) return json(servers.map((s, i) => ({ id: i, name: s.name })));
-      return table(['Id', 'Name'], servers.map((s, i) => [String(i), s.name]));
+      return table(
+        ['Id', 'Name'],
+        servers.map((s, i) => [String(i), s.name]),
+      );
     }),
   );
   verb('server-threadpool-info', 'srv-threadpool-info', 'get server workerpool parameters')
@@ -165,8 +205,12 @@ export function registerAdminCommands(program: Command, ctx: AdminCommandContext
     .action((server: string) =>
       ctx.run(async (c) => {
         const { clients } = await c.client.serverListClients({ srv: { name: server }, need_results: 1, flags: 0 });
-        if (ctx.json()) return json(clients.map((x) => ({ id: x.id, transport: transportName(x.transport), connectedSince: Number(x.timestamp) })));
-        return table(['Id', 'Transport', 'Connected since'], clients.map((x) => [String(x.id), transportName(x.transport), connectionTime(x.timestamp)]));
+        if (ctx.json())
+          return json(clients.map((x) => ({ id: x.id, transport: transportName(x.transport), connectedSince: Number(x.timestamp) })));
+        return table(
+          ['Id', 'Transport', 'Connected since'],
+          clients.map((x) => [String(x.id), transportName(x.transport), connectionTime(x.timestamp)]),
+        );
       }),
     );
   verb('client-info', null, "retrieve client's identity info from server")
@@ -176,7 +220,13 @@ export function registerAdminCommands(program: Command, ctx: AdminCommandContext
       ctx.run(async (c) => {
         const { clnt } = await c.client.serverLookupClient({ srv: { name: server }, id: BigInt(parseCount('client', id)), flags: 0 });
         const { params } = await c.client.clientGetInfo({ clnt, flags: 0 });
-        if (ctx.json()) return json({ id: clnt.id, connectedSince: Number(clnt.timestamp), transport: transportName(clnt.transport), ...paramsObject(params) });
+        if (ctx.json())
+          return json({
+            id: clnt.id,
+            connectedSince: Number(clnt.timestamp),
+            transport: transportName(clnt.transport),
+            ...paramsObject(params),
+          });
         const rows: [string, string][] = [
           ['id', String(clnt.id)],
           ['connection_time', connectionTime(clnt.timestamp)],
@@ -211,10 +261,16 @@ export function registerAdminCommands(program: Command, ctx: AdminCommandContext
           ['--max-clients', o.maxClients, 'nclients_max'],
           ['--max-unauth-clients', o.maxUnauthClients, 'nclients_unauth_max'],
         ]);
-        const [max, unauth] = ['nclients_max', 'nclients_unauth_max'].map((f) => params.find((p) => p.field === f)?.value.value as number | undefined);
+        const [max, unauth] = ['nclients_max', 'nclients_unauth_max'].map(
+          (f) => params.find((p) => p.field === f)?.value.value as number | undefined,
+        );
         // virt-admin checks this before asking the daemon.
         if (max !== undefined && unauth !== undefined && unauth > max) {
-          throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.ADMIN, detail: '--max-unauth-clients must be less than or equal to --max-clients' });
+          throw new VirError({
+            code: ErrorCode.INVALID_ARG,
+            domain: ErrorDomain.ADMIN,
+            detail: '--max-unauth-clients must be less than or equal to --max-clients',
+          });
         }
         await c.client.serverSetClientLimits({ srv: { name: server }, params, flags: 0 });
         return ctx.json() ? json({ ok: true }) : '';

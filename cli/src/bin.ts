@@ -14,7 +14,10 @@ import { registerLoginCommands } from './login/commands.js';
 import { connectionOidcOptions } from './login/connection.js';
 
 class ExitError extends Error {
-  constructor(readonly lines: string[], readonly exitCode = 1) {
+  constructor(
+    readonly lines: string[],
+    readonly exitCode = 1,
+  ) {
     super(lines.join('\n'));
   }
 }
@@ -23,7 +26,11 @@ class ExitError extends Error {
 const errorText = (e: unknown): string => terminalSafe(e instanceof Error ? e.message : String(e));
 
 function defaultUri(): string {
-  return process.env.VIRTAUTH_DEFAULT_URI || process.env.LIBVIRT_DEFAULT_URI || `test+unix:///default?socket=${defaultVirtauthSocketDir()}/virtauth-sock`;
+  return (
+    process.env.VIRTAUTH_DEFAULT_URI ||
+    process.env.LIBVIRT_DEFAULT_URI ||
+    `test+unix:///default?socket=${defaultVirtauthSocketDir()}/virtauth-sock`
+  );
 }
 
 const program = new Command();
@@ -34,7 +41,10 @@ program
   .option('-c, --connect <uri>', 'hypervisor connection URI')
   .option('-r, --readonly', 'connect read-only')
   .option('--no-prompt', 'never ask on the terminal; fail at once when credentials are needed')
-  .option('--relay-policy <file>', 'JSON policy for credential requests daemons relay back (default: $VIRTAUTH_RELAY_POLICY, else ~/.config/virtauth/relay-policy.json if present)')
+  .option(
+    '--relay-policy <file>',
+    'JSON policy for credential requests daemons relay back (default: $VIRTAUTH_RELAY_POLICY, else ~/.config/virtauth/relay-policy.json if present)',
+  )
   .option('--config <file>', 'client config (identity providers); default $XDG_CONFIG_HOME/virtauth/client.conf')
   .option('--json', 'print results (domain verbs, list, events) as JSON, one object per line')
   // Global options before the command, as virsh: a command's own options (passwd's --config) stay its own.
@@ -58,7 +68,11 @@ function consoleAuth(noPrompt: boolean): ConnectAuth {
     callback: async (creds, info) => {
       const answered = await prompter.callback(creds, info);
       if (answered === false && inputEnded) {
-        throw new VirError({ code: ErrorCode.AUTH_UNAVAILABLE, domain: ErrorDomain.AUTH, detail: 'standard input is closed, so no one can answer the credential prompt' });
+        throw new VirError({
+          code: ErrorCode.AUTH_UNAVAILABLE,
+          domain: ErrorDomain.AUTH,
+          detail: 'standard input is closed, so no one can answer the credential prompt',
+        });
       }
       return answered;
     },
@@ -94,9 +108,18 @@ async function withConnection(run: (conn: Connection) => Promise<string>, output
   }
 }
 
-program.command('hostname').description("print the hypervisor host's name").action(() => withConnection(hostnameCommand));
-program.command('version').description('print the library and hypervisor versions').action(() => withConnection(versionCommand));
-program.command('uri').description('print the connection URI').action(() => withConnection(uriCommand));
+program
+  .command('hostname')
+  .description("print the hypervisor host's name")
+  .action(() => withConnection(hostnameCommand));
+program
+  .command('version')
+  .description('print the library and hypervisor versions')
+  .action(() => withConnection(versionCommand));
+program
+  .command('uri')
+  .description('print the connection URI')
+  .action(() => withConnection(uriCommand));
 program
   .command('list')
   .description('list domains')
@@ -106,14 +129,20 @@ program
   .action((o: { all?: boolean; inactive?: boolean; name?: boolean }) =>
     withConnection(async (c) => (jsonOutput() ? listJson(c, o) : listCommand(c, o))),
   );
-program.command('dominfo').description('domain information').argument('<domain>', 'name, id or UUID').action((d: string) => withConnection((c) => dominfoCommand(c, d)));
+program
+  .command('dominfo')
+  .description('domain information')
+  .argument('<domain>', 'name, id or UUID')
+  .action((d: string) => withConnection((c) => dominfoCommand(c, d)));
 program
   .command('dumpxml')
   .description('domain XML description')
   .argument('<domain>', 'name, id or UUID')
   .addOption(new Option('--inactive', 'the persistent definition'))
   .addOption(new Option('--security-info', 'include security-sensitive data'))
-  .action((d: string, o: { inactive?: boolean; securityInfo?: boolean }) => withConnection((c) => dumpxmlCommand(c, d, (o.securityInfo ? 1 : 0) | (o.inactive ? 2 : 0))));
+  .action((d: string, o: { inactive?: boolean; securityInfo?: boolean }) =>
+    withConnection((c) => dumpxmlCommand(c, d, (o.securityInfo ? 1 : 0) | (o.inactive ? 2 : 0))),
+  );
 
 function jsonOutput(): boolean {
   return program.opts<{ json?: boolean }>().json === true;

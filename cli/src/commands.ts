@@ -54,7 +54,11 @@ export async function uriCommand(conn: Connection): Promise<string> {
 }
 
 export async function listCommand(conn: Connection, opts: { all?: boolean; inactive?: boolean; name?: boolean }): Promise<string> {
-  const flags = opts.all ? ListDomainsFlag.ACTIVE | ListDomainsFlag.INACTIVE : opts.inactive ? ListDomainsFlag.INACTIVE : ListDomainsFlag.ACTIVE;
+  const flags = opts.all
+    ? ListDomainsFlag.ACTIVE | ListDomainsFlag.INACTIVE
+    : opts.inactive
+      ? ListDomainsFlag.INACTIVE
+      : ListDomainsFlag.ACTIVE;
   const domains = await conn.listAllDomains(flags);
   // Running domains first by id, then inactive ones by name, as virsh sorts them.
   domains.sort((a, b) => (a.id >= 0 && b.id >= 0 ? a.id - b.id : a.id >= 0 ? -1 : b.id >= 0 ? 1 : a.name.localeCompare(b.name)));

@@ -71,7 +71,10 @@ export interface ClientContainerOptions {
  * container by default). Register your own plugins in the same container: tsyringe's resolveAll
  * does not merge a child's registrations with its parent's.
  */
-export function createClientContainer(c: DependencyContainer = rootContainer.createChildContainer(), opts: ClientContainerOptions = {}): DependencyContainer {
+export function createClientContainer(
+  c: DependencyContainer = rootContainer.createChildContainer(),
+  opts: ClientContainerOptions = {},
+): DependencyContainer {
   registerDefaultProviders(c, opts.saslClient ? { saslClient: opts.saslClient } : {});
   registerDefaultDrivers(c);
   return c;
@@ -88,10 +91,15 @@ function sharedContainer(): DependencyContainer {
 // The four-argument form last: it is what Parameters<typeof openAuth> describes.
 export async function openAuth(uri: string, options: OpenAuthOptions): Promise<Connection>;
 export async function openAuth(uri: string, auth: ConnectAuth | null, flags?: number, options?: OpenOptions): Promise<Connection>;
-export async function openAuth(uri: string, authOrOptions: ConnectAuth | OpenAuthOptions | null, flagsArg = 0, optionsArg: OpenOptions = {}): Promise<Connection> {
+export async function openAuth(
+  uri: string,
+  authOrOptions: ConnectAuth | OpenAuthOptions | null,
+  flagsArg = 0,
+  optionsArg: OpenOptions = {},
+): Promise<Connection> {
   const oneObject = authOrOptions !== null && !('callback' in authOrOptions);
-  const auth = oneObject ? (authOrOptions as OpenAuthOptions).auth ?? null : (authOrOptions as ConnectAuth | null);
-  const flags = oneObject ? (authOrOptions as OpenAuthOptions).flags ?? 0 : flagsArg;
+  const auth = oneObject ? ((authOrOptions as OpenAuthOptions).auth ?? null) : (authOrOptions as ConnectAuth | null);
+  const flags = oneObject ? ((authOrOptions as OpenAuthOptions).flags ?? 0) : flagsArg;
   const options: OpenOptions = oneObject ? (authOrOptions as OpenAuthOptions) : optionsArg;
   const parsed = parseUri(uri);
   const oidc = options.oidc ? oidcSessionFor(options.oidc) : null;

@@ -3,7 +3,18 @@
 // --json one JSON object per result (one per event) for scripts.
 
 import { readFile } from 'node:fs/promises';
-import { DomainEventType, ErrorCode, ErrorDomain, VirError, formatUuid, remoteProcedures, unsupportedOperation, type DomainLifecycleEvent, type DomainRef, type RemoteApi } from '@virtauth/core';
+import {
+  DomainEventType,
+  ErrorCode,
+  ErrorDomain,
+  VirError,
+  formatUuid,
+  remoteProcedures,
+  unsupportedOperation,
+  type DomainLifecycleEvent,
+  type DomainRef,
+  type RemoteApi,
+} from '@virtauth/core';
 import type { Connection } from './connect.js';
 import { lookupDomain } from './commands.js';
 
@@ -30,7 +41,8 @@ export async function domainVerbCommand(conn: Connection, verb: Verb, arg: strin
   try {
     switch (verb) {
       case 'start':
-        if (dom.id >= 0) throw new VirError({ code: ErrorCode.OPERATION_INVALID, domain: ErrorDomain.NONE, message: 'Domain is already active' });
+        if (dom.id >= 0)
+          throw new VirError({ code: ErrorCode.OPERATION_INVALID, domain: ErrorDomain.NONE, message: 'Domain is already active' });
         await api(conn, 'domainCreate')({ dom });
         return result(json, dom, 'started', `Domain '${dom.name}' started`);
       case 'shutdown':
@@ -51,20 +63,36 @@ export async function domainVerbCommand(conn: Connection, verb: Verb, arg: strin
     }
   } catch (e) {
     if (e instanceof VirError && e.message === 'Domain is already active') throw e;
-    const failed = { start: 'start', shutdown: 'shutdown', destroy: 'destroy', suspend: 'suspend', resume: 'resume', undefine: 'undefine' }[verb];
-    throw new VirError({ code: (e as VirError).code ?? ErrorCode.INTERNAL_ERROR, domain: (e as VirError).domain ?? ErrorDomain.NONE, message: `Failed to ${failed} domain '${dom.name}'\nerror: ${(e as Error).message}`, cause: e });
+    const failed = { start: 'start', shutdown: 'shutdown', destroy: 'destroy', suspend: 'suspend', resume: 'resume', undefine: 'undefine' }[
+      verb
+    ];
+    throw new VirError({
+      code: (e as VirError).code ?? ErrorCode.INTERNAL_ERROR,
+      domain: (e as VirError).domain ?? ErrorDomain.NONE,
+      message: `Failed to ${failed} domain '${dom.name}'\nerror: ${(e as Error).message}`,
+      cause: e,
+    });
   }
 }
 
 export async function defineCommand(conn: Connection, file: string, json = false): Promise<string> {
   const xml = await readFile(file, 'utf8').catch((e: NodeJS.ErrnoException) => {
-    throw new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.NONE, message: `Failed to read file '${file}' to define domain: ${e.message}` });
+    throw new VirError({
+      code: ErrorCode.SYSTEM_ERROR,
+      domain: ErrorDomain.NONE,
+      message: `Failed to read file '${file}' to define domain: ${e.message}`,
+    });
   });
   try {
     const { dom } = await api(conn, 'domainDefineXml')({ xml });
     return result(json, dom, 'defined', `Domain '${dom.name}' defined from ${file}`);
   } catch (e) {
-    throw new VirError({ code: (e as VirError).code ?? ErrorCode.INTERNAL_ERROR, domain: (e as VirError).domain ?? ErrorDomain.NONE, message: `Failed to define domain from ${file}\nerror: ${(e as Error).message}`, cause: e });
+    throw new VirError({
+      code: (e as VirError).code ?? ErrorCode.INTERNAL_ERROR,
+      domain: (e as VirError).domain ?? ErrorDomain.NONE,
+      message: `Failed to define domain from ${file}\nerror: ${(e as Error).message}`,
+      cause: e,
+    });
   }
 }
 
@@ -74,7 +102,17 @@ const DETAIL_NAMES: Record<number, string[]> = {
   [DomainEventType.DEFINED]: ['Added', 'Updated', 'Renamed', 'Snapshot'],
   [DomainEventType.UNDEFINED]: ['Removed', 'Renamed'],
   [DomainEventType.STARTED]: ['Booted', 'Migrated', 'Restored', 'Snapshot', 'Event wakeup', 'Recreated'],
-  [DomainEventType.SUSPENDED]: ['Paused', 'Migrated', 'I/O Error', 'Watchdog', 'Restored', 'Snapshot', 'API error', 'Post-copy', 'Post-copy Error'],
+  [DomainEventType.SUSPENDED]: [
+    'Paused',
+    'Migrated',
+    'I/O Error',
+    'Watchdog',
+    'Restored',
+    'Snapshot',
+    'API error',
+    'Post-copy',
+    'Post-copy Error',
+  ],
   [DomainEventType.RESUMED]: ['Unpaused', 'Migrated', 'Snapshot', 'Post-copy', 'Post-copy Error'],
   [DomainEventType.STOPPED]: ['Shutdown', 'Destroyed', 'Crashed', 'Migrated', 'Saved', 'Failed', 'Snapshot', 'Recreated'],
   [DomainEventType.SHUTDOWN]: ['Finished', 'Finished after guest request', 'Finished after host request'],
@@ -85,7 +123,8 @@ const DETAIL_NAMES: Record<number, string[]> = {
 export function formatLifecycleEvent(e: DomainLifecycleEvent, json: boolean): string {
   const event = EVENT_NAMES[e.event] ?? 'unknown';
   const detail = DETAIL_NAMES[e.event]?.[e.detail] ?? 'unknown';
-  if (json) return `${JSON.stringify({ event: 'lifecycle', domain: domainJson(e.dom), type: event, detail, typeCode: e.event, detailCode: e.detail })}\n`;
+  if (json)
+    return `${JSON.stringify({ event: 'lifecycle', domain: domainJson(e.dom), type: event, detail, typeCode: e.event, detailCode: e.detail })}\n`;
   return `event 'lifecycle' for domain '${e.dom.name}': ${event} ${detail}\n`;
 }
 
@@ -101,7 +140,12 @@ export interface EventOptions {
  * Waits for lifecycle events (one, or until interrupted or timed out with `loop`), writing each as
  * it arrives. Resolves with the closing line virsh prints.
  */
-export async function eventCommand(conn: Connection, opts: EventOptions, write: (text: string) => void, interrupted: Promise<void>): Promise<string> {
+export async function eventCommand(
+  conn: Connection,
+  opts: EventOptions,
+  write: (text: string) => void,
+  interrupted: Promise<void>,
+): Promise<string> {
   const filter = opts.domain ? await lookupDomain(conn, opts.domain) : null;
   let count = 0;
   let finish!: (why: string) => void;

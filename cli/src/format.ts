@@ -46,7 +46,11 @@ export interface DomInfoDetails {
 const field = (name: string, value: string) => `${`${name}:`.padEnd(16)}${value}`;
 
 export function formatDomInfo(d: DomInfoDetails): string {
-  const lines = [field('Id', d.dom.id >= 0 ? String(d.dom.id) : '-'), field('Name', d.dom.name), field('UUID', formatUuid(d.dom.uuid) ?? d.dom.uuid.toString('hex'))];
+  const lines = [
+    field('Id', d.dom.id >= 0 ? String(d.dom.id) : '-'),
+    field('Name', d.dom.name),
+    field('UUID', formatUuid(d.dom.uuid) ?? d.dom.uuid.toString('hex')),
+  ];
   if (d.osType !== undefined) lines.push(field('OS Type', d.osType));
   lines.push(field('State', stateName(d.info.state)), field('CPU(s)', String(d.info.nrVirtCpu)));
   if (d.info.cpuTime !== 0n) lines.push(field('CPU time', `${(Number(d.info.cpuTime) / 1e9).toFixed(1)}s`));

@@ -1,4 +1,13 @@
-export { openAuth, open, openReadOnly, createClientContainer, type ClientContainerOptions, type OpenOptions, type OpenAuthOptions, type Connection } from './connect.js';
+export {
+  openAuth,
+  open,
+  openReadOnly,
+  createClientContainer,
+  type ClientContainerOptions,
+  type OpenOptions,
+  type OpenAuthOptions,
+  type Connection,
+} from './connect.js';
 export { loadClientConfig, type ClientConfig, type IdentityProvider, type SignInFlow } from './login/client-config.js';
 export type { OidcOptions } from './login/oidc-client.js';
 export { lookupDomain, CLIENT_VERSION } from './commands.js';
@@ -28,4 +37,11 @@ export {
   type RelayVia,
   type DaemonIdentity,
 } from '@virtauth/core';
-export type { RelayPolicy, RelayPolicyRule, StoredCredentialGrant, TrustedDaemon, OriginRate, ClientRelayAuditRecord } from '@virtauth/relay';
+export type {
+  RelayPolicy,
+  RelayPolicyRule,
+  StoredCredentialGrant,
+  TrustedDaemon,
+  OriginRate,
+  ClientRelayAuditRecord,
+} from '@virtauth/relay';

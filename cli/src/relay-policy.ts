@@ -22,5 +22,7 @@ export function clientRelayPolicy(option: string | undefined): RelayPolicy | nul
 /** A refused request is worth a line on stderr: a daemon asked for something it may not have. */
 export function reportRefusedRelayRequest(record: ClientRelayAuditRecord, write: (line: string) => void): void {
   if (record.outcome !== 'DENIED') return;
-  write(`virtauth: refused a credential request (${record.credentialTypes.join(', ')}) relayed by ${record.daemon}: ${record.message ?? 'denied'}\n`);
+  write(
+    `virtauth: refused a credential request (${record.credentialTypes.join(', ')}) relayed by ${record.daemon}: ${record.message ?? 'denied'}\n`,
+  );
 }

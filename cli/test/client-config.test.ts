@@ -20,10 +20,13 @@ token_cache_dir = "/var/tmp/tokens"
 
 test('providers, their hosts and flows are read in file order', (t) => {
   const config = parseClientConfig(TEXT, 'client.conf', {});
-  t.deepEqual(config.providers.map((p) => [p.name, p.issuer, p.clientId, p.flow]), [
-    ['corp', 'https://id.example.com', 'virtauth-cli', undefined],
-    ['lab', 'https://lab-id.example.org', 'lab', 'device'],
-  ]);
+  t.deepEqual(
+    config.providers.map((p) => [p.name, p.issuer, p.clientId, p.flow]),
+    [
+      ['corp', 'https://id.example.com', 'virtauth-cli', undefined],
+      ['lab', 'https://lab-id.example.org', 'lab', 'device'],
+    ],
+  );
   t.is(config.tokenCacheDir, '/var/tmp/tokens');
   t.is(providerForHost(config.providers, 'virt1.example.com')?.name, 'corp');
   t.is(providerForHost(config.providers, 'localhost')?.name, 'corp', 'host globs are case-insensitive');
@@ -41,7 +44,10 @@ test('unknown keys, missing keys and bad values are CONF_SYNTAX errors naming th
     ['oidc_corp_client_id = "x"', /oidc_corp_issuer is missing/],
     ['oidc_corp_issuer = "x"\noidc_corp_client_id = "c"\noidc_corp_flow = "implicit"', /oidc_corp_flow: expected "browser" or "device"/],
     ['oidc_corp_issuer = "x"\noidc_corp_client_id = "c"\noidc_corp_hosts = "one"', /oidc_corp_hosts: expected a \[ "list"/],
-    ['oidc_corp_issuer = "x"\noidc_corp_client_id = "c"\noidc_corp_resource = "a"\noidc_corp_audience = "b"', /either _resource or _audience/],
+    [
+      'oidc_corp_issuer = "x"\noidc_corp_client_id = "c"\noidc_corp_resource = "a"\noidc_corp_audience = "b"',
+      /either _resource or _audience/,
+    ],
     ['oidc_corp_issuer = "x"\noidc_corp_client_id = "c"\noidc_corp_redirect_port = 70000', /expected a port number/],
     ['token_cache_dir = "relative/dir"', /token_cache_dir: expected an absolute path/],
   ];
@@ -52,15 +58,31 @@ test('unknown keys, missing keys and bad values are CONF_SYNTAX errors naming th
 });
 
 test('VIRTAUTH_OIDC_* override the provider of their issuer, or define one, tried first', (t) => {
-  const overridden = parseClientConfig(TEXT, 'client.conf', { VIRTAUTH_OIDC_ISSUER: 'https://lab-id.example.org', VIRTAUTH_OIDC_SCOPES: 'openid', VIRTAUTH_OIDC_HOSTS: 'a.example, b.example' });
-  t.deepEqual(overridden.providers.map((p) => p.name), ['lab', 'corp']);
+  const overridden = parseClientConfig(TEXT, 'client.conf', {
+    VIRTAUTH_OIDC_ISSUER: 'https://lab-id.example.org',
+    VIRTAUTH_OIDC_SCOPES: 'openid',
+    VIRTAUTH_OIDC_HOSTS: 'a.example, b.example',
+  });
+  t.deepEqual(
+    overridden.providers.map((p) => p.name),
+    ['lab', 'corp'],
+  );
   t.like(overridden.providers[0], { clientId: 'lab', scopes: 'openid', hosts: ['a.example', 'b.example'], flow: 'device' });
 
-  const added = parseClientConfig('', 'client.conf', { VIRTAUTH_OIDC_ISSUER: 'https://new.example', VIRTAUTH_OIDC_CLIENT_ID: 'c', VIRTAUTH_TOKEN_CACHE_DIR: '/t', HOME: '/h' });
+  const added = parseClientConfig('', 'client.conf', {
+    VIRTAUTH_OIDC_ISSUER: 'https://new.example',
+    VIRTAUTH_OIDC_CLIENT_ID: 'c',
+    VIRTAUTH_TOKEN_CACHE_DIR: '/t',
+    HOME: '/h',
+  });
   t.like(added.providers[0], { name: 'env', issuer: 'https://new.example', clientId: 'c' });
   t.is(added.tokenCacheDir, '/t');
-  t.throws(() => parseClientConfig('', 'c', { VIRTAUTH_OIDC_ISSUER: 'https://new.example' }), { message: /set VIRTAUTH_OIDC_CLIENT_ID too/ });
-  t.throws(() => parseClientConfig('', 'c', { VIRTAUTH_OIDC_SCOPES: 'x' }), { message: /VIRTAUTH_OIDC_SCOPES is set without VIRTAUTH_OIDC_ISSUER/ });
+  t.throws(() => parseClientConfig('', 'c', { VIRTAUTH_OIDC_ISSUER: 'https://new.example' }), {
+    message: /set VIRTAUTH_OIDC_CLIENT_ID too/,
+  });
+  t.throws(() => parseClientConfig('', 'c', { VIRTAUTH_OIDC_SCOPES: 'x' }), {
+    message: /VIRTAUTH_OIDC_SCOPES is set without VIRTAUTH_OIDC_ISSUER/,
+  });
   t.throws(() => selectProvider(parseClientConfig('', 'c', {}), undefined), { message: /no identity provider is configured/ });
 });
 
@@ -72,13 +94,32 @@ test('the config file: --config, then VIRTAUTH_CLIENT_CONFIG, then the XDG confi
 });
 
 test("a server's RFC 7628 refusal names what it wanted; its text is cut short", (t) => {
-  const provider = { name: 'corp', issuer: 'https://id.example.com', clientId: 'c', scopes: 'openid', resource: 'https://virt.example.com' };
-  t.regex(describeRefusal({ host: 'h', provider, error: { status: 'insufficient_scope', scope: 'libvirt' } }), /it wants the scope\(s\) 'libvirt', and this login asked for 'openid'; add them to oidc_corp_scopes/);
+  const provider = {
+    name: 'corp',
+    issuer: 'https://id.example.com',
+    clientId: 'c',
+    scopes: 'openid',
+    resource: 'https://virt.example.com',
+  };
   t.regex(
-    describeRefusal({ host: 'h', provider, error: { status: 'invalid_token', 'openid-configuration': 'https://other-id.example/.well-known/openid-configuration' } }),
+    describeRefusal({ host: 'h', provider, error: { status: 'insufficient_scope', scope: 'libvirt' } }),
+    /it wants the scope\(s\) 'libvirt', and this login asked for 'openid'; add them to oidc_corp_scopes/,
+  );
+  t.regex(
+    describeRefusal({
+      host: 'h',
+      provider,
+      error: { status: 'invalid_token', 'openid-configuration': 'https://other-id.example/.well-known/openid-configuration' },
+    }),
     /it trusts tokens from https:\/\/other-id\.example, not from https:\/\/id\.example\.com/,
   );
-  t.regex(describeRefusal({ host: 'h', provider, error: { status: 'invalid_token' } }), /issued for another audience .*or expired because the clocks/);
+  t.regex(
+    describeRefusal({ host: 'h', provider, error: { status: 'invalid_token' } }),
+    /issued for another audience .*or expired because the clocks/,
+  );
   t.true(describeRefusal({ host: 'h', provider, error: { status: 'x'.repeat(5000) } }).length < 700);
-  t.regex(describeRefusal({ host: 'h', provider, error: { status: 'insufficient_scope', scope: 'libvirt\u001b]0;pwned\u0007' } }), /wants the scope\(s\) 'libvirt\?\]0;pwned\?'/);
+  t.regex(
+    describeRefusal({ host: 'h', provider, error: { status: 'insufficient_scope', scope: 'libvirt\u001b]0;pwned\u0007' } }),
+    /wants the scope\(s\) 'libvirt\?\]0;pwned\?'/,
+  );
 });

@@ -10,12 +10,20 @@ function screen(isTTY: boolean, columns: number) {
   return out;
 }
 
-const DEVICE = { verificationUri: 'https://id.example/device', userCode: 'ABCD-EFGH', verificationUriComplete: 'https://id.example/device?user_code=ABCD-EFGH', issuer: 'https://id.example' };
+const DEVICE = {
+  verificationUri: 'https://id.example/device',
+  userCode: 'ABCD-EFGH',
+  verificationUriComplete: 'https://id.example/device?user_code=ABCD-EFGH',
+  issuer: 'https://id.example',
+};
 
 test('the device code is printed; the QR code of the complete URL only on a terminal wide enough', async (t) => {
   const wide = screen(true, 120);
   await terminalInteraction({ out: wide as unknown as NodeJS.WriteStream }).showDeviceCode(DEVICE);
-  t.regex(wide.text, /^To sign in to https:\/\/id\.example, open https:\/\/id\.example\/device and enter the code ABCD-EFGH\nor scan this code with a phone:\n/);
+  t.regex(
+    wide.text,
+    /^To sign in to https:\/\/id\.example, open https:\/\/id\.example\/device and enter the code ABCD-EFGH\nor scan this code with a phone:\n/,
+  );
   // One text row per two modules, plus the 2-module border on each side.
   const size = encode(DEVICE.verificationUriComplete, { ecc: 'L', border: 2 }).size;
   const rows = wide.text.split('\n').filter((line) => /[█▀▄]/.test(line));

@@ -89,7 +89,6 @@ export function parseConf(text: string, file = 'config', lines?: Map<string, num
   return out;
 }
 
-
 /**
  * Settings a plugin reads from a daemon's config file, declared so the daemon knows them: a key
  * that neither the daemon nor a declaration knows is refused at start as a likely typo.

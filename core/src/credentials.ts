@@ -37,7 +37,12 @@ export interface Credential {
   result: string | null;
 }
 
-export function credential(type: CredentialType, prompt: string, challenge: string | null = null, defresult: string | null = null): Credential {
+export function credential(
+  type: CredentialType,
+  prompt: string,
+  challenge: string | null = null,
+  defresult: string | null = null,
+): Credential {
   return { type, prompt, challenge, defresult, result: null };
 }
 
@@ -98,7 +103,10 @@ export interface ConnectAuth {
  * What a mechanism or driver calls to obtain credentials: fills every entry or throws a VirError.
  * Implementations consult auth.conf first and ask the callback only for the rest.
  */
-export type CredentialRequester = (creds: Credential[], info: Omit<CredentialRequestInfo, 'origin'> & { origin?: readonly OriginHop[] }) => Promise<void>;
+export type CredentialRequester = (
+  creds: Credential[],
+  info: Omit<CredentialRequestInfo, 'origin'> & { origin?: readonly OriginHop[] },
+) => Promise<void>;
 
 /** A source that fills credentials without asking anyone (auth.conf). */
 export interface CredentialSource {

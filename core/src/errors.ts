@@ -158,7 +158,8 @@ export class VirError extends Error {
   constructor(init: VirErrorInit) {
     const template = errorTemplate(init.code);
     const detail = init.detail ?? init.str2 ?? undefined;
-    const message = init.message ?? (detail !== undefined ? template.replace('%s', detail) : template.replace(': %s', '').replace('%s', ''));
+    const message =
+      init.message ?? (detail !== undefined ? template.replace('%s', detail) : template.replace(': %s', '').replace('%s', ''));
     super(message, init.cause !== undefined ? { cause: init.cause } : undefined);
     this.code = init.code;
     this.domain = init.domain;
@@ -181,8 +182,7 @@ export const virError = (code: number, domain: number, detail?: string, cause?: 
   new VirError({ code, domain, ...(detail !== undefined ? { detail } : {}), ...(cause !== undefined ? { cause } : {}) });
 
 /** Errors of the RPC layer (domain RPC, code RPC) whose text is the whole message. */
-export const rpcError = (message: string): VirError =>
-  new VirError({ code: ErrorCode.RPC, domain: ErrorDomain.RPC, detail: message });
+export const rpcError = (message: string): VirError => new VirError({ code: ErrorCode.RPC, domain: ErrorDomain.RPC, detail: message });
 
 export function isVirError(e: unknown, code?: number): e is VirError {
   return e instanceof VirError && (code === undefined || e.code === code);

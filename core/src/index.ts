@@ -9,7 +9,24 @@ export * from './uuid.js';
 export * from './terminal.js';
 export * from './tokens.js';
 export * as remote from './protocol/remote.js';
-export { AuthType, RemoteProc, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, LIBVIRT_API_VERSION, PRE_AUTH_PROCS, Feature, DomainState, ListDomainsFlag, OpenFlag, DomainEventId, DomainEventType, DOMAIN_EVENT_ID_LAST, RemoteClient, remoteProcedures, type RemoteApi } from './protocol/remote.js';
+export {
+  AuthType,
+  RemoteProc,
+  REMOTE_PROGRAM,
+  REMOTE_PROTOCOL_VERSION,
+  LIBVIRT_API_VERSION,
+  PRE_AUTH_PROCS,
+  Feature,
+  DomainState,
+  ListDomainsFlag,
+  OpenFlag,
+  DomainEventId,
+  DomainEventType,
+  DOMAIN_EVENT_ID_LAST,
+  RemoteClient,
+  remoteProcedures,
+  type RemoteApi,
+} from './protocol/remote.js';
 export * as admin from './protocol/generated/admin.js';
 export * as virnet from './protocol/generated/virnet.js';
 export * from './protocol/procedures.js';

@@ -42,7 +42,8 @@ export const REMOTE_DRIVER_PARAMS: ReadonlySet<string> = new Set([
   'relay',
 ]);
 
-const URI_RE = /^([A-Za-z][A-Za-z0-9.-]*)(?:\+([A-Za-z0-9.-]+))?:\/\/(?:([^@/?#]*)@)?(\[[^\]]*\]|[^:/?#]*)(?::(\d*))?([^?#]*)(?:\?([^#]*))?(?:#.*)?$/;
+const URI_RE =
+  /^([A-Za-z][A-Za-z0-9.-]*)(?:\+([A-Za-z0-9.-]+))?:\/\/(?:([^@/?#]*)@)?(\[[^\]]*\]|[^:/?#]*)(?::(\d*))?([^?#]*)(?:\?([^#]*))?(?:#.*)?$/;
 
 function invalid(raw: string, why: string): VirError {
   return new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.NONE, detail: `Unable to parse URI ${raw}: ${why}` });

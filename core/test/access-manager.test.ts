@@ -12,7 +12,13 @@ import { parseUuid } from '../src/uuid.js';
 
 const log = { info() {}, warn() {}, error() {}, debug() {} };
 const proc = (name: string) => remoteProcedures.find((p) => p.name === name)!;
-const subject = (readOnly = false): AccessSubject => ({ identity: { username: 'alice', method: 'sasl' }, transport: 'unix', readOnly, connectDriver: 'QEMU', connectionId: 7 });
+const subject = (readOnly = false): AccessSubject => ({
+  identity: { username: 'alice', method: 'sasl' },
+  transport: 'unix',
+  readOnly,
+  connectDriver: 'QEMU',
+  connectionId: 7,
+});
 const DOM = { name: 'web-1', uuid: parseUuid('6f1c8a52-6a8e-4b7e-9a41-0f5e2d7c1b11')!, id: 3 };
 
 /** A driver that records what it was asked and allows what `allow` says. */
@@ -63,30 +69,60 @@ test('every driver must allow; the first refusal is audited with its name and th
   const e = await outcome(() => manager.checkCall(proc('DOMAIN_CREATE'), { dom: DOM }, subject(), null));
   t.like(e, { code: ErrorCode.ACCESS_DENIED, domain: ErrorDomain.ACCESS, message: 'access denied' });
   t.is(records.length, 1);
-  t.like(records[0], { event: 'access.denied', user: 'alice', procedure: 'DOMAIN_CREATE', object: 'domain', objectName: 'web-1', permission: 'start', driver: 'polkit', conn: 7 });
+  t.like(records[0], {
+    event: 'access.denied',
+    user: 'alice',
+    procedure: 'DOMAIN_CREATE',
+    object: 'domain',
+    objectName: 'web-1',
+    permission: 'start',
+    driver: 'polkit',
+    conn: 7,
+  });
   t.deepEqual(accessDenied().message, 'access denied');
 });
 
 test('a driver that throws denies; a malformed object denies; lookups are checked on what they found', async (t) => {
   const records: AccessAuditRecord[] = [];
-  const broken: AccessDriver = { name: 'broken', check: () => { throw new Error('policy engine down'); } };
+  const broken: AccessDriver = {
+    name: 'broken',
+    check: () => {
+      throw new Error('policy engine down');
+    },
+  };
   const manager = new AccessManager([broken], { log, audit: (r) => records.push(r) });
   // As libvirt: a driver that fails to decide is named, its own error is not passed on.
-  t.like(await outcome(() => manager.checkCall(proc('CONNECT_GET_HOSTNAME'), undefined, subject(), null)), { code: ErrorCode.ACCESS_DENIED, message: "access denied: 'broken' denied access" });
+  t.like(await outcome(() => manager.checkCall(proc('CONNECT_GET_HOSTNAME'), undefined, subject(), null)), {
+    code: ErrorCode.ACCESS_DENIED,
+    message: "access denied: 'broken' denied access",
+  });
   t.is(records[0]?.driver, 'broken');
 
-  const onlyWeb = new AccessManager([recordingDriver('names', (r) => r.object.type !== 'domain' || r.object.attributes['domain_name']!.startsWith('web'))], { log });
-  t.like(await outcome(() => onlyWeb.checkCall(proc('DOMAIN_GET_INFO'), { dom: 'not a domain' }, subject(), null)), { code: ErrorCode.ACCESS_DENIED });
+  const onlyWeb = new AccessManager(
+    [recordingDriver('names', (r) => r.object.type !== 'domain' || r.object.attributes['domain_name']!.startsWith('web'))],
+    { log },
+  );
+  t.like(await outcome(() => onlyWeb.checkCall(proc('DOMAIN_GET_INFO'), { dom: 'not a domain' }, subject(), null)), {
+    code: ErrorCode.ACCESS_DENIED,
+  });
   // A lookup runs, then its result is checked.
   t.is(onlyWeb.checkCall(proc('DOMAIN_LOOKUP_BY_NAME'), { name: 'db-1' }, subject(), null), undefined);
-  t.like(await outcome(() => onlyWeb.checkResult(proc('DOMAIN_LOOKUP_BY_NAME'), { name: 'db-1' }, { dom: { ...DOM, name: 'db-1' } }, subject())), { code: ErrorCode.ACCESS_DENIED });
+  t.like(
+    await outcome(() => onlyWeb.checkResult(proc('DOMAIN_LOOKUP_BY_NAME'), { name: 'db-1' }, { dom: { ...DOM, name: 'db-1' } }, subject())),
+    { code: ErrorCode.ACCESS_DENIED },
+  );
   t.is(await outcome(() => onlyWeb.checkResult(proc('DOMAIN_LOOKUP_BY_NAME'), { name: 'web-1' }, { dom: DOM }, subject())), null);
 });
 
 test('the resolver decides what a rule sees: a client-supplied name is replaced by the real one', async (t) => {
-  const manager = new AccessManager([recordingDriver('names', (r) => r.object.type !== 'domain' || r.object.attributes['domain_name']!.startsWith('web'))], { log });
+  const manager = new AccessManager(
+    [recordingDriver('names', (r) => r.object.type !== 'domain' || r.object.attributes['domain_name']!.startsWith('web'))],
+    { log },
+  );
   const realName: ObjectResolver = async (_type, ref) => ({ ...(ref as object), name: 'db-secret' });
-  t.like(await outcome(() => manager.checkCall(proc('DOMAIN_GET_INFO'), { dom: DOM }, subject(), realName)), { code: ErrorCode.ACCESS_DENIED });
+  t.like(await outcome(() => manager.checkCall(proc('DOMAIN_GET_INFO'), { dom: DOM }, subject(), realName)), {
+    code: ErrorCode.ACCESS_DENIED,
+  });
   // A lazily decoded call (the gateway's case): only what the check needs.
   let decoded = 0;
   const lazy = () => {
@@ -97,7 +133,7 @@ test('the resolver decides what a rule sees: a client-supplied name is replaced 
   t.is(decoded, 1);
 });
 
-test('read-only connections refuse writes with libvirt\'s error even without drivers, and are audited', async (t) => {
+test("read-only connections refuse writes with libvirt's error even without drivers, and are audited", async (t) => {
   const records: AccessAuditRecord[] = [];
   const manager = new AccessManager([], { log, audit: (r) => records.push(r) });
   t.false(manager.enabled);
@@ -112,13 +148,22 @@ test('access_audit "all" records allowed writes, not reads', async (t) => {
   const manager = new AccessManager([recordingDriver('ok', () => true)], { log, audit: (r) => records.push(r), auditMode: 'all' });
   await manager.checkCall(proc('DOMAIN_GET_INFO'), { dom: DOM }, subject(), null);
   await manager.checkCall(proc('DOMAIN_CREATE'), { dom: DOM }, subject(), null);
-  t.deepEqual(records.map((r) => [r.event, r.procedure, r.permission]), [['access.allowed', 'DOMAIN_CREATE', 'start']]);
+  t.deepEqual(
+    records.map((r) => [r.event, r.procedure, r.permission]),
+    [['access.allowed', 'DOMAIN_CREATE', 'start']],
+  );
 });
 
 test('list filtering and events keep only what domain:getattr allows', async (t) => {
-  const manager = new AccessManager([recordingDriver('names', (r) => r.object.type !== 'domain' || r.object.attributes['domain_name']!.startsWith('web'))], { log });
+  const manager = new AccessManager(
+    [recordingDriver('names', (r) => r.object.type !== 'domain' || r.object.attributes['domain_name']!.startsWith('web'))],
+    { log },
+  );
   const domains = ['web-1', 'db-1', 'web-2'].map((name, i) => ({ ...DOM, name, id: i }));
-  t.deepEqual((await manager.filter(proc('CONNECT_LIST_ALL_DOMAINS'), domains, subject())).map((d) => d.name), ['web-1', 'web-2']);
+  t.deepEqual(
+    (await manager.filter(proc('CONNECT_LIST_ALL_DOMAINS'), domains, subject())).map((d) => d.name),
+    ['web-1', 'web-2'],
+  );
   const register = proc('CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY');
   t.true(await manager.allowsEvent(register, domains[0], subject()));
   t.false(await manager.allowsEvent(register, domains[1], subject()));
@@ -126,20 +171,41 @@ test('list filtering and events keep only what domain:getattr allows', async (t)
 });
 
 test('the XML a define is checked on: root children only, comments and nested names ignored', (t) => {
-  t.deepEqual(namedInXml("<domain type='kvm'><name>web-1</name><uuid>6F1C8A52-6A8E-4B7E-9A41-0F5E2D7C1B11</uuid></domain>"), { name: 'web-1', uuid: '6f1c8a52-6a8e-4b7e-9a41-0f5e2d7c1b11' });
+  t.deepEqual(namedInXml("<domain type='kvm'><name>web-1</name><uuid>6F1C8A52-6A8E-4B7E-9A41-0F5E2D7C1B11</uuid></domain>"), {
+    name: 'web-1',
+    uuid: '6f1c8a52-6a8e-4b7e-9a41-0f5e2d7c1b11',
+  });
   // A name inside a device, or in a comment, must not stand in for the domain's own.
-  t.deepEqual(namedInXml('<domain><devices><disk><name>web-evil</name></disk></devices><name>db-1</name></domain>'), { name: 'db-1', uuid: '' });
-  t.deepEqual(namedInXml('<?xml version="1.0"?><!-- <name>web-x</name> --><domain><name>db&amp;1</name></domain>'), { name: 'db&1', uuid: '' });
+  t.deepEqual(namedInXml('<domain><devices><disk><name>web-evil</name></disk></devices><name>db-1</name></domain>'), {
+    name: 'db-1',
+    uuid: '',
+  });
+  t.deepEqual(namedInXml('<?xml version="1.0"?><!-- <name>web-x</name> --><domain><name>db&amp;1</name></domain>'), {
+    name: 'db&1',
+    uuid: '',
+  });
   t.deepEqual(namedInXml('<domain><name/><name>web</name></domain>'), { name: 'web', uuid: '' });
   for (const hostile of ['', 'not xml', '<domain>', 42, null, '<'.repeat(10000)]) t.deepEqual(namedInXml(hostile), { name: '', uuid: '' });
 });
 
-test('objects carry libvirt\'s polkit attribute names; policies see them without the prefix', (t) => {
+test("objects carry libvirt's polkit attribute names; policies see them without the prefix", (t) => {
   const dom = describeObject('domain', DOM, 'QEMU')!;
-  t.deepEqual(dom, { type: 'domain', id: '6f1c8a52-6a8e-4b7e-9a41-0f5e2d7c1b11', attributes: { connect_driver: 'QEMU', domain_name: 'web-1', domain_uuid: '6f1c8a52-6a8e-4b7e-9a41-0f5e2d7c1b11' } });
+  t.deepEqual(dom, {
+    type: 'domain',
+    id: '6f1c8a52-6a8e-4b7e-9a41-0f5e2d7c1b11',
+    attributes: { connect_driver: 'QEMU', domain_name: 'web-1', domain_uuid: '6f1c8a52-6a8e-4b7e-9a41-0f5e2d7c1b11' },
+  });
   t.deepEqual(shortAttributes(dom), { connect_driver: 'QEMU', name: 'web-1', uuid: '6f1c8a52-6a8e-4b7e-9a41-0f5e2d7c1b11' });
-  t.deepEqual(describeObject('storage_vol', { pool: 'default', name: 'a.img', key: '/var/a.img' }, 'storage')!.attributes, { connect_driver: 'storage', pool_name: 'default', vol_name: 'a.img', vol_key: '/var/a.img' });
-  t.deepEqual(describeObject('secret', { uuid: DOM.uuid, usageType: 2, usageID: 'client.admin' }, 'secret')!.attributes['secret_usage_ceph'], 'client.admin');
+  t.deepEqual(describeObject('storage_vol', { pool: 'default', name: 'a.img', key: '/var/a.img' }, 'storage')!.attributes, {
+    connect_driver: 'storage',
+    pool_name: 'default',
+    vol_name: 'a.img',
+    vol_key: '/var/a.img',
+  });
+  t.deepEqual(
+    describeObject('secret', { uuid: DOM.uuid, usageType: 2, usageID: 'client.admin' }, 'secret')!.attributes['secret_usage_ceph'],
+    'client.admin',
+  );
   t.is(describeObject('domain', 'x', 'QEMU'), null);
   t.is(describeObject('no_such_type', {}, 'QEMU'), null);
 });

@@ -13,7 +13,14 @@ import * as remote from '../src/protocol/generated/remote.js';
 import * as admin from '../src/protocol/generated/admin.js';
 import * as virnet from '../src/protocol/generated/virnet.js';
 import { aclObject, applicableAclRules, indexProcedures, unsupportedOperation } from '../src/protocol/procedures.js';
-import { DOMAIN_EVENT_ID_LAST, DomainEventId, DomainEventType, DomainState, DomainXmlFlag, ListDomainsFlag } from '../src/protocol/remote.js';
+import {
+  DOMAIN_EVENT_ID_LAST,
+  DomainEventId,
+  DomainEventType,
+  DomainState,
+  DomainXmlFlag,
+  ListDomainsFlag,
+} from '../src/protocol/remote.js';
 import { ErrorCode, ErrorDomain } from '../src/errors.js';
 
 const repositoryRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -26,7 +33,7 @@ const sourceDir: string | null = generator.findSourceDir();
 const inCi = process.env['CI'] === 'true';
 
 if (sourceDir || inCi) {
-  test('regenerating from libvirt\'s .x files gives the committed modules byte for byte', (t) => {
+  test("regenerating from libvirt's .x files gives the committed modules byte for byte", (t) => {
     if (!sourceDir) {
       t.fail(`libvirt's source is missing (CI=true): run scripts/fetch-libvirt-protocol.sh (.ci/run does)`);
       return;
@@ -101,17 +108,29 @@ test('the generator handles every XDR construct libvirt uses and its annotations
   const { parse } = await import(parserUrl);
   const { emitProtocol } = await import(emitUrl);
   const external: Record<string, number> = { EXT_A: 1, EXT_B: 2, EXT_SRC: 4 };
-  const ts: string = emitProtocol(parse(SAMPLE, 'sample.x'), {
-    file: 'sample.x',
-    prefix: 'sample_',
-    typePrefix: 'Sample',
-    constPrefix: 'SAMPLE_',
-    program: { enumName: 'sample_procedure', procPrefix: 'SAMPLE_PROC_', objectName: 'SampleProc', tableName: 'sampleProcedures', apiName: 'SampleApi', clientName: 'SampleClient', apiPrefix: 'vir' },
-  }, {
-    resolveExternal: (n: string) => external[n],
-    apiInfo: (c: string) => ({ name: c, domain: 0, readOnlyDenied: false }),
-    stamp: { source: 'sample.x', version: '1.2.3', debianVersion: '1.2.3-1' },
-  });
+  const ts: string = emitProtocol(
+    parse(SAMPLE, 'sample.x'),
+    {
+      file: 'sample.x',
+      prefix: 'sample_',
+      typePrefix: 'Sample',
+      constPrefix: 'SAMPLE_',
+      program: {
+        enumName: 'sample_procedure',
+        procPrefix: 'SAMPLE_PROC_',
+        objectName: 'SampleProc',
+        tableName: 'sampleProcedures',
+        apiName: 'SampleApi',
+        clientName: 'SampleClient',
+        apiPrefix: 'vir',
+      },
+    },
+    {
+      resolveExternal: (n: string) => external[n],
+      apiInfo: (c: string) => ({ name: c, domain: 0, readOnlyDenied: false }),
+      stamp: { source: 'sample.x', version: '1.2.3', debianVersion: '1.2.3-1' },
+    },
+  );
   for (const line of [
     'export const SAMPLE_ALIAS = 8;',
     "export const SAMPLE_LIBVIRT_VERSION = '1.2.3';",
@@ -154,11 +173,17 @@ test('the generator refuses what it cannot represent rather than guessing', asyn
   const { parse } = await import(parserUrl);
   const { emitProtocol } = await import(emitUrl);
   const spec = { file: 'bad.x', prefix: 'b_', typePrefix: 'B', constPrefix: 'B_' };
-  const opts = { resolveExternal: () => undefined, apiInfo: (c: string) => ({ name: c, domain: 0, readOnlyDenied: false }), stamp: { source: 'bad.x', version: '0', debianVersion: '0' } };
+  const opts = {
+    resolveExternal: () => undefined,
+    apiInfo: (c: string) => ({ name: c, domain: 0, readOnlyDenied: false }),
+    stamp: { source: 'bad.x', version: '0', debianVersion: '0' },
+  };
   t.throws(() => parse('struct a { int x }', 'bad.x'), { message: /bad.x:1: expected ';'/ });
   t.throws(() => parse('program P { } = 1;', 'bad.x'), { message: /program definitions/ });
   t.throws(() => parse('struct a { quadruple q; };', 'bad.x'), { message: /quadruple/ });
-  t.throws(() => emitProtocol(parse('struct a { int x<UNKNOWN_MAX>; };', 'bad.x'), spec, opts), { message: /unknown constant UNKNOWN_MAX/ });
+  t.throws(() => emitProtocol(parse('struct a { int x<UNKNOWN_MAX>; };', 'bad.x'), spec, opts), {
+    message: /unknown constant UNKNOWN_MAX/,
+  });
   t.throws(() => emitProtocol(parse('struct a { b y; };', 'bad.x'), spec, opts), { message: /unknown type b/ });
   t.throws(() => emitProtocol(parse('struct a { a *next; };', 'bad.x'), spec, opts), { message: /recursive/ });
 });
@@ -177,8 +202,14 @@ test('the remote table has every libvirt 9.0 procedure with its annotations', (t
 
   const xml = byNumber.get(remote.RemoteProc.DOMAIN_GET_XML_DESC)!;
   const dom = { name: 'd', uuid: Buffer.alloc(16), id: 1 };
-  t.deepEqual(applicableAclRules(xml, { dom, flags: 0 }).map((r) => r.permission), ['read']);
-  t.deepEqual(applicableAclRules(xml, { dom, flags: 1 | 8 }).map((r) => r.permission), ['read', 'read_secure', 'read_secure']);
+  t.deepEqual(
+    applicableAclRules(xml, { dom, flags: 0 }).map((r) => r.permission),
+    ['read'],
+  );
+  t.deepEqual(
+    applicableAclRules(xml, { dom, flags: 1 | 8 }).map((r) => r.permission),
+    ['read', 'read_secure', 'read_secure'],
+  );
   t.is(aclObject(xml, { dom, flags: 0 }), dom);
 
   // `!CONFIG|LIVE`: save is needed when neither flag is set, or when CONFIG is.
@@ -228,19 +259,33 @@ test('the generated client calls each procedure by its number with its codecs', 
   const client = new remote.RemoteClient({
     call: async (proc, argsCodec, args, retCodec) => {
       seen.push({ proc, args: x.decode(argsCodec, x.encode(argsCodec, args)) });
-      return x.decode(retCodec, retCodec === remote.connectGetHostnameRet ? x.encode(remote.connectGetHostnameRet, { hostname: 'h' }) : Buffer.alloc(0)) as never;
+      return x.decode(
+        retCodec,
+        retCodec === remote.connectGetHostnameRet ? x.encode(remote.connectGetHostnameRet, { hostname: 'h' }) : Buffer.alloc(0),
+      ) as never;
     },
   });
   const dom = { name: 'vm', uuid: Buffer.alloc(16, 1), id: -1 };
   await client.domainCreate({ dom });
   t.deepEqual(await client.connectGetHostname(), { hostname: 'h' });
-  t.deepEqual(seen, [{ proc: 9, args: { dom } }, { proc: 59, args: undefined }]);
+  t.deepEqual(seen, [
+    { proc: 9, args: { dom } },
+    { proc: 59, args: undefined },
+  ]);
 });
 
 // Generated codecs against @stellar/js-xdr, declared independently from libvirt's definitions.
 const o = oracle;
 const oNonnullDomain = o.struct('NonnullDomain', { name: o.string(4194304), uuid: o.opaque(16), id: o.int32() });
-const TYPED_ARMS: [number, oracle.XdrType<any>][] = [[1, o.int32()], [2, o.uint32()], [3, o.int64()], [4, o.uint64()], [5, o.double()], [6, o.int32()], [7, o.string(4194304)]];
+const TYPED_ARMS: [number, oracle.XdrType<any>][] = [
+  [1, o.int32()],
+  [2, o.uint32()],
+  [3, o.int64()],
+  [4, o.uint64()],
+  [5, o.double()],
+  [6, o.int32()],
+  [7, o.string(4194304)],
+];
 const oTypedParamValue = o.union('TypedParamValue', {
   switchOn: o.int32(),
   cases: TYPED_ARMS.map(([tag, arm]) => o.case(`t${tag}`, tag, o.field('value', arm))),
@@ -249,7 +294,11 @@ const oTypedParam = o.struct('TypedParam', { field: o.string(4194304), value: oT
 const utf8 = new TextEncoder();
 
 const text = fc.string({ maxLength: 20 });
-const domainArb = fc.record({ name: text, uuid: fc.uint8Array({ minLength: 16, maxLength: 16 }).map((b) => Buffer.from(b)), id: fc.integer({ min: -0x80000000, max: 0x7fffffff }) });
+const domainArb = fc.record({
+  name: text,
+  uuid: fc.uint8Array({ minLength: 16, maxLength: 16 }).map((b) => Buffer.from(b)),
+  id: fc.integer({ min: -0x80000000, max: 0x7fffffff }),
+});
 const u64 = fc.bigInt({ min: 0n, max: (1n << 64n) - 1n });
 const typedValueArb: fc.Arbitrary<remote.RemoteTypedParamValue> = fc.oneof(
   fc.record({ tag: fc.constant(1 as const), value: fc.integer({ min: -0x80000000, max: 0x7fffffff }) }),
@@ -260,7 +309,11 @@ const typedValueArb: fc.Arbitrary<remote.RemoteTypedParamValue> = fc.oneof(
   fc.record({ tag: fc.constant(6 as const), value: fc.integer({ min: 0, max: 1 }) }),
   fc.record({ tag: fc.constant(7 as const), value: text }),
 );
-const oracleDomain = (d: { name: string; uuid: Buffer; id: number }) => ({ name: utf8.encode(d.name), uuid: new Uint8Array(d.uuid), id: d.id });
+const oracleDomain = (d: { name: string; uuid: Buffer; id: number }) => ({
+  name: utf8.encode(d.name),
+  uuid: new Uint8Array(d.uuid),
+  id: d.id,
+});
 const oracleTyped = (v: remote.RemoteTypedParamValue) => ({ type: v.tag, value: v.tag === 7 ? utf8.encode(v.value) : v.value });
 
 interface OracleCase {
@@ -282,8 +335,20 @@ const cases: OracleCase[] = [
   {
     name: 'remote_domain_get_info_ret',
     codec: remote.domainGetInfoRet,
-    oracle: o.struct('GetInfoRet', { state: o.uint32(), maxMem: o.uint64(), memory: o.uint64(), nrVirtCpu: o.uint32(), cpuTime: o.uint64() }),
-    arb: fc.record({ state: fc.integer({ min: 0, max: 7 }), maxMem: u64, memory: u64, nrVirtCpu: fc.integer({ min: 0, max: 0xffff }), cpuTime: u64 }),
+    oracle: o.struct('GetInfoRet', {
+      state: o.uint32(),
+      maxMem: o.uint64(),
+      memory: o.uint64(),
+      nrVirtCpu: o.uint32(),
+      cpuTime: o.uint64(),
+    }),
+    arb: fc.record({
+      state: fc.integer({ min: 0, max: 7 }),
+      maxMem: u64,
+      memory: u64,
+      nrVirtCpu: fc.integer({ min: 0, max: 0xffff }),
+      cpuTime: u64,
+    }),
     toOracle: (v: remote.RemoteDomainGetInfoRet) => v,
   },
   {
@@ -291,7 +356,9 @@ const cases: OracleCase[] = [
     codec: remote.domainGetSchedulerParametersFlagsRet,
     oracle: o.struct('SchedRet', { params: o.array(oTypedParam, 16) }),
     arb: fc.record({ params: fc.array(fc.record({ field: text, value: typedValueArb }), { maxLength: 4 }) }),
-    toOracle: (v: remote.RemoteDomainGetSchedulerParametersFlagsRet) => ({ params: v.params.map((p) => ({ field: utf8.encode(p.field), value: oracleTyped(p.value) })) }),
+    toOracle: (v: remote.RemoteDomainGetSchedulerParametersFlagsRet) => ({
+      params: v.params.map((p) => ({ field: utf8.encode(p.field), value: oracleTyped(p.value) })),
+    }),
   },
   {
     name: 'virNetStreamHole',
@@ -320,9 +387,9 @@ for (const c of cases) {
 // The constants core writes by hand (they live in libvirt's C headers, not in the .x files) must
 // equal the headers' values.
 if (sourceDir || inCi) {
-  test('hand-written libvirt constants equal the values in libvirt\'s public headers', async (t) => {
+  test("hand-written libvirt constants equal the values in libvirt's public headers", async (t) => {
     if (!sourceDir) {
-      t.fail('libvirt\'s source is missing (CI=true): run scripts/fetch-libvirt-protocol.sh');
+      t.fail("libvirt's source is missing (CI=true): run scripts/fetch-libvirt-protocol.sh");
       return;
     }
     const { readHeaderConstants } = await import(pathToFileURL(join(repositoryRoot, 'scripts', 'protocol-gen', 'c-constants.mjs')).href);
@@ -337,13 +404,14 @@ if (sourceDir || inCi) {
       ['VIR_DOMAIN_EVENT_', DomainEventType],
     ];
     for (const [prefix, values] of groups) {
-      for (const [name, value] of Object.entries(values)) t.is<number | undefined, number | undefined>(value, lookup(prefix + name), prefix + name);
+      for (const [name, value] of Object.entries(values))
+        t.is<number | undefined, number | undefined>(value, lookup(prefix + name), prefix + name);
     }
-    t.is<number | undefined, number | undefined>(DOMAIN_EVENT_ID_LAST, lookup("VIR_DOMAIN_EVENT_ID_LAST"));
+    t.is<number | undefined, number | undefined>(DOMAIN_EVENT_ID_LAST, lookup('VIR_DOMAIN_EVENT_ID_LAST'));
   });
 }
 
-test('property: hostile bytes for any procedure\'s arguments, reply or event only ever raise XdrError', (t) => {
+test("property: hostile bytes for any procedure's arguments, reply or event only ever raise XdrError", (t) => {
   const codecs = [...remote.remoteProcedures, ...admin.adminProcedures].flatMap((p) => [p.args, p.ret, ...(p.message ? [p.message] : [])]);
   fc.assert(
     fc.property(fc.nat({ max: codecs.length - 1 }), fc.uint8Array({ maxLength: 256 }), (i, bytes) => {
@@ -358,11 +426,20 @@ test('property: hostile bytes for any procedure\'s arguments, reply or event onl
   // A length word far beyond the input is refused before anything is allocated for it.
   const huge = Buffer.from('7fffffff', 'hex');
   t.throws(() => x.decode(remote.domainDefineXmlArgs, huge), { instanceOf: x.XdrError, message: /exceeds its maximum|runs past the end/ });
-  t.throws(() => x.decode(remote.connectListAllDomainsRet, Buffer.from('00004000', 'hex')), { instanceOf: x.XdrError, message: /runs past the end/ });
+  t.throws(() => x.decode(remote.connectListAllDomainsRet, Buffer.from('00004000', 'hex')), {
+    instanceOf: x.XdrError,
+    message: /runs past the end/,
+  });
 });
 
 test('every number from 1 to the last procedure is defined, and the streams are the annotated ones', (t) => {
   const numbers = remote.remoteProcedures.map((p) => p.number).sort((a, b) => a - b);
-  t.deepEqual(numbers, Array.from({ length: numbers.length }, (_, i) => i + 1));
-  t.deepEqual(remote.remoteProcedures.filter((p) => p.stream).map((p) => p.number), [148, 201, 208, 209, 211, 215, 296]);
+  t.deepEqual(
+    numbers,
+    Array.from({ length: numbers.length }, (_, i) => i + 1),
+  );
+  t.deepEqual(
+    remote.remoteProcedures.filter((p) => p.stream).map((p) => p.number),
+    [148, 201, 208, 209, 211, 215, 296],
+  );
 });

@@ -106,7 +106,11 @@ function decodeReply(packet: Buffer): { header: Header; error: VirError | null; 
 }
 
 const callPacket = (h: Partial<Header>, payload: Buffer = Buffer.alloc(0)): Buffer =>
-  encodePacket({ prog: PROG, vers: VERS, proc: 1, type: MessageType.CALL, serial: 1, status: MessageStatus.OK, ...h }, x.fixedOpaque(payload.length), payload);
+  encodePacket(
+    { prog: PROG, vers: VERS, proc: 1, type: MessageType.CALL, serial: 1, status: MessageStatus.OK, ...h },
+    x.fixedOpaque(payload.length),
+    payload,
+  );
 
 const intArgs = x.struct({ n: x.int });
 const intRet = x.struct({ n: x.int });
@@ -129,9 +133,16 @@ test('concurrent calls get their own replies even when they complete in reverse 
   try {
     const inputs = [1, 2, 3, 4, 5];
     const results = await Promise.all(inputs.map((n) => client.call(PROG, VERS, 7, intArgs, { n }, intRet)));
-    t.deepEqual(results.map((r) => r.n), [10, 20, 30, 40, 50]);
+    t.deepEqual(
+      results.map((r) => r.n),
+      [10, 20, 30, 40, 50],
+    );
     t.deepEqual(finished, [5, 4, 3, 2, 1], 'the server really answered out of order');
-    t.deepEqual(seenSerials.sort((a, b) => a - b), [0, 1, 2, 3, 4], 'serials start at 0 and count up');
+    t.deepEqual(
+      seenSerials.sort((a, b) => a - b),
+      [0, 1, 2, 3, 4],
+      'serials start at 0 and count up',
+    );
   } finally {
     await dispose();
   }
@@ -146,7 +157,10 @@ test('forty pipelined calls all get their own replies', async (t) => {
   );
   try {
     const results = await Promise.all(Array.from({ length: 40 }, (_, n) => client.call(PROG, VERS, 7, intArgs, { n }, intRet)));
-    t.deepEqual(results.map((r) => r.n), Array.from({ length: 40 }, (_, n) => n));
+    t.deepEqual(
+      results.map((r) => r.n),
+      Array.from({ length: 40 }, (_, n) => n),
+    );
   } finally {
     await dispose();
   }
@@ -254,7 +268,8 @@ function dispatchingServer(authenticated: { value: boolean }) {
     [67, { args: intArgs, ret: intRet, needsAuth: false, handle: async (_ctx, a: { n: number }) => ({ n: -a.n }) }],
   ]);
   const program: ProgramDefinition<{ calls: number }> = { prog: PROG, vers: VERS, procedures };
-  return (conn: RpcConnection) => conn.setCallHandler(createDispatcher([program], { context: { calls: 0 }, isAuthenticated: () => authenticated.value }));
+  return (conn: RpcConnection) =>
+    conn.setCallHandler(createDispatcher([program], { context: { calls: 0 }, isAuthenticated: () => authenticated.value }));
 }
 
 async function rawExchange(setup: (c: RpcConnection) => void, packets: Buffer[]): Promise<ReturnType<typeof decodeReply>[]> {
@@ -293,7 +308,10 @@ test('dispatcher: unknown procedure is reported before the auth gate', async (t)
 });
 
 test('dispatcher: auth gate refuses procedures that need auth, allows those that do not', async (t) => {
-  const [gated, allowed] = await rawExchange(dispatchingServer({ value: false }), [callPacket({ proc: 1, serial: 3 }), callPacket({ proc: 66, serial: 4 })]);
+  const [gated, allowed] = await rawExchange(dispatchingServer({ value: false }), [
+    callPacket({ proc: 1, serial: 3 }),
+    callPacket({ proc: 66, serial: 4 }),
+  ]);
   t.is(gated!.error!.code, 39);
   t.is(gated!.error!.domain, 7);
   t.is(gated!.error!.message, 'authentication required');
@@ -348,7 +366,11 @@ test('dispatcher through RpcConnection: authenticated calls work, async handlers
 // ---------------------------------------------------------------------------------------------
 // Keepalive and connections without a handler
 
-const ping = encodePacket({ prog: KEEPALIVE_PROGRAM, vers: 1, proc: KeepaliveProc.PING, type: MessageType.MESSAGE, serial: 0, status: 0 }, x.xvoid, undefined);
+const ping = encodePacket(
+  { prog: KEEPALIVE_PROGRAM, vers: 1, proc: KeepaliveProc.PING, type: MessageType.MESSAGE, serial: 0, status: 0 },
+  x.xvoid,
+  undefined,
+);
 
 test('a PING is answered with a 28-byte PONG even when no call handler is set', async (t) => {
   const l = await listen((s) => new RpcConnection(s));
@@ -408,7 +430,7 @@ test('closing the client rejects the calls still waiting', async (t) => {
   }
 });
 
-test('the server going away rejects the client\'s waiting calls with a system error', async (t) => {
+test("the server going away rejects the client's waiting calls with a system error", async (t) => {
   const { client, server, dispose } = await pair((s) => s.setCallHandler(() => new Promise(() => {})));
   try {
     const pending = client.call(PROG, VERS, 1, x.xvoid, undefined, x.xvoid);
@@ -486,12 +508,17 @@ const fuzzStream = fc
       { weight: 6, arbitrary: fuzzPacket },
       fuzzPacket.chain((p) => fc.nat(p.length).map((n) => p.subarray(0, n))),
       fc.uint8Array({ maxLength: 64 }).map((b) => Buffer.from(b)),
-      fc.tuple(fc.oneof(fc.nat(40), fc.constant(0xffffffff), fc.integer({ min: 33554437, max: 0xfffffffe })), fc.uint8Array({ maxLength: 16 })).map(([len, rest]) => {
-        const b = Buffer.alloc(4 + rest.length);
-        b.writeUInt32BE(len >>> 0);
-        Buffer.from(rest).copy(b, 4);
-        return b;
-      }),
+      fc
+        .tuple(
+          fc.oneof(fc.nat(40), fc.constant(0xffffffff), fc.integer({ min: 33554437, max: 0xfffffffe })),
+          fc.uint8Array({ maxLength: 16 }),
+        )
+        .map(([len, rest]) => {
+          const b = Buffer.alloc(4 + rest.length);
+          b.writeUInt32BE(len >>> 0);
+          Buffer.from(rest).copy(b, 4);
+          return b;
+        }),
     ),
     { minLength: 1, maxLength: 5 },
   )
@@ -520,7 +547,10 @@ test('fuzz: garbage, truncated packets and bogus lengths never hang or break the
         // Let the server answer what it can, then stop sending: it must then close, not hang.
         await Promise.race([peer.closed, new Promise((r) => setTimeout(r, 15))]);
         peer.socket.end();
-        const closedInTime = await Promise.race([peer.closed.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 3000))]);
+        const closedInTime = await Promise.race([
+          peer.closed.then(() => true),
+          new Promise<boolean>((r) => setTimeout(() => r(false), 3000)),
+        ]);
         if (!closedInTime) {
           peer.socket.destroy();
           throw new Error(`server did not close after input ${input.toString('hex')}`);
@@ -530,9 +560,14 @@ test('fuzz: garbage, truncated packets and bogus lengths never hang or break the
           const isPong = header.prog === KEEPALIVE_PROGRAM && header.proc === KeepaliveProc.PONG && header.type === MessageType.MESSAGE;
           const isErrorReply = header.type === MessageType.REPLY && error instanceof VirError && error.domain === ErrorDomain.RPC;
           // Procs 66 and 67 need no auth: a well-formed call to either legitimately succeeds.
-          const isPreAuthReply = header.type === MessageType.REPLY && header.status === MessageStatus.OK && header.prog === PROG && (header.proc === 66 || header.proc === 67);
+          const isPreAuthReply =
+            header.type === MessageType.REPLY &&
+            header.status === MessageStatus.OK &&
+            header.prog === PROG &&
+            (header.proc === 66 || header.proc === 67);
           if (isErrorReply) errorReplies++;
-          if (!isPong && !isErrorReply && !isPreAuthReply) throw new Error(`unexpected packet ${p.toString('hex')} for input ${input.toString('hex')}`);
+          if (!isPong && !isErrorReply && !isPreAuthReply)
+            throw new Error(`unexpected packet ${p.toString('hex')} for input ${input.toString('hex')}`);
         }
       }),
       { numRuns: 250 },
@@ -595,11 +630,25 @@ async function stopsReading(socket: net.Socket, quietMs = 400): Promise<void> {
   const deadline = performance.now() + 20_000;
   const within = <T>(p: Promise<T>, ms: number, fallback: T) => {
     let timer: NodeJS.Timeout | undefined;
-    return Promise.race([p, new Promise<T>((resolve) => (timer = setTimeout(() => resolve(fallback), ms)))]).finally(() => clearTimeout(timer));
+    return Promise.race([p, new Promise<T>((resolve) => (timer = setTimeout(() => resolve(fallback), ms)))]).finally(() =>
+      clearTimeout(timer),
+    );
   };
   while (performance.now() < deadline) {
-    if (!socket.isPaused() && !(await within(once(socket, 'pause').then(() => true), deadline - performance.now(), false))) break;
-    const resumed = await within(once(socket, 'resume').then(() => true), quietMs, false);
+    if (
+      !socket.isPaused() &&
+      !(await within(
+        once(socket, 'pause').then(() => true),
+        deadline - performance.now(),
+        false,
+      ))
+    )
+      break;
+    const resumed = await within(
+      once(socket, 'resume').then(() => true),
+      quietMs,
+      false,
+    );
     if (!resumed) return;
   }
   throw new Error('the server kept reading');
@@ -659,7 +708,10 @@ test('a peer that sends calls and never reads stops being read; once it reads, e
 
     const serials = await peer.readPackets(count);
     t.is(serials.length, count);
-    t.true(serials.every((s, n) => s === n), 'replies in call order');
+    t.true(
+      serials.every((s, n) => s === n),
+      'replies in call order',
+    );
     t.is(handled, count);
   } finally {
     await peer.dispose();

@@ -25,7 +25,11 @@ const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 const bytes = (h: string): Buffer => Buffer.from(h.replace(/\s+/g, ''), 'hex');
 
 const call = (proc: number, serial: number, payload: Buffer = Buffer.alloc(0)): Buffer =>
-  encodePacket({ prog: REMOTE, vers: 1, proc, type: MessageType.CALL, serial, status: MessageStatus.OK }, x.fixedOpaque(payload.length), payload);
+  encodePacket(
+    { prog: REMOTE, vers: 1, proc, type: MessageType.CALL, serial, status: MessageStatus.OK },
+    x.fixedOpaque(payload.length),
+    payload,
+  );
 
 function collect(framer: PacketFramer, chunks: Buffer[]): Buffer[] {
   const out: Buffer[] = [];
@@ -39,15 +43,21 @@ function collect(framer: PacketFramer, chunks: Buffer[]): Buffer[] {
 const AUTH_LIST_CALL = '0000001c 20008086 00000001 00000042 00000000 00000000 00000000';
 const AUTH_LIST_REPLY_SASL = '00000024 20008086 00000001 00000042 00000001 00000000 00000000 00000001 00000001';
 
-test('the AUTH_LIST call encodes to libvirt\'s 28 bytes', (t) => {
-  const packet = encodePacket({ prog: REMOTE, vers: 1, proc: 66, type: MessageType.CALL, serial: 0, status: MessageStatus.OK }, x.xvoid, undefined);
+test("the AUTH_LIST call encodes to libvirt's 28 bytes", (t) => {
+  const packet = encodePacket(
+    { prog: REMOTE, vers: 1, proc: 66, type: MessageType.CALL, serial: 0, status: MessageStatus.OK },
+    x.xvoid,
+    undefined,
+  );
   t.is(hex(packet), hex(bytes(AUTH_LIST_CALL)));
   t.is(packet.length, PACKET_MIN);
 });
 
-test('the [SASL] reply to AUTH_LIST encodes to libvirt\'s 36 bytes', (t) => {
+test("the [SASL] reply to AUTH_LIST encodes to libvirt's 36 bytes", (t) => {
   const types = x.struct({ types: x.array(x.int, 20) });
-  const packet = encodePacket({ prog: REMOTE, vers: 1, proc: 66, type: MessageType.REPLY, serial: 0, status: MessageStatus.OK }, types, { types: [1] });
+  const packet = encodePacket({ prog: REMOTE, vers: 1, proc: 66, type: MessageType.REPLY, serial: 0, status: MessageStatus.OK }, types, {
+    types: [1],
+  });
   t.is(hex(packet), hex(bytes(AUTH_LIST_REPLY_SASL)));
 });
 
@@ -61,7 +71,14 @@ test('readHeader decodes both example packets field by field', (t) => {
 });
 
 test('header fields keep their full unsigned / signed ranges', (t) => {
-  const h: Header = { prog: 0xffffffff, vers: 0x80000000, proc: -1, type: MessageType.STREAM_HOLE, serial: 0xfffffffe, status: MessageStatus.CONTINUE };
+  const h: Header = {
+    prog: 0xffffffff,
+    vers: 0x80000000,
+    proc: -1,
+    type: MessageType.STREAM_HOLE,
+    serial: 0xfffffffe,
+    status: MessageStatus.CONTINUE,
+  };
   const packet = encodePacket(h, x.xvoid, undefined);
   t.is(hex(packet), '0000001c' + 'ffffffff' + '80000000' + 'ffffffff' + '00000006' + 'fffffffe' + '00000002');
   t.deepEqual(readHeader(new XdrReader(packet, 4)), h);
@@ -75,7 +92,11 @@ test('the length word counts itself, the header and the payload', (t) => {
 
 test('an error payload survives encode and decode with every field', (t) => {
   const e = new VirError({ code: 42, domain: 10, detail: "no domain with matching name 'vm9'", int1: 3 });
-  const packet = encodePacket({ prog: REMOTE, vers: 1, proc: 23, type: MessageType.REPLY, serial: 4, status: MessageStatus.ERROR }, errorPayload, errorToPayload(e));
+  const packet = encodePacket(
+    { prog: REMOTE, vers: 1, proc: 23, type: MessageType.REPLY, serial: 4, status: MessageStatus.ERROR },
+    errorPayload,
+    errorToPayload(e),
+  );
   const r = new XdrReader(packet, 4);
   readHeader(r);
   const back = payloadToError(errorPayload.decode(r));
@@ -90,8 +111,20 @@ test('an error payload survives encode and decode with every field', (t) => {
   t.is(back.level, 2);
 });
 
-test('an error payload without a message gets libvirt\'s fallback text', (t) => {
-  const payload = { code: 1, domain: 7, message: null, level: 2, dom: null, str1: null, str2: null, str3: null, int1: 0, int2: 0, net: null };
+test("an error payload without a message gets libvirt's fallback text", (t) => {
+  const payload = {
+    code: 1,
+    domain: 7,
+    message: null,
+    level: 2,
+    dom: null,
+    str1: null,
+    str2: null,
+    str3: null,
+    int1: 0,
+    int2: 0,
+    net: null,
+  };
   t.is(payloadToError(payload).message, 'Library function returned error but did not set virError');
 });
 
@@ -163,7 +196,9 @@ test('a sink that returns false holds the rest, whole or split, until resume', (
 });
 
 test('property: any chunking of any packet sequence reproduces the packets', (t) => {
-  const packetArb = fc.tuple(fc.nat(500), fc.nat(), fc.uint8Array({ maxLength: 64 })).map(([proc, serial, p]) => call(proc, serial >>> 0, Buffer.from(p)));
+  const packetArb = fc
+    .tuple(fc.nat(500), fc.nat(), fc.uint8Array({ maxLength: 64 }))
+    .map(([proc, serial, p]) => call(proc, serial >>> 0, Buffer.from(p)));
   fc.assert(
     fc.property(fc.array(packetArb, { minLength: 1, maxLength: 8 }), fc.array(fc.nat(), { maxLength: 12 }), (packets, cutSeeds) => {
       const all = Buffer.concat(packets);
@@ -185,7 +220,10 @@ test('length words below 28 are refused', (t) => {
   for (const len of [0, 1, 4, 27]) {
     const word = Buffer.alloc(4);
     word.writeUInt32BE(len);
-    t.throws(() => new PacketFramer().push(word, () => t.fail('no packet expected')), { instanceOf: FramingError, message: new RegExp(`length ${len} is below the minimum of 28`) });
+    t.throws(() => new PacketFramer().push(word, () => t.fail('no packet expected')), {
+      instanceOf: FramingError,
+      message: new RegExp(`length ${len} is below the minimum of 28`),
+    });
   }
 });
 
@@ -216,7 +254,10 @@ test('length words above 33554436 are refused before anything is allocated for t
       const word = Buffer.alloc(4);
       word.writeUInt32BE(len);
       // Whole word in one chunk, and the word split over two chunks (the buffered path).
-      t.throws(() => new PacketFramer().push(Buffer.concat([word, Buffer.alloc(4)]), () => {}), { instanceOf: FramingError, message: /exceeds the maximum of 33554436/ });
+      t.throws(() => new PacketFramer().push(Buffer.concat([word, Buffer.alloc(4)]), () => {}), {
+        instanceOf: FramingError,
+        message: /exceeds the maximum of 33554436/,
+      });
       const framer = new PacketFramer();
       framer.push(word.subarray(0, 2), () => {});
       t.throws(() => framer.push(word.subarray(2), () => {}), { instanceOf: FramingError });
@@ -225,7 +266,10 @@ test('length words above 33554436 are refused before anything is allocated for t
     Buffer.allocUnsafe = originalAllocUnsafe;
     Buffer.concat = originalConcat;
   }
-  t.true(allocations.every((n) => n <= 16), `allocations: ${allocations.join(',')}`);
+  t.true(
+    allocations.every((n) => n <= 16),
+    `allocations: ${allocations.join(',')}`,
+  );
 });
 
 test('a bad length after good packets in the same chunk: the good ones are delivered first', (t) => {
@@ -233,6 +277,8 @@ test('a bad length after good packets in the same chunk: the good ones are deliv
   const delivered: Buffer[] = [];
   const bad = Buffer.alloc(4);
   bad.writeUInt32BE(3);
-  t.throws(() => framer.push(Buffer.concat([threePackets[0]!, threePackets[1]!, bad]), (p) => delivered.push(p)), { instanceOf: FramingError });
+  t.throws(() => framer.push(Buffer.concat([threePackets[0]!, threePackets[1]!, bad]), (p) => delivered.push(p)), {
+    instanceOf: FramingError,
+  });
   t.is(delivered.length, 2);
 });

@@ -125,7 +125,7 @@ test('fixed opaque has no length word and exactly its size', (t) => {
 // ---------------------------------------------------------------------------------------------
 // libvirt's char arrays
 
-test("charArray writes one sign-extended word per byte, as x86 libvirt does", (t) => {
+test('charArray writes one sign-extended word per byte, as x86 libvirt does', (t) => {
   const data = x.charArray(65536);
   t.is(hex(x.encode(data, Buffer.from([0x80]))), '00000001' + 'ffffff80');
   t.is(hex(x.encode(data, Buffer.from([0x00, 0x7f, 0xff, 0x61]))), '00000004' + '00000000' + '0000007f' + 'ffffffff' + '00000061');
@@ -141,7 +141,10 @@ test('charArray decodes by the low 8 bits, so zero-extended peers are understood
 
 test('charArray maximum and element count are checked before allocating', (t) => {
   t.throws(() => x.encode(x.charArray(2), Buffer.alloc(3)), { instanceOf: XdrError, message: /exceeds its maximum of 2/ });
-  t.throws(() => x.decode(x.charArray(2), bytes('00000003 00000001 00000002 00000003')), { instanceOf: XdrError, message: /exceeds its maximum/ });
+  t.throws(() => x.decode(x.charArray(2), bytes('00000003 00000001 00000002 00000003')), {
+    instanceOf: XdrError,
+    message: /exceeds its maximum/,
+  });
   // 3 elements need 12 bytes; only 8 follow. A packed-opaque peer (3 bytes + pad) is refused too.
   t.throws(() => x.decode(x.charArray(100), bytes('00000003 00000001 00000002')), { instanceOf: XdrError, message: /runs past the end/ });
   t.throws(() => x.decode(x.charArray(100), bytes('00000003 61626300')), { instanceOf: XdrError, message: /runs past the end/ });
@@ -170,7 +173,10 @@ test('variable array: count then elements; maximum enforced both ways', (t) => {
   t.is(hex(x.encode(ints, [1, -1, 2])), '00000003' + '00000001' + 'ffffffff' + '00000002');
   t.deepEqual(x.decode(ints, bytes('00000002 00000001 ffffffff')), [1, -1]);
   t.throws(() => x.encode(ints, [1, 2, 3, 4]), { instanceOf: XdrError, message: /4 elements exceeds its maximum of 3/ });
-  t.throws(() => x.decode(ints, bytes('00000004 00000001 00000002 00000003 00000004')), { instanceOf: XdrError, message: /exceeds its maximum of 3/ });
+  t.throws(() => x.decode(ints, bytes('00000004 00000001 00000002 00000003 00000004')), {
+    instanceOf: XdrError,
+    message: /exceeds its maximum of 3/,
+  });
 });
 
 test('fixed array: elements only, exactly its size', (t) => {
@@ -198,7 +204,10 @@ test('struct: fields in declaration order; a missing field is an error', (t) => 
   const wire = '00000003' + '766d3100' + 'aa'.repeat(16) + 'ffffffff';
   t.is(hex(x.encode(dom, value)), wire);
   t.deepEqual(x.decode(dom, bytes(wire)), value);
-  t.throws(() => x.encode(dom, { name: 'vm1', id: 1 } as unknown as typeof value), { instanceOf: XdrError, message: /field 'uuid' is missing/ });
+  t.throws(() => x.encode(dom, { name: 'vm1', id: 1 } as unknown as typeof value), {
+    instanceOf: XdrError,
+    message: /field 'uuid' is missing/,
+  });
   t.is(dom.minSize, 4 + 16 + 4);
 });
 
@@ -406,8 +415,7 @@ function theirs(s: Schema): OracleType {
   }
 }
 
-const utf8Within = (max: number) =>
-  fc.string({ unit: 'binary', maxLength: max }).filter((v) => Buffer.byteLength(v, 'utf8') <= max);
+const utf8Within = (max: number) => fc.string({ unit: 'binary', maxLength: max }).filter((v) => Buffer.byteLength(v, 'utf8') <= max);
 
 function valueArb(s: Schema): fc.Arbitrary<any> {
   switch (s.k) {
@@ -442,7 +450,9 @@ function valueArb(s: Schema): fc.Arbitrary<any> {
       return fc.tuple(...s.fields.map(valueArb)).map((vals) => Object.fromEntries(vals.map((v, i) => [fieldName(i), v])));
     case 'union': {
       const known = new Set(s.arms.map(([tag]) => tag));
-      const armValues = s.arms.map(([tag, arm]) => (arm ? valueArb(arm).map((value) => ({ tag, value })) : fc.constant({ tag, value: undefined })));
+      const armValues = s.arms.map(([tag, arm]) =>
+        arm ? valueArb(arm).map((value) => ({ tag, value })) : fc.constant({ tag, value: undefined }),
+      );
       if (s.defaultArm) {
         const defaultTags = fc.integer(INT32).filter((tag) => !known.has(tag));
         armValues.push(fc.tuple(defaultTags, valueArb(s.defaultArm)).map(([tag, value]) => ({ tag, value })));
@@ -596,12 +606,21 @@ const hostileInput = schemaArb(3).chain((schema) =>
     fc.uint8Array({ maxLength: 96 }).map((b) => ({ schema, input: Buffer.from(b) })),
     // A valid encoding, then damaged: words overwritten, truncated or extended.
     fc
-      .tuple(valueArb(schema), fc.array(fc.tuple(fc.nat(), fc.constantFrom(0xffffffff, 0x7fffffff, 0x80000000, 0x01000000, 0x10000, 0, 1, 2, 3)), { maxLength: 3 }), fc.integer({ min: -8, max: 8 }))
+      .tuple(
+        valueArb(schema),
+        fc.array(fc.tuple(fc.nat(), fc.constantFrom(0xffffffff, 0x7fffffff, 0x80000000, 0x01000000, 0x10000, 0, 1, 2, 3)), {
+          maxLength: 3,
+        }),
+        fc.integer({ min: -8, max: 8 }),
+      )
       .map(([value, hits, lengthChange]) => {
         const good = x.encode(ours(schema), value);
         let input = Buffer.from(good);
         for (const [pos, word] of hits) if (input.length >= 4) input.writeUInt32BE(word, (pos % (input.length >> 2)) * 4);
-        input = lengthChange < 0 ? input.subarray(0, Math.max(0, input.length + lengthChange)) : Buffer.concat([input, Buffer.alloc(lengthChange, 0xee)]);
+        input =
+          lengthChange < 0
+            ? input.subarray(0, Math.max(0, input.length + lengthChange))
+            : Buffer.concat([input, Buffer.alloc(lengthChange, 0xee)]);
         return { schema, input };
       }),
   ),

@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 // Installs virtauthd's systemd units (npm run install-service [-- OPTIONS]), rendered for this
 // machine and the configuration the service will run with. Needs the built daemon (npm run build).
-import {existsSync, mkdirSync, writeFileSync} from 'node:fs';
-import {spawnSync} from 'node:child_process';
-import {dirname, join, resolve} from 'node:path';
-import {parseArgs} from 'node:util';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { dirname, join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
 import 'reflect-metadata';
 
 const usage = `Usage: npm run install-service -- [--unit-dir DIR] [--config FILE] [--no-reload]
@@ -21,7 +21,14 @@ function fail(message) {
 
 let args;
 try {
-  args = parseArgs({options: {'unit-dir': {type: 'string'}, config: {type: 'string'}, 'no-reload': {type: 'boolean'}, help: {type: 'boolean', short: 'h'}}});
+  args = parseArgs({
+    options: {
+      'unit-dir': { type: 'string' },
+      config: { type: 'string' },
+      'no-reload': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
 } catch (error) {
   fail(`${error.message}\n${usage}`);
 }
@@ -43,13 +50,17 @@ try {
 }
 
 if (!existsSync(configFile)) {
-  mkdirSync(dirname(configFile), {recursive: true, mode: 0o755});
-  writeFileSync(configFile, [
-    '# virtauthd configuration (libvirtd.conf syntax; keys in README.md).',
-    '# Under socket activation the socket units decide paths and ports; reload with: systemctl reload virtauthd',
-    'unix_sock_dir = "/run/virtauth"',
-    '',
-  ].join('\n'), {mode: 0o644});
+  mkdirSync(dirname(configFile), { recursive: true, mode: 0o755 });
+  writeFileSync(
+    configFile,
+    [
+      '# virtauthd configuration (libvirtd.conf syntax; keys in README.md).',
+      '# Under socket activation the socket units decide paths and ports; reload with: systemctl reload virtauthd',
+      'unix_sock_dir = "/run/virtauth"',
+      '',
+    ].join('\n'),
+    { mode: 0o644 },
+  );
   process.stdout.write(`created ${configFile}\n`);
 }
 
@@ -60,16 +71,16 @@ try {
   fail(error.message);
 }
 const userDatabase = providers.saslSettingsFrom(config.extra).userDatabasePath;
-const units = daemon.renderUnits({config, configFile}, userDatabase);
-mkdirSync(unitDir, {recursive: true});
+const units = daemon.renderUnits({ config, configFile }, userDatabase);
+mkdirSync(unitDir, { recursive: true });
 for (const [name, text] of units) {
-  writeFileSync(join(unitDir, name), text, {mode: 0o644});
+  writeFileSync(join(unitDir, name), text, { mode: 0o644 });
   process.stdout.write(`wrote ${join(unitDir, name)}\n`);
 }
 
 const systemdRunning = existsSync('/run/systemd/system');
 if (!args.values['no-reload'] && systemdRunning) {
-  const reload = spawnSync('systemctl', ['daemon-reload'], {stdio: 'inherit'});
+  const reload = spawnSync('systemctl', ['daemon-reload'], { stdio: 'inherit' });
   if (reload.status !== 0) fail('systemctl daemon-reload failed');
 }
 process.stdout.write(`

@@ -36,7 +36,8 @@ function confError(key: string, why: string): VirError {
 
 export function accessSettingsFrom(extra: ReadonlyMap<string, ConfValue>): AccessSettings {
   const drivers = extra.get('access_drivers') ?? [];
-  if (!Array.isArray(drivers) || drivers.some((d) => typeof d !== 'string')) throw confError('access_drivers', 'expected a [ "list", "of", "driver names" ] such as [ "cedar", "polkit" ]');
+  if (!Array.isArray(drivers) || drivers.some((d) => typeof d !== 'string'))
+    throw confError('access_drivers', 'expected a [ "list", "of", "driver names" ] such as [ "cedar", "polkit" ]');
   if (new Set(drivers).size !== drivers.length) throw confError('access_drivers', 'a driver is listed twice');
   const audit = extra.get('access_audit') ?? 'denied';
   if (audit !== 'denied' && audit !== 'all') throw confError('access_audit', `expected "denied" or "all", not ${JSON.stringify(audit)}`);
@@ -44,7 +45,11 @@ export function accessSettingsFrom(extra: ReadonlyMap<string, ConfValue>): Acces
 }
 
 /** Builds the configured drivers; an unknown name is a configuration error naming the known ones. */
-export async function createAccessManager(container: DependencyContainer, extra: ReadonlyMap<string, ConfValue>, log: Logger): Promise<AccessManager> {
+export async function createAccessManager(
+  container: DependencyContainer,
+  extra: ReadonlyMap<string, ConfValue>,
+  log: Logger,
+): Promise<AccessManager> {
   const settings = accessSettingsFrom(extra);
   const factories = container.isRegistered(ACCESS_DRIVER, true) ? container.resolveAll(ACCESS_DRIVER) : [];
   const drivers: AccessDriver[] = [];
@@ -52,7 +57,11 @@ export async function createAccessManager(container: DependencyContainer, extra:
   try {
     for (const name of settings.drivers) {
       const factory = factories.find((f) => f.name === name);
-      if (!factory) throw confError('access_drivers', `unknown access driver '${name}' (registered: ${factories.map((f) => f.name).join(', ') || 'none'})`);
+      if (!factory)
+        throw confError(
+          'access_drivers',
+          `unknown access driver '${name}' (registered: ${factories.map((f) => f.name).join(', ') || 'none'})`,
+        );
       drivers.push(await factory.create(extra, accessLog));
     }
   } catch (e) {
@@ -79,7 +88,13 @@ export async function createAccessManager(container: DependencyContainer, extra:
  */
 export function unixPeerIdentity(peer: PeerCredentials, procRoot = '/proc'): UnixPeerIdentity {
   const groups = peer.groups ?? supplementaryGroups(peer.pid, procRoot);
-  const identity: UnixPeerIdentity = { uid: peer.uid, gid: peer.gid, groups, pid: peer.pid, processStartTime: processStartTimeSync(peer.pid, procRoot) };
+  const identity: UnixPeerIdentity = {
+    uid: peer.uid,
+    gid: peer.gid,
+    groups,
+    pid: peer.pid,
+    processStartTime: processStartTimeSync(peer.pid, procRoot),
+  };
   const names = systemNames();
   const userName = names.users.get(peer.uid);
   if (userName !== undefined) identity.userName = userName;
@@ -109,7 +124,14 @@ function processStartTimeSync(pid: number, procRoot: string): bigint | null {
 function supplementaryGroups(pid: number, procRoot: string): number[] {
   const status = readText(`${procRoot}/${pid}/status`);
   const line = status?.split('\n').find((l) => l.startsWith('Groups:'));
-  return line ? line.slice('Groups:'.length).trim().split(/\s+/).filter((g) => /^\d+$/.test(g)).map(Number) : [];
+  return line
+    ? line
+        .slice('Groups:'.length)
+        .trim()
+        .split(/\s+/)
+        .filter((g) => /^\d+$/.test(g))
+        .map(Number)
+    : [];
 }
 
 interface SystemNames {

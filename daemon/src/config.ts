@@ -110,12 +110,42 @@ export function defaultConfig(): DaemonConfig {
 
 /** The keys buildConfig reads itself (the rest are left in `extra` for plugins). */
 export const DAEMON_CONFIG_KEYS: readonly string[] = [
-  'unix_sock_dir', 'unix_sock_group', 'unix_sock_rw_perms', 'unix_sock_ro_perms', 'unix_sock_admin_perms', 'auth_unix_rw', 'auth_unix_ro',
-  'listen_tcp', 'listen_addr', 'tcp_port', 'auth_tcp', 'listen_tls', 'tls_port', 'auth_tls', 'key_file', 'cert_file',
-  'ca_file', 'crl_file', 'tls_allowed_dn_list', 'auth_timeout', 'relay_max_timeout', 'relay_max_requests_per_open',
-  'max_clients', 'max_queued_clients', 'max_anonymous_clients', 'max_client_requests', 'keepalive_interval',
-  'keepalive_count', 'log_level', 'log_filters', 'log_outputs', 'daemon_name', 'default_uri', 'uri_allowed_list',
-  'uri_upstream_list', 'plugins',
+  'unix_sock_dir',
+  'unix_sock_group',
+  'unix_sock_rw_perms',
+  'unix_sock_ro_perms',
+  'unix_sock_admin_perms',
+  'auth_unix_rw',
+  'auth_unix_ro',
+  'listen_tcp',
+  'listen_addr',
+  'tcp_port',
+  'auth_tcp',
+  'listen_tls',
+  'tls_port',
+  'auth_tls',
+  'key_file',
+  'cert_file',
+  'ca_file',
+  'crl_file',
+  'tls_allowed_dn_list',
+  'auth_timeout',
+  'relay_max_timeout',
+  'relay_max_requests_per_open',
+  'max_clients',
+  'max_queued_clients',
+  'max_anonymous_clients',
+  'max_client_requests',
+  'keepalive_interval',
+  'keepalive_count',
+  'log_level',
+  'log_filters',
+  'log_outputs',
+  'daemon_name',
+  'default_uri',
+  'uri_allowed_list',
+  'uri_upstream_list',
+  'plugins',
 ];
 
 /** Applies parsed settings over the defaults, checking each value's type and range. */
@@ -123,7 +153,8 @@ export function buildConfig(settings: Map<string, ConfValue>, file = 'config', l
   const cfg = defaultConfig();
   if (lines) cfg.source = { file, lines };
   const at = (key: string) => (lines?.has(key) ? `${file}:${lines.get(key)}` : file);
-  const bad = (key: string, why: string) => new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `${at(key)}: ${key}: ${why}` });
+  const bad = (key: string, why: string) =>
+    new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `${at(key)}: ${key}: ${why}` });
   const list = (key: string, v: ConfValue): string[] => {
     if (!Array.isArray(v)) throw bad(key, 'expected a [ "list", "of", "strings" ]');
     return v;
@@ -134,7 +165,8 @@ export function buildConfig(settings: Map<string, ConfValue>, file = 'config', l
   };
   const int = (key: string, v: ConfValue, min: number, max: number): number => {
     const num = typeof v === 'string' && /^-?\d+$/.test(v) ? Number(v) : v;
-    if (typeof num !== 'number' || !Number.isInteger(num) || num < min || num > max) throw bad(key, `expected an integer from ${min} to ${max}`);
+    if (typeof num !== 'number' || !Number.isInteger(num) || num < min || num > max)
+      throw bad(key, `expected an integer from ${min} to ${max}`);
     return num;
   };
   const perms = (key: string, v: ConfValue): number => {
@@ -150,25 +182,63 @@ export function buildConfig(settings: Map<string, ConfValue>, file = 'config', l
   };
   for (const [key, v] of settings) {
     switch (key) {
-      case 'unix_sock_dir': cfg.unixSockDir = str(key, v); break;
-      case 'unix_sock_group': cfg.unixSockGroup = str(key, v); break;
-      case 'unix_sock_rw_perms': cfg.unixSockRwPerms = perms(key, v); break;
-      case 'unix_sock_ro_perms': cfg.unixSockRoPerms = perms(key, v); break;
-      case 'unix_sock_admin_perms': cfg.unixSockAdminPerms = perms(key, v); break;
-      case 'auth_unix_rw': cfg.authUnixRw = auth(key, v); break;
-      case 'auth_unix_ro': cfg.authUnixRo = auth(key, v); break;
-      case 'listen_tcp': cfg.listenTcp = int(key, v, 0, 1) === 1; break;
-      case 'listen_addr': cfg.listenAddr = str(key, v); break;
-      case 'tcp_port': cfg.tcpPort = int(key, v, 0, 65535); break;
-      case 'auth_tcp': cfg.authTcp = auth(key, v); break;
-      case 'listen_tls': cfg.listenTls = int(key, v, 0, 1) === 1; break;
-      case 'tls_port': cfg.tlsPort = int(key, v, 0, 65535); break;
-      case 'auth_tls': cfg.authTls = auth(key, v); break;
-      case 'key_file': cfg.keyFile = str(key, v); break;
-      case 'cert_file': cfg.certFile = str(key, v); break;
-      case 'ca_file': cfg.caFile = str(key, v); break;
-      case 'crl_file': cfg.crlFile = str(key, v); break;
-      case 'tls_allowed_dn_list': cfg.tlsAllowedDnList = list(key, v); break;
+      case 'unix_sock_dir':
+        cfg.unixSockDir = str(key, v);
+        break;
+      case 'unix_sock_group':
+        cfg.unixSockGroup = str(key, v);
+        break;
+      case 'unix_sock_rw_perms':
+        cfg.unixSockRwPerms = perms(key, v);
+        break;
+      case 'unix_sock_ro_perms':
+        cfg.unixSockRoPerms = perms(key, v);
+        break;
+      case 'unix_sock_admin_perms':
+        cfg.unixSockAdminPerms = perms(key, v);
+        break;
+      case 'auth_unix_rw':
+        cfg.authUnixRw = auth(key, v);
+        break;
+      case 'auth_unix_ro':
+        cfg.authUnixRo = auth(key, v);
+        break;
+      case 'listen_tcp':
+        cfg.listenTcp = int(key, v, 0, 1) === 1;
+        break;
+      case 'listen_addr':
+        cfg.listenAddr = str(key, v);
+        break;
+      case 'tcp_port':
+        cfg.tcpPort = int(key, v, 0, 65535);
+        break;
+      case 'auth_tcp':
+        cfg.authTcp = auth(key, v);
+        break;
+      case 'listen_tls':
+        cfg.listenTls = int(key, v, 0, 1) === 1;
+        break;
+      case 'tls_port':
+        cfg.tlsPort = int(key, v, 0, 65535);
+        break;
+      case 'auth_tls':
+        cfg.authTls = auth(key, v);
+        break;
+      case 'key_file':
+        cfg.keyFile = str(key, v);
+        break;
+      case 'cert_file':
+        cfg.certFile = str(key, v);
+        break;
+      case 'ca_file':
+        cfg.caFile = str(key, v);
+        break;
+      case 'crl_file':
+        cfg.crlFile = str(key, v);
+        break;
+      case 'tls_allowed_dn_list':
+        cfg.tlsAllowedDnList = list(key, v);
+        break;
       case 'uri_allowed_list':
         cfg.uriAllowedList = list(key, v);
         try {
@@ -177,23 +247,56 @@ export function buildConfig(settings: Map<string, ConfValue>, file = 'config', l
           throw bad(key, (e as VirError).str2 ?? (e as Error).message);
         }
         break;
-      case 'auth_timeout': cfg.authTimeout = int(key, v, 0, 86400); break;
-      case 'relay_max_timeout': cfg.relayMaxTimeout = int(key, v, 1, 86400); break;
-      case 'relay_max_requests_per_open': cfg.relayMaxRequestsPerOpen = int(key, v, 0, 1000); break;
-      case 'max_clients': cfg.maxClients = int(key, v, 1, 1_000_000); break;
-      case 'max_queued_clients': cfg.maxQueuedClients = int(key, v, 0, 1_000_000); break;
-      case 'max_anonymous_clients': cfg.maxAnonymousClients = int(key, v, 0, 1_000_000); break;
-      case 'max_client_requests': cfg.maxClientRequests = int(key, v, 1, 10_000); break;
-      case 'keepalive_interval': cfg.keepaliveInterval = int(key, v, -1, 86400); break;
-      case 'keepalive_count': cfg.keepaliveCount = int(key, v, 0, 1000); break;
-      case 'log_level': cfg.logLevel = int(key, v, 1, 4); break;
-      case 'log_filters': cfg.logFilters = parseLogFilters(str(key, v), `${at(key)}: ${key}`); break;
-      case 'log_outputs': cfg.logOutputs = parseLogOutputs(str(key, v), `${at(key)}: ${key}`); break;
-      case 'daemon_name': cfg.daemonName = str(key, v); break;
-      case 'default_uri': cfg.defaultUri = str(key, v); break;
-      case 'uri_upstream_list': cfg.uriUpstreamList = parseUpstreamList(v, file); break;
-      case 'plugins': cfg.plugins = list(key, v); break;
-      default: cfg.extra.set(key, v);
+      case 'auth_timeout':
+        cfg.authTimeout = int(key, v, 0, 86400);
+        break;
+      case 'relay_max_timeout':
+        cfg.relayMaxTimeout = int(key, v, 1, 86400);
+        break;
+      case 'relay_max_requests_per_open':
+        cfg.relayMaxRequestsPerOpen = int(key, v, 0, 1000);
+        break;
+      case 'max_clients':
+        cfg.maxClients = int(key, v, 1, 1_000_000);
+        break;
+      case 'max_queued_clients':
+        cfg.maxQueuedClients = int(key, v, 0, 1_000_000);
+        break;
+      case 'max_anonymous_clients':
+        cfg.maxAnonymousClients = int(key, v, 0, 1_000_000);
+        break;
+      case 'max_client_requests':
+        cfg.maxClientRequests = int(key, v, 1, 10_000);
+        break;
+      case 'keepalive_interval':
+        cfg.keepaliveInterval = int(key, v, -1, 86400);
+        break;
+      case 'keepalive_count':
+        cfg.keepaliveCount = int(key, v, 0, 1000);
+        break;
+      case 'log_level':
+        cfg.logLevel = int(key, v, 1, 4);
+        break;
+      case 'log_filters':
+        cfg.logFilters = parseLogFilters(str(key, v), `${at(key)}: ${key}`);
+        break;
+      case 'log_outputs':
+        cfg.logOutputs = parseLogOutputs(str(key, v), `${at(key)}: ${key}`);
+        break;
+      case 'daemon_name':
+        cfg.daemonName = str(key, v);
+        break;
+      case 'default_uri':
+        cfg.defaultUri = str(key, v);
+        break;
+      case 'uri_upstream_list':
+        cfg.uriUpstreamList = parseUpstreamList(v, file);
+        break;
+      case 'plugins':
+        cfg.plugins = list(key, v);
+        break;
+      default:
+        cfg.extra.set(key, v);
     }
   }
   return cfg;
@@ -205,7 +308,11 @@ export function readConfigSettings(file: string): { settings: Map<string, ConfVa
   try {
     text = readFileSync(file, 'utf8');
   } catch (e) {
-    throw new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `cannot read configuration file ${file}: ${(e as Error).message}` });
+    throw new VirError({
+      code: ErrorCode.CONF_SYNTAX,
+      domain: ErrorDomain.CONF,
+      detail: `cannot read configuration file ${file}: ${(e as Error).message}`,
+    });
   }
   const lines = new Map<string, number>();
   return { settings: parseConf(text, file, lines), lines };

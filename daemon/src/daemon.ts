@@ -15,7 +15,14 @@ import { createLogger } from './logger.js';
 import { AdminService, adminExtension } from './admin/service.js';
 import { logControlFor } from './log-control.js';
 import { authSchemeTypes, registerConfiguredPlugins, type AuthSchemeKey } from './plugins.js';
-import { VirtauthServer, listenersFromConfig, type DaemonExtension, type ListenerInfo, type ListenerSpec, type ServerOptions } from './server.js';
+import {
+  VirtauthServer,
+  listenersFromConfig,
+  type DaemonExtension,
+  type ListenerInfo,
+  type ListenerSpec,
+  type ServerOptions,
+} from './server.js';
 
 export interface CreateDaemonOptions {
   config: DaemonConfig;
@@ -65,7 +72,9 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
   checkConfigKeys(opts.config, container.resolveAll(CONFIG_KEYS), DAEMON_CONFIG_KEYS, logger);
   const schemeTypes = () => authSchemeTypes(opts.config, container.resolveAll(AUTH_PROVIDER));
   const listenerSpecs =
-    typeof opts.listeners === 'function' ? opts.listeners(schemeTypes()) : (opts.listeners ?? listenersFromConfig(opts.config, schemeTypes()));
+    typeof opts.listeners === 'function'
+      ? opts.listeners(schemeTypes())
+      : (opts.listeners ?? listenersFromConfig(opts.config, schemeTypes()));
   if (listenerSpecs.some((l) => l.auth === AuthType.SASL)) {
     // Resolved after the plugins, whose user database replaces the file; read now because an
     // unreadable one is a startup error, not a failure of every later login.

@@ -60,7 +60,11 @@ const neededByProc = new Map(remoteProcedures.map((p) => [p.number, neededFields
 
 /** libvirtd's answer to arguments it cannot decode; the call is then not forwarded. */
 function undecodable(info: ProcedureInfo, e: unknown): VirError {
-  return new VirError({ code: ErrorCode.RPC, domain: ErrorDomain.RPC, detail: `Unable to decode message payload: ${info.name} arguments: ${(e as Error).message}` });
+  return new VirError({
+    code: ErrorCode.RPC,
+    domain: ErrorDomain.RPC,
+    detail: `Unable to decode message payload: ${info.name} arguments: ${(e as Error).message}`,
+  });
 }
 
 /** The part of a call's arguments the checks read, or nothing when they read none. */
@@ -78,7 +82,11 @@ function decodeWhole(codec: xdr.Codec<unknown>, payload: Buffer, what: string): 
   try {
     return codec.decode(new xdr.XdrReader(payload));
   } catch (e) {
-    throw new VirError({ code: ErrorCode.RPC, domain: ErrorDomain.RPC, detail: `Unable to decode message payload: ${what}: ${(e as Error).message}` });
+    throw new VirError({
+      code: ErrorCode.RPC,
+      domain: ErrorDomain.RPC,
+      detail: `Unable to decode message payload: ${what}: ${(e as Error).message}`,
+    });
   }
 }
 
@@ -93,7 +101,7 @@ function eventObject(message: unknown): unknown {
 
 const uuidKey = (ref: unknown): string | null => {
   const uuid = ref !== null && typeof ref === 'object' ? (ref as { uuid?: unknown }).uuid : undefined;
-  return Buffer.isBuffer(uuid) ? formatUuid(uuid) ?? null : null;
+  return Buffer.isBuffer(uuid) ? (formatUuid(uuid) ?? null) : null;
 };
 
 /**

@@ -68,9 +68,18 @@ export function allChecks(checks: readonly CallCheck[]): CallCheck {
  * the packets after its reply are already forwarded. `checkCall` is where access control decides
  * each call before it leaves; `results` checks replies and events before they reach the client.
  */
-export function startPassThrough(session: ClientSession, conn: DriverConnection, checkCall?: CallCheck, results?: { checkReply?: ReplyCheck; checkEvent?: EventCheck }): PassThrough {
+export function startPassThrough(
+  session: ClientSession,
+  conn: DriverConnection,
+  checkCall?: CallCheck,
+  results?: { checkReply?: ReplyCheck; checkEvent?: EventCheck },
+): PassThrough {
   if (!(conn instanceof RemoteConnection)) {
-    throw new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.RPC, detail: `an upstream must be opened by the remote driver, not '${conn.driverName}'` });
+    throw new VirError({
+      code: ErrorCode.INTERNAL_ERROR,
+      domain: ErrorDomain.RPC,
+      detail: `an upstream must be opened by the remote driver, not '${conn.driverName}'`,
+    });
   }
   const passThrough = new PassThrough({
     client: session.rpc,

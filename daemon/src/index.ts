@@ -11,12 +11,35 @@ export { createAdminProgram, adminDisconnectReason, type ManagedServer, type Man
 export { clientInfoParams, sessionFacts, type ClientFacts } from './admin/client-info.js';
 
 export { renderUnits, neededCapabilities, extraWritablePaths, UNIT_FILES, UNIT_TEMPLATE_DIR, DAEMON_MAIN } from './systemd/units.js';
-export { readInheritedSockets, planActivatedListeners, closeInheritedSockets, SOCKET_UNIT_NAMES, type InheritedSocket, type ActivationPlan } from './systemd/activation.js';
+export {
+  readInheritedSockets,
+  planActivatedListeners,
+  closeInheritedSockets,
+  SOCKET_UNIT_NAMES,
+  type InheritedSocket,
+  type ActivationPlan,
+} from './systemd/activation.js';
 export { createServiceNotifier, type ServiceNotifier } from './systemd/notify.js';
 export { watchIdleTimeout, type ClientCountSource } from './service/idle-timeout.js';
 export { reloadConfiguration, loadConfigFile, RELOADABLE_KEYS, type LoadedConfig, type ReloadOutcome } from './service/reload.js';
-export { createDaemonLogging, daemonLoggingOf, effectiveOutputs, sourceFileName, DEFAULT_JOURNAL_SOCKET, type DaemonLogging, type DaemonLoggingOptions } from './logging/daemon-logging.js';
-export { parseLogFilters, parseLogOutputs, defaultLogOutputs, type LogFilter, type LogOutput, type LogPriority, type LogSettings } from './logging/settings.js';
+export {
+  createDaemonLogging,
+  daemonLoggingOf,
+  effectiveOutputs,
+  sourceFileName,
+  DEFAULT_JOURNAL_SOCKET,
+  type DaemonLogging,
+  type DaemonLoggingOptions,
+} from './logging/daemon-logging.js';
+export {
+  parseLogFilters,
+  parseLogOutputs,
+  defaultLogOutputs,
+  type LogFilter,
+  type LogOutput,
+  type LogPriority,
+  type LogSettings,
+} from './logging/settings.js';
 export { encodeJournalEntry, decodeJournalEntry, journalFieldsOf, journalFieldName, type JournalField } from './logging/journal.js';
 export { JournalSink, formatReadableLine } from './logging/sinks.js';
 export { loadTlsMaterial, type TlsMaterial } from './tls-material.js';

@@ -65,7 +65,11 @@ export function logControlFor(logger: Logger): LogControl {
   const logging = daemonLoggingOf(logger);
   if (logging) return daemonLogControl(logging);
   const refuse = (): never => {
-    throw new VirError({ code: ErrorCode.OPERATION_UNSUPPORTED, domain: ErrorDomain.ADMIN, detail: 'this daemon was given a logger virtauthd did not create, so its logging cannot be changed at run time' });
+    throw new VirError({
+      code: ErrorCode.OPERATION_UNSUPPORTED,
+      domain: ErrorDomain.ADMIN,
+      detail: 'this daemon was given a logger virtauthd did not create, so its logging cannot be changed at run time',
+    });
   };
   return {
     filters: () => ({ text: null, count: 0 }),

@@ -4,9 +4,24 @@ import { pino, type Logger } from 'pino';
 
 /** Field names whose values never reach a log line. */
 export const REDACTED_PATHS = [
-  'password', '*.password', 'passphrase', '*.passphrase', 'secret', '*.secret',
-  'token', '*.token', 'result', '*.result', 'results', '*.results', 'data', '*.data',
-  'credentials[*].result', '*.credentials[*].result', 'authorization', '*.authorization',
+  'password',
+  '*.password',
+  'passphrase',
+  '*.passphrase',
+  'secret',
+  '*.secret',
+  'token',
+  '*.token',
+  'result',
+  '*.result',
+  'results',
+  '*.results',
+  'data',
+  '*.data',
+  'credentials[*].result',
+  '*.credentials[*].result',
+  'authorization',
+  '*.authorization',
 ];
 
 const LEVELS: Record<number, string> = { 1: 'debug', 2: 'info', 3: 'warn', 4: 'error' };

@@ -32,7 +32,8 @@ class StartupError extends Error {}
 
 function parseTimeout(text: string | undefined): number | null {
   if (text === undefined) return null;
-  if (!/^\d{1,9}$/.test(text) || Number(text) === 0) throw new StartupError(`invalid --timeout '${text}': expected a number of seconds greater than 0`);
+  if (!/^\d{1,9}$/.test(text) || Number(text) === 0)
+    throw new StartupError(`invalid --timeout '${text}': expected a number of seconds greater than 0`);
   return Number(text);
 }
 
@@ -82,18 +83,27 @@ async function main(): Promise<number> {
   config.logLevel = logSettingsOf(config).level;
   const logging = createDaemonLogging(logSettingsOf(config), { identifier: config.daemonName });
   const log = logging.logger;
-  const notifier = createServiceNotifier({ onError: (message, e) => log.warn({ event: 'systemd.notify.failed', notification: message, err: e.message }, 'cannot notify systemd') });
+  const notifier = createServiceNotifier({
+    onError: (message, e) => log.warn({ event: 'systemd.notify.failed', notification: message, err: e.message }, 'cannot notify systemd'),
+  });
 
   const inherited = readInheritedSockets();
   const plan = inherited ? planActivatedListeners(inherited, config) : null;
   let activatedAdmin: { fd: number; path: string } | null = null;
   if (plan) {
-    for (const setting of plan.ignored) log.warn({ event: 'activation.ignored', setting }, `${setting.split(' ')[0]} is ignored under socket activation: the unit's sockets decide what is served`);
+    for (const setting of plan.ignored)
+      log.warn(
+        { event: 'activation.ignored', setting },
+        `${setting.split(' ')[0]} is ignored under socket activation: the unit's sockets decide what is served`,
+      );
     // One admin socket is served; any further one (a second ListenStream=) is not virtauthd's to keep.
     const [adminSocket, ...extraAdmin] = plan.admin;
     if (adminSocket) activatedAdmin = { fd: adminSocket.fd, path: adminSocket.address.family === 'unix' ? adminSocket.address.path : '' };
     if (extraAdmin.length) {
-      log.warn({ event: 'activation.admin.extra', fds: extraAdmin.map((s) => s.fd) }, 'systemd passed more than one admin socket: serving the first, closing the others');
+      log.warn(
+        { event: 'activation.admin.extra', fds: extraAdmin.map((s) => s.fd) },
+        'systemd passed more than one admin socket: serving the first, closing the others',
+      );
       closeInheritedSockets(extraAdmin);
     }
   }
@@ -116,7 +126,9 @@ async function main(): Promise<number> {
   for (const l of daemon.listeners) {
     const where = l.kind === 'unix' ? l.path : `${l.host}:${l.port}`;
     const origin = l.fd !== undefined ? ', from systemd' : '';
-    process.stdout.write(`virtauthd listening on ${l.kind} ${where} (auth ${authSchemeName(providers, l.auth)}${l.readOnly ? ', read-only' : ''}${origin}): virsh -c '${l.uri}' hostname\n`);
+    process.stdout.write(
+      `virtauthd listening on ${l.kind} ${where} (auth ${authSchemeName(providers, l.auth)}${l.readOnly ? ', read-only' : ''}${origin}): virsh -c '${l.uri}' hostname\n`,
+    );
   }
   notifier.ready(`serving ${daemon.listeners.length} listener(s)`);
   log.info({ event: 'daemon.ready', listeners: daemon.listeners.length, activated: Boolean(plan) }, 'virtauthd is ready');
@@ -130,10 +142,16 @@ async function main(): Promise<number> {
       await daemon.reload();
       log.info({ event: 'daemon.reloaded', file: loaded.file }, 'configuration reloaded');
       if (outcome.needRestart.length) {
-        log.warn({ event: 'daemon.reload.restart_needed', keys: outcome.needRestart }, `changed settings that apply only after a restart: ${outcome.needRestart.join(', ')}`);
+        log.warn(
+          { event: 'daemon.reload.restart_needed', keys: outcome.needRestart },
+          `changed settings that apply only after a restart: ${outcome.needRestart.join(', ')}`,
+        );
       }
     } catch (e) {
-      log.error({ event: 'daemon.reload.failed', err: (e as Error).message }, `reload failed, keeping the running configuration: ${(e as Error).message}`);
+      log.error(
+        { event: 'daemon.reload.failed', err: (e as Error).message },
+        `reload failed, keeping the running configuration: ${(e as Error).message}`,
+      );
     } finally {
       notifier.ready();
     }

@@ -63,7 +63,10 @@ export class PeerFaultLog {
   /** When the connection ends: one line with the count of lines left out, if any. */
   flush(): void {
     if (this.suppressed === 0) return;
-    this.log.warn({ event: 'protocol.error.suppressed', count: this.suppressed }, 'further malformed input from this client was not logged line by line');
+    this.log.warn(
+      { event: 'protocol.error.suppressed', count: this.suppressed },
+      'further malformed input from this client was not logged line by line',
+    );
     this.suppressed = 0;
   }
 }

@@ -6,7 +6,15 @@ import { stat } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve as resolvePath } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { DependencyContainer } from 'tsyringe';
-import { ErrorCode, ErrorDomain, VirError, type AuthProvider, type AuthType, type PluginSettings, type VirtauthPlugin } from '@virtauth/core';
+import {
+  ErrorCode,
+  ErrorDomain,
+  VirError,
+  type AuthProvider,
+  type AuthType,
+  type PluginSettings,
+  type VirtauthPlugin,
+} from '@virtauth/core';
 import type { DaemonConfig } from './config.js';
 
 // An npm package name, optionally with a path inside it (`@acme/virtauth-x/daemon`).
@@ -25,14 +33,18 @@ function pluginError(config: DaemonConfig, detail: string): VirError {
 function moduleFile(config: DaemonConfig, spec: string): string {
   if (isAbsolute(spec)) return spec;
   if (spec.startsWith('./') || spec.startsWith('../')) {
-    if (!config.source) throw pluginError(config, `'${spec}' is relative, but there is no config file to be relative to; give an absolute path`);
+    if (!config.source)
+      throw pluginError(config, `'${spec}' is relative, but there is no config file to be relative to; give an absolute path`);
     return resolvePath(dirname(config.source.file), spec);
   }
   if (!PACKAGE_SPECIFIER.test(spec)) throw pluginError(config, `'${spec}' is neither a package name nor a file path`);
   try {
     return fileURLToPath(import.meta.resolve(spec));
   } catch (e) {
-    throw pluginError(config, `cannot find the package '${spec}' (${(e as Error).message.split('\n')[0]}); install it where virtauthd is installed, or give the module's path`);
+    throw pluginError(
+      config,
+      `cannot find the package '${spec}' (${(e as Error).message.split('\n')[0]}); install it where virtauthd is installed, or give the module's path`,
+    );
   }
 }
 
@@ -59,7 +71,11 @@ async function loadPlugin(config: DaemonConfig, spec: string): Promise<VirtauthP
 }
 
 /** Imports every plugin the config names, in order, and lets each register itself. */
-export async function registerConfiguredPlugins(config: DaemonConfig, container: DependencyContainer, settings: PluginSettings): Promise<void> {
+export async function registerConfiguredPlugins(
+  config: DaemonConfig,
+  container: DependencyContainer,
+  settings: PluginSettings,
+): Promise<void> {
   for (const spec of config.plugins) {
     const plugin = await loadPlugin(config, spec);
     try {
@@ -91,7 +107,11 @@ export function authSchemeTypes(config: DaemonConfig, providers: readonly AuthPr
   for (const p of providers) {
     const twin = byName.get(p.name) ?? providers.find((o) => o !== p && o.type === p.type);
     if (twin) {
-      throw new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `two auth providers are registered as '${twin.name}' (type ${twin.type}) and '${p.name}' (type ${p.type}); each needs its own name and type` });
+      throw new VirError({
+        code: ErrorCode.CONF_SYNTAX,
+        domain: ErrorDomain.CONF,
+        detail: `two auth providers are registered as '${twin.name}' (type ${twin.type}) and '${p.name}' (type ${p.type}); each needs its own name and type`,
+      });
     }
     byName.set(p.name, p);
   }

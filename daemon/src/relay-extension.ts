@@ -48,7 +48,11 @@ export function relayExtension(settings: RelaySettings): RelayExtension {
       // A REQUEST with its origin chain and prompts is a few hundred bytes.
       sendRequest: (msg) => session.rpc.sendMessage(RELAY_PROGRAM, RELAY_PROTOCOL_VERSION, RelayProc.REQUEST, p.relayRequestMsg, msg, 512),
       sendCancel: (id, status, message) =>
-        session.rpc.sendMessage(RELAY_PROGRAM, RELAY_PROTOCOL_VERSION, RelayProc.CANCEL, p.relayCancelMsg, { id, status, message: message.slice(0, p.RELAY_TEXT_MAX) }),
+        session.rpc.sendMessage(RELAY_PROGRAM, RELAY_PROTOCOL_VERSION, RelayProc.CANCEL, p.relayCancelMsg, {
+          id,
+          status,
+          message: message.slice(0, p.RELAY_TEXT_MAX),
+        }),
       maxTimeoutMs: settings.maxTimeoutMs,
       maxRequestsPerOpen: settings.maxRequestsPerOpen,
       ...(writeAudit ? { audit: writeAudit } : {}),
@@ -71,14 +75,20 @@ export function relayExtension(settings: RelaySettings): RelayExtension {
         if (h.proc !== RelayProc.ANSWER) return;
         const channel = channels.get(session);
         if (!channel?.enabled) {
-          session.peerFaults.warn({ event: 'relay.answer.rejected', reason: 'the credential relay is not enabled on this connection' }, 'relay answer dropped');
+          session.peerFaults.warn(
+            { event: 'relay.answer.rejected', reason: 'the credential relay is not enabled on this connection' },
+            'relay answer dropped',
+          );
           return;
         }
         let args: p.RelayAnswerArgs;
         try {
           args = p.relayAnswerArgs.decode(body);
         } catch (e) {
-          session.peerFaults.warn({ event: 'relay.answer.rejected', reason: `undecodable: ${(e as Error).message}` }, 'malformed relay answer');
+          session.peerFaults.warn(
+            { event: 'relay.answer.rejected', reason: `undecodable: ${(e as Error).message}` },
+            'malformed relay answer',
+          );
           return;
         }
         try {
@@ -97,11 +107,23 @@ export function relayExtension(settings: RelaySettings): RelayExtension {
         ret: p.relayEnableRet,
         handle: (s, a: p.RelayEnableArgs) => {
           if (s.driverConn || s.opening) {
-            throw new VirError({ code: ErrorCode.OPERATION_INVALID, domain: ErrorDomain.AUTH, detail: 'the credential relay must be enabled before CONNECT_OPEN' });
+            throw new VirError({
+              code: ErrorCode.OPERATION_INVALID,
+              domain: ErrorDomain.AUTH,
+              detail: 'the credential relay must be enabled before CONNECT_OPEN',
+            });
           }
           const channel = channels.get(s) ?? createChannel(s);
-          channel.enable({ credTypes: a.cred_types, personPresent: a.person_present !== 0, timeoutMs: a.timeout_ms, maxRequests: a.max_requests });
-          s.log.debug({ event: 'relay.enabled', credTypes: a.cred_types, personPresent: a.person_present !== 0 }, 'client enabled the credential relay');
+          channel.enable({
+            credTypes: a.cred_types,
+            personPresent: a.person_present !== 0,
+            timeoutMs: a.timeout_ms,
+            maxRequests: a.max_requests,
+          });
+          s.log.debug(
+            { event: 'relay.enabled', credTypes: a.cred_types, personPresent: a.person_present !== 0 },
+            'client enabled the credential relay',
+          );
           return { daemon: processName, max_timeout_ms: channel.clientCapabilities!.timeoutMs };
         },
       });
@@ -115,7 +137,10 @@ export function relayExtension(settings: RelaySettings): RelayExtension {
       // The daemon's own auth.conf first; whatever it lacks goes back to the client.
       const relayAuth = {
         credTypes: ALL_CREDENTIAL_TYPES,
-        callback: (creds: Parameters<RelayChannel['request']>[0]['credentials'], info: { service: string; host: string; signal?: AbortSignal; deadline?: number }) => {
+        callback: (
+          creds: Parameters<RelayChannel['request']>[0]['credentials'],
+          info: { service: string; host: string; signal?: AbortSignal; deadline?: number },
+        ) => {
           const request = {
             service: info.service,
             host: info.host,
@@ -140,7 +165,14 @@ export function relayExtension(settings: RelaySettings): RelayExtension {
           maxRequests: caps.maxRequests,
           handle: (req, cancel, done) => {
             channel
-              .request({ service: req.service, host: req.host, origin: [...req.origin, hop], credentials: req.credentials, deadline: req.deadline, cancel })
+              .request({
+                service: req.service,
+                host: req.host,
+                origin: [...req.origin, hop],
+                credentials: req.credentials,
+                deadline: req.deadline,
+                cancel,
+              })
               .then(
                 () => done(null),
                 // The channel ends requests with VirErrors only.

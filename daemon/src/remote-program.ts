@@ -69,39 +69,66 @@ export function createRemoteProgram(opts: RemoteProgramOptions): ProgramDefiniti
   for (const p of opts.providers) byType.set(p.type, p);
 
   // --- authentication -------------------------------------------------------------------
-  def(RemoteProc.AUTH_LIST, xdr.xvoid, remote.authListRet, async (s) => {
-    if (s.authenticated) return { types: [AuthType.NONE] };
-    const provider = byType.get(s.socketAuth);
-    const override = await provider?.server?.onAuthList?.(s);
-    return { types: override ?? [s.socketAuth] };
-  }, false);
+  def(
+    RemoteProc.AUTH_LIST,
+    xdr.xvoid,
+    remote.authListRet,
+    async (s) => {
+      if (s.authenticated) return { types: [AuthType.NONE] };
+      const provider = byType.get(s.socketAuth);
+      const override = await provider?.server?.onAuthList?.(s);
+      return { types: override ?? [s.socketAuth] };
+    },
+    false,
+  );
 
   // Each provider's procedures run only on a socket that requires that provider, before auth.
   for (const provider of opts.providers) {
     const server = provider.server;
     if (!server) continue;
     for (const [num, p] of Object.entries(server.procedures)) {
-      def(Number(num), p.args, p.ret, async (s, args) => {
-        if (s.authenticated || s.socketAuth !== provider.type) {
-          s.log.warn({ event: 'auth.rejected', proc: Number(num), socketAuth: s.socketAuth }, 'authentication procedure not allowed on this connection');
-          throw authFailed();
-        }
-        return p.handle(s, args);
-      }, false);
+      def(
+        Number(num),
+        p.args,
+        p.ret,
+        async (s, args) => {
+          if (s.authenticated || s.socketAuth !== provider.type) {
+            s.log.warn(
+              { event: 'auth.rejected', proc: Number(num), socketAuth: s.socketAuth },
+              'authentication procedure not allowed on this connection',
+            );
+            throw authFailed();
+          }
+          return p.handle(s, args);
+        },
+        false,
+      );
     }
   }
   // The libvirt auth procedures no registered provider answers still exist in the protocol.
   for (const num of [RemoteProc.AUTH_SASL_INIT, RemoteProc.AUTH_SASL_START, RemoteProc.AUTH_SASL_STEP, RemoteProc.AUTH_POLKIT]) {
     if (procs.has(num)) continue;
-    const args = num === RemoteProc.AUTH_SASL_START ? remote.authSaslStartArgs : num === RemoteProc.AUTH_SASL_STEP ? remote.authSaslStepArgs : xdr.xvoid;
-    def(num, args as Codec<unknown>, xdr.xvoid, () => {
-      throw authFailed();
-    }, false);
+    const args =
+      num === RemoteProc.AUTH_SASL_START
+        ? remote.authSaslStartArgs
+        : num === RemoteProc.AUTH_SASL_STEP
+          ? remote.authSaslStepArgs
+          : xdr.xvoid;
+    def(
+      num,
+      args as Codec<unknown>,
+      xdr.xvoid,
+      () => {
+        throw authFailed();
+      },
+      false,
+    );
   }
 
   // --- connection -----------------------------------------------------------------------
   def(RemoteProc.CONNECT_OPEN, remote.connectOpenArgs, xdr.xvoid, async (s, { name, flags }) => {
-    if (s.driverConn || s.opening) throw new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.RPC, detail: 'connection already open' });
+    if (s.driverConn || s.opening)
+      throw new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.RPC, detail: 'connection already open' });
     const readOnly = s.readOnly || (flags & OpenFlag.READ_ONLY) !== 0;
     const conn = await opts.open(s, name, readOnly);
     try {
@@ -141,7 +168,9 @@ export function createRemoteProgram(opts: RemoteProgramOptions): ProgramDefiniti
   def(RemoteProc.CONNECT_UNREGISTER_CLOSE_CALLBACK, xdr.xvoid, xdr.xvoid, (s) => void s.conn());
   def(RemoteProc.CONNECT_GET_TYPE, xdr.xvoid, remote.connectGetTypeRet, async (s) => ({ type: await s.conn().getType() }));
   def(RemoteProc.CONNECT_GET_VERSION, xdr.xvoid, remote.connectGetVersionRet, async (s) => ({ hv_ver: await s.conn().getVersion() }));
-  def(RemoteProc.CONNECT_GET_LIB_VERSION, xdr.xvoid, remote.connectGetLibVersionRet, async (s) => ({ lib_ver: await s.conn().getLibVersion() }));
+  def(RemoteProc.CONNECT_GET_LIB_VERSION, xdr.xvoid, remote.connectGetLibVersionRet, async (s) => ({
+    lib_ver: await s.conn().getLibVersion(),
+  }));
   def(RemoteProc.CONNECT_GET_HOSTNAME, xdr.xvoid, remote.connectGetHostnameRet, async (s) => ({ hostname: await s.conn().getHostname() }));
   def(RemoteProc.CONNECT_GET_URI, xdr.xvoid, remote.connectGetUriRet, async (s) => ({ uri: await s.conn().getUri() }));
   def(RemoteProc.CONNECT_IS_SECURE, xdr.xvoid, remote.connectIsSecureRet, async (s) => {
@@ -154,10 +183,15 @@ export function createRemoteProgram(opts: RemoteProgramOptions): ProgramDefiniti
   // Lists show only the domains this client may see (each procedure's @aclfilter).
   const visibleDomains = async (s: ClientSession, proc: number, flags: number) =>
     access.filter(procedure(proc), await s.conn().listAllDomains(flags), s.accessSubject);
-  def(RemoteProc.CONNECT_LIST_ALL_DOMAINS, remote.connectListAllDomainsArgs, remote.connectListAllDomainsRet, async (s, { need_results, flags }) => {
-    const domains = await visibleDomains(s, RemoteProc.CONNECT_LIST_ALL_DOMAINS, flags);
-    return { domains: need_results ? domains : [], ret: domains.length };
-  });
+  def(
+    RemoteProc.CONNECT_LIST_ALL_DOMAINS,
+    remote.connectListAllDomainsArgs,
+    remote.connectListAllDomainsRet,
+    async (s, { need_results, flags }) => {
+      const domains = await visibleDomains(s, RemoteProc.CONNECT_LIST_ALL_DOMAINS, flags);
+      return { domains: need_results ? domains : [], ret: domains.length };
+    },
+  );
   def(RemoteProc.CONNECT_NUM_OF_DOMAINS, xdr.xvoid, remote.connectNumOfDomainsRet, async (s) => ({
     num: (await visibleDomains(s, RemoteProc.CONNECT_NUM_OF_DOMAINS, 1)).length,
   }));
@@ -168,15 +202,26 @@ export function createRemoteProgram(opts: RemoteProgramOptions): ProgramDefiniti
   def(RemoteProc.CONNECT_NUM_OF_DEFINED_DOMAINS, xdr.xvoid, remote.connectNumOfDefinedDomainsRet, async (s) => ({
     num: (await visibleDomains(s, RemoteProc.CONNECT_NUM_OF_DEFINED_DOMAINS, 2)).length,
   }));
-  def(RemoteProc.CONNECT_LIST_DEFINED_DOMAINS, remote.connectListDefinedDomainsArgs, remote.connectListDefinedDomainsRet, async (s, { maxnames }) => {
-    if (maxnames < 0 || maxnames > remote.REMOTE_DOMAIN_LIST_MAX) throw rpcMax('maxnames');
-    return { names: (await visibleDomains(s, RemoteProc.CONNECT_LIST_DEFINED_DOMAINS, 2)).map((d) => d.name).slice(0, maxnames) };
-  });
+  def(
+    RemoteProc.CONNECT_LIST_DEFINED_DOMAINS,
+    remote.connectListDefinedDomainsArgs,
+    remote.connectListDefinedDomainsRet,
+    async (s, { maxnames }) => {
+      if (maxnames < 0 || maxnames > remote.REMOTE_DOMAIN_LIST_MAX) throw rpcMax('maxnames');
+      return { names: (await visibleDomains(s, RemoteProc.CONNECT_LIST_DEFINED_DOMAINS, 2)).map((d) => d.name).slice(0, maxnames) };
+    },
+  );
 
   // --- domains --------------------------------------------------------------------------
-  def(RemoteProc.DOMAIN_LOOKUP_BY_NAME, remote.domainLookupByNameArgs, remote.domainLookupByNameRet, async (s, { name }) => ({ dom: await s.conn().lookupDomainByName(name) }));
-  def(RemoteProc.DOMAIN_LOOKUP_BY_ID, remote.domainLookupByIdArgs, remote.domainLookupByIdRet, async (s, { id }) => ({ dom: await s.conn().lookupDomainById(id) }));
-  def(RemoteProc.DOMAIN_LOOKUP_BY_UUID, remote.domainLookupByUuidArgs, remote.domainLookupByUuidRet, async (s, { uuid }) => ({ dom: await s.conn().lookupDomainByUuid(uuid) }));
+  def(RemoteProc.DOMAIN_LOOKUP_BY_NAME, remote.domainLookupByNameArgs, remote.domainLookupByNameRet, async (s, { name }) => ({
+    dom: await s.conn().lookupDomainByName(name),
+  }));
+  def(RemoteProc.DOMAIN_LOOKUP_BY_ID, remote.domainLookupByIdArgs, remote.domainLookupByIdRet, async (s, { id }) => ({
+    dom: await s.conn().lookupDomainById(id),
+  }));
+  def(RemoteProc.DOMAIN_LOOKUP_BY_UUID, remote.domainLookupByUuidArgs, remote.domainLookupByUuidRet, async (s, { uuid }) => ({
+    dom: await s.conn().lookupDomainByUuid(uuid),
+  }));
   def(RemoteProc.DOMAIN_GET_INFO, remote.domainGetInfoArgs, remote.domainGetInfoRet, async (s, { dom }) => s.conn().getDomainInfo(dom));
   def(RemoteProc.DOMAIN_GET_STATE, remote.domainGetStateArgs, remote.domainGetStateRet, async (s, { dom }) => s.conn().getDomainState(dom));
   def(RemoteProc.DOMAIN_GET_XML_DESC, remote.domainGetXmlDescArgs, remote.domainGetXmlDescRet, async (s, { dom, flags }) => ({
@@ -204,11 +249,16 @@ export function createRemoteProgram(opts: RemoteProgramOptions): ProgramDefiniti
     if (!c.getDomainAutostart) throw unsupported('virDomainGetAutostart');
     return { autostart: (await c.getDomainAutostart(dom)) ? 1 : 0 };
   });
-  def(RemoteProc.DOMAIN_HAS_MANAGED_SAVE_IMAGE, remote.domainHasManagedSaveImageArgs, remote.domainHasManagedSaveImageRet, async (s, { dom }) => {
-    const c = s.conn();
-    if (!c.hasManagedSaveImage) throw unsupported('virDomainHasManagedSaveImage');
-    return { result: (await c.hasManagedSaveImage(dom)) ? 1 : 0 };
-  });
+  def(
+    RemoteProc.DOMAIN_HAS_MANAGED_SAVE_IMAGE,
+    remote.domainHasManagedSaveImageArgs,
+    remote.domainHasManagedSaveImageRet,
+    async (s, { dom }) => {
+      const c = s.conn();
+      if (!c.hasManagedSaveImage) throw unsupported('virDomainHasManagedSaveImage');
+      return { result: (await c.hasManagedSaveImage(dom)) ? 1 : 0 };
+    },
+  );
   def(RemoteProc.NODE_GET_SECURITY_MODEL, xdr.xvoid, remote.nodeGetSecurityModelRet, async (s) => {
     const c = s.conn();
     if (!c.getSecurityModel) throw unsupported('virNodeGetSecurityModel');
@@ -228,47 +278,69 @@ export function createRemoteProgram(opts: RemoteProgramOptions): ProgramDefiniti
   });
 
   // --- domain events ----------------------------------------------------------------------
-  def(RemoteProc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY, remote.connectDomainEventCallbackRegisterAnyArgs, remote.connectDomainEventCallbackRegisterAnyRet, (s, { eventID, dom }) => {
-    const conn = s.conn();
-    if (eventID < 0 || eventID >= DOMAIN_EVENT_ID_LAST) {
-      throw new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.RPC, detail: `unsupported event ID ${eventID}` });
-    }
-    if (!conn.subscribeDomainLifecycle) throw unsupportedOperation({ api: 'virConnectDomainEventRegisterAny', apiErrorDomain: ErrorDomain.DOMAIN });
-    const callbacks = eventCallbacks(s);
-    const callbackID = callbacks.nextId++;
-    const register = procedure(RemoteProc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY);
-    const send = (e: DomainLifecycleEvent) =>
-      s.rpc.sendMessage(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, RemoteProc.DOMAIN_EVENT_CALLBACK_LIFECYCLE, remote.domainEventCallbackLifecycleMsg, {
-        callbackID,
-        msg: { dom: e.dom, event: e.event, detail: e.detail },
-      }, undefined, EVENT_SERIAL);
-    // Each event reaches only clients that may see its domain (the register's @aclfilter); the
-    // checks are chained so events keep their order even when a driver answers asynchronously.
-    let pending: Promise<void> = Promise.resolve();
-    // Only lifecycle events happen in virtauth's drivers; other kinds register and stay silent,
-    // as with libvirt's test driver.
-    const unsubscribe =
-      eventID === DomainEventId.LIFECYCLE
-        ? conn.subscribeDomainLifecycle((e) => {
-            if (dom && !dom.uuid.equals(e.dom.uuid)) return;
-            if (!access.enabled) return void send(e);
-            pending = pending
-              .then(() => access.allowsEvent(register, e.dom, s.accessSubject))
-              .then((allowed) => void (allowed && !s.rpc.closed && send(e)))
-              .catch((err: Error) => s.log.warn({ event: 'access.event.failed', err: err.message }, 'event not delivered: its access check failed'));
-          })
-        : () => {};
-    callbacks.byId.set(callbackID, unsubscribe);
-    return { callbackID };
-  });
-  def(RemoteProc.CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY, remote.connectDomainEventCallbackDeregisterAnyArgs, xdr.xvoid, (s, { callbackID }) => {
-    s.conn();
-    const callbacks = eventCallbacks(s);
-    const unsubscribe = callbacks.byId.get(callbackID);
-    if (!unsubscribe) throw new VirError({ code: ErrorCode.RPC, domain: ErrorDomain.RPC, detail: `domain event callback ${callbackID} not registered` });
-    callbacks.byId.delete(callbackID);
-    unsubscribe();
-  });
+  def(
+    RemoteProc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY,
+    remote.connectDomainEventCallbackRegisterAnyArgs,
+    remote.connectDomainEventCallbackRegisterAnyRet,
+    (s, { eventID, dom }) => {
+      const conn = s.conn();
+      if (eventID < 0 || eventID >= DOMAIN_EVENT_ID_LAST) {
+        throw new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.RPC, detail: `unsupported event ID ${eventID}` });
+      }
+      if (!conn.subscribeDomainLifecycle)
+        throw unsupportedOperation({ api: 'virConnectDomainEventRegisterAny', apiErrorDomain: ErrorDomain.DOMAIN });
+      const callbacks = eventCallbacks(s);
+      const callbackID = callbacks.nextId++;
+      const register = procedure(RemoteProc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY);
+      const send = (e: DomainLifecycleEvent) =>
+        s.rpc.sendMessage(
+          REMOTE_PROGRAM,
+          REMOTE_PROTOCOL_VERSION,
+          RemoteProc.DOMAIN_EVENT_CALLBACK_LIFECYCLE,
+          remote.domainEventCallbackLifecycleMsg,
+          {
+            callbackID,
+            msg: { dom: e.dom, event: e.event, detail: e.detail },
+          },
+          undefined,
+          EVENT_SERIAL,
+        );
+      // Each event reaches only clients that may see its domain (the register's @aclfilter); the
+      // checks are chained so events keep their order even when a driver answers asynchronously.
+      let pending: Promise<void> = Promise.resolve();
+      // Only lifecycle events happen in virtauth's drivers; other kinds register and stay silent,
+      // as with libvirt's test driver.
+      const unsubscribe =
+        eventID === DomainEventId.LIFECYCLE
+          ? conn.subscribeDomainLifecycle((e) => {
+              if (dom && !dom.uuid.equals(e.dom.uuid)) return;
+              if (!access.enabled) return void send(e);
+              pending = pending
+                .then(() => access.allowsEvent(register, e.dom, s.accessSubject))
+                .then((allowed) => void (allowed && !s.rpc.closed && send(e)))
+                .catch((err: Error) =>
+                  s.log.warn({ event: 'access.event.failed', err: err.message }, 'event not delivered: its access check failed'),
+                );
+            })
+          : () => {};
+      callbacks.byId.set(callbackID, unsubscribe);
+      return { callbackID };
+    },
+  );
+  def(
+    RemoteProc.CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY,
+    remote.connectDomainEventCallbackDeregisterAnyArgs,
+    xdr.xvoid,
+    (s, { callbackID }) => {
+      s.conn();
+      const callbacks = eventCallbacks(s);
+      const unsubscribe = callbacks.byId.get(callbackID);
+      if (!unsubscribe)
+        throw new VirError({ code: ErrorCode.RPC, domain: ErrorDomain.RPC, detail: `domain event callback ${callbackID} not registered` });
+      callbacks.byId.delete(callbackID);
+      unsubscribe();
+    },
+  );
 
   // --- everything else: the generated table -----------------------------------------------
   for (const info of remoteProcedures) {
@@ -381,7 +453,8 @@ export async function filterListReply(info: ProcedureInfo, ret: unknown, s: Clie
   if (ret === null || typeof ret !== 'object') throw accessDenied();
   const record = { ...(ret as Record<string, unknown>) };
   const lists = Object.entries(record).filter(([, v]) => Array.isArray(v));
-  const objectList = lists.length === 1 && (lists[0]![1] as unknown[]).every((x) => x !== null && typeof x === 'object' && !Buffer.isBuffer(x));
+  const objectList =
+    lists.length === 1 && (lists[0]![1] as unknown[]).every((x) => x !== null && typeof x === 'object' && !Buffer.isBuffer(x));
   if (!objectList) {
     s.log.warn({ event: 'access.filter.unsupported', procedure: info.name }, 'list reply refused: its items cannot be checked one by one');
     throw accessDenied();

@@ -236,10 +236,18 @@ export class VirtauthServer {
     const next = { ...this.limits, ...change };
     if (next.maxClients < next.maxAnonymousClients) {
       // libvirt's text, word for word (its two halves are the wrong way round there too).
-      throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.NONE, detail: 'The overall maximum number of clients waiting for authentication must not be less than the overall maximum number of clients' });
+      throw new VirError({
+        code: ErrorCode.INVALID_ARG,
+        domain: ErrorDomain.NONE,
+        detail:
+          'The overall maximum number of clients waiting for authentication must not be less than the overall maximum number of clients',
+      });
     }
     Object.assign(this.limits, next);
-    this.log.info({ event: 'limits.changed', maxClients: next.maxClients, maxAnonymousClients: next.maxAnonymousClients }, 'client limits changed');
+    this.log.info(
+      { event: 'limits.changed', maxClients: next.maxClients, maxAnonymousClients: next.maxAnonymousClients },
+      'client limits changed',
+    );
     this.admitWaiting();
   }
 
@@ -260,7 +268,11 @@ export class VirtauthServer {
    */
   async updateTlsFiles(): Promise<void> {
     if (this.tlsServers.length === 0) {
-      throw new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.RPC, detail: 'no tls service found, unable to update tls files' });
+      throw new VirError({
+        code: ErrorCode.INTERNAL_ERROR,
+        domain: ErrorDomain.RPC,
+        detail: 'no tls service found, unable to update tls files',
+      });
     }
     // Loading checks the set, so a bad file is an error for whoever asked, not for the next client.
     const material = await loadTlsMaterial(this.config);
@@ -273,7 +285,11 @@ export class VirtauthServer {
     for (const spec of this.specs) {
       const p = this.providers.find((x) => x.type === spec.auth);
       if (!p?.server && spec.auth !== AuthType.NONE) {
-        throw new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `no server-side provider is registered for auth scheme '${authSchemeName(this.providers, spec.auth)}'` });
+        throw new VirError({
+          code: ErrorCode.CONF_SYNTAX,
+          domain: ErrorDomain.CONF,
+          detail: `no server-side provider is registered for auth scheme '${authSchemeName(this.providers, spec.auth)}'`,
+        });
       }
     }
     this.programs = [
@@ -319,7 +335,10 @@ export class VirtauthServer {
   }
 
   private async listen(spec: ListenerSpec): Promise<ListenerInfo> {
-    const server = spec.kind === 'tls' ? await this.createTlsServer(spec) : net.createServer({ pauseOnConnect: true }, (socket) => this.acceptPlain(socket, spec));
+    const server =
+      spec.kind === 'tls'
+        ? await this.createTlsServer(spec)
+        : net.createServer({ pauseOnConnect: true }, (socket) => this.acceptPlain(socket, spec));
     if (spec.fd !== undefined) {
       await listenOn(server, { fd: spec.fd }, spec, this.log);
       this.servers.push(server);
@@ -331,7 +350,12 @@ export class VirtauthServer {
       const path = spec.path!;
       await mkdir(dirname(path), { recursive: true, mode: 0o755 });
       await removeStaleSocket(path);
-      await bindUnixSocket(server, path, { ...(spec.perms !== undefined ? { perms: spec.perms } : {}), groupId: this.socketGroupId }, this.log);
+      await bindUnixSocket(
+        server,
+        path,
+        { ...(spec.perms !== undefined ? { perms: spec.perms } : {}), groupId: this.socketGroupId },
+        this.log,
+      );
       this.boundPaths.push(path);
       this.servers.push(server);
       const scheme = 'test+unix';
@@ -379,7 +403,10 @@ export class VirtauthServer {
       // that needs no authentication waits as long as libvirtd's backlog would keep it.
       if (spec.auth !== AuthType.NONE && this.config.authTimeout > 0) {
         const timer = setTimeout(() => {
-          this.log.warn({ event: 'client.auth_timeout', seconds: this.config.authTimeout, queued: true }, 'client waited in the queue longer than auth_timeout');
+          this.log.warn(
+            { event: 'client.auth_timeout', seconds: this.config.authTimeout, queued: true },
+            'client waited in the queue longer than auth_timeout',
+          );
           socket.destroy();
         }, this.config.authTimeout * 1000);
         timer.unref();
@@ -393,7 +420,10 @@ export class VirtauthServer {
           this.clientCountChanged();
         }
       });
-      this.log.info({ event: 'client.waiting', clients: this.sessions.size, maxClients: this.limits.maxClients, waiting: this.waiting.length }, 'client limit reached: the connection waits');
+      this.log.info(
+        { event: 'client.waiting', clients: this.sessions.size, maxClients: this.limits.maxClients, waiting: this.waiting.length },
+        'client limit reached: the connection waits',
+      );
       return;
     }
     this.startSession(socket, spec, tlsDn, acceptedAt);
@@ -427,7 +457,10 @@ export class VirtauthServer {
     } catch (e) {
       // Without them the client can still use auth "none"; polkit then refuses it, pointing here.
       const level = spec.auth === AuthType.NONE ? 'debug' : 'warn';
-      this.log[level]({ event: 'client.peercred.failed', err: (e as Error).message }, 'cannot read the unix-socket client\'s peer credentials');
+      this.log[level](
+        { event: 'client.peercred.failed', err: (e as Error).message },
+        "cannot read the unix-socket client's peer credentials",
+      );
       return undefined;
     }
   }
@@ -449,40 +482,59 @@ export class VirtauthServer {
     const anonymous = spec.auth !== AuthType.NONE;
     // Before authentication only small procedures can be called: a client cannot make us buffer
     // libvirt's 32 MiB packets until it has authenticated.
-    const rpc = new RpcConnection(socket, { maxConcurrentCalls: this.config.maxClientRequests, ...(anonymous ? { maxPacketBytes: PRE_AUTH_PACKET_MAX } : {}) });
+    const rpc = new RpcConnection(socket, {
+      maxConcurrentCalls: this.config.maxClientRequests,
+      ...(anonymous ? { maxPacketBytes: PRE_AUTH_PACKET_MAX } : {}),
+    });
     if (anonymous) this.anonymous++;
     const bindLog = () => this.log.child({ conn: rpc.id, transport: spec.kind }) as Logger & ClientSession['log'];
-    const session = new ClientSession(rpc, transport, spec.auth, spec.readOnly, bindLog, () => {
-      rpc.setMaxPacketBytes(PACKET_MAX);
-      this.releaseAnonymous();
-    }, peerIdentity);
+    const session = new ClientSession(
+      rpc,
+      transport,
+      spec.auth,
+      spec.readOnly,
+      bindLog,
+      () => {
+        rpc.setMaxPacketBytes(PACKET_MAX);
+        this.releaseAnonymous();
+      },
+      peerIdentity,
+    );
     if (tlsDn !== undefined) session.identity.tlsDistinguishedName = tlsDn;
     if (anonymous && this.config.authTimeout > 0) {
-      const timer = setTimeout(() => {
-        if (session.authenticated || rpc.closed) return;
-        session.log.warn({ event: 'client.auth_timeout', seconds: this.config.authTimeout }, 'client did not authenticate in time');
-        rpc.close(null);
-      }, Math.max(0, this.config.authTimeout * 1000 - (Date.now() - acceptedAt)));
+      const timer = setTimeout(
+        () => {
+          if (session.authenticated || rpc.closed) return;
+          session.log.warn({ event: 'client.auth_timeout', seconds: this.config.authTimeout }, 'client did not authenticate in time');
+          rpc.close(null);
+        },
+        Math.max(0, this.config.authTimeout * 1000 - (Date.now() - acceptedAt)),
+      );
       timer.unref();
       session.onClose(() => clearTimeout(timer));
     }
     this.sessions.add(session);
     this.clientCountChanged();
     rpc.setCallHandler(createDispatcher(this.programs, { context: session, isAuthenticated: () => session.authenticated }));
-    rpc.on('protocolError', (e: Error) => session.peerFaults.warn({ event: 'protocol.error', err: e.message }, 'malformed input from client'));
+    rpc.on('protocolError', (e: Error) =>
+      session.peerFaults.warn({ event: 'protocol.error', err: e.message }, 'malformed input from client'),
+    );
     // The 'close' event rather than whenClosed(): no promise kept for every idle connection; the
     // clean-up still runs after close() has returned, as a promise reaction did.
-    rpc.on('close', (reason: VirError | null) => queueMicrotask(async () => {
-      this.sessions.delete(session);
-      this.clientCountChanged();
-      session.flushPeerFaults();
-      if (anonymous && !session.authenticated) this.anonymous--;
-      this.admitWaiting();
-      if (this.log.isLevelEnabled('debug')) session.log.debug({ event: 'client.closed', reason: reason?.message }, 'client disconnected');
-      await session.dispose();
-    }));
+    rpc.on('close', (reason: VirError | null) =>
+      queueMicrotask(async () => {
+        this.sessions.delete(session);
+        this.clientCountChanged();
+        session.flushPeerFaults();
+        if (anonymous && !session.authenticated) this.anonymous--;
+        this.admitWaiting();
+        if (this.log.isLevelEnabled('debug')) session.log.debug({ event: 'client.closed', reason: reason?.message }, 'client disconnected');
+        await session.dispose();
+      }),
+    );
     for (const e of this.extensions) e.onSession?.(session);
-    if (this.log.isLevelEnabled('debug')) session.log.debug({ event: 'client.connected', peerUid: transport.peer?.uid }, 'client connected');
+    if (this.log.isLevelEnabled('debug'))
+      session.log.debug({ event: 'client.connected', peerUid: transport.peer?.uid }, 'client connected');
     socket.resume();
   }
 
@@ -500,10 +552,21 @@ export class VirtauthServer {
     // (uri_upstream_list entries are matched exactly, so they are allowed as written).
     if (!route && uriText !== this.config.defaultUri && !this.uriAllowList.allows(uriText)) {
       session.log.warn(
-        { event: 'connect.open.denied', uri: uriForLog(uriText), readOnly, peerUid: session.identity.unixUid, user: session.identity.username, method: session.identity.method },
+        {
+          event: 'connect.open.denied',
+          uri: uriForLog(uriText),
+          readOnly,
+          peerUid: session.identity.unixUid,
+          user: session.identity.username,
+          method: session.identity.method,
+        },
         'connection open refused: the URI is not in uri_allowed_list',
       );
-      throw new VirError({ code: ErrorCode.ACCESS_DENIED, domain: ErrorDomain.ACCESS, detail: `this daemon does not open '${uriForLog(uriText)}' (its operator can allow it in uri_allowed_list)` });
+      throw new VirError({
+        code: ErrorCode.ACCESS_DENIED,
+        domain: ErrorDomain.ACCESS,
+        detail: `this daemon does not open '${uriForLog(uriText)}' (its operator can allow it in uri_allowed_list)`,
+      });
     }
     const uri = parseUri(route ? route.upstreamUri : uriText);
     const drivers = this.container.resolveAll(DRIVER);
@@ -526,9 +589,27 @@ export class VirtauthServer {
     };
     const started = Date.now();
     try {
-      for (const e of this.extensions) if (e.decorateOpenContext) ctx = await e.decorateOpenContext(session, ctx, { uri: uriText, driver: driver.name, ...(route ? { upstreamUri: route.upstreamUri } : {}), sources });
+      for (const e of this.extensions)
+        if (e.decorateOpenContext)
+          ctx = await e.decorateOpenContext(session, ctx, {
+            uri: uriText,
+            driver: driver.name,
+            ...(route ? { upstreamUri: route.upstreamUri } : {}),
+            sources,
+          });
       const conn = await driver.open(uri, ctx);
-      if (this.log.isLevelEnabled('info')) session.log.info({ event: 'connect.open', driver: driver.name, uri: uriText, ...(route ? { upstream: route.upstreamUri } : {}), readOnly, ms: Date.now() - started }, 'hypervisor connection opened');
+      if (this.log.isLevelEnabled('info'))
+        session.log.info(
+          {
+            event: 'connect.open',
+            driver: driver.name,
+            uri: uriText,
+            ...(route ? { upstream: route.upstreamUri } : {}),
+            readOnly,
+            ms: Date.now() - started,
+          },
+          'hypervisor connection opened',
+        );
       if (session.rpc.closed) {
         await conn.close();
         throw new VirError({ code: ErrorCode.AUTH_CANCELLED, domain: ErrorDomain.RPC, detail: 'client disconnected' });
@@ -553,7 +634,10 @@ export class VirtauthServer {
       }
       return conn;
     } catch (e) {
-      session.log.info({ event: 'connect.open.failed', driver: driver.name, uri: uriText, err: (e as Error).message }, 'hypervisor connection failed');
+      session.log.info(
+        { event: 'connect.open.failed', driver: driver.name, uri: uriText, err: (e as Error).message },
+        'hypervisor connection failed',
+      );
       throw restrictedClient(session) ? withoutDetails(e, uri, session) : e;
     } finally {
       session.opening = null;
@@ -570,7 +654,10 @@ export class VirtauthServer {
     return {
       fill: (creds, service, host, info) => {
         if (info?.cleartext) {
-          session.log.warn({ event: 'credentials.stored.withheld', service, host }, "the daemon's stored credentials are never sent over an unencrypted channel");
+          session.log.warn(
+            { event: 'credentials.stored.withheld', service, host },
+            "the daemon's stored credentials are never sent over an unencrypted channel",
+          );
           return;
         }
         return source.fillExact?.(creds, service, host);
@@ -612,8 +699,13 @@ function withoutDetails(e: unknown, uri: ConnectUri, session: ClientSession): Vi
   const code = e instanceof VirError ? e.code : ErrorCode.INTERNAL_ERROR;
   const domain = e instanceof VirError ? e.domain : ErrorDomain.NONE;
   // The relay's own outcomes say only what this client was asked and why it ended: keep them.
-  if (e instanceof VirError && (code === ErrorCode.AUTH_CANCELLED || (code === ErrorCode.AUTH_UNAVAILABLE && domain === ErrorDomain.AUTH))) return e;
-  return new VirError({ code, domain, detail: `cannot open '${uriForLog(uri.raw)}': the daemon's log has the reason (connection ${session.connectionId})` });
+  if (e instanceof VirError && (code === ErrorCode.AUTH_CANCELLED || (code === ErrorCode.AUTH_UNAVAILABLE && domain === ErrorDomain.AUTH)))
+    return e;
+  return new VirError({
+    code,
+    domain,
+    detail: `cannot open '${uriForLog(uri.raw)}': the daemon's log has the reason (connection ${session.connectionId})`,
+  });
 }
 
 /** A client-supplied URI as logs and errors show it: bounded, and no password in the user part. */
@@ -647,7 +739,12 @@ export function clientDistinguishedName(socket: tls.TLSSocket): string {
  * Binds a unix socket in a private directory beside `path`, gives it its mode and group there,
  * and only then renames it into place: no client ever sees it with the wrong permissions.
  */
-export async function bindUnixSocket(server: net.Server, path: string, opts: { perms?: number; groupId?: number | null }, log: Logger): Promise<void> {
+export async function bindUnixSocket(
+  server: net.Server,
+  path: string,
+  opts: { perms?: number; groupId?: number | null },
+  log: Logger,
+): Promise<void> {
   const privateDir = await mkdtemp(join(dirname(path), `.${basename(path)}-`));
   const staging = join(privateDir, 'sock');
   try {
@@ -661,15 +758,22 @@ export async function bindUnixSocket(server: net.Server, path: string, opts: { p
 }
 
 /** Binds or adopts a listener; errors become libvirt's one-line messages naming what failed. */
-export async function listenOn(server: net.Server, where: net.ListenOptions & { fd?: number }, spec: Pick<ListenerSpec, 'kind'>, log: Logger, shownPath = where.path): Promise<void> {
+export async function listenOn(
+  server: net.Server,
+  where: net.ListenOptions & { fd?: number },
+  spec: Pick<ListenerSpec, 'kind'>,
+  log: Logger,
+  shownPath = where.path,
+): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     const failed = (e: NodeJS.ErrnoException) => {
       const reason = describeErrno(e);
-      const detail = where.fd !== undefined
-        ? `Unable to listen on the socket passed by systemd (descriptor ${where.fd}): ${reason}`
-        : spec.kind === 'unix'
-          ? `Failed to bind socket to '${shownPath}': ${reason}`
-          : `Unable to bind to port ${where.port} on ${where.host}: ${reason}`;
+      const detail =
+        where.fd !== undefined
+          ? `Unable to listen on the socket passed by systemd (descriptor ${where.fd}): ${reason}`
+          : spec.kind === 'unix'
+            ? `Failed to bind socket to '${shownPath}': ${reason}`
+            : `Unable to bind to port ${where.port} on ${where.host}: ${reason}`;
       reject(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail }));
     };
     server.once('error', failed);
@@ -705,7 +809,8 @@ function describeErrno(e: NodeJS.ErrnoException): string {
 export async function removeStaleSocket(path: string): Promise<void> {
   try {
     const st = await stat(path);
-    if (!st.isSocket()) throw new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: `${path} exists and is not a socket` });
+    if (!st.isSocket())
+      throw new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: `${path} exists and is not a socket` });
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw e;
@@ -719,6 +824,7 @@ export async function removeStaleSocket(path: string): Promise<void> {
     });
     c.once('error', () => resolve(false));
   });
-  if (live) throw new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: `another daemon is already listening on ${path}` });
+  if (live)
+    throw new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: `another daemon is already listening on ${path}` });
   await rm(path, { force: true });
 }

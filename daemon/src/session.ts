@@ -108,21 +108,25 @@ export class ClientSession implements ServerAuthContext {
     Object.assign(this.identity, identity);
     this.authed = true;
     const who = this.identity;
-    this.log.info({
-      event: 'client.authenticated',
-      method: who.method,
-      user: who.username,
-      ...(who.sasl ? { mechanism: who.sasl.mechanism } : {}),
-      ...(who.unix ? { uid: who.unix.uid, pid: who.unix.pid } : {}),
-      ...(who.tlsDistinguishedName ? { x509Dn: who.tlsDistinguishedName } : {}),
-      ...(who.oidc ? { oidcIssuer: who.oidc.issuer, oidcSubject: who.oidc.subject } : {}),
-    }, 'client authenticated');
+    this.log.info(
+      {
+        event: 'client.authenticated',
+        method: who.method,
+        user: who.username,
+        ...(who.sasl ? { mechanism: who.sasl.mechanism } : {}),
+        ...(who.unix ? { uid: who.unix.uid, pid: who.unix.pid } : {}),
+        ...(who.tlsDistinguishedName ? { x509Dn: who.tlsDistinguishedName } : {}),
+        ...(who.oidc ? { oidcIssuer: who.oidc.issuer, oidcSubject: who.oidc.subject } : {}),
+      },
+      'client authenticated',
+    );
     this.onAuthenticated(this);
   }
 
   /** The open hypervisor connection, or libvirt's error for a call made before CONNECT_OPEN. */
   conn(): DriverConnection {
-    if (!this.driverConn) throw new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.RPC, detail: 'hypervisor connection not open' });
+    if (!this.driverConn)
+      throw new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.RPC, detail: 'hypervisor connection not open' });
     return this.driverConn;
   }
 
@@ -160,7 +164,9 @@ export class ClientSession implements ServerAuthContext {
   }
 
   async dispose(): Promise<void> {
-    this.opening?.abort(this.closeReason ?? new VirError({ code: ErrorCode.AUTH_CANCELLED, domain: ErrorDomain.RPC, detail: 'client disconnected' }));
+    this.opening?.abort(
+      this.closeReason ?? new VirError({ code: ErrorCode.AUTH_CANCELLED, domain: ErrorDomain.RPC, detail: 'client disconnected' }),
+    );
     this.runCleanups();
     const conn = this.driverConn;
     this.driverConn = null;

@@ -14,7 +14,11 @@ import { ErrorCode, ErrorDomain, REMOTE_DRIVER_PARAMS, VirError, globMatch, pars
  * Parameters that decide where or how securely a driver connects: the remote driver's own (all but
  * `name`, which is what the next daemon opens and is checked there) and XenAPI's.
  */
-export const CONNECTION_PARAMS: ReadonlySet<string> = new Set([...[...REMOTE_DRIVER_PARAMS].filter((k) => k !== 'name'), 'server', 'scheme']);
+export const CONNECTION_PARAMS: ReadonlySet<string> = new Set([
+  ...[...REMOTE_DRIVER_PARAMS].filter((k) => k !== 'name'),
+  'server',
+  'scheme',
+]);
 
 const GLOB_CHARS = /[*?]/;
 
@@ -58,7 +62,8 @@ export function parseUriPattern(text: string): UriPattern {
   if (!params) throw configError(`'${text}': a parameter is given twice`);
   for (const [k, v] of params) {
     if (GLOB_CHARS.test(k)) throw configError(`'${text}': parameter names must be written literally`);
-    if (CONNECTION_PARAMS.has(k) && GLOB_CHARS.test(v)) throw configError(`'${text}': ${k}= decides where or how the daemon connects and must be written literally`);
+    if (CONNECTION_PARAMS.has(k) && GLOB_CHARS.test(v))
+      throw configError(`'${text}': ${k}= decides where or how the daemon connects and must be written literally`);
   }
   return { text, uri, params };
 }

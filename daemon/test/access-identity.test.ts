@@ -16,7 +16,10 @@ test('the unix peer: uid, gid, groups, pid, start time and names read at accept'
   const identity = unixPeerIdentity({ pid: process.pid, uid, gid });
   t.is(identity.pid, process.pid);
   // getgroups() may add the effective gid to the supplementary groups /proc lists.
-  t.true(identity.groups.every((g) => process.getgroups!().includes(g)), `groups ${identity.groups.join(',')}`);
+  t.true(
+    identity.groups.every((g) => process.getgroups!().includes(g)),
+    `groups ${identity.groups.join(',')}`,
+  );
   t.is(typeof identity.processStartTime, 'bigint');
   if (uid === 0) {
     t.is(identity.userName, 'root');
@@ -38,7 +41,15 @@ test('a process that is gone, or a /proc that lies, gives no start time rather t
 test('access settings: driver lists and audit modes are checked, none means no checks', (t) => {
   t.deepEqual(accessSettingsFrom(new Map()), { drivers: [], audit: 'denied' });
   t.deepEqual(accessSettingsFrom(conf([['access_drivers', ['none']]])), { drivers: [], audit: 'denied' });
-  t.deepEqual(accessSettingsFrom(conf([['access_drivers', ['cedar', 'polkit']], ['access_audit', 'all']])), { drivers: ['cedar', 'polkit'], audit: 'all' });
+  t.deepEqual(
+    accessSettingsFrom(
+      conf([
+        ['access_drivers', ['cedar', 'polkit']],
+        ['access_audit', 'all'],
+      ]),
+    ),
+    { drivers: ['cedar', 'polkit'], audit: 'all' },
+  );
   t.throws(() => accessSettingsFrom(conf([['access_drivers', 'cedar']])), { message: /access_drivers: expected a \[/ });
   t.throws(() => accessSettingsFrom(conf([['access_drivers', ['cedar', 'cedar']]])), { message: /listed twice/ });
   t.throws(() => accessSettingsFrom(conf([['access_audit', 'some']])), { message: /access_audit: expected "denied" or "all"/ });

@@ -25,7 +25,13 @@ test('LISTEN_* for this process: one socket per descriptor from 3 on, names in o
   const e = env({ LISTEN_PID: '42', LISTEN_FDS: '2', LISTEN_FDNAMES: 'virtauthd.socket:virtauthd-ro.socket' });
   const addresses: Record<number, SocketAddress> = { 3: unix('/run/virtauth/virtauth-sock'), 4: unix('/run/virtauth/virtauth-sock-ro') };
   const sockets = readInheritedSockets(e, 42, (fd) => addresses[fd]!);
-  t.deepEqual(sockets?.map((s) => [s.fd, s.name]), [[3, 'virtauthd.socket'], [4, 'virtauthd-ro.socket']]);
+  t.deepEqual(
+    sockets?.map((s) => [s.fd, s.name]),
+    [
+      [3, 'virtauthd.socket'],
+      [4, 'virtauthd-ro.socket'],
+    ],
+  );
   t.is(e.LISTEN_PID, undefined);
   t.is(e.LISTEN_FDS, undefined);
   t.is(e.LISTEN_FDNAMES, undefined);
@@ -36,7 +42,12 @@ test('sockets meant for another process, none, or no LISTEN_PID: no activation (
   const never = () => {
     throw new Error('must not look at descriptors');
   };
-  const cases: Record<string, string>[] = [{ LISTEN_PID: '41', LISTEN_FDS: '1' }, { LISTEN_PID: '42', LISTEN_FDS: '0' }, { LISTEN_FDS: '1' }, { LISTEN_PID: 'x42', LISTEN_FDS: '1' }];
+  const cases: Record<string, string>[] = [
+    { LISTEN_PID: '41', LISTEN_FDS: '1' },
+    { LISTEN_PID: '42', LISTEN_FDS: '0' },
+    { LISTEN_FDS: '1' },
+    { LISTEN_PID: 'x42', LISTEN_FDS: '1' },
+  ];
   for (const values of cases) {
     const e = env(values);
     t.is(readInheritedSockets(e, 42, never), null, JSON.stringify(values));
@@ -46,7 +57,10 @@ test('sockets meant for another process, none, or no LISTEN_PID: no activation (
 
 test('malformed LISTEN_FDS, a name count that differs, or a descriptor that is no socket: clear errors', (t) => {
   const ok = () => unix('/run/virtauth/virtauth-sock');
-  t.throws(() => readInheritedSockets(env({ LISTEN_PID: '42', LISTEN_FDS: '-1' }), 42, ok), { instanceOf: VirError, message: /socket activation: LISTEN_FDS='-1' is not a count/ });
+  t.throws(() => readInheritedSockets(env({ LISTEN_PID: '42', LISTEN_FDS: '-1' }), 42, ok), {
+    instanceOf: VirError,
+    message: /socket activation: LISTEN_FDS='-1' is not a count/,
+  });
   t.throws(() => readInheritedSockets(env({ LISTEN_PID: '42', LISTEN_FDS: '99999' }), 42, ok), { message: /LISTEN_FDS='99999'/ });
   t.throws(() => readInheritedSockets(env({ LISTEN_PID: '42', LISTEN_FDS: '2', LISTEN_FDNAMES: 'virtauthd.socket' }), 42, ok), {
     message: /LISTEN_FDNAMES names 1 socket\(s\) but LISTEN_FDS passes 2/,
@@ -73,7 +87,10 @@ test('named sockets map onto the listeners; a unix socket not passed is created 
     { kind: 'tcp', host: '0.0.0.0', port: 16509, auth: AuthType.SASL, readOnly: false, fd: 5 },
     { kind: 'tcp', host: '::', port: 16509, auth: AuthType.SASL, readOnly: false, fd: 6 },
   ]);
-  t.deepEqual(plan.admin.map((s) => s.fd), [4]);
+  t.deepEqual(
+    plan.admin.map((s) => s.fd),
+    [4],
+  );
   t.deepEqual(plan.ignored, ['listen_tls (no virtauthd-tls.socket was passed)']);
 });
 
@@ -86,17 +103,37 @@ test('unnamed sockets (systemd-socket-activate without --fdname) are matched by 
     ],
     cfg,
   );
-  t.deepEqual(plan.listeners(AUTH).map((l) => [l.kind, l.readOnly, l.fd]), [['unix', false, undefined], ['unix', true, 3], ['tls', false, 4]]);
+  t.deepEqual(
+    plan.listeners(AUTH).map((l) => [l.kind, l.readOnly, l.fd]),
+    [
+      ['unix', false, undefined],
+      ['unix', true, 3],
+      ['tls', false, 4],
+    ],
+  );
 });
 
-test('a socket that is not virtauthd\'s, or of the wrong kind, is refused naming it', (t) => {
+test("a socket that is not virtauthd's, or of the wrong kind, is refused naming it", (t) => {
   const cfg = config();
-  const refuse = (socket: InheritedSocket, message: RegExp) => t.throws(() => planActivatedListeners([socket], cfg), { instanceOf: VirError, message });
-  refuse({ fd: 3, name: 'virtqemud.socket', address: unix('/run/libvirt/virtqemud-sock') }, /descriptor 3 'virtqemud\.socket' \(unix \/run\/libvirt\/virtqemud-sock\) is none of virtauthd's sockets \(expected one of virtauthd\.socket/);
-  refuse({ fd: 3, name: null, address: unix('/tmp/elsewhere') }, /is none of virtauthd's sockets \(expected \/run\/virtauth\/virtauth-sock/);
+  const refuse = (socket: InheritedSocket, message: RegExp) =>
+    t.throws(() => planActivatedListeners([socket], cfg), { instanceOf: VirError, message });
+  refuse(
+    { fd: 3, name: 'virtqemud.socket', address: unix('/run/libvirt/virtqemud-sock') },
+    /descriptor 3 'virtqemud\.socket' \(unix \/run\/libvirt\/virtqemud-sock\) is none of virtauthd's sockets \(expected one of virtauthd\.socket/,
+  );
+  refuse(
+    { fd: 3, name: null, address: unix('/tmp/elsewhere') },
+    /is none of virtauthd's sockets \(expected \/run\/virtauth\/virtauth-sock/,
+  );
   refuse({ fd: 3, name: null, address: inet(22) }, /inet 0\.0\.0\.0:22\) is none of virtauthd's sockets/);
   refuse({ fd: 3, name: 'virtauthd.socket', address: inet(16509) }, /must be a unix socket for virtauthd\.socket/);
   refuse({ fd: 3, name: 'virtauthd-tls.socket', address: unix('/run/virtauth/x') }, /must be a TCP socket for virtauthd-tls\.socket/);
-  refuse({ fd: 3, name: 'virtauthd.socket', address: { ...unix('/run/virtauth/virtauth-sock'), listening: false } }, /is not a listening stream socket \(use ListenStream= in virtauthd\.socket\)/);
-  refuse({ fd: 3, name: 'virtauthd.socket', address: { ...unix('/run/virtauth/virtauth-sock'), stream: false } }, /not a listening stream socket/);
+  refuse(
+    { fd: 3, name: 'virtauthd.socket', address: { ...unix('/run/virtauth/virtauth-sock'), listening: false } },
+    /is not a listening stream socket \(use ListenStream= in virtauthd\.socket\)/,
+  );
+  refuse(
+    { fd: 3, name: 'virtauthd.socket', address: { ...unix('/run/virtauth/virtauth-sock'), stream: false } },
+    /not a listening stream socket/,
+  );
 });

@@ -10,10 +10,26 @@ function capture() {
   const stream = new PassThrough();
   let text = '';
   stream.on('data', (chunk: Buffer) => (text += chunk.toString('utf8')));
-  return { stream, lines: () => text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>) };
+  return {
+    stream,
+    lines: () =>
+      text
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => JSON.parse(l) as Record<string, unknown>),
+  };
 }
 
-const record = { id: 7, connectionId: 3, origin: [{ daemon: 'virtauthd@b', driver: 'xenapi', uri: 'xenapi://x/' }], service: 'xenapi', host: 'x', credentialTypes: ['PASSPHRASE'], outcome: 'OK', durationMs: 4 };
+const record = {
+  id: 7,
+  connectionId: 3,
+  origin: [{ daemon: 'virtauthd@b', driver: 'xenapi', uri: 'xenapi://x/' }],
+  service: 'xenapi',
+  host: 'x',
+  credentialTypes: ['PASSPHRASE'],
+  outcome: 'OK',
+  durationMs: 4,
+};
 
 test('an audit line is the line pino writes for the same record, written at once, in order', (t) => {
   const out = capture();

@@ -8,7 +8,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { container as rootContainer } from 'tsyringe';
 import { CONFIG_KEYS, ErrorCode, VirError, type ConfValue } from '@virtauth/core';
-import { OAUTHBEARER_CONFIG_KEYS, POLKIT_CONFIG_KEYS, SASL_CONFIG_KEYS, oauthBearerSettingsFrom, polkitSettingsFrom, saslSettingsFrom } from '@virtauth/providers';
+import {
+  OAUTHBEARER_CONFIG_KEYS,
+  POLKIT_CONFIG_KEYS,
+  SASL_CONFIG_KEYS,
+  oauthBearerSettingsFrom,
+  polkitSettingsFrom,
+  saslSettingsFrom,
+} from '@virtauth/providers';
 import { JsonSink } from './helpers.js';
 import { DAEMON_CONFIG_KEYS, LIBVIRTD_CONFIG_KEYS, buildConfig, createDaemon, createLogger, loadConfig } from '../src/index.js';
 
@@ -39,7 +46,10 @@ test('a key neither virtauthd nor libvirtd knows stops the daemon with its line 
 });
 
 test('libvirtd keys virtauthd does not use start the daemon with one warning naming them', async (t) => {
-  const { file } = await configFile(t, (dir) => `unix_sock_dir = "${dir}"\nmax_workers = 20\nhost_uuid_source = "smbios"\nauth_unix_rw = "none"\n`);
+  const { file } = await configFile(
+    t,
+    (dir) => `unix_sock_dir = "${dir}"\nmax_workers = 20\nhost_uuid_source = "smbios"\nauth_unix_rw = "none"\n`,
+  );
   const log = await start(t, file);
   const warnings = log.events('config.unused');
   t.is(warnings.length, 1);
@@ -47,7 +57,7 @@ test('libvirtd keys virtauthd does not use start the daemon with one warning nam
   t.regex(warnings[0]!.msg as string, /max_workers, host_uuid_source/);
 });
 
-test('keys a plugin declares are accepted: the shipped providers\' and a third party\'s', async (t) => {
+test("keys a plugin declares are accepted: the shipped providers' and a third party's", async (t) => {
   const { file } = await configFile(
     t,
     (dir) =>
@@ -70,7 +80,7 @@ test('every key the daemon lists as its own is read by buildConfig', (t) => {
     }
   }
   t.true(LIBVIRTD_CONFIG_KEYS.has('unix_sock_group'));
-  t.is(LIBVIRTD_CONFIG_KEYS.size, 51, "libvirt 9.0 libvirtd.conf has 51 keys");
+  t.is(LIBVIRTD_CONFIG_KEYS.size, 51, 'libvirt 9.0 libvirtd.conf has 51 keys');
 });
 
 /** The keys a settings reader asks for, whatever it does with them. */
@@ -92,7 +102,12 @@ test('each provider declares every key its settings reader reads', (t) => {
   const cases: [string, (s: ReadonlyMap<string, ConfValue>) => unknown, Record<string, ConfValue>, readonly string[]][] = [
     ['sasl', saslSettingsFrom, {}, SASL_CONFIG_KEYS.keys],
     ['polkit', polkitSettingsFrom, {}, POLKIT_CONFIG_KEYS.keys],
-    ['oauthbearer', oauthBearerSettingsFrom, { oauth_issuer: 'https://idp.example', oauth_audience: 'a', oauth_client_id: 'c' }, OAUTHBEARER_CONFIG_KEYS.keys],
+    [
+      'oauthbearer',
+      oauthBearerSettingsFrom,
+      { oauth_issuer: 'https://idp.example', oauth_audience: 'a', oauth_client_id: 'c' },
+      OAUTHBEARER_CONFIG_KEYS.keys,
+    ],
   ];
   for (const [owner, read, base, declared] of cases) {
     const undeclared = keysRead(read, base).filter((k) => !declared.includes(k));

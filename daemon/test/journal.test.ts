@@ -7,7 +7,11 @@ import { decodeJournalEntry, encodeJournalEntry, journalFieldName, journalFields
 import { JournalSink } from '../src/logging/sinks.js';
 
 test('values with newlines use the length-prefixed form; entries read back as written', (t) => {
-  const fields: [string, string][] = [['MESSAGE', 'line one\nline two'], ['PRIORITY', '4'], ['VIRTAUTH_EMPTY', '']];
+  const fields: [string, string][] = [
+    ['MESSAGE', 'line one\nline two'],
+    ['PRIORITY', '4'],
+    ['VIRTAUTH_EMPTY', ''],
+  ];
   const bytes = encodeJournalEntry(fields);
   t.true(bytes.includes(Buffer.from('MESSAGE\n\x11\0\0\0\0\0\0\0line one\nline two\n', 'latin1')));
   t.true(bytes.includes(Buffer.from('PRIORITY=4\n')));
@@ -34,7 +38,17 @@ test('field names: upper case, digits and _, prefixed with VIRTAUTH_, at most 64
 test('a record becomes MESSAGE, PRIORITY, CODE_* and VIRTAUTH_* fields', (t) => {
   const fields = new Map(
     journalFieldsOf(
-      { level: 40, time: 1, name: 'virtauthd', msg: 'client refused', conn: 7, event: 'client.refused', err: { message: 'x' }, src: { file: 'daemon/src/server.ts', line: 12, func: 'accept' }, hostname: 'h' },
+      {
+        level: 40,
+        time: 1,
+        name: 'virtauthd',
+        msg: 'client refused',
+        conn: 7,
+        event: 'client.refused',
+        err: { message: 'x' },
+        src: { file: 'daemon/src/server.ts', line: 12, func: 'accept' },
+        hostname: 'h',
+      },
       'virtauthd',
     ),
   );
@@ -67,7 +81,10 @@ test('the journal sink: big entries go as a memfd, a full queue waits and retrie
   );
   const record = (msg: string) => () => ({ level: 30, msg });
   sink.write('', record('x'.repeat(300_000)));
-  t.deepEqual(sent.map((s) => s.viaMemfd), [true]);
+  t.deepEqual(
+    sent.map((s) => s.viaMemfd),
+    [true],
+  );
 
   mode = 'EAGAIN';
   sink.write('', record('a'));
@@ -75,7 +92,11 @@ test('the journal sink: big entries go as a memfd, a full queue waits and retrie
   t.is(sent.length, 1, 'nothing sent while the queue is full, and nothing thrown');
   mode = 'ok';
   await new Promise((resolve) => setTimeout(resolve, 100));
-  t.deepEqual(sent.slice(1).map((s) => s.message), ['a', 'b'], 'sent later, in order');
+  t.deepEqual(
+    sent.slice(1).map((s) => s.message),
+    ['a', 'b'],
+    'sent later, in order',
+  );
   t.deepEqual(complaints, []);
 
   mode = 'ENOENT';

@@ -15,7 +15,16 @@ import { AUTH_PROVIDER, AuthType, ErrorCode, RemoteProc, VirError, remote, xdr, 
 import { getPeerCredentials } from '@virtauth/peercred';
 import { PolkitAuthProvider, type AuthorizationResult, type PolkitAuthorityClient, type UnixProcessSubject } from '@virtauth/providers';
 import { JsonSink, callRemote, connect } from './helpers.js';
-import { VirtauthServer, buildConfig, createDaemon, createLogger, defaultConfig, type DaemonConfig, type DaemonHandle, type ListenerSpec } from '../src/index.js';
+import {
+  VirtauthServer,
+  buildConfig,
+  createDaemon,
+  createLogger,
+  defaultConfig,
+  type DaemonConfig,
+  type DaemonHandle,
+  type ListenerSpec,
+} from '../src/index.js';
 
 async function tempDir(t: import('ava').ExecutionContext): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'va-lis-'));
@@ -23,9 +32,18 @@ async function tempDir(t: import('ava').ExecutionContext): Promise<string> {
   return dir;
 }
 
-async function startDaemon(t: import('ava').ExecutionContext, config: DaemonConfig, listeners?: ListenerSpec[]): Promise<{ daemon: DaemonHandle; log: JsonSink }> {
+async function startDaemon(
+  t: import('ava').ExecutionContext,
+  config: DaemonConfig,
+  listeners?: ListenerSpec[],
+): Promise<{ daemon: DaemonHandle; log: JsonSink }> {
   const log = new JsonSink();
-  const daemon = await createDaemon({ config, container: rootContainer.createChildContainer(), logger: createLogger(2, log), ...(listeners ? { listeners } : {}) });
+  const daemon = await createDaemon({
+    config,
+    container: rootContainer.createChildContainer(),
+    logger: createLogger(2, log),
+    ...(listeners ? { listeners } : {}),
+  });
   t.teardown(() => daemon.stop());
   return { daemon, log };
 }
@@ -51,12 +69,25 @@ test('unix_sock_group owns both sockets; an unknown group stops the daemon', asy
   const root = process.getuid?.() === 0;
   // As root any group will do (by name, through NSS); otherwise one of our own, by number.
   const [group, gid] = root ? ['daemon', 1] : [`+${process.getgid!()}`, process.getgid!()];
-  const config = buildConfig(new Map<string, string | number>([['unix_sock_dir', dir], ['unix_sock_group', group]]));
+  const config = buildConfig(
+    new Map<string, string | number>([
+      ['unix_sock_dir', dir],
+      ['unix_sock_group', group],
+    ]),
+  );
   await startDaemon(t, config);
   for (const name of ['virtauth-sock', 'virtauth-sock-ro']) t.is((await stat(join(dir, name))).gid, gid, name);
 
-  const bad = buildConfig(new Map([['unix_sock_dir', join(dir, 'b')], ['unix_sock_group', 'no-such-group-virtauth']]));
-  const e = await t.throwsAsync(createDaemon({ config: bad, container: rootContainer.createChildContainer(), logger: createLogger(4, new JsonSink()) }), { instanceOf: VirError });
+  const bad = buildConfig(
+    new Map([
+      ['unix_sock_dir', join(dir, 'b')],
+      ['unix_sock_group', 'no-such-group-virtauth'],
+    ]),
+  );
+  const e = await t.throwsAsync(
+    createDaemon({ config: bad, container: rootContainer.createChildContainer(), logger: createLogger(4, new JsonSink()) }),
+    { instanceOf: VirError },
+  );
   t.is(e!.code, ErrorCode.CONF_SYNTAX);
   t.regex(e!.message, /unix_sock_group: no such group 'no-such-group-virtauth'/);
 });
@@ -89,7 +120,11 @@ test.serial('a socket is never reachable with a mode other than its configured o
   process.umask(previousUmask);
   // virtauth-sock, -sock-ro and the admin socket (0700).
   t.is(seen.length, 3);
-  for (const s of seen) t.false(s.reachable && s.mode !== 0o700 && s.mode !== 0o770, `${s.path} was bound with mode ${s.mode.toString(8)} where others can reach it`);
+  for (const s of seen)
+    t.false(
+      s.reachable && s.mode !== 0o700 && s.mode !== 0o770,
+      `${s.path} was bound with mode ${s.mode.toString(8)} where others can reach it`,
+    );
   t.is((await stat(join(sockDir, 'virtauth-sock'))).mode & 0o777, 0o700);
   t.is((await stat(join(sockDir, 'virtauth-sock-ro'))).mode & 0o777, 0o770);
 });
@@ -191,7 +226,9 @@ test("polkit: the client's process start time is read at accept, and a process t
   t.teardown(() => server.stop());
   const client = await connect(t, path);
   await authList(client);
-  const e = await t.throwsAsync(callRemote(client, RemoteProc.AUTH_POLKIT, xdr.xvoid, undefined, remote.authPolkitRet), { instanceOf: VirError });
+  const e = await t.throwsAsync(callRemote(client, RemoteProc.AUTH_POLKIT, xdr.xvoid, undefined, remote.authPolkitRet), {
+    instanceOf: VirError,
+  });
   t.regex(e!.message, /Cannot find start time for pid \d+: the client process exited before polkit could check it/);
   t.is(authority.subjects.length, 0, 'polkit was not asked about the process that holds the pid now');
 });

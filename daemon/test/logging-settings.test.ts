@@ -46,14 +46,23 @@ test('bad filters and outputs are configuration errors naming the key and the en
 });
 
 test('the config file keys reach the daemon config, and a bad one fails loading it', (t) => {
-  const cfg = buildConfig(new Map<string, ConfValue>([['log_level', 2], ['log_filters', '1:rpc'], ['log_outputs', '1:stderr']]), 'virtauthd.conf');
+  const cfg = buildConfig(
+    new Map<string, ConfValue>([
+      ['log_level', 2],
+      ['log_filters', '1:rpc'],
+      ['log_outputs', '1:stderr'],
+    ]),
+    'virtauthd.conf',
+  );
   t.is(cfg.logLevel, 2);
   t.deepEqual(cfg.logFilters, [{ priority: 1, match: 'rpc' }]);
   t.deepEqual(cfg.logOutputs, [{ priority: 1, kind: 'stderr' }]);
   t.is(buildConfig(new Map()).logOutputs, null);
   const error = t.throws(() => buildConfig(new Map([['log_outputs', '1:nowhere']]), 'virtauthd.conf'), { instanceOf: VirError });
   t.regex(error!.message, /virtauthd\.conf: log_outputs: '1:nowhere'/);
-  t.throws(() => buildConfig(new Map<string, ConfValue>([['log_filters', ['1:rpc']]]), 'virtauthd.conf'), { message: /log_filters: expected a "string"/ });
+  t.throws(() => buildConfig(new Map<string, ConfValue>([['log_filters', ['1:rpc']]]), 'virtauthd.conf'), {
+    message: /log_filters: expected a "string"/,
+  });
 });
 
 test('without log_outputs: stderr at log_level, or the journal when stderr is connected to it', (t) => {

@@ -6,14 +6,20 @@ import { PeerFaultLog } from '../src/peer-fault-log.js';
 function budget() {
   const lines: Record<string, unknown>[] = [];
   let time = 0;
-  const log = new PeerFaultLog({ warn: (obj) => lines.push(obj as Record<string, unknown>) }, { burst: 3, refillMs: 1000, now: () => time });
+  const log = new PeerFaultLog(
+    { warn: (obj) => lines.push(obj as Record<string, unknown>) },
+    { burst: 3, refillMs: 1000, now: () => time },
+  );
   return { lines, log, advance: (ms: number) => (time += ms) };
 }
 
 test('a burst is written, the rest counted; the next line written says how many were left out', (t) => {
   const { lines, log, advance } = budget();
   for (let n = 0; n < 100; n++) log.warn({ event: 'protocol.error', n }, 'malformed input from client');
-  t.deepEqual(lines.map((l) => l.n), [0, 1, 2]);
+  t.deepEqual(
+    lines.map((l) => l.n),
+    [0, 1, 2],
+  );
   t.is(log.suppressedCount, 97);
   advance(999);
   log.warn({ event: 'protocol.error', n: 100 }, 'still too soon');

@@ -15,7 +15,10 @@ class FakeDriver implements Driver {
     return uri.driver === 'fake' && !uri.host;
   }
   open(_uri: Parameters<Driver['open']>[0], ctx: Parameters<Driver['open']>[1]) {
-    return this.inner.open({ raw: 'test:///default', driver: 'test', transport: null, user: null, host: null, port: null, path: '/default', params: [] }, ctx);
+    return this.inner.open(
+      { raw: 'test:///default', driver: 'test', transport: null, user: null, host: null, port: null, path: '/default', params: [] },
+      ctx,
+    );
   }
 }
 

@@ -10,7 +10,18 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { container as rootContainer } from 'tsyringe';
-import { AuthType, CredentialType, ErrorCode, ErrorDomain, Feature, PRE_AUTH_PROCS, REMOTE_PROGRAM, RemoteProc, RpcConnection, VirError } from '@virtauth/core';
+import {
+  AuthType,
+  CredentialType,
+  ErrorCode,
+  ErrorDomain,
+  Feature,
+  PRE_AUTH_PROCS,
+  REMOTE_PROGRAM,
+  RemoteProc,
+  RpcConnection,
+  VirError,
+} from '@virtauth/core';
 import { makeCredentialRequester, parseUri, remote, xdr, type ConnectAuth, type ConfValue } from '@virtauth/core';
 import { FileUserDatabase, SaslAuthProvider, ScramSha256Mechanism } from '@virtauth/providers';
 import { JsonSink, callRemote, connect } from './helpers.js';
@@ -86,7 +97,11 @@ test('before authentication every procedure but the auth ones answers "authentic
         continue;
       }
       // An empty body: the gate must answer before any decoding or handler.
-      const e = await t.throwsAsync(rpc.call(program.prog, program.vers, proc, xdr.xvoid, undefined, xdr.xvoid), { instanceOf: VirError }, `procedure ${proc}`);
+      const e = await t.throwsAsync(
+        rpc.call(program.prog, program.vers, proc, xdr.xvoid, undefined, xdr.xvoid),
+        { instanceOf: VirError },
+        `procedure ${proc}`,
+      );
       t.is(e?.message, 'authentication required', `program ${program.prog} procedure ${proc}`);
       t.is(e?.code, ErrorCode.RPC);
       t.is(e?.domain, ErrorDomain.RPC);
@@ -115,7 +130,9 @@ test('sasl_allowed_username_list: names matching a glob get in, others fail like
     daemon.log.events('auth.sasl.failed').map((r) => r.reason),
     ['user name not in sasl_allowed_username_list'],
   );
-  await t.throwsAsync(callRemote(rpc, RemoteProc.CONNECT_GET_HOSTNAME, xdr.xvoid, undefined, remote.connectGetHostnameRet), { message: /authentication required|closed/ });
+  await t.throwsAsync(callRemote(rpc, RemoteProc.CONNECT_GET_HOSTNAME, xdr.xvoid, undefined, remote.connectGetHostnameRet), {
+    message: /authentication required|closed/,
+  });
 });
 
 test('keepalive: a client that asked for it and stops answering PINGs is dropped after interval × count', async (t) => {
@@ -126,7 +143,13 @@ test('keepalive: a client that asked for it and stops answering PINGs is dropped
   const rpc = new RpcConnection(socket);
   socket.resume();
   t.teardown(() => rpc.close(null));
-  const { supported } = await callRemote(rpc, RemoteProc.CONNECT_SUPPORTS_FEATURE, remote.connectSupportsFeatureArgs, { feature: Feature.PROGRAM_KEEPALIVE }, remote.connectSupportsFeatureRet);
+  const { supported } = await callRemote(
+    rpc,
+    RemoteProc.CONNECT_SUPPORTS_FEATURE,
+    remote.connectSupportsFeatureArgs,
+    { feature: Feature.PROGRAM_KEEPALIVE },
+    remote.connectSupportsFeatureRet,
+  );
   t.is(supported, 1);
   // From here on, nothing we receive is answered.
   socket.removeAllListeners('data');

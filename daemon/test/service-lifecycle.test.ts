@@ -6,7 +6,10 @@ import { watchIdleTimeout, type ClientCountSource } from '../src/service/idle-ti
 
 test('notifications: READY with MAINPID and a one-line STATUS, RELOADING with a clock, STOPPING', (t) => {
   const sent: [string, string][] = [];
-  const notifier = createServiceNotifier({ env: { NOTIFY_SOCKET: '@/test/notify' }, send: (path, data) => sent.push([path, data.toString('utf8')]) });
+  const notifier = createServiceNotifier({
+    env: { NOTIFY_SOCKET: '@/test/notify' },
+    send: (path, data) => sent.push([path, data.toString('utf8')]),
+  });
   t.true(notifier.enabled);
   notifier.ready('serving 2 listener(s)\nINJECTED=1');
   notifier.reloading();

@@ -21,7 +21,7 @@ test('tls_allowed_dn_list: unset lets every certificate in; a list lets in only 
   t.false(tlsClientAllowed([], dn), 'an empty list lets no one in');
   t.false(tlsClientAllowed(['C=GB,O=virtauth,CN=client'], dn), 'a prefix is not a match');
   t.false(tlsClientAllowed(['CN=client1'], dn), 'a suffix is not a match');
-  t.false(tlsClientAllowed(['c=gb,o=virtauth,cn=client1'], dn), 'matching is case-sensitive, as libvirt\'s');
+  t.false(tlsClientAllowed(['c=gb,o=virtauth,cn=client1'], dn), "matching is case-sensitive, as libvirt's");
   t.false(tlsClientAllowed(['C=GB,O=virtauth,CN=client1'], 'C=GB,O=virtauth,CN=client1,OU=x'));
   t.false(tlsClientAllowed(['C=GB,O=virtauth,CN=client1'], ''), 'no certificate subject');
 });

@@ -6,7 +6,14 @@ import { UriAllowList, buildConfig, defaultConfig } from '../src/index.js';
 test('by default only the embedded test:///default is allowed', (t) => {
   const list = new UriAllowList(defaultConfig().uriAllowedList);
   t.true(list.allows('test:///default'));
-  for (const uri of ['test:///other', 'test+unix:///default', 'test:///default?socket=/tmp/x', 'xenapi:///?server=x', 'qemu:///system', 'not a uri']) {
+  for (const uri of [
+    'test:///other',
+    'test+unix:///default',
+    'test:///default?socket=/tmp/x',
+    'xenapi:///?server=x',
+    'qemu:///system',
+    'not a uri',
+  ]) {
     t.false(list.allows(uri), uri);
   }
 });
@@ -19,7 +26,7 @@ test('globs apply to the path and to parameters that do not decide where the dae
   t.false(list.allows('relayprobe:///?probe=ask&socket=/tmp/evil'), 'a parameter the entry does not name');
   t.false(list.allows('relayprobe:///?probe=a&probe=b'), 'a parameter given twice (libvirt would take the last)');
   t.true(list.allows('test+unix:///default?socket=/run/b.sock&name=xenapi:///?server=x'));
-  t.false(list.allows('test+unix:///default?name=x'), 'the entry\'s literal socket= is required');
+  t.false(list.allows('test+unix:///default?name=x'), "the entry's literal socket= is required");
   t.false(list.allows('test+unix:///default?socket=/run/c.sock&name=x'));
   t.false(list.allows('test+tcp://evil/default?socket=/run/b.sock&name=x'), 'another transport and host');
 });
@@ -60,11 +67,14 @@ test('uri_allowed_list in a config file: a bad entry names the file, line and ke
   const text = 'log_level = 3\nuri_allowed_list = [ "test:///default",\n  "xenapi:///?server=*" ]\n';
   const lines = new Map<string, number>();
   const e = t.throws(() => buildConfig(parseConf(text, 'd.conf', lines), 'd.conf', lines), { instanceOf: VirError });
-  t.regex(e!.message, /d\.conf:2: uri_allowed_list: 'xenapi:\/\/\/\?server=\*': server= decides where or how the daemon connects and must be written literally/);
+  t.regex(
+    e!.message,
+    /d\.conf:2: uri_allowed_list: 'xenapi:\/\/\/\?server=\*': server= decides where or how the daemon connects and must be written literally/,
+  );
   t.deepEqual(buildConfig(parseConf('uri_allowed_list = [ "test:///*" ]\n')).uriAllowedList, ['test:///*']);
 });
 
-test('features add their own names next to the operator\'s (the gateway\'s upstream entries)', (t) => {
+test("features add their own names next to the operator's (the gateway's upstream entries)", (t) => {
   const list = new UriAllowList(['test:///default']);
   t.false(list.allows('test+unix:///default?socket=/run/up.sock'));
   list.add('test+unix:///default?socket=/run/up.sock');

@@ -21,7 +21,7 @@ test('a client picks the offered scheme with the highest priority, third parties
   t.is(preferredScheme([none, sasl, polkit], [0x484d]), undefined, 'nor one whose plugin this client lacks');
 });
 
-test('schemes of equal priority go in the server\'s order', (t) => {
+test("schemes of equal priority go in the server's order", (t) => {
   const a: AuthProvider = { type: 90, name: 'a', priority: 250, client };
   const b: AuthProvider = { type: 91, name: 'b', priority: 250, client };
   t.is(preferredScheme([a, b], [91, 90]), 91);

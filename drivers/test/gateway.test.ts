@@ -119,7 +119,11 @@ async function socketPair(t: ExecutionContext): Promise<[net.Socket, net.Socket]
   return [near, far];
 }
 
-async function rig(t: ExecutionContext, checkCall?: CallCheck, checks: { checkReply?: ReplyCheck; checkEvent?: EventCheck } = {}): Promise<Rig> {
+async function rig(
+  t: ExecutionContext,
+  checkCall?: CallCheck,
+  checks: { checkReply?: ReplyCheck; checkEvent?: EventCheck } = {},
+): Promise<Rig> {
   const [clientFar, clientNear] = await socketPair(t);
   const [upstreamNear, upstreamFar] = await socketPair(t);
   const clientRpc = new RpcConnection(clientNear);
@@ -130,16 +134,42 @@ async function rig(t: ExecutionContext, checkCall?: CallCheck, checks: { checkRe
   return { client: new RawPeer(clientFar), upstream: new RawPeer(upstreamFar), clientRpc, upstreamRpc, passThrough, warnings };
 }
 
-const header = (proc: number, type: number, serial: number, status: number = MessageStatus.OK): Header => ({ prog: REMOTE_PROGRAM, vers: 1, proc, type, serial, status });
-const call = (proc: number, serial: number, payload = Buffer.alloc(8, 3)) => encodePacket(header(proc, MessageType.CALL, serial), xdr.fixedOpaque(payload.length), payload);
-const reply = (proc: number, serial: number, payload = Buffer.alloc(4, 9)) => encodePacket(header(proc, MessageType.REPLY, serial), xdr.fixedOpaque(payload.length), payload);
+const header = (proc: number, type: number, serial: number, status: number = MessageStatus.OK): Header => ({
+  prog: REMOTE_PROGRAM,
+  vers: 1,
+  proc,
+  type,
+  serial,
+  status,
+});
+const call = (proc: number, serial: number, payload = Buffer.alloc(8, 3)) =>
+  encodePacket(header(proc, MessageType.CALL, serial), xdr.fixedOpaque(payload.length), payload);
+const reply = (proc: number, serial: number, payload = Buffer.alloc(4, 9)) =>
+  encodePacket(header(proc, MessageType.REPLY, serial), xdr.fixedOpaque(payload.length), payload);
 const streamData = (proc: number, serial: number, data: Buffer, status: number = MessageStatus.CONTINUE) =>
   encodePacket(header(proc, MessageType.STREAM, serial, status), xdr.fixedOpaque(data.length), data, data.length);
-const streamEnd = (proc: number, serial: number) => encodePacket(header(proc, MessageType.STREAM, serial, MessageStatus.OK), xdr.xvoid, undefined);
-const hole = (proc: number, serial: number) => encodePacket(header(proc, MessageType.STREAM_HOLE, serial, MessageStatus.CONTINUE), xdr.struct({ length: xdr.hyper, flags: xdr.uint }), { length: 1n << 20n, flags: 0 });
+const streamEnd = (proc: number, serial: number) =>
+  encodePacket(header(proc, MessageType.STREAM, serial, MessageStatus.OK), xdr.xvoid, undefined);
+const hole = (proc: number, serial: number) =>
+  encodePacket(header(proc, MessageType.STREAM_HOLE, serial, MessageStatus.CONTINUE), xdr.struct({ length: xdr.hyper, flags: xdr.uint }), {
+    length: 1n << 20n,
+    flags: 0,
+  });
 
 /** A libvirt error payload with the fields that matter here. */
-const errorBody = (code: number, message: string): ErrorPayload => ({ code, domain: 7, message, level: 2, dom: null, str1: null, str2: null, str3: null, int1: -1, int2: -1, net: null });
+const errorBody = (code: number, message: string): ErrorPayload => ({
+  code,
+  domain: 7,
+  message,
+  level: 2,
+  dom: null,
+  str1: null,
+  str2: null,
+  str3: null,
+  int1: -1,
+  int2: -1,
+  net: null,
+});
 
 /** The client calls a stream procedure and the upstream accepts it: the stream is open. */
 async function openStream(r: Rig, proc: number, serial: number): Promise<void> {
@@ -160,27 +190,46 @@ test('calls and replies pass byte for byte, many in flight, replies in any order
   const calls = Array.from({ length: 64 }, (_, i) => call(GET_HOSTNAME, i + 10, Buffer.alloc(4 * (i + 1), i)));
   r.client.send(...calls);
   const upstreamSaw = await r.upstream.count(64);
-  t.deepEqual(upstreamSaw.map((p) => p.raw), calls);
+  t.deepEqual(
+    upstreamSaw.map((p) => p.raw),
+    calls,
+  );
   t.is(r.passThrough.inFlight.calls, 64);
   const replies = calls.map((_, i) => reply(GET_HOSTNAME, i + 10, Buffer.alloc(8, i))).reverse();
   r.upstream.send(...replies);
-  t.deepEqual((await r.client.count(64)).map((p) => p.raw), replies);
+  t.deepEqual(
+    (await r.client.count(64)).map((p) => p.raw),
+    replies,
+  );
   t.is(r.passThrough.inFlight.calls, 0);
 });
 
-test('the upstream\'s error replies and events reach the client unchanged; a reply matching no call is dropped', async (t) => {
+test("the upstream's error replies and events reach the client unchanged; a reply matching no call is dropped", async (t) => {
   const r = await rig(t);
   r.client.send(call(GET_HOSTNAME, 1));
   await r.upstream.count(1);
   const errorReply = encodePacket(header(GET_HOSTNAME, MessageType.REPLY, 1, MessageStatus.ERROR), errorPayload, {
-    code: 42, domain: 12, message: 'Domain not found: x', level: 2, dom: null, str1: 'Domain not found: %s', str2: 'x', str3: null, int1: -1, int2: -1, net: null,
+    code: 42,
+    domain: 12,
+    message: 'Domain not found: x',
+    level: 2,
+    dom: null,
+    str1: 'Domain not found: %s',
+    str2: 'x',
+    str3: null,
+    int1: -1,
+    int2: -1,
+    net: null,
   });
   // A stray reply (serial 99) and one whose procedure is not the call's are dropped; the event
   // (a MESSAGE with serial 1, as libvirt 9.0 sends them) passes.
   const event = encodePacket(header(318, MessageType.MESSAGE, 1), xdr.fixedOpaque(12), Buffer.alloc(12, 5));
   r.upstream.send(reply(GET_HOSTNAME, 99), reply(60, 1), event, errorReply);
   const got = await r.client.count(2);
-  t.deepEqual(got.map((p) => p.raw), [event, errorReply]);
+  t.deepEqual(
+    got.map((p) => p.raw),
+    [event, errorReply],
+  );
   t.true(r.warnings.some((w) => (w as { event?: string }).event === 'gateway.reply.stray'));
 });
 
@@ -190,26 +239,41 @@ test('unknown procedures are refused with libvirt\'s "unknown procedure" and nev
   r.client.send(encodePacket({ ...header(GET_HOSTNAME, MessageType.CALL_WITH_FDS, 4) }, xdr.uint, 0));
   r.client.send(call(GET_HOSTNAME, 5), call(GET_HOSTNAME, 5));
   const got = await r.client.count(5);
-  t.deepEqual(got.slice(0, 3).map((p) => [p.header.serial, p.header.type, p.error?.code, p.error?.domain, p.error?.message]), [
-    [1, MessageType.REPLY, ErrorCode.RPC, ErrorDomain.RPC, 'unknown procedure: 444'],
-    [2, MessageType.REPLY, ErrorCode.RPC, ErrorDomain.RPC, 'unknown procedure: 0'],
-    [3, MessageType.REPLY, ErrorCode.RPC, ErrorDomain.RPC, 'unknown procedure: -5'],
-  ]);
+  t.deepEqual(
+    got.slice(0, 3).map((p) => [p.header.serial, p.header.type, p.error?.code, p.error?.domain, p.error?.message]),
+    [
+      [1, MessageType.REPLY, ErrorCode.RPC, ErrorDomain.RPC, 'unknown procedure: 444'],
+      [2, MessageType.REPLY, ErrorCode.RPC, ErrorDomain.RPC, 'unknown procedure: 0'],
+      [3, MessageType.REPLY, ErrorCode.RPC, ErrorDomain.RPC, 'unknown procedure: -5'],
+    ],
+  );
   t.is(got[3]!.error?.code, ErrorCode.NO_SUPPORT);
   t.is(got[4]!.header.serial, 5);
   t.regex(got[4]!.error?.message ?? '', /serial 5 is already waiting/);
   const upstream = await r.upstream.count(1);
-  t.deepEqual(upstream.map((p) => p.header.serial), [5], 'only the first call with serial 5 went on');
+  t.deepEqual(
+    upstream.map((p) => p.header.serial),
+    [5],
+    'only the first call with serial 5 went on',
+  );
 });
 
-test('a download stream: data, holes and end of data pass; the client\'s finish and its confirmation end it; later stream data is dropped both ways', async (t) => {
+test("a download stream: data, holes and end of data pass; the client's finish and its confirmation end it; later stream data is dropped both ways", async (t) => {
   const r = await rig(t);
   r.client.send(call(VOL_DOWNLOAD, 7));
   await r.upstream.count(1);
-  const data = [streamData(VOL_DOWNLOAD, 7, Buffer.alloc(262144, 1)), hole(VOL_DOWNLOAD, 7), streamData(VOL_DOWNLOAD, 7, Buffer.alloc(100, 2)), streamEnd(VOL_DOWNLOAD, 7)];
+  const data = [
+    streamData(VOL_DOWNLOAD, 7, Buffer.alloc(262144, 1)),
+    hole(VOL_DOWNLOAD, 7),
+    streamData(VOL_DOWNLOAD, 7, Buffer.alloc(100, 2)),
+    streamEnd(VOL_DOWNLOAD, 7),
+  ];
   r.upstream.send(reply(VOL_DOWNLOAD, 7), ...data);
-  t.deepEqual((await r.client.count(5)).slice(1).map((p) => p.raw), data);
-  t.is(r.passThrough.inFlight.streams, 1, 'end of data leaves the stream open for the client\'s finish');
+  t.deepEqual(
+    (await r.client.count(5)).slice(1).map((p) => p.raw),
+    data,
+  );
+  t.is(r.passThrough.inFlight.streams, 1, "end of data leaves the stream open for the client's finish");
   r.client.send(streamEnd(VOL_DOWNLOAD, 7));
   await r.upstream.count(2);
   r.upstream.send(streamEnd(VOL_DOWNLOAD, 7));
@@ -225,12 +289,15 @@ test('a download stream: data, holes and end of data pass; the client\'s finish 
   t.is(client[6]!.header.proc, GET_HOSTNAME, 'the stray stream packet never reached the client');
 });
 
-test('an upload stream ends with the upstream\'s answer to the client\'s abort; a failed stream call opens none', async (t) => {
+test("an upload stream ends with the upstream's answer to the client's abort; a failed stream call opens none", async (t) => {
   const r = await rig(t);
   await openStream(r, VOL_UPLOAD, 3);
   const abort = encodePacket(header(VOL_UPLOAD, MessageType.STREAM, 3, MessageStatus.ERROR), errorPayload, errorBody(39, 'stream aborted'));
   r.client.send(streamData(VOL_UPLOAD, 3, Buffer.alloc(1000, 4)), hole(VOL_UPLOAD, 3), abort);
-  t.deepEqual((await r.upstream.count(4)).slice(1).map((p) => p.header.type), [MessageType.STREAM, MessageType.STREAM_HOLE, MessageType.STREAM]);
+  t.deepEqual(
+    (await r.upstream.count(4)).slice(1).map((p) => p.header.type),
+    [MessageType.STREAM, MessageType.STREAM_HOLE, MessageType.STREAM],
+  );
   r.upstream.send(abort);
   await r.client.count(2);
   t.is(r.passThrough.inFlight.streams, 0);
@@ -246,8 +313,14 @@ test('stream data for a serial with no stream is dropped, and the connection goe
   const r = await rig(t);
   r.client.send(streamData(VOL_UPLOAD, 77, Buffer.alloc(64)), hole(VOL_UPLOAD, 78), call(GET_HOSTNAME, 1));
   const upstream = await r.upstream.count(1);
-  t.deepEqual(upstream.map((p) => [p.header.type, p.header.serial]), [[MessageType.CALL, 1]]);
-  t.deepEqual(r.warnings.filter((w) => (w as { event?: string }).event === 'gateway.stream.stray').map((w) => (w as { serial: number }).serial), [77, 78]);
+  t.deepEqual(
+    upstream.map((p) => [p.header.type, p.header.serial]),
+    [[MessageType.CALL, 1]],
+  );
+  t.deepEqual(
+    r.warnings.filter((w) => (w as { event?: string }).event === 'gateway.stream.stray').map((w) => (w as { serial: number }).serial),
+    [77, 78],
+  );
   t.false(r.clientRpc.closed);
 });
 
@@ -263,7 +336,7 @@ test('an oversized stream chunk closes the client cleanly, and its upstream with
   t.is(r.upstream.packets.length, 1, 'nothing of the oversized packet went on');
 });
 
-test('the upstream going away answers waiting calls and open streams with libvirt\'s end-of-file error, then closes the client', async (t) => {
+test("the upstream going away answers waiting calls and open streams with libvirt's end-of-file error, then closes the client", async (t) => {
   const r = await rig(t);
   r.client.send(call(GET_HOSTNAME, 1), call(GET_HOSTNAME, 2), call(SCREENSHOT, 3));
   await r.upstream.count(3);
@@ -273,11 +346,17 @@ test('the upstream going away answers waiting calls and open streams with libvir
   const got = await r.client.count(4);
   await r.client.until(() => r.client.ended, 'the client to be closed');
   const eof = [ErrorCode.SYSTEM_ERROR, ErrorDomain.RPC, 'End of file while reading data: Input/output error'];
-  t.deepEqual(got.slice(1).map((p) => [p.header.type, p.header.serial, p.header.proc, p.error?.code, p.error?.domain, p.error?.message]).sort((a, b) => (a[1] as number) - (b[1] as number)), [
-    [MessageType.REPLY, 1, GET_HOSTNAME, ...eof],
-    [MessageType.REPLY, 2, GET_HOSTNAME, ...eof],
-    [MessageType.STREAM, 3, SCREENSHOT, ...eof],
-  ]);
+  t.deepEqual(
+    got
+      .slice(1)
+      .map((p) => [p.header.type, p.header.serial, p.header.proc, p.error?.code, p.error?.domain, p.error?.message])
+      .sort((a, b) => (a[1] as number) - (b[1] as number)),
+    [
+      [MessageType.REPLY, 1, GET_HOSTNAME, ...eof],
+      [MessageType.REPLY, 2, GET_HOSTNAME, ...eof],
+      [MessageType.STREAM, 3, SCREENSHOT, ...eof],
+    ],
+  );
 });
 
 test('the client going away closes the upstream connection', async (t) => {
@@ -291,11 +370,21 @@ test('the client going away closes the upstream connection', async (t) => {
 
 test('keepalive stays on each link: a client PING is answered here and never forwarded', async (t) => {
   const r = await rig(t);
-  r.client.send(encodePacket({ prog: KEEPALIVE_PROGRAM, vers: KEEPALIVE_VERSION, proc: KeepaliveProc.PING, type: MessageType.MESSAGE, serial: 0, status: 0 }, xdr.xvoid, undefined), call(GET_HOSTNAME, 1));
+  r.client.send(
+    encodePacket(
+      { prog: KEEPALIVE_PROGRAM, vers: KEEPALIVE_VERSION, proc: KeepaliveProc.PING, type: MessageType.MESSAGE, serial: 0, status: 0 },
+      xdr.xvoid,
+      undefined,
+    ),
+    call(GET_HOSTNAME, 1),
+  );
   const got = await r.client.count(1);
   t.deepEqual([got[0]!.header.prog, got[0]!.header.proc], [KEEPALIVE_PROGRAM, KeepaliveProc.PONG]);
   const upstream = await r.upstream.count(1);
-  t.deepEqual(upstream.map((p) => p.header.prog), [REMOTE_PROGRAM]);
+  t.deepEqual(
+    upstream.map((p) => p.header.prog),
+    [REMOTE_PROGRAM],
+  );
 });
 
 test('a connection whose remote program is passed through makes no call of its own on it', async (t) => {
@@ -304,7 +393,7 @@ test('a connection whose remote program is passed through makes no call of its o
   t.regex(error?.message ?? '', /passed through/);
 });
 
-test('the access-check hook sees the call\'s arguments; a refusal answers the client; an asynchronous check keeps the order', async (t) => {
+test("the access-check hook sees the call's arguments; a refusal answers the client; an asynchronous check keeps the order", async (t) => {
   const seen: [number, number, string][] = [];
   const r = await rig(t, (c) => {
     seen.push([c.proc, c.serial, c.args.toString('hex')]);
@@ -314,13 +403,20 @@ test('the access-check hook sees the call\'s arguments; a refusal answers the cl
   });
   r.client.send(call(12, 1, Buffer.from('0000000a', 'hex')), call(13, 2), call(GET_HOSTNAME, 3));
   const upstream = await r.upstream.count(2);
-  t.deepEqual(upstream.map((p) => p.header.serial), [2, 3], 'the slow check held the next call back');
+  t.deepEqual(
+    upstream.map((p) => p.header.serial),
+    [2, 3],
+    'the slow check held the next call back',
+  );
   const refused = await r.client.count(1);
-  t.deepEqual([refused[0]!.header.serial, refused[0]!.error?.code, refused[0]!.error?.message], [1, ErrorCode.ACCESS_DENIED, 'access denied: no']);
+  t.deepEqual(
+    [refused[0]!.header.serial, refused[0]!.error?.code, refused[0]!.error?.message],
+    [1, ErrorCode.ACCESS_DENIED, 'access denied: no'],
+  );
   t.deepEqual(seen[0], [12, 1, '0000000a']);
 });
 
-test('reply and event checks: a slow one holds everything the upstream sends after it, so the client sees the upstream\'s order', async (t) => {
+test("reply and event checks: a slow one holds everything the upstream sends after it, so the client sees the upstream's order", async (t) => {
   const LIST = 301;
   const LOOKUP = 23;
   const slow = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -345,20 +441,29 @@ test('reply and event checks: a slow one holds everything the upstream sends aft
   r.upstream.send(reply(LIST, 1, Buffer.alloc(12, 5)), shown, hostnameReply, hidden, reply(LOOKUP, 3), reply(SCREENSHOT, 4), data);
   // The hidden event came before the later packets: had it passed, it would be among these six.
   const got = await r.client.count(6);
-  t.deepEqual(got.map((p) => [p.header.type, p.header.proc, p.header.serial]), [
-    [MessageType.REPLY, LIST, 1],
-    [MessageType.MESSAGE, 318, 1],
-    [MessageType.REPLY, GET_HOSTNAME, 2],
-    [MessageType.REPLY, LOOKUP, 3],
-    [MessageType.REPLY, SCREENSHOT, 4],
-    [MessageType.STREAM, SCREENSHOT, 4],
-  ]);
+  t.deepEqual(
+    got.map((p) => [p.header.type, p.header.proc, p.header.serial]),
+    [
+      [MessageType.REPLY, LIST, 1],
+      [MessageType.MESSAGE, 318, 1],
+      [MessageType.REPLY, GET_HOSTNAME, 2],
+      [MessageType.REPLY, LOOKUP, 3],
+      [MessageType.REPLY, SCREENSHOT, 4],
+      [MessageType.STREAM, SCREENSHOT, 4],
+    ],
+  );
   // The filtered list: same header, the new payload, the length word rewritten.
   t.is(got[0]!.raw.length, 28 + 4);
   t.is(got[0]!.raw.readUInt32BE(0), 32);
   t.is(got[0]!.raw.subarray(28).toString('hex'), '00000001');
-  t.deepEqual(got.slice(1, 3).map((p) => p.raw), [shown, hostnameReply]);
-  t.deepEqual([got[3]!.header.status, got[3]!.error?.code, got[3]!.error?.message], [MessageStatus.ERROR, ErrorCode.ACCESS_DENIED, 'access denied']);
+  t.deepEqual(
+    got.slice(1, 3).map((p) => p.raw),
+    [shown, hostnameReply],
+  );
+  t.deepEqual(
+    [got[3]!.header.status, got[3]!.error?.code, got[3]!.error?.message],
+    [MessageStatus.ERROR, ErrorCode.ACCESS_DENIED, 'access denied'],
+  );
   t.deepEqual(r.passThrough.inFlight, { calls: 0, streams: 1 });
 });
 
@@ -392,7 +497,10 @@ test('backpressure the other way: a client that does not read stops the upstream
   r.upstream.socket.write(reply(VOL_DOWNLOAD, 1));
   for (let i = 0; i < chunks; i++) r.upstream.socket.write(chunk);
   await r.upstream.until(() => r.upstreamRpc.stream.isPaused(), 'virtauthd to stop reading the upstream');
-  t.true(r.clientRpc.stream.writableLength <= 2 * 1024 * 1024, `at most a couple of chunks wait in virtauthd's output (${r.clientRpc.stream.writableLength} bytes)`);
+  t.true(
+    r.clientRpc.stream.writableLength <= 2 * 1024 * 1024,
+    `at most a couple of chunks wait in virtauthd's output (${r.clientRpc.stream.writableLength} bytes)`,
+  );
   r.client.socket.resume();
   await r.client.count(1 + chunks);
   t.true(r.client.packets.slice(1).every((p) => p.raw.equals(chunk)));

@@ -76,8 +76,13 @@ test('known_hosts: another key for the host is a change; a @revoked key is refus
   const stored = publicKeyBlob();
   const offered = publicKeyBlob();
   t.deepEqual(checkHostKey(parseKnownHosts(stored.line('h.example')), 'h.example', offered.blob), { state: 'changed', revoked: false });
-  t.deepEqual(checkHostKey(parseKnownHosts(`@revoked ${offered.line('*')}\n${offered.line('h.example')}`), 'h.example', offered.blob), { state: 'changed', revoked: true });
-  t.deepEqual(checkHostKey(parseKnownHosts(`@cert-authority ${offered.line('h.example')}`), 'h.example', offered.blob), { state: 'unknown' });
+  t.deepEqual(checkHostKey(parseKnownHosts(`@revoked ${offered.line('*')}\n${offered.line('h.example')}`), 'h.example', offered.blob), {
+    state: 'changed',
+    revoked: true,
+  });
+  t.deepEqual(checkHostKey(parseKnownHosts(`@cert-authority ${offered.line('h.example')}`), 'h.example', offered.blob), {
+    state: 'unknown',
+  });
 });
 
 test('known_hosts: damaged and hostile lines are skipped, not trusted', (t) => {
@@ -135,7 +140,11 @@ test('the remote command follows proxy=, netcat= and the driver URI', (t) => {
   t.regex(cmd('?netcat=/opt/nc'), /'\\''\/opt\/nc'\\''/);
   t.regex(cmd('?netcat=/opt/nc'), /virt-ssh-helper/, 'netcat= alone keeps the helper first');
   t.notRegex(cmd('?socket=/s'), /virt-ssh-helper/, 'an explicit socket means netcat');
-  t.notRegex(remoteProxyCommand(parseUri('qemu+ssh://h/session'), false, ErrorDomain.SSH), / nc|-U/, 'a session daemon only through the helper');
+  t.notRegex(
+    remoteProxyCommand(parseUri('qemu+ssh://h/session'), false, ErrorDomain.SSH),
+    / nc|-U/,
+    'a session daemon only through the helper',
+  );
   for (const [q, why] of [
     ['?proxy=socat', /Unsupported proxy type 'socat'/],
     ['?proxy=native&netcat=nc', /netcat path not valid with native proxy mode/],
@@ -148,15 +157,40 @@ test('the remote command follows proxy=, netcat= and the driver URI', (t) => {
   t.throws(() => remoteProxyCommand(parseUri('remote+ssh://h/?proxy=native'), false, ErrorDomain.SSH), { message: /needs a driver URI/ });
 });
 
-test('ssh arguments: libvirt\'s options, and the host after -- so it can never be an option', (t) => {
+test("ssh arguments: libvirt's options, and the host after -- so it can never be an option", (t) => {
   const args = systemSshArguments(parseUri('qemu+ssh://alice@-oProxyCommand=evil:2222/system?keyfile=/k&no_tty=1&no_verify=1'), false);
-  t.deepEqual(args.slice(0, -2), ['-p', '2222', '-l', 'alice', '-i', '/k', '-T', '-e', 'none', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=no', '--']);
+  t.deepEqual(args.slice(0, -2), [
+    '-p',
+    '2222',
+    '-l',
+    'alice',
+    '-i',
+    '/k',
+    '-T',
+    '-e',
+    'none',
+    '-o',
+    'BatchMode=yes',
+    '-o',
+    'StrictHostKeyChecking=no',
+    '--',
+  ]);
   t.is(args.at(-2), '-oProxyCommand=evil');
 });
 
 test('+libssh URI parameters are checked', async (t) => {
-  const settings = await libsshSettings(parseUri('qemu+libssh://bob@h:2200/system?sshauth=password,keyboard-interactive&known_hosts=/kh&known_hosts_verify=auto'));
-  t.deepEqual(settings, { host: 'h', port: 2200, user: 'bob', auth: ['password', 'keyboard-interactive'], keyfile: null, knownHosts: '/kh', verify: 'auto' });
+  const settings = await libsshSettings(
+    parseUri('qemu+libssh://bob@h:2200/system?sshauth=password,keyboard-interactive&known_hosts=/kh&known_hosts_verify=auto'),
+  );
+  t.deepEqual(settings, {
+    host: 'h',
+    port: 2200,
+    user: 'bob',
+    auth: ['password', 'keyboard-interactive'],
+    keyfile: null,
+    knownHosts: '/kh',
+    verify: 'auto',
+  });
   const defaults = await libsshSettings(parseUri('qemu+libssh://h/system?no_verify=1&sshauth=password'));
   t.is(defaults.verify, 'normal', 'no_verify does not switch host key checks off here (as libvirt)');
   t.is(defaults.user, 'root');
@@ -270,14 +304,17 @@ test('+libssh: a server that floods keyboard-interactive prompts is cut off', as
   }
 });
 
-test('+libssh: the server\'s prompt text reaches the callback without control characters', async (t) => {
+test("+libssh: the server's prompt text reaches the callback without control characters", async (t) => {
   const server = await hostileServer({ prompts: [{ prompt: '\x1b]0;owned\x07Token: ', echo: true }], exec: 'reject' });
   try {
     await withKnownHosts(server.hostKeyLine, async (kh) => {
       const { requester, asked } = recordingRequester(() => '123456');
       const uri = parseUri(`test+libssh://u@127.0.0.1:${server.port}/default?sshauth=keyboard-interactive&known_hosts=${kh}`);
       const e = await virErrorOf(openLibssh(uri, { readOnly: false, requestCredentials: requester, auth: null }));
-      t.deepEqual(asked.map(({ type, prompt }) => ({ type, prompt })), [{ type: CredentialType.ECHOPROMPT, prompt: '?]0;owned?Token' }]);
+      t.deepEqual(
+        asked.map(({ type, prompt }) => ({ type, prompt })),
+        [{ type: CredentialType.ECHOPROMPT, prompt: '?]0;owned?Token' }],
+      );
       // The login worked; the exec request was refused: a clear error naming the command.
       t.regex(e.message, /^libssh transport error: failed to execute command 'sh -c /);
     });
@@ -297,7 +334,10 @@ test('+libssh: a remote command that fails is reported with its status and (clea
         socket.on('error', resolve);
         socket.resume();
       });
-      t.is(error.message, 'libssh transport error: Remote command terminated with non-zero code: 1: nc: unix connect failed:  [31mNo such file');
+      t.is(
+        error.message,
+        'libssh transport error: Remote command terminated with non-zero code: 1: nc: unix connect failed:  [31mNo such file',
+      );
     });
   } finally {
     await server.close();
@@ -376,7 +416,9 @@ test('+libssh: the connection names the server by its host key only when known_h
     const identityFor = async (knownHostsLine: string, verify: string, answer = 'y') =>
       withKnownHosts(knownHostsLine, async (kh) => {
         const { requester } = recordingRequester((c) => (c.type === CredentialType.ECHOPROMPT ? answer : 'right'));
-        const uri = parseUri(`test+libssh://u@127.0.0.1:${server.port}/default?sshauth=password&known_hosts=${kh}&known_hosts_verify=${verify}&proxy=netcat`);
+        const uri = parseUri(
+          `test+libssh://u@127.0.0.1:${server.port}/default?sshauth=password&known_hosts=${kh}&known_hosts_verify=${verify}&proxy=netcat`,
+        );
         const { socket, info } = await openLibssh(uri, { readOnly: false, requestCredentials: requester, auth: null });
         socket.on('error', () => {});
         socket.destroy();

@@ -92,8 +92,16 @@ test('mapXenApiError: each XenAPI error becomes the matching libvirt code in dom
       ErrorCode.OPERATION_FAILED,
       'operation failed: XenAPI server xen1.example:443 is a pool member, not the pool master (the master is 10.0.0.1); connect to the pool master instead',
     ],
-    [new XenApiError('HANDLE_INVALID', ['VM', 'OpaqueRef:9']), ErrorCode.NO_DOMAIN, "Domain not found: no domain with XenAPI reference 'OpaqueRef:9' (it was deleted)"],
-    [new XenApiError('HANDLE_INVALID', ['SR', 'OpaqueRef:9']), ErrorCode.OPERATION_FAILED, "operation failed: XenAPI object SR 'OpaqueRef:9' does not exist on xen1.example:443"],
+    [
+      new XenApiError('HANDLE_INVALID', ['VM', 'OpaqueRef:9']),
+      ErrorCode.NO_DOMAIN,
+      "Domain not found: no domain with XenAPI reference 'OpaqueRef:9' (it was deleted)",
+    ],
+    [
+      new XenApiError('HANDLE_INVALID', ['SR', 'OpaqueRef:9']),
+      ErrorCode.OPERATION_FAILED,
+      "operation failed: XenAPI object SR 'OpaqueRef:9' does not exist on xen1.example:443",
+    ],
     [new XenApiError('UUID_INVALID', ['VM', 'abc']), ErrorCode.NO_DOMAIN, "Domain not found: no domain with matching uuid 'abc'"],
     [
       new XenApiError('MESSAGE_METHOD_UNKNOWN', ['VM.get_record']),
@@ -110,7 +118,11 @@ test('mapXenApiError: each XenAPI error becomes the matching libvirt code in dom
       ErrorCode.ACCESS_DENIED,
       "access denied: XenAPI server xen1.example does not allow user 'root' to call VM.get_record (vm.power_op)",
     ],
-    [new XenApiError('VM_BAD_POWER_STATE', ['OpaqueRef:1', 'running', 'halted']), ErrorCode.INTERNAL_ERROR, 'internal error: XenAPI call VM.get_record on xen1.example:443 failed: VM_BAD_POWER_STATE(OpaqueRef:1, running, halted)'],
+    [
+      new XenApiError('VM_BAD_POWER_STATE', ['OpaqueRef:1', 'running', 'halted']),
+      ErrorCode.INTERNAL_ERROR,
+      'internal error: XenAPI call VM.get_record on xen1.example:443 failed: VM_BAD_POWER_STATE(OpaqueRef:1, running, halted)',
+    ],
   ];
   for (const [xenError, code, message] of cases) {
     const mapped = mapXenApiError(xenError, ctx);
@@ -126,11 +138,16 @@ test('mapXenApiError: each XenAPI error becomes the matching libvirt code in dom
 test('parseJsonRpcReply reads v2 and v1 results and errors', (t) => {
   t.deepEqual(parseJsonRpcReply('{"jsonrpc":"2.0","result":{"a":1},"id":1}'), { a: 1 });
   t.is(parseJsonRpcReply('{"result":"OpaqueRef:x","error":null,"id":1}'), 'OpaqueRef:x');
-  const v2 = t.throws(() => parseJsonRpcReply('{"jsonrpc":"2.0","error":{"code":1,"message":"HANDLE_INVALID","data":["VM","OpaqueRef:1"]},"id":1}'), {
+  const v2 = t.throws(
+    () => parseJsonRpcReply('{"jsonrpc":"2.0","error":{"code":1,"message":"HANDLE_INVALID","data":["VM","OpaqueRef:1"]},"id":1}'),
+    {
+      instanceOf: XenApiError,
+    },
+  );
+  t.deepEqual([v2.code, v2.params], ['HANDLE_INVALID', ['VM', 'OpaqueRef:1']]);
+  const v2NoData = t.throws(() => parseJsonRpcReply('{"jsonrpc":"2.0","error":{"code":1,"message":"SESSION_INVALID"},"id":1}'), {
     instanceOf: XenApiError,
   });
-  t.deepEqual([v2.code, v2.params], ['HANDLE_INVALID', ['VM', 'OpaqueRef:1']]);
-  const v2NoData = t.throws(() => parseJsonRpcReply('{"jsonrpc":"2.0","error":{"code":1,"message":"SESSION_INVALID"},"id":1}'), { instanceOf: XenApiError });
   t.deepEqual([v2NoData.code, v2NoData.params], ['SESSION_INVALID', []]);
   const v1 = t.throws(() => parseJsonRpcReply('{"result":null,"error":["HOST_IS_SLAVE","10.0.0.1"],"id":1}'), { instanceOf: XenApiError });
   t.deepEqual([v1.code, v1.params], ['HOST_IS_SLAVE', ['10.0.0.1']]);
@@ -140,9 +157,12 @@ test('parseJsonRpcReply reads v2 and v1 results and errors', (t) => {
 });
 
 test('parseJsonRpcReply never lets an echoed secret into an error', (t) => {
-  const error = t.throws(() => parseJsonRpcReply('{"result":null,"error":["SESSION_AUTHENTICATION_FAILED","root","login hunter2 refused"],"id":1}', ['hunter2']), {
-    instanceOf: XenApiError,
-  });
+  const error = t.throws(
+    () => parseJsonRpcReply('{"result":null,"error":["SESSION_AUTHENTICATION_FAILED","root","login hunter2 refused"],"id":1}', ['hunter2']),
+    {
+      instanceOf: XenApiError,
+    },
+  );
   t.deepEqual(error.params, ['root', '<redacted>']);
   t.false(error.message.includes('hunter2'));
 });

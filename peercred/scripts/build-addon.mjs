@@ -3,14 +3,20 @@
 // The root `npm run build` runs it before `tsc -b`: npm does not run dependencies' install
 // scripts here, so the build is explicit. Skips the compile when the addon is newer than its
 // sources; `--force` rebuilds anyway.
-import {spawn} from 'node:child_process';
-import {existsSync, statSync} from 'node:fs';
-import {dirname, join, resolve} from 'node:path';
-import {fileURLToPath} from 'node:url';
+import { spawn } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 const packageDirectory = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const addonFile = join(packageDirectory, 'build', 'Release', 'peercred.node');
-const sources = [join(packageDirectory, 'binding.gyp'), join(packageDirectory, 'src', 'peercred.cc'), join(packageDirectory, 'src', 'socket-tools.cc'), join(packageDirectory, 'src', 'socket-tools.h'), join(packageDirectory, 'src', 'addon-errors.h')];
+const sources = [
+  join(packageDirectory, 'binding.gyp'),
+  join(packageDirectory, 'src', 'peercred.cc'),
+  join(packageDirectory, 'src', 'socket-tools.cc'),
+  join(packageDirectory, 'src', 'socket-tools.h'),
+  join(packageDirectory, 'src', 'addon-errors.h'),
+];
 const force = process.argv.includes('--force');
 
 function fail(message) {
@@ -33,7 +39,10 @@ function findNodeGyp() {
     join(packageDirectory, '..', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'),
   ];
   const found = candidates.find((candidate) => candidate && existsSync(candidate));
-  if (!found) fail(`node-gyp not found (looked at ${candidates.filter(Boolean).join(', ')}); run the build through npm (npm run build), whose bundled node-gyp this uses`);
+  if (!found)
+    fail(
+      `node-gyp not found (looked at ${candidates.filter(Boolean).join(', ')}); run the build through npm (npm run build), whose bundled node-gyp this uses`,
+    );
   return found;
 }
 
@@ -43,7 +52,9 @@ function findNodeDirectory() {
   const candidates = [process.env.npm_config_nodedir, resolve(dirname(process.execPath), '..'), '/usr'];
   const found = candidates.find((candidate) => candidate && existsSync(join(candidate, 'include', 'node', 'node_api.h')));
   if (!found) {
-    fail(`Node.js headers (include/node/node_api.h) not found under ${candidates.filter(Boolean).join(', ')}; install the headers of Node ${process.version} (Debian: the nodejs/libnode-dev package that matches this Node) or set nodedir in .npmrc`);
+    fail(
+      `Node.js headers (include/node/node_api.h) not found under ${candidates.filter(Boolean).join(', ')}; install the headers of Node ${process.version} (Debian: the nodejs/libnode-dev package that matches this Node) or set nodedir in .npmrc`,
+    );
   }
   return found;
 }
@@ -53,14 +64,20 @@ if (!force && isUpToDate()) process.exit(0);
 const nodeGyp = findNodeGyp();
 const nodeDirectory = findNodeDirectory();
 const started = Date.now();
-const child = spawn(process.execPath, [nodeGyp, 'rebuild', `--nodedir=${nodeDirectory}`, `--directory=${packageDirectory}`, '--loglevel=warn'], {
-  stdio: ['ignore', 'inherit', 'inherit'],
-  env: process.env,
-});
+const child = spawn(
+  process.execPath,
+  [nodeGyp, 'rebuild', `--nodedir=${nodeDirectory}`, `--directory=${packageDirectory}`, '--loglevel=warn'],
+  {
+    stdio: ['ignore', 'inherit', 'inherit'],
+    env: process.env,
+  },
+);
 child.on('error', (error) => fail(`could not run node-gyp: ${error.message}`));
 child.on('close', (code, signal) => {
   if (code !== 0) {
-    fail(`node-gyp rebuild failed (${signal ? `killed by ${signal}` : `exit ${code}`}); it needs a C++ compiler, make and python3 (Debian: apt-get install g++ make python3)`);
+    fail(
+      `node-gyp rebuild failed (${signal ? `killed by ${signal}` : `exit ${code}`}); it needs a C++ compiler, make and python3 (Debian: apt-get install g++ make python3)`,
+    );
   }
   if (!existsSync(addonFile)) fail(`node-gyp succeeded but ${addonFile} is missing`);
   process.stdout.write(`peercred: built ${addonFile} in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);

@@ -44,7 +44,10 @@ test('reads pid, uid, gid and groups of a client in this process', async (t) => 
   // process.getgroups() adds the effective gid; /proc lists exactly the supplementary groups.
   const status = await readFile('/proc/self/status', 'utf8');
   const supplementary = (/^Groups:[ \t]*([^\n]*)$/m.exec(status)?.[1] ?? '').split(/\s+/).filter(Boolean).map(Number);
-  t.deepEqual([...(peer.groups ?? [])].sort((a, b) => a - b), supplementary.sort((a, b) => a - b));
+  t.deepEqual(
+    [...(peer.groups ?? [])].sort((a, b) => a - b),
+    supplementary.sort((a, b) => a - b),
+  );
   // The client end sees the same process: it connected to itself.
   t.is(getPeerCredentials(client).pid, process.pid);
 });
@@ -97,7 +100,13 @@ test('socketAddress names a listening unix or TCP socket, and refuses what is no
   const tcpServer = net.createServer();
   await new Promise<void>((resolve) => tcpServer.listen(0, '127.0.0.1', resolve));
   t.teardown(() => tcpServer.close());
-  t.deepEqual(socketAddress(listeningFd(tcpServer)), { stream: true, listening: true, family: 'inet', address: '127.0.0.1', port: (tcpServer.address() as net.AddressInfo).port });
+  t.deepEqual(socketAddress(listeningFd(tcpServer)), {
+    stream: true,
+    listening: true,
+    family: 'inet',
+    address: '127.0.0.1',
+    port: (tcpServer.address() as net.AddressInfo).port,
+  });
 
   const file = openSync(join(dir, 'plain-file'), 'w');
   t.teardown(() => closeSync(file));

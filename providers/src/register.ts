@@ -1,7 +1,17 @@
 // Registers the authentication providers and SASL mechanisms virtauth ships. Third-party
 // providers and mechanisms register the same way, under the same tokens.
 
-import { AUTH_PROVIDER, CONFIG_KEYS, ErrorCode, ErrorDomain, SASL_MECHANISM, USER_DATABASE, VirError, type PluginSettings, type UserDatabase } from '@virtauth/core';
+import {
+  AUTH_PROVIDER,
+  CONFIG_KEYS,
+  ErrorCode,
+  ErrorDomain,
+  SASL_MECHANISM,
+  USER_DATABASE,
+  VirError,
+  type PluginSettings,
+  type UserDatabase,
+} from '@virtauth/core';
 import { instanceCachingFactory, type DependencyContainer } from 'tsyringe';
 import { noneAuthProvider } from './none.js';
 import { POLKIT_CONFIG_KEYS, PolkitAuthProvider, type PolkitServerOptions } from './polkit/index.js';
@@ -40,7 +50,12 @@ export function registerDefaultProviders(container: DependencyContainer, opts: P
   container.register(AUTH_PROVIDER, { useValue: noneAuthProvider });
   container.register(AUTH_PROVIDER, {
     useFactory: instanceCachingFactory(
-      (c) => new SaslAuthProvider(() => c.resolveAll(SASL_MECHANISM), opts.saslClient ?? {}, opts.saslServer ? withUserDatabase(opts.saslServer, c) : null),
+      (c) =>
+        new SaslAuthProvider(
+          () => c.resolveAll(SASL_MECHANISM),
+          opts.saslClient ?? {},
+          opts.saslServer ? withUserDatabase(opts.saslServer, c) : null,
+        ),
     ),
   });
   container.register(AUTH_PROVIDER, { useFactory: instanceCachingFactory(() => new PolkitAuthProvider(opts.polkitServer)) });
@@ -50,7 +65,10 @@ export function registerDefaultProviders(container: DependencyContainer, opts: P
  * The SASL server's settings with their user database filled in. The same object, not a copy: the
  * provider reads it at each login, so a reload (SIGHUP) that changes it in place applies at once.
  */
-function withUserDatabase(server: NonNullable<ProviderRegistrationOptions['saslServer']>, container: DependencyContainer): SaslServerOptions {
+function withUserDatabase(
+  server: NonNullable<ProviderRegistrationOptions['saslServer']>,
+  container: DependencyContainer,
+): SaslServerOptions {
   server.users ??= userDatabaseOf(container);
   return server as SaslServerOptions;
 }
@@ -58,7 +76,11 @@ function withUserDatabase(server: NonNullable<ProviderRegistrationOptions['saslS
 /** The user database a SASL server checks: the last one registered, as tsyringe's resolve picks. */
 function userDatabaseOf(container: DependencyContainer): UserDatabase {
   if (!container.isRegistered(USER_DATABASE, true)) {
-    throw new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: 'the SASL server has no user database: register one under USER_DATABASE' });
+    throw new VirError({
+      code: ErrorCode.CONF_SYNTAX,
+      domain: ErrorDomain.CONF,
+      detail: 'the SASL server has no user database: register one under USER_DATABASE',
+    });
   }
   return container.resolve(USER_DATABASE);
 }
@@ -102,5 +124,6 @@ export type DaemonSaslServer = NonNullable<ProviderRegistrationOptions['saslServ
 
 /** Declares the daemon config keys this package's providers read (sasl_*, polkit_*, oauth_*). */
 export function registerProviderConfigKeys(container: DependencyContainer): void {
-  for (const declaration of [SASL_CONFIG_KEYS, POLKIT_CONFIG_KEYS, OAUTHBEARER_CONFIG_KEYS]) container.register(CONFIG_KEYS, { useValue: declaration });
+  for (const declaration of [SASL_CONFIG_KEYS, POLKIT_CONFIG_KEYS, OAUTHBEARER_CONFIG_KEYS])
+    container.register(CONFIG_KEYS, { useValue: declaration });
 }

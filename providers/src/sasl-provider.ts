@@ -104,9 +104,13 @@ export class SaslAuthProvider implements AuthProvider {
 
   private async authenticateClient(ctx: ClientAuthContext): Promise<void> {
     // SASL here has no security layer, so like libvirt's client it insists on a secure channel.
-    if (!ctx.transport.secure) throw clientError('SASL authentication needs a secure channel (a unix socket or TLS); plain TCP would expose it');
+    if (!ctx.transport.secure)
+      throw clientError('SASL authentication needs a secure channel (a unix socket or TLS); plain TCP would expose it');
     const { mechlist } = await ctx.rpc.call(RemoteProc.AUTH_SASL_INIT, xdr.xvoid, undefined, remote.authSaslInitRet);
-    const offered = mechlist.split(',').map((m) => m.trim()).filter((m) => m !== '');
+    const offered = mechlist
+      .split(',')
+      .map((m) => m.trim())
+      .filter((m) => m !== '');
     let candidates = offered;
     if (ctx.mechanism !== null) {
       // A whole name of the list: "SCRAM-SHA-256" is not offered by "SCRAM-SHA-256-PLUS".
@@ -265,7 +269,13 @@ export class SaslAuthProvider implements AuthProvider {
           channelBinding,
           serverOffersChannelBinding: state.offered.some((n) => registered.find((m) => m.name === n)?.requiresChannelBinding),
         });
-        const next: Extract<ServerState, { stage: 'step' }> = { stage: 'step', offered: state.offered, mechanism: mech.name, session, rounds: 0 };
+        const next: Extract<ServerState, { stage: 'step' }> = {
+          stage: 'step',
+          offered: state.offered,
+          mechanism: mech.name,
+          session,
+          rounds: 0,
+        };
         ctx.state.set(EXCHANGE, next);
         return runStep(ctx, next, args.nil ? null : args.data);
       },

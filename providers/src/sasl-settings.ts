@@ -86,7 +86,11 @@ export function loadSaslSettings(configFile: string | null): SaslSettings {
   try {
     text = readFileSync(configFile, 'utf8');
   } catch (e) {
-    throw new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `cannot read configuration file ${configFile}: ${(e as Error).message}` });
+    throw new VirError({
+      code: ErrorCode.CONF_SYNTAX,
+      domain: ErrorDomain.CONF,
+      detail: `cannot read configuration file ${configFile}: ${(e as Error).message}`,
+    });
   }
   return saslSettingsFrom(parseConf(text, configFile));
 }

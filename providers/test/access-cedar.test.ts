@@ -30,19 +30,30 @@ async function driverWith(t: ExecutionContext, policy: string) {
   return { driver: await CedarAccessDriver.create({ policyFile: file, log }), file, lines };
 }
 
-test('the request: User with unix and OIDC groups as parents, libvirt\'s action name, Domain with its attributes in its Connect', (t) => {
+test("the request: User with unix and OIDC groups as parents, libvirt's action name, Domain with its attributes in its Connect", (t) => {
   const identity: ClientIdentity = {
     username: 'alice',
     method: 'sasl',
     unix: { uid: 1000, gid: 1000, groups: [27], pid: 1, processStartTime: 1n, userName: 'alice', groupNames: ['alice', 'sudo'] },
-    oidc: { issuer: 'https://idp', subject: 's-1', usernameClaim: 'preferred_username', username: 'alice', groups: ['ops'], roles: ['auditor'], scopes: ['virt'] },
+    oidc: {
+      issuer: 'https://idp',
+      subject: 's-1',
+      usernameClaim: 'preferred_username',
+      username: 'alice',
+      groups: ['ops'],
+      roles: ['auditor'],
+      scopes: ['virt'],
+    },
   };
   const req = cedarRequest('p', subject(identity, 'unix', true), DOM, 'start');
   t.deepEqual(req.principal, { type: 'User', id: 'alice' });
   t.deepEqual(req.action, { type: 'Action', id: 'domain.start' });
   t.deepEqual(req.resource, { type: 'Domain', id: '6f1c8a52-6a8e-4b7e-9a41-0f5e2d7c1b11' });
   t.deepEqual(req.context, { auth_method: 'sasl', transport: 'unix', read_only: true });
-  t.deepEqual(req.entities[0]!.parents, ['alice', 'sudo', 'ops', 'auditor'].map((id) => ({ type: 'Group', id })));
+  t.deepEqual(
+    req.entities[0]!.parents,
+    ['alice', 'sudo', 'ops', 'auditor'].map((id) => ({ type: 'Group', id })),
+  );
   const domain = req.entities.find((e) => (e.uid as { type: string }).type === 'Domain')!;
   t.deepEqual(domain.attrs, { connect_driver: 'QEMU', name: 'web-1', uuid: '6f1c8a52-6a8e-4b7e-9a41-0f5e2d7c1b11' });
   t.deepEqual(domain.parents, [{ type: 'Connect', id: 'QEMU' }]);
@@ -50,11 +61,17 @@ test('the request: User with unix and OIDC groups as parents, libvirt\'s action 
 });
 
 test('decisions: group rules, name patterns, context; names are data, never policy text', async (t) => {
-  const { driver } = await driverWith(t, `
+  const { driver } = await driverWith(
+    t,
+    `
     permit (principal == User::"admin", action, resource);
     permit (principal in Group::"ops", action == Action::"domain.start", resource is Domain in Connect::"QEMU") when { resource.name like "web-*" && context.transport != "tcp" };
-  `);
-  const ops = subject({ username: 'bob', oidc: { issuer: 'i', subject: 's', usernameClaim: 'sub', username: 'bob', groups: ['ops'], roles: [], scopes: [] } });
+  `,
+  );
+  const ops = subject({
+    username: 'bob',
+    oidc: { issuer: 'i', subject: 's', usernameClaim: 'sub', username: 'bob', groups: ['ops'], roles: [], scopes: [] },
+  });
   t.true(driver.check({ subject: ops, object: DOM, permission: 'start' }));
   t.false(driver.check({ subject: ops, object: DOM, permission: 'stop' }));
   t.false(driver.check({ subject: subject(ops.identity, 'tcp'), object: DOM, permission: 'start' }));

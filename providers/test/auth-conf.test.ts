@@ -85,7 +85,10 @@ test('a mapping to a credential set that does not exist is CONF_SYNTAX', (t) => 
   const e = t.throws(() => conf.lookup('libvirt', 'hostQ', 'authname'), { instanceOf: VirError });
   t.is(e!.code, ErrorCode.CONF_SYNTAX);
   t.is(e!.domain, ErrorDomain.NONE);
-  t.is(e!.message, "configuration file syntax error: Missing group 'credentials-nope' referenced from group 'auth-libvirt-default' in 'f.conf'");
+  t.is(
+    e!.message,
+    "configuration file syntax error: Missing group 'credentials-nope' referenced from group 'auth-libvirt-default' in 'f.conf'",
+  );
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -93,7 +96,16 @@ test('a mapping to a credential set that does not exist is CONF_SYNTAX', (t) => 
 
 test('comments, blank lines and surrounding whitespace', (t) => {
   const conf = AuthConfig.parse(
-    ['; semicolon comment', '   # indented comment', '', '  [credentials-w]  ', '  authname   =   bob', '\tpassword=pw', '[auth-libvirt-default]', 'credentials = w'].join('\n'),
+    [
+      '; semicolon comment',
+      '   # indented comment',
+      '',
+      '  [credentials-w]  ',
+      '  authname   =   bob',
+      '\tpassword=pw',
+      '[auth-libvirt-default]',
+      'credentials = w',
+    ].join('\n'),
   );
   t.is(conf.lookup('libvirt', 'h', 'authname'), 'bob');
   t.is(conf.lookup('libvirt', 'h', 'password'), 'pw');
@@ -110,7 +122,9 @@ test('CRLF line endings are accepted', (t) => {
 });
 
 test('the later of duplicate keys and groups wins; groups merge', (t) => {
-  const conf = AuthConfig.parse('[credentials-d]\npassword=old\nauthname=a\n[auth-libvirt-default]\ncredentials=d\n[credentials-d]\npassword=new\n');
+  const conf = AuthConfig.parse(
+    '[credentials-d]\npassword=old\nauthname=a\n[auth-libvirt-default]\ncredentials=d\n[credentials-d]\npassword=new\n',
+  );
   t.is(conf.lookup('libvirt', 'h', 'password'), 'new');
   t.is(conf.lookup('libvirt', 'h', 'authname'), 'a');
 });
@@ -180,12 +194,18 @@ test('in the credential pipeline auth.conf answers first and the callback gets o
   const creds = [credential(CredentialType.AUTHNAME, 'name'), credential(CredentialType.PASSPHRASE, 'password')];
   await requester(creds, { service: 'libvirt', host: 'h1' });
   t.deepEqual(asked, [CredentialType.PASSPHRASE]);
-  t.deepEqual(creds.map((c) => c.result), ['bob', 'typed']);
+  t.deepEqual(
+    creds.map((c) => c.result),
+    ['bob', 'typed'],
+  );
 });
 
 test('a broken mapping fails the fill with CONF_SYNTAX', async (t) => {
   const source = new AuthConfCredentialSource(AuthConfig.parse('[auth-libvirt-default]\nx=y\n'));
-  await t.throwsAsync(async () => source.fill([credential(CredentialType.AUTHNAME, 'n')], 'libvirt', 'h'), { instanceOf: VirError, message: /Missing item 'credentials'/ });
+  await t.throwsAsync(async () => source.fill([credential(CredentialType.AUTHNAME, 'n')], 'libvirt', 'h'), {
+    instanceOf: VirError,
+    message: /Missing item 'credentials'/,
+  });
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -200,7 +220,10 @@ test('search order: LIBVIRT_AUTH_FILE, then authfile=, then XDG config, then the
   const systemFile = writeFile(path.join(dir, 'etc', 'auth.conf'), '');
   const home = path.join(dir, 'home');
 
-  t.is(findAuthConfPath({ env: { LIBVIRT_AUTH_FILE: envFile, XDG_CONFIG_HOME: xdg }, uriAuthFile: uriFile, systemPath: systemFile }), envFile);
+  t.is(
+    findAuthConfPath({ env: { LIBVIRT_AUTH_FILE: envFile, XDG_CONFIG_HOME: xdg }, uriAuthFile: uriFile, systemPath: systemFile }),
+    envFile,
+  );
   t.is(findAuthConfPath({ env: { XDG_CONFIG_HOME: xdg }, uriAuthFile: uriFile, systemPath: systemFile }), uriFile);
   t.is(findAuthConfPath({ env: { XDG_CONFIG_HOME: xdg }, systemPath: systemFile }), xdgFile);
   t.is(findAuthConfPath({ env: { HOME: home }, systemPath: systemFile }), systemFile);
@@ -247,7 +270,9 @@ test('an explicit file that cannot be read is an error naming it, not a silent f
   const dir = tempDir(t);
   const systemFile = writeFile(path.join(dir, 'etc', 'auth.conf'), '[credentials-s]\nauthname=sys\n');
   const missing = path.join(dir, 'missing.conf');
-  const e = await t.throwsAsync(loadAuthConfSource(undefined, { env: { LIBVIRT_AUTH_FILE: missing }, systemPath: systemFile }), { instanceOf: VirError });
+  const e = await t.throwsAsync(loadAuthConfSource(undefined, { env: { LIBVIRT_AUTH_FILE: missing }, systemPath: systemFile }), {
+    instanceOf: VirError,
+  });
   t.is(e!.code, ErrorCode.READ_FAILED);
   t.is(e!.domain, ErrorDomain.NONE);
   t.is(e!.message, `Unable to read auth file '${missing}': ENOENT`);

@@ -27,7 +27,12 @@ class Capture extends Writable {
   }
 }
 
-const info = (extra: Partial<CredentialRequestInfo> = {}): CredentialRequestInfo => ({ service: 'libvirt', host: 'localhost', origin: [], ...extra });
+const info = (extra: Partial<CredentialRequestInfo> = {}): CredentialRequestInfo => ({
+  service: 'libvirt',
+  host: 'localhost',
+  origin: [],
+  ...extra,
+});
 const authname = () => credential(CredentialType.AUTHNAME, 'Please enter your authentication name', 'Authentication Name');
 const password = () => credential(CredentialType.PASSPHRASE, 'Please enter your password', 'Password');
 
@@ -45,7 +50,7 @@ function piped(...chunks: string[]) {
   return { input, output, auth: createConsoleAuth({ input, output }) };
 }
 
-test('advertises virConnectAuthPtrDefault\'s credential types', (t) => {
+test("advertises virConnectAuthPtrDefault's credential types", (t) => {
   t.deepEqual([...CONSOLE_CREDENTIAL_TYPES], [2, 6, 8, 5, 7, 9]);
 });
 
@@ -53,7 +58,10 @@ test('piped answers fill two prompts in sequence', async (t) => {
   const { output, auth } = piped('alice\nsecret\n');
   const creds = [authname(), password()];
   t.true(await auth.callback(creds, info()));
-  t.deepEqual(creds.map((c) => c.result), ['alice', 'secret']);
+  t.deepEqual(
+    creds.map((c) => c.result),
+    ['alice', 'secret'],
+  );
   t.is(output.text, 'Please enter your authentication name: Please enter your password: ');
 });
 
@@ -61,7 +69,10 @@ test('answers split across chunks anywhere, with CRLF endings, still line up', a
   const { auth } = piped('ali', 'ce\r\nsec', 'ret', '\r\n');
   const creds = [authname(), password()];
   t.true(await auth.callback(creds, info()));
-  t.deepEqual(creds.map((c) => c.result), ['alice', 'secret']);
+  t.deepEqual(
+    creds.map((c) => c.result),
+    ['alice', 'secret'],
+  );
 });
 
 test('one input stream is shared by successive callbacks and by separate console auths', async (t) => {
@@ -72,7 +83,10 @@ test('one input stream is shared by successive callbacks and by separate console
   t.true(await createConsoleAuth({ input, output }).callback(first, info()));
   const second = [credential(CredentialType.REALM, 'Realm')];
   t.true(await createConsoleAuth({ input, output }).callback(second, info()));
-  t.deepEqual([...first, ...second].map((c) => c.result), ['one', 'two', 'three']);
+  t.deepEqual(
+    [...first, ...second].map((c) => c.result),
+    ['one', 'two', 'three'],
+  );
 });
 
 test('an empty answer takes the default, or the empty string without one', async (t) => {
@@ -117,7 +131,10 @@ test('the secret never reaches the output', async (t) => {
   const { output, auth } = piped('alice\nhunter2-secret\notp-999\n');
   const creds = [authname(), password(), credential(CredentialType.NOECHOPROMPT, 'One-time code')];
   t.true(await auth.callback(creds, info()));
-  t.deepEqual(creds.map((c) => c.result), ['alice', 'hunter2-secret', 'otp-999']);
+  t.deepEqual(
+    creds.map((c) => c.result),
+    ['alice', 'hunter2-secret', 'otp-999'],
+  );
   t.false(output.text.includes('hunter2'));
   t.false(output.text.includes('otp-999'));
   t.false(output.text.includes('alice'), 'piped answers are not echoed either');
@@ -149,8 +166,12 @@ test('control characters from remote text are neutralised before printing', asyn
   const origin = [{ daemon: 'evil\u001b[2J', driver: 'xen\u0007api', uri: '' }];
   const c = credential(CredentialType.ECHOPROMPT, 'Token\u001b]0;owned\u0007\u202e');
   t.true(await auth.callback([c], info({ host: 'h\r\nost', origin })));
+  // eslint-disable-next-line no-control-regex -- the test looks for control characters
   t.false(/[\u0000-\u0008\u000b-\u001f\u007f\u202e]/.test(output.text));
-  t.is(output.text.split('\n').slice(1).join('\n'), 'Connected daemon: no verified connection\nxen?api on h??ost via evil?[2J asks for credentials\n[relayed] Token?]0;owned??: ');
+  t.is(
+    output.text.split('\n').slice(1).join('\n'),
+    'Connected daemon: no verified connection\nxen?api on h??ost via evil?[2J asks for credentials\n[relayed] Token?]0;owned??: ',
+  );
 });
 
 test('EXTERNAL is accepted only for the PolicyKit challenge', async (t) => {
@@ -206,7 +227,9 @@ test('a deadline that passes is OPERATION_TIMEOUT', async (t) => {
   const input = new PassThrough();
   const auth = createConsoleAuth({ input, output: new Capture() });
   const started = Date.now();
-  const e = await t.throwsAsync(Promise.resolve(auth.callback([password()], info({ deadline: Date.now() + 50 }))), { instanceOf: VirError });
+  const e = await t.throwsAsync(Promise.resolve(auth.callback([password()], info({ deadline: Date.now() + 50 }))), {
+    instanceOf: VirError,
+  });
   t.is(e!.code, ErrorCode.OPERATION_TIMEOUT);
   t.true(Date.now() - started < 2000);
 });
@@ -239,7 +262,10 @@ test('terminal: an echoed answer is shown, a secret is not', async (t) => {
   await typeSlowly(input, 'alice\r');
   await typeSlowly(input, 'hunter2-secret\r');
   t.true(await answered);
-  t.deepEqual(creds.map((c) => c.result), ['alice', 'hunter2-secret']);
+  t.deepEqual(
+    creds.map((c) => c.result),
+    ['alice', 'hunter2-secret'],
+  );
   t.true(output.text.includes('Please enter your authentication name: '));
   t.true(output.text.includes('alice'), 'the name is echoed');
   t.true(output.text.includes('Please enter your password: '));
@@ -328,7 +354,11 @@ test('a process whose stdin is empty fails fast instead of hanging', async (t) =
 
 test('a relayed request always gets the header naming the verified daemon, and [relayed] prompts, every time; even with no origin chain', async (t) => {
   const { output, auth } = piped('a\nb\nc\n');
-  const via = { daemon: 'virtauthd@hostA\u001b[2J', identity: { transport: 'unix' as const, socket: '/run/virtauth/virtauth-sock' }, key: 'unix:/run/virtauth/virtauth-sock' };
+  const via = {
+    daemon: 'virtauthd@hostA\u001b[2J',
+    identity: { transport: 'unix' as const, socket: '/run/virtauth/virtauth-sock' },
+    key: 'unix:/run/virtauth/virtauth-sock',
+  };
   const origin = [{ daemon: 'virtauthd@hostA', driver: 'xenapi', uri: 'xenapi://xen1/' }];
   const header =
     '*** Credential request relayed by a daemon: it does not come from this computer ***\n' +
@@ -339,5 +369,8 @@ test('a relayed request always gets the header naming the verified daemon, and [
   t.is(output.text, asked + asked, 'the second request of the same daemon is marked as plainly as the first');
   const before = output.text.length;
   t.true(await auth.callback([authname()], info({ host: 'xen1', origin: [], via })));
-  t.is(output.text.slice(before), `${header}A driver for xen1 asks for credentials (no origin chain given)\n[relayed] Please enter your authentication name: `);
+  t.is(
+    output.text.slice(before),
+    `${header}A driver for xen1 asks for credentials (no origin chain given)\n[relayed] Please enter your authentication name: `,
+  );
 });

@@ -19,7 +19,12 @@ async function scriptedIssuer(): Promise<{ issuer: string; answer: Record<string
       res.end(JSON.stringify(body));
     };
     if (req.url === '/.well-known/openid-configuration') {
-      send({ issuer: state.issuer, introspection_endpoint: `${state.issuer}/introspect`, token_endpoint: `${state.issuer}/token`, jwks_uri: `${state.issuer}/jwks` });
+      send({
+        issuer: state.issuer,
+        introspection_endpoint: `${state.issuer}/introspect`,
+        token_endpoint: `${state.issuer}/token`,
+        jwks_uri: `${state.issuer}/jwks`,
+      });
       return;
     }
     if (req.url === '/introspect' && req.method === 'POST') {
@@ -57,7 +62,15 @@ const now = () => Math.floor(Date.now() / 1000);
 test('introspection: an active token for this audience, unexpired, names its user', async (t) => {
   const { idp, validator } = await setup();
   t.teardown(() => idp.close());
-  idp.answer = { active: true, iss: idp.issuer, aud: [AUDIENCE, 'other'], sub: 'alice', exp: now() + 300, token_type: 'Bearer', scope: 'libvirt' };
+  idp.answer = {
+    active: true,
+    iss: idp.issuer,
+    aud: [AUDIENCE, 'other'],
+    sub: 'alice',
+    exp: now() + 300,
+    token_type: 'Bearer',
+    scope: 'libvirt',
+  };
   const verdict = await validator.validate(OPAQUE_TOKEN);
   t.like(verdict, { ok: true, username: 'alice' });
   t.is(idp.asked, 1);

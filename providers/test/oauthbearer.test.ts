@@ -7,7 +7,13 @@ import { CredentialType, ErrorCode, ErrorDomain, SaslAuthenticationError, VirErr
 import { checkIssuerUrl } from '../src/oauthbearer/discovery.js';
 import { createOidcCredentialCallback, tokenRequestAudience } from '../src/oauthbearer/delegation.js';
 import { OAuthBearerMechanism } from '../src/oauthbearer/mechanism.js';
-import { CLIENT_ERROR_ACK, encodeClientMessage, encodeServerError, parseClientMessage, parseServerError } from '../src/oauthbearer/messages.js';
+import {
+  CLIENT_ERROR_ACK,
+  encodeClientMessage,
+  encodeServerError,
+  parseClientMessage,
+  parseServerError,
+} from '../src/oauthbearer/messages.js';
 import { oauthBearerSettingsFrom } from '../src/oauthbearer/settings.js';
 
 const secureUnix = { kind: 'unix' as const, secure: true };
@@ -32,14 +38,27 @@ test('malformed client messages are refused with a reason', (t) => {
     ['n,,\x01host=a\x01host=b\x01auth=Bearer x\x01\x01', /'host' is given twice/],
     ['n,a=x=41,\x01auth=Bearer x\x01\x01', /bad "=" escape/],
   ];
-  for (const [text, reason] of bad) t.throws(() => parseClientMessage(Buffer.from(text, 'latin1')), { message: reason }, JSON.stringify(text));
+  for (const [text, reason] of bad)
+    t.throws(() => parseClientMessage(Buffer.from(text, 'latin1')), { message: reason }, JSON.stringify(text));
   t.throws(() => encodeClientMessage('has space'), { message: /b64token/ });
 });
 
 test('server error challenge: JSON with status, scope and openid-configuration; anything else is not one', (t) => {
-  const json = encodeServerError({ status: 'insufficient_scope', scope: 'libvirt', 'openid-configuration': 'https://idp/.well-known/openid-configuration' });
-  t.deepEqual(JSON.parse(json.toString()), { status: 'insufficient_scope', scope: 'libvirt', 'openid-configuration': 'https://idp/.well-known/openid-configuration' });
-  t.deepEqual(parseServerError(json), { status: 'insufficient_scope', scope: 'libvirt', 'openid-configuration': 'https://idp/.well-known/openid-configuration' });
+  const json = encodeServerError({
+    status: 'insufficient_scope',
+    scope: 'libvirt',
+    'openid-configuration': 'https://idp/.well-known/openid-configuration',
+  });
+  t.deepEqual(JSON.parse(json.toString()), {
+    status: 'insufficient_scope',
+    scope: 'libvirt',
+    'openid-configuration': 'https://idp/.well-known/openid-configuration',
+  });
+  t.deepEqual(parseServerError(json), {
+    status: 'insufficient_scope',
+    scope: 'libvirt',
+    'openid-configuration': 'https://idp/.well-known/openid-configuration',
+  });
   t.is(parseServerError(Buffer.from('not json')), null);
   t.is(parseServerError(Buffer.from('{"scope":"x"}')), null);
 });
@@ -49,18 +68,33 @@ test('config: no oauth_* key registers nothing; server and client keys are check
   const conf = (entries: Record<string, string | number | string[]>) => () => oauthBearerSettingsFrom(new Map(Object.entries(entries)));
   t.throws(conf({ oauth_issuer: 'https://idp.example' }), { instanceOf: VirError, message: /oauth_audience: is required/ });
   t.throws(conf({ oauth_client_secret: 's' }), { message: /oauth_client_secret: needs oauth_client_id/ });
-  t.throws(conf({ oauth_issuer: 'https://idp.example', oauth_audience: 'x', oauth_token_validation: 'magic' }), { message: /expected one of auto, jwt, introspection/ });
-  t.throws(conf({ oauth_issuer: 'https://idp.example', oauth_audience: 'x', oauth_clock_skew: 'ten' }), { message: /oauth_clock_skew: expected an integer/ });
+  t.throws(conf({ oauth_issuer: 'https://idp.example', oauth_audience: 'x', oauth_token_validation: 'magic' }), {
+    message: /expected one of auto, jwt, introspection/,
+  });
+  t.throws(conf({ oauth_issuer: 'https://idp.example', oauth_audience: 'x', oauth_clock_skew: 'ten' }), {
+    message: /oauth_clock_skew: expected an integer/,
+  });
 
-  const options = oauthBearerSettingsFrom(new Map<string, string | number | string[]>(Object.entries({
-    oauth_issuer: 'https://idp.example',
-    oauth_audience: 'https://virtauthd.example',
-    oauth_required_scope: 'libvirt',
-    oauth_client_id: 'virtauthd-b',
-    oauth_client_secret: 'secret',
-    oauth_client_hosts: ['*.internal'],
-  })))!;
-  t.like(options.server, { issuer: 'https://idp.example', audience: 'https://virtauthd.example', requiredScope: 'libvirt', usernameClaim: 'sub', validation: 'auto', clockToleranceSec: 30 });
+  const options = oauthBearerSettingsFrom(
+    new Map<string, string | number | string[]>(
+      Object.entries({
+        oauth_issuer: 'https://idp.example',
+        oauth_audience: 'https://virtauthd.example',
+        oauth_required_scope: 'libvirt',
+        oauth_client_id: 'virtauthd-b',
+        oauth_client_secret: 'secret',
+        oauth_client_hosts: ['*.internal'],
+      }),
+    ),
+  )!;
+  t.like(options.server, {
+    issuer: 'https://idp.example',
+    audience: 'https://virtauthd.example',
+    requiredScope: 'libvirt',
+    usernameClaim: 'sub',
+    validation: 'auto',
+    clockToleranceSec: 30,
+  });
   t.like(options.client?.clientFor('hv1.internal'), { issuer: 'https://idp.example', clientId: 'virtauthd-b', cachePersonTokens: false });
   t.is(options.client?.clientFor('elsewhere.example'), null);
 });
@@ -74,15 +108,34 @@ test('issuers must be https; http only on loopback and only when allowed', (t) =
 });
 
 test('server half: refuses without validation settings, answers malformed input with invalid_request, then fails on the %x01', async (t) => {
-  const unconfigured = new OAuthBearerMechanism({}).createServer({ users: null as never, transport: secureUnix, channelBinding: null, serverOffersChannelBinding: false });
-  await t.throwsAsync(unconfigured.step(encodeClientMessage('abc')), { instanceOf: SaslAuthenticationError, message: /no token validation configured/ });
+  const unconfigured = new OAuthBearerMechanism({}).createServer({
+    users: null as never,
+    transport: secureUnix,
+    channelBinding: null,
+    serverOffersChannelBinding: false,
+  });
+  await t.throwsAsync(unconfigured.step(encodeClientMessage('abc')), {
+    instanceOf: SaslAuthenticationError,
+    message: /no token validation configured/,
+  });
 
-  const mechanism = new OAuthBearerMechanism({ server: { issuer: 'https://idp.example', audience: 'https://virtauthd.example', requiredScope: 'libvirt' } });
+  const mechanism = new OAuthBearerMechanism({
+    server: { issuer: 'https://idp.example', audience: 'https://virtauthd.example', requiredScope: 'libvirt' },
+  });
   t.is(mechanism.priority, 0, 'no client configured: never preferred');
-  const session = mechanism.createServer({ users: null as never, transport: secureUnix, channelBinding: null, serverOffersChannelBinding: false });
+  const session = mechanism.createServer({
+    users: null as never,
+    transport: secureUnix,
+    channelBinding: null,
+    serverOffersChannelBinding: false,
+  });
   const first = await session.step(Buffer.from('n,,auth=Bearer x'));
   t.false(first.done);
-  t.deepEqual(parseServerError(first.data!), { status: 'invalid_request', scope: 'libvirt', 'openid-configuration': 'https://idp.example/.well-known/openid-configuration' });
+  t.deepEqual(parseServerError(first.data!), {
+    status: 'invalid_request',
+    scope: 'libvirt',
+    'openid-configuration': 'https://idp.example/.well-known/openid-configuration',
+  });
   const error = await t.throwsAsync(session.step(CLIENT_ERROR_ACK), { instanceOf: SaslAuthenticationError });
   t.regex(error?.reason ?? '', /^OAUTHBEARER: invalid_request: malformed client message/);
   t.is(session.username, null);
@@ -101,7 +154,9 @@ test('client half: refuses plain TCP, and a host without an OpenID client, befor
     serverMechanisms: ['OAUTHBEARER'],
     maxIterations: 1,
   };
-  await t.throwsAsync(mechanism.createClient({ ...ctx, transport: { kind: 'tcp', secure: false } }).start(), { message: /neither a unix socket nor TLS/ });
+  await t.throwsAsync(mechanism.createClient({ ...ctx, transport: { kind: 'tcp', secure: false } }).start(), {
+    message: /neither a unix socket nor TLS/,
+  });
   const error = await t.throwsAsync(mechanism.createClient({ ...ctx, transport: secureUnix }).start(), { instanceOf: VirError });
   t.like(error, { code: ErrorCode.AUTH_UNAVAILABLE, domain: ErrorDomain.REMOTE });
   t.regex(error?.message ?? '', /no OpenID Connect client is configured for hv\.example/);
@@ -113,7 +168,10 @@ test('delegation callback: token requests are recognised by their challenge; oth
   t.is(tokenRequestAudience(credential(CredentialType.ECHOPROMPT, 'p', 'oauth2-token:https://hv.example')), null);
 
   const seen: number[] = [];
-  const fallback = { credTypes: [CredentialType.AUTHNAME], callback: (creds: { type: number; result: string | null }[]) => void creds.forEach((c) => (seen.push(c.type), (c.result = 'alice'))) };
+  const fallback = {
+    credTypes: [CredentialType.AUTHNAME],
+    callback: (creds: { type: number; result: string | null }[]) => void creds.forEach((c) => (seen.push(c.type), (c.result = 'alice'))),
+  };
   const client = { issuer: 'https://idp.example', clientId: 'cli', clientSecret: 's' };
   const auth = createOidcCredentialCallback({ client, audiences: ['https://hv.example/*'], fallback });
   t.deepEqual([...auth.credTypes].sort(), [CredentialType.AUTHNAME, CredentialType.EXTERNAL]);
@@ -122,7 +180,13 @@ test('delegation callback: token requests are recognised by their challenge; oth
   t.deepEqual(seen, [CredentialType.AUTHNAME]);
   t.is(name.result, 'alice');
 
-  const refused = await t.throwsAsync(async () => auth.callback([credential(CredentialType.EXTERNAL, 'p', 'oauth2-token:https://evil.example')], { service: 'oauth2', host: 'h', origin: [] }));
+  const refused = await t.throwsAsync(async () =>
+    auth.callback([credential(CredentialType.EXTERNAL, 'p', 'oauth2-token:https://evil.example')], {
+      service: 'oauth2',
+      host: 'h',
+      origin: [],
+    }),
+  );
   t.regex(refused?.message ?? '', /does not hand out tokens for https:\/\/evil\.example/);
   const alone = createOidcCredentialCallback({ client, audiences: ['*'] });
   t.false(await alone.callback([credential(CredentialType.AUTHNAME, 'name')], { service: 'libvirt', host: 'h', origin: [] }));

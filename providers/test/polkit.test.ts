@@ -72,7 +72,15 @@ test('an authorized client is marked authenticated with the subject polkit was a
   const provider = new PolkitAuthProvider({ authority });
   const ctx = context({ peer: self });
   t.deepEqual(await authPolkit(provider, ctx), { complete: 1 });
-  t.deepEqual(ctx.marked, [{ method: 'polkit', unixUid: 1000, unixGid: 1000, unixPid: process.pid, polkit: { action: 'org.libvirt.unix.manage', result: 'authorized' } }]);
+  t.deepEqual(ctx.marked, [
+    {
+      method: 'polkit',
+      unixUid: 1000,
+      unixGid: 1000,
+      unixPid: process.pid,
+      polkit: { action: 'org.libvirt.unix.manage', result: 'authorized' },
+    },
+  ]);
   t.is(authority.checks.length, 1);
   const [check] = authority.checks;
   t.is(check!.actionId, 'org.libvirt.unix.manage');
@@ -88,22 +96,40 @@ test('the read-only socket asks for the monitor action; both actions are configu
   t.is(defaults.checks[0]!.actionId, 'org.libvirt.unix.monitor');
 
   const configured = new ScriptedAuthority(allowed);
-  const settings = polkitSettingsFrom(new Map([['polkit_action_rw', 'org.example.rw'], ['polkit_action_ro', 'org.example.ro']]));
+  const settings = polkitSettingsFrom(
+    new Map([
+      ['polkit_action_rw', 'org.example.rw'],
+      ['polkit_action_ro', 'org.example.ro'],
+    ]),
+  );
   const provider = new PolkitAuthProvider({ authority: configured, ...settings });
   await authPolkit(provider, context({ peer: self }));
   await authPolkit(provider, context({ peer: self, readOnly: true }));
-  t.deepEqual(configured.checks.map((c) => c.actionId), ['org.example.rw', 'org.example.ro']);
+  t.deepEqual(
+    configured.checks.map((c) => c.actionId),
+    ['org.example.rw', 'org.example.ro'],
+  );
 });
 
 test("refusals carry libvirtd's codes and texts", async (t) => {
   const cases: [AuthorizationResult, number, string][] = [
     [{ isAuthorized: false, isChallenge: false, details: {} }, ErrorCode.AUTH_FAILED, 'authentication failed: access denied by policy'],
-    [{ isAuthorized: false, isChallenge: true, details: {} }, ErrorCode.AUTH_UNAVAILABLE, "authentication unavailable: no polkit agent available to authenticate action 'org.libvirt.unix.manage'"],
-    [{ isAuthorized: false, isChallenge: false, details: { 'polkit.dismissed': 'true' } }, ErrorCode.AUTH_CANCELLED, 'authentication cancelled: user cancelled authentication process'],
+    [
+      { isAuthorized: false, isChallenge: true, details: {} },
+      ErrorCode.AUTH_UNAVAILABLE,
+      "authentication unavailable: no polkit agent available to authenticate action 'org.libvirt.unix.manage'",
+    ],
+    [
+      { isAuthorized: false, isChallenge: false, details: { 'polkit.dismissed': 'true' } },
+      ErrorCode.AUTH_CANCELLED,
+      'authentication cancelled: user cancelled authentication process',
+    ],
   ];
   for (const [answer, code, message] of cases) {
     const ctx = context({ peer: self });
-    const error = await t.throwsAsync(authPolkit(new PolkitAuthProvider({ authority: new ScriptedAuthority(answer) }), ctx), { instanceOf: VirError });
+    const error = await t.throwsAsync(authPolkit(new PolkitAuthProvider({ authority: new ScriptedAuthority(answer) }), ctx), {
+      instanceOf: VirError,
+    });
     t.is(error!.code, code);
     t.is(error!.domain, ErrorDomain.POLKIT);
     t.is(error!.message, message);
@@ -116,7 +142,9 @@ test('a root client is authenticated by AUTH_LIST without asking polkit; others 
   const provider = new PolkitAuthProvider({ authority });
   const root = context({ peer: { pid: 1, uid: 0, gid: 0 } });
   t.deepEqual(await provider.server.onAuthList(root), [AuthType.NONE]);
-  t.deepEqual(root.marked, [{ method: 'none', unixUid: 0, unixGid: 0, unixPid: 1, polkit: { action: 'org.libvirt.unix.manage', result: 'root' } }]);
+  t.deepEqual(root.marked, [
+    { method: 'none', unixUid: 0, unixGid: 0, unixPid: 1, polkit: { action: 'org.libvirt.unix.manage', result: 'root' } },
+  ]);
   const user = context({ peer: self });
   t.is(await provider.server.onAuthList(user), null);
   t.deepEqual(user.marked, []);
@@ -140,7 +168,11 @@ test('no peer credentials, a non-unix transport and an exited client are clear f
 });
 
 test('D-Bus failures from the authority reach the client unchanged', async (t) => {
-  const failure = new VirError({ code: ErrorCode.DBUS_SERVICE, domain: ErrorDomain.DBUS, detail: 'org.freedesktop.DBus.Error.ServiceUnknown: no polkitd' });
+  const failure = new VirError({
+    code: ErrorCode.DBUS_SERVICE,
+    domain: ErrorDomain.DBUS,
+    detail: 'org.freedesktop.DBus.Error.ServiceUnknown: no polkitd',
+  });
   const provider = new PolkitAuthProvider({ authority: new ScriptedAuthority(failure) });
   const error = await t.throwsAsync(authPolkit(provider, context({ peer: self })));
   t.is(error, failure);
@@ -152,12 +184,17 @@ test('no system bus: code 1, domain DBUS, with the address tried', async (t) => 
   const address = `unix:path=${join(dir, 'no-bus')}`;
   const authority = new DbusPolkitAuthority({ busAddress: address, timeoutMs: 5000 });
   t.teardown(() => authority.close());
-  const error = await t.throwsAsync(authority.checkAuthorization({ pid: process.pid, startTime: 0n, uid: 0 }, 'org.libvirt.unix.manage', true), { instanceOf: VirError });
+  const error = await t.throwsAsync(
+    authority.checkAuthorization({ pid: process.pid, startTime: 0n, uid: 0 }, 'org.libvirt.unix.manage', true),
+    { instanceOf: VirError },
+  );
   t.is(error!.code, ErrorCode.INTERNAL_ERROR);
   t.is(error!.domain, ErrorDomain.DBUS);
   t.regex(error!.message, /^internal error: Unable to get system bus connection: .*ENOENT.*no-bus/);
   // The failed connection is not cached: the next check tries again (and fails the same way).
-  await t.throwsAsync(authority.checkAuthorization({ pid: process.pid, startTime: 0n, uid: 0 }, 'org.libvirt.unix.manage', true), { message: /Unable to get system bus connection/ });
+  await t.throwsAsync(authority.checkAuthorization({ pid: process.pid, startTime: 0n, uid: 0 }, 'org.libvirt.unix.manage', true), {
+    message: /Unable to get system bus connection/,
+  });
 });
 
 test('DBUS_SYSTEM_BUS_ADDRESS is read when the connection is made', (t) => {
@@ -189,7 +226,9 @@ test('process start time: field 22, robust to spaces and parentheses in the comm
 
 test('config: action ids are validated', (t) => {
   t.deepEqual(polkitSettingsFrom(new Map()), { actionRw: 'org.libvirt.unix.manage', actionRo: 'org.libvirt.unix.monitor' });
-  t.throws(() => polkitSettingsFrom(new Map([['polkit_action_rw', 'Org.Bad Action']])), { message: /polkit_action_rw: 'Org.Bad Action' is not a polkit action id/ });
+  t.throws(() => polkitSettingsFrom(new Map([['polkit_action_rw', 'Org.Bad Action']])), {
+    message: /polkit_action_rw: 'Org.Bad Action' is not a polkit action id/,
+  });
   t.throws(() => polkitSettingsFrom(new Map([['polkit_action_ro', 42]])), { message: /polkit_action_ro: expected a "string"/ });
 });
 

@@ -37,7 +37,23 @@ function makeCertificate(name: string, keyArgs: string[], signArgs: string[] = [
   const certFile = join(workDir, `${name}.pem`);
   execFileSync(
     'openssl',
-    ['req', '-x509', ...keyArgs, ...signArgs, '-nodes', '-keyout', keyFile, '-out', certFile, '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost', '-days', '2'],
+    [
+      'req',
+      '-x509',
+      ...keyArgs,
+      ...signArgs,
+      '-nodes',
+      '-keyout',
+      keyFile,
+      '-out',
+      certFile,
+      '-subj',
+      '/CN=localhost',
+      '-addext',
+      'subjectAltName=DNS:localhost',
+      '-days',
+      '2',
+    ],
     { stdio: 'pipe' },
   );
   const cert = readFileSync(certFile, 'utf8');
@@ -124,7 +140,10 @@ test('tls-server-end-point hash choice (RFC 5929 §4.1)', (t) => {
   t.is(serverEndPointHash(makeCertificate('rsa-sha1', ['-newkey', 'rsa:1024'], ['-sha1']).der), 'sha256');
   t.is(serverEndPointHash(makeCertificate('rsa-sha512', ['-newkey', 'rsa:1024'], ['-sha512']).der), 'sha512');
   // RSASSA-PSS carries its hash in the algorithm parameters.
-  t.is(serverEndPointHash(makeCertificate('rsa-pss', ['-newkey', 'rsa:1024'], ['-sigopt', 'rsa_padding_mode:pss', '-sha384']).der), 'sha384');
+  t.is(
+    serverEndPointHash(makeCertificate('rsa-pss', ['-newkey', 'rsa:1024'], ['-sigopt', 'rsa_padding_mode:pss', '-sha384']).der),
+    'sha384',
+  );
   // Ed25519 has no separate hash: RFC 5929 defines no binding for it.
   const ed25519 = makeCertificate('ed25519', ['-newkey', 'ed25519']);
   t.is(serverEndPointHash(ed25519.der), null);
@@ -168,12 +187,18 @@ test('SCRAM-SHA-256-PLUS over a real TLS 1.3 connection; a relayed exchange is c
       await client.step(final.data);
       return server.username;
     };
-    t.is(await exchange(clientFor(channelBindingFor(direct.client, 'client')), serverFor(channelBindingFor(direct.server, 'server'))), 'alice');
+    t.is(
+      await exchange(clientFor(channelBindingFor(direct.client, 'client')), serverFor(channelBindingFor(direct.server, 'server'))),
+      'alice',
+    );
     // A relay terminating TLS: the client's connection and the server's are different channels.
-    await t.throwsAsync(exchange(clientFor(channelBindingFor(direct.client, 'client')), serverFor(channelBindingFor(other.server, 'server'))), {
-      instanceOf: SaslAuthenticationError,
-      message: /channel-bindings-dont-match/,
-    });
+    await t.throwsAsync(
+      exchange(clientFor(channelBindingFor(direct.client, 'client')), serverFor(channelBindingFor(other.server, 'server'))),
+      {
+        instanceOf: SaslAuthenticationError,
+        message: /channel-bindings-dont-match/,
+      },
+    );
   } finally {
     await direct.close();
     await other.close();

@@ -69,7 +69,10 @@ function clientContext(
   return { ctx, log };
 }
 
-function serverContext(users: UserDatabase, options: { channelBinding?: ChannelBinding | null; serverOffersChannelBinding?: boolean } = {}): SaslServerContext {
+function serverContext(
+  users: UserDatabase,
+  options: { channelBinding?: ChannelBinding | null; serverOffersChannelBinding?: boolean } = {},
+): SaslServerContext {
   return {
     users,
     transport: { kind: 'unix', secure: true },
@@ -92,7 +95,11 @@ interface ExchangeHooks {
  * Drives both halves the way libvirt's remote driver and daemon do: START carries the initial
  * response; a server reply with `done` may carry final data the client must still check.
  */
-async function runExchange(client: SaslClientSession, server: SaslServerSession, hooks: ExchangeHooks = {}): Promise<{ transcript: Transcript; username: string | null }> {
+async function runExchange(
+  client: SaslClientSession,
+  server: SaslServerSession,
+  hooks: ExchangeHooks = {},
+): Promise<{ transcript: Transcript; username: string | null }> {
   const transcript: Transcript = [];
   const show = (b: Buffer | null) => (b === null ? '<nil>' : b.toString('utf8'));
   let clientIndex = 0;
@@ -171,8 +178,13 @@ function assertClientAuthFailure(t: any, error: unknown): asserts error is VirEr
 
 test('RFC 7677 test vector: exact client-final and server-final messages', async (t) => {
   const db = new InMemoryUserDatabase();
-  db.setUser({ username: 'user', verifiers: [await makeScramVerifier('pencil', { iterations: 4096, salt: Buffer.from('W22ZaJ0SNY7soEsUEjb6gQ==', 'base64') })] });
-  const client = new ScramSha256Mechanism({ generateNonce: () => 'rOprNGfwEbeRWgbNEkqO' }).createClient(clientContext({ authname: 'user', password: 'pencil' }).ctx);
+  db.setUser({
+    username: 'user',
+    verifiers: [await makeScramVerifier('pencil', { iterations: 4096, salt: Buffer.from('W22ZaJ0SNY7soEsUEjb6gQ==', 'base64') })],
+  });
+  const client = new ScramSha256Mechanism({ generateNonce: () => 'rOprNGfwEbeRWgbNEkqO' }).createClient(
+    clientContext({ authname: 'user', password: 'pencil' }).ctx,
+  );
   const server = new ScramSha256Mechanism({ generateNonce: () => '%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0' }).createServer(serverContext(db));
   const { transcript, username } = await runExchange(client, server);
   t.deepEqual(transcript, [
@@ -241,7 +253,8 @@ test('SCRAM-SHA-256 with concealUnknownUsers: wrong password and unknown user fa
   t.regex(unknown.error.reason, /unknown-user/);
   t.is(unknown.error.username, 'mallory');
   // Same shape of server-first-message: 16-byte salt and the same iteration count.
-  const shape = (s: string) => s.replace(/^r=[^,]+,s=([^,]+),i=(\d+)$/, (_m, salt: string, i: string) => `${Buffer.from(salt, 'base64').length}/${i}`);
+  const shape = (s: string) =>
+    s.replace(/^r=[^,]+,s=([^,]+),i=(\d+)$/, (_m, salt: string, i: string) => `${Buffer.from(salt, 'base64').length}/${i}`);
   t.is(shape(unknown.serverFirst), shape(wrong.serverFirst));
   t.is(shape(unknown.serverFirst), '16/4096');
   // A fake salt is stable per name, as a real one is.
@@ -251,7 +264,9 @@ test('SCRAM-SHA-256 with concealUnknownUsers: wrong password and unknown user fa
 });
 
 test('SCRAM-SHA-256 with concealUnknownUsers: the server announces the configured iteration count for unknown users', async (t) => {
-  const server = new ScramSha256Mechanism({ unknownUserIterations: 10_000, concealUnknownUsers: true }).createServer(serverContext(new InMemoryUserDatabase()));
+  const server = new ScramSha256Mechanism({ unknownUserIterations: 10_000, concealUnknownUsers: true }).createServer(
+    serverContext(new InMemoryUserDatabase()),
+  );
   const reply = await server.step(Buffer.from('n,,n=ghost,r=abcdef'));
   t.regex(reply.data!.toString(), /,i=10000$/);
 });
@@ -259,7 +274,10 @@ test('SCRAM-SHA-256 with concealUnknownUsers: the server announces the configure
 test('SCRAM-SHA-256: user names containing "," and "=" are escaped on the wire', async (t) => {
   const name = 'ops,team=blue';
   const mech = new ScramSha256Mechanism();
-  const { transcript, username } = await runExchange(mech.createClient(clientContext({ authname: name, password: PASSWORD }).ctx), mech.createServer(serverContext(await usersWith({ [name]: PASSWORD }))));
+  const { transcript, username } = await runExchange(
+    mech.createClient(clientContext({ authname: name, password: PASSWORD }).ctx),
+    mech.createServer(serverContext(await usersWith({ [name]: PASSWORD }))),
+  );
   t.regex(transcript[0]!, /^C: n,,n=ops=2Cteam=3Dblue,r=/);
   t.is(username, name);
 });
@@ -268,7 +286,10 @@ test('SCRAM-SHA-256: non-ASCII passwords are SASLprep-normalized on both sides',
   const mech = new ScramSha256Mechanism();
   // Stored as "IX" (soft hyphen removed); typed as U+2168 ROMAN NUMERAL NINE, which NFKC maps to "IX".
   const db = await usersWith({ 'j\u00F6rg': 'I\u00ADX' });
-  const { username } = await runExchange(mech.createClient(clientContext({ authname: 'jo\u0308rg', password: '\u2168' }).ctx), mech.createServer(serverContext(db)));
+  const { username } = await runExchange(
+    mech.createClient(clientContext({ authname: 'jo\u0308rg', password: '\u2168' }).ctx),
+    mech.createServer(serverContext(db)),
+  );
   t.is(username, 'j\u00F6rg');
   const clientError = await t.throwsAsync(mech.createClient(clientContext({ authname: 'jörg', password: 'pass\u0007word' }).ctx).start());
   assertClientAuthFailure(t, clientError);
@@ -290,9 +311,13 @@ test('SCRAM-SHA-256: the client refuses iteration counts above its maximum', asy
 test('SCRAM-SHA-256: a tampered client proof is rejected', async (t) => {
   const mech = new ScramSha256Mechanism();
   const error = await t.throwsAsync(
-    runExchange(mech.createClient(clientContext({ authname: 'alice', password: PASSWORD }).ctx), mech.createServer(serverContext(await usersWith({ alice: PASSWORD }))), {
-      clientToServer: (m, i) => (i === 1 ? replaceAttribute(m, 'p', flipFirstByteBase64) : m),
-    }),
+    runExchange(
+      mech.createClient(clientContext({ authname: 'alice', password: PASSWORD }).ctx),
+      mech.createServer(serverContext(await usersWith({ alice: PASSWORD }))),
+      {
+        clientToServer: (m, i) => (i === 1 ? replaceAttribute(m, 'p', flipFirstByteBase64) : m),
+      },
+    ),
     { instanceOf: SaslAuthenticationError },
   );
   t.regex(error!.reason, /invalid-proof/);
@@ -337,9 +362,13 @@ test('SCRAM-SHA-256: nonce mismatches are detected on both sides', async (t) => 
   t.regex(clientSide.message, /nonce does not extend/);
   // Server that merely echoes the client nonce adds no freshness.
   const echo = await t.throwsAsync(
-    runExchange(mech.createClient(clientContext({ authname: 'alice', password: PASSWORD }, {}).ctx), new ScramSha256Mechanism({ generateNonce: () => 'n' }).createServer(serverContext(db)), {
-      serverToClient: (m, i) => (i === 0 ? replaceAttribute(m, 'r', (r) => r.slice(0, -1)) : m),
-    }),
+    runExchange(
+      mech.createClient(clientContext({ authname: 'alice', password: PASSWORD }, {}).ctx),
+      new ScramSha256Mechanism({ generateNonce: () => 'n' }).createServer(serverContext(db)),
+      {
+        serverToClient: (m, i) => (i === 0 ? replaceAttribute(m, 'r', (r) => r.slice(0, -1)) : m),
+      },
+    ),
   );
   assertClientAuthFailure(t, echo);
   // Client-final carrying another nonce.
@@ -361,10 +390,14 @@ test('SCRAM-SHA-256: mandatory extensions and malformed messages are refused by 
     ['n,,n=alice,r=ab c', /invalid-encoding/],
     [null, /missing/],
   ] as const) {
-    const error = await t.throwsAsync(mech.createServer(serverContext(db)).step(message === null ? null : Buffer.from(message)), { instanceOf: SaslAuthenticationError });
+    const error = await t.throwsAsync(mech.createServer(serverContext(db)).step(message === null ? null : Buffer.from(message)), {
+      instanceOf: SaslAuthenticationError,
+    });
     t.regex(error!.reason, reason);
   }
-  const invalidUtf8 = await t.throwsAsync(mech.createServer(serverContext(db)).step(Buffer.from([0x6e, 0x2c, 0x2c, 0xff])), { instanceOf: SaslAuthenticationError });
+  const invalidUtf8 = await t.throwsAsync(mech.createServer(serverContext(db)).step(Buffer.from([0x6e, 0x2c, 0x2c, 0xff])), {
+    instanceOf: SaslAuthenticationError,
+  });
   t.regex(invalidUtf8!.reason, /UTF-8/);
   // A finished session accepts nothing more.
   const server = mech.createServer(serverContext(db));
@@ -384,7 +417,10 @@ test('SCRAM-SHA-256: the server does no PBKDF2 per login (it uses the stored key
   const first = await server.step(Buffer.from('n,,n=alice,r=clientnonce'));
   const nonce = /^r=([^,]+)/.exec(first.data!.toString())![1];
   const proof = Buffer.alloc(32, 7).toString('base64');
-  await t.throwsAsync(server.step(Buffer.from(`c=biws,r=${nonce},p=${proof}`)), { instanceOf: SaslAuthenticationError, message: /invalid-proof/ });
+  await t.throwsAsync(server.step(Buffer.from(`c=biws,r=${nonce},p=${proof}`)), {
+    instanceOf: SaslAuthenticationError,
+    message: /invalid-proof/,
+  });
   t.true(Date.now() - started < 1000);
 });
 
@@ -410,7 +446,9 @@ test('authorization identity: asked only when USERNAME is declared; empty means 
   t.is(r2.username, 'alice');
   // Another user's name: refused even with the right password.
   const proxy = clientContext({ authname: 'alice', password: PASSWORD, username: 'bob' }, { declareUsername: true });
-  const error = await t.throwsAsync(runExchange(mech.createClient(proxy.ctx), mech.createServer(serverContext(db))), { instanceOf: SaslAuthenticationError });
+  const error = await t.throwsAsync(runExchange(mech.createClient(proxy.ctx), mech.createServer(serverContext(db))), {
+    instanceOf: SaslAuthenticationError,
+  });
   t.regex(error!.reason, /alice may not act as bob/);
 });
 
@@ -422,7 +460,10 @@ test('client: missing answers and a missing callback fail with clear errors', as
   const noPassword = await t.throwsAsync(mech.createClient(clientContext({ authname: 'alice', password: '' }).ctx).start());
   assertClientAuthFailure(t, noPassword);
   const { ctx } = clientContext({ authname: 'alice', password: PASSWORD });
-  const noCallback = await t.throwsAsync(mech.createClient({ ...ctx, auth: null, requestCredentials: makeCredentialRequester([], null) }).start(), { instanceOf: VirError });
+  const noCallback = await t.throwsAsync(
+    mech.createClient({ ...ctx, auth: null, requestCredentials: makeCredentialRequester([], null) }).start(),
+    { instanceOf: VirError },
+  );
   t.regex(noCallback!.message, /No authentication callback available/);
   const client = mech.createClient(clientContext({ authname: 'alice', password: PASSWORD }).ctx);
   await client.start();
@@ -437,7 +478,8 @@ const EXPORTER: ChannelBinding = { type: 'tls-exporter', data: Buffer.alloc(32, 
 test('GS2 flag: "n" without binding data or when disabled, "y" when the server lacks -PLUS', async (t) => {
   const mech = new ScramSha256Mechanism();
   const db = await usersWith({ alice: PASSWORD });
-  const first = async (options: Parameters<typeof clientContext>[1]) => (await mech.createClient(clientContext({ authname: 'alice', password: PASSWORD }, options).ctx).start())!.toString();
+  const first = async (options: Parameters<typeof clientContext>[1]) =>
+    (await mech.createClient(clientContext({ authname: 'alice', password: PASSWORD }, options).ctx).start())!.toString();
   t.regex(await first({}), /^n,,/);
   t.regex(await first({ channelBinding: EXPORTER, policy: 'disable' }), /^n,,/);
   t.regex(await first({ channelBinding: EXPORTER, serverMechanisms: ['SCRAM-SHA-256'] }), /^y,,/);
@@ -457,7 +499,9 @@ test('downgrade: a "y" client against a server that offers -PLUS is refused', as
   const db = await usersWith({ alice: PASSWORD });
   const error = await t.throwsAsync(
     runExchange(
-      mech.createClient(clientContext({ authname: 'alice', password: PASSWORD }, { channelBinding: EXPORTER, serverMechanisms: ['SCRAM-SHA-256'] }).ctx),
+      mech.createClient(
+        clientContext({ authname: 'alice', password: PASSWORD }, { channelBinding: EXPORTER, serverMechanisms: ['SCRAM-SHA-256'] }).ctx,
+      ),
       mech.createServer(serverContext(db, { channelBinding: EXPORTER, serverOffersChannelBinding: true })),
     ),
     { instanceOf: SaslAuthenticationError },
@@ -487,8 +531,14 @@ test('SCRAM-SHA-256-PLUS: matching binding succeeds; tampered data, wrong type a
   t.true(plus.priority > new ScramSha256Mechanism().priority);
   const db = await usersWith({ alice: PASSWORD });
   const client = (binding: ChannelBinding | null, policy: ChannelBindingPolicy = 'prefer') =>
-    plus.createClient(clientContext({ authname: 'alice', password: PASSWORD }, { channelBinding: binding, policy, serverMechanisms: ['SCRAM-SHA-256-PLUS', 'SCRAM-SHA-256'] }).ctx);
-  const server = (binding: ChannelBinding | null) => plus.createServer(serverContext(db, { channelBinding: binding, serverOffersChannelBinding: true }));
+    plus.createClient(
+      clientContext(
+        { authname: 'alice', password: PASSWORD },
+        { channelBinding: binding, policy, serverMechanisms: ['SCRAM-SHA-256-PLUS', 'SCRAM-SHA-256'] },
+      ).ctx,
+    );
+  const server = (binding: ChannelBinding | null) =>
+    plus.createServer(serverContext(db, { channelBinding: binding, serverOffersChannelBinding: true }));
 
   const ok = await runExchange(client(EXPORTER), server(EXPORTER));
   t.is(ok.username, 'alice');
@@ -497,15 +547,21 @@ test('SCRAM-SHA-256-PLUS: matching binding succeeds; tampered data, wrong type a
   t.deepEqual(Buffer.from(c, 'base64'), Buffer.concat([Buffer.from('p=tls-exporter,,'), EXPORTER.data]));
 
   // A man in the middle terminates TLS: each side sees different binding data.
-  const mitm = await t.throwsAsync(runExchange(client(EXPORTER), server({ type: 'tls-exporter', data: Buffer.alloc(32, 0xcd) })), { instanceOf: SaslAuthenticationError });
+  const mitm = await t.throwsAsync(runExchange(client(EXPORTER), server({ type: 'tls-exporter', data: Buffer.alloc(32, 0xcd) })), {
+    instanceOf: SaslAuthenticationError,
+  });
   t.regex(mitm!.reason, /channel-bindings-dont-match/);
   // The c= attribute rewritten in transit.
   const rewritten = await t.throwsAsync(
-    runExchange(client(EXPORTER), server(EXPORTER), { clientToServer: (m, i) => (i === 1 ? replaceAttribute(m, 'c', flipFirstByteBase64) : m) }),
+    runExchange(client(EXPORTER), server(EXPORTER), {
+      clientToServer: (m, i) => (i === 1 ? replaceAttribute(m, 'c', flipFirstByteBase64) : m),
+    }),
     { instanceOf: SaslAuthenticationError },
   );
   t.regex(rewritten!.reason, /channel-bindings-dont-match/);
-  const wrongType = await t.throwsAsync(runExchange(client(EXPORTER), server({ type: 'tls-server-end-point', data: EXPORTER.data })), { instanceOf: SaslAuthenticationError });
+  const wrongType = await t.throwsAsync(runExchange(client(EXPORTER), server({ type: 'tls-server-end-point', data: EXPORTER.data })), {
+    instanceOf: SaslAuthenticationError,
+  });
   t.regex(wrongType!.reason, /unsupported-channel-binding-type/);
   const noServerBinding = await t.throwsAsync(runExchange(client(EXPORTER), server(null)), { instanceOf: SaslAuthenticationError });
   t.regex(noServerBinding!.reason, /no TLS channel binding data/);
@@ -517,11 +573,18 @@ test('SCRAM-SHA-256-PLUS: matching binding succeeds; tampered data, wrong type a
   t.regex(disabled.message, /disabled by configuration/);
 
   // The server of each variant refuses the other's GS2 flags.
-  const plusServerGetsN = await t.throwsAsync(server(EXPORTER).step(Buffer.from('n,,n=alice,r=abc')), { instanceOf: SaslAuthenticationError });
-  t.regex(plusServerGetsN!.reason, /requires channel binding/);
-  const plainServerGetsP = await t.throwsAsync(new ScramSha256Mechanism().createServer(serverContext(db, { channelBinding: EXPORTER, serverOffersChannelBinding: true })).step(Buffer.from('p=tls-exporter,,n=alice,r=abc')), {
+  const plusServerGetsN = await t.throwsAsync(server(EXPORTER).step(Buffer.from('n,,n=alice,r=abc')), {
     instanceOf: SaslAuthenticationError,
   });
+  t.regex(plusServerGetsN!.reason, /requires channel binding/);
+  const plainServerGetsP = await t.throwsAsync(
+    new ScramSha256Mechanism()
+      .createServer(serverContext(db, { channelBinding: EXPORTER, serverOffersChannelBinding: true }))
+      .step(Buffer.from('p=tls-exporter,,n=alice,r=abc')),
+    {
+      instanceOf: SaslAuthenticationError,
+    },
+  );
   t.regex(plainServerGetsP!.reason, /channel-binding-not-supported/);
 });
 
@@ -545,7 +608,15 @@ test('PLAIN: one message with authzid NUL authcid NUL password; verified against
   t.is((await plain.createClient(withAuthz.ctx).start())!.toString(), `alice\0alice\0${PASSWORD}`);
   // SASLprep on the server side: U+2168 matches a stored "IX".
   const db2 = await usersWith({ carol: 'IX' });
-  t.is((await runExchange(plain.createClient(clientContext({ authname: 'carol', password: '\u2168' }).ctx), plain.createServer(serverContext(db2)))).username, 'carol');
+  t.is(
+    (
+      await runExchange(
+        plain.createClient(clientContext({ authname: 'carol', password: '\u2168' }).ctx),
+        plain.createServer(serverContext(db2)),
+      )
+    ).username,
+    'carol',
+  );
 });
 
 test('PLAIN: wrong password, unknown user, proxying and malformed input are refused without leaking the password', async (t) => {
@@ -565,7 +636,15 @@ test('PLAIN: wrong password, unknown user, proxying and malformed input are refu
   assertNoSecret(t, unknown, PASSWORD);
   const proxy = await attempt(Buffer.from(`bob\0alice\0${PASSWORD}`));
   t.regex(proxy.reason, /alice may not act as bob/);
-  for (const bad of [null, Buffer.from('alice'), Buffer.from('\0alice'), Buffer.from('\0\0pw'), Buffer.from('\0alice\0'), Buffer.from('\0a\0b\0c'), Buffer.from([0, 0x61, 0, 0xff])]) {
+  for (const bad of [
+    null,
+    Buffer.from('alice'),
+    Buffer.from('\0alice'),
+    Buffer.from('\0\0pw'),
+    Buffer.from('\0alice\0'),
+    Buffer.from('\0a\0b\0c'),
+    Buffer.from([0, 0x61, 0, 0xff]),
+  ]) {
     await attempt(bad);
   }
   const controlChars = await attempt(Buffer.from('\0alice\0secret\u0007bell'));

@@ -77,7 +77,13 @@ test('property: client-first messages round-trip through the parser', (t) => {
       const flag = kind === 'p' ? { kind: 'p' as const, name: 'tls-exporter' } : { kind: kind as 'n' | 'y' };
       const header = formatGs2Header(flag, authzid);
       const parsed = parseClientFirst(header + formatClientFirstBare(user, n));
-      return parsed.username === user && parsed.authzid === authzid && parsed.nonce === n && parsed.gs2Header === header && parsed.flag.kind === kind;
+      return (
+        parsed.username === user &&
+        parsed.authzid === authzid &&
+        parsed.nonce === n &&
+        parsed.gs2Header === header &&
+        parsed.flag.kind === kind
+      );
     }),
   );
   t.pass();
@@ -127,7 +133,18 @@ test('parseClientFirst: strict GS2 header and attribute order', (t) => {
 
 test('parseServerFirst: nonce, canonical base64 salt, positive iteration count', (t) => {
   t.deepEqual(parseServerFirst('r=abcdef,s=QUJD,i=4096,z=ext'), { nonce: 'abcdef', salt: Buffer.from('ABC'), iterations: 4096 });
-  for (const bad of ['r=abc,s=QUJD,i=0', 'r=abc,s=QUJD,i=01', 'r=abc,s=QUJD,i=-1', 'r=abc,s=QUJD,i=4294967296', 'r=abc,s=QUJD', 'r=abc,s=QR==,i=1', 'r=abc,s=QUJ,i=1', 'r=abc,s=QU*D,i=1', 's=QUJD,r=abc,i=1', 'm=x,r=abc,s=QUJD,i=1']) {
+  for (const bad of [
+    'r=abc,s=QUJD,i=0',
+    'r=abc,s=QUJD,i=01',
+    'r=abc,s=QUJD,i=-1',
+    'r=abc,s=QUJD,i=4294967296',
+    'r=abc,s=QUJD',
+    'r=abc,s=QR==,i=1',
+    'r=abc,s=QUJ,i=1',
+    'r=abc,s=QU*D,i=1',
+    's=QUJD,r=abc,i=1',
+    'm=x,r=abc,s=QUJD,i=1',
+  ]) {
     t.throws(() => parseServerFirst(bad), { instanceOf: ScramProtocolError }, bad);
   }
   const error = t.throws(() => parseServerFirst('e=other-error'), { instanceOf: ScramServerError });

@@ -64,7 +64,11 @@ const unixPeer = (uid: number): TransportInfo => ({ kind: 'unix', secure: true, 
 async function server(clock: ManualClock, settings: { maxFailuresPerUser?: number } = {}) {
   const users = new InMemoryUserDatabase({ iterations: 4096 });
   await users.setPassword('alice', alicePassword);
-  const provider = new SaslAuthProvider(() => [new PlainMechanism()], {}, { users, failureDelayMs: 250, failureWindowMs: 60_000, maxFailuresPerUser: settings.maxFailuresPerUser ?? 10, throttleClock: clock });
+  const provider = new SaslAuthProvider(
+    () => [new PlainMechanism()],
+    {},
+    { users, failureDelayMs: 250, failureWindowMs: 60_000, maxFailuresPerUser: settings.maxFailuresPerUser ?? 10, throttleClock: clock },
+  );
   const procs = provider.server!.procedures;
   /** One PLAIN login on `conn`: 'ok' or the reason the server logged. */
   return async (conn: FakeConnection, user: string, password: string): Promise<string> => {
@@ -80,7 +84,12 @@ async function server(clock: ManualClock, settings: { maxFailuresPerUser?: numbe
 }
 
 /** `count` failed logins as `user` from `transport`, five per connection as the server allows. */
-async function failLogins(login: Awaited<ReturnType<typeof server>>, transport: TransportInfo, user: string, count: number): Promise<string[]> {
+async function failLogins(
+  login: Awaited<ReturnType<typeof server>>,
+  transport: TransportInfo,
+  user: string,
+  count: number,
+): Promise<string[]> {
   const reasons: string[] = [];
   let conn = connection(transport);
   for (let n = 0; n < count; n++) {
@@ -99,7 +108,10 @@ test('an attacker failing 20 times from one source is slowed and then refused; a
   t.deepEqual(new Set(reasons), new Set(['PLAIN: wrong password']));
   // Each failure waits twice as long, up to the cap of 8 s.
   t.deepEqual(clock.sleeps.slice(0, 6), [250, 500, 1000, 2000, 4000, 8000]);
-  t.true(clock.sleeps.every((ms) => ms <= 8000), `no delay above 8 s: ${Math.max(...clock.sleeps)}`);
+  t.true(
+    clock.sleeps.every((ms) => ms <= 8000),
+    `no delay above 8 s: ${Math.max(...clock.sleeps)}`,
+  );
 
   // The right password from the attacker's source is refused too: guessing it there gains nothing.
   t.regex(await login(connection(attacker), 'alice', alicePassword), /locked out from this source/);
@@ -120,7 +132,7 @@ test('attempts in parallel gain nothing: each answer waits for the one before it
   t.deepEqual(clock.sleeps, [250, 750, 1750, 3750, 7750, 8000, 8000, 8000]);
 });
 
-test('flooding with 100k invented user names does not reset the attacker\'s own record', async (t) => {
+test("flooding with 100k invented user names does not reset the attacker's own record", async (t) => {
   const clock = new ManualClock();
   const login = await server(clock);
   const attacker = unixPeer(1001);
@@ -145,10 +157,13 @@ test('flooding with 100k sources fills the table without erasing anyone; a new s
   for (let n = 0; n < 100_000; n++) await login(connection(unixPeer(200_000 + n)), 'alice', '');
   clock.time += 1000;
 
-  t.regex(await login(connection(attacker), 'alice', alicePassword), /locked out from this source/, 'the attacker\'s record survived');
+  t.regex(await login(connection(attacker), 'alice', alicePassword), /locked out from this source/, "the attacker's record survived");
   clock.sleeps.length = 0;
   t.is(await login(connection(unixPeer(1000)), 'alice', alicePassword), 'ok', 'a source the full table has no room for still gets in');
-  t.true(clock.sleeps.every((ms) => ms <= 8000), `waited ${clock.sleeps.join(', ')} ms`);
+  t.true(
+    clock.sleeps.every((ms) => ms <= 8000),
+    `waited ${clock.sleeps.join(', ')} ms`,
+  );
 });
 
 test('records are forgotten once their window has passed, and the table stays bounded', (t) => {

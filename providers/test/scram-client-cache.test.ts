@@ -32,7 +32,12 @@ function clientContext(password: string): SaslClientContext {
 async function login(mechanism: ScramSha256Mechanism, users: InMemoryUserDatabase, password: string): Promise<number> {
   const started = performance.now();
   const client = mechanism.createClient(clientContext(password));
-  const server = mechanism.createServer({ users, transport: { kind: 'unix', secure: true }, channelBinding: null, serverOffersChannelBinding: false });
+  const server = mechanism.createServer({
+    users,
+    transport: { kind: 'unix', secure: true },
+    channelBinding: null,
+    serverOffersChannelBinding: false,
+  });
   const first = await server.step(await client.start());
   const final = await server.step(await client.step(first.data));
   await client.step(final.data);

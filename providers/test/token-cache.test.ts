@@ -8,9 +8,20 @@ import { join } from 'node:path';
 import test from 'ava';
 import { TokenCacheFile, defaultTokenCacheDirectory, type StoredToken } from '../src/oauthbearer/token-cache.js';
 
-const token = (accessToken: string): StoredToken => ({ accessToken, expiresAt: Date.now() + 60_000, refreshToken: 'r-1', scope: 'openid libvirt', subject: 'alice', obtainedAt: Date.now() });
+const token = (accessToken: string): StoredToken => ({
+  accessToken,
+  expiresAt: Date.now() + 60_000,
+  refreshToken: 'r-1',
+  scope: 'openid libvirt',
+  subject: 'alice',
+  obtainedAt: Date.now(),
+});
 
-async function cacheIn(t: { teardown(fn: () => Promise<void>): void }, issuer = 'https://id.example', clientId = 'cli'): Promise<TokenCacheFile> {
+async function cacheIn(
+  t: { teardown(fn: () => Promise<void>): void },
+  issuer = 'https://id.example',
+  clientId = 'cli',
+): Promise<TokenCacheFile> {
   const directory = join(await mkdtemp(join(tmpdir(), 'tc-')), 'tokens');
   t.teardown(() => rm(join(directory, '..'), { recursive: true, force: true }));
   return new TokenCacheFile({ directory, issuer, clientId });
@@ -78,13 +89,15 @@ test('a directory others can write to is refused before anything is written', as
 
 test('writers racing under the lock lose no update', async (t) => {
   const cache = await cacheIn(t);
-  const peers = Array.from({ length: 8 }, (_, i) => new TokenCacheFile({ directory: join(cache.path, '..'), issuer: 'https://id.example', clientId: 'cli' }).update(async ({ entries }) => {
-    const count = Number(entries.get('count')?.accessToken ?? '0');
-    await new Promise((resolve) => setImmediate(resolve));
-    entries.set('count', token(String(count + 1)));
-    entries.set(`writer-${i}`, token(`at-${i}`));
-    return { value: undefined, write: true };
-  }));
+  const peers = Array.from({ length: 8 }, (_, i) =>
+    new TokenCacheFile({ directory: join(cache.path, '..'), issuer: 'https://id.example', clientId: 'cli' }).update(async ({ entries }) => {
+      const count = Number(entries.get('count')?.accessToken ?? '0');
+      await new Promise((resolve) => setImmediate(resolve));
+      entries.set('count', token(String(count + 1)));
+      entries.set(`writer-${i}`, token(`at-${i}`));
+      return { value: undefined, write: true };
+    }),
+  );
   await Promise.all(peers);
   const { entries } = await cache.read();
   t.is(entries.get('count')?.accessToken, '8');

@@ -107,10 +107,16 @@ test('FileUserDatabase: writers in separate processes at once all keep their cha
         }),
     ),
   );
-  t.deepEqual(codes, names.map(() => 0));
+  t.deepEqual(
+    codes,
+    names.map(() => 0),
+  );
   const expected = names.flatMap((n) => [0, 1, 2, 3, 4].map((i) => `${n}${i}`)).sort();
   t.deepEqual(await new FileUserDatabase({ path }).list(), expected);
-  t.false(readdirSync(join(path, '..')).some((f) => f.endsWith('.lock')), 'the lock file is gone');
+  t.false(
+    readdirSync(join(path, '..')).some((f) => f.endsWith('.lock')),
+    'the lock file is gone',
+  );
 });
 
 test('FileUserDatabase: a lock left by a dead process is taken over; a live one makes the change wait, then fail clearly', async (t) => {
@@ -149,9 +155,15 @@ test('FileUserDatabase: corrupt files give a clear CONF_SYNTAX error naming the 
     [JSON.stringify({ version: 2, users: {} }), /has version 2; this program reads version 1/],
     [JSON.stringify({ version: 1 }), /has no "users" object/],
     [JSON.stringify({ version: 1, users: { alice: {} } }), /user "alice" has no "verifiers" array/],
-    [JSON.stringify({ version: 1, users: { alice: { verifiers: [{ ...valid, salt: 'not base64!' }] } } }), /user "alice", verifier 0 has an invalid base64 "salt"/],
+    [
+      JSON.stringify({ version: 1, users: { alice: { verifiers: [{ ...valid, salt: 'not base64!' }] } } }),
+      /user "alice", verifier 0 has an invalid base64 "salt"/,
+    ],
     [JSON.stringify({ version: 1, users: { alice: { verifiers: [{ ...valid, iterations: 0 }] } } }), /invalid "iterations"/],
-    [JSON.stringify({ version: 1, users: { alice: { verifiers: [{ ...valid, storedKey: 'QUJD' }] } } }), /"storedKey" of 3 bytes; SHA-256 needs 32/],
+    [
+      JSON.stringify({ version: 1, users: { alice: { verifiers: [{ ...valid, storedKey: 'QUJD' }] } } }),
+      /"storedKey" of 3 bytes; SHA-256 needs 32/,
+    ],
     [JSON.stringify({ version: 1, users: { alice: { verifiers: [{ ...valid, hash: '' }] } } }), /no "hash" name/],
   ];
   for (const [content, pattern] of cases) {

@@ -130,7 +130,12 @@ export function isTrustedDaemon(trusted: TrustedDaemon, identity: DaemonIdentity
         (trusted.fingerprint256 === undefined || identity.fingerprint256.toUpperCase() === trusted.fingerprint256.toUpperCase())
       );
     case 'ssh':
-      return identity.transport === 'ssh' && identity.host.toLowerCase() === trusted.host.toLowerCase() && (trusted.port === undefined || identity.port === trusted.port) && identity.hostKey === trusted.hostKey;
+      return (
+        identity.transport === 'ssh' &&
+        identity.host.toLowerCase() === trusted.host.toLowerCase() &&
+        (trusted.port === undefined || identity.port === trusted.port) &&
+        identity.hostKey === trusted.hostKey
+      );
   }
 }
 
@@ -237,10 +242,7 @@ export function createRelayClient(opts: RelayClientOptions): RelayClientConfig {
   const outcomes$ = new Subject<Settlement>();
 
   // Every way a request can end, merged; the first settlement of a request ends it.
-  merge(
-    outcomes$,
-    clock.expired$.pipe(mergeMap((now) => expiredBy(now))),
-  ).subscribe(({ asked, error }) => settle(asked, error));
+  merge(outcomes$, clock.expired$.pipe(mergeMap((now) => expiredBy(now)))).subscribe(({ asked, error }) => settle(asked, error));
 
   function settle(asked: Asked, error: VirError | null): void {
     if (!waiting.delete(asked)) return;
@@ -267,9 +269,10 @@ export function createRelayClient(opts: RelayClientOptions): RelayClientConfig {
   }
 
   function expiredBy(now: number): Settlement[] {
-    return clock
-      .takeExpired(waiting, now)
-      .map((asked) => ({ asked, error: relayError(RelayStatus.TIMED_OUT, `no answer within ${asked.remaining} ms for ${describeRequester(asked.req)}`) }));
+    return clock.takeExpired(waiting, now).map((asked) => ({
+      asked,
+      error: relayError(RelayStatus.TIMED_OUT, `no answer within ${asked.remaining} ms for ${describeRequester(asked.req)}`),
+    }));
   }
 
   // Requests as a stream: stored credentials first (only where a grant binds them to this
@@ -282,7 +285,10 @@ export function createRelayClient(opts: RelayClientOptions): RelayClientConfig {
           mergeMap((asked) =>
             (grantFor(grants, asked.req) ? fillFromSources(sources, asked.req) : Promise.resolve()).then(
               () => asked,
-              (e: unknown) => (outcomes$.next({ asked, error: asVirError(e, `auth.conf could not be read for ${describeRequester(asked.req)}`) }), null),
+              (e: unknown) => (
+                outcomes$.next({ asked, error: asVirError(e, `auth.conf could not be read for ${describeRequester(asked.req)}`) }),
+                null
+              ),
             ),
           ),
           filter((asked): asked is Asked => asked !== null),
@@ -293,7 +299,10 @@ export function createRelayClient(opts: RelayClientOptions): RelayClientConfig {
     if (missing.length === 0) return outcomes$.next({ asked, error: null });
     if (!personPresent || !auth) {
       const types = missing.map((c) => credentialTypeName(c.type)).join(', ');
-      return outcomes$.next({ asked, error: relayError(RelayStatus.UNAVAILABLE, `no person is present to give ${describeRequester(asked.req)} the ${types} it needs`) });
+      return outcomes$.next({
+        asked,
+        error: relayError(RelayStatus.UNAVAILABLE, `no person is present to give ${describeRequester(asked.req)} the ${types} it needs`),
+      });
     }
     prompts$.next(() => prompt(auth, missing, asked));
   });
@@ -308,7 +317,8 @@ export function createRelayClient(opts: RelayClientOptions): RelayClientConfig {
     if (!waiting.has(asked)) return EMPTY;
     const req = asked.req;
     const finish = (ok: void | boolean) => outcomes$.next({ asked, error: callbackOutcome(ok, missing, req) });
-    const fail = (e: unknown) => outcomes$.next({ asked, error: asVirError(e, `the credential callback failed for ${describeRequester(req)}`) });
+    const fail = (e: unknown) =>
+      outcomes$.next({ asked, error: asVirError(e, `the credential callback failed for ${describeRequester(req)}`) });
     let result: void | boolean | Promise<void | boolean>;
     try {
       result = auth.callback(missing, new RelayedRequestInfo(req, asked.cancel));
@@ -343,19 +353,32 @@ export function createRelayClient(opts: RelayClientOptions): RelayClientConfig {
 
   /** The error that stops a request before anyone is asked, or null. */
   const refuse = (req: RelayedCredentialRequest): VirError | null => {
-    if (++answered > maxRequests) return relayError(RelayStatus.DENIED, `${describeRequester(req)} exceeded this client's limit of ${maxRequests} credential requests per open`);
+    if (++answered > maxRequests)
+      return relayError(
+        RelayStatus.DENIED,
+        `${describeRequester(req)} exceeded this client's limit of ${maxRequests} credential requests per open`,
+      );
     const last = req.origin[req.origin.length - 1];
     if (!req.via || !last || last.daemon !== req.via.daemon) {
       // The chain must end at the daemon we reached: an empty or foreign chain hides who asks.
       const claimed = last ? `ends at '${last.daemon}'` : 'is empty';
-      return relayError(RelayStatus.DENIED, `a relayed request whose origin chain ${claimed} arrived from ${describeVia(req.via)}: the chain must end at the daemon this client is connected to`);
+      return relayError(
+        RelayStatus.DENIED,
+        `a relayed request whose origin chain ${claimed} arrived from ${describeVia(req.via)}: the chain must end at the daemon this client is connected to`,
+      );
     }
     if (!originRates.admit(req.via.key, perOrigin)) {
-      return relayError(RelayStatus.DENIED, `${describeRequester(req)} exceeded this client's limit of ${perOrigin.maxRequests} credential requests per ${perOrigin.windowMs / 1000} s from ${describeVia(req.via)}`);
+      return relayError(
+        RelayStatus.DENIED,
+        `${describeRequester(req)} exceeded this client's limit of ${perOrigin.maxRequests} credential requests per ${perOrigin.windowMs / 1000} s from ${describeVia(req.via)}`,
+      );
     }
     if (!req.credentials.every((c) => policyAllows(policy, declared, req, c.type))) {
       const denied = req.credentials.filter((c) => !policyAllows(policy, declared, req, c.type));
-      return relayError(RelayStatus.DENIED, `the client's policy does not let ${describeRequester(req)} ask for ${denied.map((c) => credentialTypeName(c.type)).join(', ')}`);
+      return relayError(
+        RelayStatus.DENIED,
+        `the client's policy does not let ${describeRequester(req)} ask for ${denied.map((c) => credentialTypeName(c.type)).join(', ')}`,
+      );
     }
     return null;
   };
@@ -392,7 +415,11 @@ class RelayedRequestInfo implements CredentialRequestInfo {
 function callbackOutcome(ok: void | boolean, missing: Credential[], req: RelayedCredentialRequest): VirError | null {
   if (ok === false) return relayError(RelayStatus.CANCELLED, `the user cancelled the credentials ${describeRequester(req)} asked for`);
   const unfilled = missing.filter((c) => c.result === null);
-  if (unfilled.length > 0) return relayError(RelayStatus.CANCELLED, `no answer was given for ${unfilled.map((c) => credentialTypeName(c.type)).join(', ')} (${describeRequester(req)})`);
+  if (unfilled.length > 0)
+    return relayError(
+      RelayStatus.CANCELLED,
+      `no answer was given for ${unfilled.map((c) => credentialTypeName(c.type)).join(', ')} (${describeRequester(req)})`,
+    );
   return null;
 }
 

@@ -1,4 +1,14 @@
-export { RelayChannel, relayNotEnabledError, type RelayAuditRecord, type RelayAuditSink, type RelayAuditRequestFields, type RelayAuditOutcomeFields, type ClientRelayCapabilities, type RelayChannelOptions, type ChannelRequest } from './server-channel.js';
+export {
+  RelayChannel,
+  relayNotEnabledError,
+  type RelayAuditRecord,
+  type RelayAuditSink,
+  type RelayAuditRequestFields,
+  type RelayAuditOutcomeFields,
+  type ClientRelayCapabilities,
+  type RelayChannelOptions,
+  type ChannelRequest,
+} from './server-channel.js';
 export {
   createRelayClient,
   policyAllows,

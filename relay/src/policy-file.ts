@@ -65,11 +65,21 @@ function trustedDaemon(v: Json, where: string): TrustedDaemon {
   }
   if (kind === 'tls') {
     const o = object(v, where, ['transport', 'host', 'port', 'fingerprint256']);
-    return { transport: 'tls', host: text(o.host, `${where}.host`), ...optional(o, 'port', positive, where), ...optional(o, 'fingerprint256', text, where) };
+    return {
+      transport: 'tls',
+      host: text(o.host, `${where}.host`),
+      ...optional(o, 'port', positive, where),
+      ...optional(o, 'fingerprint256', text, where),
+    };
   }
   if (kind === 'ssh') {
     const o = object(v, where, ['transport', 'host', 'port', 'hostKey']);
-    return { transport: 'ssh', host: text(o.host, `${where}.host`), ...optional(o, 'port', positive, where), hostKey: text(o.hostKey, `${where}.hostKey`) };
+    return {
+      transport: 'ssh',
+      host: text(o.host, `${where}.host`),
+      ...optional(o, 'port', positive, where),
+      hostKey: text(o.hostKey, `${where}.hostKey`),
+    };
   }
   fail(`${where}.transport`, "expected 'unix', 'tls' or 'ssh'");
 }
@@ -94,7 +104,9 @@ export function parseRelayPolicy(source: string, file: string): RelayPolicy {
       ...(o.rules !== undefined ? { rules: list(o.rules, 'rules').map((r, i) => rule(r, `rules[${i}]`)) } : {}),
       ...optional(o, 'maxRequestsPerOpen', positive, 'policy'),
       ...optional(o, 'timeoutMs', positive, 'policy'),
-      ...(o.storedCredentials !== undefined ? { storedCredentials: list(o.storedCredentials, 'storedCredentials').map((g, i) => grant(g, `storedCredentials[${i}]`)) } : {}),
+      ...(o.storedCredentials !== undefined
+        ? { storedCredentials: list(o.storedCredentials, 'storedCredentials').map((g, i) => grant(g, `storedCredentials[${i}]`)) }
+        : {}),
       ...(o.perOrigin !== undefined ? { perOrigin: rate(o.perOrigin, 'perOrigin') } : {}),
     };
   } catch (e) {
@@ -109,7 +121,11 @@ export function loadRelayPolicy(file: string): RelayPolicy {
   try {
     source = readFileSync(file, 'utf8');
   } catch (e) {
-    throw new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `cannot read relay policy '${file}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` });
+    throw new VirError({
+      code: ErrorCode.CONF_SYNTAX,
+      domain: ErrorDomain.CONF,
+      detail: `cannot read relay policy '${file}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+    });
   }
   return parseRelayPolicy(source, file);
 }

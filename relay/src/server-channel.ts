@@ -124,10 +124,9 @@ export class RelayChannel {
   private isClosed = false;
 
   constructor(private readonly opts: RelayChannelOptions) {
-    this.settlements = merge(
-      this.clock.expired$.pipe(mergeMap((now) => this.expiredBy(now))),
-      this.withdrawals$,
-    ).subscribe((s) => this.settle(s));
+    this.settlements = merge(this.clock.expired$.pipe(mergeMap((now) => this.expiredBy(now))), this.withdrawals$).subscribe((s) =>
+      this.settle(s),
+    );
   }
 
   get enabled(): boolean {
@@ -190,14 +189,28 @@ export class RelayChannel {
     if (this.isClosed) return Promise.reject(relayError(RelayStatus.CANCELLED, 'the client disconnected'));
     if (req.signal?.aborted) return Promise.reject(abortError(req.signal.reason));
     if (req.cancel?.cancelled) return Promise.reject(abortError(req.cancel.reason));
-    if (!this.openInProgress) return Promise.reject(relayError(RelayStatus.UNAVAILABLE, `${describeRequester(req)} asked for credentials outside of a connection open`));
-    if (req.origin.length > RELAY_MAX_HOPS) return Promise.reject(relayError(RelayStatus.DENIED, `the request from ${describeRequester(req)} travelled more than ${RELAY_MAX_HOPS} hops`));
+    if (!this.openInProgress)
+      return Promise.reject(
+        relayError(RelayStatus.UNAVAILABLE, `${describeRequester(req)} asked for credentials outside of a connection open`),
+      );
+    if (req.origin.length > RELAY_MAX_HOPS)
+      return Promise.reject(
+        relayError(RelayStatus.DENIED, `the request from ${describeRequester(req)} travelled more than ${RELAY_MAX_HOPS} hops`),
+      );
     if (!req.credentials.every((c) => caps.credTypes.includes(c.type))) {
       const unanswerable = req.credentials.filter((c) => !caps.credTypes.includes(c.type));
-      return Promise.reject(relayError(RelayStatus.UNAVAILABLE, `${describeRequester(req)} needs ${unanswerable.map((c) => credentialTypeName(c.type)).join(', ')}, which the client said it cannot answer`));
+      return Promise.reject(
+        relayError(
+          RelayStatus.UNAVAILABLE,
+          `${describeRequester(req)} needs ${unanswerable.map((c) => credentialTypeName(c.type)).join(', ')}, which the client said it cannot answer`,
+        ),
+      );
     }
     const cap = Math.min(caps.maxRequests, this.opts.maxRequestsPerOpen);
-    if (++this.requestsThisOpen > cap) return Promise.reject(relayError(RelayStatus.DENIED, `${describeRequester(req)} exceeded the limit of ${cap} credential requests per open`));
+    if (++this.requestsThisOpen > cap)
+      return Promise.reject(
+        relayError(RelayStatus.DENIED, `${describeRequester(req)} exceeded the limit of ${cap} credential requests per open`),
+      );
 
     const id = this.nextId++;
     const started = Date.now();
@@ -251,7 +264,14 @@ export class RelayChannel {
   }
 
   private auditRequestFields(id: number, req: ChannelRequest): RelayAuditRequestFields {
-    return { id, connectionId: this.opts.connectionId, origin: req.origin, service: req.service, host: req.host, credentialTypes: req.credentials.map((c) => credentialTypeName(c.type)) };
+    return {
+      id,
+      connectionId: this.opts.connectionId,
+      origin: req.origin,
+      service: req.service,
+      host: req.host,
+      credentialTypes: req.credentials.map((c) => credentialTypeName(c.type)),
+    };
   }
 
   /** Ends the request when the driver's signal aborts or a further hop cancels it. */
@@ -268,9 +288,10 @@ export class RelayChannel {
 
   /** The requests whose deadline has passed, as settlements; re-arms for the earliest left. */
   private expiredBy(now: number): Settlement[] {
-    return this.clock
-      .takeExpired(this.waiting.values(), now)
-      .map((w) => ({ id: w.id, error: relayError(RelayStatus.TIMED_OUT, `no answer from the client within ${w.remaining} ms for ${describeRequester(w.req)}`) }));
+    return this.clock.takeExpired(this.waiting.values(), now).map((w) => ({
+      id: w.id,
+      error: relayError(RelayStatus.TIMED_OUT, `no answer from the client within ${w.remaining} ms for ${describeRequester(w.req)}`),
+    }));
   }
 
   private withdrawAll(reason: unknown): void {
@@ -281,12 +302,14 @@ export class RelayChannel {
   /** The error an answer ends in, or null when it filled every credential. */
   private applyAnswer(a: AnswerArgs, req: ChannelRequest): VirError | null {
     const creds = req.credentials;
-    if (a.status !== RelayStatus.OK) return relayError(a.status, a.message || `the client refused the request from ${describeRequester(req)}`);
+    if (a.status !== RelayStatus.OK)
+      return relayError(a.status, a.message || `the client refused the request from ${describeRequester(req)}`);
     if (a.results.length !== creds.length) {
       return relayError(RelayStatus.FAILED, `the client answered ${a.results.length} credentials, ${creds.length} were asked`);
     }
     const missing = creds.filter((_, i) => a.results[i] === null);
-    if (missing.length > 0) return relayError(RelayStatus.FAILED, `the client left ${missing.map((c) => credentialTypeName(c.type)).join(', ')} unanswered`);
+    if (missing.length > 0)
+      return relayError(RelayStatus.FAILED, `the client left ${missing.map((c) => credentialTypeName(c.type)).join(', ')} unanswered`);
     for (let i = 0; i < creds.length; i++) creds[i]!.result = a.results[i]!;
     return null;
   }
@@ -295,7 +318,10 @@ export class RelayChannel {
 /** Why a request fails on a connection whose client did not enable the credential relay. */
 export function relayNotEnabledError(req: Pick<ChannelRequest, 'service' | 'host' | 'origin' | 'credentials'>): VirError {
   const types = req.credentials.map((c) => credentialTypeName(c.type)).join(', ');
-  return relayError(RelayStatus.UNAVAILABLE, `${describeRequester(req)} needs ${types}, but the client cannot answer relayed credential requests (it did not enable the credential relay)`);
+  return relayError(
+    RelayStatus.UNAVAILABLE,
+    `${describeRequester(req)} needs ${types}, but the client cannot answer relayed credential requests (it did not enable the credential relay)`,
+  );
 }
 
 /** Calls `listener` with the signal's reason when it aborts; returns its removal. */

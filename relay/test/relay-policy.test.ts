@@ -6,13 +6,17 @@ import { CredentialType, ErrorCode } from '@virtauth/core';
 import { isTrustedDaemon } from '../src/client-relay.js';
 import { parseRelayPolicy } from '../src/policy-file.js';
 
-test('a policy file with rules, grants and rates parses to openAuth\'s relayPolicy', (t) => {
+test("a policy file with rules, grants and rates parses to openAuth's relayPolicy", (t) => {
   const policy = parseRelayPolicy(
     JSON.stringify({
       rules: [{ driver: 'xenapi', types: ['AUTHNAME', 'PASSPHRASE'], action: 'allow' }],
       maxRequestsPerOpen: 4,
       storedCredentials: [
-        { daemon: { transport: 'tls', host: 'hostA.example', port: 16514, fingerprint256: 'AB:CD' }, service: 'xenapi', host: 'xen1.example' },
+        {
+          daemon: { transport: 'tls', host: 'hostA.example', port: 16514, fingerprint256: 'AB:CD' },
+          service: 'xenapi',
+          host: 'xen1.example',
+        },
         { daemon: { transport: 'unix', socket: '/run/virtauth/virtauth-sock' }, service: 'xenapi', host: 'xen2.example' },
       ],
       perOrigin: { maxRequests: 10, windowMs: 60000 },
@@ -33,8 +37,14 @@ test('a malformed policy file is refused whole, naming the field', (t) => {
   };
   refused('{', /relay policy 'p\.json': .*JSON/);
   refused({ storedCredential: [] }, /policy: unknown key 'storedCredential'/);
-  refused({ storedCredentials: [{ daemon: { transport: 'unix', socket: '/s' }, service: 'xenapi', host: 'default' }] }, /storedCredentials\[0\]\.host: -default entries never answer relayed requests/);
-  refused({ storedCredentials: [{ daemon: { transport: 'tcp', host: 'h' }, service: 'xenapi', host: 'h' }] }, /storedCredentials\[0\]\.daemon\.transport: expected 'unix', 'tls' or 'ssh'/);
+  refused(
+    { storedCredentials: [{ daemon: { transport: 'unix', socket: '/s' }, service: 'xenapi', host: 'default' }] },
+    /storedCredentials\[0\]\.host: -default entries never answer relayed requests/,
+  );
+  refused(
+    { storedCredentials: [{ daemon: { transport: 'tcp', host: 'h' }, service: 'xenapi', host: 'h' }] },
+    /storedCredentials\[0\]\.daemon\.transport: expected 'unix', 'tls' or 'ssh'/,
+  );
   refused({ rules: [{ action: 'maybe' }] }, /rules\[0\]\.action: expected 'allow' or 'deny'/);
   refused({ rules: [{ action: 'allow', types: ['PASSWORD'] }] }, /rules\[0\]\.types\[0\]: expected a credential type name/);
   refused({ perOrigin: { maxRequests: 0, windowMs: 1 } }, /perOrigin\.maxRequests: expected a positive integer/);
@@ -44,7 +54,10 @@ test('a grant matches the daemon only as its transport verified it', (t) => {
   const tls = { transport: 'tls' as const, host: 'hostA.example', port: 16514, subject: 'CN=hostA.example', fingerprint256: 'AB:CD:EF' };
   t.true(isTrustedDaemon({ transport: 'tls', host: 'HOSTA.example' }, tls));
   t.true(isTrustedDaemon({ transport: 'tls', host: 'hostA.example', port: 16514, fingerprint256: 'ab:cd:ef' }, tls));
-  t.false(isTrustedDaemon({ transport: 'tls', host: 'hostA.example', fingerprint256: 'AB:CD:00' }, tls), 'a pinned certificate must be the one presented');
+  t.false(
+    isTrustedDaemon({ transport: 'tls', host: 'hostA.example', fingerprint256: 'AB:CD:00' }, tls),
+    'a pinned certificate must be the one presented',
+  );
   t.false(isTrustedDaemon({ transport: 'tls', host: 'hostA.example', port: 16515 }, tls));
   t.false(isTrustedDaemon({ transport: 'tls', host: 'hostA.example' }, null), 'nothing verified (plain TCP, no_verify=1) matches nothing');
   t.false(isTrustedDaemon({ transport: 'unix', socket: '/run/a' }, { transport: 'unix', socket: '/run/b' }));

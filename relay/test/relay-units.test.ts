@@ -6,7 +6,17 @@ import test from 'ava';
 import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { firstValueFrom, take, toArray } from 'rxjs';
-import { CredentialType, ErrorCode, RelayCancellation, RelayStatus, VirError, credential, relayError, runRelayHandler, type relayProtocol } from '@virtauth/core';
+import {
+  CredentialType,
+  ErrorCode,
+  RelayCancellation,
+  RelayStatus,
+  VirError,
+  credential,
+  relayError,
+  runRelayHandler,
+  type relayProtocol,
+} from '@virtauth/core';
 import { DeadlineClock } from '../src/deadline-clock.js';
 import { RelayChannel, type RelayAuditRecord } from '../src/server-channel.js';
 import { createRelayClient } from '../src/client-relay.js';
@@ -73,7 +83,9 @@ const VIA_B = { daemon: 'virtauthd@b', identity: null, key: 'unit-test:b' };
 const UNLIMITED_ORIGIN_RATE = { maxRequests: 1_000_000, windowMs: 60_000 };
 
 /** A channel whose REQUEST messages go straight to a relay client, and answers straight back. */
-function backToBack(options: { answer?: (creds: { result: string | null }[]) => void | boolean | Promise<void | boolean>; timeoutMs?: number } = {}) {
+function backToBack(
+  options: { answer?: (creds: { result: string | null }[]) => void | boolean | Promise<void | boolean>; timeoutMs?: number } = {},
+) {
   const audits: RelayAuditRecord[] = [];
   const cancels: { id: number; status: number }[] = [];
   const client = createRelayClient({
@@ -91,7 +103,11 @@ function backToBack(options: { answer?: (creds: { result: string | null }[]) => 
       const cancel = new RelayCancellation();
       inFlight.set(msg.id, cancel);
       const credentials = msg.credentials.map((c) => credential(c.type as CredentialType, c.prompt, c.challenge, c.defresult));
-      runRelayHandler(client.handle, { service: msg.service, host: msg.host, origin: msg.origin, credentials, deadline: Date.now() + msg.deadline_ms, via: VIA_B }, cancel).then(
+      runRelayHandler(
+        client.handle,
+        { service: msg.service, host: msg.host, origin: msg.origin, credentials, deadline: Date.now() + msg.deadline_ms, via: VIA_B },
+        cancel,
+      ).then(
         () => channel.answer({ id: msg.id, status: RelayStatus.OK, results: credentials.map((c) => c.result), message: '' }),
         (e: VirError) => {
           if (!withdrawn.has(msg.id)) channel.answer({ id: msg.id, status: e.int1, results: [], message: e.message });
@@ -128,7 +144,14 @@ test.serial('a channel and a client back to back: answers, audit without values,
   const { channel, ask, audits } = backToBack();
   channel.beginOpen();
   t.deepEqual(await Promise.all([ask(), ask(), ask()]), ['alice', 'alice', 'alice']);
-  t.deepEqual(audits.map((a) => [a.id, a.outcome, a.credentialTypes]), [[1, 'OK', ['AUTHNAME']], [2, 'OK', ['AUTHNAME']], [3, 'OK', ['AUTHNAME']]]);
+  t.deepEqual(
+    audits.map((a) => [a.id, a.outcome, a.credentialTypes]),
+    [
+      [1, 'OK', ['AUTHNAME']],
+      [2, 'OK', ['AUTHNAME']],
+      [3, 'OK', ['AUTHNAME']],
+    ],
+  );
   t.false(JSON.stringify(audits).includes('alice'));
   const replay = t.throws(() => channel.answer({ id: 1, status: RelayStatus.OK, results: ['mallory'], message: '' }));
   t.is((replay as VirError).code, ErrorCode.OPERATION_INVALID);
@@ -152,7 +175,10 @@ test.serial('deadlines on one clock: each request times out on its own deadline,
     t.true(o!.after >= o!.ms - 2 && o!.after < o!.ms + 100, `deadline ${o!.ms} ms ended after ${o!.after} ms`);
   }
   // Whichever end's timer fires first ends it: the server with a CANCEL, or the client's answer.
-  t.deepEqual(audits.map((a) => a.outcome), ['TIMED_OUT', 'TIMED_OUT', 'TIMED_OUT']);
+  t.deepEqual(
+    audits.map((a) => a.outcome),
+    ['TIMED_OUT', 'TIMED_OUT', 'TIMED_OUT'],
+  );
   t.true(cancels.every((c) => c.status === RelayStatus.TIMED_OUT));
   channel.endOpen();
 });
@@ -177,7 +203,7 @@ test.serial('a wall clock set back an hour neither holds a wait past its deadlin
   channel.endOpen();
 });
 
-test.serial('the driver\'s signal, the open\'s signal and the client leaving each end a wait at once', async (t) => {
+test.serial("the driver's signal, the open's signal and the client leaving each end a wait at once", async (t) => {
   const never = () => new Promise<void>(() => {});
   const own = backToBack({ answer: never });
   own.channel.beginOpen();
@@ -205,32 +231,42 @@ test.serial('the driver\'s signal, the open\'s signal and the client leaving eac
   );
 });
 
-test.serial('the relay client\'s own deadline ends a prompt through its signal, and a withdrawn request in the queue is never shown', async (t) => {
-  let shown = 0;
-  const seen: AbortSignal[] = [];
-  const client = createRelayClient({
-    auth: {
-      credTypes: [CredentialType.AUTHNAME],
-      callback: (_creds, info) => {
-        shown++;
-        seen.push(info.signal!);
-        return new Promise<boolean>((resolve) => info.signal!.addEventListener('abort', () => resolve(false)));
+test.serial(
+  "the relay client's own deadline ends a prompt through its signal, and a withdrawn request in the queue is never shown",
+  async (t) => {
+    let shown = 0;
+    const seen: AbortSignal[] = [];
+    const client = createRelayClient({
+      auth: {
+        credTypes: [CredentialType.AUTHNAME],
+        callback: (_creds, info) => {
+          shown++;
+          seen.push(info.signal!);
+          return new Promise<boolean>((resolve) => info.signal!.addEventListener('abort', () => resolve(false)));
+        },
       },
-    },
-    policy: { timeoutMs: 80, perOrigin: UNLIMITED_ORIGIN_RATE },
-  });
-  const req = () => ({ service: 'xenapi', host: 'xen1', origin: [HOP_B], credentials: [credential(CredentialType.AUTHNAME, 'user')], deadline: Date.now() + 60_000, via: VIA_B });
-  const first = runRelayHandler(client.handle, req(), new RelayCancellation());
-  const queuedCancel = new RelayCancellation();
-  const queued = runRelayHandler(client.handle, req(), queuedCancel);
-  queuedCancel.cancel(relayError(RelayStatus.CANCELLED, 'withdrawn while queued'));
-  t.is(((await t.throwsAsync(queued)) as VirError).int1, RelayStatus.CANCELLED);
-  const e = (await t.throwsAsync(first)) as VirError;
-  t.is(e.int1, RelayStatus.TIMED_OUT);
-  await sleep(20);
-  t.is(shown, 1, 'the withdrawn request was skipped');
-  t.true(seen[0]!.aborted);
-});
+      policy: { timeoutMs: 80, perOrigin: UNLIMITED_ORIGIN_RATE },
+    });
+    const req = () => ({
+      service: 'xenapi',
+      host: 'xen1',
+      origin: [HOP_B],
+      credentials: [credential(CredentialType.AUTHNAME, 'user')],
+      deadline: Date.now() + 60_000,
+      via: VIA_B,
+    });
+    const first = runRelayHandler(client.handle, req(), new RelayCancellation());
+    const queuedCancel = new RelayCancellation();
+    const queued = runRelayHandler(client.handle, req(), queuedCancel);
+    queuedCancel.cancel(relayError(RelayStatus.CANCELLED, 'withdrawn while queued'));
+    t.is(((await t.throwsAsync(queued)) as VirError).int1, RelayStatus.CANCELLED);
+    const e = (await t.throwsAsync(first)) as VirError;
+    t.is(e.int1, RelayStatus.TIMED_OUT);
+    await sleep(20);
+    t.is(shown, 1, 'the withdrawn request was skipped');
+    t.true(seen[0]!.aborted);
+  },
+);
 
 test.serial('the clock emits each time its armed deadline passes', async (t) => {
   const clock = new DeadlineClock();
@@ -244,7 +280,15 @@ test.serial('the clock emits each time its armed deadline passes', async (t) => 
 
 test.serial('an armed clock does not keep a process alive', async (t) => {
   const clockModule = new URL('../src/deadline-clock.js', import.meta.url).href;
-  const child = spawn(process.execPath, ['--input-type=module', '-e', `const { DeadlineClock } = await import(${JSON.stringify(clockModule)}); const c = new DeadlineClock(); c.expired$.subscribe(); c.watch(performance.now() + 60000);`], { stdio: 'ignore' });
+  const child = spawn(
+    process.execPath,
+    [
+      '--input-type=module',
+      '-e',
+      `const { DeadlineClock } = await import(${JSON.stringify(clockModule)}); const c = new DeadlineClock(); c.expired$.subscribe(); c.watch(performance.now() + 60000);`,
+    ],
+    { stdio: 'ignore' },
+  );
   const started = Date.now();
   const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
   t.is(code, 0);

@@ -5,9 +5,11 @@
 import { annotations } from './xdr-parser.mjs';
 
 const RESERVED = new Set(
-  ('break case catch class const continue debugger default delete do else enum export extends false finally for function if import in ' +
+  (
+    'break case catch class const continue debugger default delete do else enum export extends false finally for function if import in ' +
     'instanceof new null return super switch this throw true try typeof var void while with yield let static implements interface ' +
-    'package private protected public await x').split(' '),
+    'package private protected public await x'
+  ).split(' '),
 );
 
 const camel = (snake) => snake.replace(/_+([A-Za-z0-9])/g, (_, c) => c.toUpperCase());
@@ -340,9 +342,14 @@ function emitProgram(spec, defs, types, { emit, constValue, codecName, typeName,
     const readStream = one('readstream');
     const writeStream = one('writestream');
     const sparse = one('sparseflag');
-    const stream = readStream || writeStream
-      ? { direction: readStream ? 'read' : 'write', param: Number(readStream ?? writeStream), sparseFlag: sparse ? { name: sparse, value: constValue(sparse) } : null }
-      : null;
+    const stream =
+      readStream || writeStream
+        ? {
+            direction: readStream ? 'read' : 'write',
+            param: Number(readStream ?? writeStream),
+            sparseFlag: sparse ? { name: sparse, value: constValue(sparse) } : null,
+          }
+        : null;
     const known = new Set(['generate', 'priority', 'acl', 'aclfilter', 'readstream', 'writestream', 'sparseflag']);
     const other = notes.filter((a) => !known.has(a.name));
     const candidate = spec.program.apiPrefix + procMethod(name).replace(/^./, (c) => c.toUpperCase());
@@ -372,7 +379,10 @@ function emitProgram(spec, defs, types, { emit, constValue, codecName, typeName,
   const ruleLit = (r) => {
     const parts = [`object: ${lit(r.object)}`, `permission: ${lit(r.permission)}`];
     if (r.flags) parts.push(`flags: { names: ${lit(r.flags.names)}, mask: ${r.flags.mask}, negate: ${r.flags.negate} }`);
-    if (r.param) parts.push(`param: { field: ${lit(r.param.field)}, valueName: ${lit(r.param.valueName)}, value: ${r.param.value}, negate: ${r.param.negate} }`);
+    if (r.param)
+      parts.push(
+        `param: { field: ${lit(r.param.field)}, valueName: ${lit(r.param.valueName)}, value: ${r.param.value}, negate: ${r.param.negate} }`,
+      );
     return `{ ${parts.join(', ')} }`;
   };
 
@@ -421,7 +431,9 @@ function emitProgram(spec, defs, types, { emit, constValue, codecName, typeName,
     const args = p.args ? `args: ${typeName(p.args)}` : '';
     const ret = p.ret ? typeName(p.ret) : 'void';
     emit(`  ${p.method}(${args}): Promise<${ret}> {`);
-    emit(`    return this.caller.call(${p.number}, ${p.args ? codecName(p.args) : 'x.xvoid'}, ${p.args ? 'args' : 'undefined'}, ${p.ret ? codecName(p.ret) : 'x.xvoid'});`);
+    emit(
+      `    return this.caller.call(${p.number}, ${p.args ? codecName(p.args) : 'x.xvoid'}, ${p.args ? 'args' : 'undefined'}, ${p.ret ? codecName(p.ret) : 'x.xvoid'});`,
+    );
     emit('  }');
   }
   emit('}');

@@ -61,7 +61,12 @@ const SPECS = [
 ];
 
 /** The files the generator reads, relative to a libvirt source tree. */
-export const REQUIRED_SOURCES = [...SPECS.map((s) => s.file), 'include/libvirt/libvirt.h', 'include/libvirt/virterror.h', 'debian/changelog'];
+export const REQUIRED_SOURCES = [
+  ...SPECS.map((s) => s.file),
+  'include/libvirt/libvirt.h',
+  'include/libvirt/virterror.h',
+  'debian/changelog',
+];
 
 /** The libvirt tree to read: --source, $LIBVIRT_SRC_DIR, else the fetch script's cache. */
 export function findSourceDir(explicit) {

@@ -11,7 +11,18 @@ import test, { type ExecutionContext } from 'ava';
 import { ErrorCode, ErrorDomain, VirError, parseUuid } from '@virtauth/core';
 import { openAuth } from 'virtauth';
 
-import { BASE_POLICY, HIDDEN, HIDDEN_UUID, VISIBLE, denial, domainXml, passwordAuthFor, runViewerCases, writeAuthFiles, type AccessTarget } from './access-support.js';
+import {
+  BASE_POLICY,
+  HIDDEN,
+  HIDDEN_UUID,
+  VISIBLE,
+  denial,
+  domainXml,
+  passwordAuthFor,
+  runViewerCases,
+  writeAuthFiles,
+  type AccessTarget,
+} from './access-support.js';
 import { interopTest } from './peers/index.js';
 import { tempDir } from './peers/util.js';
 import { TestVirtauthd } from './sasl-support.js';
@@ -29,7 +40,11 @@ async function policyDir(t: ExecutionContext, policy: string): Promise<{ dir: st
   return { dir, file };
 }
 
-async function startCedarDaemon(t: ExecutionContext, policyFile: string, settings: Record<string, string | number | readonly string[]> = {}): Promise<TestVirtauthd> {
+async function startCedarDaemon(
+  t: ExecutionContext,
+  policyFile: string,
+  settings: Record<string, string | number | readonly string[]> = {},
+): Promise<TestVirtauthd> {
   const daemon = await TestVirtauthd.start({
     users: passwords,
     settings: { access_drivers: ['cedar'], access_cedar_policy_file: policyFile, ...settings },
@@ -40,22 +55,37 @@ async function startCedarDaemon(t: ExecutionContext, policyFile: string, setting
 
 const passwordAuth = passwordAuthFor(passwords);
 
-interopTest.serial('cedar: virsh as admin and as a viewer of gw* domains (list filtered, start denied, hidden events never arrive)', ['virsh'], async (t) => {
-  const policy = await policyDir(t, BASE_POLICY);
-  const daemon = await startCedarDaemon(t, policy.file);
-  const authFile = await writeAuthFiles(t, passwords);
-  const target: AccessTarget = { uri: daemon.uri('unix'), authFile };
-  await runViewerCases(t, target, policy.dir);
+interopTest.serial(
+  'cedar: virsh as admin and as a viewer of gw* domains (list filtered, start denied, hidden events never arrive)',
+  ['virsh'],
+  async (t) => {
+    const policy = await policyDir(t, BASE_POLICY);
+    const daemon = await startCedarDaemon(t, policy.file);
+    const authFile = await writeAuthFiles(t, passwords);
+    const target: AccessTarget = { uri: daemon.uri('unix'), authFile };
+    await runViewerCases(t, target, policy.dir);
 
-  // Every denial is an audit record naming who, what and the denying driver, and no password.
-  const denials = daemon.events('access.denied');
-  const start = denials.find((r) => r['procedure'] === 'DOMAIN_CREATE_WITH_FLAGS' || r['procedure'] === 'DOMAIN_CREATE');
-  t.like(start, { user: 'viewer', method: 'sasl', object: 'domain', objectName: VISIBLE, permission: 'start', driver: 'cedar', transport: 'unix' });
-  t.false(daemon.logText().includes(passwords.viewer));
-  // The identity the logs carry: SASL mechanism and the unix peer read at accept.
-  t.like(daemon.events('client.authenticated').find((r) => r['user'] === 'viewer'), { method: 'sasl', mechanism: 'SCRAM-SHA-256', uid: process.getuid!() });
-  t.like(start, { uid: process.getuid!() });
-});
+    // Every denial is an audit record naming who, what and the denying driver, and no password.
+    const denials = daemon.events('access.denied');
+    const start = denials.find((r) => r['procedure'] === 'DOMAIN_CREATE_WITH_FLAGS' || r['procedure'] === 'DOMAIN_CREATE');
+    t.like(start, {
+      user: 'viewer',
+      method: 'sasl',
+      object: 'domain',
+      objectName: VISIBLE,
+      permission: 'start',
+      driver: 'cedar',
+      transport: 'unix',
+    });
+    t.false(daemon.logText().includes(passwords.viewer));
+    // The identity the logs carry: SASL mechanism and the unix peer read at accept.
+    t.like(
+      daemon.events('client.authenticated').find((r) => r['user'] === 'viewer'),
+      { method: 'sasl', mechanism: 'SCRAM-SHA-256', uid: process.getuid!() },
+    );
+    t.like(start, { uid: process.getuid!() });
+  },
+);
 
 test.serial('cedar: a client cannot borrow a visible name for a hidden domain, nor read through a lookup', async (t) => {
   const policy = await policyDir(t, BASE_POLICY);
@@ -73,9 +103,18 @@ test.serial('cedar: a client cannot borrow a visible name for a hidden domain, n
   t.like(await denial(viewer.lookupDomainByName(HIDDEN)), { code: ErrorCode.ACCESS_DENIED });
   t.like(await denial(viewer.lookupDomainByUuid(parseUuid(HIDDEN_UUID)!)), { code: ErrorCode.ACCESS_DENIED });
   // Defining a domain from XML is checked on the domain the document describes, before it exists.
-  t.like(await denial(viewer.domainDefineXml!({ xml: domainXml('gw-new', '11111111-2222-4333-8444-555555555555') })), { code: ErrorCode.ACCESS_DENIED });
-  t.deepEqual((await admin.listAllDomains(0)).map((d) => d.name).sort(), [HIDDEN, VISIBLE, 'test'].sort(), 'the refused define made nothing');
-  t.deepEqual((await viewer.listAllDomains(0)).map((d) => d.name), [VISIBLE]);
+  t.like(await denial(viewer.domainDefineXml!({ xml: domainXml('gw-new', '11111111-2222-4333-8444-555555555555') })), {
+    code: ErrorCode.ACCESS_DENIED,
+  });
+  t.deepEqual(
+    (await admin.listAllDomains(0)).map((d) => d.name).sort(),
+    [HIDDEN, VISIBLE, 'test'].sort(),
+    'the refused define made nothing',
+  );
+  t.deepEqual(
+    (await viewer.listAllDomains(0)).map((d) => d.name),
+    [VISIBLE],
+  );
   t.is(await viewer.getHostname(), hostname());
 });
 
@@ -92,7 +131,10 @@ test.serial('cedar: lists are filtered when a remote driver serves them (virtaut
   const viaFront = `${front.uri('unix')}&name=${encodeURIComponent(backend.uri())}`;
   const viewer = await openAuth(viaFront, passwordAuth('viewer'));
   t.teardown(() => viewer.close());
-  t.deepEqual((await viewer.listAllDomains(0)).map((d) => d.name), [VISIBLE]);
+  t.deepEqual(
+    (await viewer.listAllDomains(0)).map((d) => d.name),
+    [VISIBLE],
+  );
   t.deepEqual((await viewer.connectListAllDomains!({ need_results: 1, flags: 0 })).ret, 1);
   t.deepEqual(await viewer.connectListDefinedDomains!({ maxnames: 10 }), { names: [VISIBLE] });
   t.deepEqual(await viewer.connectNumOfDefinedDomains!(), { num: 1 });
@@ -111,7 +153,10 @@ test.serial('cedar: reload changes decisions on open connections; a malformed po
   t.teardown(() => viewer.close());
 
   t.like(await denial(viewer.domainCreate!({ dom })), { code: ErrorCode.ACCESS_DENIED });
-  await writeFile(policy.file, `${BASE_POLICY}\npermit (principal == User::"viewer", action == Action::"domain.start", resource is Domain) when { resource.name like "gw*" };\n`);
+  await writeFile(
+    policy.file,
+    `${BASE_POLICY}\npermit (principal == User::"viewer", action == Action::"domain.start", resource is Domain) when { resource.name like "gw*" };\n`,
+  );
   await daemon.handle.reload();
   await viewer.domainCreate!({ dom });
   t.is((await viewer.getDomainState(dom)).state, 1, 'the same connection may start it now');
@@ -137,7 +182,12 @@ test.serial('cedar: a policy that does not parse at start is a configuration err
   );
   t.true(e instanceof VirError);
   t.regex((e as Error).message, /access_cedar_policy_file .*policy\.cedar: .*line 1, column/);
-  const unknown = await TestVirtauthd.start({ settings: { access_drivers: ['cedar', 'nosuch'], access_cedar_policy_file: policy.file } }).then(() => null, (err: unknown) => err);
+  const unknown = await TestVirtauthd.start({
+    settings: { access_drivers: ['cedar', 'nosuch'], access_cedar_policy_file: policy.file },
+  }).then(
+    () => null,
+    (err: unknown) => err,
+  );
   t.regex(String((unknown as Error)?.message), /unknown access driver 'nosuch'|access_cedar_policy_file/);
 });
 
@@ -145,7 +195,12 @@ test.serial('cedar: an OIDC user whose groups claim holds ops starts and stops d
   const groupsIdp = await startIdp(t, { groups: { 'svc-machine': ['ops'], 'svc-machine-opaque': ['dev'] } });
   const policy = await policyDir(t, BASE_POLICY);
   const daemon = await TestVirtauthd.start({
-    settings: { daemon_name: 'virtauthd-oidc-acl', ...oauthServerSettings(groupsIdp, { sasl_allowed_username_list: ['svc-*'] }), access_drivers: ['cedar'], access_cedar_policy_file: policy.file },
+    settings: {
+      daemon_name: 'virtauthd-oidc-acl',
+      ...oauthServerSettings(groupsIdp, { sasl_allowed_username_list: ['svc-*'] }),
+      access_drivers: ['cedar'],
+      access_cedar_policy_file: policy.file,
+    },
   });
   t.teardown(() => daemon.stop());
 
@@ -158,7 +213,9 @@ test.serial('cedar: an OIDC user whose groups claim holds ops starts and stops d
 
   // Another machine, in group dev only: not even connect.getattr, so its open is refused.
   const developer = openAuth(daemon.uri('unix'), null, 0, {
-    container: oauthClientContainer(machineClient(groupsIdp, { clientId: CLIENT.opaqueMachine.id, clientSecret: CLIENT.opaqueMachine.secret })),
+    container: oauthClientContainer(
+      machineClient(groupsIdp, { clientId: CLIENT.opaqueMachine.id, clientSecret: CLIENT.opaqueMachine.secret }),
+    ),
   });
   t.like(await denial(developer), { code: ErrorCode.ACCESS_DENIED, message: 'access denied' });
   const denied = daemon.events('access.denied').at(-1);

@@ -8,7 +8,16 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import test from 'ava';
-import { CredentialType, ErrorCode, ErrorDomain, connectObject, describeObject, parseUuid, type AccessSubject, type ConnectAuth } from '@virtauth/core';
+import {
+  CredentialType,
+  ErrorCode,
+  ErrorDomain,
+  connectObject,
+  describeObject,
+  parseUuid,
+  type AccessSubject,
+  type ConnectAuth,
+} from '@virtauth/core';
 import { openAuth } from 'virtauth';
 import { PolkitAccessDriver, polkitActionId, polkitActionsXml, type PolkitAuthorityClient } from '@virtauth/providers';
 
@@ -58,7 +67,11 @@ test('polkit: clients that are not a unix process are denied without asking polk
   };
   const driver = new PolkitAccessDriver({ authority, log: { info() {}, warn() {}, error() {}, debug() {} } });
   const subject = (transport: 'tcp' | 'tls' | 'unix', unix: boolean): AccessSubject => ({
-    identity: { username: 'alice', method: 'sasl', ...(unix ? { unix: { uid: 1000, gid: 1000, groups: [], pid: 4242, processStartTime: 77n } } : {}) },
+    identity: {
+      username: 'alice',
+      method: 'sasl',
+      ...(unix ? { unix: { uid: 1000, gid: 1000, groups: [], pid: 4242, processStartTime: 77n } } : {}),
+    },
     transport,
     readOnly: false,
     connectDriver: 'TEST',
@@ -72,58 +85,88 @@ test('polkit: clients that are not a unix process are denied without asking polk
   t.deepEqual(asked, ['org.libvirt.api.domain.start']);
 });
 
-interopTest.serial('polkit: a rules file keyed on action.lookup("domain_name") decides what virsh may do through virtauthd', ['root', 'polkitd', 'pkcheck', 'dbus-daemon', 'unshare', 'setpriv', 'virsh'], async (t) => {
-  const polkit = await PrivatePolkit.start({ actions: { 'org.libvirt.api.policy': await readFile(shippedActions, 'utf8') }, rules: RULES });
-  t.teardown(() => polkit.stop());
-  const savedBus = process.env.DBUS_SYSTEM_BUS_ADDRESS;
-  process.env.DBUS_SYSTEM_BUS_ADDRESS = polkit.busAddress;
-  t.teardown(() => {
-    if (savedBus === undefined) delete process.env.DBUS_SYSTEM_BUS_ADDRESS;
-    else process.env.DBUS_SYSTEM_BUS_ADDRESS = savedBus;
-  });
-  const daemon = await startVirtauthd(t, { extra: new Map([['access_drivers', ['polkit']]]) });
-  // polkit answers yes to root whatever the rules say: the client runs as an ordinary user.
-  const account = await ensureUser('vacl-user');
-  await chmod(daemon.dir, 0o755);
-  await chmod(daemon.rwSocket, 0o777);
-  const home = join(daemon.dir, 'home');
-  await mkdir(home, { mode: 0o777 });
-  const env = libvirtClientEnv({ HOME: home, XDG_CONFIG_HOME: join(home, '.config'), XDG_CACHE_HOME: join(home, '.cache'), XDG_RUNTIME_DIR: home, USER: account.name, LOGNAME: account.name });
-  const virsh = (args: string[]) => runAs(account, requireExecutable('virsh', 'libvirt-clients'), ['-c', daemon.uri(), ...args], { env, timeoutMs: 30_000 });
+interopTest.serial(
+  'polkit: a rules file keyed on action.lookup("domain_name") decides what virsh may do through virtauthd',
+  ['root', 'polkitd', 'pkcheck', 'dbus-daemon', 'unshare', 'setpriv', 'virsh'],
+  async (t) => {
+    const polkit = await PrivatePolkit.start({
+      actions: { 'org.libvirt.api.policy': await readFile(shippedActions, 'utf8') },
+      rules: RULES,
+    });
+    t.teardown(() => polkit.stop());
+    const savedBus = process.env.DBUS_SYSTEM_BUS_ADDRESS;
+    process.env.DBUS_SYSTEM_BUS_ADDRESS = polkit.busAddress;
+    t.teardown(() => {
+      if (savedBus === undefined) delete process.env.DBUS_SYSTEM_BUS_ADDRESS;
+      else process.env.DBUS_SYSTEM_BUS_ADDRESS = savedBus;
+    });
+    const daemon = await startVirtauthd(t, { extra: new Map([['access_drivers', ['polkit']]]) });
+    // polkit answers yes to root whatever the rules say: the client runs as an ordinary user.
+    const account = await ensureUser('vacl-user');
+    await chmod(daemon.dir, 0o755);
+    await chmod(daemon.rwSocket, 0o777);
+    const home = join(daemon.dir, 'home');
+    await mkdir(home, { mode: 0o777 });
+    const env = libvirtClientEnv({
+      HOME: home,
+      XDG_CONFIG_HOME: join(home, '.config'),
+      XDG_CACHE_HOME: join(home, '.cache'),
+      XDG_RUNTIME_DIR: home,
+      USER: account.name,
+      LOGNAME: account.name,
+    });
+    const virsh = (args: string[]) =>
+      runAs(account, requireExecutable('virsh', 'libvirt-clients'), ['-c', daemon.uri(), ...args], { env, timeoutMs: 30_000 });
 
-  for (const [name, uuid] of [[VISIBLE, '3a0c9a52-6a8e-4b7e-9a41-0f5e2d7c1b11'], [HIDDEN, HIDDEN_UUID]] as const) {
-    const file = join(daemon.dir, `${name}.xml`);
-    await writeFile(file, domainXml(name, uuid), { mode: 0o644 });
-    const defined = await virsh(['define', file]);
-    t.is(defined.code, 0, defined.stderr);
-  }
-  const matrix: Record<string, { code: number; denied: boolean }> = {};
-  for (const [label, args] of [
-    ['start gw', ['start', VISIBLE]],
-    ['start hidden', ['start', HIDDEN]],
-    ['dominfo gw', ['dominfo', VISIBLE]],
-    ['destroy gw', ['destroy', VISIBLE]],
-    ['destroy test', ['destroy', 'test']],
-  ] as const) {
-    const r = await virsh([...args]);
-    matrix[label] = { code: r.code ?? -1, denied: /access denied/.test(r.stderr) };
-  }
-  t.deepEqual(matrix, {
-    'start gw': { code: 0, denied: false },
-    'start hidden': { code: 1, denied: true },
-    'dominfo gw': { code: 0, denied: false },
-    'destroy gw': { code: 0, denied: false },
-    // virsh would find 'test' only through a lookup the rules deny.
-    'destroy test': { code: 1, denied: false },
-  });
-  const list = await virsh(['list', '--all', '--name']);
-  t.deepEqual(list.stdout.split('\n').filter((l) => l.trim() !== '').sort(), [HIDDEN, VISIBLE], 'list --all shows only what domain.getattr allows');
-});
+    for (const [name, uuid] of [
+      [VISIBLE, '3a0c9a52-6a8e-4b7e-9a41-0f5e2d7c1b11'],
+      [HIDDEN, HIDDEN_UUID],
+    ] as const) {
+      const file = join(daemon.dir, `${name}.xml`);
+      await writeFile(file, domainXml(name, uuid), { mode: 0o644 });
+      const defined = await virsh(['define', file]);
+      t.is(defined.code, 0, defined.stderr);
+    }
+    const matrix: Record<string, { code: number; denied: boolean }> = {};
+    for (const [label, args] of [
+      ['start gw', ['start', VISIBLE]],
+      ['start hidden', ['start', HIDDEN]],
+      ['dominfo gw', ['dominfo', VISIBLE]],
+      ['destroy gw', ['destroy', VISIBLE]],
+      ['destroy test', ['destroy', 'test']],
+    ] as const) {
+      const r = await virsh([...args]);
+      matrix[label] = { code: r.code ?? -1, denied: /access denied/.test(r.stderr) };
+    }
+    t.deepEqual(matrix, {
+      'start gw': { code: 0, denied: false },
+      'start hidden': { code: 1, denied: true },
+      'dominfo gw': { code: 0, denied: false },
+      'destroy gw': { code: 0, denied: false },
+      // virsh would find 'test' only through a lookup the rules deny.
+      'destroy test': { code: 1, denied: false },
+    });
+    const list = await virsh(['list', '--all', '--name']);
+    t.deepEqual(
+      list.stdout
+        .split('\n')
+        .filter((l) => l.trim() !== '')
+        .sort(),
+      [HIDDEN, VISIBLE],
+      'list --all shows only what domain.getattr allows',
+    );
+  },
+);
 
 interopTest.serial('polkit: a TLS client is refused at open, since polkit cannot identify a remote process', ['certtool'], async (t) => {
   const pki = await TestPki.create();
   t.teardown(() => pki.remove());
-  const daemon = await TestVirtauthd.start({ users: { alice: 'alice-pw-3c9d' }, listenTls: true, pki, settings: { access_drivers: ['polkit'] } });
+  const daemon = await TestVirtauthd.start({
+    users: { alice: 'alice-pw-3c9d' },
+    listenTls: true,
+    pki,
+    settings: { access_drivers: ['polkit'] },
+  });
   t.teardown(() => daemon.stop());
   const auth: ConnectAuth = {
     credTypes: [CredentialType.AUTHNAME, CredentialType.PASSPHRASE],
@@ -131,7 +174,16 @@ interopTest.serial('polkit: a TLS client is refused at open, since polkit cannot
       for (const c of creds) c.result = c.type === CredentialType.AUTHNAME ? 'alice' : 'alice-pw-3c9d';
     },
   };
-  const error = await openAuth(daemon.uri('tls'), auth).then(() => null, (e: unknown) => e);
+  const error = await openAuth(daemon.uri('tls'), auth).then(
+    () => null,
+    (e: unknown) => e,
+  );
   t.like(error, { code: ErrorCode.ACCESS_DENIED, domain: ErrorDomain.ACCESS, message: 'access denied' });
-  t.like(daemon.events('access.denied').at(-1), { user: 'alice', transport: 'tls', procedure: 'CONNECT_OPEN', permission: 'getattr', driver: 'polkit' });
+  t.like(daemon.events('access.denied').at(-1), {
+    user: 'alice',
+    transport: 'tls',
+    procedure: 'CONNECT_OPEN',
+    permission: 'getattr',
+    driver: 'polkit',
+  });
 });

@@ -34,10 +34,16 @@ async function refusesEveryWrite(t: ExecutionContext, extra: Record<string, stri
   const daemon = await startVirtauthd(t, { extra: new Map(Object.entries(extra)) });
   const rpc = await rawClient(daemon.roSocket);
   t.teardown(() => rpc.close(null));
-  const call = <A, R>(proc: number, args: xdr.Codec<A>, value: A, ret: xdr.Codec<R>) => rpc.call(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, proc, args, value, ret);
+  const call = <A, R>(proc: number, args: xdr.Codec<A>, value: A, ret: xdr.Codec<R>) =>
+    rpc.call(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, proc, args, value, ret);
   await call(RemoteProc.AUTH_LIST, xdr.xvoid, undefined, remote.authListRet);
   await call(RemoteProc.CONNECT_OPEN, remote.connectOpenArgs, { name: 'test:///default', flags: 0 }, xdr.xvoid);
-  const { dom } = await call(RemoteProc.DOMAIN_LOOKUP_BY_NAME, remote.domainLookupByNameArgs, { name: 'test' }, remote.domainLookupByNameRet);
+  const { dom } = await call(
+    RemoteProc.DOMAIN_LOOKUP_BY_NAME,
+    remote.domainLookupByNameArgs,
+    { name: 'test' },
+    remote.domainLookupByNameRet,
+  );
 
   t.true(writes.length > 150, `the table marks ${writes.length} procedures as writes`);
   const wrong: string[] = [];
@@ -46,7 +52,12 @@ async function refusesEveryWrite(t: ExecutionContext, extra: Record<string, stri
     if (args && typeof args === 'object' && 'dom' in args) args['dom'] = dom;
     const outcome = await call(info.number, info.args, args, xdr.xvoid).then(
       () => 'succeeded',
-      (e: unknown) => (e instanceof VirError && e.code === ErrorCode.OPERATION_DENIED && e.message === `operation forbidden: read only access prevents ${info.api}` ? null : String(e)),
+      (e: unknown) =>
+        e instanceof VirError &&
+        e.code === ErrorCode.OPERATION_DENIED &&
+        e.message === `operation forbidden: read only access prevents ${info.api}`
+          ? null
+          : String(e),
     );
     if (outcome !== null) wrong.push(`${info.name}: ${outcome}`);
   }

@@ -63,7 +63,10 @@ export interface AccessTarget {
 const virshPath = () => requireExecutable('virsh', 'libvirt-clients');
 
 export function virshAs(target: AccessTarget, user: 'admin' | 'viewer', args: readonly string[]): Promise<ProcessResult> {
-  return runProcess(virshPath(), ['-c', target.uri, ...args], { env: libvirtClientEnv({ LIBVIRT_AUTH_FILE: target.authFile(user) }), timeoutMs: 30_000 });
+  return runProcess(virshPath(), ['-c', target.uri, ...args], {
+    env: libvirtClientEnv({ LIBVIRT_AUTH_FILE: target.authFile(user) }),
+    timeoutMs: 30_000,
+  });
 }
 
 /** auth.conf files for the SCRAM users, in a directory removed after the test. */
@@ -71,7 +74,11 @@ export async function writeAuthFiles(t: ExecutionContext, passwords: Record<stri
   const dir = await tempDir('acl');
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   for (const [user, password] of Object.entries(passwords)) {
-    await writeFile(join(dir, `${user}.conf`), `[credentials-u]\nauthname=${user}\npassword=${password}\n[auth-libvirt-localhost]\ncredentials=u\n`, { mode: 0o600 });
+    await writeFile(
+      join(dir, `${user}.conf`),
+      `[credentials-u]\nauthname=${user}\npassword=${password}\n[auth-libvirt-localhost]\ncredentials=u\n`,
+      { mode: 0o600 },
+    );
   }
   return (user) => join(dir, `${user}.conf`);
 }
@@ -101,7 +108,11 @@ export async function runViewerCases(t: ExecutionContext, target: AccessTarget, 
 
   const viewerList = await virshAs(target, 'viewer', ['list', '--all', '--name']);
   ok(viewerList, 'viewer lists');
-  t.deepEqual(viewerList.stdout.split('\n').filter((l) => l.trim() !== ''), [VISIBLE], 'list --all shows the viewer only gw*');
+  t.deepEqual(
+    viewerList.stdout.split('\n').filter((l) => l.trim() !== ''),
+    [VISIBLE],
+    'list --all shows the viewer only gw*',
+  );
 
   ok(await virshAs(target, 'viewer', ['dominfo', VISIBLE]), 'viewer reads a gw* domain');
   const start = await virshAs(target, 'viewer', ['start', VISIBLE]);
@@ -123,7 +134,13 @@ export async function runViewerCases(t: ExecutionContext, target: AccessTarget, 
     for (let attempt = 0; ; attempt++) {
       ok(await virshAs(target, 'admin', ['start', VISIBLE]), 'admin starts the visible domain');
       const seen = () => /gw-web.*Started/.test(viewerEvents.output()) && /gw-web.*Started/.test(adminEvents.output());
-      if (await waitFor(seen, 5_000, 'both watchers saw a start').then(() => true, () => false)) break;
+      if (
+        await waitFor(seen, 5_000, 'both watchers saw a start').then(
+          () => true,
+          () => false,
+        )
+      )
+        break;
       if (attempt === 5) throw new Error(`watchers never registered:\n${viewerEvents.output()}\n${adminEvents.output()}`);
       ok(await virshAs(target, 'admin', ['destroy', VISIBLE]), 'admin stops the visible domain');
     }
@@ -131,7 +148,11 @@ export async function runViewerCases(t: ExecutionContext, target: AccessTarget, 
     ok(await virshAs(target, 'admin', ['start', HIDDEN]), 'admin starts the hidden domain');
     ok(await virshAs(target, 'admin', ['destroy', VISIBLE]), 'admin stops the visible domain');
     // The viewer's stream is ordered: once it has the later event, the hidden one would be before it.
-    await waitFor(() => count(viewerEvents.output(), /gw-web.*Stopped/g) > stopsBefore && /db-secret.*Started/.test(adminEvents.output()), 20_000, 'events after the hidden start');
+    await waitFor(
+      () => count(viewerEvents.output(), /gw-web.*Stopped/g) > stopsBefore && /db-secret.*Started/.test(adminEvents.output()),
+      20_000,
+      'events after the hidden start',
+    );
   } finally {
     const viewerOut = await viewerEvents.stop();
     const adminOut = await adminEvents.stop();
@@ -156,7 +177,10 @@ export function passwordAuthFor<U extends string>(passwords: Record<U, string>):
 
 /** The VirError a call was refused with (fails the test if it was not refused). */
 export async function denial(promise: Promise<unknown>): Promise<VirError> {
-  const e = await promise.then(() => null, (err: unknown) => err);
+  const e = await promise.then(
+    () => null,
+    (err: unknown) => err,
+  );
   if (!(e instanceof VirError)) throw new Error(`expected a VirError, got ${String(e)}`);
   return e;
 }

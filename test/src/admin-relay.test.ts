@@ -10,22 +10,55 @@ import { openAdmin, openAuth, paramsObject } from 'virtauth';
 
 import { startXenApiServer } from './fixtures/xenapi-server.js';
 import { tempDir, waitFor } from './peers/index.js';
-import { RecordingAuth, RelayDaemon, authConfSource, authConfText, chainUri, neverAnswer, removeDir, virErrorOf, waitForNoClients, writeAuthConf, xenapiDriverUri, xenapiUriVia } from './relay-helpers.js';
+import {
+  RecordingAuth,
+  RelayDaemon,
+  authConfSource,
+  authConfText,
+  chainUri,
+  neverAnswer,
+  removeDir,
+  virErrorOf,
+  waitForNoClients,
+  writeAuthConf,
+  xenapiDriverUri,
+  xenapiUriVia,
+} from './relay-helpers.js';
 
-test('client-disconnect during a relayed credential request cancels it with the administrator\'s reason on every hop', async (t) => {
+test("client-disconnect during a relayed credential request cancels it with the administrator's reason on every hop", async (t) => {
   const dir = await tempDir('var');
   t.teardown(() => removeDir(dir));
   // Daemons in this process read LIBVIRT_AUTH_FILE for their own auth.conf: keep the machine's out.
   process.env.LIBVIRT_AUTH_FILE = await writeAuthConf(dir, 'empty-auth.conf', '');
   const xen = await startXenApiServer({ users: { root: 'xen-root-secret' } });
   t.teardown(() => xen.close());
-  const b = await RelayDaemon.start({ name: 'virtauthd-B', dir, users: { 'hop-a': 'hop-secret' }, allowedUris: [xenapiDriverUri(xen.port)] });
+  const b = await RelayDaemon.start({
+    name: 'virtauthd-B',
+    dir,
+    users: { 'hop-a': 'hop-secret' },
+    allowedUris: [xenapiDriverUri(xen.port)],
+  });
   t.teardown(() => b.stop());
-  const aAuthConf = await writeAuthConf(dir, 'a-auth.conf', authConfText([{ service: 'libvirt', host: 'localhost', username: 'hop-a', password: 'hop-secret' }]));
+  const aAuthConf = await writeAuthConf(
+    dir,
+    'a-auth.conf',
+    authConfText([{ service: 'libvirt', host: 'localhost', username: 'hop-a', password: 'hop-secret' }]),
+  );
   const innerUri = xenapiUriVia(b.socket, xen.port);
-  const a = await RelayDaemon.start({ name: 'virtauthd-A', dir, users: { alice: 'alice-secret' }, authConfPath: aAuthConf, adminSocket: join(dir, 'A-admin-sock'), allowedUris: [innerUri] });
+  const a = await RelayDaemon.start({
+    name: 'virtauthd-A',
+    dir,
+    users: { alice: 'alice-secret' },
+    authConfPath: aAuthConf,
+    adminSocket: join(dir, 'A-admin-sock'),
+    allowedUris: [innerUri],
+  });
   t.teardown(() => a.stop());
-  const clientAuthConf = await writeAuthConf(dir, 'client-auth.conf', authConfText([{ service: 'libvirt', host: 'localhost', username: 'alice', password: 'alice-secret' }]));
+  const clientAuthConf = await writeAuthConf(
+    dir,
+    'client-auth.conf',
+    authConfText([{ service: 'libvirt', host: 'localhost', username: 'alice', password: 'alice-secret' }]),
+  );
 
   let markAsked!: () => void;
   const asked = new Promise<void>((resolve) => (markAsked = resolve));
@@ -34,7 +67,9 @@ test('client-disconnect during a relayed credential request cancels it with the 
     markAsked();
     return waitForever(creds, info);
   });
-  const opening = virErrorOf(openAuth(chainUri(a.socket, innerUri), auth, 0, { credentialSources: [await authConfSource(clientAuthConf)] }));
+  const opening = virErrorOf(
+    openAuth(chainUri(a.socket, innerUri), auth, 0, { credentialSources: [await authConfSource(clientAuthConf)] }),
+  );
   // An open that ends before asking (refused, misrouted) fails the test instead of hanging it.
   await Promise.race([asked, opening.then((e) => Promise.reject(new Error(`the open ended before the credential request: ${e.message}`)))]);
 
@@ -44,7 +79,13 @@ test('client-disconnect during a relayed credential request cancels it with the 
   t.is(clients.length, 1);
   const clnt = clients[0]!;
   const info = paramsObject((await adm.client.clientGetInfo({ clnt, flags: 0 })).params);
-  t.like(info, { readonly: false, sasl_user_name: 'alice', virtauth_auth_method: 'sasl', virtauth_relay_active: true, virtauth_upstream_uri: innerUri });
+  t.like(info, {
+    readonly: false,
+    sasl_user_name: 'alice',
+    virtauth_auth_method: 'sasl',
+    virtauth_relay_active: true,
+    virtauth_upstream_uri: innerUri,
+  });
 
   const auditsBefore = a.audits().length;
   await adm.client.clientClose({ clnt, flags: 0 });
@@ -52,9 +93,12 @@ test('client-disconnect during a relayed credential request cancels it with the 
   t.not(e.code, ErrorCode.OK);
   t.true(auth.calls[0]!.signal!.aborted, 'the callback was told to stop waiting');
   const record = await waitFor(() => a.audits().slice(auditsBefore)[0], 3000, "A's audit record of the withdrawn request");
-  t.is(record.outcome, "CANCELLED");
+  t.is(record.outcome, 'CANCELLED');
   t.regex(String(record.message), new RegExp(`operation aborted: client ${clnt.id} disconnected by an administrator`));
-  t.deepEqual(a.log.events('client.disconnected').map((r) => r['reason']), [`operation aborted: client ${clnt.id} disconnected by an administrator (virt-admin client-disconnect)`]);
+  t.deepEqual(
+    a.log.events('client.disconnected').map((r) => r['reason']),
+    [`operation aborted: client ${clnt.id} disconnected by an administrator (virt-admin client-disconnect)`],
+  );
   // B's driver was waiting for the same request through A: its wait ends too.
   const recordB = await waitFor(() => b.audits()[0], 3000, "B's audit record");
   t.is(recordB.outcome, 'CANCELLED');

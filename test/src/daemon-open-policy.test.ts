@@ -10,7 +10,20 @@ import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { AuthType, ErrorCode, ErrorDomain, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, RemoteProc, RpcConnection, VirError, createDispatcher, remote, xdr, type Procedure } from '@virtauth/core';
+import {
+  AuthType,
+  ErrorCode,
+  ErrorDomain,
+  REMOTE_PROGRAM,
+  REMOTE_PROTOCOL_VERSION,
+  RemoteProc,
+  RpcConnection,
+  VirError,
+  createDispatcher,
+  remote,
+  xdr,
+  type Procedure,
+} from '@virtauth/core';
 import { buildConfig, createDaemon, createLogger, type DaemonHandle } from '@virtauth/daemon';
 import { selfSignedCertificate, startXenApiServer, type XenApiServer } from './fixtures/xenapi-server.js';
 import { JsonLines } from './log-capture.js';
@@ -32,7 +45,9 @@ class Listener {
       socket.on('error', () => undefined);
       this.accepted(socket);
     });
-    await new Promise<void>((resolve) => (typeof where === 'string' ? this.server.listen(where, resolve) : this.server.listen(where.port, where.host, resolve)));
+    await new Promise<void>((resolve) =>
+      typeof where === 'string' ? this.server.listen(where, resolve) : this.server.listen(where.port, where.host, resolve),
+    );
   }
 
   protected accepted(_socket: net.Socket): void {}
@@ -145,7 +160,17 @@ test.before(async () => {
     ['auth_unix_ro', 'none'],
     ['auth_unix_rw', 'none'],
     ['log_level', 1],
-    ['uri_allowed_list', ['test:///default', allowedXen(), allowedXenByName(), allowedHttpXen(), `test+unix:///default?socket=${missingSocket()}`, allowedPlainTcp()]],
+    [
+      'uri_allowed_list',
+      [
+        'test:///default',
+        allowedXen(),
+        allowedXenByName(),
+        allowedHttpXen(),
+        `test+unix:///default?socket=${missingSocket()}`,
+        allowedPlainTcp(),
+      ],
+    ],
   ]);
   const log = new JsonLines();
   const config = buildConfig(settings, 'virtauthd.conf');
@@ -180,51 +205,61 @@ function assertNoSecretAnywhere(t: import('ava').ExecutionContext, texts: string
   }
 }
 
-test.serial('an anonymous read-only client cannot make the daemon connect anywhere it names: the targets see nothing, the refusal is audited', async (t) => {
-  const deniedBefore = world.log.events('connect.open.denied').length;
-  const attacks = [
-    // The issue's first attack: the daemon's XenAPI driver logging in to the attacker over http.
-    `xenapi:///?server=127.0.0.1:${world.xenTrap.port}&scheme=http`,
-    `xenapi+unix:///?server=127.0.0.1:${world.xenTrap.port}&scheme=http&socket=${world.ro}`,
-    // The remote driver logging in (PLAIN, -default credentials) to a socket the attacker owns.
-    `test+unix:///default?socket=${world.socketTrapPath}`,
-    `test+unix:///default?socket=${world.socketTrapPath}&auth=sasl.PLAIN`,
-    // The daemon's own root-only read-write socket, and TCP port probes.
-    `test+unix:///default?socket=${world.rw}`,
-    `test+tcp://127.0.0.1:${world.xenTrap.port}/default`,
-    // An allowed entry with a connection parameter changed, added, or given twice.
-    `xenapi:///?server=127.0.0.1:${world.xenTrap.port}&no_verify=1`,
-    `${allowedXen()}&scheme=http`,
-    `xenapi:///?server=127.0.0.1:${world.xen.port}`,
-    `${allowedXen()}&server=127.0.0.1:${world.xenTrap.port}`,
-    `${allowedHttpXen()}&server=127.0.0.1:${world.xenTrap.port}`,
-    `xenapi://root@127.0.0.1:${world.xenTrap.port}/?scheme=http`,
-  ];
-  for (const name of attacks) {
-    const { error } = await openAs(world.ro, name);
-    t.truthy(error, name);
-    t.is(error!.code, ErrorCode.ACCESS_DENIED, name);
-    t.is(error!.domain, ErrorDomain.ACCESS, name);
-    t.regex(error!.message, /^access denied: this daemon does not open '.*' \(its operator can allow it in uri_allowed_list\)$/, name);
-  }
-  t.is(world.xenTrap.connections, 0, 'the fake XenAPI listener saw no connection');
-  t.is(world.socketTrap.connections, 0, 'the attacker\'s socket saw no connection');
-  t.is(world.xenTrap.received.length + world.socketTrap.received.length, 0);
-  const denied = world.log.events('connect.open.denied').slice(deniedBefore);
-  t.is(denied.length, attacks.length, 'one audit record per refused open');
-  t.like(denied[0], { level: 40, readOnly: true, method: 'none', uri: attacks[0] });
-  t.false(world.log.events('connect.open.failed').some((r) => attacks.includes(r.uri as string)), 'no driver ran');
-  assertNoSecretAnywhere(t, [world.log.text()]);
-});
+test.serial(
+  'an anonymous read-only client cannot make the daemon connect anywhere it names: the targets see nothing, the refusal is audited',
+  async (t) => {
+    const deniedBefore = world.log.events('connect.open.denied').length;
+    const attacks = [
+      // The issue's first attack: the daemon's XenAPI driver logging in to the attacker over http.
+      `xenapi:///?server=127.0.0.1:${world.xenTrap.port}&scheme=http`,
+      `xenapi+unix:///?server=127.0.0.1:${world.xenTrap.port}&scheme=http&socket=${world.ro}`,
+      // The remote driver logging in (PLAIN, -default credentials) to a socket the attacker owns.
+      `test+unix:///default?socket=${world.socketTrapPath}`,
+      `test+unix:///default?socket=${world.socketTrapPath}&auth=sasl.PLAIN`,
+      // The daemon's own root-only read-write socket, and TCP port probes.
+      `test+unix:///default?socket=${world.rw}`,
+      `test+tcp://127.0.0.1:${world.xenTrap.port}/default`,
+      // An allowed entry with a connection parameter changed, added, or given twice.
+      `xenapi:///?server=127.0.0.1:${world.xenTrap.port}&no_verify=1`,
+      `${allowedXen()}&scheme=http`,
+      `xenapi:///?server=127.0.0.1:${world.xen.port}`,
+      `${allowedXen()}&server=127.0.0.1:${world.xenTrap.port}`,
+      `${allowedHttpXen()}&server=127.0.0.1:${world.xenTrap.port}`,
+      `xenapi://root@127.0.0.1:${world.xenTrap.port}/?scheme=http`,
+    ];
+    for (const name of attacks) {
+      const { error } = await openAs(world.ro, name);
+      t.truthy(error, name);
+      t.is(error!.code, ErrorCode.ACCESS_DENIED, name);
+      t.is(error!.domain, ErrorDomain.ACCESS, name);
+      t.regex(error!.message, /^access denied: this daemon does not open '.*' \(its operator can allow it in uri_allowed_list\)$/, name);
+    }
+    t.is(world.xenTrap.connections, 0, 'the fake XenAPI listener saw no connection');
+    t.is(world.socketTrap.connections, 0, "the attacker's socket saw no connection");
+    t.is(world.xenTrap.received.length + world.socketTrap.received.length, 0);
+    const denied = world.log.events('connect.open.denied').slice(deniedBefore);
+    t.is(denied.length, attacks.length, 'one audit record per refused open');
+    t.like(denied[0], { level: 40, readOnly: true, method: 'none', uri: attacks[0] });
+    t.false(
+      world.log.events('connect.open.failed').some((r) => attacks.includes(r.uri as string)),
+      'no driver ran',
+    );
+    assertNoSecretAnywhere(t, [world.log.text()]);
+  },
+);
 
 test.serial('whether a file exists or a socket refuses is not told apart: every name not allowed fails with the same words', async (t) => {
-  const probes = [`test+unix:///default?socket=${world.rw}`, `test+unix:///default?socket=${join(world.dir, 'nothing-here')}`, 'test+unix:///default?socket=/root/.ssh/id_rsa'];
+  const probes = [
+    `test+unix:///default?socket=${world.rw}`,
+    `test+unix:///default?socket=${join(world.dir, 'nothing-here')}`,
+    'test+unix:///default?socket=/root/.ssh/id_rsa',
+  ];
   const messages: string[] = [];
   for (const name of probes) messages.push((await openAs(world.ro, name)).error!.message.replace(name, 'NAME'));
   t.is(new Set(messages).size, 1, messages.join(' | '));
 });
 
-test.serial('an allowed entry that fails tells a read-only client no path or errno; the daemon\'s log keeps the reason', async (t) => {
+test.serial("an allowed entry that fails tells a read-only client no path or errno; the daemon's log keeps the reason", async (t) => {
   const name = `test+unix:///default?socket=${missingSocket()}`;
   const { error } = await openAs(world.ro, name);
   t.is(error!.code, ErrorCode.SYSTEM_ERROR);
@@ -238,7 +273,7 @@ test.serial('an allowed entry that fails tells a read-only client no path or err
   t.regex(rw.error!.message, /missing\.sock/);
 });
 
-test.serial('the allowed XenAPI entry opens with the daemon\'s credentials for exactly that host', async (t) => {
+test.serial("the allowed XenAPI entry opens with the daemon's credentials for exactly that host", async (t) => {
   const callsBefore = world.xen.calls.length;
   const { client, error } = await openAs(world.ro, allowedXen());
   t.is(error, null);
@@ -248,22 +283,25 @@ test.serial('the allowed XenAPI entry opens with the daemon\'s credentials for e
   t.true(world.xen.calls.slice(callsBefore).includes('session.login_with_password'));
 });
 
-test.serial('[auth-xenapi-default] never answers for a host without its own entry: the open fails before the server is asked', async (t) => {
-  const callsBefore = world.xen.calls.length;
-  const { error } = await openAs(world.rw, allowedXenByName());
-  t.truthy(error);
-  // Nothing stored answers, and this client enabled no relay to ask.
-  t.is(error!.code, ErrorCode.AUTH_UNAVAILABLE);
-  t.deepEqual(world.xen.calls.slice(callsBefore), [], 'no login was attempted with the -default password');
-  assertNoSecretAnywhere(t, [error!.message, world.log.text()]);
-  // What the relay says the client was asked for is kept for a read-only client too.
-  const ro = await openAs(world.ro, allowedXenByName());
-  t.is(ro.error!.code, ErrorCode.AUTH_UNAVAILABLE);
-  t.is(ro.error!.message, error!.message);
-  t.regex(ro.error!.message, /^authentication unavailable: /);
-});
+test.serial(
+  '[auth-xenapi-default] never answers for a host without its own entry: the open fails before the server is asked',
+  async (t) => {
+    const callsBefore = world.xen.calls.length;
+    const { error } = await openAs(world.rw, allowedXenByName());
+    t.truthy(error);
+    // Nothing stored answers, and this client enabled no relay to ask.
+    t.is(error!.code, ErrorCode.AUTH_UNAVAILABLE);
+    t.deepEqual(world.xen.calls.slice(callsBefore), [], 'no login was attempted with the -default password');
+    assertNoSecretAnywhere(t, [error!.message, world.log.text()]);
+    // What the relay says the client was asked for is kept for a read-only client too.
+    const ro = await openAs(world.ro, allowedXenByName());
+    t.is(ro.error!.code, ErrorCode.AUTH_UNAVAILABLE);
+    t.is(ro.error!.message, error!.message);
+    t.regex(ro.error!.message, /^authentication unavailable: /);
+  },
+);
 
-test.serial('the daemon\'s stored XenAPI password never goes over http, even to the exact host it is stored for', async (t) => {
+test.serial("the daemon's stored XenAPI password never goes over http, even to the exact host it is stored for", async (t) => {
   const callsBefore = world.httpXen.calls.length;
   const withheldBefore = world.log.events('credentials.stored.withheld').length;
   const { error } = await openAs(world.rw, allowedHttpXen());
@@ -274,7 +312,7 @@ test.serial('the daemon\'s stored XenAPI password never goes over http, even to 
   assertNoSecretAnywhere(t, [error!.message, world.log.text()]);
 });
 
-test.serial('the daemon\'s stored libvirt password never goes to a server over plain TCP, even one offering PLAIN', async (t) => {
+test.serial("the daemon's stored libvirt password never goes to a server over plain TCP, even one offering PLAIN", async (t) => {
   const { error } = await openAs(world.rw, allowedPlainTcp());
   t.truthy(error);
   t.is(error!.code, ErrorCode.AUTH_FAILED);

@@ -22,10 +22,17 @@ interopTest('crl_file: a revoked client certificate is refused at the handshake;
   const pki = await TestPki.create();
   t.teardown(() => pki.remove());
   const revoked = await pki.revokedClient();
-  const daemon = await TestVirtauthd.start({ users: { alice: alicePassword }, listenTls: true, pki, settings: { crl_file: revoked.crlFile } });
+  const daemon = await TestVirtauthd.start({
+    users: { alice: alicePassword },
+    listenTls: true,
+    pki,
+    settings: { crl_file: revoked.crlFile },
+  });
   t.teardown(() => daemon.stop());
 
-  const error = await t.throwsAsync(openAuth(daemon.uri('tls', { pkipath: revoked.client.pkiPath }), aliceAuth()), { instanceOf: VirError });
+  const error = await t.throwsAsync(openAuth(daemon.uri('tls', { pkipath: revoked.client.pkiPath }), aliceAuth()), {
+    instanceOf: VirError,
+  });
   t.is(error!.code, ErrorCode.SYSTEM_ERROR);
   t.is(daemon.events('auth.sasl.succeeded').length, 0, 'the revoked client never reached authentication');
   t.true(daemon.events('tls.handshake.failed').length > 0, 'the daemon logs the refused handshake');
@@ -45,6 +52,8 @@ interopTest('crl_file: a revoked client certificate is refused at the handshake;
 interopTest('crl_file that cannot be read stops the daemon, naming it', ['certtool'], async (t) => {
   const pki = await TestPki.create();
   t.teardown(() => pki.remove());
-  const error = await t.throwsAsync(TestVirtauthd.start({ listenTls: true, pki, settings: { crl_file: '/nonexistent/crl.pem' } }), { instanceOf: VirError });
+  const error = await t.throwsAsync(TestVirtauthd.start({ listenTls: true, pki, settings: { crl_file: '/nonexistent/crl.pem' } }), {
+    instanceOf: VirError,
+  });
   t.regex(error!.message, /Cannot read TLS certificate revocation list '\/nonexistent\/crl\.pem'/);
 });

@@ -74,14 +74,20 @@ export class FakeDaemon {
   /** The TCP port when listening with TLS. */
   port = 0;
 
-  private constructor(readonly socket: string, private readonly opts: FakeDaemonOptions) {
+  private constructor(
+    readonly socket: string,
+    private readonly opts: FakeDaemonOptions,
+  ) {
     if (opts.tls) {
       const { certFile, keyFile, caFile } = opts.tls;
-      this.server = tls.createServer({ cert: readFileSync(certFile), key: readFileSync(keyFile), ca: readFileSync(caFile), requestCert: true, rejectUnauthorized: true }, (s) => {
-        // libvirt's servers send one byte once they have accepted the client's certificate.
-        s.write(Buffer.from([1]));
-        this.accept(s);
-      });
+      this.server = tls.createServer(
+        { cert: readFileSync(certFile), key: readFileSync(keyFile), ca: readFileSync(caFile), requestCert: true, rejectUnauthorized: true },
+        (s) => {
+          // libvirt's servers send one byte once they have accepted the client's certificate.
+          s.write(Buffer.from([1]));
+          this.accept(s);
+        },
+      );
     } else {
       this.server = net.createServer((s) => this.accept(s));
     }
@@ -109,7 +115,8 @@ export class FakeDaemon {
     const peer = new FakePeer(rpc);
     this.peers.push(peer);
     const relayName = this.opts.relayName === undefined ? 'fake@daemon' : this.opts.relayName;
-    if (relayName !== null) rpc.onProgramMessage(RELAY_PROGRAM, (h, body) => h.proc === RelayProc.ANSWER && peer.answered(p.relayAnswerArgs.decode(body)));
+    if (relayName !== null)
+      rpc.onProgramMessage(RELAY_PROGRAM, (h, body) => h.proc === RelayProc.ANSWER && peer.answered(p.relayAnswerArgs.decode(body)));
     rpc.setCallHandler(async (h, body) => {
       if (h.prog === RELAY_PROGRAM && relayName !== null && h.proc === RelayProc.ENABLE) {
         peer.enabled = p.relayEnableArgs.decode(body);

@@ -55,7 +55,11 @@ export class GatewayPair {
       });
       const authDir = await tempDir('vga');
       const authFile = join(authDir, 'auth.conf');
-      await writeFile(authFile, `[credentials-gw]\nauthname=${gatewayUser}\npassword=${gatewayPassword}\n[auth-libvirt-localhost]\ncredentials=gw\n`, { mode: 0o600 });
+      await writeFile(
+        authFile,
+        `[credentials-gw]\nauthname=${gatewayUser}\npassword=${gatewayPassword}\n[auth-libvirt-localhost]\ncredentials=gw\n`,
+        { mode: 0o600 },
+      );
       return new GatewayPair(libvirtd, virtauthd, upstreamUri, authFile, authDir);
     } catch (error) {
       await libvirtd.stop();
@@ -92,7 +96,10 @@ export const gatewayNetworkXml = (name: string, octet: number): string =>
  * JSON object; everything in it must be the same through virtauthd as directly.
  */
 export function pythonGatewaySession(uri: string, domain: string): string {
-  return pythonGatewayScript(uri, pythonSessionBody, { domainXml: gatewayDomainXml(domain), networkXml: gatewayNetworkXml(`${domain}n`, 231) });
+  return pythonGatewayScript(uri, pythonSessionBody, {
+    domainXml: gatewayDomainXml(domain),
+    networkXml: gatewayNetworkXml(`${domain}n`, 231),
+  });
 }
 
 /**

@@ -4,17 +4,38 @@
 // real libvirtd's test driver. Plus the abuse cases: a read-only socket, bad XML, an unknown
 // procedure, an operation the driver lacks, and event callbacks that do not exist.
 
-import {spawn} from 'node:child_process';
-import {writeFile} from 'node:fs/promises';
-import {join} from 'node:path';
+import { spawn } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 
-import test, {type ExecutionContext} from 'ava';
-import {ErrorCode, ErrorDomain, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, RemoteProc, RpcConnection, VirError, remote, remoteProcedures, xdr} from '@virtauth/core';
+import test, { type ExecutionContext } from 'ava';
+import {
+  ErrorCode,
+  ErrorDomain,
+  REMOTE_PROGRAM,
+  REMOTE_PROTOCOL_VERSION,
+  RemoteProc,
+  RpcConnection,
+  VirError,
+  remote,
+  remoteProcedures,
+  xdr,
+} from '@virtauth/core';
 import net from 'node:net';
 
-import {PrivateLibvirtd, interopTest, libvirtClientEnv, requireExecutable, runProcess, runPython, waitFor, watchVirshEvents, type ProcessResult} from './peers/index.js';
-import {startVirtauthd} from './virtauthd-support.js';
-import {openAuth} from 'virtauth';
+import {
+  PrivateLibvirtd,
+  interopTest,
+  libvirtClientEnv,
+  requireExecutable,
+  runProcess,
+  runPython,
+  waitFor,
+  watchVirshEvents,
+  type ProcessResult,
+} from './peers/index.js';
+import { startVirtauthd } from './virtauthd-support.js';
+import { openAuth } from 'virtauth';
 
 const DOMAIN_XML = `<domain type='test'>
   <name>lifecycle-vm</name>
@@ -28,15 +49,15 @@ const DOMAIN_XML = `<domain type='test'>
 `;
 
 /** virtauthd with its embedded test driver; `rw`/`ro` are its sockets. */
-async function startOurs(t: ExecutionContext): Promise<{rw: string; ro: string; dir: string}> {
+async function startOurs(t: ExecutionContext): Promise<{ rw: string; ro: string; dir: string }> {
   const daemon = await startVirtauthd(t);
-  return {rw: daemon.rwSocket, ro: daemon.roSocket, dir: daemon.dir};
+  return { rw: daemon.rwSocket, ro: daemon.roSocket, dir: daemon.dir };
 }
 
 const virshPath = () => requireExecutable('virsh', 'libvirt-clients');
 
 function virsh(uri: string, args: readonly string[]): Promise<ProcessResult> {
-  return runProcess(virshPath(), ['-c', uri, ...args], {env: libvirtClientEnv(), timeoutMs: 30_000});
+  return runProcess(virshPath(), ['-c', uri, ...args], { env: libvirtClientEnv(), timeoutMs: 30_000 });
 }
 
 const watchEvents = (uri: string) => watchVirshEvents(uri);
@@ -62,10 +83,19 @@ const STEPS: string[][] = [
   ['undefine', 'lifecycle-vm'],
   ['list', '--all'],
 ];
-const EXPECTED_EVENTS = ['Defined Added', 'Started Booted', 'Suspended Paused', 'Resumed Unpaused', 'Stopped Shutdown', 'Started Booted', 'Stopped Destroyed', 'Undefined Removed'];
+const EXPECTED_EVENTS = [
+  'Defined Added',
+  'Started Booted',
+  'Suspended Paused',
+  'Resumed Unpaused',
+  'Stopped Shutdown',
+  'Started Booted',
+  'Stopped Destroyed',
+  'Undefined Removed',
+];
 
 /** Runs the steps with an event watcher open (it also keeps libvirtd's test:///default alive). */
-async function runLifecycle(uri: string, xmlPath: string): Promise<{steps: string[]; events: string[]}> {
+async function runLifecycle(uri: string, xmlPath: string): Promise<{ steps: string[]; events: string[] }> {
   const watcher = watchEvents(uri);
   // The watcher has registered once its callbacks exist: wait for it to be connected.
   await waitFor(async () => (await virsh(uri, ['list', '--all'])).code === 0, 10_000, 'the daemon to answer');
@@ -77,25 +107,36 @@ async function runLifecycle(uri: string, xmlPath: string): Promise<{steps: strin
     // CPU time depends on the clock; the rest must match.
     steps.push(`$ ${step.join(' ')} -> ${r.code}\n${r.stdout.replace(/^CPU time:.*\n/m, '')}${r.stderr}`);
   }
-  await waitFor(() => (watcher.output().match(/event 'lifecycle'/g) ?? []).length >= EXPECTED_EVENTS.length, 10_000, 'all lifecycle events');
+  await waitFor(
+    () => (watcher.output().match(/event 'lifecycle'/g) ?? []).length >= EXPECTED_EVENTS.length,
+    10_000,
+    'all lifecycle events',
+  );
   const out = await watcher.stop();
   const events = out.split('\n').filter((l) => l.startsWith("event '"));
-  return {steps, events};
+  return { steps, events };
 }
 
-interopTest('virsh manages a domain (define, start, suspend, resume, autostart, reboot, shutdown, destroy, undefine) through virtauthd\'s test driver exactly as through libvirtd\'s, events included', ['root', 'libvirtd', 'virsh'], async (t) => {
-  const [ours, libvirtd] = await Promise.all([startOurs(t), PrivateLibvirtd.start({auth_unix_rw: 'none'})]);
-  t.teardown(() => libvirtd.stop());
-  const xmlPath = join(ours.dir, 'domain.xml');
-  await writeFile(xmlPath, DOMAIN_XML);
-  const viaVirtauthd = await runLifecycle(`test+unix:///default?socket=${ours.rw}`, xmlPath);
-  const direct = await runLifecycle(libvirtd.uri(), xmlPath);
-  t.deepEqual(viaVirtauthd.events, EXPECTED_EVENTS.map((e) => `event 'lifecycle' for domain 'lifecycle-vm': ${e}`));
-  t.deepEqual(viaVirtauthd.steps, direct.steps);
-  t.deepEqual(viaVirtauthd.events, direct.events);
-});
+interopTest(
+  "virsh manages a domain (define, start, suspend, resume, autostart, reboot, shutdown, destroy, undefine) through virtauthd's test driver exactly as through libvirtd's, events included",
+  ['root', 'libvirtd', 'virsh'],
+  async (t) => {
+    const [ours, libvirtd] = await Promise.all([startOurs(t), PrivateLibvirtd.start({ auth_unix_rw: 'none' })]);
+    t.teardown(() => libvirtd.stop());
+    const xmlPath = join(ours.dir, 'domain.xml');
+    await writeFile(xmlPath, DOMAIN_XML);
+    const viaVirtauthd = await runLifecycle(`test+unix:///default?socket=${ours.rw}`, xmlPath);
+    const direct = await runLifecycle(libvirtd.uri(), xmlPath);
+    t.deepEqual(
+      viaVirtauthd.events,
+      EXPECTED_EVENTS.map((e) => `event 'lifecycle' for domain 'lifecycle-vm': ${e}`),
+    );
+    t.deepEqual(viaVirtauthd.steps, direct.steps);
+    t.deepEqual(viaVirtauthd.events, direct.events);
+  },
+);
 
-interopTest('writes are refused on the read-only socket and bad definitions get libvirt\'s errors', ['virsh'], async (t) => {
+interopTest("writes are refused on the read-only socket and bad definitions get libvirt's errors", ['virsh'], async (t) => {
   const ours = await startOurs(t);
   const roUri = `test+unix:///default?socket=${ours.ro}`;
   const rwUri = `test+unix:///default?socket=${ours.rw}`;
@@ -115,7 +156,10 @@ interopTest('writes are refused on the read-only socket and bad definitions get 
     ['<!DOCTYPE d [<!ENTITY a "aaaa">]><domain type="test"><name>&a;</name></domain>', /document type declarations are not accepted/],
     ['<domain type="test"><name>x</name>', /XML error/],
     ['<domain type="test"><name>x</name><memory unit="parsec">1</memory><os><type>hvm</type></os></domain>', /unknown unit 'parsec'/],
-    ['<domain type="test"><name>test</name><uuid>00000000-0000-0000-0000-000000000001</uuid><memory>1</memory><os><type>hvm</type></os></domain>', /already defined with uuid/],
+    [
+      '<domain type="test"><name>test</name><uuid>00000000-0000-0000-0000-000000000001</uuid><memory>1</memory><os><type>hvm</type></os></domain>',
+      /already defined with uuid/,
+    ],
   ];
   for (const [xml, expected] of cases) {
     const path = join(ours.dir, 'bad.xml');
@@ -130,7 +174,7 @@ interopTest('writes are refused on the read-only socket and bad definitions get 
 type RemoteCall = <A, R>(proc: number, args: xdr.Codec<A>, value: A, ret: xdr.Codec<R>) => Promise<R>;
 
 /** Our RPC connection to a socket of virtauthd, past AUTH_LIST and CONNECT_OPEN of test:///default. */
-async function openRaw(t: ExecutionContext, path: string): Promise<{rpc: RpcConnection; call: RemoteCall}> {
+async function openRaw(t: ExecutionContext, path: string): Promise<{ rpc: RpcConnection; call: RemoteCall }> {
   const rpc = await new Promise<RpcConnection>((resolve, reject) => {
     const socket = net.connect(path, () => resolve(new RpcConnection(socket)));
     socket.once('error', reject);
@@ -138,71 +182,129 @@ async function openRaw(t: ExecutionContext, path: string): Promise<{rpc: RpcConn
   t.teardown(() => rpc.close(null));
   const call: RemoteCall = (proc, args, value, ret) => rpc.call(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, proc, args, value, ret);
   await call(RemoteProc.AUTH_LIST, xdr.xvoid, undefined, remote.authListRet);
-  await call(RemoteProc.CONNECT_OPEN, remote.connectOpenArgs, {name: 'test:///default', flags: 0}, xdr.xvoid);
-  return {rpc, call};
+  await call(RemoteProc.CONNECT_OPEN, remote.connectOpenArgs, { name: 'test:///default', flags: 0 }, xdr.xvoid);
+  return { rpc, call };
 }
 
-test('over the wire: unknown procedures, missing operations and bogus event callbacks get libvirt\'s errors', async (t) => {
+test("over the wire: unknown procedures, missing operations and bogus event callbacks get libvirt's errors", async (t) => {
   const ours = await startOurs(t);
-  const {rpc, call} = await openRaw(t, ours.rw);
+  const { rpc, call } = await openRaw(t, ours.rw);
 
   // A number past the generated table is refused as libvirtd does (the client sees NO_SUPPORT).
-  const unknown = await t.throwsAsync(call(9999, xdr.xvoid, undefined, xdr.xvoid), {instanceOf: VirError});
+  const unknown = await t.throwsAsync(call(9999, xdr.xvoid, undefined, xdr.xvoid), { instanceOf: VirError });
   t.is(unknown?.message, 'unknown procedure: 9999');
   // A procedure of the table the test driver lacks: libvirt's "not supported", in the API's domain.
-  const {dom} = await call(RemoteProc.DOMAIN_LOOKUP_BY_NAME, remote.domainLookupByNameArgs, {name: 'test'}, remote.domainLookupByNameRet);
-  const nmi = await t.throwsAsync(call(RemoteProc.DOMAIN_INJECT_NMI, remote.domainInjectNmiArgs, {dom, flags: 0}, xdr.xvoid), {instanceOf: VirError});
-  t.like(nmi, {code: ErrorCode.NO_SUPPORT, domain: ErrorDomain.DOMAIN, message: 'this function is not supported by the connection driver: virDomainInjectNMI'});
+  const { dom } = await call(
+    RemoteProc.DOMAIN_LOOKUP_BY_NAME,
+    remote.domainLookupByNameArgs,
+    { name: 'test' },
+    remote.domainLookupByNameRet,
+  );
+  const nmi = await t.throwsAsync(call(RemoteProc.DOMAIN_INJECT_NMI, remote.domainInjectNmiArgs, { dom, flags: 0 }, xdr.xvoid), {
+    instanceOf: VirError,
+  });
+  t.like(nmi, {
+    code: ErrorCode.NO_SUPPORT,
+    domain: ErrorDomain.DOMAIN,
+    message: 'this function is not supported by the connection driver: virDomainInjectNMI',
+  });
   // A procedure that opens a stream is refused: no driver method can carry its STREAM packets.
-  const screenshot = await t.throwsAsync(call(RemoteProc.DOMAIN_SCREENSHOT, remote.domainScreenshotArgs, {dom, screen: 0, flags: 0}, remote.domainScreenshotRet), {instanceOf: VirError});
-  t.like(screenshot, {code: ErrorCode.NO_SUPPORT, message: 'this function is not supported by the connection driver: virDomainScreenshot'});
+  const screenshot = await t.throwsAsync(
+    call(RemoteProc.DOMAIN_SCREENSHOT, remote.domainScreenshotArgs, { dom, screen: 0, flags: 0 }, remote.domainScreenshotRet),
+    { instanceOf: VirError },
+  );
+  t.like(screenshot, {
+    code: ErrorCode.NO_SUPPORT,
+    message: 'this function is not supported by the connection driver: virDomainScreenshot',
+  });
   // Unknown flags are refused, not ignored.
-  const flags = await t.throwsAsync(call(RemoteProc.DOMAIN_DESTROY_FLAGS, remote.domainDestroyFlagsArgs, {dom, flags: 0x80}, xdr.xvoid), {instanceOf: VirError});
+  const flags = await t.throwsAsync(call(RemoteProc.DOMAIN_DESTROY_FLAGS, remote.domainDestroyFlagsArgs, { dom, flags: 0x80 }, xdr.xvoid), {
+    instanceOf: VirError,
+  });
   t.is(flags?.code, ErrorCode.INVALID_ARG);
 
-  const badEvent = await t.throwsAsync(call(RemoteProc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY, remote.connectDomainEventCallbackRegisterAnyArgs, {eventID: 27, dom: null}, remote.connectDomainEventCallbackRegisterAnyRet), {instanceOf: VirError});
+  const badEvent = await t.throwsAsync(
+    call(
+      RemoteProc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY,
+      remote.connectDomainEventCallbackRegisterAnyArgs,
+      { eventID: 27, dom: null },
+      remote.connectDomainEventCallbackRegisterAnyRet,
+    ),
+    { instanceOf: VirError },
+  );
   t.is(badEvent?.message, 'internal error: unsupported event ID 27');
-  const notRegistered = await t.throwsAsync(call(RemoteProc.CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY, remote.connectDomainEventCallbackDeregisterAnyArgs, {callbackID: 42}, xdr.xvoid), {instanceOf: VirError});
+  const notRegistered = await t.throwsAsync(
+    call(
+      RemoteProc.CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY,
+      remote.connectDomainEventCallbackDeregisterAnyArgs,
+      { callbackID: 42 },
+      xdr.xvoid,
+    ),
+    { instanceOf: VirError },
+  );
   t.is(notRegistered?.message, 'domain event callback 42 not registered');
 
   // A registered callback gets the lifecycle MESSAGE with libvirt 9.0's serial 1.
-  const received: {serial: number; callbackID: number; event: number}[] = [];
+  const received: { serial: number; callbackID: number; event: number }[] = [];
   rpc.onProgramMessage(REMOTE_PROGRAM, (h, body) => {
     if (h.proc !== RemoteProc.DOMAIN_EVENT_CALLBACK_LIFECYCLE) return;
     const m = remote.domainEventCallbackLifecycleMsg.decode(body);
-    received.push({serial: h.serial, callbackID: m.callbackID, event: m.msg.event});
+    received.push({ serial: h.serial, callbackID: m.callbackID, event: m.msg.event });
   });
-  const {callbackID} = await call(RemoteProc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY, remote.connectDomainEventCallbackRegisterAnyArgs, {eventID: 0, dom}, remote.connectDomainEventCallbackRegisterAnyRet);
-  await call(RemoteProc.DOMAIN_SUSPEND, remote.domainSuspendArgs, {dom}, xdr.xvoid);
-  await call(RemoteProc.DOMAIN_RESUME, remote.domainResumeArgs, {dom}, xdr.xvoid);
+  const { callbackID } = await call(
+    RemoteProc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY,
+    remote.connectDomainEventCallbackRegisterAnyArgs,
+    { eventID: 0, dom },
+    remote.connectDomainEventCallbackRegisterAnyRet,
+  );
+  await call(RemoteProc.DOMAIN_SUSPEND, remote.domainSuspendArgs, { dom }, xdr.xvoid);
+  await call(RemoteProc.DOMAIN_RESUME, remote.domainResumeArgs, { dom }, xdr.xvoid);
   await waitFor(() => received.length >= 2, 5000, 'two lifecycle events');
-  t.deepEqual(received, [{serial: 1, callbackID, event: 3}, {serial: 1, callbackID, event: 4}]);
-  await call(RemoteProc.CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY, remote.connectDomainEventCallbackDeregisterAnyArgs, {callbackID}, xdr.xvoid);
-  await call(RemoteProc.DOMAIN_SUSPEND, remote.domainSuspendArgs, {dom}, xdr.xvoid);
-  await call(RemoteProc.DOMAIN_RESUME, remote.domainResumeArgs, {dom}, xdr.xvoid);
+  t.deepEqual(received, [
+    { serial: 1, callbackID, event: 3 },
+    { serial: 1, callbackID, event: 4 },
+  ]);
+  await call(
+    RemoteProc.CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY,
+    remote.connectDomainEventCallbackDeregisterAnyArgs,
+    { callbackID },
+    xdr.xvoid,
+  );
+  await call(RemoteProc.DOMAIN_SUSPEND, remote.domainSuspendArgs, { dom }, xdr.xvoid);
+  await call(RemoteProc.DOMAIN_RESUME, remote.domainResumeArgs, { dom }, xdr.xvoid);
   await call(RemoteProc.CONNECT_GET_HOSTNAME, xdr.xvoid, undefined, remote.connectGetHostnameRet);
   await new Promise((resolve) => setImmediate(resolve));
   t.is(received.length, 2, 'nothing after deregistering');
 });
 
 const cliBin = join(new URL('../../../', import.meta.url).pathname, 'cli', 'dist', 'src', 'bin.js');
-const cli = (uri: string, args: readonly string[]) => runProcess(process.execPath, [cliBin, '-c', uri, ...args], {env: libvirtClientEnv(), timeoutMs: 30_000});
+const cli = (uri: string, args: readonly string[]) =>
+  runProcess(process.execPath, [cliBin, '-c', uri, ...args], { env: libvirtClientEnv(), timeoutMs: 30_000 });
 
-test('the virtauth CLI manages a domain, with --json for scripts and virsh\'s words otherwise', async (t) => {
+test("the virtauth CLI manages a domain, with --json for scripts and virsh's words otherwise", async (t) => {
   const ours = await startOurs(t);
   const uri = `test+unix:///default?socket=${ours.rw}`;
   const xmlPath = join(ours.dir, 'domain.xml');
   await writeFile(xmlPath, DOMAIN_XML);
   const define = await cli(uri, ['--json', 'define', xmlPath]);
   t.is(define.code, 0, define.stderr);
-  t.deepEqual(JSON.parse(define.stdout), {domain: {name: 'lifecycle-vm', uuid: '5c4b1b0e-8f0c-4f43-9d39-6a2b3c4d5e6f', id: -1}, action: 'defined'});
+  t.deepEqual(JSON.parse(define.stdout), {
+    domain: { name: 'lifecycle-vm', uuid: '5c4b1b0e-8f0c-4f43-9d39-6a2b3c4d5e6f', id: -1 },
+    action: 'defined',
+  });
   t.is((await cli(uri, ['start', 'lifecycle-vm'])).stdout, "Domain 'lifecycle-vm' started\n\n");
   const again = await cli(uri, ['start', 'lifecycle-vm']);
   t.is(again.code, 1);
   t.regex(again.stderr, /error: Domain is already active/);
   t.is((await cli(uri, ['suspend', 'lifecycle-vm'])).stdout, "Domain 'lifecycle-vm' suspended\n\n");
-  const list = JSON.parse((await cli(uri, ['--json', 'list', '--all'])).stdout) as {name: string; state: number}[];
-  t.deepEqual(list.map((d) => [d.name, d.state]), [['test', 1], ['lifecycle-vm', 3]]);
+  const list = JSON.parse((await cli(uri, ['--json', 'list', '--all'])).stdout) as { name: string; state: number }[];
+  t.deepEqual(
+    list.map((d) => [d.name, d.state]),
+    [
+      ['test', 1],
+      ['lifecycle-vm', 3],
+    ],
+  );
   t.is((await cli(uri, ['resume', 'lifecycle-vm'])).code, 0);
   t.is((await cli(uri, ['shutdown', 'lifecycle-vm'])).stdout, "Domain 'lifecycle-vm' is being shutdown\n\n");
   const destroy = await cli(uri, ['destroy', 'lifecycle-vm']);
@@ -218,7 +320,10 @@ test('virtauth event --loop --json prints each lifecycle event as it happens unt
   const ours = await startOurs(t);
   const uri = `test+unix:///default?socket=${ours.rw}`;
   // The timeout only bounds a watcher that something left behind; SIGINT ends it here.
-  const child = spawn(process.execPath, [cliBin, '-c', uri, '--json', 'event', '--loop', '--timeout', '300'], {env: libvirtClientEnv(), stdio: ['ignore', 'pipe', 'pipe']});
+  const child = spawn(process.execPath, [cliBin, '-c', uri, '--json', 'event', '--loop', '--timeout', '300'], {
+    env: libvirtClientEnv(),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   let err = '';
   child.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
@@ -237,33 +342,39 @@ test('virtauth event --loop --json prints each lifecycle event as it happens unt
   t.true(sawPair(), `watcher output: ${out}\nstderr: ${err}\nexit: ${child.exitCode}`);
   child.kill('SIGINT');
   t.is(await exited, 0, err);
-  const events = out.trim().split('\n').map((l) => JSON.parse(l) as {type: string; detail: string; domain: {name: string}});
+  const events = out
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { type: string; detail: string; domain: { name: string } });
   t.true(events.every((e) => e.domain.name === 'test'));
-  t.deepEqual(events.slice(-2).map((e) => `${e.type} ${e.detail}`), ['Suspended Paused', 'Resumed Unpaused']);
+  t.deepEqual(
+    events.slice(-2).map((e) => `${e.type} ${e.detail}`),
+    ['Suspended Paused', 'Resumed Unpaused'],
+  );
 });
 
 test('the typed client surface through virtauthd: 64 generated calls in flight, each answered with its own reply', async (t) => {
   const ours = await startOurs(t);
   const conn = await openAuth(`test+unix:///default?socket=${ours.rw}`, null);
   t.teardown(() => conn.close());
-  const {dom} = await conn.domainLookupByName!({name: 'test'});
-  const calls = Array.from({length: 64}, (_, i) => {
+  const { dom } = await conn.domainLookupByName!({ name: 'test' });
+  const calls = Array.from({ length: 64 }, (_, i) => {
     switch (i % 4) {
       case 0:
         return conn.connectGetHostname!().then((r) => ['hostname', r.hostname]);
       case 1:
-        return conn.domainGetInfo!({dom}).then((r) => ['info', r.nrVirtCpu]);
+        return conn.domainGetInfo!({ dom }).then((r) => ['info', r.nrVirtCpu]);
       case 2:
-        return conn.domainLookupByUuid!({uuid: dom.uuid}).then((r) => ['lookup', r.dom.name]);
+        return conn.domainLookupByUuid!({ uuid: dom.uuid }).then((r) => ['lookup', r.dom.name]);
       default:
-        return conn.domainGetState!({dom, flags: 0}).then((r) => ['state', r.state]);
+        return conn.domainGetState!({ dom, flags: 0 }).then((r) => ['state', r.state]);
     }
   });
   const answers: [string, unknown][] = (await Promise.all(calls)) as [string, unknown][];
-  const expected = {hostname: await conn.getHostname(), info: 2, lookup: 'test', state: 1} as Record<string, unknown>;
+  const expected = { hostname: await conn.getHostname(), info: 2, lookup: 'test', state: 1 } as Record<string, unknown>;
   for (const [kind, value] of answers) t.is(value, expected[kind], kind);
   // An operation the test driver lacks is libvirt's NO_SUPPORT through the typed surface too.
-  const nmi = await t.throwsAsync(conn.domainInjectNmi!({dom, flags: 0}), {instanceOf: VirError});
+  const nmi = await t.throwsAsync(conn.domainInjectNmi!({ dom, flags: 0 }), { instanceOf: VirError });
   t.is(nmi?.code, ErrorCode.NO_SUPPORT);
 });
 
@@ -300,24 +411,28 @@ conn.close()
 print(json.dumps({'states': states, 'errors': errors, 'events': events}))
 `;
 
-interopTest('python3-libvirt manages a domain and receives its lifecycle events through virtauthd as through libvirtd', ['root', 'libvirtd', 'python3-libvirt'], async (t) => {
-  const [ours, libvirtd] = await Promise.all([startOurs(t), PrivateLibvirtd.start({auth_unix_rw: 'none'})]);
-  t.teardown(() => libvirtd.stop());
-  const run = async (uri: string) => {
-    const r = await runPython(PYTHON_LIFECYCLE, {input: DOMAIN_XML, env: {LIFECYCLE_URI: uri}});
-    t.is(r.code, 0, r.stderr);
-    return JSON.parse(r.stdout) as {states: unknown[]; errors: unknown[]; events: unknown[]};
-  };
-  const [viaVirtauthd, direct] = [await run(`test+unix:///default?socket=${ours.rw}`), await run(libvirtd.uri())];
-  t.is(viaVirtauthd.events.length, 6);
-  t.deepEqual(viaVirtauthd, direct);
-});
+interopTest(
+  'python3-libvirt manages a domain and receives its lifecycle events through virtauthd as through libvirtd',
+  ['root', 'libvirtd', 'python3-libvirt'],
+  async (t) => {
+    const [ours, libvirtd] = await Promise.all([startOurs(t), PrivateLibvirtd.start({ auth_unix_rw: 'none' })]);
+    t.teardown(() => libvirtd.stop());
+    const run = async (uri: string) => {
+      const r = await runPython(PYTHON_LIFECYCLE, { input: DOMAIN_XML, env: { LIFECYCLE_URI: uri } });
+      t.is(r.code, 0, r.stderr);
+      return JSON.parse(r.stdout) as { states: unknown[]; errors: unknown[]; events: unknown[] };
+    };
+    const [viaVirtauthd, direct] = [await run(`test+unix:///default?socket=${ours.rw}`), await run(libvirtd.uri())];
+    t.is(viaVirtauthd.events.length, 6);
+    t.deepEqual(viaVirtauthd, direct);
+  },
+);
 
 test('hostile payloads to every procedure of the generated table get an answer each, and the daemon keeps serving', async (t) => {
   const ours = await startOurs(t);
-  const {rpc, call} = await openRaw(t, ours.rw);
-  const raw: xdr.Codec<Buffer> = {minSize: 0, encode: (w, v) => w.bytes(v), decode: () => Buffer.alloc(0)};
-  const anything: xdr.Codec<null> = {minSize: 0, encode: () => {}, decode: (r) => ((r.offset = r.end), null)};
+  const { rpc, call } = await openRaw(t, ours.rw);
+  const raw: xdr.Codec<Buffer> = { minSize: 0, encode: (w, v) => w.bytes(v), decode: () => Buffer.alloc(0) };
+  const anything: xdr.Codec<null> = { minSize: 0, encode: () => {}, decode: (r) => ((r.offset = r.end), null) };
   const skip = new Set<number>([RemoteProc.CONNECT_CLOSE, RemoteProc.CONNECT_OPEN]);
   let seed = 12345;
   const random = () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 16) & 0xff;
@@ -325,7 +440,7 @@ test('hostile payloads to every procedure of the generated table get an answer e
   for (const info of remoteProcedures) {
     if (info.message || skip.has(info.number)) continue;
     for (const length of [0, 4, 24, 64]) {
-      const payload = Buffer.from(Array.from({length}, random));
+      const payload = Buffer.from(Array.from({ length }, random));
       const outcome = await call(info.number, raw, payload, anything).then(
         () => 'ok',
         (e: unknown) => (e instanceof VirError ? `error ${e.code}` : `thrown ${String(e)}`),
@@ -333,8 +448,14 @@ test('hostile payloads to every procedure of the generated table get an answer e
       outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
     }
   }
-  t.false([...outcomes.keys()].some((k) => k.startsWith('thrown')), JSON.stringify([...outcomes]));
+  t.false(
+    [...outcomes.keys()].some((k) => k.startsWith('thrown')),
+    JSON.stringify([...outcomes]),
+  );
   t.false(rpc.closed, 'the connection survived');
-  t.is((await call(RemoteProc.DOMAIN_LOOKUP_BY_NAME, remote.domainLookupByNameArgs, {name: 'test'}, remote.domainLookupByNameRet)).dom.name, 'test');
+  t.is(
+    (await call(RemoteProc.DOMAIN_LOOKUP_BY_NAME, remote.domainLookupByNameArgs, { name: 'test' }, remote.domainLookupByNameRet)).dom.name,
+    'test',
+  );
   t.log(JSON.stringify([...outcomes]));
 });

@@ -62,7 +62,12 @@ type Identity = 'operator' | 'denied' | 'plain' | 'root';
 type Outcome = { ok: true } | { ok: false; code: number; domain: number; message: string };
 
 const allowed: Outcome = { ok: true };
-const deniedByPolicy: Outcome = { ok: false, code: ErrorCode.AUTH_FAILED, domain: ErrorDomain.POLKIT, message: 'authentication failed: access denied by policy' };
+const deniedByPolicy: Outcome = {
+  ok: false,
+  code: ErrorCode.AUTH_FAILED,
+  domain: ErrorDomain.POLKIT,
+  message: 'authentication failed: access denied by policy',
+};
 const noAgent = (action: string): Outcome => ({
   ok: false,
   code: ErrorCode.AUTH_UNAVAILABLE,
@@ -165,7 +170,10 @@ function setUp(): Promise<World> {
     await chmod(libvirtd.dir, 0o755);
     const virtauthd = await startVirtauthd(join(dir, 'vd'));
     cleanups.push(() => virtauthd.handle.stop());
-    const virtauthdOwnActions = await startVirtauthd(join(dir, 'vd2'), { polkit_action_rw: 'org.virtauth.unix.manage', polkit_action_ro: 'org.virtauth.unix.monitor' });
+    const virtauthdOwnActions = await startVirtauthd(join(dir, 'vd2'), {
+      polkit_action_rw: 'org.virtauth.unix.manage',
+      polkit_action_ro: 'org.virtauth.unix.monitor',
+    });
     cleanups.push(() => virtauthdOwnActions.handle.stop());
     return { dir, polkit, libvirtd, virtauthd, virtauthdOwnActions, accounts, homes };
   })();
@@ -183,7 +191,14 @@ function accountOf(w: World, identity: Identity): TestAccount | 'root' {
 function clientEnv(w: World, account: TestAccount | 'root'): NodeJS.ProcessEnv {
   if (account === 'root') return libvirtClientEnv();
   const home = w.homes.get(account.name)!;
-  return libvirtClientEnv({ HOME: home, XDG_CONFIG_HOME: join(home, '.config'), XDG_CACHE_HOME: join(home, '.cache'), XDG_RUNTIME_DIR: home, USER: account.name, LOGNAME: account.name });
+  return libvirtClientEnv({
+    HOME: home,
+    XDG_CONFIG_HOME: join(home, '.config'),
+    XDG_CACHE_HOME: join(home, '.cache'),
+    XDG_RUNTIME_DIR: home,
+    USER: account.name,
+    LOGNAME: account.name,
+  });
 }
 
 function parseClientResult(result: ProcessResult): PolkitClientResult {
@@ -198,7 +213,10 @@ function parseClientResult(result: ProcessResult): PolkitClientResult {
 async function virtauthClient(w: World, identity: Identity, args: string[]): Promise<PolkitClientResult> {
   const account = accountOf(w, identity);
   const options = { env: clientEnv(w, account), timeoutMs: 30_000 };
-  const result = account === 'root' ? await runAs('root', process.execPath, [polkitClientScript, ...args], options) : await runRepoScriptAs(account, polkitClientScript, args, options);
+  const result =
+    account === 'root'
+      ? await runAs('root', process.execPath, [polkitClientScript, ...args], options)
+      : await runRepoScriptAs(account, polkitClientScript, args, options);
   return parseClientResult(result);
 }
 
@@ -208,58 +226,95 @@ function outcomeOf(result: PolkitClientResult | { ok: boolean; error?: { code: n
   return { ok: false, code: error.code, domain: error.domain, message: error.message };
 }
 
-interopTest.serial('SO_PEERCRED: the addon reports the pid, uid, gid and groups of a client run as another user', ['root', 'setpriv'], async (t) => {
-  const account = await ensureUser('vapk-operator', [operatorsGroup]);
-  const dir = await tempDir('vpc');
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  await chmod(dir, 0o755);
-  const path = join(dir, 'sock');
-  const accepted = new Promise<net.Socket>((resolve) => {
-    const server = net.createServer(resolve);
-    server.listen(path, () => chmod(path, 0o777));
-    t.teardown(() => new Promise<void>((r) => server.close(() => r())));
-  });
-  await waitFor(() => runProcess('test', ['-S', path]).then((r) => r.code === 0), 5000, 'the socket');
-  const script = `const s = require('node:net').connect(${JSON.stringify(path)}); s.on('data', () => process.exit(0));`;
-  const client = spawn(requireExecutable('setpriv', 'util-linux'), [...asAccountArgs(account), process.execPath, '-e', script], { stdio: 'ignore' });
-  const exited = new Promise((resolve) => client.once('exit', resolve));
-  const socket = await accepted;
-  const peer = getPeerCredentials(socket);
-  socket.end('bye');
-  await exited;
-  t.is(peer.uid, account.uid);
-  t.is(peer.gid, account.gid);
-  t.is(peer.pid, client.pid ?? -1, 'setpriv execs the client, so the connecting process is the one spawned');
-  t.deepEqual([...(peer.groups ?? [])].sort((a, b) => a - b), await accountGroups(account));
-  t.true((await accountGroups(account)).length >= 2, 'the account is in its own group and the operators group');
-});
+interopTest.serial(
+  'SO_PEERCRED: the addon reports the pid, uid, gid and groups of a client run as another user',
+  ['root', 'setpriv'],
+  async (t) => {
+    const account = await ensureUser('vapk-operator', [operatorsGroup]);
+    const dir = await tempDir('vpc');
+    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    await chmod(dir, 0o755);
+    const path = join(dir, 'sock');
+    const accepted = new Promise<net.Socket>((resolve) => {
+      const server = net.createServer(resolve);
+      server.listen(path, () => chmod(path, 0o777));
+      t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+    });
+    await waitFor(() => runProcess('test', ['-S', path]).then((r) => r.code === 0), 5000, 'the socket');
+    const script = `const s = require('node:net').connect(${JSON.stringify(path)}); s.on('data', () => process.exit(0));`;
+    const client = spawn(requireExecutable('setpriv', 'util-linux'), [...asAccountArgs(account), process.execPath, '-e', script], {
+      stdio: 'ignore',
+    });
+    const exited = new Promise((resolve) => client.once('exit', resolve));
+    const socket = await accepted;
+    const peer = getPeerCredentials(socket);
+    socket.end('bye');
+    await exited;
+    t.is(peer.uid, account.uid);
+    t.is(peer.gid, account.gid);
+    t.is(peer.pid, client.pid ?? -1, 'setpriv execs the client, so the connecting process is the one spawned');
+    t.deepEqual(
+      [...(peer.groups ?? [])].sort((a, b) => a - b),
+      await accountGroups(account),
+    );
+    t.true((await accountGroups(account)).length >= 2, 'the account is in its own group and the operators group');
+  },
+);
 
-interopTest.serial('AUTH_LIST: root is authenticated at once ([NONE]) by both daemons; other users are offered POLKIT', polkitPeers, async (t) => {
-  const w = await setUp();
-  for (const identity of identities) {
-    for (const [daemon, uri] of [['libvirtd', w.libvirtd.uri()], ['virtauthd', w.virtauthd.uri()]] as const) {
-      const result = await virtauthClient(w, identity, ['auth-list', uri]);
-      t.deepEqual(result, { ok: true, types: [identity === 'root' ? AuthType.NONE : AuthType.POLKIT] }, `${identity} → ${daemon}`);
+interopTest.serial(
+  'AUTH_LIST: root is authenticated at once ([NONE]) by both daemons; other users are offered POLKIT',
+  polkitPeers,
+  async (t) => {
+    const w = await setUp();
+    for (const identity of identities) {
+      for (const [daemon, uri] of [
+        ['libvirtd', w.libvirtd.uri()],
+        ['virtauthd', w.virtauthd.uri()],
+      ] as const) {
+        const result = await virtauthClient(w, identity, ['auth-list', uri]);
+        t.deepEqual(result, { ok: true, types: [identity === 'root' ? AuthType.NONE : AuthType.POLKIT] }, `${identity} → ${daemon}`);
+      }
     }
-  }
-  t.true(w.virtauthd.log.records().map((r) => r.event ?? '').includes('auth.polkit.root_bypass'));
-});
+    t.true(
+      w.virtauthd.log
+        .records()
+        .map((r) => r.event ?? '')
+        .includes('auth.polkit.root_bypass'),
+    );
+  },
+);
 
-interopTest.serial("virtauth's client: every identity gets the same answer from virtauthd and libvirtd, on both sockets", polkitPeers, async (t) => {
-  const w = await setUp();
-  for (const identity of identities) {
-    for (const socket of ['rw', 'ro'] as const) {
-      const args = (uri: string) => ['open', uri, ...(socket === 'ro' ? ['ro'] : [])];
-      const fromLibvirtd = await virtauthClient(w, identity, args(w.libvirtd.uri('test:///default', socket === 'ro' ? 'unix-ro' : 'unix')));
-      const fromVirtauthd = await virtauthClient(w, identity, args(w.virtauthd.uri(socket === 'ro')));
-      t.deepEqual(outcomeOf(fromVirtauthd), outcomeOf(fromLibvirtd), `${identity} on ${socket}: virtauthd ${JSON.stringify(fromVirtauthd)} vs libvirtd ${JSON.stringify(fromLibvirtd)}`);
-      t.deepEqual(outcomeOf(fromLibvirtd), expected[identity][socket], `${identity} on ${socket} against libvirtd; its log: ${(await w.libvirtd.logText()).slice(-1500)}`);
-      if (fromVirtauthd.ok && fromLibvirtd.ok) t.is(fromVirtauthd.hostname, fromLibvirtd.hostname);
+interopTest.serial(
+  "virtauth's client: every identity gets the same answer from virtauthd and libvirtd, on both sockets",
+  polkitPeers,
+  async (t) => {
+    const w = await setUp();
+    for (const identity of identities) {
+      for (const socket of ['rw', 'ro'] as const) {
+        const args = (uri: string) => ['open', uri, ...(socket === 'ro' ? ['ro'] : [])];
+        const fromLibvirtd = await virtauthClient(
+          w,
+          identity,
+          args(w.libvirtd.uri('test:///default', socket === 'ro' ? 'unix-ro' : 'unix')),
+        );
+        const fromVirtauthd = await virtauthClient(w, identity, args(w.virtauthd.uri(socket === 'ro')));
+        t.deepEqual(
+          outcomeOf(fromVirtauthd),
+          outcomeOf(fromLibvirtd),
+          `${identity} on ${socket}: virtauthd ${JSON.stringify(fromVirtauthd)} vs libvirtd ${JSON.stringify(fromLibvirtd)}`,
+        );
+        t.deepEqual(
+          outcomeOf(fromLibvirtd),
+          expected[identity][socket],
+          `${identity} on ${socket} against libvirtd; its log: ${(await w.libvirtd.logText()).slice(-1500)}`,
+        );
+        if (fromVirtauthd.ok && fromLibvirtd.ok) t.is(fromVirtauthd.hostname, fromLibvirtd.hostname);
+      }
     }
-  }
-  const events = w.virtauthd.log.records().map((r) => r.event ?? '');
-  for (const event of ['auth.polkit.allowed', 'auth.polkit.denied']) t.true(events.includes(event), `virtauthd logged ${event}`);
-});
+    const events = w.virtauthd.log.records().map((r) => r.event ?? '');
+    for (const event of ['auth.polkit.allowed', 'auth.polkit.denied']) t.true(events.includes(event), `virtauthd logged ${event}`);
+  },
+);
 
 interopTest.serial('python3-libvirt as each identity: the same answers from virtauthd and libvirtd', polkitPeers, async (t) => {
   const w = await setUp();
@@ -276,32 +331,43 @@ interopTest.serial('python3-libvirt as each identity: the same answers from virt
     for (const socket of ['rw', 'ro'] as const) {
       const fromLibvirtd = await python(identity, w.libvirtd.uri('test:///default', socket === 'ro' ? 'unix-ro' : 'unix'), socket === 'ro');
       const fromVirtauthd = await python(identity, w.virtauthd.uri(socket === 'ro'), socket === 'ro');
-      t.deepEqual(outcomeOf(fromVirtauthd), outcomeOf(fromLibvirtd), `${identity} on ${socket}: virtauthd ${JSON.stringify(fromVirtauthd)} vs libvirtd ${JSON.stringify(fromLibvirtd)}`);
+      t.deepEqual(
+        outcomeOf(fromVirtauthd),
+        outcomeOf(fromLibvirtd),
+        `${identity} on ${socket}: virtauthd ${JSON.stringify(fromVirtauthd)} vs libvirtd ${JSON.stringify(fromLibvirtd)}`,
+      );
       t.deepEqual(outcomeOf(fromVirtauthd), expected[identity][socket], `${identity} on ${socket}`);
     }
   }
 });
 
-interopTest.serial('virsh as each identity: the same exit status, output and error text from virtauthd and libvirtd', polkitPeers, async (t) => {
-  const w = await setUp();
-  const virsh = requireExecutable('virsh', 'libvirt-clients');
-  const run = (identity: Identity, uri: string, readOnly: boolean) => {
-    const account = accountOf(w, identity);
-    return runAs(account, virsh, ['--quiet', ...(readOnly ? ['-r'] : []), '-c', uri, 'hostname'], { env: clientEnv(w, account), timeoutMs: 30_000 });
-  };
-  for (const identity of identities) {
-    for (const socket of ['rw', 'ro'] as const) {
-      const fromLibvirtd = await run(identity, w.libvirtd.uri('test:///default', socket === 'ro' ? 'unix-ro' : 'unix'), socket === 'ro');
-      const fromVirtauthd = await run(identity, w.virtauthd.uri(socket === 'ro'), socket === 'ro');
-      const summary = (r: ProcessResult) => ({ code: r.code, stdout: r.stdout.trim(), stderr: r.stderr.trim() });
-      t.log(`${identity} on ${socket}: ${JSON.stringify(summary(fromVirtauthd))}`);
-      t.deepEqual(summary(fromVirtauthd), summary(fromLibvirtd), `${identity} on ${socket}`);
-      const want = expected[identity][socket];
-      if (want.ok) t.is(fromVirtauthd.code, 0, describeResult(fromVirtauthd));
-      else t.true(fromVirtauthd.stderr.includes(`error: ${want.message}`), describeResult(fromVirtauthd));
+interopTest.serial(
+  'virsh as each identity: the same exit status, output and error text from virtauthd and libvirtd',
+  polkitPeers,
+  async (t) => {
+    const w = await setUp();
+    const virsh = requireExecutable('virsh', 'libvirt-clients');
+    const run = (identity: Identity, uri: string, readOnly: boolean) => {
+      const account = accountOf(w, identity);
+      return runAs(account, virsh, ['--quiet', ...(readOnly ? ['-r'] : []), '-c', uri, 'hostname'], {
+        env: clientEnv(w, account),
+        timeoutMs: 30_000,
+      });
+    };
+    for (const identity of identities) {
+      for (const socket of ['rw', 'ro'] as const) {
+        const fromLibvirtd = await run(identity, w.libvirtd.uri('test:///default', socket === 'ro' ? 'unix-ro' : 'unix'), socket === 'ro');
+        const fromVirtauthd = await run(identity, w.virtauthd.uri(socket === 'ro'), socket === 'ro');
+        const summary = (r: ProcessResult) => ({ code: r.code, stdout: r.stdout.trim(), stderr: r.stderr.trim() });
+        t.log(`${identity} on ${socket}: ${JSON.stringify(summary(fromVirtauthd))}`);
+        t.deepEqual(summary(fromVirtauthd), summary(fromLibvirtd), `${identity} on ${socket}`);
+        const want = expected[identity][socket];
+        if (want.ok) t.is(fromVirtauthd.code, 0, describeResult(fromVirtauthd));
+        else t.true(fromVirtauthd.stderr.includes(`error: ${want.message}`), describeResult(fromVirtauthd));
+      }
     }
-  }
-});
+  },
+);
 
 interopTest.serial("configured actions: virtauthd asks for the shipped policy's org.virtauth.unix.* actions", polkitPeers, async (t) => {
   const w = await setUp();
@@ -313,7 +379,11 @@ interopTest.serial("configured actions: virtauthd asks for the shipped policy's 
   // auth=polkit forces the scheme; a root client (offered only NONE) is refused it, as by libvirt.
   t.deepEqual(outcomeOf(await virtauthClient(w, 'operator', ['open', `${daemon.uri()}&auth=polkit`])), allowed);
   const forcedAsRoot = await virtauthClient(w, 'root', ['open', `${daemon.uri()}&auth=polkit`]);
-  t.like(forcedAsRoot, { ok: false, code: ErrorCode.AUTH_FAILED, message: 'authentication failed: requested authentication type polkit rejected' });
+  t.like(forcedAsRoot, {
+    ok: false,
+    code: ErrorCode.AUTH_FAILED,
+    message: 'authentication failed: requested authentication type polkit rejected',
+  });
 });
 
 interopTest.serial('a client that exits before its check gets a clear error, and the daemon keeps serving', polkitPeers, async (t) => {
@@ -322,42 +392,58 @@ interopTest.serial('a client that exits before its check gets a clear error, and
   const fromLibvirtd = await virtauthClient(w, 'operator', ['orphan', w.libvirtd.rwSocket]);
   t.log(`virtauthd: ${JSON.stringify(orphaned)}; libvirtd: ${JSON.stringify(fromLibvirtd)}`);
   // libvirtd: code 1, domain 0, "internal error: Cannot find start time for pid N"; virtauthd says why.
-  for (const [name, result] of [['virtauthd', orphaned], ['libvirtd', fromLibvirtd]] as const) {
+  for (const [name, result] of [
+    ['virtauthd', orphaned],
+    ['libvirtd', fromLibvirtd],
+  ] as const) {
     t.like(result, { ok: false, code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.NONE }, name);
     if (!result.ok) t.regex(result.message, /^internal error: Cannot find start time for pid \d+/, name);
   }
   if (!orphaned.ok) t.regex(orphaned.message, /: the client process exited before polkit could check it$/);
-  t.true(w.virtauthd.log.records().map((r) => r.event ?? '').includes('auth.polkit.client_gone'));
+  t.true(
+    w.virtauthd.log
+      .records()
+      .map((r) => r.event ?? '')
+      .includes('auth.polkit.client_gone'),
+  );
   t.deepEqual(outcomeOf(await virtauthClient(w, 'operator', ['open', w.virtauthd.uri()])), allowed, 'the daemon still serves');
 });
 
-interopTest.serial('no system bus: both daemons fail with code 1, domain DBUS, "Unable to get system bus connection"', polkitPeers, async (t: ExecutionContext) => {
-  const w = await setUp();
-  const nowhere = `unix:path=${join(w.dir, 'no-such-bus')}`;
-  process.env.DBUS_SYSTEM_BUS_ADDRESS = nowhere;
-  let libvirtd: PrivateLibvirtd;
-  let virtauthd: Virtauthd;
-  try {
-    libvirtd = await PrivateLibvirtd.start({ auth_unix_rw: 'polkit' });
-    virtauthd = await startVirtauthd(join(w.dir, 'vd-nobus'));
-  } finally {
-    process.env.DBUS_SYSTEM_BUS_ADDRESS = w.polkit.busAddress;
-  }
-  t.teardown(() => libvirtd.stop());
-  t.teardown(() => virtauthd.handle.stop());
-  await chmod(libvirtd.dir, 0o755);
-  // virtauthd reads the variable when it connects: point it nowhere for this one check.
-  process.env.DBUS_SYSTEM_BUS_ADDRESS = nowhere;
-  let fromVirtauthd: PolkitClientResult;
-  try {
-    fromVirtauthd = await virtauthClient(w, 'operator', ['open', virtauthd.uri()]);
-  } finally {
-    process.env.DBUS_SYSTEM_BUS_ADDRESS = w.polkit.busAddress;
-  }
-  const fromLibvirtd = await virtauthClient(w, 'operator', ['open', libvirtd.uri()]);
-  t.log(`virtauthd: ${JSON.stringify(fromVirtauthd)}; libvirtd: ${JSON.stringify(fromLibvirtd)}`);
-  for (const [name, result] of [['virtauthd', fromVirtauthd], ['libvirtd', fromLibvirtd]] as const) {
-    t.like(result, { ok: false, code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.DBUS }, name);
-    if (!result.ok) t.true(result.message.startsWith('internal error: Unable to get system bus connection: '), `${name}: ${result.message}`);
-  }
-});
+interopTest.serial(
+  'no system bus: both daemons fail with code 1, domain DBUS, "Unable to get system bus connection"',
+  polkitPeers,
+  async (t: ExecutionContext) => {
+    const w = await setUp();
+    const nowhere = `unix:path=${join(w.dir, 'no-such-bus')}`;
+    process.env.DBUS_SYSTEM_BUS_ADDRESS = nowhere;
+    let libvirtd: PrivateLibvirtd;
+    let virtauthd: Virtauthd;
+    try {
+      libvirtd = await PrivateLibvirtd.start({ auth_unix_rw: 'polkit' });
+      virtauthd = await startVirtauthd(join(w.dir, 'vd-nobus'));
+    } finally {
+      process.env.DBUS_SYSTEM_BUS_ADDRESS = w.polkit.busAddress;
+    }
+    t.teardown(() => libvirtd.stop());
+    t.teardown(() => virtauthd.handle.stop());
+    await chmod(libvirtd.dir, 0o755);
+    // virtauthd reads the variable when it connects: point it nowhere for this one check.
+    process.env.DBUS_SYSTEM_BUS_ADDRESS = nowhere;
+    let fromVirtauthd: PolkitClientResult;
+    try {
+      fromVirtauthd = await virtauthClient(w, 'operator', ['open', virtauthd.uri()]);
+    } finally {
+      process.env.DBUS_SYSTEM_BUS_ADDRESS = w.polkit.busAddress;
+    }
+    const fromLibvirtd = await virtauthClient(w, 'operator', ['open', libvirtd.uri()]);
+    t.log(`virtauthd: ${JSON.stringify(fromVirtauthd)}; libvirtd: ${JSON.stringify(fromLibvirtd)}`);
+    for (const [name, result] of [
+      ['virtauthd', fromVirtauthd],
+      ['libvirtd', fromLibvirtd],
+    ] as const) {
+      t.like(result, { ok: false, code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.DBUS }, name);
+      if (!result.ok)
+        t.true(result.message.startsWith('internal error: Unable to get system bus connection: '), `${name}: ${result.message}`);
+    }
+  },
+);

@@ -16,7 +16,11 @@ import { RawClient, describeFailure, type SaslFailure } from './sasl-test-helper
 
 const alicePassword = 'alice-Pa55-l1m1ts';
 const wrongPassword = 'wrong-Pa55-l1m1ts';
-const serverRefusal: SaslFailure = { code: ErrorCode.AUTH_FAILED, domain: ErrorDomain.RPC, message: 'authentication failed: authentication failed' };
+const serverRefusal: SaslFailure = {
+  code: ErrorCode.AUTH_FAILED,
+  domain: ErrorDomain.RPC,
+  message: 'authentication failed: authentication failed',
+};
 const libvirtdPeers = ['root', 'libvirtd', 'saslpasswd2', 'sasl-scram', 'sasl-sasldb'];
 
 async function loginOutcome(client: RawClient, passphrase: string): Promise<SaslFailure | 'ok'> {
@@ -56,75 +60,95 @@ async function retrySequence(uri: string): Promise<unknown[]> {
   }
 }
 
-interopTest.serial('a failed login can be retried on the same connection, and the state after success, as libvirtd', libvirtdPeers, async (t) => {
-  const users = { alice: alicePassword };
-  const [virtauthd, libvirtd] = await Promise.all([TestVirtauthd.start({ users }), PrivateLibvirtd.start({ auth_unix_rw: 'sasl', saslUsers: users })]);
-  t.teardown(() => virtauthd.stop());
-  t.teardown(() => libvirtd.stop());
+interopTest.serial(
+  'a failed login can be retried on the same connection, and the state after success, as libvirtd',
+  libvirtdPeers,
+  async (t) => {
+    const users = { alice: alicePassword };
+    const [virtauthd, libvirtd] = await Promise.all([
+      TestVirtauthd.start({ users }),
+      PrivateLibvirtd.start({ auth_unix_rw: 'sasl', saslUsers: users }),
+    ]);
+    t.teardown(() => virtauthd.stop());
+    t.teardown(() => libvirtd.stop());
 
-  const expected = [
-    [1],
-    serverRefusal,
-    { code: ErrorCode.RPC, domain: ErrorDomain.RPC, message: 'authentication required' },
-    [1],
-    'ok',
-    [0],
-    serverRefusal,
-    hostname(),
-  ];
-  const [ours, theirs] = await Promise.all([retrySequence(virtauthd.uri()), retrySequence(libvirtd.uri())]);
-  t.deepEqual(theirs, expected, 'libvirtd');
-  t.deepEqual(ours, expected, 'virtauthd');
-});
+    const expected = [
+      [1],
+      serverRefusal,
+      { code: ErrorCode.RPC, domain: ErrorDomain.RPC, message: 'authentication required' },
+      [1],
+      'ok',
+      [0],
+      serverRefusal,
+      hostname(),
+    ];
+    const [ours, theirs] = await Promise.all([retrySequence(virtauthd.uri()), retrySequence(libvirtd.uri())]);
+    t.deepEqual(theirs, expected, 'libvirtd');
+    t.deepEqual(ours, expected, 'virtauthd');
+  },
+);
 
-interopTest.serial('throttling: failure replies are delayed, doubling; the connection closes after sasl_max_failures_per_connection; libvirtd keeps it', libvirtdPeers, async (t) => {
-  const users = { alice: alicePassword };
-  const delayMs = 100;
-  const [virtauthd, libvirtd] = await Promise.all([
-    TestVirtauthd.start({ users, settings: { sasl_max_failures_per_connection: 3, sasl_failure_delay_ms: delayMs } }),
-    PrivateLibvirtd.start({ auth_unix_rw: 'sasl', saslUsers: users }),
-  ]);
-  t.teardown(() => virtauthd.stop());
-  t.teardown(() => libvirtd.stop());
+interopTest.serial(
+  'throttling: failure replies are delayed, doubling; the connection closes after sasl_max_failures_per_connection; libvirtd keeps it',
+  libvirtdPeers,
+  async (t) => {
+    const users = { alice: alicePassword };
+    const delayMs = 100;
+    const [virtauthd, libvirtd] = await Promise.all([
+      TestVirtauthd.start({ users, settings: { sasl_max_failures_per_connection: 3, sasl_failure_delay_ms: delayMs } }),
+      PrivateLibvirtd.start({ auth_unix_rw: 'sasl', saslUsers: users }),
+    ]);
+    t.teardown(() => virtauthd.stop());
+    t.teardown(() => libvirtd.stop());
 
-  const client = await RawClient.connect(virtauthd.uri());
-  t.teardown(() => client.close());
-  for (const [attempt, expectedDelay] of [delayMs, 2 * delayMs, 4 * delayMs].entries()) {
-    const started = performance.now();
-    t.deepEqual(await loginOutcome(client, wrongPassword), serverRefusal, `attempt ${attempt + 1}`);
-    const elapsed = performance.now() - started;
-    t.true(elapsed >= expectedDelay - 5, `attempt ${attempt + 1} answered after ${elapsed.toFixed(0)} ms, expected at least ${expectedDelay}`);
-    if (attempt < 2) t.false(client.rpc.closed, `still open after ${attempt + 1} failures`);
-  }
-  t.true(await client.closedWithin(2_000), 'virtauthd hangs up after the third failure');
-  t.is(virtauthd.events('auth.sasl.too_many_failures').length, 1);
+    const client = await RawClient.connect(virtauthd.uri());
+    t.teardown(() => client.close());
+    for (const [attempt, expectedDelay] of [delayMs, 2 * delayMs, 4 * delayMs].entries()) {
+      const started = performance.now();
+      t.deepEqual(await loginOutcome(client, wrongPassword), serverRefusal, `attempt ${attempt + 1}`);
+      const elapsed = performance.now() - started;
+      t.true(
+        elapsed >= expectedDelay - 5,
+        `attempt ${attempt + 1} answered after ${elapsed.toFixed(0)} ms, expected at least ${expectedDelay}`,
+      );
+      if (attempt < 2) t.false(client.rpc.closed, `still open after ${attempt + 1} failures`);
+    }
+    t.true(await client.closedWithin(2_000), 'virtauthd hangs up after the third failure');
+    t.is(virtauthd.events('auth.sasl.too_many_failures').length, 1);
 
-  // libvirtd has no such limit: the same three failures leave its connection usable.
-  const theirs = await RawClient.connect(libvirtd.uri());
-  t.teardown(() => theirs.close());
-  for (let attempt = 0; attempt < 3; attempt++) t.deepEqual(await loginOutcome(theirs, wrongPassword), serverRefusal);
-  t.deepEqual(await theirs.authList(), [1]);
-  t.is(await loginOutcome(theirs, alicePassword), 'ok');
-});
+    // libvirtd has no such limit: the same three failures leave its connection usable.
+    const theirs = await RawClient.connect(libvirtd.uri());
+    t.teardown(() => theirs.close());
+    for (let attempt = 0; attempt < 3; attempt++) t.deepEqual(await loginOutcome(theirs, wrongPassword), serverRefusal);
+    t.deepEqual(await theirs.authList(), [1]);
+    t.is(await loginOutcome(theirs, alicePassword), 'ok');
+  },
+);
 
-test.serial('throttling: a user name with sasl_max_failures_per_user recent failures from this source is refused from it even with the right password', async (t) => {
-  const daemon = await TestVirtauthd.start({ users: { alice: alicePassword, bob: 'bob-Pa55-l1m1ts' }, settings: { sasl_max_failures_per_user: 2, sasl_failure_window: 60 } });
-  t.teardown(() => daemon.stop());
-  for (let attempt = 0; attempt < 2; attempt++) {
-    const client = await RawClient.connect(daemon.uri());
-    t.deepEqual(await loginOutcome(client, wrongPassword), serverRefusal);
-    client.close();
-  }
-  const locked = await RawClient.connect(daemon.uri());
-  t.deepEqual(await loginOutcome(locked, alicePassword), serverRefusal, 'alice is locked out from this source (uid 0) for the window');
-  locked.close();
-  t.regex(String(daemon.events('auth.sasl.failed').at(-1)?.reason), /locked out/);
+test.serial(
+  'throttling: a user name with sasl_max_failures_per_user recent failures from this source is refused from it even with the right password',
+  async (t) => {
+    const daemon = await TestVirtauthd.start({
+      users: { alice: alicePassword, bob: 'bob-Pa55-l1m1ts' },
+      settings: { sasl_max_failures_per_user: 2, sasl_failure_window: 60 },
+    });
+    t.teardown(() => daemon.stop());
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const client = await RawClient.connect(daemon.uri());
+      t.deepEqual(await loginOutcome(client, wrongPassword), serverRefusal);
+      client.close();
+    }
+    const locked = await RawClient.connect(daemon.uri());
+    t.deepEqual(await loginOutcome(locked, alicePassword), serverRefusal, 'alice is locked out from this source (uid 0) for the window');
+    locked.close();
+    t.regex(String(daemon.events('auth.sasl.failed').at(-1)?.reason), /locked out/);
 
-  const other = await RawClient.connect(daemon.uri());
-  await other.login({ authname: 'bob', passphrase: 'bob-Pa55-l1m1ts' });
-  t.is(await other.openAndGetHostname(), hostname(), 'other users are not affected');
-  other.close();
-});
+    const other = await RawClient.connect(daemon.uri());
+    await other.login({ authname: 'bob', passphrase: 'bob-Pa55-l1m1ts' });
+    t.is(await other.openAndGetHostname(), hostname(), 'other users are not affected');
+    other.close();
+  },
+);
 
 test.serial('auth_timeout: an unauthenticated client is disconnected, an authenticated one is not', async (t) => {
   const daemon = await TestVirtauthd.start({ users: { alice: alicePassword }, settings: { auth_timeout: 1 } });
@@ -153,57 +177,69 @@ function assertNoSecret(t: ExecutionContext, where: string, text: string, secret
   }
 }
 
-interopTest.serial('no password reaches the daemon log (debug level), an error message, the CLI output or the user database', ['virsh', 'python3-libvirt', 'sasl-scram', 'certtool'], async (t) => {
-  const pki = await TestPki.create();
-  t.teardown(() => pki.remove());
-  const daemon = await TestVirtauthd.start({ users: { alice: alicePassword }, listenTls: true, listenTcp: true, pki, logLevel: 1 });
-  t.teardown(() => daemon.stop());
-  const secrets = [alicePassword, wrongPassword];
+interopTest.serial(
+  'no password reaches the daemon log (debug level), an error message, the CLI output or the user database',
+  ['virsh', 'python3-libvirt', 'sasl-scram', 'certtool'],
+  async (t) => {
+    const pki = await TestPki.create();
+    t.teardown(() => pki.remove());
+    const daemon = await TestVirtauthd.start({ users: { alice: alicePassword }, listenTls: true, listenTcp: true, pki, logLevel: 1 });
+    t.teardown(() => daemon.stop());
+    const secrets = [alicePassword, wrongPassword];
 
-  // `virtauth passwd add` reports what it did without the password.
-  const added = await runProcess(process.execPath, [virtauthBin, 'passwd', 'add', 'carol', '--config', daemon.configFile], { input: `${wrongPassword}\n` });
-  t.is(added.code, 0, describeResult(added));
-  t.regex(added.stderr, /user 'carol' saved in /);
-  assertNoSecret(t, 'the output of virtauth passwd add', added.stdout + added.stderr, secrets);
+    // `virtauth passwd add` reports what it did without the password.
+    const added = await runProcess(process.execPath, [virtauthBin, 'passwd', 'add', 'carol', '--config', daemon.configFile], {
+      input: `${wrongPassword}\n`,
+    });
+    t.is(added.code, 0, describeResult(added));
+    t.regex(added.stderr, /user 'carol' saved in /);
+    assertNoSecret(t, 'the output of virtauth passwd add', added.stdout + added.stderr, secrets);
 
-  const errors: string[] = [];
-  const auth = (passphrase: string): ConnectAuth => ({
-    credTypes: [CredentialType.AUTHNAME, CredentialType.PASSPHRASE],
-    callback: (creds) => {
-      for (const c of creds) c.result = c.type === CredentialType.AUTHNAME ? 'alice' : passphrase;
-    },
-  });
-  const collect = (error: unknown) => {
-    let e: unknown = error;
-    while (e instanceof Error) {
-      errors.push(`${e.message}\n${e.stack ?? ''}`);
-      if (e instanceof VirError) errors.push(JSON.stringify(e));
-      e = e.cause;
+    const errors: string[] = [];
+    const auth = (passphrase: string): ConnectAuth => ({
+      credTypes: [CredentialType.AUTHNAME, CredentialType.PASSPHRASE],
+      callback: (creds) => {
+        for (const c of creds) c.result = c.type === CredentialType.AUTHNAME ? 'alice' : passphrase;
+      },
+    });
+    const collect = (error: unknown) => {
+      let e: unknown = error;
+      while (e instanceof Error) {
+        errors.push(`${e.message}\n${e.stack ?? ''}`);
+        if (e instanceof VirError) errors.push(JSON.stringify(e));
+        e = e.cause;
+      }
+    };
+    for (const mechanism of ['SCRAM-SHA-256', 'PLAIN']) {
+      for (const transport of ['unix', 'tls'] as const) {
+        const uri = daemon.uri(transport, { auth: `sasl.${mechanism}` });
+        await (await openAuth(uri, auth(alicePassword))).close();
+        await openAuth(uri, auth(wrongPassword)).then(() => t.fail('a wrong password was accepted'), collect);
+        const python = await runPythonLibvirt(uri, { authname: 'alice', passphrase: wrongPassword, commands: ['hostname'] });
+        errors.push(JSON.stringify(python));
+      }
     }
-  };
-  for (const mechanism of ['SCRAM-SHA-256', 'PLAIN']) {
-    for (const transport of ['unix', 'tls'] as const) {
-      const uri = daemon.uri(transport, { auth: `sasl.${mechanism}` });
-      await (await openAuth(uri, auth(alicePassword))).close();
-      await openAuth(uri, auth(wrongPassword)).then(() => t.fail('a wrong password was accepted'), collect);
-      const python = await runPythonLibvirt(uri, { authname: 'alice', passphrase: wrongPassword, commands: ['hostname'] });
-      errors.push(JSON.stringify(python));
-    }
-  }
-  await openAuth(daemon.uri('tcp'), auth(wrongPassword)).then(() => t.fail('plain TCP accepted SASL'), collect);
-  const virsh = await runVirsh(['hostname'], { uri: daemon.uri(), input: `alice\n${wrongPassword}\n` });
-  t.is(virsh.code, 1);
-  errors.push(virsh.stderr);
-  // PLAIN puts the password itself on the wire, inside the SASL data the daemon decodes.
-  const raw = await RawClient.connect(daemon.uri());
-  await raw.login({ authname: 'alice', passphrase: wrongPassword, mechanism: 'PLAIN' }).catch(collect);
-  raw.close();
+    await openAuth(daemon.uri('tcp'), auth(wrongPassword)).then(() => t.fail('plain TCP accepted SASL'), collect);
+    const virsh = await runVirsh(['hostname'], { uri: daemon.uri(), input: `alice\n${wrongPassword}\n` });
+    t.is(virsh.code, 1);
+    errors.push(virsh.stderr);
+    // PLAIN puts the password itself on the wire, inside the SASL data the daemon decodes.
+    const raw = await RawClient.connect(daemon.uri());
+    await raw.login({ authname: 'alice', passphrase: wrongPassword, mechanism: 'PLAIN' }).catch(collect);
+    raw.close();
 
-  t.true(errors.length >= 10, 'the failures above produced errors to inspect');
-  assertNoSecret(t, 'an error message', errors.join('\n'), secrets);
-  const log = daemon.logText();
-  t.true(daemon.events('auth.sasl.failed').length >= 8 && daemon.events('auth.sasl.succeeded').length >= 4, 'the log recorded the logins');
-  t.true(daemon.logRecords().some((r) => r.level === 20), 'debug records were written');
-  assertNoSecret(t, "virtauthd's log", log, secrets);
-  assertNoSecret(t, 'the user database', await readFile(daemon.userDatabaseFile, 'utf8'), secrets);
-});
+    t.true(errors.length >= 10, 'the failures above produced errors to inspect');
+    assertNoSecret(t, 'an error message', errors.join('\n'), secrets);
+    const log = daemon.logText();
+    t.true(
+      daemon.events('auth.sasl.failed').length >= 8 && daemon.events('auth.sasl.succeeded').length >= 4,
+      'the log recorded the logins',
+    );
+    t.true(
+      daemon.logRecords().some((r) => r.level === 20),
+      'debug records were written',
+    );
+    assertNoSecret(t, "virtauthd's log", log, secrets);
+    assertNoSecret(t, 'the user database', await readFile(daemon.userDatabaseFile, 'utf8'), secrets);
+  },
+);

@@ -40,8 +40,19 @@ export async function personSetup(idp: TestIdp, overrides: Record<string, string
     ...overrides,
   };
   const config = join(home, 'client.conf');
-  await writeFile(config, Object.entries(keys).map(([k, v]) => `${k} = ${v}\n`).join(''));
-  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: home, XDG_CONFIG_HOME: join(home, '.config'), XDG_STATE_HOME: join(home, '.state'), LANG: 'C.UTF-8' };
+  await writeFile(
+    config,
+    Object.entries(keys)
+      .map(([k, v]) => `${k} = ${v}\n`)
+      .join(''),
+  );
+  const env: NodeJS.ProcessEnv = {
+    PATH: process.env.PATH,
+    HOME: home,
+    XDG_CONFIG_HOME: join(home, '.config'),
+    XDG_STATE_HOME: join(home, '.state'),
+    LANG: 'C.UTF-8',
+  };
   return { config, cacheDir, env };
 }
 
@@ -67,10 +78,12 @@ export class CliProcess {
       this.stderr += d;
       wake();
     });
-    this.exited = new Promise((resolve) => this.child.once('close', (code) => {
-      resolve(code);
-      wake();
-    }));
+    this.exited = new Promise((resolve) =>
+      this.child.once('close', (code) => {
+        resolve(code);
+        wake();
+      }),
+    );
   }
 
   /** Waits until the output matches `pattern` (fails with the output if the process ends first). */
@@ -81,7 +94,10 @@ export class CliProcess {
     for (;;) {
       const match = pattern.exec(this.stderr) ?? pattern.exec(this.stdout);
       if (match) return match;
-      if (ended || Date.now() > deadline) throw new Error(`virtauth did not print ${pattern} (${ended ? 'it exited' : 'timed out'}); stdout: ${this.stdout} stderr: ${this.stderr}`);
+      if (ended || Date.now() > deadline)
+        throw new Error(
+          `virtauth did not print ${pattern} (${ended ? 'it exited' : 'timed out'}); stdout: ${this.stdout} stderr: ${this.stderr}`,
+        );
       await new Promise<void>((resolve) => {
         this.waiters.push(resolve);
         setTimeout(resolve, 500).unref();
@@ -99,14 +115,23 @@ export class CliProcess {
 }
 
 /** Runs `virtauth args` to its end; kills it on test teardown if it hangs. */
-export async function runCli(t: ExecutionContext, args: readonly string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export async function runCli(
+  t: ExecutionContext,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const cli = startCli(t, args, env);
   const code = await cli.exited;
   return { code, stdout: cli.stdout, stderr: cli.stderr };
 }
 
 /** `virtauth` on a machine whose clock is `offsetMs` off (Date shifted by a preloaded module). */
-export function startCliWithSkewedClock(t: ExecutionContext, offsetMs: number, args: readonly string[], env: NodeJS.ProcessEnv): CliProcess {
+export function startCliWithSkewedClock(
+  t: ExecutionContext,
+  offsetMs: number,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv,
+): CliProcess {
   const cli = new CliProcess(args, { ...env, SKEWED_CLOCK_OFFSET_MS: String(offsetMs) }, ['--import', skewedClockModule]);
   t.teardown(() => cli.kill());
   return cli;
@@ -131,7 +156,16 @@ export async function deviceUrlFrom(cli: CliProcess): Promise<string> {
 }
 
 /** Launch flags for a headless chromium that talks to nothing but the test's servers. */
-export const CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+export const CHROMIUM_FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 
 export interface SignInBrowser {
   /**
@@ -146,7 +180,11 @@ export interface SignInBrowser {
 export async function startBrowser(t: ExecutionContext): Promise<SignInBrowser> {
   const { default: puppeteer } = await import('puppeteer-core');
   const profile = await tempDir('chr');
-  const browser = await puppeteer.launch({ executablePath: findExecutable('chromium')!, headless: true, args: [...CHROMIUM_FLAGS, `--user-data-dir=${profile}`] });
+  const browser = await puppeteer.launch({
+    executablePath: findExecutable('chromium')!,
+    headless: true,
+    args: [...CHROMIUM_FLAGS, `--user-data-dir=${profile}`],
+  });
   t.teardown(() => browser.close());
   return {
     async signIn(url, login, options = {}) {
@@ -174,7 +212,12 @@ export async function startBrowser(t: ExecutionContext): Promise<SignInBrowser> 
         if (!submit) break;
         await Promise.all([page.waitForNavigation({ waitUntil: 'load' }).catch(() => {}), submit.click()]);
       }
-      await Promise.race([arrival, new Promise((_, reject) => setTimeout(() => reject(new Error(`the IdP never redirected to the loopback; last page ${page.url()}`)), 15_000).unref())]);
+      await Promise.race([
+        arrival,
+        new Promise((_, reject) =>
+          setTimeout(() => reject(new Error(`the IdP never redirected to the loopback; last page ${page.url()}`)), 15_000).unref(),
+        ),
+      ]);
       await page.close();
       return redirect!;
     },

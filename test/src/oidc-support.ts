@@ -107,9 +107,14 @@ export function personClient(idp: TestIdp, overrides: Partial<OidcClientSettings
 }
 
 /** A client container (the shipped plugins) plus OAUTHBEARER with one OpenID client for every host. */
-export function oauthClientContainer(client: OidcClientSettings, onServerError?: (error: OAuthBearerServerError) => void): DependencyContainer {
+export function oauthClientContainer(
+  client: OidcClientSettings,
+  onServerError?: (error: OAuthBearerServerError) => void,
+): DependencyContainer {
   const container = createClientContainer();
-  registerOAuthBearer(container, { client: { clientFor: () => client, ...(onServerError ? { onServerError: (_host, error) => onServerError(error) } : {}) } });
+  registerOAuthBearer(container, {
+    client: { clientFor: () => client, ...(onServerError ? { onServerError: (_host, error) => onServerError(error) } : {}) },
+  });
   return container;
 }
 
@@ -165,12 +170,20 @@ export class TokenHypervisorDriver implements Driver {
   async open(uri: ConnectUri, ctx: DriverOpenContext): Promise<DriverConnection> {
     // Tests may ask for another audience, to see the client refuse to hand a token out.
     const audience = uriParam(uri, 'audience') ?? AUDIENCE.hypervisor;
-    const token = await requestDelegatedToken(ctx.requestCredentials, { audience, host: 'hv.test', ...(ctx.signal ? { signal: ctx.signal } : {}) });
+    const token = await requestDelegatedToken(ctx.requestCredentials, {
+      audience,
+      host: 'hv.test',
+      ...(ctx.signal ? { signal: ctx.signal } : {}),
+    });
     try {
       const { payload } = await jwtVerify(token, this.keys, { issuer: this.issuer, audience: AUDIENCE.hypervisor });
       this.accepted.push(payload);
     } catch (e) {
-      throw new VirError({ code: ErrorCode.AUTH_FAILED, domain: ErrorDomain.TEST, detail: `tokenhv refused the token: ${(e as Error).message}` });
+      throw new VirError({
+        code: ErrorCode.AUTH_FAILED,
+        domain: ErrorDomain.TEST,
+        detail: `tokenhv refused the token: ${(e as Error).message}`,
+      });
     }
     return new TestDriver().open(parseUri('test:///default'), ctx);
   }
@@ -191,7 +204,13 @@ export function approvingPerson(idp: TestIdp, login: string): { auth: ConnectAut
     credTypes: [CredentialType.ECHOPROMPT],
     callback: async (creds: Credential[], info: CredentialRequestInfo) => {
       for (const c of creds) {
-        prompts.push({ type: c.type, prompt: c.prompt, challenge: c.challenge, host: info.host, daemons: info.origin.map((h) => h.daemon.split('@')[0]!) });
+        prompts.push({
+          type: c.type,
+          prompt: c.prompt,
+          challenge: c.challenge,
+          host: info.host,
+          daemons: info.origin.map((h) => h.daemon.split('@')[0]!),
+        });
         await idp.approveDevice(c.challenge!, login);
         c.result = '';
       }

@@ -54,8 +54,14 @@ type Setting = string | number | readonly string[];
 
 async function writeConfig(dir: string, settings: Record<string, Setting>): Promise<string> {
   const file = join(dir, 'virtauthd.conf');
-  const value = (v: Setting) => (typeof v === 'number' ? String(v) : typeof v === 'string' ? `"${v}"` : `[${v.map((s) => `"${s}"`).join(', ')}]`);
-  await writeFile(file, Object.entries(settings).map(([k, v]) => `${k} = ${value(v)}\n`).join(''));
+  const value = (v: Setting) =>
+    typeof v === 'number' ? String(v) : typeof v === 'string' ? `"${v}"` : `[${v.map((s) => `"${s}"`).join(', ')}]`;
+  await writeFile(
+    file,
+    Object.entries(settings)
+      .map(([k, v]) => `${k} = ${value(v)}\n`)
+      .join(''),
+  );
   return file;
 }
 
@@ -92,7 +98,8 @@ async function startDaemon(t: ExecutionContext, configFile: string): Promise<Run
     const found = new Map<string, string>();
     const onData = (chunk: Buffer) => {
       output += chunk.toString('utf8');
-      for (const m of output.matchAll(/listening on unix (\S+) \(auth (\w+)(, read-only)?\): virsh -c '([^']+)'/g)) found.set(m[3] ? 'ro' : 'rw', `${m[2]} ${m[4]}`);
+      for (const m of output.matchAll(/listening on unix (\S+) \(auth (\w+)(, read-only)?\): virsh -c '([^']+)'/g))
+        found.set(m[3] ? 'ro' : 'rw', `${m[2]} ${m[4]}`);
       if (found.size === 2) resolve(found);
     };
     child.stdout!.on('data', onData);
@@ -136,7 +143,12 @@ test('virtauthd loads the plugins its config names; the client picks their schem
   await viaMechanism.close();
 
   // SCRAM still works, against the USER_DATABASE the second plugin supplied (the file one is empty).
-  const viaScram = await openAuth(`${uriOf(daemon, 'ro', 'sasl')}&auth=sasl.SCRAM-SHA-256`, answering('carol', carolPassword), OpenFlag.READ_ONLY, { container });
+  const viaScram = await openAuth(
+    `${uriOf(daemon, 'ro', 'sasl')}&auth=sasl.SCRAM-SHA-256`,
+    answering('carol', carolPassword),
+    OpenFlag.READ_ONLY,
+    { container },
+  );
   t.is(await viaScram.getType(), 'TEST');
   await viaScram.close();
 
@@ -148,7 +160,7 @@ test('virtauthd loads the plugins its config names; the client picks their schem
   t.false(log.includes(carolPassword), 'the password never reaches the log');
 });
 
-test('a wrong key, an unknown user and a client without the plugin are refused with libvirt\'s errors', async (t) => {
+test("a wrong key, an unknown user and a client without the plugin are refused with libvirt's errors", async (t) => {
   const { dir, settings } = await pluginSetup(t);
   const daemon = await startDaemon(t, await writeConfig(dir, settings));
   const container = clientWithPlugin();
@@ -158,11 +170,16 @@ test('a wrong key, an unknown user and a client without the plugin are refused w
   const wrongKey = await t.throwsAsync(openAuth(uriOf(daemon, 'rw', 'hmac'), answering('alice', otherKey), 0, { container }), refusal);
   t.like(wrongKey, { code: ErrorCode.AUTH_FAILED, domain: ErrorDomain.RPC });
   await t.throwsAsync(openAuth(uriOf(daemon, 'rw', 'hmac'), answering('mallory', aliceKey), 0, { container }), refusal);
-  const wrongMech = await t.throwsAsync(openAuth(uriOf(daemon, 'ro', 'sasl'), answering('alice', otherKey), OpenFlag.READ_ONLY, { container }), refusal);
+  const wrongMech = await t.throwsAsync(
+    openAuth(uriOf(daemon, 'ro', 'sasl'), answering('alice', otherKey), OpenFlag.READ_ONLY, { container }),
+    refusal,
+  );
   t.like(wrongMech, { code: ErrorCode.AUTH_FAILED });
 
   // A key that is not base64 of 32 bytes is refused by the client before anything is sent.
-  await t.throwsAsync(openAuth(uriOf(daemon, 'rw', 'hmac'), answering('alice', 'c2hvcnQ='), 0, { container }), { message: /must be base64 of at least 32 bytes/ });
+  await t.throwsAsync(openAuth(uriOf(daemon, 'rw', 'hmac'), answering('alice', 'c2hvcnQ='), 0, { container }), {
+    message: /must be base64 of at least 32 bytes/,
+  });
 
   // The shipped client alone does not know the scheme: it says which type it was offered.
   const plain = createClientContainer();
@@ -176,7 +193,10 @@ test('a wrong key, an unknown user and a client without the plugin are refused w
 /** createDaemon's refusal for a config file, as virtauthd would print it. */
 async function refusal(t: ExecutionContext, dir: string, settings: Record<string, Setting>): Promise<string> {
   const config = loadConfig(await writeConfig(dir, settings));
-  const error = await t.throwsAsync(createDaemon({ config, logger: createLogger(4, { write: () => true } as unknown as NodeJS.WritableStream) }), { instanceOf: VirError });
+  const error = await t.throwsAsync(
+    createDaemon({ config, logger: createLogger(4, { write: () => true } as unknown as NodeJS.WritableStream) }),
+    { instanceOf: VirError },
+  );
   t.is(error!.code, ErrorCode.CONF_SYNTAX);
   return error!.message;
 }
@@ -190,20 +210,47 @@ test('a misconfigured plugin stops the daemon with a message that names the sett
   // virtauthd itself prints the one line and exits.
   const run = await runProcess(process.execPath, [daemonMain, '--config', conf], { timeoutMs: 30_000 });
   t.is(run.code, 1);
-  t.is(run.stderr, 'virtauthd: configuration file syntax error: hmac_key_file: is required by virtauth-plugin-hmac (a "path" to the JSON file of shared keys)\n');
+  t.is(
+    run.stderr,
+    'virtauthd: configuration file syntax error: hmac_key_file: is required by virtauth-plugin-hmac (a "path" to the JSON file of shared keys)\n',
+  );
 
-  t.regex(await refusal(t, dir, { unix_sock_dir: dir, auth_unix_rw: 'hmac' }), new RegExp(`${escape(conf)}:2: auth_unix_rw: unknown authentication scheme 'hmac' \\(registered: none, sasl, polkit; a plugin's scheme needs the plugin in plugins\\)`));
+  t.regex(
+    await refusal(t, dir, { unix_sock_dir: dir, auth_unix_rw: 'hmac' }),
+    new RegExp(
+      `${escape(conf)}:2: auth_unix_rw: unknown authentication scheme 'hmac' \\(registered: none, sasl, polkit; a plugin's scheme needs the plugin in plugins\\)`,
+    ),
+  );
 
-  t.regex(await refusal(t, dir, { ...settings, plugins: [join(dir, 'missing.js')] }), new RegExp(`${escape(conf)}:\\d+: plugins: cannot read '${escape(dir)}/missing\\.js': ENOENT`));
-  t.regex(await refusal(t, dir, { ...settings, plugins: ['node:child_process'] }), /plugins: 'node:child_process' is neither a package name nor a file path/);
-  t.regex(await refusal(t, dir, { ...settings, plugins: ['virtauth-plugin-not-installed'] }), /plugins: cannot find the package 'virtauth-plugin-not-installed'/);
+  t.regex(
+    await refusal(t, dir, { ...settings, plugins: [join(dir, 'missing.js')] }),
+    new RegExp(`${escape(conf)}:\\d+: plugins: cannot read '${escape(dir)}/missing\\.js': ENOENT`),
+  );
+  t.regex(
+    await refusal(t, dir, { ...settings, plugins: ['node:child_process'] }),
+    /plugins: 'node:child_process' is neither a package name nor a file path/,
+  );
+  t.regex(
+    await refusal(t, dir, { ...settings, plugins: ['virtauth-plugin-not-installed'] }),
+    /plugins: cannot find the package 'virtauth-plugin-not-installed'/,
+  );
   // A package name is resolved from virtauthd's installation: this one is found, but is no plugin.
-  t.regex(await refusal(t, dir, { ...settings, plugins: ['@virtauth/drivers'] }), /plugins: '@virtauth\/drivers' exports no register\(container, settings\) function/);
-  t.regex(await refusal(t, dir, { ...settings, plugins: ['./relative.js'] }), new RegExp(`cannot read '${escape(dir)}/relative\\.js'`), 'a relative path is relative to the config file');
+  t.regex(
+    await refusal(t, dir, { ...settings, plugins: ['@virtauth/drivers'] }),
+    /plugins: '@virtauth\/drivers' exports no register\(container, settings\) function/,
+  );
+  t.regex(
+    await refusal(t, dir, { ...settings, plugins: ['./relative.js'] }),
+    new RegExp(`cannot read '${escape(dir)}/relative\\.js'`),
+    'a relative path is relative to the config file',
+  );
 
   const noRegister = join(dir, 'no-register.mjs');
   await writeFile(noRegister, 'export const name = "nothing";\n');
-  t.regex(await refusal(t, dir, { ...settings, plugins: [noRegister] }), /plugins: '.*no-register\.mjs' exports no register\(container, settings\) function/);
+  t.regex(
+    await refusal(t, dir, { ...settings, plugins: [noRegister] }),
+    /plugins: '.*no-register\.mjs' exports no register\(container, settings\) function/,
+  );
 
   const writable = join(dir, 'writable.js');
   await copyFile(hmacPlugin, writable);
@@ -228,23 +275,39 @@ test('a daemon without plugins still refuses a scheme name nobody registered, an
   const dir = await tempDir('vp');
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const conf = join(dir, 'virtauthd.conf');
-  t.regex(await refusal(t, dir, { unix_sock_dir: dir, auth_unix_ro: 'kerberos' }), new RegExp(`${escape(conf)}:2: auth_unix_ro: unknown authentication scheme 'kerberos'`));
-  const daemon = await createDaemon({ config: loadConfig(await writeConfig(dir, { unix_sock_dir: dir, auth_unix_rw: 'polkit', auth_unix_ro: 'sasl', sasl_user_db: join(dir, 'u.json') })), logger: createLogger(4, { write: () => true } as unknown as NodeJS.WritableStream) });
+  t.regex(
+    await refusal(t, dir, { unix_sock_dir: dir, auth_unix_ro: 'kerberos' }),
+    new RegExp(`${escape(conf)}:2: auth_unix_ro: unknown authentication scheme 'kerberos'`),
+  );
+  const daemon = await createDaemon({
+    config: loadConfig(
+      await writeConfig(dir, { unix_sock_dir: dir, auth_unix_rw: 'polkit', auth_unix_ro: 'sasl', sasl_user_db: join(dir, 'u.json') }),
+    ),
+    logger: createLogger(4, { write: () => true } as unknown as NodeJS.WritableStream),
+  });
   t.teardown(() => daemon.stop());
-  t.deepEqual(daemon.listeners.map((l) => l.auth), [2, 1]);
+  t.deepEqual(
+    daemon.listeners.map((l) => l.auth),
+    [2, 1],
+  );
   t.true(daemon.container.resolveAll(SASL_MECHANISM).every((m) => m.name !== 'HMAC-SHA-256'));
 });
 
-test('hostile clients of the plugin\'s scheme: no proof without a fresh nonce, malformed proofs, three strikes', async (t) => {
+test("hostile clients of the plugin's scheme: no proof without a fresh nonce, malformed proofs, three strikes", async (t) => {
   const { dir, settings } = await pluginSetup(t);
-  const daemon = await createDaemon({ config: loadConfig(await writeConfig(dir, settings)), logger: createLogger(4, { write: () => true } as unknown as NodeJS.WritableStream) });
+  const daemon = await createDaemon({
+    config: loadConfig(await writeConfig(dir, settings)),
+    logger: createLogger(4, { write: () => true } as unknown as NodeJS.WritableStream),
+  });
   t.teardown(() => daemon.stop());
   const uriOfSocket = (readOnly: boolean) => daemon.listeners.find((l) => l.kind === 'unix' && l.readOnly === readOnly)!.uri;
   const challengeRet = xdr.struct({ nonce: xdr.fixedOpaque(32) });
   const proveArgs = xdr.struct({ user: xdr.string(), proof: xdr.fixedOpaque(32) });
   const shortProveArgs = xdr.struct({ user: xdr.string(), proof: xdr.fixedOpaque(5) });
   const proofFor = (nonce: Buffer, user: string, key = aliceKey) =>
-    createHmac('sha256', Buffer.from(key, 'base64')).update(Buffer.concat([Buffer.from('virtauth-plugin-hmac scheme\0'), nonce, Buffer.from(`\0${user}`)])).digest();
+    createHmac('sha256', Buffer.from(key, 'base64'))
+      .update(Buffer.concat([Buffer.from('virtauth-plugin-hmac scheme\0'), nonce, Buffer.from(`\0${user}`)]))
+      .digest();
   const refused = { instanceOf: VirError, message: /authentication failed/ };
   const [CHALLENGE, PROVE] = [0x484d0001, 0x484d0002];
 
@@ -252,7 +315,11 @@ test('hostile clients of the plugin\'s scheme: no proof without a fresh nonce, m
   const rpc = await connect(t, uriOfSocket(false));
   const first = await rpc.call(CHALLENGE, xdr.xvoid, undefined, challengeRet);
   await t.throwsAsync(rpc.call(PROVE, proveArgs, { user: 'alice', proof: randomBytes(32) }, xdr.xvoid), refused);
-  await t.throwsAsync(rpc.call(PROVE, proveArgs, { user: 'alice', proof: proofFor(first.nonce, 'alice') }, xdr.xvoid), refused, 'a nonce serves one proof only');
+  await t.throwsAsync(
+    rpc.call(PROVE, proveArgs, { user: 'alice', proof: proofFor(first.nonce, 'alice') }, xdr.xvoid),
+    refused,
+    'a nonce serves one proof only',
+  );
   await t.throwsAsync(rpc.call(PROVE, proveArgs, { user: '../../etc', proof: Buffer.alloc(32) }, xdr.xvoid), refused);
   const reason = await rpc.rpc.whenClosed();
   t.regex(reason?.message ?? '', /End of file|Connection closed/, 'the daemon hung up after the third failure');

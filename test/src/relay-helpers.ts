@@ -66,7 +66,10 @@ export async function writeAuthConf(dir: string, name: string, text: string): Pr
 /** `[credentials-NAME]` plus `[auth-SERVICE-HOST]` sections, in libvirt's auth.conf syntax. */
 export function authConfText(entries: readonly { service: string; host: string; username: string; password: string }[]): string {
   return entries
-    .map((e, i) => `[credentials-set${i}]\nusername=${e.username}\nauthname=${e.username}\npassword=${e.password}\n\n[auth-${e.service}-${e.host}]\ncredentials=set${i}\n`)
+    .map(
+      (e, i) =>
+        `[credentials-set${i}]\nusername=${e.username}\nauthname=${e.username}\npassword=${e.password}\n\n[auth-${e.service}-${e.host}]\ncredentials=set${i}\n`,
+    )
     .join('\n');
 }
 
@@ -259,7 +262,7 @@ export async function virErrorOf(promise: Promise<unknown>): Promise<VirError> {
     await promise;
   } catch (e) {
     if (e instanceof VirError) return e;
-    throw new Error(`expected a VirError, got ${e instanceof Error ? e.stack : String(e)}`);
+    throw new Error(`expected a VirError, got ${e instanceof Error ? e.stack : String(e)}`, { cause: e });
   }
   throw new Error('expected a rejection, the promise resolved');
 }
@@ -296,7 +299,12 @@ export class RelayProbeDriver implements Driver {
     this.observations.push(obs);
     const ask = async (info: { deadline?: number } = {}) => {
       const c = credential(CredentialType.AUTHNAME, 'probe user', null, null);
-      await ctx.requestCredentials([c], { service: 'relayprobe', host: 'probe.invalid', ...info, ...(ctx.signal ? { signal: ctx.signal } : {}) });
+      await ctx.requestCredentials([c], {
+        service: 'relayprobe',
+        host: 'probe.invalid',
+        ...info,
+        ...(ctx.signal ? { signal: ctx.signal } : {}),
+      });
       obs.answers.push(c.result);
       return c.result;
     };
@@ -339,7 +347,10 @@ export class NetnsPair {
   readonly hostB = `${NetnsPair.SUBNET_PREFIX}.2`;
   private removed = false;
 
-  private constructor(readonly nsA: string, readonly nsB: string) {}
+  private constructor(
+    readonly nsA: string,
+    readonly nsB: string,
+  ) {}
 
   /** Creates the pair, or throws when namespaces cannot be made here (not root, no CAP_NET_ADMIN). */
   static async create(prefix: string): Promise<NetnsPair> {
@@ -353,7 +364,10 @@ export class NetnsPair {
       await ip(['-n', pair.nsA, 'link', 'add', vethA, 'type', 'veth', 'peer', 'name', vethB, 'netns', pair.nsB]);
       await ip(['-n', pair.nsA, 'addr', 'add', `${pair.hostA}/24`, 'dev', vethA]);
       await ip(['-n', pair.nsB, 'addr', 'add', `${pair.hostB}/24`, 'dev', vethB]);
-      for (const [ns, dev] of [[pair.nsA, vethA], [pair.nsB, vethB]] as const) {
+      for (const [ns, dev] of [
+        [pair.nsA, vethA],
+        [pair.nsB, vethB],
+      ] as const) {
         await ip(['-n', ns, 'link', 'set', 'lo', 'up']);
         await ip(['-n', ns, 'link', 'set', dev, 'up']);
       }
@@ -409,7 +423,10 @@ export class ChildRun {
     const seen = this.stdout.find(match);
     if (seen !== undefined) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; stderr: ${this.stderr.text().slice(-2000)}`)), timeoutMs);
+      const timer = setTimeout(
+        () => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; stderr: ${this.stderr.text().slice(-2000)}`)),
+        timeoutMs,
+      );
       this.lineWaiters.push({
         match,
         resolve: (l) => {

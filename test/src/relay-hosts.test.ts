@@ -94,7 +94,12 @@ async function writeConfig(dir: string, name: string, settings: Record<string, s
 }
 
 /** Starts virtauthd from its config file; `lastListener` recognises the last "listening" line it prints. */
-async function startDaemon(ns: string | undefined, configFile: string, env: NodeJS.ProcessEnv, lastListener: string): Promise<{ run: ChildRun; listening: string[] }> {
+async function startDaemon(
+  ns: string | undefined,
+  configFile: string,
+  env: NodeJS.ProcessEnv,
+  lastListener: string,
+): Promise<{ run: ChildRun; listening: string[] }> {
   const [command, args] = inHost(ns, process.execPath, [daemonMain, '--config', configFile]);
   const run = ChildRun.spawn(command, args, env);
   try {
@@ -110,7 +115,10 @@ test.before(async () => {
   const dir = await tempDir('vh');
   const netns = problem === null ? await NetnsPair.create(NS_PREFIX) : null;
   const bAddress = netns ? netns.hostB : '127.0.0.1';
-  const pki = await TestPki.create({ serverDnsNames: ['localhost'], serverIpAddresses: ['127.0.0.1', ...(netns ? [netns.hostA, netns.hostB] : [])] });
+  const pki = await TestPki.create({
+    serverDnsNames: ['localhost'],
+    serverIpAddresses: ['127.0.0.1', ...(netns ? [netns.hostA, netns.hostB] : [])],
+  });
   const errorMessages: string[] = [];
   const started: ChildRun[] = [];
   try {
@@ -164,11 +172,37 @@ test.before(async () => {
       uri_allowed_list: [bXenapiUri(bAddress, bTlsPort, xenPort, pki.client.pkiPath)],
     });
     // A's own auth.conf: its SASL login to B, by B's address as A's remote driver names it.
-    const aAuthConf = await writeAuthConf(dir, 'a-auth.conf', authConfText([{ service: 'libvirt', host: bAddress, username: 'hop-a', password: HOP_PASSWORD }]));
-    const a = await startDaemon(netns?.nsA, aConfig, { ...process.env, LIBVIRT_AUTH_FILE: aAuthConf }, `unix ${join(aDir, 'virtauth-sock-ro')}`);
+    const aAuthConf = await writeAuthConf(
+      dir,
+      'a-auth.conf',
+      authConfText([{ service: 'libvirt', host: bAddress, username: 'hop-a', password: HOP_PASSWORD }]),
+    );
+    const a = await startDaemon(
+      netns?.nsA,
+      aConfig,
+      { ...process.env, LIBVIRT_AUTH_FILE: aAuthConf },
+      `unix ${join(aDir, 'virtauth-sock-ro')}`,
+    );
 
-    const clientAuthConf = await writeAuthConf(dir, 'client-auth.conf', authConfText([{ service: 'libvirt', host: 'localhost', username: 'alice', password: ALICE_PASSWORD }]));
-    hosts = { dir, pki, netns, bAddress, bTlsPort, xenPort, a: a.run, b: b.run, xen, aSocket: join(aDir, 'virtauth-sock'), clientAuthConf, errorMessages };
+    const clientAuthConf = await writeAuthConf(
+      dir,
+      'client-auth.conf',
+      authConfText([{ service: 'libvirt', host: 'localhost', username: 'alice', password: ALICE_PASSWORD }]),
+    );
+    hosts = {
+      dir,
+      pki,
+      netns,
+      bAddress,
+      bTlsPort,
+      xenPort,
+      a: a.run,
+      b: b.run,
+      xen,
+      aSocket: join(aDir, 'virtauth-sock'),
+      clientAuthConf,
+      errorMessages,
+    };
   } catch (e) {
     for (const run of started) await run.stop();
     await netns?.remove();
@@ -210,8 +244,20 @@ test.serial(`across hosts [${where}]: client → A → B (TLS + SCRAM) → XenAP
   t.deepEqual(
     auth.calls.map((c) => [c.credentials.map((x) => x.type), c.origin.map((o) => [o.daemon.split('@')[0], o.driver])]),
     [
-      [[CredentialType.AUTHNAME], [['virtauthd-B', 'xenapi'], ['virtauthd-A', 'remote']]],
-      [[CredentialType.PASSPHRASE], [['virtauthd-B', 'xenapi'], ['virtauthd-A', 'remote']]],
+      [
+        [CredentialType.AUTHNAME],
+        [
+          ['virtauthd-B', 'xenapi'],
+          ['virtauthd-A', 'remote'],
+        ],
+      ],
+      [
+        [CredentialType.PASSPHRASE],
+        [
+          ['virtauthd-B', 'xenapi'],
+          ['virtauthd-A', 'remote'],
+        ],
+      ],
     ],
   );
   t.is(auth.calls[0]!.origin[0]!.uri, `xenapi:///?server=127.0.0.1:${h.xenPort}&scheme=http`);
@@ -219,44 +265,61 @@ test.serial(`across hosts [${where}]: client → A → B (TLS + SCRAM) → XenAP
   t.true(auth.calls[0]!.origin[1]!.uri.startsWith(`xenapi+tls://${h.bAddress}:${h.bTlsPort}/`));
 
   const bLogin = h.b.stderr.events('auth.sasl.succeeded');
-  t.deepEqual(bLogin.map((r) => r.user), ['hop-a']);
+  t.deepEqual(
+    bLogin.map((r) => r.user),
+    ['hop-a'],
+  );
   t.regex(String(bLogin[0]!.mechanism), /^SCRAM-SHA-256/);
-  t.deepEqual(h.a.stderr.events('auth.sasl.succeeded').map((r) => r.user), ['alice']);
-  t.deepEqual(audits(h.b).map((r) => r.outcome), ['OK', 'OK']);
-  t.deepEqual(audits(h.a).map((r) => r.outcome), ['OK', 'OK']);
+  t.deepEqual(
+    h.a.stderr.events('auth.sasl.succeeded').map((r) => r.user),
+    ['alice'],
+  );
+  t.deepEqual(
+    audits(h.b).map((r) => r.outcome),
+    ['OK', 'OK'],
+  );
+  t.deepEqual(
+    audits(h.a).map((r) => r.outcome),
+    ['OK', 'OK'],
+  );
   const bTransport = h.b.stderr.events('client.authenticated').map((r) => r.transport);
   t.deepEqual(bTransport, ['tls'], 'A reached B over TLS');
 });
 
-test.serial(`across hosts [${where}]: A killed mid-request → the client's open fails at once with a typed error and B's driver stops waiting`, async (t) => {
-  const h = hosts!;
-  const auditsBefore = audits(h.b).length;
-  let killedAt = 0;
-  const waitForever = neverAnswer();
-  const auth = new RecordingAuth([CredentialType.AUTHNAME, CredentialType.PASSPHRASE], (creds, info) => {
-    killedAt = Date.now();
-    h.a.child.kill('SIGKILL');
-    return waitForever(creds, info);
-  });
-  const e = await virErrorOf(openAuth(chainToB(h), auth, 0, { credentialSources: [await authConfSource(h.clientAuthConf)], relayPolicy: { timeoutMs: 60_000 } }));
-  const failedAfter = Date.now() - killedAt;
-  h.errorMessages.push(e.message);
-  t.true(e instanceof VirError);
-  t.is(e.domain, ErrorDomain.RPC);
-  t.is(e.code, ErrorCode.SYSTEM_ERROR, e.message);
-  t.true(failedAfter < 200, `the client's open failed ${failedAfter} ms after A died`);
-  t.true(auth.calls[0]!.signal!.aborted, 'the prompt was withdrawn');
-  await Promise.allSettled([...auth.running]);
+test.serial(
+  `across hosts [${where}]: A killed mid-request → the client's open fails at once with a typed error and B's driver stops waiting`,
+  async (t) => {
+    const h = hosts!;
+    const auditsBefore = audits(h.b).length;
+    let killedAt = 0;
+    const waitForever = neverAnswer();
+    const auth = new RecordingAuth([CredentialType.AUTHNAME, CredentialType.PASSPHRASE], (creds, info) => {
+      killedAt = Date.now();
+      h.a.child.kill('SIGKILL');
+      return waitForever(creds, info);
+    });
+    const e = await virErrorOf(
+      openAuth(chainToB(h), auth, 0, { credentialSources: [await authConfSource(h.clientAuthConf)], relayPolicy: { timeoutMs: 60_000 } }),
+    );
+    const failedAfter = Date.now() - killedAt;
+    h.errorMessages.push(e.message);
+    t.true(e instanceof VirError);
+    t.is(e.domain, ErrorDomain.RPC);
+    t.is(e.code, ErrorCode.SYSTEM_ERROR, e.message);
+    t.true(failedAfter < 200, `the client's open failed ${failedAfter} ms after A died`);
+    t.true(auth.calls[0]!.signal!.aborted, 'the prompt was withdrawn');
+    await Promise.allSettled([...auth.running]);
 
-  const record = await waitFor(() => audits(h.b)[auditsBefore], 2000, "B's audit record");
-  t.is(record.outcome, 'CANCELLED');
-  t.true(record.time - killedAt < 100, `B's driver stopped waiting ${record.time - killedAt} ms after A died`);
-  // B logs the failed open after the audit record, possibly in a later chunk of its stderr.
-  const bFailed = await waitFor(() => h.b.stderr.events('connect.open.failed').at(0), 2000, "B's failed open");
-  t.is(bFailed.driver, 'xenapi');
-  t.is(h.b.stderr.events('connect.open.failed').length, 1);
-  t.is(await h.a.exited, null, 'A was killed by a signal');
-});
+    const record = await waitFor(() => audits(h.b)[auditsBefore], 2000, "B's audit record");
+    t.is(record.outcome, 'CANCELLED');
+    t.true(record.time - killedAt < 100, `B's driver stopped waiting ${record.time - killedAt} ms after A died`);
+    // B logs the failed open after the audit record, possibly in a later chunk of its stderr.
+    const bFailed = await waitFor(() => h.b.stderr.events('connect.open.failed').at(0), 2000, "B's failed open");
+    t.is(bFailed.driver, 'xenapi');
+    t.is(h.b.stderr.events('connect.open.failed').length, 1);
+    t.is(await h.a.exited, null, 'A was killed by a signal');
+  },
+);
 
 test.serial(`across hosts [${where}]: no secret in either daemon's log, their audit records, or the errors`, (t) => {
   const h = hosts!;

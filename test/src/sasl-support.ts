@@ -48,7 +48,10 @@ export type { LogRecord } from './log-capture.js';
 
 /** Adds or replaces a user exactly as an administrator would: the CLI, password on stdin. */
 export async function addVirtauthUser(configFile: string, name: string, password: string): Promise<void> {
-  const result = await runProcess(process.execPath, [virtauthBin, 'passwd', 'add', name, '--config', configFile], { input: `${password}\n`, timeoutMs: 30_000 });
+  const result = await runProcess(process.execPath, [virtauthBin, 'passwd', 'add', name, '--config', configFile], {
+    input: `${password}\n`,
+    timeoutMs: 30_000,
+  });
   if (result.code !== 0) throw new Error(`virtauth passwd add ${name} failed: ${describeResult(result)}`);
 }
 
@@ -92,14 +95,19 @@ export class TestVirtauthd {
       }
       if (options.listenTcp) Object.assign(settings, { listen_tcp: 1, tcp_port: 0, auth_tcp: 'sasl' });
       Object.assign(settings, options.settings ?? {});
-      const text = Object.entries(settings).map(([key, value]) => `${key} = ${formatValue(key, value)}\n`).join('');
+      const text = Object.entries(settings)
+        .map(([key, value]) => `${key} = ${formatValue(key, value)}\n`)
+        .join('');
       await writeFile(configFile, text);
       for (const [name, password] of Object.entries(options.users ?? {})) await addVirtauthUser(configFile, name, password);
 
       const config = buildConfig(parseConf(text, configFile), configFile);
       const log = new JsonLines();
       // The service's own logging (log_filters, log_outputs), its stderr captured: virt-admin can change it.
-      const logging = createDaemonLogging({ level: config.logLevel as 1 | 2 | 3 | 4, filters: config.logFilters, outputs: config.logOutputs ?? [] }, { stderrStream: log, env: {} });
+      const logging = createDaemonLogging(
+        { level: config.logLevel as 1 | 2 | 3 | 4, filters: config.logFilters, outputs: config.logOutputs ?? [] },
+        { stderrStream: log, env: {} },
+      );
       const handle = await createDaemon({ config, logger: logging.logger });
       return new TestVirtauthd(dir, configFile, userDatabaseFile, handle, log, options.pki);
     } catch (error) {

@@ -145,7 +145,11 @@ export async function saslInitOutcome(uri: string): Promise<{ authList: number[]
 }
 
 /** The procedure (AUTH_SASL_START or AUTH_SASL_STEP) at which a login is refused, and the error. */
-export async function failingStep(uri: string, authname: string, passphrase: string): Promise<{ proc: number; failure: SaslFailure } | null> {
+export async function failingStep(
+  uri: string,
+  authname: string,
+  passphrase: string,
+): Promise<{ proc: number; failure: SaslFailure } | null> {
   const client = await RawClient.connect(uri);
   try {
     await client.authList();

@@ -61,7 +61,11 @@ async function withServer(t: { teardown(fn: () => Promise<void>): void }, opts: 
   return server;
 }
 
-async function openAsRoot(t: { teardown(fn: () => Promise<void>): void }, server: XenApiServer, driver = new XenApiDriver()): Promise<DriverConnection> {
+async function openAsRoot(
+  t: { teardown(fn: () => Promise<void>): void },
+  server: XenApiServer,
+  driver = new XenApiDriver(),
+): Promise<DriverConnection> {
   const { requester } = recordingRequester({ [CredentialType.PASSPHRASE]: PASSWORD });
   const conn = await driver.open(parseUri(`xenapi://root@127.0.0.1:${server.port}/?scheme=http`), context(requester));
   t.teardown(() => conn.close());
@@ -149,7 +153,11 @@ test('a wrong password is AUTH_FAILED naming the user and host, never the passwo
   const server = await withServer(t);
   const wrong = 'not-the-pool-secret';
   const { requester } = recordingRequester({ [CredentialType.PASSPHRASE]: wrong });
-  const error = virError(await new XenApiDriver().open(parseUri(`xenapi://root@127.0.0.1:${server.port}/?scheme=http`), context(requester)).catch((e: unknown) => e));
+  const error = virError(
+    await new XenApiDriver()
+      .open(parseUri(`xenapi://root@127.0.0.1:${server.port}/?scheme=http`), context(requester))
+      .catch((e: unknown) => e),
+  );
   t.is(error.code, ErrorCode.AUTH_FAILED);
   t.is(error.domain, ErrorDomain.XENAPI);
   t.is(error.message, "authentication failed: XenAPI server 127.0.0.1 rejected the credentials of user 'root'");
@@ -161,7 +169,11 @@ test('a wrong password is AUTH_FAILED naming the user and host, never the passwo
 test('unanswered credentials stop the open before any login', async (t) => {
   const server = await withServer(t);
   const { requester } = recordingRequester({});
-  const error = virError(await new XenApiDriver().open(parseUri(`xenapi://root@127.0.0.1:${server.port}/?scheme=http`), context(requester)).catch((e: unknown) => e));
+  const error = virError(
+    await new XenApiDriver()
+      .open(parseUri(`xenapi://root@127.0.0.1:${server.port}/?scheme=http`), context(requester))
+      .catch((e: unknown) => e),
+  );
   t.is(error.code, ErrorCode.AUTH_FAILED);
   t.regex(error.message, /no password for user 'root' on XenAPI server 127\.0\.0\.1/);
   t.deepEqual(server.calls, []);
@@ -182,7 +194,9 @@ test('HOST_IS_SLAVE redirects are bounded: a loop fails after three', async (t) 
   const a = await withServer(t, { bindAddress: '127.0.0.1', slaveOf: '127.0.0.3' });
   const b = await withServer(t, { bindAddress: '127.0.0.3', port: a.port, slaveOf: '127.0.0.1' });
   const { requester } = recordingRequester({ [CredentialType.PASSPHRASE]: PASSWORD });
-  const error = virError(await new XenApiDriver().open(parseUri(`xenapi://root@127.0.0.1:${a.port}/?scheme=http`), context(requester)).catch((e: unknown) => e));
+  const error = virError(
+    await new XenApiDriver().open(parseUri(`xenapi://root@127.0.0.1:${a.port}/?scheme=http`), context(requester)).catch((e: unknown) => e),
+  );
   t.is(error.code, ErrorCode.OPERATION_FAILED);
   t.is(error.domain, ErrorDomain.XENAPI);
   t.regex(error.message, /is a pool member, not the pool master \(the master is 127\.0\.0\.[13]\)/);
@@ -223,7 +237,10 @@ test('lookups by name, id and uuid; misses are NO_DOMAIN in domain XENAPI', asyn
     [conn.lookupDomainByName('Debian Bookworm 12'), "Domain not found: no domain with matching name 'Debian Bookworm 12'"],
     [conn.lookupDomainById(0), 'Domain not found: no domain with matching id 0'],
     [conn.lookupDomainById(-1), 'Domain not found: no domain with matching id -1'],
-    [conn.lookupDomainByUuid(Buffer.alloc(16, 0xab)), "Domain not found: no domain with matching uuid 'abababab-abab-abab-abab-abababababab'"],
+    [
+      conn.lookupDomainByUuid(Buffer.alloc(16, 0xab)),
+      "Domain not found: no domain with matching uuid 'abababab-abab-abab-abab-abababababab'",
+    ],
   ];
   for (const [promise, message] of misses) {
     const error = virError(await promise.catch((e: unknown) => e));
@@ -236,7 +253,17 @@ test('lookups by name, id and uuid; misses are NO_DOMAIN in domain XENAPI', asyn
 test('domain info, state and XML map the VM records', async (t) => {
   const server = await withServer(t, {
     vms: [
-      { nameLabel: 'vm1', uuid: VM1_UUID, description: 'web <server>', powerState: 'Running', domid: 1, memoryStaticMaxBytes: 2_147_483_648, memoryDynamicMaxBytes: 1_073_741_824, vcpusMax: 2, hvm: true },
+      {
+        nameLabel: 'vm1',
+        uuid: VM1_UUID,
+        description: 'web <server>',
+        powerState: 'Running',
+        domid: 1,
+        memoryStaticMaxBytes: 2_147_483_648,
+        memoryDynamicMaxBytes: 1_073_741_824,
+        vcpusMax: 2,
+        hvm: true,
+      },
       { nameLabel: 'vm2', uuid: VM2_UUID, powerState: 'Halted', memoryStaticMaxBytes: 1_073_741_824, vcpusMax: 1, autostart: true },
       { nameLabel: 'paused', powerState: 'Paused', domid: 7 },
       { nameLabel: 'suspended', powerState: 'Suspended' },
@@ -299,7 +326,10 @@ test('aborting the open abandons a login the server never answers', async (t) =>
   const server = await withServer(t, { stallMethods: ['session.login_with_password'] });
   const controller = new AbortController();
   const { requester, asked } = recordingRequester({ [CredentialType.PASSPHRASE]: PASSWORD });
-  const opening = new XenApiDriver().open(parseUri(`xenapi://root@127.0.0.1:${server.port}/?scheme=http`), context(requester, controller.signal));
+  const opening = new XenApiDriver().open(
+    parseUri(`xenapi://root@127.0.0.1:${server.port}/?scheme=http`),
+    context(requester, controller.signal),
+  );
   while (!server.calls.includes('session.login_with_password')) await new Promise((r) => setTimeout(r, 5));
   const reason = new VirError({ code: ErrorCode.AUTH_CANCELLED, domain: ErrorDomain.AUTH, detail: 'client went away' });
   controller.abort(reason);
@@ -312,7 +342,11 @@ test('an already aborted open asks for nothing', async (t) => {
   const controller = new AbortController();
   controller.abort(new Error('deadline'));
   const { requester, asked } = recordingRequester({ [CredentialType.PASSPHRASE]: PASSWORD });
-  const error = virError(await new XenApiDriver().open(parseUri(`xenapi://root@127.0.0.1:${server.port}/?scheme=http`), context(requester, controller.signal)).catch((e: unknown) => e));
+  const error = virError(
+    await new XenApiDriver()
+      .open(parseUri(`xenapi://root@127.0.0.1:${server.port}/?scheme=http`), context(requester, controller.signal))
+      .catch((e: unknown) => e),
+  );
   t.is(error.code, ErrorCode.OPERATION_FAILED);
   t.regex(error.message, /opening the XenAPI connection to 127\.0\.0\.1 was abandoned/);
   t.deepEqual(asked, []);
@@ -323,7 +357,9 @@ test('a call that outlives the timeout is OPERATION_TIMEOUT, and the half-open s
   const server = await withServer(t, { stallMethods: ['pool.get_all_records'] });
   const { requester } = recordingRequester({ [CredentialType.PASSPHRASE]: PASSWORD });
   const driver = new XenApiDriver({ callTimeoutMs: 200 });
-  const error = virError(await driver.open(parseUri(`xenapi://root@127.0.0.1:${server.port}/?scheme=http`), context(requester)).catch((e: unknown) => e));
+  const error = virError(
+    await driver.open(parseUri(`xenapi://root@127.0.0.1:${server.port}/?scheme=http`), context(requester)).catch((e: unknown) => e),
+  );
   t.is(error.code, ErrorCode.OPERATION_TIMEOUT);
   t.is(error.message, `Timed out during operation: XenAPI server 127.0.0.1:${server.port} did not answer pool.get_all_records within 0.2s`);
   t.is(server.sessions.size, 0);
@@ -334,7 +370,9 @@ test('connection refused is SYSTEM_ERROR naming host:port', async (t) => {
   const port = server.port;
   await server.close();
   const { requester } = recordingRequester({ [CredentialType.PASSPHRASE]: PASSWORD });
-  const error = virError(await new XenApiDriver().open(parseUri(`xenapi://root@127.0.0.1:${port}/?scheme=http`), context(requester)).catch((e: unknown) => e));
+  const error = virError(
+    await new XenApiDriver().open(parseUri(`xenapi://root@127.0.0.1:${port}/?scheme=http`), context(requester)).catch((e: unknown) => e),
+  );
   t.is(error.code, ErrorCode.SYSTEM_ERROR);
   t.is(error.domain, ErrorDomain.XENAPI);
   t.is(error.message, `unable to connect to XenAPI server at 127.0.0.1:${port}: connection refused`);
@@ -343,7 +381,9 @@ test('connection refused is SYSTEM_ERROR naming host:port', async (t) => {
 test('HTTPS: a self-signed server is refused unless no_verify=1', async (t) => {
   const server = await withServer(t, { tls: selfSignedCertificate() });
   const { requester } = recordingRequester({ [CredentialType.PASSPHRASE]: PASSWORD });
-  const refused = virError(await new XenApiDriver().open(parseUri(`xenapi://root@127.0.0.1:${server.port}/`), context(requester)).catch((e: unknown) => e));
+  const refused = virError(
+    await new XenApiDriver().open(parseUri(`xenapi://root@127.0.0.1:${server.port}/`), context(requester)).catch((e: unknown) => e),
+  );
   t.is(refused.code, ErrorCode.SYSTEM_ERROR);
   t.regex(refused.message, /TLS certificate of XenAPI server 127\.0\.0\.1:\d+ could not be verified .*no_verify=1/);
   t.deepEqual(server.calls, []);

@@ -23,7 +23,10 @@ const loadXenApi = async (): Promise<XenApiModule> => (await import(XEN_API_MODU
 
 const USERS = { root: 'pool-secret' };
 
-async function withServer(t: { teardown(fn: () => Promise<void>): void }, opts: Parameters<typeof startXenApiServer>[0]): Promise<XenApiServer> {
+async function withServer(
+  t: { teardown(fn: () => Promise<void>): void },
+  opts: Parameters<typeof startXenApiServer>[0],
+): Promise<XenApiServer> {
   const server = await startXenApiServer(opts);
   t.teardown(() => server.close());
   return server;
@@ -98,7 +101,12 @@ test('xen-api connects over HTTPS to a self-signed fixture when unauthorized cer
   const server = await withServer(t, { users: USERS, tls: selfSignedCertificate() });
   t.true(server.url.startsWith('https://'));
   const { createClient } = await loadXenApi();
-  const xapi = createClient({ url: server.url, auth: { user: 'root', password: 'pool-secret' }, watchEvents: false, allowUnauthorized: true });
+  const xapi = createClient({
+    url: server.url,
+    auth: { user: 'root', password: 'pool-secret' },
+    watchEvents: false,
+    allowUnauthorized: true,
+  });
   await xapi.connect();
   t.deepEqual(guestNames(await xapi.call('VM.get_all_records')), ['vm1', 'vm2']);
   await xapi.disconnect();
@@ -137,16 +145,27 @@ async function postJson(server: XenApiServer, body: string): Promise<{ status: n
 
 test('JSON-RPC v1.0 and v2.0 replies have the shapes XenAPI uses', async (t) => {
   const server = await withServer(t, { users: USERS });
-  const v2ok = JSON.parse((await postJson(server, JSON.stringify({ jsonrpc: '2.0', method: 'session.login_with_password', params: ['root', 'pool-secret'], id: 7 }))).text);
+  const v2ok = JSON.parse(
+    (
+      await postJson(
+        server,
+        JSON.stringify({ jsonrpc: '2.0', method: 'session.login_with_password', params: ['root', 'pool-secret'], id: 7 }),
+      )
+    ).text,
+  );
   t.is(v2ok.jsonrpc, '2.0');
   t.is(v2ok.id, 7);
   t.false('error' in v2ok);
   const session = v2ok.result as string;
 
-  const v2err = JSON.parse((await postJson(server, JSON.stringify({ jsonrpc: '2.0', method: 'VM.get_record', params: [session, 'OpaqueRef:gone'], id: 8 }))).text);
+  const v2err = JSON.parse(
+    (await postJson(server, JSON.stringify({ jsonrpc: '2.0', method: 'VM.get_record', params: [session, 'OpaqueRef:gone'], id: 8 }))).text,
+  );
   t.deepEqual(v2err, { jsonrpc: '2.0', error: { code: 1, message: 'HANDLE_INVALID', data: ['VM', 'OpaqueRef:gone'] }, id: 8 });
 
-  const v1ok = JSON.parse((await postJson(server, JSON.stringify({ method: 'VM.get_by_name_label', params: [session, 'vm2'], id: 'a' }))).text);
+  const v1ok = JSON.parse(
+    (await postJson(server, JSON.stringify({ method: 'VM.get_by_name_label', params: [session, 'vm2'], id: 'a' }))).text,
+  );
   t.deepEqual(Object.keys(v1ok).sort(), ['error', 'id', 'result']);
   t.is(v1ok.error, null);
   t.is(v1ok.result.length, 1);
@@ -154,7 +173,14 @@ test('JSON-RPC v1.0 and v2.0 replies have the shapes XenAPI uses', async (t) => 
   const v1err = JSON.parse((await postJson(server, JSON.stringify({ method: 'VM.get_all', params: [], id: 'b' }))).text);
   t.deepEqual(v1err, { result: null, error: ['MESSAGE_PARAMETER_COUNT_MISMATCH', 'VM.get_all', '1', '0'], id: 'b' });
 
-  const uuid = JSON.parse((await postJson(server, JSON.stringify({ jsonrpc: '2.0', method: 'VM.get_by_uuid', params: [session, '00000000-0000-0000-0000-000000000000'], id: 9 }))).text);
+  const uuid = JSON.parse(
+    (
+      await postJson(
+        server,
+        JSON.stringify({ jsonrpc: '2.0', method: 'VM.get_by_uuid', params: [session, '00000000-0000-0000-0000-000000000000'], id: 9 }),
+      )
+    ).text,
+  );
   t.is(uuid.error.message, 'UUID_INVALID');
 
   for (const malformed of ['{not json', JSON.stringify({ jsonrpc: '2.0', method: 'VM.get_all', params: [session], id: null }), '[]']) {
@@ -166,6 +192,13 @@ test('JSON-RPC v1.0 and v2.0 replies have the shapes XenAPI uses', async (t) => 
 
 test('a member configured as slave refuses logins with HOST_IS_SLAVE [master]', async (t) => {
   const server = await withServer(t, { users: USERS, slaveOf: '192.0.2.99' });
-  const reply = JSON.parse((await postJson(server, JSON.stringify({ jsonrpc: '2.0', method: 'session.login_with_password', params: ['root', 'pool-secret', '1.0', 'x'], id: 1 }))).text);
+  const reply = JSON.parse(
+    (
+      await postJson(
+        server,
+        JSON.stringify({ jsonrpc: '2.0', method: 'session.login_with_password', params: ['root', 'pool-secret', '1.0', 'x'], id: 1 }),
+      )
+    ).text,
+  );
   t.deepEqual(reply.error, { code: 1, message: 'HOST_IS_SLAVE', data: ['192.0.2.99'] });
 });

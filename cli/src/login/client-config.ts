@@ -81,7 +81,11 @@ export function parseClientConfig(source: string, file: string, env: NodeJS.Proc
       continue;
     }
     const match = PROVIDER_KEY.exec(key);
-    if (!match) throw bad(file, `unknown key '${key}' (identity providers are oidc_<name>_issuer, _client_id, _scopes, _resource, _hosts, _flow, _allow_insecure_http, _redirect_port)`);
+    if (!match)
+      throw bad(
+        file,
+        `unknown key '${key}' (identity providers are oidc_<name>_issuer, _client_id, _scopes, _resource, _hosts, _flow, _allow_insecure_http, _redirect_port)`,
+      );
     const [, name, field] = match as unknown as [string, string, string];
     const p = byName.get(name) ?? { name };
     byName.set(name, p);
@@ -113,7 +117,8 @@ export function parseClientConfig(source: string, file: string, env: NodeJS.Proc
         p.allowInsecureHttp = value === 1;
         break;
       case 'redirect_port':
-        if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 65535) throw bad(file, `${key}: expected a port number`);
+        if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 65535)
+          throw bad(file, `${key}: expected a port number`);
         p.redirectPort = value;
         break;
     }
@@ -124,7 +129,14 @@ export function parseClientConfig(source: string, file: string, env: NodeJS.Proc
     if (p.clientId === undefined) throw bad(file, `oidc_${p.name}_client_id is missing`);
     providers.push(p as IdentityProvider);
   }
-  return applyEnvironment({ path: file, providers, tokenCacheDir: env.VIRTAUTH_TOKEN_CACHE_DIR || tokenCacheDir || defaultTokenCacheDirectory(env, env.HOME || os.homedir()) }, env);
+  return applyEnvironment(
+    {
+      path: file,
+      providers,
+      tokenCacheDir: env.VIRTAUTH_TOKEN_CACHE_DIR || tokenCacheDir || defaultTokenCacheDirectory(env, env.HOME || os.homedir()),
+    },
+    env,
+  );
 }
 
 /**
@@ -140,16 +152,24 @@ function applyEnvironment(config: ClientConfig, env: NodeJS.ProcessEnv): ClientC
   }
   const base = config.providers.find((p) => p.issuer === issuer);
   const clientId = env.VIRTAUTH_OIDC_CLIENT_ID || base?.clientId;
-  if (!clientId) throw bad('environment', 'VIRTAUTH_OIDC_ISSUER names an issuer no configured provider has: set VIRTAUTH_OIDC_CLIENT_ID too');
+  if (!clientId)
+    throw bad('environment', 'VIRTAUTH_OIDC_ISSUER names an issuer no configured provider has: set VIRTAUTH_OIDC_CLIENT_ID too');
   const flow = env.VIRTAUTH_OIDC_FLOW;
-  if (flow !== undefined && flow !== '' && !FLOWS.includes(flow as SignInFlow)) throw bad('environment', 'VIRTAUTH_OIDC_FLOW: expected browser or device');
+  if (flow !== undefined && flow !== '' && !FLOWS.includes(flow as SignInFlow))
+    throw bad('environment', 'VIRTAUTH_OIDC_FLOW: expected browser or device');
   const merged: IdentityProvider = {
     ...(base ?? { name: 'env', allowInsecureHttp: false }),
     issuer,
     clientId,
     ...(env.VIRTAUTH_OIDC_SCOPES ? { scopes: env.VIRTAUTH_OIDC_SCOPES } : {}),
     ...(env.VIRTAUTH_OIDC_RESOURCE ? { resource: env.VIRTAUTH_OIDC_RESOURCE } : {}),
-    ...(env.VIRTAUTH_OIDC_HOSTS ? { hosts: env.VIRTAUTH_OIDC_HOSTS.split(',').map((h) => h.trim().toLowerCase()).filter((h) => h !== '') } : {}),
+    ...(env.VIRTAUTH_OIDC_HOSTS
+      ? {
+          hosts: env.VIRTAUTH_OIDC_HOSTS.split(',')
+            .map((h) => h.trim().toLowerCase())
+            .filter((h) => h !== ''),
+        }
+      : {}),
     ...(flow ? { flow: flow as SignInFlow } : {}),
   };
   return { ...config, providers: [merged, ...config.providers.filter((p) => p !== base)] };
@@ -165,7 +185,11 @@ export function loadClientConfig(given?: string, env: NodeJS.ProcessEnv = proces
     if (!where.explicit && (e as NodeJS.ErrnoException).code === 'ENOENT') {
       return { ...parseClientConfig('', where.path, env), path: null };
     }
-    throw new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `cannot read the client config ${where.path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` });
+    throw new VirError({
+      code: ErrorCode.CONF_SYNTAX,
+      domain: ErrorDomain.CONF,
+      detail: `cannot read the client config ${where.path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+    });
   }
   return parseClientConfig(source, where.path, env);
 }
@@ -188,9 +212,18 @@ export function selectProvider(config: ClientConfig, issuer: string | undefined)
   }
   if (issuer === undefined) {
     if (config.providers.length === 1) return config.providers[0]!;
-    throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.NONE, detail: `several identity providers are configured; choose one with --issuer: ${names}` });
+    throw new VirError({
+      code: ErrorCode.INVALID_ARG,
+      domain: ErrorDomain.NONE,
+      detail: `several identity providers are configured; choose one with --issuer: ${names}`,
+    });
   }
   const chosen = config.providers.find((p) => p.issuer === issuer || p.name === issuer);
-  if (!chosen) throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.NONE, detail: `no identity provider '${issuer}' is configured; configured: ${names}` });
+  if (!chosen)
+    throw new VirError({
+      code: ErrorCode.INVALID_ARG,
+      domain: ErrorDomain.NONE,
+      detail: `no identity provider '${issuer}' is configured; configured: ${names}`,
+    });
   return chosen;
 }

@@ -57,12 +57,20 @@ export function registerLoginCommands(program: Command, ctx: LoginCommandContext
       const chosen = selectProvider(config, o.issuer);
       const flow: SignInFlow | undefined = o.device ? 'device' : o.browser === true ? 'browser' : chosen.flow;
       const provider: IdentityProvider = { ...chosen, ...(flow ? { flow } : {}) };
-      const session = new OidcSession({ providers: [provider], tokenCacheDir: config.tokenCacheDir, interaction: terminalInteraction({ openBrowser: o.browser !== false }) });
+      const session = new OidcSession({
+        providers: [provider],
+        tokenCacheDir: config.tokenCacheDir,
+        interaction: terminalInteraction({ openBrowser: o.browser !== false }),
+      });
       const token = await session.tokenClient(provider).signIn({ service: 'virtauth', host: 'login' });
-      ctx.write(`Signed in to ${provider.issuer} as ${terminalSafeLine(token.subject ?? 'an unnamed subject')}; the token expires ${describeExpiry(token.expiresAt)}\n`);
+      ctx.write(
+        `Signed in to ${provider.issuer} as ${terminalSafeLine(token.subject ?? 'an unnamed subject')}; the token expires ${describeExpiry(token.expiresAt)}\n`,
+      );
       const skew = clockSkewSeconds(token);
       if (skew !== null && Math.abs(skew) > CLOCK_SKEW_WARNING_SEC) {
-        ctx.warn(`warning: this machine's clock is ${Math.abs(skew)} s ${skew > 0 ? 'ahead of' : 'behind'} the clock of ${provider.issuer}; servers may refuse its tokens as expired or not yet valid: set the clock right (NTP, timedatectl)\n`);
+        ctx.warn(
+          `warning: this machine's clock is ${Math.abs(skew)} s ${skew > 0 ? 'ahead of' : 'behind'} the clock of ${provider.issuer}; servers may refuse its tokens as expired or not yet valid: set the clock right (NTP, timedatectl)\n`,
+        );
       }
     });
 
@@ -76,7 +84,12 @@ export function registerLoginCommands(program: Command, ctx: LoginCommandContext
       const session = new OidcSession({ providers, tokenCacheDir: config.tokenCacheDir });
       for (const provider of providers) {
         const { revoked, revocationSupported } = await session.tokenClient(provider).signOut();
-        const how = revoked > 0 ? `revoked ${revoked} token(s)` : revocationSupported ? 'no tokens were cached' : 'the identity provider offers no revocation; the tokens were forgotten';
+        const how =
+          revoked > 0
+            ? `revoked ${revoked} token(s)`
+            : revocationSupported
+              ? 'no tokens were cached'
+              : 'the identity provider offers no revocation; the tokens were forgotten';
         ctx.write(`Signed out of ${provider.issuer} (${how})\n`);
       }
     });
@@ -103,7 +116,9 @@ export function registerLoginCommands(program: Command, ctx: LoginCommandContext
         for (const [slot, token] of entries) {
           const [resource] = slot.split('\n');
           ctx.write(`  user: ${terminalSafeLine(token.subject ?? '(unknown)')}\n`);
-          ctx.write(`  expires: ${describeExpiry(token.expiresAt)}${token.refreshToken ? ', renewed silently with a refresh token' : ''}\n`);
+          ctx.write(
+            `  expires: ${describeExpiry(token.expiresAt)}${token.refreshToken ? ', renewed silently with a refresh token' : ''}\n`,
+          );
           ctx.write(`  scopes: ${terminalSafeLine(token.scope ?? '(not stated)')}\n`);
           if (resource) ctx.write(`  resource: ${resource}\n`);
         }

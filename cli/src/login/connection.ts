@@ -30,5 +30,9 @@ const noPerson: SignInInteraction = {
 export function connectionOidcOptions(configFile: string | undefined, personPresent: boolean): OidcOptions | undefined {
   const config = loadClientConfig(configFile);
   if (config.providers.length === 0) return undefined;
-  return { providers: config.providers, tokenCacheDir: config.tokenCacheDir, interaction: personPresent ? terminalInteraction() : noPerson };
+  return {
+    providers: config.providers,
+    tokenCacheDir: config.tokenCacheDir,
+    interaction: personPresent ? terminalInteraction() : noPerson,
+  };
 }

@@ -60,7 +60,10 @@ export class OidcSession {
         allowInsecureHttp: provider.allowInsecureHttp,
         loopbackPort: provider.redirectPort,
         interaction: this.options.interaction,
-        tokenStore: this.tokenCacheDir === false ? undefined : new TokenCacheFile({ directory: this.tokenCacheDir, issuer: provider.issuer, clientId: provider.clientId }),
+        tokenStore:
+          this.tokenCacheDir === false
+            ? undefined
+            : new TokenCacheFile({ directory: this.tokenCacheDir, issuer: provider.issuer, clientId: provider.clientId }),
       };
       this.clients.set(provider, (client = new OidcTokenClient(settings)));
     }
@@ -110,7 +113,8 @@ export function describeRefusal({ host, error: raw, provider }: Refusal): string
   // The server's words are shown to a person: no terminal controls, and not too many of them.
   const error: OAuthBearerServerError = { status: terminalSafeLine(String(raw.status).slice(0, 40)) };
   if (raw.scope !== undefined) error.scope = terminalSafeLine(raw.scope.slice(0, 200));
-  if (raw['openid-configuration'] !== undefined) error['openid-configuration'] = terminalSafeLine(raw['openid-configuration'].slice(0, 200));
+  if (raw['openid-configuration'] !== undefined)
+    error['openid-configuration'] = terminalSafeLine(raw['openid-configuration'].slice(0, 200));
   const server = `the server ${host} refused the token from ${provider.issuer} (${error.status})`;
   const trusted = error['openid-configuration'];
   const configured = `${provider.issuer.replace(/\/$/, '')}/.well-known/openid-configuration`;

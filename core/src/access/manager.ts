@@ -80,8 +80,11 @@ export class AccessManager {
     // stays synchronous while the drivers answer synchronously, which keeps a cached decision cheap.
     if (objectRule && info.object?.in === 'args') {
       const ref = aclObject(info, decoded);
-      if (ref === null || typeof ref !== 'object' || !resolve) return this.checkRules(info, rules, subject, describeObject(objectRule.object, ref, subject.connectDriver));
-      return resolve(objectRule.object, ref).then((actual) => this.checkRules(info, rules, subject, describeObject(objectRule.object, actual, subject.connectDriver)));
+      if (ref === null || typeof ref !== 'object' || !resolve)
+        return this.checkRules(info, rules, subject, describeObject(objectRule.object, ref, subject.connectDriver));
+      return resolve(objectRule.object, ref).then((actual) =>
+        this.checkRules(info, rules, subject, describeObject(objectRule.object, actual, subject.connectDriver)),
+      );
     }
     // A define or create from XML: checked on the object the document describes.
     const described = objectRule && info.readOnlyDenied ? this.objectFromXml(objectRule.object, decoded, subject) : null;
@@ -89,12 +92,19 @@ export class AccessManager {
   }
 
   /** Checks `rules` in order; object rules of a lookup wait for what it found (`found`). */
-  private checkRules(info: ProcedureInfo, rules: readonly AclRule[], subject: AccessSubject, object: AccessObject | null, found = false): Promise<void> | undefined {
+  private checkRules(
+    info: ProcedureInfo,
+    rules: readonly AclRule[],
+    subject: AccessSubject,
+    object: AccessObject | null,
+    found = false,
+  ): Promise<void> | undefined {
     for (let i = 0; i < rules.length; i++) {
       const rule = rules[i]!;
       let target: AccessObject | null;
       if (rule.object === 'connect') target = connectObject(subject.connectDriver);
-      else if (!found && info.object?.in === 'ret' && !info.readOnlyDenied) continue; // a lookup: checked against what it finds
+      else if (!found && info.object?.in === 'ret' && !info.readOnlyDenied)
+        continue; // a lookup: checked against what it finds
       else target = object;
       const pending = this.require(subject, info, target, rule);
       if (pending) return pending.then(() => this.checkRules(info, rules.slice(i + 1), subject, object, found));
@@ -134,7 +144,10 @@ export class AccessManager {
       try {
         await d.reload?.();
       } catch (e) {
-        this.opts.log.error({ event: 'access.reload.failed', driver: d.name, err: (e as Error).message }, 'access driver reload failed; it keeps its previous policy');
+        this.opts.log.error(
+          { event: 'access.reload.failed', driver: d.name, err: (e as Error).message },
+          'access driver reload failed; it keeps its previous policy',
+        );
       }
     }
   }
@@ -198,17 +211,40 @@ export class AccessManager {
   }
 
   private driverFailed(driver: AccessDriver, request: AccessRequest, e: unknown): void {
-    this.opts.log.warn({ event: 'access.driver.error', driver: driver.name, permission: request.permission, object: request.object.type, err: (e as Error).message }, `'${driver.name}' denied access: its check failed`);
+    this.opts.log.warn(
+      {
+        event: 'access.driver.error',
+        driver: driver.name,
+        permission: request.permission,
+        object: request.object.type,
+        err: (e as Error).message,
+      },
+      `'${driver.name}' denied access: its check failed`,
+    );
   }
 
   private objectFromXml(type: string, args: unknown, subject: AccessSubject): AccessObject | null {
-    const xml = args !== null && typeof args === 'object' ? (args as Record<string, unknown>)['xml'] ?? (args as Record<string, unknown>)['xmlDesc'] : undefined;
+    const xml =
+      args !== null && typeof args === 'object'
+        ? ((args as Record<string, unknown>)['xml'] ?? (args as Record<string, unknown>)['xmlDesc'])
+        : undefined;
     const { name, uuid } = namedInXml(xml);
     const bytes = parseUuid(uuid);
-    return describeObject(type, { name, uuid: bytes ? formatUuid(bytes) : '', key: '', portdev: '', filtername: '' }, subject.connectDriver);
+    return describeObject(
+      type,
+      { name, uuid: bytes ? formatUuid(bytes) : '', key: '', portdev: '', filtername: '' },
+      subject.connectDriver,
+    );
   }
 
-  private audit(event: AccessAuditRecord['event'], subject: AccessSubject, procedure: string | null, object: AccessObject, permission: string, driver: string | null): void {
+  private audit(
+    event: AccessAuditRecord['event'],
+    subject: AccessSubject,
+    procedure: string | null,
+    object: AccessObject,
+    permission: string,
+    driver: string | null,
+  ): void {
     const audit = this.opts.audit;
     if (!audit) return;
     const id = subject.identity;

@@ -25,7 +25,7 @@ export type AclObjectType = (typeof ACL_OBJECT_TYPES)[number];
 type Ref = Record<string, unknown>;
 
 const text = (v: unknown): string => (typeof v === 'string' ? v : '');
-const uuidText = (v: unknown): string => (Buffer.isBuffer(v) ? formatUuid(v) ?? '' : typeof v === 'string' ? v : '');
+const uuidText = (v: unknown): string => (Buffer.isBuffer(v) ? (formatUuid(v) ?? '') : typeof v === 'string' ? v : '');
 
 /** The connection itself: only its driver. */
 export function connectObject(connectDriver: string): AccessObject {
@@ -105,7 +105,12 @@ export function describeObject(type: string, ref: unknown, connectDriver: string
 }
 
 /** virSecretUsageType -> the attribute libvirt names the usage by. */
-const SECRET_USAGE_ATTRIBUTE: Record<number, string> = { 1: 'secret_usage_volume', 2: 'secret_usage_ceph', 3: 'secret_usage_target', 5: 'secret_usage_name' };
+const SECRET_USAGE_ATTRIBUTE: Record<number, string> = {
+  1: 'secret_usage_volume',
+  2: 'secret_usage_ceph',
+  3: 'secret_usage_target',
+  5: 'secret_usage_name',
+};
 
 /** The attribute prefix of each object type (`domain_name` -> `name` for policy languages). */
 const ATTRIBUTE_PREFIX: Record<string, string> = {
@@ -159,7 +164,8 @@ export function namedInXml(xml: unknown): { name: string; uuid: string } {
       depth--;
       continue;
     }
-    if (depth === 1 && (name === 'name' || name === 'uuid') && !selfClosing && found[name!] === undefined) found[name!] = decodeEntities(after!.trim());
+    if (depth === 1 && (name === 'name' || name === 'uuid') && !selfClosing && found[name!] === undefined)
+      found[name!] = decodeEntities(after!.trim());
     if (!selfClosing) depth++;
   }
   return { name: found['name'] ?? '', uuid: (found['uuid'] ?? '').toLowerCase() };

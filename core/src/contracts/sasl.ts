@@ -93,7 +93,10 @@ export interface SaslMechanism {
 /** A SASL failure; `reason` goes to the server log, never to the peer. */
 export class SaslAuthenticationError extends Error {
   override readonly name = 'SaslAuthenticationError';
-  constructor(readonly reason: string, readonly username?: string) {
+  constructor(
+    readonly reason: string,
+    readonly username?: string,
+  ) {
     super(reason);
   }
 }

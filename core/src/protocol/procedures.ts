@@ -48,7 +48,11 @@ export interface ProcedureInfo {
   /** Where the object the ACL rules check travels: a field path in the args or in the reply. */
   readonly object: { readonly in: 'args' | 'ret'; readonly path: readonly string[] } | null;
   /** `@readstream`/`@writestream` (direction from the client's side) and `@sparseflag`. */
-  readonly stream: { readonly direction: 'read' | 'write'; readonly param: number; readonly sparseFlag: { readonly name: string; readonly value: number } | null } | null;
+  readonly stream: {
+    readonly direction: 'read' | 'write';
+    readonly param: number;
+    readonly sparseFlag: { readonly name: string; readonly value: number } | null;
+  } | null;
   /** Annotations the generator does not interpret, kept as written. */
   readonly annotations?: Readonly<Record<string, string>>;
 }

@@ -91,7 +91,17 @@ export const DomainEventId = {
 export const DOMAIN_EVENT_ID_LAST = 27;
 
 /** `virDomainEventType`, the `event` of a lifecycle event. */
-export const DomainEventType = { DEFINED: 0, UNDEFINED: 1, STARTED: 2, SUSPENDED: 3, RESUMED: 4, STOPPED: 5, SHUTDOWN: 6, PMSUSPENDED: 7, CRASHED: 8 } as const;
+export const DomainEventType = {
+  DEFINED: 0,
+  UNDEFINED: 1,
+  STARTED: 2,
+  SUSPENDED: 3,
+  RESUMED: 4,
+  STOPPED: 5,
+  SHUTDOWN: 6,
+  PMSUSPENDED: 7,
+  CRASHED: 8,
+} as const;
 
 /** A C string as libvirt puts it in a `char<>` array: the bytes and the terminating NUL. */
 export function cString(s: string): Buffer {

@@ -13,7 +13,16 @@ import type { Duplex } from 'node:stream';
 import { XdrReader, type Codec, xvoid } from '../xdr/codec.js';
 import { ErrorCode, ErrorDomain, VirError, rpcError } from '../errors.js';
 import { FramingError, PacketFramer, type PacketSink } from './framer.js';
-import { encodePacket, errorPayload, errorToPayload, MessageStatus, MessageType, payloadToError, readHeader, type Header } from './packet.js';
+import {
+  encodePacket,
+  errorPayload,
+  errorToPayload,
+  MessageStatus,
+  MessageType,
+  payloadToError,
+  readHeader,
+  type Header,
+} from './packet.js';
 import { KEEPALIVE_PROGRAM, KEEPALIVE_VERSION, KeepaliveProc } from './keepalive.js';
 
 export interface Reply<R = unknown> {
@@ -71,15 +80,24 @@ function onStreamData(this: Duplex, chunk: Buffer): void {
   (this as OwnedStream)[CONNECTION].onData(chunk);
 }
 function onStreamEnd(this: Duplex): void {
-  (this as OwnedStream)[CONNECTION].close(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: 'End of file while reading data: Input/output error' }));
+  (this as OwnedStream)[CONNECTION].close(
+    new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: 'End of file while reading data: Input/output error' }),
+  );
 }
 function onStreamError(this: Duplex, e: NodeJS.ErrnoException): void {
   (this as OwnedStream)[CONNECTION].close(
-    new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: `Cannot recv data: ${SOCKET_ERROR_TEXT[e.code ?? ''] ?? e.message}`, cause: e }),
+    new VirError({
+      code: ErrorCode.SYSTEM_ERROR,
+      domain: ErrorDomain.RPC,
+      detail: `Cannot recv data: ${SOCKET_ERROR_TEXT[e.code ?? ''] ?? e.message}`,
+      cause: e,
+    }),
   );
 }
 function onStreamClose(this: Duplex): void {
-  (this as OwnedStream)[CONNECTION].close(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: 'Connection closed' }));
+  (this as OwnedStream)[CONNECTION].close(
+    new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: 'Connection closed' }),
+  );
 }
 function onStreamDrain(this: Duplex): void {
   (this as OwnedStream)[CONNECTION].outputDrained();
@@ -130,7 +148,10 @@ export class RpcConnection extends EventEmitter {
   private closedPromise: Promise<VirError | null> | undefined;
   private resolveClosed: ((e: VirError | null) => void) | undefined;
 
-  constructor(readonly stream: Duplex, opts: RpcConnectionOptions = {}) {
+  constructor(
+    readonly stream: Duplex,
+    opts: RpcConnectionOptions = {},
+  ) {
     super();
     this.maxConcurrent = opts.maxConcurrentCalls ?? 5;
     this.maxPending = opts.maxPendingCalls ?? 65536;
@@ -230,7 +251,8 @@ export class RpcConnection extends EventEmitter {
   /** Issues a call and resolves with the decoded reply, or rejects with the peer's VirError. */
   call<A, R>(prog: number, vers: number, proc: number, args: Codec<A>, value: A, ret: Codec<R>, opts: CallOptions = {}): Promise<R> {
     if (this.isClosed) return Promise.reject(this.closedError ?? rpcError('client socket is closed'));
-    if (this.interceptors?.has(prog)) return Promise.reject(rpcError(`program ${prog | 0} is passed through: this connection makes no calls of its own on it`));
+    if (this.interceptors?.has(prog))
+      return Promise.reject(rpcError(`program ${prog | 0} is passed through: this connection makes no calls of its own on it`));
     const pending = (this.pending ??= new Map());
     if (pending.size >= this.maxPending) return Promise.reject(rpcError('too many calls in flight'));
     const serial = this.serial;
@@ -282,15 +304,20 @@ export class RpcConnection extends EventEmitter {
   startKeepalive(intervalSec: number, count: number): void {
     if (intervalSec <= 0 || this.keepaliveTimer || this.isClosed) return;
     const intervalMs = intervalSec * 1000;
-    this.keepaliveTimer = setInterval(() => {
-      if (Date.now() - this.lastReceived < intervalMs) return;
-      if (this.unansweredPings >= count) {
-        this.close(new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: 'connection closed due to keepalive timeout' }));
-        return;
-      }
-      this.unansweredPings++;
-      this.sendMessage(KEEPALIVE_PROGRAM, KEEPALIVE_VERSION, KeepaliveProc.PING, xvoid, undefined);
-    }, Math.min(intervalMs, 1000));
+    this.keepaliveTimer = setInterval(
+      () => {
+        if (Date.now() - this.lastReceived < intervalMs) return;
+        if (this.unansweredPings >= count) {
+          this.close(
+            new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: 'connection closed due to keepalive timeout' }),
+          );
+          return;
+        }
+        this.unansweredPings++;
+        this.sendMessage(KEEPALIVE_PROGRAM, KEEPALIVE_VERSION, KeepaliveProc.PING, xvoid, undefined);
+      },
+      Math.min(intervalMs, 1000),
+    );
     this.keepaliveTimer.unref();
   }
 
@@ -383,7 +410,12 @@ export class RpcConnection extends EventEmitter {
    * them is what lets a peer that also waits on us go on.
    */
   private accepting(): boolean {
-    return !this.isClosed && this.inFlight < this.maxConcurrent && this.inputHolds === 0 && (!this.blockedOnOutput || (this.pending?.size ?? 0) > 0);
+    return (
+      !this.isClosed &&
+      this.inFlight < this.maxConcurrent &&
+      this.inputHolds === 0 &&
+      (!this.blockedOnOutput || (this.pending?.size ?? 0) > 0)
+    );
   }
 
   private pauseInput(): void {
@@ -579,7 +611,12 @@ function errorReplyPacket(h: Header, e: VirError): Buffer {
 /** Any thrown value as the VirError a peer should see. */
 export function toVirError(e: unknown): VirError {
   if (e instanceof VirError) return e;
-  return new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.RPC, detail: e instanceof Error ? e.message : String(e), cause: e });
+  return new VirError({
+    code: ErrorCode.INTERNAL_ERROR,
+    domain: ErrorDomain.RPC,
+    detail: e instanceof Error ? e.message : String(e),
+    cause: e,
+  });
 }
 
 /**
@@ -587,8 +624,23 @@ export function toVirError(e: unknown): VirError {
  * the call, reported as NO_SUPPORT with the text kept, so callers can fall back.
  */
 function rewriteUnknownProcedure(e: VirError): VirError {
-  if ((e.domain === ErrorDomain.REMOTE || e.domain === ErrorDomain.RPC) && e.code === ErrorCode.RPC && e.level === 2 && e.message.startsWith('unknown procedure')) {
-    return new VirError({ code: ErrorCode.NO_SUPPORT, domain: e.domain, message: e.message, level: e.level, str1: e.str1, str2: e.str2, str3: e.str3, int1: e.int1, int2: e.int2 });
+  if (
+    (e.domain === ErrorDomain.REMOTE || e.domain === ErrorDomain.RPC) &&
+    e.code === ErrorCode.RPC &&
+    e.level === 2 &&
+    e.message.startsWith('unknown procedure')
+  ) {
+    return new VirError({
+      code: ErrorCode.NO_SUPPORT,
+      domain: e.domain,
+      message: e.message,
+      level: e.level,
+      str1: e.str1,
+      str2: e.str2,
+      str3: e.str3,
+      int1: e.int1,
+      int2: e.int2,
+    });
   }
   return e;
 }

@@ -67,4 +67,3 @@ export function createDispatcher<C>(programs: readonly ProgramDefinition<C>[], g
     return { codec: proc.ret, value: out };
   };
 }
-

@@ -41,7 +41,12 @@ export function encodePacket<T>(h: Header, codec: Codec<T>, payload: T, sizeHint
   const w = new XdrWriter(PACKET_MIN + sizeHint, PACKET_MIN);
   codec.encode(w, payload);
   const len = w.offset;
-  if (len > PACKET_MAX) throw new VirError({ code: 39, domain: 7, detail: `message payload of ${len - PACKET_MIN} bytes exceeds the maximum of ${MESSAGE_MAX - MESSAGE_HEADER_SIZE}` });
+  if (len > PACKET_MAX)
+    throw new VirError({
+      code: 39,
+      domain: 7,
+      detail: `message payload of ${len - PACKET_MIN} bytes exceeds the maximum of ${MESSAGE_MAX - MESSAGE_HEADER_SIZE}`,
+    });
   w.setUint32At(0, len);
   w.setUint32At(4, h.prog);
   w.setUint32At(8, h.vers);

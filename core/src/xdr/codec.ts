@@ -126,7 +126,11 @@ export class XdrReader {
   offset: number;
   readonly end: number;
 
-  constructor(readonly buf: Buffer, offset = 0, end = buf.length) {
+  constructor(
+    readonly buf: Buffer,
+    offset = 0,
+    end = buf.length,
+  ) {
     this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
     this.offset = offset;
     this.end = end;
@@ -490,7 +494,11 @@ export function struct<F extends Fields>(fields: F): Codec<StructOf<F>> {
       throw new XdrError(`struct field '${name}' is missing`);
     };
     // Field names come from our own declarations, never from input.
-    (codec as { encode: Codec<StructOf<F>>['encode'] }).encode = new Function('c', 'missing', `return function encodeStruct(w, v) { let x;\n${enc}\n};`)(codecs, missing);
+    (codec as { encode: Codec<StructOf<F>>['encode'] }).encode = new Function(
+      'c',
+      'missing',
+      `return function encodeStruct(w, v) { let x;\n${enc}\n};`,
+    )(codecs, missing);
     (codec as { decode: Codec<StructOf<F>>['decode'] }).decode = new Function('c', `return function decodeStruct(r) { ${dec} };`)(codecs);
   };
   structFields.set(codec, entries);

@@ -14,7 +14,10 @@ export const ParamType = { INT: 1, UINT: 2, LLONG: 3, ULLONG: 4, DOUBLE: 5, BOOL
 
 export const intParam = (field: string, value: number): TypedParam => ({ field, value: { tag: ParamType.INT, value } });
 export const uintParam = (field: string, value: number): TypedParam => ({ field, value: { tag: ParamType.UINT, value } });
-export const boolParam = (field: string, value: boolean): TypedParam => ({ field, value: { tag: ParamType.BOOLEAN, value: value ? 1 : 0 } });
+export const boolParam = (field: string, value: boolean): TypedParam => ({
+  field,
+  value: { tag: ParamType.BOOLEAN, value: value ? 1 : 0 },
+});
 export const stringParam = (field: string, value: string): TypedParam => ({ field, value: { tag: ParamType.STRING, value } });
 
 /** virClientTransport: SSH clients reach the daemon through its unix socket, so they are UNIX. */

@@ -80,18 +80,27 @@ function checkFlags(flags: number, fn: string): void {
   });
 }
 
-const noServer = (name: string) => new VirError({ code: ErrorCode.NO_SERVER, domain: ErrorDomain.RPC, detail: `No server named '${name}'` });
-const noClient = (id: bigint) => new VirError({ code: ErrorCode.NO_CLIENT, domain: ErrorDomain.RPC, detail: `No client with matching ID '${id}'` });
+const noServer = (name: string) =>
+  new VirError({ code: ErrorCode.NO_SERVER, domain: ErrorDomain.RPC, detail: `No server named '${name}'` });
+const noClient = (id: bigint) =>
+  new VirError({ code: ErrorCode.NO_CLIENT, domain: ErrorDomain.RPC, detail: `No client with matching ID '${id}'` });
 
 /** Why a client was disconnected, as its relayed requests and open in progress are told. */
 export function adminDisconnectReason(id: bigint): VirError {
-  return new VirError({ code: ErrorCode.OPERATION_ABORTED, domain: ErrorDomain.ADMIN, detail: `client ${id} disconnected by an administrator (virt-admin client-disconnect)` });
+  return new VirError({
+    code: ErrorCode.OPERATION_ABORTED,
+    domain: ErrorDomain.ADMIN,
+    detail: `client ${id} disconnected by an administrator (virt-admin client-disconnect)`,
+  });
 }
 
 /** Unsigned typed parameters, in the order the object lists them. */
-const uintParams = (values: Record<string, number>): TypedParam[] => Object.entries(values).map(([field, value]) => uintParam(field, value));
+const uintParams = (values: Record<string, number>): TypedParam[] =>
+  Object.entries(values).map(([field, value]) => uintParam(field, value));
 
-type Handlers = { [M in keyof admin.AdminApi]: (ctx: AdminConnectionContext, args: Parameters<admin.AdminApi[M]>[0]) => Promise<unknown> | unknown };
+type Handlers = {
+  [M in keyof admin.AdminApi]: (ctx: AdminConnectionContext, args: Parameters<admin.AdminApi[M]>[0]) => Promise<unknown> | unknown;
+};
 
 export function createAdminProgram(backend: AdminBackend): ProgramDefinition<AdminConnectionContext> {
   const server = (name: string): ManagedServer => {
@@ -111,31 +120,45 @@ export function createAdminProgram(backend: AdminBackend): ProgramDefinition<Adm
     connectOpen: (_ctx, { flags }) => checkFlags(flags, 'adminDispatchConnectOpen'),
     connectClose: (ctx) => ctx.closeAfterReply(),
     connectGetLibVersion: () => ({ libVer: LIBVIRT_API_VERSION }),
-    connectListServers: ({}, { need_results, flags }) => {
+    connectListServers: (_ctx, { need_results, flags }) => {
       checkFlags(flags, 'adminConnectListServers');
       const all = backend.servers();
       return { servers: need_results > 0 ? all.slice(0, admin.ADMIN_SERVER_LIST_MAX).map((s) => ({ name: s.name })) : [], ret: all.length };
     },
-    connectLookupServer: ({}, { name, flags }) => {
+    connectLookupServer: (_ctx, { name, flags }) => {
       const srv = server(name);
       checkFlags(flags, 'adminConnectLookupServer');
       return { srv: { name: srv.name } };
     },
-    serverGetThreadpoolParameters: ({}, { srv, flags }) => {
+    serverGetThreadpoolParameters: (_ctx, { srv, flags }) => {
       const s = server(srv.name);
       checkFlags(flags, 'adminServerGetThreadpoolParameters');
       const p = s.workerPool();
       // libvirtd's order.
-      return { params: uintParams({ minWorkers: p.minWorkers, maxWorkers: p.maxWorkers, nWorkers: p.nWorkers, freeWorkers: p.freeWorkers, prioWorkers: p.prioWorkers, jobQueueDepth: p.jobQueueDepth }) };
+      return {
+        params: uintParams({
+          minWorkers: p.minWorkers,
+          maxWorkers: p.maxWorkers,
+          nWorkers: p.nWorkers,
+          freeWorkers: p.freeWorkers,
+          prioWorkers: p.prioWorkers,
+          jobQueueDepth: p.jobQueueDepth,
+        }),
+      };
     },
-    serverSetThreadpoolParameters: ({}, { srv, params, flags }) => {
+    serverSetThreadpoolParameters: (_ctx, { srv, params, flags }) => {
       const s = server(srv.name);
       checkFlags(flags, 'adminServerSetThreadpoolParameters');
       const v = validateUintParams(params, ['minWorkers', 'maxWorkers', 'prioWorkers']);
       const current = s.workerPool();
       const min = v.get('minWorkers') ?? current.minWorkers;
       const max = v.get('maxWorkers') ?? current.maxWorkers;
-      if (min > max || max === 0) throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.NONE, detail: 'minWorkers cannot be larger than maxWorkers' });
+      if (min > max || max === 0)
+        throw new VirError({
+          code: ErrorCode.INVALID_ARG,
+          domain: ErrorDomain.NONE,
+          detail: 'minWorkers cannot be larger than maxWorkers',
+        });
       const change: Parameters<ManagedServer['setWorkerPool']>[0] = {};
       for (const key of ['minWorkers', 'maxWorkers', 'prioWorkers'] as const) {
         const value = v.get(key);
@@ -143,41 +166,53 @@ export function createAdminProgram(backend: AdminBackend): ProgramDefinition<Adm
       }
       s.setWorkerPool(change);
     },
-    serverListClients: ({}, { srv, need_results, flags }) => {
+    serverListClients: (_ctx, { srv, need_results, flags }) => {
       const s = server(srv.name);
       checkFlags(flags, 'adminServerListClients');
       const all = s.clients();
       return { clients: need_results > 0 ? all.slice(0, admin.ADMIN_CLIENT_LIST_MAX).map((c) => wire(s, c)) : [], ret: all.length };
     },
-    serverLookupClient: ({}, { srv, id, flags }) => {
+    serverLookupClient: (_ctx, { srv, id, flags }) => {
       const s = server(srv.name);
       const c = client(s, id);
       if (!c) throw noClient(id);
       checkFlags(flags, 'adminServerLookupClient');
       return { clnt: wire(s, c) };
     },
-    clientGetInfo: ({}, { clnt, flags }) => {
+    clientGetInfo: (_ctx, { clnt, flags }) => {
       const s = server(clnt.srv.name);
       const c = client(s, clnt.id);
-      if (!c) throw new VirError({ code: ErrorCode.NO_CLIENT, domain: ErrorDomain.ADMIN, detail: `no client with matching id '${clnt.id}' found` });
+      if (!c)
+        throw new VirError({
+          code: ErrorCode.NO_CLIENT,
+          domain: ErrorDomain.ADMIN,
+          detail: `no client with matching id '${clnt.id}' found`,
+        });
       checkFlags(flags, 'adminClientGetInfo');
       const params: TypedParam[] = clientInfoParams(c.facts()).slice(0, admin.ADMIN_CLIENT_INFO_PARAMETERS_MAX);
       return { params };
     },
-    clientClose: ({}, { clnt, flags }) => {
+    clientClose: (_ctx, { clnt, flags }) => {
       const s = server(clnt.srv.name);
       const c = client(s, clnt.id);
       if (!c) throw noClient(clnt.id);
       checkFlags(flags, 'adminClientClose');
       c.disconnect(adminDisconnectReason(c.id));
     },
-    serverGetClientLimits: ({}, { srv, flags }) => {
+    serverGetClientLimits: (_ctx, { srv, flags }) => {
       const s = server(srv.name);
       checkFlags(flags, 'adminServerGetClientLimits');
       const l = s.limits();
-      return { params: uintParams({ nclients_max: l.maxClients, nclients: l.clients, nclients_unauth_max: l.maxUnauthenticated, nclients_unauth: l.unauthenticated }) };
+      return {
+        params: uintParams({
+          nclients_max: l.maxClients,
+          nclients: l.clients,
+          nclients_unauth_max: l.maxUnauthenticated,
+          nclients_unauth: l.unauthenticated,
+        }),
+      };
     },
-    serverSetClientLimits: ({}, { srv, params, flags }) => {
+    serverSetClientLimits: (_ctx, { srv, params, flags }) => {
       const s = server(srv.name);
       checkFlags(flags, 'adminServerSetClientLimits');
       const v = validateUintParams(params, ['nclients_max', 'nclients_unauth_max']);
@@ -188,30 +223,30 @@ export function createAdminProgram(backend: AdminBackend): ProgramDefinition<Adm
       if (unauth !== undefined) change.maxUnauthenticated = unauth;
       s.setLimits(change);
     },
-    connectGetLoggingOutputs: ({}, { flags }) => {
+    connectGetLoggingOutputs: (_ctx, { flags }) => {
       checkFlags(flags, 'adminConnectGetLoggingOutputs');
       const o = backend.logs.outputs();
       return { outputs: o.text, noutputs: o.count };
     },
-    connectGetLoggingFilters: ({}, { flags }) => {
+    connectGetLoggingFilters: (_ctx, { flags }) => {
       checkFlags(flags, 'adminConnectGetLoggingFilters');
       const f = backend.logs.filters();
       return { filters: f.text, nfilters: f.count };
     },
-    connectSetLoggingOutputs: ({}, { outputs, flags }) => {
+    connectSetLoggingOutputs: (_ctx, { outputs, flags }) => {
       checkFlags(flags, 'adminConnectSetLoggingOutputs');
       backend.logs.setOutputs(outputs);
     },
-    connectSetLoggingFilters: ({}, { filters, flags }) => {
+    connectSetLoggingFilters: (_ctx, { filters, flags }) => {
       checkFlags(flags, 'adminConnectSetLoggingFilters');
       backend.logs.setFilters(filters);
     },
-    serverUpdateTlsFiles: async ({}, { srv, flags }) => {
+    serverUpdateTlsFiles: async (_ctx, { srv, flags }) => {
       const s = server(srv.name);
       checkFlags(flags, 'adminServerUpdateTlsFiles');
       await s.updateTlsFiles();
     },
-    connectSetDaemonTimeout: ({}, { timeout, flags }) => {
+    connectSetDaemonTimeout: (_ctx, { timeout, flags }) => {
       checkFlags(flags, 'adminConnectSetDaemonTimeout');
       backend.setDaemonTimeout(timeout);
     },
@@ -225,9 +260,11 @@ export function createAdminProgram(backend: AdminBackend): ProgramDefinition<Adm
       ret: info.ret,
       // The admin socket's permissions are its authentication, as for libvirt-admin-sock.
       needsAuth: false,
-      handle: handle ? (ctx, args) => handle(ctx, args) as Promise<unknown> : () => {
-        throw unsupportedOperation(info);
-      },
+      handle: handle
+        ? (ctx, args) => handle(ctx, args) as Promise<unknown>
+        : () => {
+            throw unsupportedOperation(info);
+          },
     });
   }
   return { prog: admin.ADMIN_PROGRAM, vers: admin.ADMIN_PROTOCOL_VERSION, procedures };

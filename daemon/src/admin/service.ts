@@ -175,7 +175,10 @@ export class AdminService {
     try {
       peer = this.opts.peerCredentials?.(socket);
     } catch (e) {
-      this.opts.logger.debug({ event: 'admin.peercred.failed', err: (e as Error).message }, 'cannot read the admin client\'s peer credentials');
+      this.opts.logger.debug(
+        { event: 'admin.peercred.failed', err: (e as Error).message },
+        "cannot read the admin client's peer credentials",
+      );
     }
     // libvirt's admin calls are small; one at a time per client is plenty.
     const rpc = new RpcConnection(socket, { maxConcurrentCalls: 1 });
@@ -212,7 +215,12 @@ export class AdminService {
         })),
       limits: () => {
         const l = server.clientLimits();
-        return { maxClients: l.maxClients, clients: server.clients().length, maxUnauthenticated: l.maxAnonymousClients, unauthenticated: server.unauthenticatedCount };
+        return {
+          maxClients: l.maxClients,
+          clients: server.clients().length,
+          maxUnauthenticated: l.maxAnonymousClients,
+          unauthenticated: server.unauthenticatedCount,
+        };
       },
       setLimits: (change) =>
         server.setClientLimits({
@@ -239,11 +247,21 @@ export class AdminService {
           }),
           disconnect: () => c.rpc.hangUp(),
         })),
-      limits: () => ({ maxClients: this.limits.maxClients, clients: this.connections.size, maxUnauthenticated: this.limits.maxUnauthenticated, unauthenticated: 0 }),
+      limits: () => ({
+        maxClients: this.limits.maxClients,
+        clients: this.connections.size,
+        maxUnauthenticated: this.limits.maxUnauthenticated,
+        unauthenticated: 0,
+      }),
       setLimits: (change) => {
         const next = { ...this.limits, ...change };
         if (next.maxClients < next.maxUnauthenticated) {
-          throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.NONE, detail: 'The overall maximum number of clients waiting for authentication must not be less than the overall maximum number of clients' });
+          throw new VirError({
+            code: ErrorCode.INVALID_ARG,
+            domain: ErrorDomain.NONE,
+            detail:
+              'The overall maximum number of clients waiting for authentication must not be less than the overall maximum number of clients',
+          });
         }
         this.limits = next;
       },
@@ -253,7 +271,14 @@ export class AdminService {
         return eventLoopPool(calls);
       },
       setWorkerPool: refuseWorkerPoolChange,
-      updateTlsFiles: () => Promise.reject(new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.RPC, detail: 'no tls service found, unable to update tls files' })),
+      updateTlsFiles: () =>
+        Promise.reject(
+          new VirError({
+            code: ErrorCode.INTERNAL_ERROR,
+            domain: ErrorDomain.RPC,
+            detail: 'no tls service found, unable to update tls files',
+          }),
+        ),
     };
   }
 

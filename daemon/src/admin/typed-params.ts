@@ -11,13 +11,21 @@ export function validateUintParams(params: readonly TypedParam[], allowed: reado
   const out = new Map<string, number>();
   for (const p of params) {
     if (!allowed.includes(p.field)) {
-      throw new VirError({ code: ErrorCode.ARGUMENT_UNSUPPORTED, domain: ErrorDomain.NONE, detail: `parameter '${p.field}' not supported` });
+      throw new VirError({
+        code: ErrorCode.ARGUMENT_UNSUPPORTED,
+        domain: ErrorDomain.NONE,
+        detail: `parameter '${p.field}' not supported`,
+      });
     }
     if (out.has(p.field)) {
       throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.NONE, detail: `parameter '${p.field}' occurs multiple times` });
     }
     if (p.value.tag !== ParamType.UINT) {
-      throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.NONE, detail: `invalid type '${TYPE_NAMES[p.value.tag] ?? p.value.tag}' for parameter '${p.field}', expected 'uint'` });
+      throw new VirError({
+        code: ErrorCode.INVALID_ARG,
+        domain: ErrorDomain.NONE,
+        detail: `invalid type '${TYPE_NAMES[p.value.tag] ?? p.value.tag}' for parameter '${p.field}', expected 'uint'`,
+      });
     }
     out.set(p.field, p.value.value);
   }

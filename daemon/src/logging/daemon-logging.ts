@@ -53,7 +53,7 @@ export interface LogRouting {
 export function callerLocation(skipFiles: readonly string[] = []): SourceLocation | null {
   const savedPrepare = Error.prepareStackTrace;
   const savedLimit = Error.stackTraceLimit;
-  let sites: NodeJS.CallSite[] = [];
+  let sites: NodeJS.CallSite[];
   try {
     Error.stackTraceLimit = 8;
     Error.prepareStackTrace = (_error, callSites) => callSites;
@@ -175,7 +175,8 @@ export function createDaemonLogging(initial: LogSettings, options: DaemonLogging
           if (level < thresholdFor(src?.file)) return;
           const [first, ...rest] = args as unknown[];
           if (first instanceof Error) (method as (...a: unknown[]) => void).apply(this, [{ err: first, src }, ...rest]);
-          else if (first !== null && typeof first === 'object') (method as (...a: unknown[]) => void).apply(this, [{ ...first, src }, ...rest]);
+          else if (first !== null && typeof first === 'object')
+            (method as (...a: unknown[]) => void).apply(this, [{ ...first, src }, ...rest]);
           else (method as (...a: unknown[]) => void).apply(this, [{ src }, first, ...rest]);
         },
       },
@@ -183,7 +184,8 @@ export function createDaemonLogging(initial: LogSettings, options: DaemonLogging
     destination,
   );
 
-  const thresholdFor = (file: string | undefined): number => (file === undefined ? undefined : filters.find((f) => file.includes(f.match))?.level) ?? defaultLevel;
+  const thresholdFor = (file: string | undefined): number =>
+    (file === undefined ? undefined : filters.find((f) => file.includes(f.match))?.level) ?? defaultLevel;
   const routing: LogRouting = {
     admits: (level, file) => level >= thresholdFor(file),
     get wantsSource() {

@@ -14,7 +14,10 @@ const SKIPPED_KEYS = new Set(['level', 'time', 'msg', 'name', 'pid', 'hostname',
 
 /** A journal field name: upper-case letters, digits and '_', starting with a letter, 64 at most. */
 export function journalFieldName(key: string): string {
-  const name = `VIRTAUTH_${key.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase().replace(/[^A-Z0-9_]/g, '_')}`;
+  const name = `VIRTAUTH_${key
+    .replace(/([a-z0-9])([A-Z])/g, '$1_$2')
+    .toUpperCase()
+    .replace(/[^A-Z0-9_]/g, '_')}`;
   return name.slice(0, 64);
 }
 

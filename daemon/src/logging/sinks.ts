@@ -29,7 +29,10 @@ function writeFully(fd: number, text: string): void {
 
 /** pino's JSON lines, unchanged, on a descriptor (stderr when it is not a terminal). */
 export class JsonLinesSink implements LogSink {
-  constructor(private readonly fd: number, private readonly ownsFd = false) {}
+  constructor(
+    private readonly fd: number,
+    private readonly ownsFd = false,
+  ) {}
 
   write(line: string): void {
     writeFully(this.fd, line.endsWith('\n') ? line : `${line}\n`);
@@ -46,7 +49,11 @@ export function openFileSink(path: string): JsonLinesSink {
     mkdirSync(dirname(path), { recursive: true, mode: 0o750 });
     return new JsonLinesSink(openSync(path, 'a', 0o640), true);
   } catch (e) {
-    throw new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.NONE, detail: `Cannot open log output file '${path}': ${(e as Error).message}` });
+    throw new VirError({
+      code: ErrorCode.SYSTEM_ERROR,
+      domain: ErrorDomain.NONE,
+      detail: `Cannot open log output file '${path}': ${(e as Error).message}`,
+    });
   }
 }
 
@@ -98,7 +105,8 @@ export class JournalSink implements LogSink {
   constructor(
     private readonly socketPath: string,
     private readonly identifier: string,
-    private readonly send: (path: string, data: Buffer, viaMemfd: boolean) => void = (path, data, viaMemfd) => sendUnixDatagram(path, data, { viaMemfd }),
+    private readonly send: (path: string, data: Buffer, viaMemfd: boolean) => void = (path, data, viaMemfd) =>
+      sendUnixDatagram(path, data, { viaMemfd }),
     private readonly complain: (message: string) => void = (message) => writeFully(2, `${message}\n`),
   ) {}
 
@@ -117,7 +125,10 @@ export class JournalSink implements LogSink {
   private flush(): void {
     this.retry = null;
     while (this.backlog.length > 0) {
-      const entry = this.dropped > 0 ? Buffer.concat([this.backlog[0]!, encodeJournalEntry([['VIRTAUTH_DROPPED_BEFORE', String(this.dropped)]])]) : this.backlog[0]!;
+      const entry =
+        this.dropped > 0
+          ? Buffer.concat([this.backlog[0]!, encodeJournalEntry([['VIRTAUTH_DROPPED_BEFORE', String(this.dropped)]])])
+          : this.backlog[0]!;
       try {
         this.sendEntry(entry);
         this.dropped = 0;
@@ -132,7 +143,9 @@ export class JournalSink implements LogSink {
         this.dropped++;
         if (!this.warned) {
           this.warned = true;
-          this.complain(`virtauthd: cannot write to the journal at ${this.socketPath} (${(e as Error).message}); journald log lines are dropped`);
+          this.complain(
+            `virtauthd: cannot write to the journal at ${this.socketPath} (${(e as Error).message}); journald log lines are dropped`,
+          );
         }
       }
       this.backlog.shift();

@@ -14,9 +14,17 @@ import { loadTlsMaterial, type TlsMaterial } from '../tls-material.js';
 
 /** Keys whose new value a reload applies; a change to any other is reported as needing a restart. */
 export const RELOADABLE_KEYS: readonly string[] = [
-  'key_file', 'cert_file', 'ca_file', 'crl_file', 'tls_allowed_dn_list', 'uri_allowed_list',
-  'sasl_allowed_username_list', 'sasl_user_db',
-  'log_level', 'log_filters', 'log_outputs',
+  'key_file',
+  'cert_file',
+  'ca_file',
+  'crl_file',
+  'tls_allowed_dn_list',
+  'uri_allowed_list',
+  'sasl_allowed_username_list',
+  'sasl_user_db',
+  'log_level',
+  'log_filters',
+  'log_outputs',
 ];
 
 /** A configuration as loaded: the file's settings, and what they mean. */
@@ -66,7 +74,9 @@ export async function reloadConfiguration(current: LoadedConfig, target: ReloadT
   // sasl_user_db names the file database; one a plugin supplies (USER_DATABASE) stays in place.
   const fileDatabase = currentUsers === undefined || currentUsers instanceof FileUserDatabase;
   const sameDatabase = !fileDatabase || (currentUsers instanceof FileUserDatabase && currentUsers.path === sasl.userDatabasePath);
-  const users: UserDatabase | undefined = sameDatabase ? currentUsers : new FileUserDatabase({ path: sasl.userDatabasePath, iterations: sasl.iterations });
+  const users: UserDatabase | undefined = sameDatabase
+    ? currentUsers
+    : new FileUserDatabase({ path: sasl.userDatabasePath, iterations: sasl.iterations });
   // Reading it now both checks it and makes the new contents the ones the next login sees.
   await users?.list();
 
@@ -79,7 +89,11 @@ export async function reloadConfiguration(current: LoadedConfig, target: ReloadT
   // Logging last among the checks: opening its outputs is the one step that takes effect at
   // once, and it undoes itself when an output cannot be opened.
   target.logging?.reconfigure(target.logSettingsOf(next.config));
-  daemon.server.applyLiveSettings({ ...(tls ? { tls } : {}), tlsAllowedDnList: next.config.tlsAllowedDnList, uriAllowedList: next.config.uriAllowedList });
+  daemon.server.applyLiveSettings({
+    ...(tls ? { tls } : {}),
+    tlsAllowedDnList: next.config.tlsAllowedDnList,
+    uriAllowedList: next.config.uriAllowedList,
+  });
   daemon.sasl.allowedUsernames = sasl.allowedUsernames;
   if (users) daemon.sasl.users = users;
   for (const commit of commits) commit();

@@ -41,7 +41,11 @@ function activationError(detail: string): VirError {
  * another process: LISTEN_PID names the one they are for). Clears LISTEN_* from the environment
  * so that no child process takes them for its own.
  */
-export function readInheritedSockets(env: NodeJS.ProcessEnv = process.env, pid = process.pid, addressOf: (fd: number) => SocketAddress = socketAddress): InheritedSocket[] | null {
+export function readInheritedSockets(
+  env: NodeJS.ProcessEnv = process.env,
+  pid = process.pid,
+  addressOf: (fd: number) => SocketAddress = socketAddress,
+): InheritedSocket[] | null {
   const listenPid = env.LISTEN_PID;
   const listenFds = env.LISTEN_FDS;
   const listenNames = env.LISTEN_FDNAMES;
@@ -73,7 +77,8 @@ export function readInheritedSockets(env: NodeJS.ProcessEnv = process.env, pid =
 
 function describe(socket: InheritedSocket): string {
   const a = socket.address;
-  const where = a.family === 'unix' ? `unix ${a.path}` : a.family === 'other' ? 'a non-IP, non-unix socket' : `${a.family} ${a.address}:${a.port}`;
+  const where =
+    a.family === 'unix' ? `unix ${a.path}` : a.family === 'other' ? 'a non-IP, non-unix socket' : `${a.family} ${a.address}:${a.port}`;
   return `descriptor ${socket.fd}${socket.name ? ` '${socket.name}'` : ''} (${where})`;
 }
 
@@ -119,15 +124,18 @@ export function planActivatedListeners(sockets: readonly InheritedSocket[], cfg:
   for (const socket of sockets) {
     const role = socket.name !== null && socket.name !== 'unknown' ? roleByName(socket.name) : roleByAddress(socket, cfg);
     if (!role) {
-      const expected = socket.name !== null && socket.name !== 'unknown'
-        ? `expected one of ${Object.values(SOCKET_UNIT_NAMES).join(', ')}`
-        : `expected ${cfg.unixSockDir}/virtauth-sock, -sock-ro or -admin-sock, or port ${cfg.tcpPort} or ${cfg.tlsPort}`;
+      const expected =
+        socket.name !== null && socket.name !== 'unknown'
+          ? `expected one of ${Object.values(SOCKET_UNIT_NAMES).join(', ')}`
+          : `expected ${cfg.unixSockDir}/virtauth-sock, -sock-ro or -admin-sock, or port ${cfg.tcpPort} or ${cfg.tlsPort}`;
       throw activationError(`${describe(socket)} is none of virtauthd's sockets (${expected})`);
     }
     const a = socket.address;
-    if (!a.stream || !a.listening) throw activationError(`${describe(socket)} is not a listening stream socket (use ListenStream= in ${SOCKET_UNIT_NAMES[role]})`);
+    if (!a.stream || !a.listening)
+      throw activationError(`${describe(socket)} is not a listening stream socket (use ListenStream= in ${SOCKET_UNIT_NAMES[role]})`);
     const wantsUnix = role === 'rw' || role === 'ro' || role === 'admin';
-    if (wantsUnix !== (a.family === 'unix')) throw activationError(`${describe(socket)} must be ${wantsUnix ? 'a unix' : 'a TCP'} socket for ${SOCKET_UNIT_NAMES[role]}`);
+    if (wantsUnix !== (a.family === 'unix'))
+      throw activationError(`${describe(socket)} must be ${wantsUnix ? 'a unix' : 'a TCP'} socket for ${SOCKET_UNIT_NAMES[role]}`);
     byRole.set(role, [...(byRole.get(role) ?? []), socket]);
   }
   const listeners = (auth: Record<AuthSchemeKey, AuthType>): ListenerSpec[] => {
@@ -138,11 +146,21 @@ export function planActivatedListeners(sockets: readonly InheritedSocket[], cfg:
         specs.push({ kind: 'unix', path: join(cfg.unixSockDir, file), auth: scheme, readOnly: role === 'ro', perms });
         return;
       }
-      for (const s of passed) specs.push({ kind: 'unix', path: s.address.family === 'unix' ? s.address.path : '', auth: scheme, readOnly: role === 'ro', fd: s.fd });
+      for (const s of passed)
+        specs.push({
+          kind: 'unix',
+          path: s.address.family === 'unix' ? s.address.path : '',
+          auth: scheme,
+          readOnly: role === 'ro',
+          fd: s.fd,
+        });
     };
     unixListener('rw', 'virtauth-sock', auth.authUnixRw, cfg.unixSockRwPerms);
     unixListener('ro', 'virtauth-sock-ro', auth.authUnixRo, cfg.unixSockRoPerms);
-    for (const [role, kind, scheme] of [['tcp', 'tcp', auth.authTcp], ['tls', 'tls', auth.authTls]] as const) {
+    for (const [role, kind, scheme] of [
+      ['tcp', 'tcp', auth.authTcp],
+      ['tls', 'tls', auth.authTls],
+    ] as const) {
       for (const s of byRole.get(role) ?? []) {
         const a = s.address.family === 'inet' || s.address.family === 'inet6' ? s.address : null;
         specs.push({ kind, host: a?.address ?? '', port: a?.port ?? 0, auth: scheme, readOnly: false, fd: s.fd });

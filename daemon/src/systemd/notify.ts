@@ -19,7 +19,9 @@ type Send = (path: string, data: Buffer) => void;
  * A notifier for NOTIFY_SOCKET, or one that does nothing when it is unset. A failed send is
  * reported through `onError` and never stops the daemon: readiness is advisory to systemd.
  */
-export function createServiceNotifier(options: { env?: NodeJS.ProcessEnv; onError?: (message: string, error: Error) => void; send?: Send } = {}): ServiceNotifier {
+export function createServiceNotifier(
+  options: { env?: NodeJS.ProcessEnv; onError?: (message: string, error: Error) => void; send?: Send } = {},
+): ServiceNotifier {
   const env = options.env ?? process.env;
   const socketPath = env.NOTIFY_SOCKET;
   const send = options.send ?? ((path, data) => sendUnixDatagram(path, data));

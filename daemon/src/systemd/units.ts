@@ -55,7 +55,11 @@ export function neededCapabilities(config: DaemonConfig): string[] {
 
 /** Paths outside the service's own directories it must write: another user database or log file, or socket directory. */
 export function extraWritablePaths(config: DaemonConfig, userDatabase: string): string[] {
-  const wanted = [config.unixSockDir, dirname(userDatabase), ...(config.logOutputs ?? []).flatMap((o) => (o.kind === 'file' ? [dirname(o.path)] : []))];
+  const wanted = [
+    config.unixSockDir,
+    dirname(userDatabase),
+    ...(config.logOutputs ?? []).flatMap((o) => (o.kind === 'file' ? [dirname(o.path)] : [])),
+  ];
   return [...new Set(wanted.filter((p) => !SERVICE_OWNED_DIRS.some((dir) => within(p, dir))))];
 }
 
@@ -69,7 +73,13 @@ export function renderUnits(options: UnitOptions, userDatabase: string): Map<str
     CONFIG: options.configFile,
     DOCUMENTATION: options.documentation ?? `file://${resolve(PACKAGE_ROOT, '..', 'README.md')}`,
     // The code itself may live under /home or /root (a clone): then it has to stay readable.
-    PROTECT_HOME: within(daemonMain, '/home') || within(daemonMain, '/root') || within(options.configFile, '/home') || within(options.configFile, '/root') ? 'read-only' : 'yes',
+    PROTECT_HOME:
+      within(daemonMain, '/home') ||
+      within(daemonMain, '/root') ||
+      within(options.configFile, '/home') ||
+      within(options.configFile, '/root')
+        ? 'read-only'
+        : 'yes',
     READ_WRITE_PATHS: writable.length ? `ReadWritePaths=${writable.join(' ')}` : '',
     CAPABILITIES: neededCapabilities(config).join(' '),
     SOCKET_DIR: config.unixSockDir,

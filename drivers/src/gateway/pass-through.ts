@@ -174,10 +174,16 @@ export class PassThrough {
         return;
       case MessageType.CALL_WITH_FDS:
         // The descriptors travel beside the bytes on a unix socket; they cannot be passed on here.
-        this.client.replyError(h, new VirError({ code: ErrorCode.NO_SUPPORT, domain: ErrorDomain.RPC, detail: 'passing file descriptors through virtauthd' }));
+        this.client.replyError(
+          h,
+          new VirError({ code: ErrorCode.NO_SUPPORT, domain: ErrorDomain.RPC, detail: 'passing file descriptors through virtauthd' }),
+        );
         return;
       default:
-        this.log.warn({ event: 'gateway.client.unexpected', type: h.type, proc: h.proc, serial: h.serial }, 'client sent a packet of a type a client never sends; dropped');
+        this.log.warn(
+          { event: 'gateway.client.unexpected', type: h.type, proc: h.proc, serial: h.serial },
+          'client sent a packet of a type a client never sends; dropped',
+        );
     }
   }
 
@@ -226,7 +232,14 @@ export class PassThrough {
   }
 
   private refuse(h: Header, e: unknown): void {
-    const error = e instanceof VirError ? e : new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.RPC, detail: `access check failed: ${(e as Error)?.message ?? String(e)}` });
+    const error =
+      e instanceof VirError
+        ? e
+        : new VirError({
+            code: ErrorCode.INTERNAL_ERROR,
+            domain: ErrorDomain.RPC,
+            detail: `access check failed: ${(e as Error)?.message ?? String(e)}`,
+          });
     this.log.debug({ event: 'gateway.call.refused', proc: h.proc, code: error.code }, 'call refused before forwarding');
     this.client.replyError(h, error);
   }
@@ -245,7 +258,10 @@ export class PassThrough {
     const stream = this.streams.get(h.serial);
     if (!stream) {
       // libvirtd drops these too: stream packets may still be on the way after a stream ended.
-      this.log.debug({ event: 'gateway.stream.stray', from: 'client', serial: h.serial, type: h.type, bytes: packet.length - PAYLOAD_OFFSET }, 'stream data for a serial with no open stream; dropped');
+      this.log.debug(
+        { event: 'gateway.stream.stray', from: 'client', serial: h.serial, type: h.type, bytes: packet.length - PAYLOAD_OFFSET },
+        'stream data for a serial with no open stream; dropped',
+      );
       return;
     }
     if (h.status !== MessageStatus.CONTINUE) stream.clientEnded = true;
@@ -274,7 +290,10 @@ export class PassThrough {
       case MessageType.REPLY_WITH_FDS:
         if (!this.callAnswered(h)) return;
         this.streams.delete(h.serial);
-        this.client.replyError(h, new VirError({ code: ErrorCode.NO_SUPPORT, domain: ErrorDomain.RPC, detail: 'passing file descriptors through virtauthd' }));
+        this.client.replyError(
+          h,
+          new VirError({ code: ErrorCode.NO_SUPPORT, domain: ErrorDomain.RPC, detail: 'passing file descriptors through virtauthd' }),
+        );
         return;
       case MessageType.MESSAGE:
         // Events: the upstream is this client's alone, so every one is this client's, unless
@@ -286,7 +305,10 @@ export class PassThrough {
       case MessageType.STREAM_HOLE: {
         const stream = this.streams.get(h.serial);
         if (!stream) {
-          this.log.debug({ event: 'gateway.stream.stray', from: 'upstream', serial: h.serial, type: h.type }, 'upstream sent stream data for a serial with no open stream; dropped');
+          this.log.debug(
+            { event: 'gateway.stream.stray', from: 'upstream', serial: h.serial, type: h.type },
+            'upstream sent stream data for a serial with no open stream; dropped',
+          );
           return;
         }
         // An error ends the stream; so does the answer to the client's finish or abort. An OK
@@ -296,7 +318,10 @@ export class PassThrough {
         return;
       }
       default:
-        this.log.warn({ event: 'gateway.upstream.unexpected', type: h.type, proc: h.proc, serial: h.serial }, 'upstream sent a packet of a type a daemon never sends; dropped');
+        this.log.warn(
+          { event: 'gateway.upstream.unexpected', type: h.type, proc: h.proc, serial: h.serial },
+          'upstream sent a packet of a type a daemon never sends; dropped',
+        );
     }
   }
 
@@ -308,7 +333,12 @@ export class PassThrough {
     };
     let outcome: void | Buffer | Promise<void | Buffer>;
     try {
-      outcome = this.checkReply!({ proc: h.proc, serial: h.serial, error: h.status === MessageStatus.ERROR, payload: packet.subarray(PAYLOAD_OFFSET) });
+      outcome = this.checkReply!({
+        proc: h.proc,
+        serial: h.serial,
+        error: h.status === MessageStatus.ERROR,
+        payload: packet.subarray(PAYLOAD_OFFSET),
+      });
     } catch (e) {
       refused(e);
       return;
@@ -322,7 +352,11 @@ export class PassThrough {
       if (allowed) this.toClient(packet);
       else this.log.debug({ event: 'gateway.event.hidden', proc: h.proc }, 'event about an object the client may not see; dropped');
     };
-    const failed = (e: unknown): void => this.log.warn({ event: 'access.event.failed', proc: h.proc, err: (e as Error)?.message ?? String(e) }, 'event not delivered: its access check failed');
+    const failed = (e: unknown): void =>
+      this.log.warn(
+        { event: 'access.event.failed', proc: h.proc, err: (e as Error)?.message ?? String(e) },
+        'event not delivered: its access check failed',
+      );
     let outcome: boolean | Promise<boolean>;
     try {
       outcome = this.checkEvent!({ proc: h.proc, payload: packet.subarray(PAYLOAD_OFFSET) });
@@ -392,13 +426,20 @@ export class PassThrough {
   private upstreamGone(reason: VirError | null): void {
     if (this.ended) return;
     this.ended = true;
-    const error = reason ?? new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: 'End of file while reading data: Input/output error' });
-    this.log.debug({ event: 'gateway.upstream.closed', reason: error.message, calls: this.calls.size, streams: this.streams.size }, 'upstream connection closed');
+    const error =
+      reason ??
+      new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: 'End of file while reading data: Input/output error' });
+    this.log.debug(
+      { event: 'gateway.upstream.closed', reason: error.message, calls: this.calls.size, streams: this.streams.size },
+      'upstream connection closed',
+    );
     const base = { prog: REMOTE_PROGRAM, vers: REMOTE_PROTOCOL_VERSION, status: MessageStatus.ERROR };
     for (const [serial, proc] of this.calls) this.client.replyError({ ...base, proc, serial, type: MessageType.REPLY }, error);
     for (const [serial, stream] of this.streams) {
       if (this.calls.has(serial)) continue;
-      this.client.writePacket(encodePacket({ ...base, proc: stream.proc, serial, type: MessageType.STREAM }, errorPayload, errorToPayload(error)));
+      this.client.writePacket(
+        encodePacket({ ...base, proc: stream.proc, serial, type: MessageType.STREAM }, errorPayload, errorToPayload(error)),
+      );
     }
     this.calls.clear();
     this.streams.clear();

@@ -54,7 +54,11 @@ export interface RelayConnection {
  * Each request's handler gets a cancellation this connection triggers when the server withdraws
  * the request, the connection closes, or the open finishes.
  */
-export async function enableRelay(rpc: RpcConnection, cfg: RelayClientConfig, peer: RelayPeer = { identity: null, key: `connection:${rpc.id}` }): Promise<RelayConnection | null> {
+export async function enableRelay(
+  rpc: RpcConnection,
+  cfg: RelayClientConfig,
+  peer: RelayPeer = { identity: null, key: `connection:${rpc.id}` },
+): Promise<RelayConnection | null> {
   let enabled: { daemon: string };
   try {
     enabled = await rpc.call(
@@ -62,7 +66,12 @@ export async function enableRelay(rpc: RpcConnection, cfg: RelayClientConfig, pe
       RELAY_PROTOCOL_VERSION,
       RelayProc.ENABLE,
       p.relayEnableArgs,
-      { cred_types: [...cfg.credTypes], person_present: cfg.personPresent ? 1 : 0, timeout_ms: cfg.timeoutMs, max_requests: cfg.maxRequests },
+      {
+        cred_types: [...cfg.credTypes],
+        person_present: cfg.personPresent ? 1 : 0,
+        timeout_ms: cfg.timeoutMs,
+        max_requests: cfg.maxRequests,
+      },
       p.relayEnableRet,
     );
   } catch (e) {
@@ -81,7 +90,12 @@ export async function enableRelay(rpc: RpcConnection, cfg: RelayClientConfig, pe
   };
   let opening = true;
   const answer = (id: number, status: number, results: (string | null)[], message: string) =>
-    rpc.sendMessage(RELAY_PROGRAM, RELAY_PROTOCOL_VERSION, RelayProc.ANSWER, p.relayAnswerArgs, { id, status, results, message: message.slice(0, p.RELAY_TEXT_MAX) });
+    rpc.sendMessage(RELAY_PROGRAM, RELAY_PROTOCOL_VERSION, RelayProc.ANSWER, p.relayAnswerArgs, {
+      id,
+      status,
+      results,
+      message: message.slice(0, p.RELAY_TEXT_MAX),
+    });
 
   rpc.onProgramMessage(RELAY_PROGRAM, (h, body) => {
     if (h.proc === RelayProc.REQUEST) {
@@ -105,10 +119,20 @@ export async function enableRelay(rpc: RpcConnection, cfg: RelayClientConfig, pe
         inFlight.delete(msg.id);
         if (withdrawn.has(cancel)) return;
         if (error) answer(msg.id, relayStatusOf(error), [], relayDetail(error));
-        else answer(msg.id, RelayStatus.OK, credentials.map((c) => c.result), '');
+        else
+          answer(
+            msg.id,
+            RelayStatus.OK,
+            credentials.map((c) => c.result),
+            '',
+          );
       };
       try {
-        cfg.handle({ service: msg.service, host: msg.host, origin: msg.origin, credentials, deadline: Date.now() + msg.deadline_ms, via }, cancel, done);
+        cfg.handle(
+          { service: msg.service, host: msg.host, origin: msg.origin, credentials, deadline: Date.now() + msg.deadline_ms, via },
+          cancel,
+          done,
+        );
       } catch (e) {
         done(relayError(RelayStatus.FAILED, `the relay handler failed: ${(e as Error).message}`));
       }

@@ -21,7 +21,6 @@ import {
   xdr,
   type AuthProvider,
   type ChannelBindingPolicy,
-  type Codec,
   type ConnectUri,
   type DomainLifecycleEvent,
   type DomainRef,
@@ -58,7 +57,9 @@ export function preferredScheme(providers: readonly AuthProvider[], offered: rea
   const usable = offered
     .map((type, order) => ({ type, order, provider: providers.find((p) => p.type === type && (p.client || type === AuthType.NONE)) }))
     .filter((o) => o.provider !== undefined);
-  usable.sort((a, b) => (b.provider!.priority ?? DEFAULT_SCHEME_PRIORITY) - (a.provider!.priority ?? DEFAULT_SCHEME_PRIORITY) || a.order - b.order);
+  usable.sort(
+    (a, b) => (b.provider!.priority ?? DEFAULT_SCHEME_PRIORITY) - (a.provider!.priority ?? DEFAULT_SCHEME_PRIORITY) || a.order - b.order,
+  );
   return usable[0]?.type;
 }
 
@@ -90,7 +91,8 @@ export class RemoteDriver implements Driver {
     ctx.signal?.addEventListener('abort', onAbort, { once: true });
     try {
       const caller: RemoteCaller = {
-        call: (proc, args, value, ret) => rpc.call(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, proc, args, value, ret, ctx.signal ? { signal: ctx.signal } : {}),
+        call: (proc, args, value, ret) =>
+          rpc.call(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, proc, args, value, ret, ctx.signal ? { signal: ctx.signal } : {}),
       };
       await this.authenticate(caller, uri, info, ctx);
       // The relay is enabled before CONNECT_OPEN, so the server's drivers can ask us during it.
@@ -98,8 +100,16 @@ export class RemoteDriver implements Driver {
       const keepalive = this.opts.keepalive ?? { interval: 5, count: 6 };
       if (keepalive) {
         const supported = await caller
-          .call(RemoteProc.CONNECT_SUPPORTS_FEATURE, remote.connectSupportsFeatureArgs, { feature: Feature.PROGRAM_KEEPALIVE }, remote.connectSupportsFeatureRet)
-          .then((r) => r.supported === 1, () => false);
+          .call(
+            RemoteProc.CONNECT_SUPPORTS_FEATURE,
+            remote.connectSupportsFeatureArgs,
+            { feature: Feature.PROGRAM_KEEPALIVE },
+            remote.connectSupportsFeatureRet,
+          )
+          .then(
+            (r) => r.supported === 1,
+            () => false,
+          );
         if (supported) rpc.startKeepalive(keepalive.interval, keepalive.count);
       }
       const name = driverUriForServer(uri);
@@ -175,7 +185,11 @@ export class RemoteDriver implements Driver {
 
 function toVirError(reason: unknown): VirError {
   if (reason instanceof VirError) return reason;
-  return new VirError({ code: ErrorCode.AUTH_CANCELLED, domain: ErrorDomain.REMOTE, detail: reason instanceof Error ? reason.message : 'the open was cancelled' });
+  return new VirError({
+    code: ErrorCode.AUTH_CANCELLED,
+    domain: ErrorDomain.REMOTE,
+    detail: reason instanceof Error ? reason.message : 'the open was cancelled',
+  });
 }
 
 /**
@@ -186,34 +200,76 @@ function toVirError(reason: unknown): VirError {
 export class RemoteConnection extends RemoteClient implements DriverConnection {
   readonly driverName = 'remote';
 
-  constructor(readonly rpc: RpcConnection, private readonly uri: ConnectUri, readonly transport: TransportInfo) {
+  constructor(
+    readonly rpc: RpcConnection,
+    private readonly uri: ConnectUri,
+    readonly transport: TransportInfo,
+  ) {
     super({ call: (proc, args, value, ret) => rpc.call(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, proc, args, value, ret) });
   }
 
-  async getType() { return (await this.connectGetType()).type; }
-  async getVersion() { return (await this.connectGetVersion()).hv_ver; }
-  async getLibVersion() { return (await this.connectGetLibVersion()).lib_ver; }
-  async getHostname() { return (await this.connectGetHostname()).hostname; }
-  async getUri() { return this.uri.raw; }
-  async getServerUri() { return (await this.connectGetUri()).uri; }
+  async getType() {
+    return (await this.connectGetType()).type;
+  }
+  async getVersion() {
+    return (await this.connectGetVersion()).hv_ver;
+  }
+  async getLibVersion() {
+    return (await this.connectGetLibVersion()).lib_ver;
+  }
+  async getHostname() {
+    return (await this.connectGetHostname()).hostname;
+  }
+  async getUri() {
+    return this.uri.raw;
+  }
+  async getServerUri() {
+    return (await this.connectGetUri()).uri;
+  }
   async isSecure() {
     // As libvirt's client: the server only knows its own side; a plain TCP link to it is never secure.
     const serverSays = (await this.connectIsSecure()).secure === 1;
     return serverSays && this.transport.secure;
   }
-  async supportsFeature(feature: number) { return (await this.connectSupportsFeature({ feature })).supported === 1; }
-  async getNodeInfo() { return this.nodeGetInfo(); }
-  async listAllDomains(flags: number) { return (await this.connectListAllDomains({ need_results: 1, flags })).domains; }
-  async lookupDomainByName(name: string) { return (await this.domainLookupByName({ name })).dom; }
-  async lookupDomainById(id: number) { return (await this.domainLookupById({ id })).dom; }
-  async lookupDomainByUuid(uuid: Buffer) { return (await this.domainLookupByUuid({ uuid })).dom; }
-  async getDomainInfo(dom: DomainRef) { return this.domainGetInfo({ dom }); }
-  async getDomainState(dom: DomainRef) { return this.domainGetState({ dom, flags: 0 }); }
-  async getDomainXmlDesc(dom: DomainRef, flags: number) { return (await this.domainGetXmlDesc({ dom, flags })).xml; }
-  async getDomainOsType(dom: DomainRef) { return (await this.domainGetOsType({ dom })).type; }
-  async getDomainAutostart(dom: DomainRef) { return (await this.domainGetAutostart({ dom })).autostart === 1; }
-  async isDomainPersistent(dom: DomainRef) { return (await this.domainIsPersistent({ dom })).persistent === 1; }
-  async hasManagedSaveImage(dom: DomainRef) { return (await this.domainHasManagedSaveImage({ dom, flags: 0 })).result === 1; }
+  async supportsFeature(feature: number) {
+    return (await this.connectSupportsFeature({ feature })).supported === 1;
+  }
+  async getNodeInfo() {
+    return this.nodeGetInfo();
+  }
+  async listAllDomains(flags: number) {
+    return (await this.connectListAllDomains({ need_results: 1, flags })).domains;
+  }
+  async lookupDomainByName(name: string) {
+    return (await this.domainLookupByName({ name })).dom;
+  }
+  async lookupDomainById(id: number) {
+    return (await this.domainLookupById({ id })).dom;
+  }
+  async lookupDomainByUuid(uuid: Buffer) {
+    return (await this.domainLookupByUuid({ uuid })).dom;
+  }
+  async getDomainInfo(dom: DomainRef) {
+    return this.domainGetInfo({ dom });
+  }
+  async getDomainState(dom: DomainRef) {
+    return this.domainGetState({ dom, flags: 0 });
+  }
+  async getDomainXmlDesc(dom: DomainRef, flags: number) {
+    return (await this.domainGetXmlDesc({ dom, flags })).xml;
+  }
+  async getDomainOsType(dom: DomainRef) {
+    return (await this.domainGetOsType({ dom })).type;
+  }
+  async getDomainAutostart(dom: DomainRef) {
+    return (await this.domainGetAutostart({ dom })).autostart === 1;
+  }
+  async isDomainPersistent(dom: DomainRef) {
+    return (await this.domainIsPersistent({ dom })).persistent === 1;
+  }
+  async hasManagedSaveImage(dom: DomainRef) {
+    return (await this.domainHasManagedSaveImage({ dom, flags: 0 })).result === 1;
+  }
   async getSecurityModel() {
     const r = await this.nodeGetSecurityModel();
     return { model: remote.fromCString(r.model), doi: remote.fromCString(r.doi) };
@@ -222,7 +278,9 @@ export class RemoteConnection extends RemoteClient implements DriverConnection {
     const r = await this.domainGetSecurityLabel({ dom });
     return { label: remote.fromCString(r.label), enforcing: r.enforcing === 1 };
   }
-  async getDomainMessages(dom: DomainRef, flags: number) { return (await this.domainGetMessages({ dom, flags })).msgs; }
+  async getDomainMessages(dom: DomainRef, flags: number) {
+    return (await this.domainGetMessages({ dom, flags })).msgs;
+  }
 
   /**
    * Registers for the server's domain lifecycle events (a callback id on the server, MESSAGEs
@@ -255,7 +313,8 @@ export class RemoteConnection extends RemoteClient implements DriverConnection {
     } catch (e) {
       // The stream ending during CONNECT_CLOSE is the close done: virt-ssh-helper may exit on
       // the daemon's hang-up before it has passed the reply on.
-      if (!(e instanceof VirError && e.code === ErrorCode.SYSTEM_ERROR && e.domain === ErrorDomain.RPC && this.transport.kind === 'ssh')) throw e;
+      if (!(e instanceof VirError && e.code === ErrorCode.SYSTEM_ERROR && e.domain === ErrorDomain.RPC && this.transport.kind === 'ssh'))
+        throw e;
     } finally {
       this.rpc.close(null);
     }

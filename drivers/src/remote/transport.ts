@@ -8,7 +8,16 @@ import { readFile } from 'node:fs/promises';
 import type { Duplex } from 'node:stream';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { ErrorCode, ErrorDomain, VirError, uriParam, type ConnectAuth, type ConnectUri, type CredentialRequester, type TransportInfo } from '@virtauth/core';
+import {
+  ErrorCode,
+  ErrorDomain,
+  VirError,
+  uriParam,
+  type ConnectAuth,
+  type ConnectUri,
+  type CredentialRequester,
+  type TransportInfo,
+} from '@virtauth/core';
 import { sshTransports } from './ssh/transports.js';
 
 export const DEFAULT_TCP_PORT = 16509;
@@ -57,7 +66,10 @@ export function defaultUnixSocket(uri: ConnectUri, readOnly: boolean): string {
 
 function connectWith(socket: net.Socket, event: 'connect' | 'secureConnect', what: string, opts: TransportOptions): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const timeout = setTimeout(() => fail(systemError(`unable to connect to ${what}: timed out after ${opts.timeoutMs} ms`)), opts.timeoutMs ?? 30000);
+    const timeout = setTimeout(
+      () => fail(systemError(`unable to connect to ${what}: timed out after ${opts.timeoutMs} ms`)),
+      opts.timeoutMs ?? 30000,
+    );
     const onAbort = () => fail(opts.signal!.reason ?? systemError(`connecting to ${what} was aborted`));
     const cleanup = () => {
       clearTimeout(timeout);
@@ -96,7 +108,12 @@ export async function openTransport(uri: ConnectUri, opts: TransportOptions): Pr
       socket.setNoDelay(true);
       return {
         socket,
-        info: { kind: 'tcp', secure: false, localAddress: `${socket.localAddress};${socket.localPort}`, remoteAddress: `${socket.remoteAddress};${socket.remotePort}` },
+        info: {
+          kind: 'tcp',
+          secure: false,
+          localAddress: `${socket.localAddress};${socket.localPort}`,
+          remoteAddress: `${socket.remoteAddress};${socket.remotePort}`,
+        },
       };
     }
     case 'tls':
@@ -105,7 +122,11 @@ export async function openTransport(uri: ConnectUri, opts: TransportOptions): Pr
       const opener = registeredTransports.get(transport);
       if (opener) return opener(uri, opts);
       const known = ['tls', 'unix', 'tcp', ...registeredTransports.keys()].join('|');
-      throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.REMOTE, detail: `transport in URL not recognised (should be ${known}): ${transport}` });
+      throw new VirError({
+        code: ErrorCode.INVALID_ARG,
+        domain: ErrorDomain.REMOTE,
+        detail: `transport in URL not recognised (should be ${known}): ${transport}`,
+      });
     }
   }
 }
@@ -121,7 +142,11 @@ async function loadClientPki(uri: ConnectUri): Promise<{ ca: Buffer; cert: Buffe
       const dir = join(homedir(), '.pki', 'libvirt');
       candidates.push({ ca: join(dir, 'cacert.pem'), cert: join(dir, 'clientcert.pem'), key: join(dir, 'clientkey.pem') });
     }
-    candidates.push({ ca: '/etc/pki/CA/cacert.pem', cert: '/etc/pki/libvirt/clientcert.pem', key: '/etc/pki/libvirt/private/clientkey.pem' });
+    candidates.push({
+      ca: '/etc/pki/CA/cacert.pem',
+      cert: '/etc/pki/libvirt/clientcert.pem',
+      key: '/etc/pki/libvirt/private/clientkey.pem',
+    });
   }
   let lastError: unknown;
   for (const c of candidates) {

@@ -19,11 +19,20 @@ const xmlError = (detail: string): VirError => new VirError({ code: ErrorCode.XM
 
 /** Multipliers of libvirt's memory units, to KiB. */
 const UNIT_BYTES: Record<string, bigint> = {
-  b: 1n, bytes: 1n,
-  k: 1024n, kib: 1024n, kb: 1000n,
-  m: 1024n ** 2n, mib: 1024n ** 2n, mb: 1000n ** 2n,
-  g: 1024n ** 3n, gib: 1024n ** 3n, gb: 1000n ** 3n,
-  t: 1024n ** 4n, tib: 1024n ** 4n, tb: 1000n ** 4n,
+  b: 1n,
+  bytes: 1n,
+  k: 1024n,
+  kib: 1024n,
+  kb: 1000n,
+  m: 1024n ** 2n,
+  mib: 1024n ** 2n,
+  mb: 1000n ** 2n,
+  g: 1024n ** 3n,
+  gib: 1024n ** 3n,
+  gb: 1000n ** 3n,
+  t: 1024n ** 4n,
+  tib: 1024n ** 4n,
+  tb: 1000n ** 4n,
 };
 /** The largest memory libvirt accepts (an unsigned long long of KiB, capped like its parser). */
 const MAX_MEMORY_KIB = (1n << 53n) - 1n;
@@ -68,7 +77,7 @@ export function parseDomainXml(xml: string): DomainDef {
   const roots = Object.keys(doc).filter((k) => !k.startsWith('?'));
   if (roots.length !== 1 || roots[0] !== 'domain') throw xmlError(`expected root element 'domain', got '${roots.join(',')}'`);
   const dom = doc['domain'];
-  if (!dom || typeof dom !== 'object') throw xmlError("missing domain type attribute");
+  if (!dom || typeof dom !== 'object') throw xmlError('missing domain type attribute');
   const d = dom as Node;
   if (typeof d['@type'] !== 'string' || d['@type'] === '') throw xmlError('missing domain type attribute');
   const name = text(d['name'])?.trim();
@@ -90,13 +99,20 @@ export function parseDomainXml(xml: string): DomainDef {
   const memoryKiB = memory(d['currentMemory'], 'currentMemory') ?? maxMemKiB;
   const vcpuText = text(d['vcpu'])?.trim();
   const vcpus = vcpuText === undefined ? 1 : Number(vcpuText);
-  if (!/^[0-9]{1,4}$/.test(vcpuText ?? '1') || vcpus < 1 || vcpus > 4096) throw xmlError(`maximum vcpus count must be an integer between 1 and 4096`);
+  if (!/^[0-9]{1,4}$/.test(vcpuText ?? '1') || vcpus < 1 || vcpus > 4096)
+    throw xmlError(`maximum vcpus count must be an integer between 1 and 4096`);
   const os = d['os'];
   const type = os && typeof os === 'object' ? (os as Node)['type'] : undefined;
   const osType = text(type)?.trim();
   if (!osType) throw new VirError({ code: ErrorCode.OS_TYPE, domain: ErrorDomain.DOMAIN, message: 'An os <type> must be specified' });
-  if (!['hvm', 'xen', 'linux', 'exe', 'uml'].includes(osType)) throw new VirError({ code: ErrorCode.OS_TYPE, domain: ErrorDomain.DOMAIN, message: `unknown OS type ${osType}` });
+  if (!['hvm', 'xen', 'linux', 'exe', 'uml'].includes(osType))
+    throw new VirError({ code: ErrorCode.OS_TYPE, domain: ErrorDomain.DOMAIN, message: `unknown OS type ${osType}` });
   const arch = (type && typeof type === 'object' ? ((type as Node)['@arch'] as string | undefined) : undefined) ?? 'i686';
-  if (!['i686', 'x86_64'].includes(arch)) throw new VirError({ code: ErrorCode.CONFIG_UNSUPPORTED, domain: ErrorDomain.DOMAIN, detail: `No guest options available for arch '${arch}'` });
+  if (!['i686', 'x86_64'].includes(arch))
+    throw new VirError({
+      code: ErrorCode.CONFIG_UNSUPPORTED,
+      domain: ErrorDomain.DOMAIN,
+      detail: `No guest options available for arch '${arch}'`,
+    });
   return { name, uuid, maxMemKiB, memoryKiB: memoryKiB > maxMemKiB ? maxMemKiB : memoryKiB, vcpus, osType, arch };
 }

@@ -65,7 +65,16 @@ const DEFAULT_DOMAINS: readonly TestDomain[] = [
 ];
 
 /** Event details (virDomainEvent*DetailType) the test hypervisor reports. */
-const Detail = { DEFINED_ADDED: 0, DEFINED_UPDATED: 1, UNDEFINED_REMOVED: 0, STARTED_BOOTED: 0, SUSPENDED_PAUSED: 0, RESUMED_UNPAUSED: 0, STOPPED_SHUTDOWN: 0, STOPPED_DESTROYED: 1 } as const;
+const Detail = {
+  DEFINED_ADDED: 0,
+  DEFINED_UPDATED: 1,
+  UNDEFINED_REMOVED: 0,
+  STARTED_BOOTED: 0,
+  SUSPENDED_PAUSED: 0,
+  RESUMED_UNPAUSED: 0,
+  STOPPED_SHUTDOWN: 0,
+  STOPPED_DESTROYED: 1,
+} as const;
 /** State reasons (virDomainRunningReason etc.). */
 const Reason = { RUNNING_BOOTED: 1, RUNNING_UNPAUSED: 5, PAUSED_USER: 1, SHUTOFF_SHUTDOWN: 1, SHUTOFF_DESTROYED: 2 } as const;
 /** virDomainDestroyFlags: GRACEFUL, the only flag libvirt's test driver takes. */
@@ -118,14 +127,20 @@ function noDomain(what: string): VirError {
   return new VirError({ code: ErrorCode.NO_DOMAIN, domain: ErrorDomain.TEST, detail: what });
 }
 
-const testError = (message: string): VirError => new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.TEST, detail: message });
-const notRunning = (): VirError => new VirError({ code: ErrorCode.OPERATION_INVALID, domain: ErrorDomain.DOMAIN, detail: 'domain is not running' });
+const testError = (message: string): VirError =>
+  new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.TEST, detail: message });
+const notRunning = (): VirError =>
+  new VirError({ code: ErrorCode.OPERATION_INVALID, domain: ErrorDomain.DOMAIN, detail: 'domain is not running' });
 
 /** libvirt's virCheckFlags: a flag the operation does not know is refused, not ignored. */
 function checkFlags(flags: number, allowed: number, api: string): void {
   const unknown = (flags >>> 0) & ~allowed;
   if (unknown !== 0) {
-    throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.TEST, detail: `${api}: unsupported flags (0x${(unknown >>> 0).toString(16)})` });
+    throw new VirError({
+      code: ErrorCode.INVALID_ARG,
+      domain: ErrorDomain.TEST,
+      detail: `${api}: unsupported flags (0x${(unknown >>> 0).toString(16)})`,
+    });
   }
 }
 
@@ -133,7 +148,10 @@ class TestConnection implements DriverConnection {
   readonly driverName = 'test';
   private open = true;
 
-  constructor(private readonly hv: TestHypervisor, private readonly uri: string) {}
+  constructor(
+    private readonly hv: TestHypervisor,
+    private readonly uri: string,
+  ) {}
 
   private check(): void {
     if (!this.open) throw new VirError({ code: ErrorCode.INVALID_CONN, domain: ErrorDomain.TEST, detail: 'connection is closed' });
@@ -155,17 +173,38 @@ class TestConnection implements DriverConnection {
     return d.state === DomainState.RUNNING ? d.cpuTimeNs + (process.hrtime.bigint() - this.hv.bootTime) * BigInt(d.vcpus) : d.cpuTimeNs;
   }
 
-  async getType() { this.check(); return 'TEST'; }
-  async getVersion() { this.check(); return TEST_HV_VERSION; }
-  async getLibVersion() { this.check(); return LIBVIRT_API_VERSION; }
-  async getHostname() { this.check(); return hostname(); }
-  async getUri() { this.check(); return this.uri; }
-  async isSecure() { this.check(); return true; }
+  async getType() {
+    this.check();
+    return 'TEST';
+  }
+  async getVersion() {
+    this.check();
+    return TEST_HV_VERSION;
+  }
+  async getLibVersion() {
+    this.check();
+    return LIBVIRT_API_VERSION;
+  }
+  async getHostname() {
+    this.check();
+    return hostname();
+  }
+  async getUri() {
+    this.check();
+    return this.uri;
+  }
+  async isSecure() {
+    this.check();
+    return true;
+  }
   async supportsFeature(feature: number) {
     this.check();
     return feature === Feature.TYPED_PARAM_STRING;
   }
-  async getNodeInfo() { this.check(); return { ...NODE_INFO }; }
+  async getNodeInfo() {
+    this.check();
+    return { ...NODE_INFO };
+  }
 
   async listAllDomains(flags: number) {
     this.check();
@@ -256,15 +295,30 @@ class TestConnection implements DriverConnection {
     const byName = this.hv.domains.find((x) => x.name === def.name);
     const byUuid = this.hv.domains.find((x) => x.uuidBytes.equals(uuidBytes));
     if (byName && byName !== byUuid) {
-      throw new VirError({ code: ErrorCode.OPERATION_FAILED, domain: ErrorDomain.DOMAIN, detail: `domain '${def.name}' is already defined with uuid ${byName.uuid}` });
+      throw new VirError({
+        code: ErrorCode.OPERATION_FAILED,
+        domain: ErrorDomain.DOMAIN,
+        detail: `domain '${def.name}' is already defined with uuid ${byName.uuid}`,
+      });
     }
     if (byUuid && byUuid.name !== def.name) {
-      throw new VirError({ code: ErrorCode.OPERATION_FAILED, domain: ErrorDomain.DOMAIN, detail: `domain '${byUuid.name}' already exists with uuid ${byUuid.uuid}` });
+      throw new VirError({
+        code: ErrorCode.OPERATION_FAILED,
+        domain: ErrorDomain.DOMAIN,
+        detail: `domain '${byUuid.name}' already exists with uuid ${byUuid.uuid}`,
+      });
     }
     let d: HostedDomain;
     if (byUuid) {
       d = byUuid;
-      Object.assign(d, { maxMemKiB: def.maxMemKiB, memoryKiB: def.memoryKiB, vcpus: def.vcpus, osType: def.osType, arch: def.arch, persistent: true });
+      Object.assign(d, {
+        maxMemKiB: def.maxMemKiB,
+        memoryKiB: def.memoryKiB,
+        vcpus: def.vcpus,
+        osType: def.osType,
+        arch: def.arch,
+        persistent: true,
+      });
     } else {
       d = { ...def, uuidBytes, id: -1, state: DomainState.SHUTOFF, reason: 0, cpuTimeNs: 0n, persistent: true };
       this.hv.domains.push(d);
@@ -281,7 +335,8 @@ class TestConnection implements DriverConnection {
     this.check();
     checkFlags(flags, UNDEFINE_FLAGS, 'virDomainUndefineFlags');
     const d = this.find(dom);
-    if (!d.persistent) throw new VirError({ code: ErrorCode.OPERATION_INVALID, domain: ErrorDomain.DOMAIN, detail: 'cannot undefine transient domain' });
+    if (!d.persistent)
+      throw new VirError({ code: ErrorCode.OPERATION_INVALID, domain: ErrorDomain.DOMAIN, detail: 'cannot undefine transient domain' });
     this.hv.emit(d, DomainEventType.UNDEFINED, Detail.UNDEFINED_REMOVED);
     // A running domain stays, transient, until it stops.
     if (d.id >= 0) d.persistent = false;
@@ -387,13 +442,38 @@ class TestConnection implements DriverConnection {
     if (i >= 0) this.hv.domains.splice(i, 1);
   }
 
-  async getDomainOsType(dom: DomainRef) { this.check(); this.find(dom); return 'linux'; }
-  async getDomainAutostart(dom: DomainRef) { this.check(); return this.find(dom).autostart === true; }
-  async isDomainPersistent(dom: DomainRef) { this.check(); return this.find(dom).persistent; }
-  async hasManagedSaveImage(dom: DomainRef) { this.check(); this.find(dom); return false; }
-  async getSecurityModel() { this.check(); return { model: 'testSecurity', doi: '' }; }
-  async getDomainSecurityLabel(dom: DomainRef) { this.check(); this.find(dom); return { label: 'libvirt-test', enforcing: true }; }
-  async getDomainMessages(dom: DomainRef, _flags: number) { this.check(); this.find(dom); return [] as string[]; }
+  async getDomainOsType(dom: DomainRef) {
+    this.check();
+    this.find(dom);
+    return 'linux';
+  }
+  async getDomainAutostart(dom: DomainRef) {
+    this.check();
+    return this.find(dom).autostart === true;
+  }
+  async isDomainPersistent(dom: DomainRef) {
+    this.check();
+    return this.find(dom).persistent;
+  }
+  async hasManagedSaveImage(dom: DomainRef) {
+    this.check();
+    this.find(dom);
+    return false;
+  }
+  async getSecurityModel() {
+    this.check();
+    return { model: 'testSecurity', doi: '' };
+  }
+  async getDomainSecurityLabel(dom: DomainRef) {
+    this.check();
+    this.find(dom);
+    return { label: 'libvirt-test', enforcing: true };
+  }
+  async getDomainMessages(dom: DomainRef, _flags: number) {
+    this.check();
+    this.find(dom);
+    return [] as string[];
+  }
 }
 
 const DEFAULT_DEVICES_XML = [
@@ -426,7 +506,11 @@ export class TestDriver implements Driver {
   async open(uri: ConnectUri, _ctx: DriverOpenContext): Promise<DriverConnection> {
     const path = uri.path || '/default';
     if (path !== '/default') {
-      throw new VirError({ code: ErrorCode.NO_SUPPORT, domain: ErrorDomain.TEST, detail: `only test:///default is provided, not 'test://${path}'` });
+      throw new VirError({
+        code: ErrorCode.NO_SUPPORT,
+        domain: ErrorDomain.TEST,
+        detail: `only test:///default is provided, not 'test://${path}'`,
+      });
     }
     let hv = this.hypervisors.get(path);
     if (!hv) this.hypervisors.set(path, (hv = new TestHypervisor()));

@@ -61,7 +61,7 @@ const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v ===
 /** Replaces any parameter that contains one of the secrets, so a misbehaving server cannot echo one into an error. */
 function redact(params: readonly unknown[], secrets: readonly string[]): string[] {
   return params.map((p) => {
-    const text = typeof p === 'string' ? p : JSON.stringify(p) ?? String(p);
+    const text = typeof p === 'string' ? p : (JSON.stringify(p) ?? String(p));
     return secrets.some((s) => s !== '' && text.includes(s)) ? '<redacted>' : text;
   });
 }
@@ -118,14 +118,22 @@ export class XenApiTransport {
    * One JSON-RPC call. Throws XenApiError for a failure the server reported, VirError for
    * anything else (connection, TLS, HTTP status, timeout, abort, malformed reply).
    */
-  async call(method: string, params: readonly XenApiValue[], opts: XenApiCallOptions & { secrets?: readonly string[] } = {}): Promise<XenApiValue> {
+  async call(
+    method: string,
+    params: readonly XenApiValue[],
+    opts: XenApiCallOptions & { secrets?: readonly string[] } = {},
+  ): Promise<XenApiValue> {
     const body = JSON.stringify({ jsonrpc: '2.0', method, params, id: this.nextId++ });
     const text = await this.post(method, body, opts.signal);
     try {
       return parseJsonRpcReply(text, opts.secrets ?? []);
     } catch (e) {
       if (e instanceof XenApiError) throw e;
-      throw this.fail(ErrorCode.INTERNAL_ERROR, `XenAPI server ${this.address} sent an invalid JSON-RPC reply to ${method}: ${(e as Error).message}`, e);
+      throw this.fail(
+        ErrorCode.INTERNAL_ERROR,
+        `XenAPI server ${this.address} sent an invalid JSON-RPC reply to ${method}: ${(e as Error).message}`,
+        e,
+      );
     }
   }
 
@@ -161,7 +169,13 @@ export class XenApiTransport {
         } else resolve(text!);
       };
       const timer = setTimeout(
-        () => finish(this.fail(ErrorCode.OPERATION_TIMEOUT, `XenAPI server ${this.address} did not answer ${method} within ${this.timeoutMs / 1000}s`)),
+        () =>
+          finish(
+            this.fail(
+              ErrorCode.OPERATION_TIMEOUT,
+              `XenAPI server ${this.address} did not answer ${method} within ${this.timeoutMs / 1000}s`,
+            ),
+          ),
         this.timeoutMs,
       );
       const onAbort = (): void => finish(this.abandoned(method, signal!));
@@ -174,7 +188,12 @@ export class XenApiTransport {
         response.on('data', (chunk: Buffer) => {
           size += chunk.length;
           if (size > MAX_REPLY_BYTES) {
-            finish(this.fail(ErrorCode.INTERNAL_ERROR, `XenAPI server ${this.address} sent a reply to ${method} larger than ${MAX_REPLY_BYTES} bytes`));
+            finish(
+              this.fail(
+                ErrorCode.INTERNAL_ERROR,
+                `XenAPI server ${this.address} sent a reply to ${method} larger than ${MAX_REPLY_BYTES} bytes`,
+              ),
+            );
           } else chunks.push(chunk);
         });
         response.on('error', (e: NodeJS.ErrnoException) => finish(this.connectionError(e)));
@@ -269,7 +288,12 @@ export class XenApiSession {
           continue;
         }
         if (e instanceof XenApiError) {
-          throw mapXenApiError(e, { host: opts.endpoint.host, address: transport.address, method: 'session.login_with_password', username: opts.username });
+          throw mapXenApiError(e, {
+            host: opts.endpoint.host,
+            address: transport.address,
+            method: 'session.login_with_password',
+            username: opts.username,
+          });
         }
         throw e;
       }
@@ -279,7 +303,11 @@ export class XenApiSession {
   /** Calls `method(session, ...args)`; server failures become VirErrors (the XenApiError is the cause). */
   async call(method: string, args: readonly XenApiValue[] = [], opts: XenApiCallOptions = {}): Promise<XenApiValue> {
     if (this.loggedOut) {
-      throw new VirError({ code: ErrorCode.INVALID_CONN, domain: ErrorDomain.XENAPI, detail: `XenAPI call ${method}: the connection is closed` });
+      throw new VirError({
+        code: ErrorCode.INVALID_CONN,
+        domain: ErrorDomain.XENAPI,
+        detail: `XenAPI call ${method}: the connection is closed`,
+      });
     }
     try {
       return await this.transport.call(method, [this.sessionRef, ...args], opts);

@@ -113,7 +113,12 @@ export function resolveTarget(uri: ConnectUri): XenApiTarget {
 function throwIfAborted(signal: AbortSignal | undefined, host: string): void {
   if (!signal?.aborted) return;
   if (signal.reason instanceof VirError) throw signal.reason;
-  throw new VirError({ code: ErrorCode.OPERATION_FAILED, domain: ErrorDomain.XENAPI, detail: `opening the XenAPI connection to ${host} was abandoned`, cause: signal.reason });
+  throw new VirError({
+    code: ErrorCode.OPERATION_FAILED,
+    domain: ErrorDomain.XENAPI,
+    detail: `opening the XenAPI connection to ${host} was abandoned`,
+    cause: signal.reason,
+  });
 }
 
 /** Username from the URI, else asked for (libvirt's prompt, challenge = host, default `root`). */
@@ -140,7 +145,11 @@ async function askPassword(username: string, target: XenApiTarget, ctx: DriverOp
   const ask = credential(CredentialType.PASSPHRASE, `Enter ${username}'s password for ${host}`, host);
   await ctx.requestCredentials([ask], requestInfo(target, ctx));
   if (ask.result === null) {
-    throw new VirError({ code: ErrorCode.AUTH_FAILED, domain: ErrorDomain.XENAPI, detail: `no password for user '${username}' on XenAPI server ${host}` });
+    throw new VirError({
+      code: ErrorCode.AUTH_FAILED,
+      domain: ErrorDomain.XENAPI,
+      detail: `no password for user '${username}' on XenAPI server ${host}`,
+    });
   }
   return ask.result;
 }
@@ -178,7 +187,11 @@ export class XenApiDriver implements Driver {
       const pool = Object.values(pools)[0];
       const masterRef = pool !== undefined ? asRecord(pool, 'pool record')['master'] : undefined;
       if (typeof masterRef !== 'string' || masterRef === '') {
-        throw new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.XENAPI, detail: `XenAPI server ${session.address} reports no pool master` });
+        throw new VirError({
+          code: ErrorCode.INTERNAL_ERROR,
+          domain: ErrorDomain.XENAPI,
+          detail: `XenAPI server ${session.address} reports no pool master`,
+        });
       }
       return new XenApiConnection(session, masterRef, publicUri(uri));
     } catch (e) {
@@ -203,7 +216,11 @@ const KNOWN_XML_FLAGS = DomainXmlFlag.SECURE | DomainXmlFlag.INACTIVE | DomainXm
 function checkFlags(flags: number, known: number, fn: string): void {
   const unknown = (flags >>> 0) & ~known;
   if (unknown !== 0) {
-    throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.XENAPI, detail: `unsupported flags (0x${unknown.toString(16)}) in function ${fn}` });
+    throw new VirError({
+      code: ErrorCode.INVALID_ARG,
+      domain: ErrorDomain.XENAPI,
+      detail: `unsupported flags (0x${unknown.toString(16)}) in function ${fn}`,
+    });
   }
 }
 
@@ -218,7 +235,14 @@ export function matchesListFlags(vm: VmRecord, flags: number): boolean {
   const states = flags & (F.RUNNING | F.PAUSED | F.SHUTOFF | F.OTHER);
   if (states !== 0) {
     const state = domainState(vm.powerState);
-    const bit = state === DomainState.RUNNING ? F.RUNNING : state === DomainState.PAUSED ? F.PAUSED : state === DomainState.SHUTOFF ? F.SHUTOFF : F.OTHER;
+    const bit =
+      state === DomainState.RUNNING
+        ? F.RUNNING
+        : state === DomainState.PAUSED
+          ? F.PAUSED
+          : state === DomainState.SHUTOFF
+            ? F.SHUTOFF
+            : F.OTHER;
     if (!(states & bit)) return false;
   }
   return true;

@@ -130,11 +130,19 @@ export const domainId = (vm: VmRecord): number => (isActive(vm) && vm.domid >= 0
 export function parseVersion(text: string): bigint {
   const m = /^(\d+)(?:\.(\d+))?(?:\.(\d+))?/.exec(text.trim());
   if (!m) {
-    throw new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.XENAPI, detail: `cannot parse the XenAPI server version '${text}'` });
+    throw new VirError({
+      code: ErrorCode.INTERNAL_ERROR,
+      domain: ErrorDomain.XENAPI,
+      detail: `cannot parse the XenAPI server version '${text}'`,
+    });
   }
   const [major, minor, micro] = [m[1], m[2], m[3]].map((p) => BigInt(p ?? '0'));
   if (minor! > 999n || micro! > 999n) {
-    throw new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.XENAPI, detail: `cannot encode the XenAPI server version '${text}'` });
+    throw new VirError({
+      code: ErrorCode.INTERNAL_ERROR,
+      domain: ErrorDomain.XENAPI,
+      detail: `cannot encode the XenAPI server version '${text}'`,
+    });
   }
   return major! * 1_000_000n + minor! * 1_000n + micro!;
 }
@@ -143,20 +151,30 @@ export function parseVersion(text: string): bigint {
 export function hostVersion(host: HostRecord): bigint {
   const text = host.softwareVersion['product_version'] || host.softwareVersion['platform_version'];
   if (!text) {
-    throw new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.XENAPI, detail: `XenAPI host '${host.hostname}' reports no product or platform version` });
+    throw new VirError({
+      code: ErrorCode.INTERNAL_ERROR,
+      domain: ErrorDomain.XENAPI,
+      detail: `XenAPI host '${host.hostname}' reports no product or platform version`,
+    });
   }
   return parseVersion(text);
 }
 
 export function uuidToBytes(text: string): Buffer {
   const bytes = parseUuid(text);
-  if (!bytes) throw new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.XENAPI, detail: `the XenAPI server sent an invalid uuid '${text}'` });
+  if (!bytes)
+    throw new VirError({
+      code: ErrorCode.INTERNAL_ERROR,
+      domain: ErrorDomain.XENAPI,
+      detail: `the XenAPI server sent an invalid uuid '${text}'`,
+    });
   return bytes;
 }
 
 export function uuidToString(bytes: Buffer): string {
   const text = formatUuid(bytes);
-  if (text === null) throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.XENAPI, detail: `a uuid has 16 bytes, not ${bytes.length}` });
+  if (text === null)
+    throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.XENAPI, detail: `a uuid has 16 bytes, not ${bytes.length}` });
   return text;
 }
 

@@ -15,7 +15,11 @@ export function register(container: DependencyContainer, settings: PluginSetting
   container.register(CONFIG_KEYS, { useValue: { owner: 'virtauth-plugin-hmac', keys: ['hmac_key_file'] } });
   const path = settings.get('hmac_key_file');
   if (typeof path !== 'string' || path === '') {
-    throw new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: 'hmac_key_file: is required by virtauth-plugin-hmac (a "path" to the JSON file of shared keys)' });
+    throw new VirError({
+      code: ErrorCode.CONF_SYNTAX,
+      domain: ErrorDomain.CONF,
+      detail: 'hmac_key_file: is required by virtauth-plugin-hmac (a "path" to the JSON file of shared keys)',
+    });
   }
   const keys = KeyStore.load(path);
   container.register(AUTH_PROVIDER, { useValue: hmacAuthProvider(keys) });

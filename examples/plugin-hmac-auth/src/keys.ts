@@ -46,13 +46,17 @@ export class KeyStore {
     } catch {
       throw confError(`hmac_key_file: ${path} is not JSON (expected { "user": "<base64 key>" })`);
     }
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw confError(`hmac_key_file: ${path}: expected an object { "user": "<base64 key>" }`);
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+      throw confError(`hmac_key_file: ${path}: expected an object { "user": "<base64 key>" }`);
     const keys = new Map<string, Buffer>();
     for (const [name, value] of Object.entries(parsed)) {
       if (!isUserName(name)) throw confError(`hmac_key_file: ${path}: '${name}' is not a user name (letters, digits, . _ @ -, at most 64)`);
       // The message names the user, never the key.
       const key = typeof value === 'string' ? decodeKey(value) : null;
-      if (!key) throw confError(`hmac_key_file: ${path}: the key of '${name}' must be base64 of at least ${MIN_KEY_BYTES} bytes (openssl rand -base64 32)`);
+      if (!key)
+        throw confError(
+          `hmac_key_file: ${path}: the key of '${name}' must be base64 of at least ${MIN_KEY_BYTES} bytes (openssl rand -base64 32)`,
+        );
       keys.set(name, key);
     }
     return new KeyStore(keys);
@@ -80,12 +84,21 @@ export function clientError(detail: string, code: number = ErrorCode.AUTH_FAILED
 }
 
 /** Asks the application (auth.conf first) for the user name and the key, as SASL asks for a password. */
-export async function requestKey(requestCredentials: CredentialRequester, service: string, host: string, signal?: AbortSignal): Promise<{ user: string; key: Buffer }> {
-  const creds = [credential(CredentialType.AUTHNAME, 'Please enter your authentication name', 'Authentication Name'), credential(CredentialType.PASSPHRASE, 'Please enter your HMAC key (base64)', 'HMAC key')];
+export async function requestKey(
+  requestCredentials: CredentialRequester,
+  service: string,
+  host: string,
+  signal?: AbortSignal,
+): Promise<{ user: string; key: Buffer }> {
+  const creds = [
+    credential(CredentialType.AUTHNAME, 'Please enter your authentication name', 'Authentication Name'),
+    credential(CredentialType.PASSPHRASE, 'Please enter your HMAC key (base64)', 'HMAC key'),
+  ];
   await requestCredentials(creds, { service, host });
   signal?.throwIfAborted();
   const [user, keyText] = creds.map((c) => c.result);
-  if (!user || !keyText) throw clientError(`no HMAC user name and key for ${host}: answer AUTHNAME and PASSPHRASE, or add them to auth.conf`);
+  if (!user || !keyText)
+    throw clientError(`no HMAC user name and key for ${host}: answer AUTHNAME and PASSPHRASE, or add them to auth.conf`);
   if (!isUserName(user)) throw clientError(`'${user}' is not a valid HMAC user name`);
   const key = decodeKey(keyText.trim());
   if (!key) throw clientError(`the HMAC key for ${host} must be base64 of at least ${MIN_KEY_BYTES} bytes`);

@@ -57,7 +57,8 @@ class HmacClientSession implements SaslClientSession {
 
   async step(challenge: Buffer | null): Promise<Buffer> {
     if (!this.credentials || this.answered) throw clientError(`${HMAC_MECHANISM}: unexpected server message`);
-    if (challenge === null || challenge.length !== NONCE_BYTES) throw clientError(`${HMAC_MECHANISM}: the server's nonce is not ${NONCE_BYTES} bytes`);
+    if (challenge === null || challenge.length !== NONCE_BYTES)
+      throw clientError(`${HMAC_MECHANISM}: the server's nonce is not ${NONCE_BYTES} bytes`);
     this.answered = true;
     return mac(this.credentials.key, signedMessage(LABEL, challenge, this.credentials.user));
   }

@@ -73,7 +73,12 @@ export class CedarAccessDriver implements AccessDriver {
   static async create(opts: CedarAccessDriverOptions): Promise<CedarAccessDriver> {
     const driver = new CedarAccessDriver(opts, await loadCedar());
     const failure = await driver.load();
-    if (failure) throw new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `access_cedar_policy_file ${opts.policyFile}: ${failure}` });
+    if (failure)
+      throw new VirError({
+        code: ErrorCode.CONF_SYNTAX,
+        domain: ErrorDomain.CONF,
+        detail: `access_cedar_policy_file ${opts.policyFile}: ${failure}`,
+      });
     return driver;
   }
 
@@ -95,7 +100,10 @@ export class CedarAccessDriver implements AccessDriver {
   async reload(): Promise<void> {
     const failure = await this.load();
     if (failure) {
-      this.opts.log.error({ event: 'access.cedar.reload_failed', file: this.opts.policyFile, reason: failure }, 'the new Cedar policy was not loaded; the previous one stays in force');
+      this.opts.log.error(
+        { event: 'access.cedar.reload_failed', file: this.opts.policyFile, reason: failure },
+        'the new Cedar policy was not loaded; the previous one stays in force',
+      );
       return;
     }
     this.opts.log.info({ event: 'access.cedar.reloaded', file: this.opts.policyFile }, 'Cedar policy reloaded');
@@ -127,7 +135,12 @@ export class CedarAccessDriver implements AccessDriver {
 }
 
 /** The Cedar request for one decision: principal, action, resource, context and the entities they need. */
-export function cedarRequest(policySetId: string, subject: AccessSubject, object: AccessObject, permission: string): cedar.StatefulAuthorizationCall {
+export function cedarRequest(
+  policySetId: string,
+  subject: AccessSubject,
+  object: AccessObject,
+  permission: string,
+): cedar.StatefulAuthorizationCall {
   const identity = subject.identity;
   const groups = identityGroups(identity);
   const principal = { type: 'User', id: principalName(identity) };
@@ -168,7 +181,11 @@ export const cedarAccessDriverFactory: AccessDriverFactory = {
   async create(settings, log) {
     const file = settings.get('access_cedar_policy_file');
     if (typeof file !== 'string' || file === '') {
-      throw new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: 'access_drivers lists "cedar": set access_cedar_policy_file = "PATH" to its policy file' });
+      throw new VirError({
+        code: ErrorCode.CONF_SYNTAX,
+        domain: ErrorDomain.CONF,
+        detail: 'access_drivers lists "cedar": set access_cedar_policy_file = "PATH" to its policy file',
+      });
     }
     return CedarAccessDriver.create({ policyFile: file, log });
   },

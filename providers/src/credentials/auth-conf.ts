@@ -103,7 +103,12 @@ export class AuthConfig {
       text = await fs.promises.readFile(file, 'utf8');
     } catch (e) {
       const reason = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
-      throw new VirError({ code: ErrorCode.READ_FAILED, domain: ErrorDomain.NONE, detail: `Unable to read auth file '${file}': ${reason}`, cause: e });
+      throw new VirError({
+        code: ErrorCode.READ_FAILED,
+        domain: ErrorDomain.NONE,
+        detail: `Unable to read auth file '${file}': ${reason}`,
+        cause: e,
+      });
     }
     return AuthConfig.parse(text, file);
   }
@@ -202,7 +207,10 @@ export function findAuthConfPath(opts: AuthConfPathOptions = {}): string | null 
 }
 
 /** Loads the auth.conf that applies to a connection, or resolves null when there is none. */
-export async function loadAuthConfSource(uri?: ConnectUri, opts: Omit<AuthConfPathOptions, 'uriAuthFile'> = {}): Promise<AuthConfCredentialSource | null> {
+export async function loadAuthConfSource(
+  uri?: ConnectUri,
+  opts: Omit<AuthConfPathOptions, 'uriAuthFile'> = {},
+): Promise<AuthConfCredentialSource | null> {
   const file = findAuthConfPath({ ...opts, uriAuthFile: uri ? uriParam(uri, 'authfile') : null });
   if (file === null) return null;
   return new AuthConfCredentialSource(await AuthConfig.load(file));

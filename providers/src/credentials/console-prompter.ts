@@ -41,7 +41,12 @@ export const CONSOLE_CREDENTIAL_TYPES: readonly CredentialType[] = [
 ];
 
 /** Answers read with echo. USERNAME is not advertised (as in libvirt) but is answered if asked. */
-const ECHOED: ReadonlySet<number> = new Set([CredentialType.USERNAME, CredentialType.AUTHNAME, CredentialType.ECHOPROMPT, CredentialType.REALM]);
+const ECHOED: ReadonlySet<number> = new Set([
+  CredentialType.USERNAME,
+  CredentialType.AUTHNAME,
+  CredentialType.ECHOPROMPT,
+  CredentialType.REALM,
+]);
 const HIDDEN: ReadonlySet<number> = new Set([CredentialType.PASSPHRASE, CredentialType.NOECHOPROMPT]);
 
 /** The only EXTERNAL challenge the console accepts (nothing to type: an agent handles it). */
@@ -182,7 +187,13 @@ function lineReaderFor(input: PromptInput): LineReader {
  * One answer from a terminal through `read`. Returns null when the user ends input (Ctrl-D): read
  * itself never settles then, so the readline close (which pauses the input) is watched for.
  */
-async function readFromTerminal(input: PromptInput, output: PromptOutput, prompt: string, silent: boolean, signal: AbortSignal | undefined): Promise<string | null> {
+async function readFromTerminal(
+  input: PromptInput,
+  output: PromptOutput,
+  prompt: string,
+  silent: boolean,
+  signal: AbortSignal | undefined,
+): Promise<string | null> {
   let settled = false;
   let onPause: () => void = () => {};
   let onAbort: () => void = () => {};
@@ -230,7 +241,14 @@ function waitSignal(info: CredentialRequestInfo): AbortSignal | undefined {
     const left = Math.max(0, info.deadline - Date.now());
     const controller = new AbortController();
     const timer = setTimeout(
-      () => controller.abort(new VirError({ code: ErrorCode.OPERATION_TIMEOUT, domain: ErrorDomain.AUTH, detail: 'no answer at the console before the credential request expired' })),
+      () =>
+        controller.abort(
+          new VirError({
+            code: ErrorCode.OPERATION_TIMEOUT,
+            domain: ErrorDomain.AUTH,
+            detail: 'no answer at the console before the credential request expired',
+          }),
+        ),
       left,
     );
     timer.unref();
@@ -242,7 +260,12 @@ function waitSignal(info: CredentialRequestInfo): AbortSignal | undefined {
 
 function cancelled(reason: unknown): VirError {
   if (reason instanceof VirError) return reason;
-  return new VirError({ code: ErrorCode.AUTH_CANCELLED, domain: ErrorDomain.AUTH, detail: 'the credential request was withdrawn', cause: reason });
+  return new VirError({
+    code: ErrorCode.AUTH_CANCELLED,
+    domain: ErrorDomain.AUTH,
+    detail: 'the credential request was withdrawn',
+    cause: reason,
+  });
 }
 
 /** The console callback as core's ConnectAuth (virConnectAuthPtrDefault's equivalent). */

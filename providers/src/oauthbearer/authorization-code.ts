@@ -40,7 +40,10 @@ function page(res: ServerResponse, status: number, text: string): void {
 }
 
 /** Runs the flow; resolves with the token response once the code was exchanged. */
-export async function authorizationCodeFlow(config: oidc.Configuration, req: AuthorizationCodeRequest): Promise<oidc.TokenEndpointResponse & oidc.TokenEndpointResponseHelpers> {
+export async function authorizationCodeFlow(
+  config: oidc.Configuration,
+  req: AuthorizationCodeRequest,
+): Promise<oidc.TokenEndpointResponse & oidc.TokenEndpointResponseHelpers> {
   const verifier = oidc.randomPKCECodeVerifier();
   const challenge = await oidc.calculatePKCECodeChallenge(verifier);
   const state = oidc.randomState();
@@ -53,7 +56,8 @@ export async function authorizationCodeFlow(config: oidc.Configuration, req: Aut
     if (httpReq.method !== 'GET' || url.pathname !== LOOPBACK_CALLBACK_PATH) return page(res, 404, 'Not found.');
     if (taken) return page(res, 400, 'This sign-in has already been completed; the request was refused.');
     const given = url.searchParams.get('state');
-    if (given === null || !sameSecret(given, state)) return page(res, 400, 'The sign-in response does not belong to this sign-in (wrong state); it was refused.');
+    if (given === null || !sameSecret(given, state))
+      return page(res, 400, 'The sign-in response does not belong to this sign-in (wrong state); it was refused.');
     taken = true;
     const failed = url.searchParams.get('error');
     if (failed !== null) {

@@ -54,7 +54,8 @@ export async function requestDelegatedToken(requestCredentials: CredentialReques
     ...(req.signal ? { signal: req.signal } : {}),
     ...(req.deadline !== undefined ? { deadline: req.deadline } : {}),
   });
-  if (!cred.result) throw new VirError({ code: ErrorCode.AUTH_FAILED, domain: ErrorDomain.AUTH, detail: `no access token for ${req.audience} was given` });
+  if (!cred.result)
+    throw new VirError({ code: ErrorCode.AUTH_FAILED, domain: ErrorDomain.AUTH, detail: `no access token for ${req.audience} was given` });
   return cred.result;
 }
 

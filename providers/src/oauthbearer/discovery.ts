@@ -53,7 +53,11 @@ export function issuerError(action: string, issuer: string, e: unknown): VirErro
   if (e instanceof VirError) return e;
   const err = e as { error?: unknown; error_description?: unknown; message?: unknown; name?: unknown };
   if (err?.name === 'AbortError' || err?.name === 'TimeoutError') {
-    return new VirError({ code: ErrorCode.OPERATION_TIMEOUT, domain: ErrorDomain.AUTH, detail: `${action} at ${issuer}: no answer in time` });
+    return new VirError({
+      code: ErrorCode.OPERATION_TIMEOUT,
+      domain: ErrorDomain.AUTH,
+      detail: `${action} at ${issuer}: no answer in time`,
+    });
   }
   // openid-client found the ID token's times impossible by this machine's clock: say which way it is off.
   if ((e as { code?: unknown })?.code === 'OAUTH_JWT_TIMESTAMP_CHECK_FAILED') {
@@ -61,7 +65,8 @@ export function issuerError(action: string, issuer: string, e: unknown): VirErro
     // openid-client may wrap oauth4webapi's error, whose cause holds the claims and the time checked.
     let checked = (e as { cause?: Checked }).cause;
     if (checked?.claims === undefined) checked = checked?.cause;
-    const skew = typeof checked?.claims?.iat === 'number' && typeof checked.now === 'number' ? Math.round(checked.now - checked.claims.iat) : null;
+    const skew =
+      typeof checked?.claims?.iat === 'number' && typeof checked.now === 'number' ? Math.round(checked.now - checked.claims.iat) : null;
     const by = skew === null ? '' : ` by about ${Math.abs(skew)} s (${skew > 0 ? 'ahead of' : 'behind'} the identity provider)`;
     return new VirError({
       code: ErrorCode.AUTH_FAILED,
@@ -71,13 +76,21 @@ export function issuerError(action: string, issuer: string, e: unknown): VirErro
   }
   if (typeof err?.error === 'string') {
     const description = typeof err.error_description === 'string' ? ` (${err.error_description.slice(0, 200)})` : '';
-    return new VirError({ code: ErrorCode.AUTH_FAILED, domain: ErrorDomain.AUTH, detail: `${action} at ${issuer}: ${err.error}${description}` });
+    return new VirError({
+      code: ErrorCode.AUTH_FAILED,
+      domain: ErrorDomain.AUTH,
+      detail: `${action} at ${issuer}: ${err.error}${description}`,
+    });
   }
   const message = typeof err?.message === 'string' ? err.message : String(e);
   // fetch's network failures carry the system error (ECONNREFUSED, ENOTFOUND) as their cause.
   const network = (e as { cause?: { code?: unknown } })?.cause?.code;
   if (typeof network === 'string') {
-    return new VirError({ code: ErrorCode.AUTH_UNAVAILABLE, domain: ErrorDomain.AUTH, detail: `${action} at ${issuer}: the identity provider cannot be reached (${network.slice(0, 40)}); check the issuer URL and the network` });
+    return new VirError({
+      code: ErrorCode.AUTH_UNAVAILABLE,
+      domain: ErrorDomain.AUTH,
+      detail: `${action} at ${issuer}: the identity provider cannot be reached (${network.slice(0, 40)}); check the issuer URL and the network`,
+    });
   }
   return new VirError({ code: ErrorCode.AUTH_UNAVAILABLE, domain: ErrorDomain.AUTH, detail: `${action} at ${issuer}: ${message}` });
 }

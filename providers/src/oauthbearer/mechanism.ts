@@ -104,10 +104,14 @@ class OAuthBearerClientSession implements SaslClientSession {
   }
 
   async start(): Promise<Buffer | null> {
-    if (!this.ctx.transport.secure) throw clientError('refusing to send a bearer token over a channel that is neither a unix socket nor TLS');
+    if (!this.ctx.transport.secure)
+      throw clientError('refusing to send a bearer token over a channel that is neither a unix socket nor TLS');
     this.tokenClient = this.mechanism.tokenClientFor(this.ctx.host);
     if (!this.tokenClient) {
-      throw clientError(`no OpenID Connect client is configured for ${this.ctx.host}; configure one, or choose another mechanism with auth=sasl.SCRAM-SHA-256`, ErrorCode.AUTH_UNAVAILABLE);
+      throw clientError(
+        `no OpenID Connect client is configured for ${this.ctx.host}; configure one, or choose another mechanism with auth=sasl.SCRAM-SHA-256`,
+        ErrorCode.AUTH_UNAVAILABLE,
+      );
     }
     this.token = await this.tokenClient.accessToken({
       requestCredentials: this.ctx.requestCredentials,
@@ -153,11 +157,16 @@ class OAuthBearerServerSession implements SaslServerSession {
     const state = this.state;
     if (state.stage === 'failed') {
       const acknowledged = response !== null && response.equals(CLIENT_ERROR_ACK);
-      throw new SaslAuthenticationError(`${OAUTHBEARER}: ${state.reason}${acknowledged ? '' : ' (and the client did not acknowledge the error with %x01)'}`, state.username);
+      throw new SaslAuthenticationError(
+        `${OAUTHBEARER}: ${state.reason}${acknowledged ? '' : ' (and the client did not acknowledge the error with %x01)'}`,
+        state.username,
+      );
     }
     if (state.stage === 'done') throw new SaslAuthenticationError(`${OAUTHBEARER}: message after the exchange ended`);
-    if (!this.validator) throw new SaslAuthenticationError(`${OAUTHBEARER}: this server has no token validation configured (oauth_issuer, oauth_audience)`);
-    if (!this.ctx.transport.secure) throw new SaslAuthenticationError(`${OAUTHBEARER}: refused on a channel that is neither a unix socket nor TLS`);
+    if (!this.validator)
+      throw new SaslAuthenticationError(`${OAUTHBEARER}: this server has no token validation configured (oauth_issuer, oauth_audience)`);
+    if (!this.ctx.transport.secure)
+      throw new SaslAuthenticationError(`${OAUTHBEARER}: refused on a channel that is neither a unix socket nor TLS`);
     // OAUTHBEARER is client-first; a client that sent nothing gets an empty challenge.
     if (response === null || response.length === 0) return { done: false, data: Buffer.alloc(0) };
 
@@ -180,7 +189,11 @@ class OAuthBearerServerSession implements SaslServerSession {
     if (!verdict.ok) return this.refuse(verdict.status, verdict.reason, verdict.username);
     if (message.authzid !== null && message.authzid !== verdict.username) {
       // Acting as someone else than the token names is not something a token can grant here.
-      return this.refuse('invalid_request', `the client asked to act as '${message.authzid.slice(0, 100)}', but the token names '${verdict.username}'`, verdict.username);
+      return this.refuse(
+        'invalid_request',
+        `the client asked to act as '${message.authzid.slice(0, 100)}', but the token names '${verdict.username}'`,
+        verdict.username,
+      );
     }
     this.username = verdict.username;
     this.identity = { oidc: verdict.identity };

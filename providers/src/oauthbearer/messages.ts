@@ -48,8 +48,12 @@ function decodeSaslName(text: string): string {
 }
 
 /** The client's message: `n,[a=authzid],` %x01 `host=` %x01 `auth=Bearer <token>` %x01 %x01. */
-export function encodeClientMessage(token: string, opts: { authzid?: string | null; host?: string | null; port?: number | null } = {}): Buffer {
-  if (!B64TOKEN.test(token)) throw new OAuthBearerFormatError('the access token contains characters a bearer token may not (RFC 6750 b64token)');
+export function encodeClientMessage(
+  token: string,
+  opts: { authzid?: string | null; host?: string | null; port?: number | null } = {},
+): Buffer {
+  if (!B64TOKEN.test(token))
+    throw new OAuthBearerFormatError('the access token contains characters a bearer token may not (RFC 6750 b64token)');
   const header = `n,${opts.authzid ? `a=${encodeSaslName(opts.authzid)}` : ''},`;
   const pairs: string[] = [];
   if (opts.host && VALUE.test(opts.host)) pairs.push(`host=${opts.host}`);
@@ -75,7 +79,8 @@ export function parseClientMessage(data: Buffer): OAuthBearerClientMessage {
     if (authzid === '') authzid = null;
   }
   const rest = text.slice(second + 1);
-  if (!rest.startsWith(KVSEP) || !rest.endsWith(KVSEP + KVSEP)) throw new OAuthBearerFormatError('the key/value pairs are not framed by %x01 as RFC 7628 requires');
+  if (!rest.startsWith(KVSEP) || !rest.endsWith(KVSEP + KVSEP))
+    throw new OAuthBearerFormatError('the key/value pairs are not framed by %x01 as RFC 7628 requires');
   const body = rest.slice(1, -2);
   const pairs = new Map<string, string>();
   for (const item of body === '' ? [] : body.split(KVSEP)) {

@@ -13,10 +13,24 @@ export const OAUTH_SETTING_PREFIX = 'oauth_';
 export const OAUTHBEARER_CONFIG_KEYS: ConfigKeyDeclaration = {
   owner: 'oauthbearer',
   keys: [
-    'oauth_allow_insecure_http', 'oauth_discovery_ttl', 'oauth_issuer', 'oauth_audience', 'oauth_required_scope',
-    'oauth_username_claim', 'oauth_token_validation', 'oauth_clock_skew', 'oauth_introspection_client_id',
-    'oauth_introspection_client_secret', 'oauth_client_id', 'oauth_client_issuer', 'oauth_client_device_timeout',
-    'oauth_client_secret', 'oauth_client_grant', 'oauth_client_scope', 'oauth_client_resource', 'oauth_client_hosts',
+    'oauth_allow_insecure_http',
+    'oauth_discovery_ttl',
+    'oauth_issuer',
+    'oauth_audience',
+    'oauth_required_scope',
+    'oauth_username_claim',
+    'oauth_token_validation',
+    'oauth_clock_skew',
+    'oauth_introspection_client_id',
+    'oauth_introspection_client_secret',
+    'oauth_client_id',
+    'oauth_client_issuer',
+    'oauth_client_device_timeout',
+    'oauth_client_secret',
+    'oauth_client_grant',
+    'oauth_client_scope',
+    'oauth_client_resource',
+    'oauth_client_hosts',
   ],
 };
 
@@ -70,7 +84,8 @@ export function oauthBearerSettingsFrom(settings: ReadonlyMap<string, ConfValue>
     if (audience === undefined) throw bad('oauth_audience', 'is required when oauth_issuer is set');
     const introspectionClientId = str(settings, 'oauth_introspection_client_id');
     const introspectionClientSecret = str(settings, 'oauth_introspection_client_secret');
-    if (introspectionClientSecret !== undefined && introspectionClientId === undefined) throw bad('oauth_introspection_client_secret', 'needs oauth_introspection_client_id');
+    if (introspectionClientSecret !== undefined && introspectionClientId === undefined)
+      throw bad('oauth_introspection_client_secret', 'needs oauth_introspection_client_id');
     const server: BearerValidatorSettings = {
       issuer,
       audience,
@@ -107,10 +122,18 @@ export function oauthBearerSettingsFrom(settings: ReadonlyMap<string, ConfValue>
     const hosts = list(settings, 'oauth_client_hosts') ?? ['*'];
     options.client = { clientFor: (host) => (hosts.some((glob) => globMatch(glob, host.toLowerCase())) ? client : null) };
   } else {
-    for (const key of ['oauth_client_secret', 'oauth_client_grant', 'oauth_client_scope', 'oauth_client_resource', 'oauth_client_hosts', 'oauth_client_issuer']) {
+    for (const key of [
+      'oauth_client_secret',
+      'oauth_client_grant',
+      'oauth_client_scope',
+      'oauth_client_resource',
+      'oauth_client_hosts',
+      'oauth_client_issuer',
+    ]) {
       if (settings.has(key)) throw bad(key, 'needs oauth_client_id');
     }
   }
-  if (!options.server && !options.client) throw bad('oauth_*', 'set oauth_issuer and oauth_audience (to accept tokens) or oauth_client_id (to send them)');
+  if (!options.server && !options.client)
+    throw bad('oauth_*', 'set oauth_issuer and oauth_audience (to accept tokens) or oauth_client_id (to send them)');
   return options;
 }

@@ -70,7 +70,8 @@ function isStoredToken(v: unknown): v is StoredToken {
 function ownershipProblem(info: { uid: number; mode: number }, wanted: number): string | null {
   const uid = process.getuid?.();
   if (uid !== undefined && info.uid !== uid) return `belongs to uid ${info.uid}, not to you (uid ${uid}); remove it and log in again`;
-  if ((info.mode & 0o077) !== 0) return `is accessible to others (mode 0${(info.mode & 0o777).toString(8)}, must be 0${wanted.toString(8)}); remove it and log in again`;
+  if ((info.mode & 0o077) !== 0)
+    return `is accessible to others (mode 0${(info.mode & 0o777).toString(8)}, must be 0${wanted.toString(8)}); remove it and log in again`;
   return null;
 }
 
@@ -152,7 +153,10 @@ export class TokenCacheFile {
         const problem = ownershipProblem(info, 0o600);
         if (problem) throw cacheError(`the token cache key ${this.keyPath} ${problem}`);
         const key = await readFile(this.keyPath);
-        if (key.length !== 32) throw cacheError(`the token cache key ${this.keyPath} is damaged; remove the directory ${this.options.directory} and log in again`);
+        if (key.length !== 32)
+          throw cacheError(
+            `the token cache key ${this.keyPath} is damaged; remove the directory ${this.options.directory} and log in again`,
+          );
         return key;
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
@@ -193,10 +197,12 @@ export class TokenCacheFile {
       return refuse('is not valid JSON (changed outside virtauth)');
     }
     const o = outer as { body?: unknown; seal?: unknown };
-    if (typeof o !== 'object' || o === null || typeof o.body !== 'string' || typeof o.seal !== 'string') return refuse('has an unknown layout (changed outside virtauth)');
+    if (typeof o !== 'object' || o === null || typeof o.body !== 'string' || typeof o.seal !== 'string')
+      return refuse('has an unknown layout (changed outside virtauth)');
     const expected = Buffer.from(this.seal(o.body, key));
     const given = Buffer.from(o.seal);
-    if (expected.length !== given.length || !timingSafeEqual(expected, given)) return refuse('was changed outside virtauth (its seal does not match)');
+    if (expected.length !== given.length || !timingSafeEqual(expected, given))
+      return refuse('was changed outside virtauth (its seal does not match)');
     let body: { version?: unknown; issuer?: unknown; clientId?: unknown; tokens?: unknown };
     try {
       body = JSON.parse(o.body) as typeof body;
@@ -204,7 +210,8 @@ export class TokenCacheFile {
       return refuse('has a damaged body');
     }
     if (body.version !== FORMAT_VERSION) return refuse(`has format version ${String(body.version)}, not ${FORMAT_VERSION}`);
-    if (body.issuer !== this.options.issuer || body.clientId !== this.options.clientId) return refuse('belongs to another issuer or client');
+    if (body.issuer !== this.options.issuer || body.clientId !== this.options.clientId)
+      return refuse('belongs to another issuer or client');
     if (typeof body.tokens !== 'object' || body.tokens === null) return refuse('has no tokens object');
     for (const [slot, token] of Object.entries(body.tokens)) {
       if (!isStoredToken(token)) return refuse(`has a malformed token entry`);
@@ -214,7 +221,12 @@ export class TokenCacheFile {
   }
 
   private async write(entries: Map<string, StoredToken>, key: Buffer): Promise<void> {
-    const body = JSON.stringify({ version: FORMAT_VERSION, issuer: this.options.issuer, clientId: this.options.clientId, tokens: Object.fromEntries(entries) });
+    const body = JSON.stringify({
+      version: FORMAT_VERSION,
+      issuer: this.options.issuer,
+      clientId: this.options.clientId,
+      tokens: Object.fromEntries(entries),
+    });
     const { default: writeFileAtomic } = await import('write-file-atomic');
     await writeFileAtomic(this.path, `${JSON.stringify({ body, seal: this.seal(body, key) })}\n`, { mode: 0o600, fsync: true });
   }

@@ -19,7 +19,12 @@ export type OidcGrant = 'client_credentials' | 'device_code' | 'authorization_co
  * draws a QR code, opens a browser). Each returns once the person has been told.
  */
 export interface SignInInteraction {
-  showDeviceCode(prompt: { verificationUri: string; userCode: string; verificationUriComplete: string | null; issuer: string }): Promise<void> | void;
+  showDeviceCode(prompt: {
+    verificationUri: string;
+    userCode: string;
+    verificationUriComplete: string | null;
+    issuer: string;
+  }): Promise<void> | void;
   openAuthorizationUrl(url: string, issuer: string): Promise<void> | void;
 }
 
@@ -80,8 +85,18 @@ interface CachedToken {
   subject: string | null;
 }
 
-const toStored = (t: CachedToken): StoredToken => ({ ...t, expiresAt: Number.isFinite(t.expiresAt) ? t.expiresAt : null, obtainedAt: Date.now() });
-const fromStored = (t: StoredToken): CachedToken => ({ accessToken: t.accessToken, expiresAt: t.expiresAt ?? Infinity, refreshToken: t.refreshToken, scope: t.scope, subject: t.subject });
+const toStored = (t: CachedToken): StoredToken => ({
+  ...t,
+  expiresAt: Number.isFinite(t.expiresAt) ? t.expiresAt : null,
+  obtainedAt: Date.now(),
+});
+const fromStored = (t: StoredToken): CachedToken => ({
+  accessToken: t.accessToken,
+  expiresAt: t.expiresAt ?? Infinity,
+  refreshToken: t.refreshToken,
+  scope: t.scope,
+  subject: t.subject,
+});
 
 /** Who a token response is for: the ID token's claims, else the access token's (read, not verified: only shown). */
 function subjectOf(response: oidc.TokenEndpointResponse & Partial<oidc.TokenEndpointResponseHelpers>): string | null {
@@ -121,7 +136,11 @@ export class OidcTokenClient {
     this.issuer = new CachedIssuer(settings);
     this.grant = settings.grant ?? (settings.clientSecret !== undefined ? 'client_credentials' : 'device_code');
     if (this.grant === 'client_credentials' && settings.clientSecret === undefined) {
-      throw new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `the client credentials grant needs a client secret for client '${settings.clientId}'` });
+      throw new VirError({
+        code: ErrorCode.CONF_SYNTAX,
+        domain: ErrorDomain.CONF,
+        detail: `the client credentials grant needs a client secret for client '${settings.clientId}'`,
+      });
     }
   }
 
@@ -136,8 +155,8 @@ export class OidcTokenClient {
 
   /** A valid access token for the request: from the cache, by refresh, or by a new grant. */
   async accessToken(req: TokenRequest): Promise<string> {
-    const resource = req.resource === undefined ? this.settings.resource ?? null : req.resource;
-    const scope = req.scope === undefined ? this.settings.scope ?? null : req.scope;
+    const resource = req.resource === undefined ? (this.settings.resource ?? null) : req.resource;
+    const scope = req.scope === undefined ? (this.settings.scope ?? null) : req.scope;
     const key = this.tokenKey(resource, scope);
     const margin = this.settings.expiryMarginMs ?? 30_000;
     if (!this.cachesTokens) return (await this.obtain(resource, scope, null, req)).accessToken;
@@ -147,7 +166,9 @@ export class OidcTokenClient {
     // Two opens at once share one grant (and one device flow prompt).
     let pending = this.inFlight.get(key);
     if (!pending) {
-      pending = (this.settings.tokenStore ? this.obtainThroughStore(key, resource, scope, req) : this.obtain(resource, scope, cached ?? null, req)).finally(() => this.inFlight.delete(key));
+      pending = (
+        this.settings.tokenStore ? this.obtainThroughStore(key, resource, scope, req) : this.obtain(resource, scope, cached ?? null, req)
+      ).finally(() => this.inFlight.delete(key));
       this.inFlight.set(key, pending);
     }
     const token = await pending;
@@ -181,7 +202,8 @@ export class OidcTokenClient {
       const stored = entries.get(key);
       if (!stored) return { value: null, write: false };
       // Renewed 30 s before expiry, or after 90% of a shorter life: a cached token must serve a whole command.
-      const margin = this.settings.expiryMarginMs ?? Math.min(30_000, stored.expiresAt === null ? 0 : (stored.expiresAt - stored.obtainedAt) / 10);
+      const margin =
+        this.settings.expiryMarginMs ?? Math.min(30_000, stored.expiresAt === null ? 0 : (stored.expiresAt - stored.obtainedAt) / 10);
       if ((stored.expiresAt ?? Infinity) - margin > Date.now()) return { value: fromStored(stored), write: false };
       if (!stored.refreshToken) return { value: null, write: false };
       const refreshed = await this.refresh(resource, scope, fromStored(stored));
@@ -212,8 +234,8 @@ export class OidcTokenClient {
 
   /** `virtauth login`: a new sign-in whatever is cached, kept in memory and in the token cache. */
   async signIn(req: TokenRequest): Promise<StoredToken> {
-    const resource = req.resource === undefined ? this.settings.resource ?? null : req.resource;
-    const scope = req.scope === undefined ? this.settings.scope ?? null : req.scope;
+    const resource = req.resource === undefined ? (this.settings.resource ?? null) : req.resource;
+    const scope = req.scope === undefined ? (this.settings.scope ?? null) : req.scope;
     const key = this.tokenKey(resource, scope);
     const fresh = await this.obtain(resource, scope, null, req);
     this.cache.set(key, fresh);
@@ -248,7 +270,8 @@ export class OidcTokenClient {
           revoked++;
         } catch (e) {
           // RFC 7009 §2.2.1: an IdP may not revoke some token types (self-contained JWTs): they expire.
-          if ((e as { error?: unknown })?.error !== 'unsupported_token_type') throw issuerError('token revocation', this.settings.issuer, e);
+          if ((e as { error?: unknown })?.error !== 'unsupported_token_type')
+            throw issuerError('token revocation', this.settings.issuer, e);
         }
       }
       return { revoked, revocationSupported: true };
@@ -271,7 +294,12 @@ export class OidcTokenClient {
     });
   }
 
-  private async obtain(resource: string | null, scope: string | null, previous: CachedToken | null, req: TokenRequest): Promise<CachedToken> {
+  private async obtain(
+    resource: string | null,
+    scope: string | null,
+    previous: CachedToken | null,
+    req: TokenRequest,
+  ): Promise<CachedToken> {
     const config = await this.issuer.get();
     const params = grantParams(resource, scope);
 
@@ -296,10 +324,19 @@ export class OidcTokenClient {
    * RFC 8252: the person signs in in a browser (opened by the interaction, or shown through the
    * credential callback like the device flow's prompt), which redirects to a loopback listener.
    */
-  private async browserFlow(config: oidc.Configuration, params: Record<string, string>, req: TokenRequest): Promise<oidc.TokenEndpointResponse> {
+  private async browserFlow(
+    config: oidc.Configuration,
+    params: Record<string, string>,
+    req: TokenRequest,
+  ): Promise<oidc.TokenEndpointResponse> {
     const interaction = this.settings.interaction;
     const ask = req.requestCredentials;
-    if (!interaction && !ask) throw new VirError({ code: ErrorCode.AUTH_UNAVAILABLE, domain: ErrorDomain.AUTH, detail: `signing in at ${this.settings.issuer} needs a person, and no credential callback is available; run virtauth login` });
+    if (!interaction && !ask)
+      throw new VirError({
+        code: ErrorCode.AUTH_UNAVAILABLE,
+        domain: ErrorDomain.AUTH,
+        detail: `signing in at ${this.settings.issuer} needs a person, and no credential callback is available; run virtauth login`,
+      });
     const wait = this.personWait(req, 'in the browser');
     try {
       return await authorizationCodeFlow(config, {
@@ -310,7 +347,13 @@ export class OidcTokenClient {
         present: async (url) => {
           if (interaction) return interaction.openAuthorizationUrl(url, this.settings.issuer);
           const prompt = credential(CredentialType.ECHOPROMPT, `To sign in, open ${url} in a browser, then press Enter`, url, '');
-          ask!([prompt], { service: req.service, host: req.host, signal: wait.signal, deadline: wait.deadline, ...(req.origin ? { origin: req.origin } : {}) }).catch((e: unknown) => {
+          ask!([prompt], {
+            service: req.service,
+            host: req.host,
+            signal: wait.signal,
+            deadline: wait.deadline,
+            ...(req.origin ? { origin: req.origin } : {}),
+          }).catch((e: unknown) => {
             if (!wait.signal.aborted) wait.abort(e instanceof VirError ? e : cancelledError('the sign-in prompt was refused'));
           });
         },
@@ -326,13 +369,25 @@ export class OidcTokenClient {
   /** The wait for a person: ends at the deadline, with the caller's signal, or by `abort`. */
   private personWait(req: TokenRequest, where: string, expiresInSec = Infinity) {
     const started = Date.now();
-    const deadline = Math.min(started + expiresInSec * 1000, started + (this.settings.deviceFlowTimeoutMs ?? 300_000), req.deadline ?? Infinity);
+    const deadline = Math.min(
+      started + expiresInSec * 1000,
+      started + (this.settings.deviceFlowTimeoutMs ?? 300_000),
+      req.deadline ?? Infinity,
+    );
     const stop = new AbortController();
     const timer = setTimeout(
-      () => stop.abort(new VirError({ code: ErrorCode.OPERATION_TIMEOUT, domain: ErrorDomain.AUTH, detail: `nobody completed the sign-in ${where} in time; run virtauth login again` })),
+      () =>
+        stop.abort(
+          new VirError({
+            code: ErrorCode.OPERATION_TIMEOUT,
+            domain: ErrorDomain.AUTH,
+            detail: `nobody completed the sign-in ${where} in time; run virtauth login again`,
+          }),
+        ),
       Math.max(0, deadline - started),
     );
-    const onCallerAbort = () => stop.abort(req.signal!.reason instanceof VirError ? req.signal!.reason : cancelledError('the sign-in was abandoned'));
+    const onCallerAbort = () =>
+      stop.abort(req.signal!.reason instanceof VirError ? req.signal!.reason : cancelledError('the sign-in was abandoned'));
     if (req.signal?.aborted) onCallerAbort();
     req.signal?.addEventListener('abort', onCallerAbort, { once: true });
     return {
@@ -349,10 +404,19 @@ export class OidcTokenClient {
   }
 
   /** RFC 8693: trades `subjectToken` for an access token of the requested resource. */
-  private async exchange(config: oidc.Configuration, params: Record<string, string>, subjectToken: string): Promise<oidc.TokenEndpointResponse> {
+  private async exchange(
+    config: oidc.Configuration,
+    params: Record<string, string>,
+    subjectToken: string,
+  ): Promise<oidc.TokenEndpointResponse> {
     let response: oidc.TokenEndpointResponse;
     try {
-      response = await oidc.genericGrantRequest(config, TOKEN_EXCHANGE_GRANT, { ...params, subject_token: subjectToken, subject_token_type: ACCESS_TOKEN_TYPE, requested_token_type: ACCESS_TOKEN_TYPE });
+      response = await oidc.genericGrantRequest(config, TOKEN_EXCHANGE_GRANT, {
+        ...params,
+        subject_token: subjectToken,
+        subject_token_type: ACCESS_TOKEN_TYPE,
+        requested_token_type: ACCESS_TOKEN_TYPE,
+      });
     } catch (e) {
       // RFC 8693 §2.2.2: the issuer no longer takes the subject token (revoked, expired): if it
       // came from this cache, drop it so that the next exchange starts from a fresh one.
@@ -385,13 +449,17 @@ export class OidcTokenClient {
 
   private toCached(response: oidc.TokenEndpointResponse, previous: CachedToken | null): CachedToken {
     if (response.token_type.toLowerCase() !== 'bearer') {
-      throw new VirError({ code: ErrorCode.AUTH_FAILED, domain: ErrorDomain.AUTH, detail: `${this.settings.issuer} issued a '${response.token_type}' token, not a bearer token` });
+      throw new VirError({
+        code: ErrorCode.AUTH_FAILED,
+        domain: ErrorDomain.AUTH,
+        detail: `${this.settings.issuer} issued a '${response.token_type}' token, not a bearer token`,
+      });
     }
     return {
       accessToken: response.access_token,
       expiresAt: typeof response.expires_in === 'number' ? Date.now() + response.expires_in * 1000 : Infinity,
       refreshToken: response.refresh_token ?? previous?.refreshToken ?? null,
-      scope: typeof response.scope === 'string' ? response.scope : previous?.scope ?? null,
+      scope: typeof response.scope === 'string' ? response.scope : (previous?.scope ?? null),
       subject: subjectOf(response) ?? previous?.subject ?? null,
     };
   }
@@ -401,10 +469,19 @@ export class OidcTokenClient {
    * while the token endpoint is polled. Answering the prompt (with anything) only acknowledges
    * it; refusing it, the caller's signal, or the deadline ends the wait.
    */
-  private async deviceFlow(config: oidc.Configuration, params: Record<string, string>, req: TokenRequest): Promise<oidc.TokenEndpointResponse> {
+  private async deviceFlow(
+    config: oidc.Configuration,
+    params: Record<string, string>,
+    req: TokenRequest,
+  ): Promise<oidc.TokenEndpointResponse> {
     const interaction = this.settings.interaction;
     const ask = req.requestCredentials;
-    if (!interaction && !ask) throw new VirError({ code: ErrorCode.AUTH_UNAVAILABLE, domain: ErrorDomain.AUTH, detail: `the device flow of ${this.settings.issuer} needs a person, and no credential callback is available` });
+    if (!interaction && !ask)
+      throw new VirError({
+        code: ErrorCode.AUTH_UNAVAILABLE,
+        domain: ErrorDomain.AUTH,
+        detail: `the device flow of ${this.settings.issuer} needs a person, and no credential callback is available`,
+      });
     const authorization = await this.call('device authorization', () => oidc.initiateDeviceAuthorization(config, params));
     const wait = this.personWait(req, `at ${authorization.verification_uri}`, authorization.expires_in);
 
@@ -417,14 +494,30 @@ export class OidcTokenClient {
         issuer: this.settings.issuer,
       });
     } else {
-      const prompt = credential(CredentialType.ECHOPROMPT, deviceFlowPrompt(authorization.verification_uri, authorization.user_code), authorization.verification_uri_complete ?? authorization.verification_uri, '');
-      ask!([prompt], { service: req.service, host: req.host, signal: wait.signal, deadline: wait.deadline, ...(req.origin ? { origin: req.origin } : {}) }).catch((e: unknown) => {
+      const prompt = credential(
+        CredentialType.ECHOPROMPT,
+        deviceFlowPrompt(authorization.verification_uri, authorization.user_code),
+        authorization.verification_uri_complete ?? authorization.verification_uri,
+        '',
+      );
+      ask!([prompt], {
+        service: req.service,
+        host: req.host,
+        signal: wait.signal,
+        deadline: wait.deadline,
+        ...(req.origin ? { origin: req.origin } : {}),
+      }).catch((e: unknown) => {
         // Once the token is there, the prompt is withdrawn: that rejection means nothing.
         if (!succeeded) wait.abort(e instanceof VirError ? e : cancelledError('the sign-in prompt was refused'));
       });
     }
     try {
-      const response = await oidc.pollDeviceAuthorizationGrant(config, authorization, params.resource ? { resource: params.resource } : undefined, { signal: wait.signal });
+      const response = await oidc.pollDeviceAuthorizationGrant(
+        config,
+        authorization,
+        params.resource ? { resource: params.resource } : undefined,
+        { signal: wait.signal },
+      );
       succeeded = true;
       return response;
     } catch (e) {

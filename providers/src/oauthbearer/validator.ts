@@ -66,7 +66,12 @@ function looksLikeJwt(token: string): boolean {
   }
 }
 
-const rejected = (status: BearerErrorStatus, reason: string, username?: string): TokenVerdict => ({ ok: false, status, reason, ...(username ? { username } : {}) });
+const rejected = (status: BearerErrorStatus, reason: string, username?: string): TokenVerdict => ({
+  ok: false,
+  status,
+  reason,
+  ...(username ? { username } : {}),
+});
 
 export class BearerTokenValidator {
   readonly issuer: CachedIssuer;
@@ -77,11 +82,20 @@ export class BearerTokenValidator {
   private jwks: { uri: string; keys: ReturnType<typeof createRemoteJWKSet> } | null = null;
 
   constructor(readonly settings: BearerValidatorSettings) {
-    if (!settings.audience) throw new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: 'an OAUTHBEARER server needs the audience its tokens must be issued for' });
+    if (!settings.audience)
+      throw new VirError({
+        code: ErrorCode.CONF_SYNTAX,
+        domain: ErrorDomain.CONF,
+        detail: 'an OAUTHBEARER server needs the audience its tokens must be issued for',
+      });
     this.mode = settings.validation ?? 'auto';
     const introspects = settings.introspectionClientId !== undefined;
     if (this.mode === 'introspection' && !introspects) {
-      throw new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: 'token introspection needs an introspection client id (and secret)' });
+      throw new VirError({
+        code: ErrorCode.CONF_SYNTAX,
+        domain: ErrorDomain.CONF,
+        detail: 'token introspection needs an introspection client id (and secret)',
+      });
     }
     // Without introspection credentials no request is ever made with the client id; discovery
     // still needs one, and the audience names this server.
@@ -109,16 +123,23 @@ export class BearerTokenValidator {
   /** Throws only when the issuer cannot be reached (a server problem, not the token's). */
   async validate(token: string): Promise<TokenVerdict> {
     const jwt = looksLikeJwt(token);
-    if (this.mode === 'jwt' && !jwt) return rejected('invalid_token', 'the token is not a JWT, and this server only accepts JWT access tokens');
+    if (this.mode === 'jwt' && !jwt)
+      return rejected('invalid_token', 'the token is not a JWT, and this server only accepts JWT access tokens');
     if (jwt && this.mode !== 'introspection') return this.validateJwt(token);
-    if (this.settings.introspectionClientId === undefined) return rejected('invalid_token', 'the token is opaque, and no introspection client is configured to check it');
+    if (this.settings.introspectionClientId === undefined)
+      return rejected('invalid_token', 'the token is opaque, and no introspection client is configured to check it');
     return this.introspect(token);
   }
 
   private async keys(): Promise<ReturnType<typeof createRemoteJWKSet>> {
     const config = await this.issuer.get();
     const uri = config.serverMetadata().jwks_uri;
-    if (!uri) throw new VirError({ code: ErrorCode.AUTH_UNAVAILABLE, domain: ErrorDomain.AUTH, detail: `${this.settings.issuer} publishes no jwks_uri` });
+    if (!uri)
+      throw new VirError({
+        code: ErrorCode.AUTH_UNAVAILABLE,
+        domain: ErrorDomain.AUTH,
+        detail: `${this.settings.issuer} publishes no jwks_uri`,
+      });
     // jose caches the key set and refetches it when a token names a key it does not know.
     if (this.jwks?.uri !== uri) this.jwks = { uri, keys: createRemoteJWKSet(new URL(uri)) };
     return this.jwks.keys;
@@ -158,8 +179,20 @@ export class BearerTokenValidator {
       case 'ERR_JWT_EXPIRED':
         return rejected('invalid_token', `the token expired at ${new Date((presented.exp ?? 0) * 1000).toISOString()}`);
       case 'ERR_JWT_CLAIM_VALIDATION_FAILED':
-        if (err.claim === 'iss') return rejected('invalid_token', `the token was issued by '${String(presented.iss).slice(0, 200)}', not by ${this.settings.issuer}`);
-        if (err.claim === 'aud') return rejected('invalid_token', `the token's audience (${audiencesOf(presented as Record<string, unknown>).join(', ').slice(0, 200) || 'none'}) does not include ${this.settings.audience}`);
+        if (err.claim === 'iss')
+          return rejected(
+            'invalid_token',
+            `the token was issued by '${String(presented.iss).slice(0, 200)}', not by ${this.settings.issuer}`,
+          );
+        if (err.claim === 'aud')
+          return rejected(
+            'invalid_token',
+            `the token's audience (${
+              audiencesOf(presented as Record<string, unknown>)
+                .join(', ')
+                .slice(0, 200) || 'none'
+            }) does not include ${this.settings.audience}`,
+          );
         return rejected('invalid_token', `the token's '${err.claim}' claim is not acceptable: ${err.message}`);
       case 'ERR_JWKS_NO_MATCHING_KEY':
         return rejected('invalid_token', `the token is not signed by any key ${this.settings.issuer} publishes`);
@@ -178,17 +211,23 @@ export class BearerTokenValidator {
     } catch (e) {
       throw issuerError('token introspection', this.settings.issuer, e);
     }
-    if (response.active !== true) return rejected('invalid_token', `${this.settings.issuer} reports the token is not active (expired, revoked or unknown)`);
+    if (response.active !== true)
+      return rejected('invalid_token', `${this.settings.issuer} reports the token is not active (expired, revoked or unknown)`);
     const claims = response as Record<string, unknown>;
     if (response.iss !== undefined && response.iss !== this.settings.issuer) {
       return rejected('invalid_token', `the token was issued by '${String(response.iss).slice(0, 200)}', not by ${this.settings.issuer}`);
     }
     if (!audiencesOf(claims).includes(this.settings.audience)) {
-      return rejected('invalid_token', `the token's audience (${audiencesOf(claims).join(', ').slice(0, 200) || 'none'}) does not include ${this.settings.audience}`);
+      return rejected(
+        'invalid_token',
+        `the token's audience (${audiencesOf(claims).join(', ').slice(0, 200) || 'none'}) does not include ${this.settings.audience}`,
+      );
     }
     const now = Date.now() / 1000;
-    if (typeof response.exp === 'number' && response.exp + this.toleranceSec < now) return rejected('invalid_token', `the token expired at ${new Date(response.exp * 1000).toISOString()}`);
-    if (typeof response.nbf === 'number' && response.nbf - this.toleranceSec > now) return rejected('invalid_token', 'the token is not valid yet');
+    if (typeof response.exp === 'number' && response.exp + this.toleranceSec < now)
+      return rejected('invalid_token', `the token expired at ${new Date(response.exp * 1000).toISOString()}`);
+    if (typeof response.nbf === 'number' && response.nbf - this.toleranceSec > now)
+      return rejected('invalid_token', 'the token is not valid yet');
     if (response.token_type !== undefined && !/^(bearer|access_token)$/i.test(response.token_type)) {
       return rejected('invalid_token', `the token is a '${response.token_type.slice(0, 40)}', not a bearer access token`);
     }

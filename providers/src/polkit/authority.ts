@@ -32,7 +32,12 @@ export interface AuthorizationResult {
 /** What the polkit provider needs from polkit (a fake stands in for it in unit tests). */
 export interface PolkitAuthorityClient {
   /** `details` are the attributes polkit rules read with `action.lookup(name)`. */
-  checkAuthorization(subject: UnixProcessSubject, actionId: string, allowUserInteraction: boolean, details?: Readonly<Record<string, string>>): Promise<AuthorizationResult>;
+  checkAuthorization(
+    subject: UnixProcessSubject,
+    actionId: string,
+    allowUserInteraction: boolean,
+    details?: Readonly<Record<string, string>>,
+  ): Promise<AuthorizationResult>;
   close(): void;
 }
 
@@ -110,7 +115,12 @@ export class DbusPolkitAuthority implements PolkitAuthorityClient {
     return opening;
   }
 
-  async checkAuthorization(subject: UnixProcessSubject, actionId: string, allowUserInteraction: boolean, details: Readonly<Record<string, string>> = {}): Promise<AuthorizationResult> {
+  async checkAuthorization(
+    subject: UnixProcessSubject,
+    actionId: string,
+    allowUserInteraction: boolean,
+    details: Readonly<Record<string, string>> = {},
+  ): Promise<AuthorizationResult> {
     const bus = await this.connect();
     const message = new dbus.Message({
       destination: POLKIT_BUS_NAME,
@@ -140,7 +150,14 @@ export class DbusPolkitAuthority implements PolkitAuthorityClient {
         reject(error);
       };
       const timer = setTimeout(
-        () => fail(new VirError({ code: DBUS_SERVICE_ERROR_CODE, domain: ErrorDomain.DBUS, detail: `polkit did not answer CheckAuthorization within ${this.timeoutMs} ms` })),
+        () =>
+          fail(
+            new VirError({
+              code: DBUS_SERVICE_ERROR_CODE,
+              domain: ErrorDomain.DBUS,
+              detail: `polkit did not answer CheckAuthorization within ${this.timeoutMs} ms`,
+            }),
+          ),
         this.timeoutMs,
       );
       this.pending.add(fail);
@@ -155,7 +172,11 @@ export class DbusPolkitAuthority implements PolkitAuthorityClient {
     });
     const result = reply?.body?.[0] as [boolean, boolean, Record<string, string>] | undefined;
     if (!Array.isArray(result) || typeof result[0] !== 'boolean' || typeof result[1] !== 'boolean') {
-      throw new VirError({ code: DBUS_SERVICE_ERROR_CODE, domain: ErrorDomain.DBUS, detail: 'malformed CheckAuthorization reply from polkit' });
+      throw new VirError({
+        code: DBUS_SERVICE_ERROR_CODE,
+        domain: ErrorDomain.DBUS,
+        detail: 'malformed CheckAuthorization reply from polkit',
+      });
     }
     return { isAuthorized: result[0], isChallenge: result[1], details: result[2] ?? {} };
   }
@@ -163,13 +184,20 @@ export class DbusPolkitAuthority implements PolkitAuthorityClient {
   close(): void {
     const bus = this.bus;
     this.bus = null;
-    bus?.then((b) => b.disconnect(), () => {});
+    bus?.then(
+      (b) => b.disconnect(),
+      () => {},
+    );
   }
 }
 
 /** libvirt's wording when the system bus cannot be reached (code 1, domain DBUS). */
 function noSystemBus(address: string, reason: string): VirError {
-  return new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.DBUS, detail: `Unable to get system bus connection: ${reason} (bus address ${address})` });
+  return new VirError({
+    code: ErrorCode.INTERNAL_ERROR,
+    domain: ErrorDomain.DBUS,
+    detail: `Unable to get system bus connection: ${reason} (bus address ${address})`,
+  });
 }
 
 function serviceError(error: unknown): VirError {

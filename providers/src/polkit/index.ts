@@ -18,6 +18,19 @@ export class PolkitAuthProvider implements AuthProvider {
 
 export { polkitClient } from './client.js';
 export { PolkitServer, type PolkitServerOptions } from './server.js';
-export { DbusPolkitAuthority, DBUS_SERVICE_ERROR_CODE, type AuthorizationResult, type PolkitAuthorityClient, type PolkitAuthorityOptions, type UnixProcessSubject } from './authority.js';
+export {
+  DbusPolkitAuthority,
+  DBUS_SERVICE_ERROR_CODE,
+  type AuthorizationResult,
+  type PolkitAuthorityClient,
+  type PolkitAuthorityOptions,
+  type UnixProcessSubject,
+} from './authority.js';
 export { processStartTime, parseStartTime } from './process-start-time.js';
-export { polkitSettingsFrom, POLKIT_CONFIG_KEYS, DEFAULT_POLKIT_ACTION_RO, DEFAULT_POLKIT_ACTION_RW, type PolkitSettings } from './settings.js';
+export {
+  polkitSettingsFrom,
+  POLKIT_CONFIG_KEYS,
+  DEFAULT_POLKIT_ACTION_RO,
+  DEFAULT_POLKIT_ACTION_RW,
+  type PolkitSettings,
+} from './settings.js';

@@ -19,7 +19,13 @@ export async function processStartTime(pid: number, procRoot = '/proc'): Promise
 /** Fields 1 and 2 are the pid and `(comm)`; comm may hold spaces and parentheses, so count from the last ')'. */
 export function parseStartTime(stat: string, pid: number): bigint {
   const end = stat.lastIndexOf(')');
-  const fields = end < 0 ? [] : stat.slice(end + 1).trim().split(/\s+/);
+  const fields =
+    end < 0
+      ? []
+      : stat
+          .slice(end + 1)
+          .trim()
+          .split(/\s+/);
   // fields[0] is field 3 (state), so field 22 is fields[19].
   const value = fields[19];
   if (value === undefined || !/^\d+$/.test(value)) throw new Error(`cannot read the start time of process ${pid} from /proc/${pid}/stat`);

@@ -57,18 +57,30 @@ export class PolkitServer implements ServerAuthProvider {
     const peer = ctx.transport.peer;
     if (ctx.transport.kind !== 'unix' || peer?.uid !== 0) return null;
     ctx.log.info({ event: 'auth.polkit.root_bypass', pid: peer.pid }, 'root client authenticated without asking polkit');
-    ctx.markAuthenticated({ method: 'none', unixUid: peer.uid, unixGid: peer.gid, unixPid: peer.pid, polkit: { action: this.actionFor(ctx), result: 'root' } });
+    ctx.markAuthenticated({
+      method: 'none',
+      unixUid: peer.uid,
+      unixGid: peer.gid,
+      unixPid: peer.pid,
+      polkit: { action: this.actionFor(ctx), result: 'root' },
+    });
     return [AuthType.NONE];
   }
 
   private async authPolkit(ctx: ServerAuthContext): Promise<{ complete: number }> {
     const peer = ctx.transport.peer;
     if (ctx.transport.kind !== 'unix') {
-      throw polkitError(ErrorCode.AUTH_FAILED, 'polkit authentication is only possible on unix sockets (configure auth_tcp/auth_tls as "sasl" or "none")');
+      throw polkitError(
+        ErrorCode.AUTH_FAILED,
+        'polkit authentication is only possible on unix sockets (configure auth_tcp/auth_tls as "sasl" or "none")',
+      );
     }
     if (!peer) {
       // The daemon logged why when the client connected (no SO_PEERCRED on this platform, or the addon is not built).
-      throw polkitError(ErrorCode.AUTH_FAILED, "the client's peer credentials (SO_PEERCRED) are unavailable, so polkit cannot identify it; see the daemon log");
+      throw polkitError(
+        ErrorCode.AUTH_FAILED,
+        "the client's peer credentials (SO_PEERCRED) are unavailable, so polkit cannot identify it; see the daemon log",
+      );
     }
     const action = this.actionFor(ctx);
     // The host reads the start time at accept: if the pid now names another process (the client
@@ -76,9 +88,16 @@ export class PolkitServer implements ServerAuthProvider {
     const current = await processStartTime(peer.pid, this.opts.procRoot);
     const startTime = peer.startTime !== undefined ? peer.startTime : current;
     if (startTime === null || current !== startTime) {
-      ctx.log.warn({ event: 'auth.polkit.client_gone', pid: peer.pid, uid: peer.uid, action }, 'client process exited before its polkit check');
+      ctx.log.warn(
+        { event: 'auth.polkit.client_gone', pid: peer.pid, uid: peer.uid, action },
+        'client process exited before its polkit check',
+      );
       // libvirtd's code, domain and opening words; virsh would retry a POLKIT-domain failure.
-      throw new VirError({ code: ErrorCode.INTERNAL_ERROR, domain: ErrorDomain.NONE, detail: `Cannot find start time for pid ${peer.pid}: the client process exited before polkit could check it` });
+      throw new VirError({
+        code: ErrorCode.INTERNAL_ERROR,
+        domain: ErrorDomain.NONE,
+        detail: `Cannot find start time for pid ${peer.pid}: the client process exited before polkit could check it`,
+      });
     }
     let result;
     try {
@@ -90,7 +109,13 @@ export class PolkitServer implements ServerAuthProvider {
     const logFields = { pid: peer.pid, uid: peer.uid, action };
     if (result.isAuthorized) {
       ctx.log.info({ event: 'auth.polkit.allowed', ...logFields }, 'polkit authorized the client');
-      ctx.markAuthenticated({ method: 'polkit', unixUid: peer.uid, unixGid: peer.gid, unixPid: peer.pid, polkit: { action, result: 'authorized' } });
+      ctx.markAuthenticated({
+        method: 'polkit',
+        unixUid: peer.uid,
+        unixGid: peer.gid,
+        unixPid: peer.pid,
+        polkit: { action, result: 'authorized' },
+      });
       return { complete: 1 };
     }
     ctx.log.warn({ event: 'auth.polkit.denied', challenge: result.isChallenge, ...logFields }, 'polkit did not authorize the client');

@@ -18,9 +18,14 @@ const ACTION_ID = /^[a-z0-9][a-z0-9.-]*$/;
 
 function actionSetting(key: string, v: ConfValue | undefined, fallback: string): string {
   if (v === undefined) return fallback;
-  if (typeof v !== 'string') throw new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `${key}: expected a "string"` });
+  if (typeof v !== 'string')
+    throw new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `${key}: expected a "string"` });
   if (!ACTION_ID.test(v)) {
-    throw new VirError({ code: ErrorCode.CONF_SYNTAX, domain: ErrorDomain.CONF, detail: `${key}: '${v}' is not a polkit action id (lower-case letters, digits, '.' and '-', e.g. "org.libvirt.unix.manage")` });
+    throw new VirError({
+      code: ErrorCode.CONF_SYNTAX,
+      domain: ErrorDomain.CONF,
+      detail: `${key}: '${v}' is not a polkit action id (lower-case letters, digits, '.' and '-', e.g. "org.libvirt.unix.manage")`,
+    });
   }
   return v;
 }

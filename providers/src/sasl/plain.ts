@@ -13,7 +13,15 @@ import {
   type ScramVerifier,
 } from '@virtauth/core';
 import { collectPasswordCredentials, saslClientError } from './client-support.js';
-import { DEFAULT_SALT_LENGTH, DEFAULT_SCRAM_ITERATIONS, hi, passwordMatchesVerifier, prepareString, SaslPrepError, SCRAM_SHA_256 } from './scram.js';
+import {
+  DEFAULT_SALT_LENGTH,
+  DEFAULT_SCRAM_ITERATIONS,
+  hi,
+  passwordMatchesVerifier,
+  prepareString,
+  SaslPrepError,
+  SCRAM_SHA_256,
+} from './scram.js';
 
 export interface PlainMechanismOptions {
   /** PBKDF2 iterations spent on unknown user names, so that they take as long as known ones. */

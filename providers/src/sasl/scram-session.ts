@@ -86,7 +86,12 @@ class SaltedPasswordCache {
   constructor(private readonly capacity: number) {}
 
   async derive(hash: ScramHashAlgorithm, password: string, salt: Buffer, iterations: number): Promise<Buffer> {
-    const id = createHmac('sha256', this.key).update(`${hash.name}\0${iterations}\0`).update(salt).update('\0').update(password, 'utf8').digest('base64');
+    const id = createHmac('sha256', this.key)
+      .update(`${hash.name}\0${iterations}\0`)
+      .update(salt)
+      .update('\0')
+      .update(password, 'utf8')
+      .digest('base64');
     const cached = this.entries.get(id);
     if (cached) {
       this.entries.delete(id);
@@ -118,7 +123,11 @@ export abstract class ScramMechanism implements SaslMechanism {
     if (!Number.isInteger(unknownUserIterations) || unknownUserIterations < 1) {
       throw new RangeError(`unknownUserIterations must be a positive integer, got ${unknownUserIterations}`);
     }
-    this.options = { generateNonce: options.generateNonce ?? generateNonce, unknownUserIterations, concealUnknownUsers: options.concealUnknownUsers ?? false };
+    this.options = {
+      generateNonce: options.generateNonce ?? generateNonce,
+      unknownUserIterations,
+      concealUnknownUsers: options.concealUnknownUsers ?? false,
+    };
   }
 
   /** Whether this is the channel-binding (-PLUS) variant. */
@@ -141,14 +150,17 @@ export abstract class ScramMechanism implements SaslMechanism {
   private chooseClientBinding(ctx: SaslClientContext): { flag: ChannelBindingFlag; data: Buffer } {
     const binding = ctx.channelBinding;
     if (this.plus) {
-      if (ctx.channelBindingPolicy === 'disable') throw saslClientError(this.name, 'channel binding is disabled by configuration, but this mechanism needs it');
+      if (ctx.channelBindingPolicy === 'disable')
+        throw saslClientError(this.name, 'channel binding is disabled by configuration, but this mechanism needs it');
       if (!binding) throw saslClientError(this.name, 'this mechanism needs TLS channel binding, but the connection provides none');
       return { flag: { kind: 'p', name: binding.type }, data: binding.data };
     }
     const serverOffersPlus = ctx.serverMechanisms.some((m) => m.toUpperCase() === this.plusName.toUpperCase());
     if (ctx.channelBindingPolicy === 'require') {
-      if (!binding) throw saslClientError(this.name, 'channel binding is required, but the connection provides no TLS channel binding data');
-      if (!serverOffersPlus) throw saslClientError(this.name, `channel binding is required, but the server does not offer ${this.plusName}`);
+      if (!binding)
+        throw saslClientError(this.name, 'channel binding is required, but the connection provides no TLS channel binding data');
+      if (!serverOffersPlus)
+        throw saslClientError(this.name, `channel binding is required, but the server does not offer ${this.plusName}`);
       throw saslClientError(this.name, `channel binding is required: use ${this.plusName}, which the server offers`);
     }
     // "y": we could bind but the server seems unable to; a server that can will detect a downgrade.
@@ -190,7 +202,8 @@ class ScramClientSession implements SaslClientSession {
       const authzid = creds.authzid !== null ? prepareString(creds.authzid, 'authorization name', 'query') : null;
       this.preparedPassword = prepareString(creds.password, 'password', 'query');
       this.clientNonce = this.options.generateNonce();
-      if (!isPrintableNonce(this.clientNonce)) throw new RangeError('the nonce generator produced a nonce with non-printable characters or ","');
+      if (!isPrintableNonce(this.clientNonce))
+        throw new RangeError('the nonce generator produced a nonce with non-printable characters or ","');
       this.gs2Header = formatGs2Header(binding.flag, authzid);
       this.bindingData = binding.data;
       this.clientFirstBare = formatClientFirstBare(username, this.clientNonce);
@@ -218,7 +231,10 @@ class ScramClientSession implements SaslClientSession {
       );
     }
     if (serverFirst.iterations > this.ctx.maxIterations) {
-      throw saslClientError(this.mechanism, `the server asks for ${serverFirst.iterations} PBKDF2 iterations, more than the accepted maximum of ${this.ctx.maxIterations}`);
+      throw saslClientError(
+        this.mechanism,
+        `the server asks for ${serverFirst.iterations} PBKDF2 iterations, more than the accepted maximum of ${this.ctx.maxIterations}`,
+      );
     }
     throwIfAborted(this.mechanism, this.ctx.signal);
     const password = this.preparedPassword;
@@ -249,7 +265,10 @@ class ScramClientSession implements SaslClientSession {
     if (this.state !== expected) {
       const was = this.state;
       this.state = 'failed';
-      throw saslClientError(this.mechanism, was === 'complete' ? 'the server sent data after the exchange completed' : `unexpected exchange step (session is ${was})`);
+      throw saslClientError(
+        this.mechanism,
+        was === 'complete' ? 'the server sent data after the exchange completed' : `unexpected exchange step (session is ${was})`,
+      );
     }
     try {
       return await run();
@@ -295,7 +314,10 @@ class ScramServerSession implements SaslServerSession {
     try {
       if (state === 'awaiting-client-first') return await this.handleClientFirst(response);
       if (state === 'awaiting-client-final') return this.handleClientFinal(response);
-      throw new SaslAuthenticationError(`${this.mechanism}: client sent data after the exchange ${state === 'done' ? 'completed' : 'failed'}`, this.claimedUser);
+      throw new SaslAuthenticationError(
+        `${this.mechanism}: client sent data after the exchange ${state === 'done' ? 'completed' : 'failed'}`,
+        this.claimedUser,
+      );
     } catch (e) {
       this.state = 'failed';
       this.username = null;
@@ -323,7 +345,8 @@ class ScramServerSession implements SaslServerSession {
     } catch (e) {
       throw this.fail(`user database lookup failed: ${e instanceof Error ? e.message : String(e)}`);
     }
-    if (verifier !== null && verifier.hash !== this.hash.name) throw this.fail(`user database returned a ${verifier.hash} verifier for ${this.hash.name}`);
+    if (verifier !== null && verifier.hash !== this.hash.name)
+      throw this.fail(`user database returned a ${verifier.hash} verifier for ${this.hash.name}`);
     if (verifier === null && !this.options.concealUnknownUsers) throw this.fail('unknown-user: no such user in the user database');
     this.verifier = verifier;
     const suffix = this.options.generateNonce();
@@ -340,16 +363,23 @@ class ScramServerSession implements SaslServerSession {
   /** RFC 5802 §6 rules for the GS2 channel binding flag. */
   private checkBindingFlag(flag: ChannelBindingFlag): void {
     if (!this.plus) {
-      if (flag.kind === 'p') throw this.fail('channel-binding-not-supported: the client asked for channel binding on a mechanism without it (use the -PLUS variant)');
+      if (flag.kind === 'p')
+        throw this.fail(
+          'channel-binding-not-supported: the client asked for channel binding on a mechanism without it (use the -PLUS variant)',
+        );
       if (flag.kind === 'y' && this.ctx.serverOffersChannelBinding) {
-        throw this.fail('server-does-support-channel-binding: the client supports channel binding but believes the server does not (possible downgrade attack: the mechanism list may have been tampered with)');
+        throw this.fail(
+          'server-does-support-channel-binding: the client supports channel binding but believes the server does not (possible downgrade attack: the mechanism list may have been tampered with)',
+        );
       }
       return;
     }
-    if (flag.kind !== 'p') throw this.fail(`channel-binding-not-supported: the client sent "${flag.kind}" but ${this.mechanism} requires channel binding`);
+    if (flag.kind !== 'p')
+      throw this.fail(`channel-binding-not-supported: the client sent "${flag.kind}" but ${this.mechanism} requires channel binding`);
     const binding = this.ctx.channelBinding;
     if (!binding) throw this.fail('channel-binding-not-supported: this connection has no TLS channel binding data');
-    if (flag.name !== binding.type) throw this.fail(`unsupported-channel-binding-type: the client asked for "${flag.name}", this connection provides "${binding.type}"`);
+    if (flag.name !== binding.type)
+      throw this.fail(`unsupported-channel-binding-type: the client asked for "${flag.name}", this connection provides "${binding.type}"`);
   }
 
   private handleClientFinal(response: Buffer | null): SaslStepResult {
@@ -359,7 +389,9 @@ class ScramServerSession implements SaslServerSession {
     const cbindData = this.plus && this.ctx.channelBinding ? this.ctx.channelBinding.data : Buffer.alloc(0);
     const expectedCbindInput = Buffer.concat([Buffer.from(clientFirst.gs2Header, 'utf8'), cbindData]);
     if (!constantTimeEqual(clientFinal.channelBinding, expectedCbindInput)) {
-      throw this.fail('channel-bindings-dont-match: the channel binding data differs from this connection (man-in-the-middle, or a GS2 header mismatch)');
+      throw this.fail(
+        'channel-bindings-dont-match: the channel binding data differs from this connection (man-in-the-middle, or a GS2 header mismatch)',
+      );
     }
     if (!constantTimeEqual(Buffer.from(clientFinal.nonce, 'utf8'), Buffer.from(this.nonce, 'utf8'))) {
       throw this.fail('invalid-encoding: the client-final-message nonce differs from the negotiated nonce');
@@ -386,6 +418,12 @@ class ScramServerSession implements SaslServerSession {
   private fakeVerifier(username: string): ScramVerifier {
     const salted = hmac(this.hash, UNKNOWN_USER_SECRET, `keys\0${this.hash.name}\0${username}`);
     const keys = deriveKeys(this.hash, salted);
-    return { hash: this.hash.name, salt: this.fakeSalt(username), iterations: this.options.unknownUserIterations, storedKey: keys.storedKey, serverKey: keys.serverKey };
+    return {
+      hash: this.hash.name,
+      salt: this.fakeSalt(username),
+      iterations: this.options.unknownUserIterations,
+      storedKey: keys.storedKey,
+      serverKey: keys.serverKey,
+    };
   }
 }

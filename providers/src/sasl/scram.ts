@@ -79,7 +79,8 @@ export function prepareString(value: string, field: SaslPrepError['field'], use:
 function describeSaslPrepFailure(libraryMessage: string): string {
   if (/unassigned/i.test(libraryMessage)) return 'contains an unassigned Unicode code point';
   if (/prohibited/i.test(libraryMessage)) return 'contains a character SASLprep (RFC 4013) prohibits, such as a control character';
-  if (/RandALCat|bidirectional/i.test(libraryMessage)) return 'mixes right-to-left and left-to-right text in a way SASLprep (RFC 4013) forbids';
+  if (/RandALCat|bidirectional/i.test(libraryMessage))
+    return 'mixes right-to-left and left-to-right text in a way SASLprep (RFC 4013) forbids';
   // The library fails without a message of its own when everything was mapped to nothing.
   return 'is empty after SASLprep normalization';
 }
@@ -170,17 +171,20 @@ function expectAttribute(attrs: Attribute[], index: number, name: string, what: 
 }
 
 function rejectMandatoryExtension(attrs: Attribute[], what: string): void {
-  if (attrs[0]?.name === 'm') throw new ScramProtocolError('extensions-not-supported', `${what} requires an unsupported mandatory extension (m=)`);
+  if (attrs[0]?.name === 'm')
+    throw new ScramProtocolError('extensions-not-supported', `${what} requires an unsupported mandatory extension (m=)`);
 }
 
 function parseNonce(value: string, what: string): string {
-  if (!isPrintableNonce(value)) throw new ScramProtocolError('invalid-encoding', `${what}: the nonce contains characters outside printable ASCII`);
+  if (!isPrintableNonce(value))
+    throw new ScramProtocolError('invalid-encoding', `${what}: the nonce contains characters outside printable ASCII`);
   return value;
 }
 
 function parseBase64(value: string, what: string, attribute: string): Buffer {
   const bytes = decodeBase64Strict(value);
-  if (bytes === null || bytes.length === 0) throw new ScramProtocolError('invalid-encoding', `${what}: "${attribute}=" is not valid base64`);
+  if (bytes === null || bytes.length === 0)
+    throw new ScramProtocolError('invalid-encoding', `${what}: "${attribute}=" is not valid base64`);
   return bytes;
 }
 
@@ -221,7 +225,8 @@ export function parseClientFirst(text: string): ClientFirstMessage {
   else throw new ScramProtocolError('invalid-encoding', `${what} has an invalid channel binding flag`);
   let authzid: string | null = null;
   if (authzText.length > 0) {
-    if (!authzText.startsWith('a=')) throw new ScramProtocolError('invalid-encoding', `${what} has an invalid authorization identity field`);
+    if (!authzText.startsWith('a='))
+      throw new ScramProtocolError('invalid-encoding', `${what} has an invalid authorization identity field`);
     authzid = unescapeSaslName(authzText.slice(2));
   }
   const bare = text.slice(second + 1);
@@ -390,7 +395,11 @@ export async function makeScramVerifier(password: string, options: MakeScramVeri
 }
 
 /** Whether `password` matches `verifier` (one PBKDF2 run); `preparedPassword` is already SASLprep'd. */
-export async function passwordMatchesVerifier(hash: ScramHashAlgorithm, verifier: ScramVerifier, preparedPassword: string): Promise<boolean> {
+export async function passwordMatchesVerifier(
+  hash: ScramHashAlgorithm,
+  verifier: ScramVerifier,
+  preparedPassword: string,
+): Promise<boolean> {
   const keys = deriveKeys(hash, await hi(hash, preparedPassword, verifier.salt, verifier.iterations));
   return constantTimeEqual(keys.storedKey, verifier.storedKey);
 }

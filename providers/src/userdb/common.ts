@@ -2,7 +2,15 @@
 // verifiers at once, and bad input is reported without echoing a password.
 
 import { ErrorCode, ErrorDomain, VirError, type ScramVerifier } from '@virtauth/core';
-import { DEFAULT_SCRAM_ITERATIONS, makeScramVerifier, MAX_SCRAM_ITERATIONS, prepareString, SaslPrepError, SCRAM_SHA_256, type PreparationUse } from '../sasl/scram.js';
+import {
+  DEFAULT_SCRAM_ITERATIONS,
+  makeScramVerifier,
+  MAX_SCRAM_ITERATIONS,
+  prepareString,
+  SaslPrepError,
+  SCRAM_SHA_256,
+  type PreparationUse,
+} from '../sasl/scram.js';
 
 export { DEFAULT_SCRAM_ITERATIONS };
 
@@ -47,5 +55,11 @@ export async function verifiersForPassword(password: string, iterations: number)
 }
 
 export function copyVerifier(v: ScramVerifier): ScramVerifier {
-  return { hash: v.hash, salt: Buffer.from(v.salt), iterations: v.iterations, storedKey: Buffer.from(v.storedKey), serverKey: Buffer.from(v.serverKey) };
+  return {
+    hash: v.hash,
+    salt: Buffer.from(v.salt),
+    iterations: v.iterations,
+    storedKey: Buffer.from(v.storedKey),
+    serverKey: Buffer.from(v.serverKey),
+  };
 }

@@ -47,7 +47,8 @@ export class FileUserDatabase implements UserDatabase {
   private writes: Promise<unknown> = Promise.resolve();
 
   constructor(options: FileUserDatabaseOptions) {
-    if (!options.path) throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.AUTH, detail: 'the user database needs a file path' });
+    if (!options.path)
+      throw new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.AUTH, detail: 'the user database needs a file path' });
     this.path = options.path;
     this.iterations = checkIterations(options.iterations ?? DEFAULT_SCRAM_ITERATIONS);
     this.lockWaitMs = options.lockWaitMs ?? 10_000;
@@ -212,7 +213,10 @@ export class FileUserDatabase implements UserDatabase {
       throw this.corrupt(`is not valid JSON${position !== undefined ? ` (at character ${position})` : ''}`);
     }
     if (!isPlainObject(document)) throw this.corrupt('is not a JSON object');
-    if (document.version !== USER_DATABASE_VERSION) throw this.corrupt(`has version ${JSON.stringify(document.version) ?? 'undefined'}; this program reads version ${USER_DATABASE_VERSION}`);
+    if (document.version !== USER_DATABASE_VERSION)
+      throw this.corrupt(
+        `has version ${JSON.stringify(document.version) ?? 'undefined'}; this program reads version ${USER_DATABASE_VERSION}`,
+      );
     if (!isPlainObject(document.users)) throw this.corrupt('has no "users" object');
     const users: UserTable = new Map();
     for (const [name, entry] of Object.entries(document.users)) {
@@ -257,7 +261,12 @@ export class FileUserDatabase implements UserDatabase {
 
   private fileError(what: string, cause: unknown): VirError {
     const reason = cause instanceof Error ? cause.message : String(cause);
-    return new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.AUTH, detail: `user database ${this.path} ${what}: ${reason}`, cause });
+    return new VirError({
+      code: ErrorCode.SYSTEM_ERROR,
+      domain: ErrorDomain.AUTH,
+      detail: `user database ${this.path} ${what}: ${reason}`,
+      cause,
+    });
   }
 }
 

@@ -1,9 +1,9 @@
-import {spawnSync} from 'node:child_process';
-import {readdirSync} from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 
-import test, {type ExecutionContext} from 'ava';
+import test, { type ExecutionContext } from 'ava';
 
-import {findExecutable, systemPython} from './executables.js';
+import { findExecutable, systemPython } from './executables.js';
 
 /** Something outside Node that an interop test needs: a real libvirt program, a library, or root. */
 export interface PeerStatus {
@@ -60,7 +60,7 @@ const peerProbes: Record<string, PeerProbe> = {
       return `${systemPython} not found: install Debian package python3-libvirt`;
     }
     // Registration time only: no server of ours is running yet, so a synchronous spawn is safe.
-    const check = spawnSync(systemPython, ['-I', '-c', 'import libvirt'], {stdio: 'ignore', timeout: 10_000});
+    const check = spawnSync(systemPython, ['-I', '-c', 'import libvirt'], { stdio: 'ignore', timeout: 10_000 });
     return check.status === 0 ? undefined : `${systemPython} cannot import libvirt: install Debian package python3-libvirt`;
   },
   saslpasswd2: executableProbe('saslpasswd2', 'sasl2-bin'),
@@ -105,7 +105,7 @@ export function peerStatus(name: string): PeerStatus {
     throw new Error(`unknown interop peer ${JSON.stringify(name)}; known peers: ${knownPeers.join(', ')}`);
   }
   const problem = probe();
-  const status: PeerStatus = problem === undefined ? {name, available: true, reason: ''} : {name, available: false, reason: problem};
+  const status: PeerStatus = problem === undefined ? { name, available: true, reason: '' } : { name, available: false, reason: problem };
   statusCache.set(name, status);
   return status;
 }
@@ -130,12 +130,12 @@ export interface InteropPlan {
 export function planInteropTest(statuses: readonly PeerStatus[], ci: boolean): InteropPlan {
   const missing = statuses.filter((status) => !status.available);
   if (missing.length === 0) {
-    return {mode: 'run', missing, message: ''};
+    return { mode: 'run', missing, message: '' };
   }
   const reasons = missing.map((status) => `${status.name}: ${status.reason}`).join('; ');
   return ci
-    ? {mode: 'fail', missing, message: `interop peer missing in CI (.ci/run must install it): ${reasons}`}
-    : {mode: 'skip', missing, message: `needs ${reasons}`};
+    ? { mode: 'fail', missing, message: `interop peer missing in CI (.ci/run must install it): ${reasons}` }
+    : { mode: 'skip', missing, message: `needs ${reasons}` };
 }
 
 export type InteropImplementation = (t: ExecutionContext) => PromiseLike<void> | void;

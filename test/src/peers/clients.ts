@@ -1,10 +1,10 @@
-import {spawn} from 'node:child_process';
-import {rm, writeFile} from 'node:fs/promises';
-import {join} from 'node:path';
+import { spawn } from 'node:child_process';
+import { rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 
-import {requireExecutable, systemPython} from './executables.js';
-import {defaultPeerTimeoutMs, libvirtClientEnv, runProcess, type ProcessResult} from './process.js';
-import {tempDir} from './util.js';
+import { requireExecutable, systemPython } from './executables.js';
+import { defaultPeerTimeoutMs, libvirtClientEnv, runProcess, type ProcessResult } from './process.js';
+import { tempDir } from './util.js';
 
 export interface VirshOptions {
   uri: string;
@@ -26,8 +26,11 @@ export async function runVirsh(args: readonly string[], options: VirshOptions): 
 }
 
 /** `virsh -c URI event --all --loop` running until stopped; everything it printed so far. */
-export function watchVirshEvents(uri: string, env: NodeJS.ProcessEnv = {}): {output(): string; stop(): Promise<string>} {
-  const child = spawn(requireExecutable('virsh', 'libvirt-clients'), ['-c', uri, 'event', '--all', '--loop'], {env: libvirtClientEnv(env), stdio: ['ignore', 'pipe', 'pipe']});
+export function watchVirshEvents(uri: string, env: NodeJS.ProcessEnv = {}): { output(): string; stop(): Promise<string> } {
+  const child = spawn(requireExecutable('virsh', 'libvirt-clients'), ['-c', uri, 'event', '--all', '--loop'], {
+    env: libvirtClientEnv(env),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   child.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
   child.stderr.setEncoding('utf8').on('data', (s: string) => (out += s));
@@ -59,7 +62,7 @@ export async function runPython(script: string, options: PythonOptions = {}): Pr
   const directory = await tempDir('vp');
   const scriptPath = join(directory, 'script.py');
   try {
-    await writeFile(scriptPath, script, {mode: 0o600});
+    await writeFile(scriptPath, script, { mode: 0o600 });
     // -I: ignore PYTHON* variables and the user site, so a developer's setup cannot change the run.
     return await runProcess(python, ['-I', scriptPath], {
       input: options.input,
@@ -67,7 +70,7 @@ export async function runPython(script: string, options: PythonOptions = {}): Pr
       timeoutMs: options.timeoutMs ?? defaultPeerTimeoutMs,
     });
   } finally {
-    await rm(directory, {recursive: true, force: true});
+    await rm(directory, { recursive: true, force: true });
   }
 }
 
@@ -129,7 +132,7 @@ export interface PythonLibvirtFailure extends PythonLibvirtCommon {
   ok: false;
   /** 'open' or the command that failed. */
   stage: string;
-  error: {code: number; domain: number; message: string};
+  error: { code: number; domain: number; message: string };
 }
 
 export type PythonLibvirtResult = PythonLibvirtSuccess | PythonLibvirtFailure;
@@ -216,8 +219,15 @@ export function pythonLibvirtCommands(uri: string, options: PythonLibvirtOptions
   for (const command of options.commands) {
     const [verb, argument, ...rest] = command.split(' ');
     const needsArgument = verb === 'dominfo' || verb === 'dumpxml';
-    if (!(pythonLibvirtCommandNames as readonly string[]).includes(verb) || rest.length > 0 || (argument !== undefined) !== needsArgument || argument === '') {
-      throw new Error(`unsupported python libvirt command ${JSON.stringify(command)}: use one of hostname, version, uri, list, capabilities, 'dominfo NAME', 'dumpxml NAME'`);
+    if (
+      !(pythonLibvirtCommandNames as readonly string[]).includes(verb) ||
+      rest.length > 0 ||
+      (argument !== undefined) !== needsArgument ||
+      argument === ''
+    ) {
+      throw new Error(
+        `unsupported python libvirt command ${JSON.stringify(command)}: use one of hostname, version, uri, list, capabilities, 'dominfo NAME', 'dumpxml NAME'`,
+      );
     }
   }
   const credentialTypes = options.credentialTypes ?? ['AUTHNAME', 'PASSPHRASE'];
@@ -257,6 +267,6 @@ export function parsePythonLibvirtResult(result: ProcessResult): PythonLibvirtRe
 
 /** Builds, runs and parses a pythonLibvirtCommands script in one step. */
 export async function runPythonLibvirt(uri: string, options: PythonLibvirtOptions & PythonOptions): Promise<PythonLibvirtResult> {
-  const {env, input, timeoutMs, ...scriptOptions} = options;
-  return parsePythonLibvirtResult(await runPython(pythonLibvirtCommands(uri, scriptOptions), {env, input, timeoutMs}));
+  const { env, input, timeoutMs, ...scriptOptions } = options;
+  return parsePythonLibvirtResult(await runPython(pythonLibvirtCommands(uri, scriptOptions), { env, input, timeoutMs }));
 }

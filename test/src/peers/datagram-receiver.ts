@@ -1,9 +1,9 @@
 // A unix datagram socket for tests to stand in for systemd's NOTIFY_SOCKET or the journal's
 // socket. Node cannot bind one, so a small python3 program does and reports each datagram
 // (or, for a journal entry passed as a memfd, the memfd's contents) as a base64 line.
-import {spawn, type ChildProcess} from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 
-import {systemPython} from './executables.js';
+import { systemPython } from './executables.js';
 
 const receiverProgram = String.raw`
 import array, base64, os, socket, sys
@@ -41,7 +41,7 @@ export class DatagramReceiver {
 
   /** Binds `path` (a leading '@' for an abstract name) and resolves once it receives. */
   static async start(path: string): Promise<DatagramReceiver> {
-    const child = spawn(systemPython, ['-I', '-c', receiverProgram, path], {stdio: ['ignore', 'pipe', 'pipe']});
+    const child = spawn(systemPython, ['-I', '-c', receiverProgram, path], { stdio: ['ignore', 'pipe', 'pipe'] });
     const receiver = new DatagramReceiver(path, child);
     let stderr = '';
     child.stderr?.on('data', (chunk: Buffer) => {
@@ -87,7 +87,11 @@ export class DatagramReceiver {
       };
       const timer = setTimeout(() => {
         this.waiters.delete(check);
-        reject(new Error(`no matching datagram on ${this.path} within ${timeoutMs} ms; got ${this.received.length}: ${this.received.map((d) => JSON.stringify(d.toString('utf8').slice(0, 200))).join(', ')}`));
+        reject(
+          new Error(
+            `no matching datagram on ${this.path} within ${timeoutMs} ms; got ${this.received.length}: ${this.received.map((d) => JSON.stringify(d.toString('utf8').slice(0, 200))).join(', ')}`,
+          ),
+        );
       }, timeoutMs);
       if (!check()) this.waiters.add(check);
     });

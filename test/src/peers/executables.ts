@@ -1,5 +1,5 @@
-import {accessSync, constants} from 'node:fs';
-import {delimiter, join} from 'node:path';
+import { accessSync, constants } from 'node:fs';
+import { delimiter, join } from 'node:path';
 
 /** Directories searched after PATH: daemons live in sbin, polkitd in its libexec directory. */
 const extraSearchDirectories = ['/usr/local/sbin', '/usr/sbin', '/sbin', '/usr/lib/polkit-1', '/usr/libexec/polkit-1'];

@@ -1,12 +1,12 @@
-import {existsSync, readFileSync} from 'node:fs';
-import {mkdir, readFile, rm, writeFile} from 'node:fs/promises';
-import {connect} from 'node:net';
-import {join} from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { join } from 'node:path';
 
-import {requireExecutable} from './executables.js';
-import {describeResult, runProcess} from './process.js';
-import type {TestPki} from './pki.js';
-import {delay, freePort, tempDir, waitFor} from './util.js';
+import { requireExecutable } from './executables.js';
+import { describeResult, runProcess } from './process.js';
+import type { TestPki } from './pki.js';
+import { delay, freePort, tempDir, waitFor } from './util.js';
 
 export type LibvirtdAuth = 'none' | 'sasl' | 'polkit';
 export type LibvirtdTransport = 'unix' | 'unix-ro' | 'tcp' | 'tls';
@@ -89,7 +89,7 @@ function processIsGone(pid: number): boolean {
 
 function acceptsConnections(port: number): Promise<boolean> {
   return new Promise((resolve) => {
-    const socket = connect({host: '127.0.0.1', port});
+    const socket = connect({ host: '127.0.0.1', port });
     socket.once('connect', () => {
       socket.destroy();
       resolve(true);
@@ -119,13 +119,20 @@ export class PrivateLibvirtd {
 
   static async start(options: PrivateLibvirtdOptions): Promise<PrivateLibvirtd> {
     if (process.getuid?.() !== 0) {
-      throw new Error('PrivateLibvirtd needs root: libvirtd writes /run/libvirt/common/system.token and checks peer credentials as root; run the interop tests as root (CI does)');
+      throw new Error(
+        'PrivateLibvirtd needs root: libvirtd writes /run/libvirt/common/system.token and checks peer credentials as root; run the interop tests as root (CI does)',
+      );
     }
     const libvirtd = requireExecutable('libvirtd', 'libvirt-daemon');
     if (options.listenTls && options.tls === undefined) {
       throw new Error('PrivateLibvirtd: listenTls needs `tls` (a TestPki) for the server certificate');
     }
-    const wantsSasl = [options.auth_unix_rw, options.auth_unix_ro, options.listenTcp ? options.auth_tcp ?? 'sasl' : undefined, options.listenTls ? options.auth_tls : undefined].includes('sasl');
+    const wantsSasl = [
+      options.auth_unix_rw,
+      options.auth_unix_ro,
+      options.listenTcp ? (options.auth_tcp ?? 'sasl') : undefined,
+      options.listenTls ? options.auth_tls : undefined,
+    ].includes('sasl');
     if (Object.keys(options.saslUsers ?? {}).length > 0 && !wantsSasl) {
       throw new Error('PrivateLibvirtd: saslUsers given but no listener uses auth "sasl"');
     }
@@ -150,7 +157,7 @@ export class PrivateLibvirtd {
       const tlsPort = options.listenTls ? await freePort() : undefined;
       const logFile = join(dir, 'log');
       const configFile = join(dir, 'libvirtd.conf');
-      await writeFile(configFile, PrivateLibvirtd.configText(options, {socketDir, logFile, tcpPort, tlsPort}));
+      await writeFile(configFile, PrivateLibvirtd.configText(options, { socketDir, logFile, tcpPort, tlsPort }));
 
       const pidFile = join(dir, 'libvirtd.pid');
       const idleTimeout = options.idleTimeoutSeconds ?? 600;
@@ -159,7 +166,7 @@ export class PrivateLibvirtd {
         libvirtd,
         ['--daemon', '--listen', '--config', configFile, '--pid-file', pidFile, '--timeout', String(idleTimeout)],
         {
-          env: {...process.env, SASL_CONF_PATH: saslDir, LIBVIRT_DRIVER_DIR: emptyDriverDir, LC_ALL: 'C'},
+          env: { ...process.env, SASL_CONF_PATH: saslDir, LIBVIRT_DRIVER_DIR: emptyDriverDir, LC_ALL: 'C' },
           timeoutMs: options.startTimeoutMs ?? 15_000,
         },
       );
@@ -169,10 +176,14 @@ export class PrivateLibvirtd {
       }
 
       const startTimeoutMs = options.startTimeoutMs ?? 15_000;
-      const pid = await waitFor(async () => {
-        const text = await readFile(pidFile, 'utf8');
-        return Number.parseInt(text.trim(), 10) || undefined;
-      }, startTimeoutMs, `libvirtd pid file ${pidFile}`);
+      const pid = await waitFor(
+        async () => {
+          const text = await readFile(pidFile, 'utf8');
+          return Number.parseInt(text.trim(), 10) || undefined;
+        },
+        startTimeoutMs,
+        `libvirtd pid file ${pidFile}`,
+      );
       const daemon = new PrivateLibvirtd(dir, pid, rwSocket, roSocket, tcpPort, tlsPort, logFile, options.tls);
       liveDaemons.add(daemon);
       try {
@@ -188,7 +199,7 @@ export class PrivateLibvirtd {
       }
       return daemon;
     } catch (error) {
-      await rm(dir, {recursive: true, force: true});
+      await rm(dir, { recursive: true, force: true });
       throw error;
     }
   }
@@ -210,7 +221,7 @@ export class PrivateLibvirtd {
         throw new Error(`SASL user name ${JSON.stringify(name)} must be letters, digits, '.', '_' or '-'`);
       }
       // The entry is stored as name@<this host's name> (realm = host name); clients log in as plain `name`.
-      const result = await runProcess(saslpasswd2, ['-p', '-c', '-f', databaseFile, '-a', 'libvirt', name], {input: password});
+      const result = await runProcess(saslpasswd2, ['-p', '-c', '-f', databaseFile, '-a', 'libvirt', name], { input: password });
       if (result.code !== 0) {
         throw new Error(`saslpasswd2 could not create SASL user ${name}: exit ${result.code}, ${result.stderr.trim()}`);
       }
@@ -219,7 +230,7 @@ export class PrivateLibvirtd {
 
   private static configText(
     options: PrivateLibvirtdOptions,
-    paths: {socketDir: string; logFile: string; tcpPort: number | undefined; tlsPort: number | undefined},
+    paths: { socketDir: string; logFile: string; tcpPort: number | undefined; tlsPort: number | undefined },
   ): string {
     const settings: Record<string, LibvirtdConfigValue> = {
       unix_sock_dir: paths.socketDir,
@@ -248,7 +259,9 @@ export class PrivateLibvirtd {
       settings.sasl_allowed_username_list = options.allowedUsernames;
     }
     Object.assign(settings, options.extraConfig ?? {});
-    return Object.entries(settings).map(([key, value]) => `${key} = ${formatConfigValue(key, value)}\n`).join('');
+    return Object.entries(settings)
+      .map(([key, value]) => `${key} = ${formatConfigValue(key, value)}\n`)
+      .join('');
   }
 
   /**
@@ -320,7 +333,7 @@ export class PrivateLibvirtd {
         }
       }
     }
-    await rm(this.dir, {recursive: true, force: true});
+    await rm(this.dir, { recursive: true, force: true });
   }
 
   /** @internal Synchronous last-resort kill used when the test process exits. */

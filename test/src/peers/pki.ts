@@ -1,9 +1,9 @@
-import {chmod, copyFile, mkdir, rm, writeFile} from 'node:fs/promises';
-import {join} from 'node:path';
+import { chmod, copyFile, mkdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 
-import {requireExecutable} from './executables.js';
-import {describeResult, runProcess} from './process.js';
-import {tempDir} from './util.js';
+import { requireExecutable } from './executables.js';
+import { describeResult, runProcess } from './process.js';
+import { tempDir } from './util.js';
 
 /** A client identity laid out as libvirt's `pkipath` directory expects it. */
 export interface ClientPkiDir {
@@ -66,12 +66,12 @@ export class TestPki {
         'tls_www_server',
       ]);
 
-      const clientName = options.client ?? {country: 'GB', organization: 'virtauth', commonName: 'client1'};
+      const clientName = options.client ?? { country: 'GB', organization: 'virtauth', commonName: 'client1' };
       const client = await generator.clientPkiDir('client', ca, ca, clientName);
       const otherCaClient = await generator.clientPkiDir('other-ca-client', otherCa, ca, clientName);
       return new TestPki(dir, ca.certFile, ca.keyFile, server.certFile, server.keyFile, client, otherCaClient);
     } catch (error) {
-      await rm(dir, {recursive: true, force: true});
+      await rm(dir, { recursive: true, force: true });
       throw error;
     }
   }
@@ -80,17 +80,19 @@ export class TestPki {
    * Issues another client certificate from this CA and a CRL, signed by the CA, that revokes it
    * (what `crl_file` names). The revoked client's pkipath trusts this CA like the good one.
    */
-  async revokedClient(dn: DistinguishedName = {country: 'GB', organization: 'virtauth', commonName: 'revoked1'}): Promise<{client: ClientPkiDir; crlFile: string}> {
+  async revokedClient(
+    dn: DistinguishedName = { country: 'GB', organization: 'virtauth', commonName: 'revoked1' },
+  ): Promise<{ client: ClientPkiDir; crlFile: string }> {
     const certtool = requireExecutable('certtool', 'gnutls-bin');
     const generator = new CertificateGenerator(certtool, this.dir);
-    const ca = {certFile: this.caCertFile, keyFile: this.caKeyFile};
+    const ca = { certFile: this.caCertFile, keyFile: this.caKeyFile };
     const client = await generator.clientPkiDir('revoked-client', ca, ca, dn);
     const crlFile = await generator.revocationList('crl', ca, [client.certFile]);
-    return {client, crlFile};
+    return { client, crlFile };
   }
 
   async remove(): Promise<void> {
-    await rm(this.dir, {recursive: true, force: true});
+    await rm(this.dir, { recursive: true, force: true });
   }
 }
 
@@ -131,7 +133,7 @@ class CertificateGenerator {
     // crl_signing_key: OpenSSL takes a CRL only from an issuer whose key usage allows it.
     const template = await this.template(name, [`cn = ${quoteTemplateValue(commonName)}`, 'ca', 'cert_signing_key', 'crl_signing_key']);
     await this.run(['--generate-self-signed', '--load-privkey', keyFile, '--template', template, '--no-text', '--outfile', certFile]);
-    return {certFile, keyFile};
+    return { certFile, keyFile };
   }
 
   async issue(name: string, issuer: IssuedCertificate, fields: string[]): Promise<IssuedCertificate> {
@@ -140,14 +142,19 @@ class CertificateGenerator {
     const template = await this.template(name, [...fields, 'encryption_key', 'signing_key']);
     await this.run([
       '--generate-certificate',
-      '--load-privkey', keyFile,
-      '--load-ca-certificate', issuer.certFile,
-      '--load-ca-privkey', issuer.keyFile,
-      '--template', template,
+      '--load-privkey',
+      keyFile,
+      '--load-ca-certificate',
+      issuer.certFile,
+      '--load-ca-privkey',
+      issuer.keyFile,
+      '--template',
+      template,
       '--no-text',
-      '--outfile', certFile,
+      '--outfile',
+      certFile,
     ]);
-    return {certFile, keyFile};
+    return { certFile, keyFile };
   }
 
   /** Issues a client certificate from `issuer` and lays it out with `trusted`'s CA as a pkipath. */
@@ -160,14 +167,14 @@ class CertificateGenerator {
     ];
     const issued = await this.issue(name, issuer, fields);
     const pkiPath = join(this.dir, name);
-    await mkdir(pkiPath, {mode: 0o700});
+    await mkdir(pkiPath, { mode: 0o700 });
     const caCertFile = join(pkiPath, 'cacert.pem');
     const certFile = join(pkiPath, 'clientcert.pem');
     const keyFile = join(pkiPath, 'clientkey.pem');
     await this.copy(trusted.certFile, caCertFile, 0o644);
     await this.copy(issued.certFile, certFile, 0o644);
     await this.copy(issued.keyFile, keyFile, 0o600);
-    return {pkiPath, caCertFile, certFile, keyFile, subject: libvirtDnString(dn)};
+    return { pkiPath, caCertFile, certFile, keyFile, subject: libvirtDnString(dn) };
   }
 
   /** A CRL from `issuer` listing the certificates in `revokedCertFiles`. */
@@ -177,12 +184,16 @@ class CertificateGenerator {
     await writeFile(template, 'crl_next_update = 30\ncrl_number = 1\n');
     await this.run([
       '--generate-crl',
-      '--load-ca-privkey', issuer.keyFile,
-      '--load-ca-certificate', issuer.certFile,
+      '--load-ca-privkey',
+      issuer.keyFile,
+      '--load-ca-certificate',
+      issuer.certFile,
       ...revokedCertFiles.flatMap((file) => ['--load-certificate', file]),
-      '--template', template,
+      '--template',
+      template,
       '--no-text',
-      '--outfile', crlFile,
+      '--outfile',
+      crlFile,
     ]);
     return crlFile;
   }
@@ -206,7 +217,7 @@ class CertificateGenerator {
   }
 
   private async run(args: string[]): Promise<string> {
-    const result = await runProcess(this.certtool, args, {timeoutMs: 30_000});
+    const result = await runProcess(this.certtool, args, { timeoutMs: 30_000 });
     if (result.code !== 0) {
       throw new Error(`certtool ${args[0]} failed: ${describeResult(result)}`);
     }

@@ -10,13 +10,22 @@ import { existsSync } from 'node:fs';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 
-import { OpenFlag, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, RemoteProc, RpcConnection, VirError, parseUri, remote, xdr } from '@virtauth/core';
+import {
+  OpenFlag,
+  REMOTE_PROGRAM,
+  REMOTE_PROTOCOL_VERSION,
+  RemoteProc,
+  RpcConnection,
+  VirError,
+  parseUri,
+  remote,
+  xdr,
+} from '@virtauth/core';
 import { openTransport } from '@virtauth/drivers';
 import { openAuth } from 'virtauth';
 
 export type PolkitClientResult =
-  | { ok: true; hostname?: string; types?: number[]; complete?: number }
-  | { ok: false; code: number; domain: number; message: string };
+  { ok: true; hostname?: string; types?: number[]; complete?: number } | { ok: false; code: number; domain: number; message: string };
 
 function print(result: PolkitClientResult): Promise<never> {
   return new Promise(() => process.stdout.write(`${JSON.stringify(result)}\n`, () => process.exit(result.ok ? 0 : 1)));
@@ -57,7 +66,10 @@ async function orphan(socketPath: string): Promise<void> {
     s.once('error', reject);
   });
   // The child inherits the connected socket as fd 3 and its stdout: it prints the result.
-  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), 'orphan-child', String(process.pid)], { stdio: ['ignore', 'inherit', 'inherit', socket], detached: true });
+  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), 'orphan-child', String(process.pid)], {
+    stdio: ['ignore', 'inherit', 'inherit', socket],
+    detached: true,
+  });
   child.unref();
   socket.destroy();
   process.exit(0);

@@ -114,7 +114,8 @@ export class PrivatePolkit {
   }
 
   static async start(options: PrivatePolkitOptions): Promise<PrivatePolkit> {
-    if (process.getuid?.() !== 0) throw new Error('PrivatePolkit needs root (bind mounts in a private mount namespace; polkitd drops to its own user)');
+    if (process.getuid?.() !== 0)
+      throw new Error('PrivatePolkit needs root (bind mounts in a private mount namespace; polkitd drops to its own user)');
     const dbusDaemon = requireExecutable('dbus-daemon', 'dbus-daemon');
     const polkitdPath = requireExecutable('polkitd', 'polkitd');
     const unshare = requireExecutable('unshare', 'util-linux');
@@ -141,28 +142,43 @@ export class PrivatePolkit {
 
     const socketPath = join(dir, 'system_bus_socket');
     await writeFile(join(dir, 'bus.conf'), busConfig(socketPath));
-    const bus = spawn(dbusDaemon, [`--config-file=${join(dir, 'bus.conf')}`, '--nofork', '--print-address=1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const bus = spawn(dbusDaemon, [`--config-file=${join(dir, 'bus.conf')}`, '--nofork', '--print-address=1'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let polkitd: ChildProcess | undefined;
     try {
       const busAddress = await firstLine(bus, 'dbus-daemon', timeoutMs);
       // The mounts exist only in polkitd's namespace; argv carries the paths, no shell quoting needed.
-      const script = 'mount --bind "$1" /usr/share/polkit-1/actions && mount --bind "$2" /etc/polkit-1/rules.d && mount --bind "$3" /usr/share/polkit-1/rules.d && exec "$4" --no-debug';
-      polkitd = spawn(unshare, ['--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', actionsDir, rulesDir, noRulesDir, polkitdPath], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-        env: { ...process.env, DBUS_SYSTEM_BUS_ADDRESS: busAddress },
-      });
+      const script =
+        'mount --bind "$1" /usr/share/polkit-1/actions && mount --bind "$2" /etc/polkit-1/rules.d && mount --bind "$3" /usr/share/polkit-1/rules.d && exec "$4" --no-debug';
+      polkitd = spawn(
+        unshare,
+        ['--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', actionsDir, rulesDir, noRulesDir, polkitdPath],
+        {
+          stdio: ['ignore', 'pipe', 'pipe'],
+          env: { ...process.env, DBUS_SYSTEM_BUS_ADDRESS: busAddress },
+        },
+      );
       const polkit = new PrivatePolkit(dir, busAddress, bus, polkitd);
       livePolkits.add(polkit);
       try {
         // Root is always authorized once polkitd owns its name and knows the action.
         const firstAction = /<action id="([^"]+)"/.exec(Object.values(options.actions)[0] ?? '')?.[1];
         if (!firstAction) throw new Error('PrivatePolkit needs at least one action');
-        await waitFor(async () => {
-          if (polkitd!.exitCode !== null) throw new Error(`polkitd exited with status ${polkitd!.exitCode}: ${polkit.polkitdLog}`);
-          const check = await runProcess(pkcheck, ['--action-id', firstAction, '--process', String(process.pid)], { env: { ...process.env, DBUS_SYSTEM_BUS_ADDRESS: busAddress }, timeoutMs: 5000 });
-          if (check.code !== 0) throw new Error(`pkcheck: ${describeResult(check)}`);
-          return true;
-        }, timeoutMs, `polkitd answering on ${busAddress}`, 50);
+        await waitFor(
+          async () => {
+            if (polkitd!.exitCode !== null) throw new Error(`polkitd exited with status ${polkitd!.exitCode}: ${polkit.polkitdLog}`);
+            const check = await runProcess(pkcheck, ['--action-id', firstAction, '--process', String(process.pid)], {
+              env: { ...process.env, DBUS_SYSTEM_BUS_ADDRESS: busAddress },
+              timeoutMs: 5000,
+            });
+            if (check.code !== 0) throw new Error(`pkcheck: ${describeResult(check)}`);
+            return true;
+          },
+          timeoutMs,
+          `polkitd answering on ${busAddress}`,
+          50,
+        );
       } catch (error) {
         await polkit.stop();
         throw error;
@@ -234,7 +250,17 @@ export async function ensureGroup(name: string): Promise<void> {
 export async function ensureUser(name: string, groups: readonly string[] = []): Promise<TestAccount> {
   for (const group of groups) await ensureGroup(group);
   if ((await runProcess('getent', ['passwd', name])).code !== 0) {
-    await mustRun('useradd', ['--system', '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', '--user-group', ...(groups.length > 0 ? ['--groups', groups.join(',')] : []), name]);
+    await mustRun('useradd', [
+      '--system',
+      '--no-create-home',
+      '--home-dir',
+      '/nonexistent',
+      '--shell',
+      '/usr/sbin/nologin',
+      '--user-group',
+      ...(groups.length > 0 ? ['--groups', groups.join(',')] : []),
+      name,
+    ]);
   } else if (groups.length > 0) {
     await mustRun('usermod', ['--append', '--groups', groups.join(','), name]);
   }
@@ -245,7 +271,11 @@ export async function ensureUser(name: string, groups: readonly string[] = []): 
 export async function accountGroups(account: TestAccount): Promise<number[]> {
   const result = await runProcess('id', ['-G', account.name]);
   if (result.code !== 0) throw new Error(`id -G ${account.name} failed: ${describeResult(result)}`);
-  return result.stdout.trim().split(/\s+/).map(Number).sort((a, b) => a - b);
+  return result.stdout
+    .trim()
+    .split(/\s+/)
+    .map(Number)
+    .sort((a, b) => a - b);
 }
 
 /** setpriv arguments that run the rest of argv as `account`, with its supplementary groups. */
@@ -262,7 +292,12 @@ const repoRoot = fileURLToPath(new URL('../../../../', import.meta.url));
  * mount namespace where the repository is bind-mounted on a path everyone can traverse. unshare,
  * sh and setpriv all exec, so the spawned pid is the script's pid.
  */
-export async function runRepoScriptAs(account: TestAccount, script: string, args: readonly string[], options: RunProcessOptions = {}): Promise<ProcessResult> {
+export async function runRepoScriptAs(
+  account: TestAccount,
+  script: string,
+  args: readonly string[],
+  options: RunProcessOptions = {},
+): Promise<ProcessResult> {
   if (!script.startsWith(repoRoot)) throw new Error(`${script} is not inside the repository ${repoRoot}`);
   const mountPoint = await tempDir('vrepo');
   await chmod(mountPoint, 0o755);
@@ -272,7 +307,22 @@ export async function runRepoScriptAs(account: TestAccount, script: string, args
     const inner = join(mountPoint, script.slice(repoRoot.length));
     return await runProcess(
       unshare,
-      ['--mount', '--propagation', 'private', 'sh', '-c', 'mount --bind "$1" "$2" && shift 2 && exec "$@"', 'sh', repoRoot, mountPoint, setpriv, ...asAccountArgs(account), process.execPath, inner, ...args],
+      [
+        '--mount',
+        '--propagation',
+        'private',
+        'sh',
+        '-c',
+        'mount --bind "$1" "$2" && shift 2 && exec "$@"',
+        'sh',
+        repoRoot,
+        mountPoint,
+        setpriv,
+        ...asAccountArgs(account),
+        process.execPath,
+        inner,
+        ...args,
+      ],
       options,
     );
   } finally {
@@ -283,7 +333,12 @@ export async function runRepoScriptAs(account: TestAccount, script: string, args
 }
 
 /** Runs a program as another user (asynchronously: our daemons share this process). */
-export async function runAs(account: TestAccount | 'root', command: string, args: readonly string[], options: RunProcessOptions = {}): Promise<ProcessResult> {
+export async function runAs(
+  account: TestAccount | 'root',
+  command: string,
+  args: readonly string[],
+  options: RunProcessOptions = {},
+): Promise<ProcessResult> {
   if (account === 'root') return runProcess(command, args, options);
   const setpriv = requireExecutable('setpriv', 'util-linux');
   return runProcess(setpriv, [...asAccountArgs(account), command, ...args], options);

@@ -1,4 +1,4 @@
-import {spawn} from 'node:child_process';
+import { spawn } from 'node:child_process';
 
 export interface ProcessResult {
   /** Exit status, or null when the process ended by a signal (see `signal`). */
@@ -75,9 +75,9 @@ export function describeResult(result: ProcessResult): string {
 
 /** Environment for a libvirt client: English messages, and no default URI leaking in from the host. */
 export function libvirtClientEnv(overrides: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {...process.env, LC_ALL: 'C', LANG: 'C'};
+  const env: NodeJS.ProcessEnv = { ...process.env, LC_ALL: 'C', LANG: 'C' };
   delete env.LIBVIRT_DEFAULT_URI;
   delete env.VIRSH_DEFAULT_CONNECT_URI;
   delete env.LIBVIRT_AUTH_FILE;
-  return {...env, ...overrides};
+  return { ...env, ...overrides };
 }

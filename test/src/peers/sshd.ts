@@ -4,13 +4,13 @@
 // mount namespace of its own where /run/libvirt is a given directory, so virt-ssh-helper on
 // the "remote" side finds a private libvirtd at libvirt's default socket path.
 
-import {spawn, type ChildProcess} from 'node:child_process';
-import {chmod, mkdir, readFile, rm, writeFile} from 'node:fs/promises';
-import {join} from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 
-import {requireExecutable} from './executables.js';
-import {describeResult, runProcess} from './process.js';
-import {freePort, tempDir, waitFor} from './util.js';
+import { requireExecutable } from './executables.js';
+import { describeResult, runProcess } from './process.js';
+import { freePort, tempDir, waitFor } from './util.js';
 
 export type SshLoginMethod = 'password' | 'publickey' | 'keyboard-interactive';
 
@@ -47,13 +47,23 @@ async function ensureUser(user: SshTestUser): Promise<void> {
     if (created.code !== 0 && !/already exists/.test(created.stderr)) throw new Error(`useradd ${user.name}: ${describeResult(created)}`);
   }
   if (user.password !== undefined) {
-    const set = await runProcess('chpasswd', [], {input: `${user.name}:${user.password}\n`});
+    const set = await runProcess('chpasswd', [], { input: `${user.name}:${user.password}\n` });
     if (set.code !== 0) throw new Error(`chpasswd ${user.name}: ${describeResult(set)}`);
   }
 }
 
 export async function sshKeygen(path: string, type: 'ed25519' | 'rsa' = 'ed25519', passphrase = ''): Promise<string> {
-  const result = await runProcess(requireExecutable('ssh-keygen', 'openssh-client'), ['-q', '-t', type, '-N', passphrase, '-C', 'virtauth-test', '-f', path]);
+  const result = await runProcess(requireExecutable('ssh-keygen', 'openssh-client'), [
+    '-q',
+    '-t',
+    type,
+    '-N',
+    passphrase,
+    '-C',
+    'virtauth-test',
+    '-f',
+    path,
+  ]);
   if (result.code !== 0) throw new Error(`ssh-keygen: ${describeResult(result)}`);
   return (await readFile(`${path}.pub`, 'utf8')).trim();
 }
@@ -87,14 +97,14 @@ export class PrivateSshd {
     const clientKey = join(dir, 'client_ed25519');
     const clientPublicKey = await sshKeygen(clientKey);
     const keysDir = join(dir, 'authorized');
-    await mkdir(keysDir, {mode: 0o755});
+    await mkdir(keysDir, { mode: 0o755 });
     for (const user of options.users) {
       await ensureUser(user);
-      if (user.method === 'publickey') await writeFile(join(keysDir, user.name), `${clientPublicKey}\n`, {mode: 0o644});
+      if (user.method === 'publickey') await writeFile(join(keysDir, user.name), `${clientPublicKey}\n`, { mode: 0o644 });
     }
-    if (options.rootByKey) await writeFile(join(keysDir, 'root'), `${clientPublicKey}\n`, {mode: 0o644});
+    if (options.rootByKey) await writeFile(join(keysDir, 'root'), `${clientPublicKey}\n`, { mode: 0o644 });
     // sshd refuses to start without its privilege separation directory.
-    await mkdir('/run/sshd', {recursive: true, mode: 0o755});
+    await mkdir('/run/sshd', { recursive: true, mode: 0o755 });
     const port = await freePort();
     const matchBlocks = options.users.map((u) => `Match User ${u.name}\n  AuthenticationMethods ${u.method}\n`).join('');
     const config = [
@@ -131,16 +141,35 @@ export class PrivateSshd {
     if (options.runLibvirtDir) {
       const unshare = requireExecutable('unshare', 'util-linux');
       // A private mount namespace: the bind mount is invisible to the rest of the machine.
-      child = spawn(unshare, ['--mount', '--propagation', 'private', 'sh', '-c', 'mkdir -p /run/libvirt && mount --bind "$1" /run/libvirt && exec "$2" -D -e -f "$3"', 'sh', options.runLibvirtDir, sshd, configFile], {
-        stdio: ['ignore', 'ignore', 'pipe'],
-      });
+      child = spawn(
+        unshare,
+        [
+          '--mount',
+          '--propagation',
+          'private',
+          'sh',
+          '-c',
+          'mkdir -p /run/libvirt && mount --bind "$1" /run/libvirt && exec "$2" -D -e -f "$3"',
+          'sh',
+          options.runLibvirtDir,
+          sshd,
+          configFile,
+        ],
+        {
+          stdio: ['ignore', 'ignore', 'pipe'],
+        },
+      );
     } else {
-      child = spawn(sshd, ['-D', '-e', '-f', configFile], {stdio: ['ignore', 'ignore', 'pipe']});
+      child = spawn(sshd, ['-D', '-e', '-f', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
     }
     liveServers.add(child);
     const server = new PrivateSshd(dir, port, child, hostPublicKey, clientKey);
     try {
-      await waitFor(() => server.output.includes(`Server listening on 127.0.0.1 port ${port}`) || child.exitCode !== null, 15_000, 'sshd listening');
+      await waitFor(
+        () => server.output.includes(`Server listening on 127.0.0.1 port ${port}`) || child.exitCode !== null,
+        15_000,
+        'sshd listening',
+      );
       if (child.exitCode !== null) throw new Error(`sshd exited with ${child.exitCode}: ${server.output}`);
     } catch (error) {
       await server.stop();
@@ -174,6 +203,6 @@ export class PrivateSshd {
       this.child.kill('SIGTERM');
       await gone;
     }
-    await rm(this.dir, {recursive: true, force: true});
+    await rm(this.dir, { recursive: true, force: true });
   }
 }

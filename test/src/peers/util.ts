@@ -1,7 +1,7 @@
-import {mkdtemp} from 'node:fs/promises';
-import {createServer} from 'node:net';
-import {tmpdir} from 'node:os';
-import {join} from 'node:path';
+import { mkdtemp } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 /** Unix socket paths must fit in sun_path (108 bytes); keep temp dirs well below that. */
 const maximumTempRootLength = 40;
@@ -22,7 +22,7 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
     const server = createServer();
     server.unref();
     server.once('error', reject);
-    server.listen({host, port: 0, exclusive: true}, () => {
+    server.listen({ host, port: 0, exclusive: true }, () => {
       const address = server.address();
       if (address === null || typeof address === 'string') {
         server.close();

@@ -19,8 +19,14 @@ export class StderrTail {
   /** Printable text, one line, trimmed: a hostile remote end cannot paint the terminal. */
   text(): string {
     const all = Buffer.concat(this.chunks);
-    // eslint-disable-next-line no-control-regex
-    return all.subarray(Math.max(0, all.length - this.limit)).toString('utf8').replace(/[\x00-\x1f\x7f]+/g, ' ').trim();
+    return (
+      all
+        .subarray(Math.max(0, all.length - this.limit))
+        .toString('utf8')
+        // eslint-disable-next-line no-control-regex -- control characters are what it removes
+        .replace(/[\x00-\x1f\x7f]+/g, ' ')
+        .trim()
+    );
   }
 }
 

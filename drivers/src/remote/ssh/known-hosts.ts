@@ -36,7 +36,10 @@ export function hostKeyType(key: Buffer): string {
 
 /** libvirt's rendering of a host key in its question: SHA-256, lower-case hex pairs joined by ':'. */
 export function hostKeyHash(key: Buffer): string {
-  return createHash('sha256').update(key).digest('hex').replace(/(..)(?!$)/g, '$1:');
+  return createHash('sha256')
+    .update(key)
+    .digest('hex')
+    .replace(/(..)(?!$)/g, '$1:');
 }
 
 /** OpenSSH's fingerprint of a key (`ssh-keygen -l`): `SHA256:` and unpadded base64. */
@@ -45,7 +48,13 @@ export function hostKeyFingerprint(key: Buffer): string {
 }
 
 function globToRegExp(glob: string): RegExp {
-  return new RegExp(`^${glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`, 'is');
+  return new RegExp(
+    `^${glob
+      .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+      .replace(/\*/g, '.*')
+      .replace(/\?/g, '.')}$`,
+    'is',
+  );
 }
 
 function hashedPatternMatches(pattern: string, name: string): boolean {

@@ -22,7 +22,15 @@ import {
 } from '@virtauth/core';
 import type { OpenedTransport, TransportOptions } from '../transport.js';
 import { ExitAwareStream, StderrTail } from './exit-aware-stream.js';
-import { addKnownHost, checkHostKey, hostKeyFingerprint, hostKeyHash, knownHostName, knownKeyTypes, loadKnownHosts } from './known-hosts.js';
+import {
+  addKnownHost,
+  checkHostKey,
+  hostKeyFingerprint,
+  hostKeyHash,
+  knownHostName,
+  knownKeyTypes,
+  loadKnownHosts,
+} from './known-hosts.js';
 import { remoteProxyCommand, sshParamError } from './remote-command.js';
 
 const { Client, utils } = ssh2;
@@ -83,9 +91,11 @@ async function defaultKeyFile(): Promise<string | null> {
 export async function libsshSettings(uri: ConnectUri): Promise<LibsshSettings> {
   const host = uri.host || 'localhost';
   // eslint-disable-next-line no-control-regex
-  if (/[\s\x00-\x1f\x7f,]/.test(host)) throw sshParamError(ErrorDomain.LIBSSH, `host name '${host.replace(/[^\x20-\x7e]/g, '?')}' is not valid`);
+  if (/[\s\x00-\x1f\x7f,]/.test(host))
+    throw sshParamError(ErrorDomain.LIBSSH, `host name '${host.replace(/[^\x20-\x7e]/g, '?')}' is not valid`);
   const knownHostsParam = uriParam(uri, 'known_hosts');
-  if (knownHostsParam !== null && !isAbsolute(knownHostsParam)) throw sshParamError(ErrorDomain.LIBSSH, `known_hosts must be an absolute path: '${knownHostsParam}'`);
+  if (knownHostsParam !== null && !isAbsolute(knownHostsParam))
+    throw sshParamError(ErrorDomain.LIBSSH, `known_hosts must be an absolute path: '${knownHostsParam}'`);
   // no_verify is the TLS and +ssh switch; here only known_hosts_verify=ignore turns checking off.
   const verifyParam = uriParam(uri, 'known_hosts_verify') ?? 'normal';
   if (verifyParam !== 'normal' && verifyParam !== 'auto' && verifyParam !== 'ignore') {
@@ -98,12 +108,14 @@ export async function libsshSettings(uri: ConnectUri): Promise<LibsshSettings> {
   if (sshauth !== null) {
     auth = [];
     for (const name of sshauth.split(',')) {
-      if (!AUTH_METHODS.includes(name as SshAuthMethod)) throw sshParamError(ErrorDomain.LIBSSH, `Unknown authentication method '${name}' (should be ${AUTH_METHODS.join(', ')})`);
+      if (!AUTH_METHODS.includes(name as SshAuthMethod))
+        throw sshParamError(ErrorDomain.LIBSSH, `Unknown authentication method '${name}' (should be ${AUTH_METHODS.join(', ')})`);
       auth.push(name as SshAuthMethod);
     }
     if (auth.length === 0) throw sshParamError(ErrorDomain.LIBSSH, 'No authentication methods and credentials provided');
     if (auth.includes('privkey') && !resolvedKey) resolvedKey = await defaultKeyFile();
-    if (auth.includes('privkey') && !resolvedKey) throw sshParamError(ErrorDomain.LIBSSH, 'Key file path must be provided for private key authentication (keyfile=)');
+    if (auth.includes('privkey') && !resolvedKey)
+      throw sshParamError(ErrorDomain.LIBSSH, 'Key file path must be provided for private key authentication (keyfile=)');
   } else {
     // libvirt's default order; privkey only when there is a key to use.
     resolvedKey ??= await defaultKeyFile();
@@ -127,7 +139,10 @@ type Ask = (type: CredentialType, prompt: string) => Promise<string>;
 function makeAsk(settings: LibsshSettings, opts: TransportOptions): { ask: Ask; canAsk: boolean; secretType: CredentialType } {
   const types = opts.auth?.credTypes ?? opts.relayCredTypes ?? [];
   // libvirt: a question without echo goes to the first of PASSPHRASE and NOECHOPROMPT the caller takes.
-  const secretType = types.includes(CredentialType.PASSPHRASE) || !types.includes(CredentialType.NOECHOPROMPT) ? CredentialType.PASSPHRASE : CredentialType.NOECHOPROMPT;
+  const secretType =
+    types.includes(CredentialType.PASSPHRASE) || !types.includes(CredentialType.NOECHOPROMPT)
+      ? CredentialType.PASSPHRASE
+      : CredentialType.NOECHOPROMPT;
   const requester = opts.requestCredentials;
   const ask: Ask = async (type, prompt) => {
     if (!requester) throw libsshError('No user interaction callback provided: cannot answer the SSH server', ErrorCode.AUTH_UNAVAILABLE);
@@ -235,7 +250,10 @@ async function connectSession(settings: LibsshSettings, opts: TransportOptions):
       if (settings.verify === 'normal') {
         const noCallback = libsshError("No user interaction callback provided: Can't verify the session host key");
         if (!canAsk) throw noCallback;
-        const answer = await ask(CredentialType.ECHOPROMPT, `Accept SSH host key with hash '${hash}' for host '${settings.host}:${settings.port}' (y/n)?`).catch((e: unknown) => {
+        const answer = await ask(
+          CredentialType.ECHOPROMPT,
+          `Accept SSH host key with hash '${hash}' for host '${settings.host}:${settings.port}' (y/n)?`,
+        ).catch((e: unknown) => {
           // Nobody to ask: libvirt's own words, never a silent accept.
           if (e instanceof VirError && e.message === 'authentication failed: No authentication callback available') throw noCallback;
           throw e;
@@ -266,16 +284,26 @@ async function connectSession(settings: LibsshSettings, opts: TransportOptions):
   let promptsAsked = 0;
   let denied = false;
   let offeredAny = false;
-  const methodKind: Record<SshAuthMethod, AuthenticationType> = { agent: 'publickey', privkey: 'publickey', password: 'password', 'keyboard-interactive': 'keyboard-interactive' };
+  const methodKind: Record<SshAuthMethod, AuthenticationType> = {
+    agent: 'publickey',
+    privkey: 'publickey',
+    password: 'password',
+    'keyboard-interactive': 'keyboard-interactive',
+  };
 
   const countPrompt = () => {
     promptsAsked += 1;
-    if (promptsAsked > MAX_PROMPTS_PER_LOGIN) throw libsshError(`the SSH server asked more than ${MAX_PROMPTS_PER_LOGIN} questions in one login`, ErrorCode.AUTH_FAILED);
+    if (promptsAsked > MAX_PROMPTS_PER_LOGIN)
+      throw libsshError(`the SSH server asked more than ${MAX_PROMPTS_PER_LOGIN} questions in one login`, ErrorCode.AUTH_FAILED);
   };
 
   /** The same answer given twice came from a store, not a person: asking again would loop. */
   const freshAnswer = (answer: string, what: string): string => {
-    if (lastAnswer !== null && answer === lastAnswer) throw libsshError(`the server rejected the ${what} for ${settings.user}@${settings.host}, and the same one was given again`, ErrorCode.AUTH_FAILED);
+    if (lastAnswer !== null && answer === lastAnswer)
+      throw libsshError(
+        `the server rejected the ${what} for ${settings.user}@${settings.host}, and the same one was given again`,
+        ErrorCode.AUTH_FAILED,
+      );
     lastAnswer = answer;
     return answer;
   };
@@ -360,9 +388,10 @@ async function connectSession(settings: LibsshSettings, opts: TransportOptions):
           return keyboardMethod();
       }
     }
-    failure ??= offeredAny || denied
-      ? libsshError('All provided authentication methods with credentials were rejected by the server', ErrorCode.AUTH_FAILED)
-      : libsshError('None of the requested authentication methods are supported by the server', ErrorCode.AUTH_FAILED);
+    failure ??=
+      offeredAny || denied
+        ? libsshError('All provided authentication methods with credentials were rejected by the server', ErrorCode.AUTH_FAILED)
+        : libsshError('None of the requested authentication methods are supported by the server', ErrorCode.AUTH_FAILED);
     return false;
   };
 
@@ -403,20 +432,34 @@ async function connectSession(settings: LibsshSettings, opts: TransportOptions):
       }
     };
     const onAbort = () => {
-      failure ??= opts.signal!.reason instanceof VirError ? opts.signal!.reason : libsshError('the SSH connection was cancelled', ErrorCode.AUTH_CANCELLED);
+      failure ??=
+        opts.signal!.reason instanceof VirError
+          ? opts.signal!.reason
+          : libsshError('the SSH connection was cancelled', ErrorCode.AUTH_CANCELLED);
       settle(failure);
     };
     opts.signal?.addEventListener('abort', onAbort, { once: true });
-    connectTimer = setTimeout(() => settle(libsshError(`SSH session handshake failed: no answer from ${settings.host}:${settings.port} within ${opts.timeoutMs ?? 30000} ms`)), opts.timeoutMs ?? 30000);
+    connectTimer = setTimeout(
+      () =>
+        settle(
+          libsshError(
+            `SSH session handshake failed: no answer from ${settings.host}:${settings.port} within ${opts.timeoutMs ?? 30000} ms`,
+          ),
+        ),
+      opts.timeoutMs ?? 30000,
+    );
     client.once('ready', () => settle(null));
     client.on('error', (e: Error & { level?: string }) => {
       // An agent that fails is one method failing: ssh2 goes on with the next.
       if (e.level === 'agent') return;
       if (failure) return settle(failure);
-      if (e.level === 'client-authentication' || denied) return settle(libsshError(`authentication failed: ${e.message}`, ErrorCode.AUTH_FAILED, e));
+      if (e.level === 'client-authentication' || denied)
+        return settle(libsshError(`authentication failed: ${e.message}`, ErrorCode.AUTH_FAILED, e));
       settle(libsshError(`SSH session handshake failed: ${e.message}`, ErrorCode.LIBSSH, e));
     });
-    client.once('close', () => settle(failure ?? libsshError(`SSH session handshake failed: ${settings.host}:${settings.port} closed the connection`)));
+    client.once('close', () =>
+      settle(failure ?? libsshError(`SSH session handshake failed: ${settings.host}:${settings.port} closed the connection`)),
+    );
     client.connect(config);
   });
 }
@@ -425,7 +468,16 @@ async function connectSession(settings: LibsshSettings, opts: TransportOptions):
 const sharedSessions = new WeakMap<ConnectAuth, Map<string, Promise<SshSession>>>();
 
 function sessionKey(settings: LibsshSettings, uri: ConnectUri): string {
-  return JSON.stringify([settings.user, settings.host, settings.port, settings.auth, settings.keyfile, settings.knownHosts, settings.verify, uriParam(uri, 'authfile')]);
+  return JSON.stringify([
+    settings.user,
+    settings.host,
+    settings.port,
+    settings.auth,
+    settings.keyfile,
+    settings.knownHosts,
+    settings.verify,
+    uriParam(uri, 'authfile'),
+  ]);
 }
 
 async function acquireSession(settings: LibsshSettings, uri: ConnectUri, opts: TransportOptions): Promise<SshSession> {
@@ -448,7 +500,9 @@ async function acquireSession(settings: LibsshSettings, uri: ConnectUri, opts: T
   const forget = () => {
     if (map.get(key) === created) map.delete(key);
   };
-  const created: Promise<SshSession> = connectSession(settings, opts).then(({ client, identity }) => new SshSession(client, identity, forget));
+  const created: Promise<SshSession> = connectSession(settings, opts).then(
+    ({ client, identity }) => new SshSession(client, identity, forget),
+  );
   map.set(key, created);
   created.catch(forget);
   return created;
@@ -479,7 +533,9 @@ function openChannel(session: SshSession, command: string): Promise<OpenedChanne
           channel.once('close', () => {
             if (status === 0 || (status === null && signal === null)) return settle(null);
             const said = stderr.text();
-            const what = signal ? `Remote command was killed by signal ${signal}` : `Remote command terminated with non-zero code: ${status}`;
+            const what = signal
+              ? `Remote command was killed by signal ${signal}`
+              : `Remote command terminated with non-zero code: ${status}`;
             settle(libsshError(`${what}${said ? `: ${said}` : ''}`));
           });
         });

@@ -1,7 +1,7 @@
 // The command an SSH transport runs on the remote host to reach the daemon's socket, as
 // libvirt's client builds it: virt-ssh-helper where the host has it, else netcat on the socket.
 
-import { ErrorCode, ErrorDomain, VirError, driverUriForServer, uriParam, type ConnectUri } from '@virtauth/core';
+import { ErrorCode, VirError, driverUriForServer, uriParam, type ConnectUri } from '@virtauth/core';
 
 export type ProxyMode = 'auto' | 'native' | 'netcat';
 
@@ -36,7 +36,8 @@ export function proxyMode(uri: ConnectUri, domain: number): ProxyMode {
     if (uriParam(uri, 'socket') !== null) return 'netcat';
     return uri.path === '/session' ? 'native' : 'auto';
   }
-  if (proxy !== 'auto' && proxy !== 'native' && proxy !== 'netcat') throw sshParamError(domain, `Unsupported proxy type '${proxy}' (should be auto|native|netcat)`);
+  if (proxy !== 'auto' && proxy !== 'native' && proxy !== 'netcat')
+    throw sshParamError(domain, `Unsupported proxy type '${proxy}' (should be auto|native|netcat)`);
   if (proxy === 'native' && uriParam(uri, 'netcat') !== null) throw sshParamError(domain, 'netcat path not valid with native proxy mode');
   return proxy;
 }
@@ -60,7 +61,8 @@ export function remoteProxyCommand(uri: ConnectUri, readOnly: boolean, domain: n
     script = netcatScript;
   } else if (driverUri === '') {
     // virt-ssh-helper picks the daemon from the driver URI; without one only netcat can go.
-    if (mode === 'native') throw sshParamError(domain, 'proxy=native needs a driver URI (e.g. qemu+ssh://host/system); use proxy=netcat with socket=');
+    if (mode === 'native')
+      throw sshParamError(domain, 'proxy=native needs a driver URI (e.g. qemu+ssh://host/system); use proxy=netcat with socket=');
     script = netcatScript;
   } else if (mode === 'native') {
     script = helperScript;

@@ -9,8 +9,21 @@ import { remoteProxyCommand, sshParamError } from './remote-command.js';
 
 /** What ssh may see of our environment: what it needs to find keys, agents and askpass helpers. */
 const PASSED_ENVIRONMENT = [
-  'PATH', 'HOME', 'USER', 'LOGNAME', 'LANG', 'LC_ALL', 'TMPDIR',
-  'XDG_RUNTIME_DIR', 'KRB5CCNAME', 'SSH_AUTH_SOCK', 'SSH_ASKPASS', 'SSH_ASKPASS_REQUIRE', 'OPENSSL_CONF', 'DISPLAY', 'XAUTHORITY',
+  'PATH',
+  'HOME',
+  'USER',
+  'LOGNAME',
+  'LANG',
+  'LC_ALL',
+  'TMPDIR',
+  'XDG_RUNTIME_DIR',
+  'KRB5CCNAME',
+  'SSH_AUTH_SOCK',
+  'SSH_ASKPASS',
+  'SSH_ASKPASS_REQUIRE',
+  'OPENSSL_CONF',
+  'DISPLAY',
+  'XAUTHORITY',
 ];
 
 function sshError(detail: string): VirError {
