@@ -1,4 +1,5 @@
-// ava runs the compiled JavaScript: tsc emits the decorator metadata tsyringe needs.
+// ava runs the compiled JavaScript. tsyringe needs a Reflect metadata polyfill loaded before it is
+// imported, though virtauth uses no decorators: reflect-metadata is required first.
 export default {
   files: ['*/dist/test/**/*.test.js', 'test/dist/src/**/*.test.js'],
   require: ['reflect-metadata'],
