@@ -37,9 +37,8 @@ export const REMOTE_DRIVER_PARAMS: ReadonlySet<string> = new Set([
   'no_verify',
   'no_tty',
   'authfile',
-  // virtauth's own additions, consumed the same way.
+  // virtauth's own addition, consumed the same way.
   'channel_binding',
-  'relay',
 ]);
 
 const URI_RE =

@@ -38,8 +38,6 @@ export interface DriverOpenContext {
    * driver enables the relay on the server and hands it each request that comes back.
    */
   relay?: RelayClientConfig;
-  /** Driver-specific extras. */
-  extensions?: Record<string, unknown>;
 }
 
 /** A domain lifecycle event (virDomainEventType and its detail). */
