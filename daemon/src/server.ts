@@ -53,6 +53,16 @@ import { UriAllowList } from './uri-allow-list.js';
  */
 export const PRE_AUTH_PACKET_MAX = 128 * 1024;
 
+/** libvirt's refusal of limits where unauthenticated clients could outnumber all clients. */
+export function clientLimitsOrderError(): VirError {
+  // libvirt's text, word for word (its two halves are the wrong way round there too).
+  return new VirError({
+    code: ErrorCode.INVALID_ARG,
+    domain: ErrorDomain.NONE,
+    detail: 'The overall maximum number of clients waiting for authentication must not be less than the overall maximum number of clients',
+  });
+}
+
 export interface ListenerSpec {
   kind: TransportKind;
   /** Unix socket path. */
@@ -234,15 +244,7 @@ export class VirtauthServer {
    */
   setClientLimits(change: Partial<ClientLimits>): void {
     const next = { ...this.limits, ...change };
-    if (next.maxClients < next.maxAnonymousClients) {
-      // libvirt's text, word for word (its two halves are the wrong way round there too).
-      throw new VirError({
-        code: ErrorCode.INVALID_ARG,
-        domain: ErrorDomain.NONE,
-        detail:
-          'The overall maximum number of clients waiting for authentication must not be less than the overall maximum number of clients',
-      });
-    }
+    if (next.maxClients < next.maxAnonymousClients) throw clientLimitsOrderError();
     Object.assign(this.limits, next);
     this.log.info(
       { event: 'limits.changed', maxClients: next.maxClients, maxAnonymousClients: next.maxAnonymousClients },

@@ -8,7 +8,14 @@ import net from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { ErrorCode, ErrorDomain, RpcConnection, VirError, createDispatcher, type TransportInfo } from '@virtauth/core';
-import { bindUnixSocket, listenOn, removeStaleSocket, type DaemonExtension, type VirtauthServer } from '../server.js';
+import {
+  bindUnixSocket,
+  clientLimitsOrderError,
+  listenOn,
+  removeStaleSocket,
+  type DaemonExtension,
+  type VirtauthServer,
+} from '../server.js';
 import type { ClientSession } from '../session.js';
 import type { LogControl } from '../log-control.js';
 import { ClientTransport, sessionFacts, type ClientFacts } from './client-info.js';
@@ -255,14 +262,7 @@ export class AdminService {
       }),
       setLimits: (change) => {
         const next = { ...this.limits, ...change };
-        if (next.maxClients < next.maxUnauthenticated) {
-          throw new VirError({
-            code: ErrorCode.INVALID_ARG,
-            domain: ErrorDomain.NONE,
-            detail:
-              'The overall maximum number of clients waiting for authentication must not be less than the overall maximum number of clients',
-          });
-        }
+        if (next.maxClients < next.maxUnauthenticated) throw clientLimitsOrderError();
         this.limits = next;
       },
       workerPool: () => {
