@@ -75,7 +75,7 @@ export interface CredentialRequestInfo {
   /** Where the request comes from; empty when the request is local to this process. */
   origin: readonly OriginHop[];
   /** Present exactly when a daemon relayed the request: the daemon this client connected to. */
-  via?: RelayVia;
+  via?: RelayVia | undefined;
   /** Aborted when the request is no longer wanted (deadline, disconnect, cancellation). */
   signal?: AbortSignal;
   /** Absolute time (ms since the epoch) after which no answer will be taken. */

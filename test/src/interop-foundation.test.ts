@@ -174,7 +174,7 @@ interface RawExchange {
 function rawExchange(
   path: string,
   writes: readonly Buffer[],
-  options: { waitMs?: number; endAfterWrite?: boolean; until?: (packets: RawPacket[]) => boolean } = {},
+  options: { waitMs?: number; endAfterWrite?: boolean | undefined; until?: (packets: RawPacket[]) => boolean } = {},
 ): Promise<RawExchange> {
   const waitMs = options.waitMs ?? 2000;
   return new Promise((resolve, reject) => {

@@ -153,5 +153,5 @@ export interface AuthProvider {
    */
   readonly priority?: number;
   readonly client?: ClientAuthProvider;
-  readonly server?: ServerAuthProvider;
+  readonly server?: ServerAuthProvider | undefined;
 }

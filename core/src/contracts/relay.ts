@@ -16,7 +16,7 @@ export interface RelayedCredentialRequest {
   /** Absolute time (ms since the epoch) after which no answer is taken. */
   deadline: number;
   /** The connection it arrived on (set by the client end of the relay). */
-  via?: RelayVia;
+  via?: RelayVia | undefined;
 }
 
 /**

@@ -46,10 +46,10 @@ export function watchVirshEvents(uri: string, env: NodeJS.ProcessEnv = {}): { ou
 }
 
 export interface PythonOptions {
-  env?: NodeJS.ProcessEnv;
+  env?: NodeJS.ProcessEnv | undefined;
   /** Fed to the script's stdin; without it stdin is /dev/null. */
-  input?: string;
-  timeoutMs?: number;
+  input?: string | undefined;
+  timeoutMs?: number | undefined;
 }
 
 /**
@@ -220,7 +220,7 @@ export function pythonLibvirtCommands(uri: string, options: PythonLibvirtOptions
     const [verb, argument, ...rest] = command.split(' ');
     const needsArgument = verb === 'dominfo' || verb === 'dumpxml';
     if (
-      !(pythonLibvirtCommandNames as readonly string[]).includes(verb) ||
+      !(pythonLibvirtCommandNames as readonly string[]).includes(verb ?? '') ||
       rest.length > 0 ||
       (argument !== undefined) !== needsArgument ||
       argument === ''

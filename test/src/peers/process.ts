@@ -12,12 +12,12 @@ export interface ProcessResult {
 
 export interface RunProcessOptions {
   /** Fed to stdin, which is then closed; without it stdin is /dev/null (nothing may prompt and hang). */
-  input?: string;
+  input?: string | undefined;
   /** Complete environment of the child (callers merge with process.env themselves). */
-  env?: NodeJS.ProcessEnv;
+  env?: NodeJS.ProcessEnv | undefined;
   cwd?: string;
   /** The child gets SIGKILL after this long; the result then has `timedOut: true`. */
-  timeoutMs?: number;
+  timeoutMs?: number | undefined;
 }
 
 export const defaultPeerTimeoutMs = 15_000;
