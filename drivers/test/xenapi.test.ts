@@ -120,8 +120,18 @@ test('mapXenApiError: each XenAPI error becomes the matching libvirt code in dom
     ],
     [
       new XenApiError('VM_BAD_POWER_STATE', ['OpaqueRef:1', 'running', 'halted']),
+      ErrorCode.OPERATION_INVALID,
+      'Requested operation is not valid: XenAPI refused VM.get_record: the domain is halted, the operation needs it running',
+    ],
+    [
+      new XenApiError('OPERATION_NOT_ALLOWED', ['VM is locked']),
+      ErrorCode.OPERATION_INVALID,
+      'Requested operation is not valid: XenAPI refused VM.get_record: OPERATION_NOT_ALLOWED(VM is locked)',
+    ],
+    [
+      new XenApiError('SR_FULL', ['OpaqueRef:2']),
       ErrorCode.INTERNAL_ERROR,
-      'internal error: XenAPI call VM.get_record on xen1.example:443 failed: VM_BAD_POWER_STATE(OpaqueRef:1, running, halted)',
+      'internal error: XenAPI call VM.get_record on xen1.example:443 failed: SR_FULL(OpaqueRef:2)',
     ],
   ];
   for (const [xenError, code, message] of cases) {
@@ -133,6 +143,23 @@ test('mapXenApiError: each XenAPI error becomes the matching libvirt code in dom
     t.is(xenApiErrorCode(mapped), xenError.code);
   }
   t.is(xenApiErrorCode(new Error('x')), null);
+});
+
+test('mapXenApiError: a server cannot make the message huge; codes and parameters are cut to 200 characters, 8 parameters', (t) => {
+  const long = 'x'.repeat(100_000);
+  const error = new XenApiError(
+    long,
+    Array.from({ length: 1000 }, () => long),
+  );
+  const mapped = mapXenApiError(error, ctx);
+  t.is(mapped.code, ErrorCode.INTERNAL_ERROR);
+  const cut = `${'x'.repeat(200)}...`;
+  t.is(mapped.message, `internal error: XenAPI call VM.get_record on xen1.example:443 failed: ${cut}(${Array(8).fill(cut).join(', ')})`);
+  const state = mapXenApiError(new XenApiError('VM_BAD_POWER_STATE', ['OpaqueRef:1', long, long]), ctx);
+  t.is(
+    state.message,
+    `Requested operation is not valid: XenAPI refused VM.get_record: the domain is ${cut}, the operation needs it ${cut}`,
+  );
 });
 
 test('parseJsonRpcReply reads v2 and v1 results and errors', (t) => {
