@@ -419,6 +419,16 @@ export class XenApiConnection extends withNamedMethods(Object) {
     return { autostart: (await this.vmOf(dom)).autoPowerOn ? 1 : 0 };
   }
 
+  /** XenAPI has no libvirt-style managed save: a suspended VM keeps its state on the pool instead. */
+  async domainHasManagedSaveImage({
+    dom,
+    flags,
+  }: remote.RemoteDomainHasManagedSaveImageArgs): Promise<remote.RemoteDomainHasManagedSaveImageRet> {
+    checkFlags(flags, 0, 'virDomainHasManagedSaveImage');
+    await this.vmOf(dom);
+    return { result: 0 };
+  }
+
   // --- changing a domain ---------------------------------------------------------------------
 
   async domainCreate({ dom }: remote.RemoteDomainCreateArgs): Promise<void> {
