@@ -9,13 +9,13 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import test, { type ExecutionContext } from 'ava';
-import { DomainState, ErrorCode, ErrorDomain, VirError, type DomainRef } from '@virtauth/core';
+import { DomainState, ErrorCode, ErrorDomain, type DomainRef } from '@virtauth/core';
 import type { RemoteConnection } from '@virtauth/drivers';
 import { openAuth } from 'virtauth';
 
 import { selfSignedCertificate, startXenApiServer, type HostileReply, type XenApiServer } from './fixtures/xenapi-server.js';
 import { interopTest, libvirtClientEnv, requireExecutable, runProcess, tempDir, waitFor, type ProcessResult } from './peers/index.js';
-import { authConfText, writeAuthConf } from './relay-helpers.js';
+import { authConfText, virErrorOf, writeAuthConf } from './relay-helpers.js';
 
 const XEN_PASSWORD = 'xen-pool-secret';
 const VM1_UUID = '6f8a1c2e-3b4d-4e5f-9a0b-1c2d3e4f5a6b';
@@ -89,16 +89,6 @@ async function connect(t: ExecutionContext, uri: string): Promise<RemoteConnecti
 const powerState = (xen: XenApiServer, uuid: string): unknown =>
   [...xen.records.get('VM')!.values()].find((r) => r['uuid'] === uuid)?.['power_state'];
 
-async function failure(promise: Promise<unknown>): Promise<VirError> {
-  try {
-    await promise;
-  } catch (e) {
-    if (e instanceof VirError) return e;
-    throw e;
-  }
-  throw new Error('expected the call to fail');
-}
-
 // --- through the virtauth library -----------------------------------------------------------------
 
 test('the virtauth client runs the XenAPI lifecycle through virtauthd: start, suspend, resume, shutdown, destroy, undefine', async (t) => {
@@ -133,7 +123,7 @@ test('the virtauth client runs the XenAPI lifecycle through virtauthd: start, su
 
   await conn.domainUndefine({ dom: vm2 });
   t.is(powerState(xen, VM2_UUID), undefined);
-  const gone = await failure(conn.lookupDomainByName('vm2'));
+  const gone = await virErrorOf(conn.lookupDomainByName('vm2'));
   t.is(gone.code, ErrorCode.NO_DOMAIN);
   t.deepEqual(
     xen.calls.filter((m) => /^VM\.(start|pause|unpause|clean_|hard_|destroy)/.test(m)),
@@ -151,12 +141,12 @@ test("an operation the XenAPI driver lacks answers VIR_ERR_NO_SUPPORT with libvi
     [() => conn.connectGetCapabilities(), 'virConnectGetCapabilities'],
     [() => conn.connectListAllNetworks({ need_results: 1, flags: 0 }), 'virConnectListAllNetworks'],
   ] as const) {
-    const e = await failure(call());
+    const e = await virErrorOf(call());
     t.is(e.code, ErrorCode.NO_SUPPORT, api);
     t.is(e.message, `this function is not supported by the connection driver: ${api}`);
   }
   // The named convenience layer refuses the same way for what the driver lacks.
-  const label = await failure(conn.getDomainSecurityLabel(vm1));
+  const label = await virErrorOf(conn.getDomainSecurityLabel(vm1));
   t.is(label.code, ErrorCode.NO_SUPPORT);
   t.is(label.message, 'this function is not supported by the connection driver: virDomainGetSecurityLabel');
   // The connection stays usable.
@@ -168,13 +158,13 @@ test('wrong power states, unknown flags and the read-only socket are refused bef
   const conn = await connect(t, uri());
   const vm2 = await conn.lookupDomainByName('vm2');
   const before = xen.calls.length;
-  const suspend = await failure(conn.domainSuspend({ dom: vm2 }));
+  const suspend = await virErrorOf(conn.domainSuspend({ dom: vm2 }));
   t.is(suspend.code, ErrorCode.OPERATION_INVALID);
   t.is(suspend.domain, ErrorDomain.XENAPI);
   t.is(suspend.message, "Requested operation is not valid: virDomainSuspend: domain 'vm2' is halted, not running");
-  const destroy = await failure(conn.domainDestroyFlags({ dom: vm2, flags: 0 }));
+  const destroy = await virErrorOf(conn.domainDestroyFlags({ dom: vm2, flags: 0 }));
   t.regex(destroy.message, /domain 'vm2' is halted, not running or paused/);
-  const flags = await failure(conn.domainCreateWithFlags({ dom: vm2, flags: 0x100 }));
+  const flags = await virErrorOf(conn.domainCreateWithFlags({ dom: vm2, flags: 0x100 }));
   t.is(flags.code, ErrorCode.INVALID_ARG);
   t.is(flags.message, 'invalid argument: unsupported flags (0x100) in function virDomainCreateWithFlags');
   t.false(
@@ -183,7 +173,7 @@ test('wrong power states, unknown flags and the read-only socket are refused bef
   );
 
   const ro = await connect(t, uri(true));
-  const denied = await failure(ro.domainCreate({ dom: vm2 }));
+  const denied = await virErrorOf(ro.domainCreate({ dom: vm2 }));
   t.is(denied.code, ErrorCode.OPERATION_DENIED);
   t.is(denied.message, 'operation forbidden: read only access prevents virDomainCreate');
   t.is(powerState(xen, VM2_UUID), 'Halted');
@@ -213,32 +203,32 @@ test('a hostile XenAPI server: malformed, wrong-typed and oversized replies to t
   const vm1 = await conn.lookupDomainByName('vm1');
   const vm2 = await conn.lookupDomainByName('vm2');
 
-  const start = await failure(conn.domainCreate({ dom: vm2 }));
+  const start = await virErrorOf(conn.domainCreate({ dom: vm2 }));
   t.is(start.code, ErrorCode.INTERNAL_ERROR);
   t.regex(
     start.message,
     /^internal error: XenAPI server 127\.0\.0\.1:\d+ sent an invalid JSON-RPC reply to VM\.start: the reply is not JSON$/,
   );
 
-  const pause = await failure(conn.domainSuspend({ dom: vm1 }));
+  const pause = await virErrorOf(conn.domainSuspend({ dom: vm1 }));
   t.is(pause.code, ErrorCode.INTERNAL_ERROR);
   t.regex(pause.message, /invalid JSON-RPC reply to VM\.pause: the error has no message$/);
 
-  const reboot = await failure(conn.domainReboot({ dom: vm1, flags: 0 }));
+  const reboot = await virErrorOf(conn.domainReboot({ dom: vm1, flags: 0 }));
   t.is(reboot.code, ErrorCode.INTERNAL_ERROR);
   t.regex(reboot.message, /^internal error: XenAPI call VM\.clean_reboot on 127\.0\.0\.1:\d+ failed: E{200}\.\.\.\(E{200}\.\.\./);
   t.true(reboot.message.length < 2000, `message of ${reboot.message.length} characters`);
 
-  const shutdown = await failure(conn.domainShutdown({ dom: vm1 }));
+  const shutdown = await virErrorOf(conn.domainShutdown({ dom: vm1 }));
   t.is(shutdown.code, ErrorCode.HTTP_ERROR);
   t.regex(shutdown.message, /answered VM\.clean_shutdown with HTTP 500/);
 
-  const destroy = await failure(conn.domainDestroy({ dom: vm1 }));
+  const destroy = await virErrorOf(conn.domainDestroy({ dom: vm1 }));
   t.is(destroy.code, ErrorCode.INTERNAL_ERROR);
   t.regex(destroy.message, new RegExp(`sent a reply to VM\\.hard_shutdown larger than ${MAX_REPLY_BYTES} bytes$`));
   // The client stopped reading at the limit: what the server got out is the limit plus what the
-  // sockets buffer, not the unbounded stream.
-  t.true(xen.hostileBytesSent() < MAX_REPLY_BYTES + 16 * 1024 * 1024, `${xen.hostileBytesSent()} bytes sent`);
+  // TLS and socket buffers held when it hung up (more on a loaded machine), not the endless stream.
+  t.true(xen.hostileBytesSent() < 2 * MAX_REPLY_BYTES, `${xen.hostileBytesSent()} bytes sent`);
   const peak = await peakRss();
   t.log(`virtauthd peak RSS ${Math.round(peak / 1024 / 1024)} MiB`);
   t.true(peak < 3 * MAX_REPLY_BYTES + 128 * 1024 * 1024, `virtauthd peaked at ${peak} bytes`);
@@ -259,11 +249,11 @@ test('a hostile XenAPI server: wrong-typed records for a lookup are a clear erro
         : undefined,
   );
   const conn = await connect(t, uri());
-  const byName = await failure(conn.lookupDomainByName('vm1'));
+  const byName = await virErrorOf(conn.lookupDomainByName('vm1'));
   t.is(byName.code, ErrorCode.INTERNAL_ERROR);
   t.is(byName.message, "internal error: the XenAPI server sent an invalid uuid ''");
   const dom: DomainRef = { name: 'vm1', id: 1, uuid: Buffer.from(VM1_UUID.replaceAll('-', ''), 'hex') };
-  const byUuid = await failure(conn.domainCreate({ dom }));
+  const byUuid = await virErrorOf(conn.domainCreate({ dom }));
   t.is(byUuid.code, ErrorCode.NO_DOMAIN);
   t.is(byUuid.message, `Domain not found: no domain with matching uuid '${VM1_UUID}'`);
   t.is(await conn.getType(), 'XenAPI');

@@ -5,7 +5,7 @@
 import { remoteProcedures, type RemoteApi } from '../protocol/remote.js';
 import { fromCString } from '../protocol/remote.js';
 import { unsupportedOperation, type ProcedureInfo } from '../protocol/procedures.js';
-import type { DomainRef, DriverConnection } from './driver.js';
+import type { DomainRef, RequiredProcedures } from './driver.js';
 
 /** What the generated table says about each API method, for "not supported" errors. */
 const byMethod: ReadonlyMap<string, ProcedureInfo> = new Map(remoteProcedures.map((p) => [p.method, p]));
@@ -17,77 +17,61 @@ function procedure<M extends keyof RemoteApi>(conn: object, method: M): RemoteAp
   return fn.bind(conn) as RemoteApi[M];
 }
 
+/** The connection as the driver implements it: DriverConnection requires these procedures. */
+const required = (conn: object): RequiredProcedures => conn as RequiredProcedures;
+
 /**
  * A connection class implementing the generated RemoteApi: `Base` (a generated client, or `Object`)
- * plus the named methods of DriverConnection. The procedures those rest on are abstract; the named
- * methods over the optional procedures answer libvirt's "not supported" when the driver lacks one.
+ * plus the named methods of DriverConnection. The driver's class declares `implements
+ * DriverConnection`, so the compiler holds it to the procedures those rest on (RequiredProcedures);
+ * the named methods over optional procedures answer libvirt's "not supported" when it lacks one.
  */
 export function withNamedMethods<B extends abstract new (...args: any[]) => object>(Base: B) {
-  abstract class NamedMethods extends Base implements DriverConnection {
-    abstract readonly driverName: string;
-    abstract close(): Promise<void>;
-    abstract connectGetType(...args: Parameters<RemoteApi['connectGetType']>): ReturnType<RemoteApi['connectGetType']>;
-    abstract connectGetVersion(...args: Parameters<RemoteApi['connectGetVersion']>): ReturnType<RemoteApi['connectGetVersion']>;
-    abstract connectGetLibVersion(...args: Parameters<RemoteApi['connectGetLibVersion']>): ReturnType<RemoteApi['connectGetLibVersion']>;
-    abstract connectGetHostname(...args: Parameters<RemoteApi['connectGetHostname']>): ReturnType<RemoteApi['connectGetHostname']>;
-    abstract connectGetUri(...args: Parameters<RemoteApi['connectGetUri']>): ReturnType<RemoteApi['connectGetUri']>;
-    abstract connectIsSecure(...args: Parameters<RemoteApi['connectIsSecure']>): ReturnType<RemoteApi['connectIsSecure']>;
-    abstract connectSupportsFeature(
-      ...args: Parameters<RemoteApi['connectSupportsFeature']>
-    ): ReturnType<RemoteApi['connectSupportsFeature']>;
-    abstract nodeGetInfo(...args: Parameters<RemoteApi['nodeGetInfo']>): ReturnType<RemoteApi['nodeGetInfo']>;
-    abstract connectListAllDomains(...args: Parameters<RemoteApi['connectListAllDomains']>): ReturnType<RemoteApi['connectListAllDomains']>;
-    abstract domainLookupByName(...args: Parameters<RemoteApi['domainLookupByName']>): ReturnType<RemoteApi['domainLookupByName']>;
-    abstract domainLookupById(...args: Parameters<RemoteApi['domainLookupById']>): ReturnType<RemoteApi['domainLookupById']>;
-    abstract domainLookupByUuid(...args: Parameters<RemoteApi['domainLookupByUuid']>): ReturnType<RemoteApi['domainLookupByUuid']>;
-    abstract domainGetInfo(...args: Parameters<RemoteApi['domainGetInfo']>): ReturnType<RemoteApi['domainGetInfo']>;
-    abstract domainGetState(...args: Parameters<RemoteApi['domainGetState']>): ReturnType<RemoteApi['domainGetState']>;
-    abstract domainGetXmlDesc(...args: Parameters<RemoteApi['domainGetXmlDesc']>): ReturnType<RemoteApi['domainGetXmlDesc']>;
-
+  abstract class NamedMethods extends Base {
     async getType() {
-      return (await this.connectGetType()).type;
+      return (await required(this).connectGetType()).type;
     }
     async getVersion() {
-      return (await this.connectGetVersion()).hv_ver;
+      return (await required(this).connectGetVersion()).hv_ver;
     }
     async getLibVersion() {
-      return (await this.connectGetLibVersion()).lib_ver;
+      return (await required(this).connectGetLibVersion()).lib_ver;
     }
     async getHostname() {
-      return (await this.connectGetHostname()).hostname;
+      return (await required(this).connectGetHostname()).hostname;
     }
     async getUri() {
-      return (await this.connectGetUri()).uri;
+      return (await required(this).connectGetUri()).uri;
     }
     async isSecure() {
-      return (await this.connectIsSecure()).secure === 1;
+      return (await required(this).connectIsSecure()).secure === 1;
     }
     async supportsFeature(feature: number) {
-      return (await this.connectSupportsFeature({ feature })).supported === 1;
+      return (await required(this).connectSupportsFeature({ feature })).supported === 1;
     }
     async getNodeInfo() {
-      return this.nodeGetInfo();
+      return required(this).nodeGetInfo();
     }
     async listAllDomains(flags: number) {
-      return (await this.connectListAllDomains({ need_results: 1, flags })).domains;
+      return (await required(this).connectListAllDomains({ need_results: 1, flags })).domains;
     }
     async lookupDomainByName(name: string) {
-      return (await this.domainLookupByName({ name })).dom;
+      return (await required(this).domainLookupByName({ name })).dom;
     }
     async lookupDomainById(id: number) {
-      return (await this.domainLookupById({ id })).dom;
+      return (await required(this).domainLookupById({ id })).dom;
     }
     async lookupDomainByUuid(uuid: Buffer) {
-      return (await this.domainLookupByUuid({ uuid })).dom;
+      return (await required(this).domainLookupByUuid({ uuid })).dom;
     }
     async getDomainInfo(dom: DomainRef) {
-      return this.domainGetInfo({ dom });
+      return required(this).domainGetInfo({ dom });
     }
     async getDomainState(dom: DomainRef) {
-      return this.domainGetState({ dom, flags: 0 });
+      return required(this).domainGetState({ dom, flags: 0 });
     }
     async getDomainXmlDesc(dom: DomainRef, flags: number) {
-      return (await this.domainGetXmlDesc({ dom, flags })).xml;
+      return (await required(this).domainGetXmlDesc({ dom, flags })).xml;
     }
     async getDomainOsType(dom: DomainRef) {
       return (await procedure(this, 'domainGetOsType')({ dom })).type;

@@ -198,7 +198,7 @@ function toVirError(reason: unknown): VirError {
  * methods of DriverConnection built on them (withNamedMethods).
  */
 export class RemoteConnection extends withNamedMethods(RemoteClient) implements DriverConnection {
-  override readonly driverName = 'remote';
+  readonly driverName = 'remote';
 
   constructor(
     readonly rpc: RpcConnection,
@@ -244,7 +244,7 @@ export class RemoteConnection extends withNamedMethods(RemoteClient) implements 
 
   private eventListeners: Map<number, (event: DomainLifecycleEvent) => void> | null = null;
 
-  override async close() {
+  async close() {
     if (this.rpc.closed) return;
     try {
       await this.connectClose();

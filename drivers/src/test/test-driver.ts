@@ -145,8 +145,8 @@ function checkFlags(flags: number, allowed: number, api: string): void {
   }
 }
 
-class TestConnection extends withNamedMethods(Object) {
-  override readonly driverName = 'test';
+class TestConnection extends withNamedMethods(Object) implements DriverConnection {
+  readonly driverName = 'test';
   private open = true;
 
   constructor(
@@ -176,42 +176,40 @@ class TestConnection extends withNamedMethods(Object) {
     return d.state === DomainState.RUNNING ? d.cpuTimeNs + (process.hrtime.bigint() - this.hv.bootTime) * BigInt(d.vcpus) : d.cpuTimeNs;
   }
 
-  override async connectGetType(): Promise<remote.RemoteConnectGetTypeRet> {
+  async connectGetType(): Promise<remote.RemoteConnectGetTypeRet> {
     this.check();
     return { type: 'TEST' };
   }
-  override async connectGetVersion(): Promise<remote.RemoteConnectGetVersionRet> {
+  async connectGetVersion(): Promise<remote.RemoteConnectGetVersionRet> {
     this.check();
     return { hv_ver: TEST_HV_VERSION };
   }
-  override async connectGetLibVersion(): Promise<remote.RemoteConnectGetLibVersionRet> {
+  async connectGetLibVersion(): Promise<remote.RemoteConnectGetLibVersionRet> {
     this.check();
     return { lib_ver: LIBVIRT_API_VERSION };
   }
-  override async connectGetHostname(): Promise<remote.RemoteConnectGetHostnameRet> {
+  async connectGetHostname(): Promise<remote.RemoteConnectGetHostnameRet> {
     this.check();
     return { hostname: hostname() };
   }
-  override async connectGetUri(): Promise<remote.RemoteConnectGetUriRet> {
+  async connectGetUri(): Promise<remote.RemoteConnectGetUriRet> {
     this.check();
     return { uri: this.uri };
   }
-  override async connectIsSecure(): Promise<remote.RemoteConnectIsSecureRet> {
+  async connectIsSecure(): Promise<remote.RemoteConnectIsSecureRet> {
     this.check();
     return { secure: 1 };
   }
-  override async connectSupportsFeature({
-    feature,
-  }: remote.RemoteConnectSupportsFeatureArgs): Promise<remote.RemoteConnectSupportsFeatureRet> {
+  async connectSupportsFeature({ feature }: remote.RemoteConnectSupportsFeatureArgs): Promise<remote.RemoteConnectSupportsFeatureRet> {
     this.check();
     return { supported: feature === Feature.TYPED_PARAM_STRING ? 1 : 0 };
   }
-  override async nodeGetInfo(): Promise<NodeInfo> {
+  async nodeGetInfo(): Promise<NodeInfo> {
     this.check();
     return { ...NODE_INFO };
   }
 
-  override async connectListAllDomains({
+  async connectListAllDomains({
     need_results,
     flags,
   }: remote.RemoteConnectListAllDomainsArgs): Promise<remote.RemoteConnectListAllDomainsRet> {
@@ -228,34 +226,34 @@ class TestConnection extends withNamedMethods(Object) {
     return { domains: need_results ? domains : [], ret: domains.length };
   }
 
-  override async domainLookupByName({ name }: remote.RemoteDomainLookupByNameArgs): Promise<remote.RemoteDomainLookupByNameRet> {
+  async domainLookupByName({ name }: remote.RemoteDomainLookupByNameArgs): Promise<remote.RemoteDomainLookupByNameRet> {
     this.check();
     const d = this.hv.domains.find((x) => x.name === name);
     if (!d) throw noDomain(`no domain with matching name '${name}'`);
     return { dom: this.ref(d) };
   }
 
-  override async domainLookupById({ id }: remote.RemoteDomainLookupByIdArgs): Promise<remote.RemoteDomainLookupByIdRet> {
+  async domainLookupById({ id }: remote.RemoteDomainLookupByIdArgs): Promise<remote.RemoteDomainLookupByIdRet> {
     this.check();
     const d = this.hv.domains.find((x) => x.id === id && id >= 0);
     if (!d) throw noDomain(`no domain with matching id ${id}`);
     return { dom: this.ref(d) };
   }
 
-  override async domainLookupByUuid({ uuid }: remote.RemoteDomainLookupByUuidArgs): Promise<remote.RemoteDomainLookupByUuidRet> {
+  async domainLookupByUuid({ uuid }: remote.RemoteDomainLookupByUuidArgs): Promise<remote.RemoteDomainLookupByUuidRet> {
     this.check();
     const d = this.hv.domains.find((x) => x.uuidBytes.equals(uuid));
     if (!d) throw noDomain(`no domain with matching uuid '${formatUuid(uuid) ?? uuid.toString('hex')}'`);
     return { dom: this.ref(d) };
   }
 
-  override async domainGetInfo({ dom }: remote.RemoteDomainGetInfoArgs): Promise<DomainInfo> {
+  async domainGetInfo({ dom }: remote.RemoteDomainGetInfoArgs): Promise<DomainInfo> {
     this.check();
     const d = this.find(dom);
     return { state: d.state, maxMem: d.maxMemKiB, memory: d.memoryKiB, nrVirtCpu: d.vcpus, cpuTime: this.cpuTime(d) };
   }
 
-  override async domainGetState({ dom }: remote.RemoteDomainGetStateArgs): Promise<remote.RemoteDomainGetStateRet> {
+  async domainGetState({ dom }: remote.RemoteDomainGetStateArgs): Promise<remote.RemoteDomainGetStateRet> {
     this.check();
     const d = this.find(dom);
     return { state: d.state, reason: d.reason ?? (d.state === DomainState.RUNNING ? Reason.RUNNING_BOOTED : 0) };
@@ -272,7 +270,7 @@ class TestConnection extends withNamedMethods(Object) {
     return { active: state !== DomainState.SHUTOFF && state !== DomainState.NOSTATE ? 1 : 0 };
   }
 
-  override async domainGetXmlDesc({ dom }: remote.RemoteDomainGetXmlDescArgs): Promise<remote.RemoteDomainGetXmlDescRet> {
+  async domainGetXmlDesc({ dom }: remote.RemoteDomainGetXmlDescArgs): Promise<remote.RemoteDomainGetXmlDescRet> {
     this.check();
     const d = this.find(dom);
     const idAttr = d.id >= 0 ? ` id='${d.id}'` : '';
@@ -298,7 +296,7 @@ class TestConnection extends withNamedMethods(Object) {
     return { xml };
   }
 
-  override async close() {
+  async close() {
     this.open = false;
   }
 

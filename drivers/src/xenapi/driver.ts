@@ -255,6 +255,29 @@ function noDomain(detail: string): VirError {
   return new VirError({ code: ErrorCode.NO_DOMAIN, domain: ErrorDomain.XENAPI, detail });
 }
 
+/** A libvirt operation done by one XenAPI call on the VM, allowed in some power states. */
+interface PowerOperation {
+  /** The libvirt API, named in errors. */
+  api: string;
+  /** The XenAPI power states it is allowed in, and how an error words them. */
+  from: readonly string[];
+  wanted: string;
+  /** The XenAPI method, called with the VM's reference. */
+  call: string;
+}
+
+const POWER_OPERATIONS = {
+  suspend: { api: 'virDomainSuspend', from: ['Running'], wanted: 'running', call: 'VM.pause' },
+  resume: { api: 'virDomainResume', from: ['Paused'], wanted: 'paused', call: 'VM.unpause' },
+  // A clean shutdown asks the guest to power off; XenAPI offers no choice of method to pass flags to.
+  shutdown: { api: 'virDomainShutdownFlags', from: ['Running'], wanted: 'running', call: 'VM.clean_shutdown' },
+  reboot: { api: 'virDomainReboot', from: ['Running'], wanted: 'running', call: 'VM.clean_reboot' },
+  // Powers the VM off at once; it stays defined on the pool.
+  destroy: { api: 'virDomainDestroyFlags', from: ['Running', 'Paused'], wanted: 'running or paused', call: 'VM.hard_shutdown' },
+  // Removes a halted VM from the pool; its disks stay, as XenAPI leaves them.
+  undefine: { api: 'virDomainUndefineFlags', from: ['Halted'], wanted: 'halted', call: 'VM.destroy' },
+} as const satisfies Record<string, PowerOperation>;
+
 /** virDomainCreateFlags: START_PAUSED, which XenAPI's VM.start takes as an argument. */
 const START_PAUSED = 1;
 
@@ -274,8 +297,8 @@ function requirePowerState(vm: VmRecord, allowed: readonly string[], api: string
  * answers libvirt's "not supported" for every other procedure. The named methods of
  * DriverConnection come from withNamedMethods.
  */
-export class XenApiConnection extends withNamedMethods(Object) {
-  override readonly driverName = 'xenapi';
+export class XenApiConnection extends withNamedMethods(Object) implements DriverConnection {
+  readonly driverName = 'xenapi';
 
   constructor(
     private readonly session: XenApiSession,
@@ -287,36 +310,36 @@ export class XenApiConnection extends withNamedMethods(Object) {
 
   // --- the connection and the host -------------------------------------------------------------
 
-  override async connectGetType(): Promise<remote.RemoteConnectGetTypeRet> {
+  async connectGetType(): Promise<remote.RemoteConnectGetTypeRet> {
     return { type: 'XenAPI' };
   }
 
-  override async connectGetVersion(): Promise<remote.RemoteConnectGetVersionRet> {
+  async connectGetVersion(): Promise<remote.RemoteConnectGetVersionRet> {
     return { hv_ver: hostVersion(await this.master()) };
   }
 
-  override async connectGetLibVersion(): Promise<remote.RemoteConnectGetLibVersionRet> {
+  async connectGetLibVersion(): Promise<remote.RemoteConnectGetLibVersionRet> {
     return { lib_ver: LIBVIRT_API_VERSION };
   }
 
-  override async connectGetHostname(): Promise<remote.RemoteConnectGetHostnameRet> {
+  async connectGetHostname(): Promise<remote.RemoteConnectGetHostnameRet> {
     const master = await this.master();
     return { hostname: master.hostname || master.nameLabel };
   }
 
-  override async connectGetUri(): Promise<remote.RemoteConnectGetUriRet> {
+  async connectGetUri(): Promise<remote.RemoteConnectGetUriRet> {
     return { uri: this.openedUri };
   }
 
-  override async connectIsSecure(): Promise<remote.RemoteConnectIsSecureRet> {
+  async connectIsSecure(): Promise<remote.RemoteConnectIsSecureRet> {
     return { secure: this.session.endpoint.scheme === 'https' ? 1 : 0 };
   }
 
-  override async connectSupportsFeature(_args: remote.RemoteConnectSupportsFeatureArgs): Promise<remote.RemoteConnectSupportsFeatureRet> {
+  async connectSupportsFeature(_args: remote.RemoteConnectSupportsFeatureArgs): Promise<remote.RemoteConnectSupportsFeatureRet> {
     return { supported: 0 };
   }
 
-  override async nodeGetInfo(): Promise<NodeInfo> {
+  async nodeGetInfo(): Promise<NodeInfo> {
     const host = await this.master();
     let memoryBytes = 0n;
     if (host.metricsRef !== '' && host.metricsRef !== 'OpaqueRef:NULL') {
@@ -341,7 +364,7 @@ export class XenApiConnection extends withNamedMethods(Object) {
 
   // --- finding domains -----------------------------------------------------------------------
 
-  override async connectListAllDomains({
+  async connectListAllDomains({
     need_results,
     flags,
   }: remote.RemoteConnectListAllDomainsArgs): Promise<remote.RemoteConnectListAllDomainsRet> {
@@ -350,7 +373,7 @@ export class XenApiConnection extends withNamedMethods(Object) {
     return { domains: need_results ? domains : [], ret: domains.length };
   }
 
-  override async domainLookupByName({ name }: remote.RemoteDomainLookupByNameArgs): Promise<remote.RemoteDomainLookupByNameRet> {
+  async domainLookupByName({ name }: remote.RemoteDomainLookupByNameArgs): Promise<remote.RemoteDomainLookupByNameRet> {
     const refs = await this.session.call('VM.get_by_name_label', [name]);
     if (Array.isArray(refs)) {
       for (const ref of refs) {
@@ -362,19 +385,19 @@ export class XenApiConnection extends withNamedMethods(Object) {
     throw noDomain(`no domain with matching name '${name}'`);
   }
 
-  override async domainLookupById({ id }: remote.RemoteDomainLookupByIdArgs): Promise<remote.RemoteDomainLookupByIdRet> {
+  async domainLookupById({ id }: remote.RemoteDomainLookupByIdArgs): Promise<remote.RemoteDomainLookupByIdRet> {
     const vm = id >= 0 ? (await this.allGuests()).find((v) => domainId(v) === id) : undefined;
     if (!vm) throw noDomain(`no domain with matching id ${id}`);
     return { dom: toDomainRef(vm) };
   }
 
-  override async domainLookupByUuid({ uuid }: remote.RemoteDomainLookupByUuidArgs): Promise<remote.RemoteDomainLookupByUuidRet> {
+  async domainLookupByUuid({ uuid }: remote.RemoteDomainLookupByUuidArgs): Promise<remote.RemoteDomainLookupByUuidRet> {
     return { dom: toDomainRef(await this.vmByUuid(uuidToString(uuid))) };
   }
 
   // --- reading a domain ----------------------------------------------------------------------
 
-  override async domainGetInfo({ dom }: remote.RemoteDomainGetInfoArgs): Promise<DomainInfo> {
+  async domainGetInfo({ dom }: remote.RemoteDomainGetInfoArgs): Promise<DomainInfo> {
     const vm = await this.vmOf(dom);
     const maxMem = vm.memoryStaticMax / 1024n;
     return {
@@ -386,13 +409,13 @@ export class XenApiConnection extends withNamedMethods(Object) {
     };
   }
 
-  override async domainGetState({ dom, flags }: remote.RemoteDomainGetStateArgs): Promise<remote.RemoteDomainGetStateRet> {
+  async domainGetState({ dom, flags }: remote.RemoteDomainGetStateArgs): Promise<remote.RemoteDomainGetStateRet> {
     checkFlags(flags, 0, 'virDomainGetState');
     // XenAPI keeps no reason; 0 is every state's "unknown" reason.
     return { state: domainState((await this.vmOf(dom)).powerState), reason: 0 };
   }
 
-  override async domainGetXmlDesc({ dom, flags }: remote.RemoteDomainGetXmlDescArgs): Promise<remote.RemoteDomainGetXmlDescRet> {
+  async domainGetXmlDesc({ dom, flags }: remote.RemoteDomainGetXmlDescArgs): Promise<remote.RemoteDomainGetXmlDescRet> {
     checkFlags(flags, KNOWN_XML_FLAGS, 'virDomainGetXMLDesc');
     return { xml: domainXml(await this.vmOf(dom)) };
   }
@@ -447,49 +470,31 @@ export class XenApiConnection extends withNamedMethods(Object) {
   }
 
   async domainSuspend({ dom }: remote.RemoteDomainSuspendArgs): Promise<void> {
-    const vm = await this.vmOf(dom);
-    requirePowerState(vm, ['Running'], 'virDomainSuspend', 'running');
-    await this.session.call('VM.pause', [vm.ref]);
+    await this.powerOperation(dom, 0, POWER_OPERATIONS.suspend);
   }
 
   async domainResume({ dom }: remote.RemoteDomainResumeArgs): Promise<void> {
-    const vm = await this.vmOf(dom);
-    requirePowerState(vm, ['Paused'], 'virDomainResume', 'paused');
-    await this.session.call('VM.unpause', [vm.ref]);
+    await this.powerOperation(dom, 0, POWER_OPERATIONS.resume);
   }
 
   async domainShutdown({ dom }: remote.RemoteDomainShutdownArgs): Promise<void> {
-    await this.domainShutdownFlags({ dom, flags: 0 });
+    await this.powerOperation(dom, 0, POWER_OPERATIONS.shutdown);
   }
 
-  /** XenAPI's clean shutdown asks the guest to power off; there is no choice of method to pass on. */
   async domainShutdownFlags({ dom, flags }: remote.RemoteDomainShutdownFlagsArgs): Promise<void> {
-    const api = 'virDomainShutdownFlags';
-    checkFlags(flags, 0, api);
-    const vm = await this.vmOf(dom);
-    requirePowerState(vm, ['Running'], api, 'running');
-    await this.session.call('VM.clean_shutdown', [vm.ref]);
+    await this.powerOperation(dom, flags, POWER_OPERATIONS.shutdown);
   }
 
   async domainReboot({ dom, flags }: remote.RemoteDomainRebootArgs): Promise<void> {
-    const api = 'virDomainReboot';
-    checkFlags(flags, 0, api);
-    const vm = await this.vmOf(dom);
-    requirePowerState(vm, ['Running'], api, 'running');
-    await this.session.call('VM.clean_reboot', [vm.ref]);
+    await this.powerOperation(dom, flags, POWER_OPERATIONS.reboot);
   }
 
   async domainDestroy({ dom }: remote.RemoteDomainDestroyArgs): Promise<void> {
-    await this.domainDestroyFlags({ dom, flags: 0 });
+    await this.powerOperation(dom, 0, POWER_OPERATIONS.destroy);
   }
 
-  /** Powers the VM off at once (VM.hard_shutdown); it stays defined on the pool. */
   async domainDestroyFlags({ dom, flags }: remote.RemoteDomainDestroyFlagsArgs): Promise<void> {
-    const api = 'virDomainDestroyFlags';
-    checkFlags(flags, 0, api);
-    const vm = await this.vmOf(dom);
-    requirePowerState(vm, ['Running', 'Paused'], api, 'running or paused');
-    await this.session.call('VM.hard_shutdown', [vm.ref]);
+    await this.powerOperation(dom, flags, POWER_OPERATIONS.destroy);
   }
 
   /** Pool autostart is other_config:auto_poweron, replaced as a whole key. */
@@ -500,20 +505,23 @@ export class XenApiConnection extends withNamedMethods(Object) {
   }
 
   async domainUndefine({ dom }: remote.RemoteDomainUndefineArgs): Promise<void> {
-    await this.domainUndefineFlags({ dom, flags: 0 });
+    await this.powerOperation(dom, 0, POWER_OPERATIONS.undefine);
   }
 
-  /** Removes a halted VM from the pool (VM.destroy); its disks stay, as XenAPI leaves them. */
   async domainUndefineFlags({ dom, flags }: remote.RemoteDomainUndefineFlagsArgs): Promise<void> {
-    const api = 'virDomainUndefineFlags';
-    checkFlags(flags, 0, api);
+    await this.powerOperation(dom, flags, POWER_OPERATIONS.undefine);
+  }
+
+  /** Checks the flags (none is known) and the VM's power state, then makes the XenAPI call. */
+  private async powerOperation(dom: DomainRef, flags: number, op: PowerOperation): Promise<void> {
+    checkFlags(flags, 0, op.api);
     const vm = await this.vmOf(dom);
-    requirePowerState(vm, ['Halted'], api, 'halted');
-    await this.session.call('VM.destroy', [vm.ref]);
+    requirePowerState(vm, op.from, op.api, op.wanted);
+    await this.session.call(op.call, [vm.ref]);
   }
 
   /** Logs the session out; the connection is released even when the server is unreachable. */
-  override async close(): Promise<void> {
+  async close(): Promise<void> {
     await this.session.logout().catch(() => undefined);
   }
 
