@@ -89,7 +89,7 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
     maxTimeoutMs: opts.config.relayMaxTimeout * 1000,
     maxRequestsPerOpen: opts.config.relayMaxRequestsPerOpen,
     // Audit records are info lines: with info off, none is even built.
-    audit: (session) => auditLineWriter(session.log.child({ event: 'relay.audit' }), 'relayed credential request'),
+    audit: auditLineWriter,
   });
   const adminPath = opts.adminSocket ?? (opts.listeners ? false : join(opts.config.unixSockDir, 'virtauth-admin-sock'));
   const admin = adminPath === false ? null : adminExtension();

@@ -16,6 +16,13 @@ export interface ProgramConnection {
   once(event: 'close', listener: (reason: VirError | null) => void): unknown;
 }
 
+/** A connection's logger, as an extension uses it. */
+export interface ExtensionLog {
+  debug(fields: object, msg: string): void;
+  /** The same logger with more bindings. */
+  child(bindings: object): ExtensionLog;
+}
+
 /** A daemon's client connection as an extension sees it. */
 export interface ExtensionSession {
   readonly connectionId: number;
@@ -23,7 +30,7 @@ export interface ExtensionSession {
   /** Whether CONNECT_OPEN has started on this connection (running, or done). */
   readonly openStarted: boolean;
   /** Lines about this connection, with its bindings. */
-  readonly log: { debug(fields: object, msg: string): void };
+  readonly log: ExtensionLog;
   /** Warnings about the client's malformed input, within the connection's budget of them. */
   readonly peerFaults: { warn(fields: object, msg: string): void };
   /** Why the daemon ended the connection (e.g. an administrator's client-disconnect), if it did. */

@@ -15,6 +15,7 @@ import {
   ALL_CREDENTIAL_TYPES,
   type CredentialSource,
   type DriverOpenContext,
+  type ExtensionLog,
   type ExtensionSession,
   type Procedure,
   type ProgramDefinition,
@@ -22,12 +23,16 @@ import {
 import { attachableRelay } from '../client/wire.js';
 import { RelayChannel, relayNotEnabledError, type RelayAuditSink } from './channel.js';
 
-export interface RelaySettings<S extends ExtensionSession = ExtensionSession> {
+export interface RelaySettings {
   /** Longest a relayed request may wait, whatever the client asks for (ms). */
   maxTimeoutMs: number;
   maxRequestsPerOpen: number;
-  /** Where a connection's audit records go; null or absent: none are built. */
-  audit?: (session: S) => RelayAuditSink | null;
+  /**
+   * Makes the writer of a connection's audit records from its logger (bound to `relay.audit`)
+   * and their message; null or absent: none are built. Called from here, so a log filter on the
+   * relay's files applies to the records.
+   */
+  audit?(log: ExtensionLog, msg: string): RelayAuditSink | null;
 }
 
 /** What a CONNECT_OPEN is opening, and the daemon's own credential sources for it. */
@@ -50,14 +55,14 @@ export interface RelayExtension<S extends ExtensionSession = ExtensionSession> {
   openFinished(session: S): void;
 }
 
-export function relayExtension<S extends ExtensionSession>(settings: RelaySettings<S>): RelayExtension<S> {
+export function relayExtension<S extends ExtensionSession>(settings: RelaySettings): RelayExtension<S> {
   // Only clients that enabled the relay have a channel: the others (nearly all of them) cost
   // nothing here but the ANSWER handler, and their drivers' requests fail as unanswerable.
   const channels = new WeakMap<S, RelayChannel>();
   let processName = '';
 
   const createChannel = (session: S): RelayChannel => {
-    const writeAudit = settings.audit?.(session);
+    const writeAudit = settings.audit?.(session.log.child({ event: 'relay.audit' }), 'relayed credential request');
     const channel = new RelayChannel({
       connectionId: session.connectionId,
       // A REQUEST with its origin chain and prompts is a few hundred bytes.
