@@ -59,8 +59,8 @@ export interface RelayPolicy {
   /** Which stored credentials may answer which daemon (default none: only a person answers). */
   storedCredentials?: readonly StoredCredentialGrant[];
   /**
-   * Rate per daemon reached, across every open and reconnect of this process (default a burst
-   * of 20, refilled at 20 a minute): a daemon that reconnects cannot reset its count.
+   * Rate per daemon reached, across every open and reconnect made with one RelayClient (default
+   * a burst of 20, refilled at 20 a minute): a daemon that reconnects cannot reset its count.
    */
   perOrigin?: OriginRate;
 }
@@ -107,7 +107,7 @@ export function checkGrants(grants: readonly StoredCredentialGrant[]): void {
   }
 }
 
-/** Relayed requests per daemon reached, for the whole process: reconnecting does not reset it. */
+/** Relayed requests per daemon reached, for one relay client: reconnecting does not reset it. */
 export class OriginRates {
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
   private static readonly MAX_ORIGINS = 4096;
