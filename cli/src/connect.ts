@@ -59,6 +59,12 @@ async function defaultCredentialSources(container: DependencyContainer, uri: Ret
   return authConf ? [...registered, authConf] : registered;
 }
 
+/**
+ * The relay's client end of a container: one prompt queue and one rate per daemon for every open
+ * made with it. A container made elsewhere gets one on its first open.
+ */
+export const RELAY_CLIENT: InjectionToken<RelayClient> = Symbol('virtauth.relayClient');
+
 let defaultContainer: DependencyContainer | null = null;
 
 export interface ClientContainerOptions {
@@ -67,9 +73,9 @@ export interface ClientContainerOptions {
 }
 
 /**
- * Registers the providers and drivers virtauth ships into a container (a new child of the root
- * container by default). Register your own plugins in the same container: tsyringe's resolveAll
- * does not merge a child's registrations with its parent's.
+ * Registers the providers and drivers virtauth ships, and the relay's client end, into a container
+ * (a new child of the root container by default). Register your own plugins in the same
+ * container: tsyringe's resolveAll does not merge a child's registrations with its parent's.
  */
 export function createClientContainer(
   c: DependencyContainer = rootContainer.createChildContainer(),
@@ -80,12 +86,6 @@ export function createClientContainer(
   c.registerInstance(RELAY_CLIENT, new RelayClient());
   return c;
 }
-
-/**
- * The relay's client end of a container: one prompt queue and one rate per daemon for every open
- * made with it. A container made elsewhere gets one on its first open.
- */
-export const RELAY_CLIENT: InjectionToken<RelayClient> = Symbol('virtauth.relayClient');
 
 function relayClientOf(c: DependencyContainer): RelayClient {
   if (c.isRegistered(RELAY_CLIENT, true)) return c.resolve(RELAY_CLIENT);
