@@ -282,7 +282,7 @@ export interface ProbeObservation {
  *  - ask: one AUTHNAME request (service `relayprobe`, host `probe.invalid`), then the test hypervisor;
  *    `deadline_ms=N` puts the driver's own deadline on it.
  *  - flood: up to `count` requests in a row (default 50), stopping at the first refusal.
- *  - later: nothing during the open; the connection's getHostname asks for a credential afterwards.
+ *  - later: nothing during the open; the connection's connectGetHostname asks for a credential afterwards.
  */
 export class RelayProbeDriver implements Driver {
   readonly name = 'relayprobe';
@@ -327,7 +327,8 @@ export class RelayProbeDriver implements Driver {
     if (mode !== 'later') return inner;
     // Asking after the open has finished: the daemon must refuse to relay it.
     return new Proxy(inner, {
-      get: (target, prop) => (prop === 'getHostname' ? async () => (await ask()) ?? '' : Reflect.get(target, prop, target)),
+      get: (target, prop) =>
+        prop === 'connectGetHostname' ? async () => ({ hostname: (await ask()) ?? '' }) : Reflect.get(target, prop, target),
     });
   }
 }
