@@ -8,7 +8,7 @@ import { AuthType, ErrorCode, VirError, type TransportKind } from '@virtauth/cor
 import { AdmissionQueue, type AcceptedConnection, type ClientLimits } from '../src/server/admission-queue.js';
 import type { ListenerSpec } from '../src/server/listeners.js';
 import { createLogger } from '../src/index.js';
-import { JsonSink } from './helpers.js';
+import { JsonSink, keepProcessAlive } from './helpers.js';
 
 const rw: ListenerSpec = { kind: 'unix' as TransportKind, auth: AuthType.SASL, readOnly: false };
 const open: ListenerSpec = { kind: 'unix' as TransportKind, auth: AuthType.NONE, readOnly: false };
@@ -147,9 +147,7 @@ test('auth_timeout closes a queued client that must authenticate; one that needs
   offer(open);
   const mustAuthenticate = offer(rw);
   const needsNone = offer(open);
-  // The queue's timers do not keep a daemon alive; this test's process must stay up for them.
-  const keepAlive = setInterval(() => undefined, 60_000);
-  t.teardown(() => clearInterval(keepAlive));
+  keepProcessAlive(t);
   await once(mustAuthenticate.socket, 'close');
   t.is(queue.waitingCount, 1);
   t.false(needsNone.socket.destroyed);
