@@ -17,6 +17,7 @@ import {
 } from '@virtauth/core';
 import { XenApiDriver } from '@virtauth/drivers';
 import { selfSignedCertificate, startXenApiServer, type XenApiServer, type XenApiServerOptions } from './fixtures/xenapi-server.js';
+import { whenEmitted } from './peers/util.js';
 
 const PASSWORD = 'pool-secret';
 const USERS = { root: PASSWORD, admin: 'admin-secret' };
@@ -330,7 +331,7 @@ test('aborting the open abandons a login the server never answers', async (t) =>
     parseUri(`xenapi://root@127.0.0.1:${server.port}/?scheme=http`),
     context(requester, controller.signal),
   );
-  while (!server.calls.includes('session.login_with_password')) await new Promise((r) => setTimeout(r, 5));
+  await whenEmitted(server.activity, ['call'], () => server.calls.includes('session.login_with_password'), 30_000, 'the login call');
   const reason = new VirError({ code: ErrorCode.AUTH_CANCELLED, domain: ErrorDomain.AUTH, detail: 'client went away' });
   controller.abort(reason);
   t.is(await opening.catch((e: unknown) => e), reason);
