@@ -19,6 +19,7 @@ import {
   tempDir,
   untilClientCount,
   waitFor,
+  whenEmitted,
   TestPki,
   libvirtClientEnv,
   type ProcessResult,
@@ -581,18 +582,23 @@ interopTest.serial(
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     });
     let stderr = '';
+    let stdout = '';
     child.stderr!.setEncoding('utf8').on('data', (text: string) => (stderr += text));
+    child.stdout!.setEncoding('utf8').on('data', (text: string) => {
+      stdout += text;
+      child.emit('output');
+    });
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
     const adminSocket = join(dir, 'virtauth-admin-sock');
-    await waitFor(
-      () =>
-        stat(adminSocket).then(
-          () => true,
-          () => false,
-        ),
-      20_000,
-      'the admin socket',
+    // The listener lines come once every socket, the admin one included, is in place.
+    await whenEmitted(
+      child,
+      ['output', 'exit'],
+      () => stdout.includes('virtauth-sock-ro') || child.exitCode !== null,
+      30_000,
+      'the listener lines',
     );
+    t.is(child.exitCode, null, stderr);
     const uri = `virtauthd:///system?socket=${adminSocket}`;
     const set = await runProcess(requireExecutable('virt-admin', 'libvirt-clients'), ['-c', uri, 'daemon-timeout', '--timeout', '1'], {
       env: libvirtClientEnv(),

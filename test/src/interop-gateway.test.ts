@@ -173,8 +173,12 @@ function watchEvents(t: ExecutionContext, uri: string, env: NodeJS.ProcessEnv): 
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let text = '';
-  child.stdout!.on('data', (chunk: Buffer) => (text += chunk.toString('utf8')));
-  child.stderr!.on('data', (chunk: Buffer) => (text += chunk.toString('utf8')));
+  const collect = (chunk: Buffer) => {
+    text += chunk.toString('utf8');
+    child.emit('output');
+  };
+  child.stdout!.on('data', collect);
+  child.stderr!.on('data', collect);
   t.teardown(() => void child.kill('SIGKILL'));
   return { child, output: () => text };
 }
@@ -205,11 +209,16 @@ interopTest.serial('`virsh event --all --loop` through virtauthd sees the lifecy
   });
   t.is(run.code, 0, describeResult(run));
   const finished = (text: string) => /'gwev': Undefined/.test(text);
-  await waitFor(
-    () => finished(direct.output().slice(directFrom)) && finished(through.output().slice(throughFrom)),
-    20_000,
-    'the lifecycle events to arrive',
-  );
+  await Promise.all([
+    whenEmitted(direct.child, ['output'], () => finished(direct.output().slice(directFrom)), 60_000, 'the events seen directly'),
+    whenEmitted(
+      through.child,
+      ['output'],
+      () => finished(through.output().slice(throughFrom)),
+      60_000,
+      'the events seen through virtauthd',
+    ),
+  ]);
   const events = (text: string, from: number) =>
     text
       .slice(from)

@@ -478,7 +478,8 @@ test.serial(
     const shown = runRelayHandler(createRelayClient({ auth: next }).handle, req, new RelayCancellation());
     const outcome = await Promise.race([
       shown.then(() => 'answered'),
-      new Promise((r) => setTimeout(() => r('still queued after 2 s'), 2000)),
+      // Queued behind the stuck prompt it would stay forever; the bound is for a loaded machine.
+      new Promise((r) => setTimeout(() => r('still queued after 30 s'), 30_000).unref()),
     ]);
     t.is(outcome, 'answered');
     t.is(req.credentials[0]!.result, 'bob');
@@ -521,7 +522,7 @@ test.serial(
 );
 
 test.serial(
-  "cancellation: the client going away mid-request ends the driver's wait in B at once (CANCELLED in B's audit within 100 ms)",
+  "cancellation: the client going away mid-request ends the driver's wait in B at once (CANCELLED in B's audit, not at the deadline)",
   async (t) => {
     for (const { hops, uri } of topologies()) {
       const auditB = world.b.audits().length;
@@ -541,7 +542,8 @@ test.serial(
       t.is(e.code, ErrorCode.AUTH_CANCELLED, `${hops} hop(s)`);
       const record = (await waitForAudit(world.b, auditB))[0]!;
       t.is(record.outcome, 'CANCELLED');
-      t.true(record.time - abortedAt < 100, `B's driver stopped waiting ${record.time - abortedAt} ms after the client left`);
+      // At once, not at the relay's deadline (a minute or more); the margin is for a loaded machine.
+      t.true(record.time - abortedAt < 5000, `B's driver stopped waiting ${record.time - abortedAt} ms after the client left`);
       // B logs the failed open after the audit record.
       const failed = await whenEmitted(
         world.b.log,
