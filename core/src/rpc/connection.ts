@@ -109,6 +109,10 @@ function onStreamClose(this: Duplex): void {
     new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: 'Connection closed' }),
   );
 }
+/** Shared by every connection, so a tick's gathered write makes no closure. */
+function flushCorked(connection: RpcConnection): void {
+  connection.flushCorked();
+}
 function onStreamDrain(this: Duplex): void {
   (this as OwnedStream)[CONNECTION].outputDrained();
 }
@@ -447,12 +451,7 @@ export class RpcConnection extends EventEmitter {
       // Coalesce packets written in the same tick into one syscall (pipelined calls, replies).
       this.corked = true;
       this.stream.cork();
-      process.nextTick(() => {
-        if (!this.corked) return;
-        this.corked = false;
-        this.stream.uncork();
-        this.releaseFlushedReplies();
-      });
+      process.nextTick(flushCorked, this);
     }
     this.stream.write(packet, onFlushed);
     this.noteUnsent();
@@ -648,6 +647,14 @@ export class RpcConnection extends EventEmitter {
    * written so far has left: release their calls now rather than a tick later, when their
    * write callbacks come.
    */
+  /** @internal The end of the tick in which packets were gathered (see write). */
+  flushCorked(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    this.stream.uncork();
+    this.releaseFlushedReplies();
+  }
+
   private releaseFlushedReplies(): void {
     const held = this.repliesUnconfirmed - this.repliesReleased;
     if (held === 0 || this.stream.writableLength !== 0) return;
