@@ -195,21 +195,26 @@ test('a sink that returns false holds the rest, whole or split, until resume', (
   }
 });
 
+/** The packets' bytes cut into chunks at the offsets the seeds pick. */
+function cutAt(packets: Buffer[], cutSeeds: number[]): Buffer[] {
+  const all = Buffer.concat(packets);
+  const cuts = [...new Set(cutSeeds.map((c) => c % (all.length + 1)))].sort((a, b) => a - b);
+  const chunks: Buffer[] = [];
+  let prev = 0;
+  for (const c of [...cuts, all.length]) {
+    chunks.push(all.subarray(prev, c));
+    prev = c;
+  }
+  return chunks;
+}
+
 test('property: any chunking of any packet sequence reproduces the packets', (t) => {
   const packetArb = fc
     .tuple(fc.nat(500), fc.nat(), fc.uint8Array({ maxLength: 64 }))
     .map(([proc, serial, p]) => call(proc, serial >>> 0, Buffer.from(p)));
   fc.assert(
     fc.property(fc.array(packetArb, { minLength: 1, maxLength: 8 }), fc.array(fc.nat(), { maxLength: 12 }), (packets, cutSeeds) => {
-      const all = Buffer.concat(packets);
-      const cuts = [...new Set(cutSeeds.map((c) => c % (all.length + 1)))].sort((a, b) => a - b);
-      const chunks: Buffer[] = [];
-      let prev = 0;
-      for (const c of [...cuts, all.length]) {
-        chunks.push(all.subarray(prev, c));
-        prev = c;
-      }
-      return collect(new PacketFramer(), chunks).map(hex).join() === packets.map(hex).join();
+      return collect(new PacketFramer(), cutAt(packets, cutSeeds)).map(hex).join() === packets.map(hex).join();
     }),
     { numRuns: 500 },
   );
@@ -307,15 +312,7 @@ test('property: cut-through or not, any chunking reproduces the packets in order
       fc.array(fc.nat(), { maxLength: 10 }),
       fc.boolean(),
       (packets, cutSeeds, taking) => {
-        const all = Buffer.concat(packets);
-        const cuts = [...new Set(cutSeeds.map((c) => c % (all.length + 1)))].sort((a, b) => a - b);
-        const chunks: Buffer[] = [];
-        let prev = 0;
-        for (const c of [...cuts, all.length]) {
-          chunks.push(all.subarray(prev, c));
-          prev = c;
-        }
-        const { order, pieced } = collectPieces(chunks, () => taking);
+        const { order, pieced } = collectPieces(cutAt(packets, cutSeeds), () => taking);
         return order.map(hex).join() === packets.map(hex).join() && pieced.every((p) => p.done && p.length >= CUT_THROUGH_MIN);
       },
     ),
