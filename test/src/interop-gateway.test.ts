@@ -18,6 +18,7 @@ import {
   gatewayNetworkXml,
   gatewayPassword,
   gatewayUser,
+  libvirtdClients,
   pythonGatewayScript,
   pythonGatewaySession,
 } from './gateway-support.js';
@@ -29,7 +30,6 @@ import {
   libvirtClientEnv,
   requireExecutable,
   runPython,
-  runProcess,
   runVirsh,
   systemPython,
   tempDir,
@@ -354,18 +354,6 @@ async function openGateway(pair: GatewayPair): Promise<{ conn: RemoteConnection;
   };
   const conn = (await openAuth(pair.gatewayUri(), auth)) as RemoteConnection;
   return { conn, rpc: conn.rpc };
-}
-
-async function libvirtdClients(libvirtd: PrivateLibvirtd): Promise<number> {
-  const result = await runProcess(requireExecutable('virt-admin', 'libvirt-clients'), [
-    '-c',
-    `libvirtd:///system?socket=${libvirtd.dir}/sock/libvirt-admin-sock`,
-    'srv-clients-info',
-    'libvirtd',
-  ]);
-  const match = /^nclients\s*:\s*(\d+)/m.exec(result.stdout);
-  if (!match) throw new Error(`virt-admin srv-clients-info: ${describeResult(result)}`);
-  return Number(match[1]);
 }
 
 /** What libvirt's client reports for a daemon that died: end of file, or a reset if it left input unread. */
