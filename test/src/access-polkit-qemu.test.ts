@@ -12,7 +12,14 @@ import { fileURLToPath } from 'node:url';
 
 import { parseUpstreamList } from '@virtauth/daemon';
 
-import { PrivateLibvirtd, interopTest, libvirtClientEnv, requireExecutable, type ProcessResult } from './peers/index.js';
+import {
+  PrivateLibvirtd,
+  interopTest,
+  libvirtClientEnv,
+  requireExecutable,
+  setEnvUntilTeardown,
+  type ProcessResult,
+} from './peers/index.js';
 import { PrivatePolkit, ensureUser, runAs, type TestAccount } from './peers/polkit.js';
 import { startVirtauthd } from './virtauthd-support.js';
 
@@ -107,12 +114,7 @@ interopTest.serial(
     });
     t.teardown(() => libvirtd.stop());
     // virtauthd's polkit driver reads the bus address from its environment (it runs in this process).
-    const savedBus = process.env.DBUS_SYSTEM_BUS_ADDRESS;
-    process.env.DBUS_SYSTEM_BUS_ADDRESS = polkit.busAddress;
-    t.teardown(() => {
-      if (savedBus === undefined) delete process.env.DBUS_SYSTEM_BUS_ADDRESS;
-      else process.env.DBUS_SYSTEM_BUS_ADDRESS = savedBus;
-    });
+    setEnvUntilTeardown(t, 'DBUS_SYSTEM_BUS_ADDRESS', polkit.busAddress);
     const upstream = libvirtd.uri('qemu:///system');
     const daemon = await startVirtauthd(t, {
       uriUpstreamList: parseUpstreamList([`qemu:///system=${upstream}`]),

@@ -4,11 +4,15 @@
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
+import { CredentialType, type ConnectAuth } from '@virtauth/core';
+import type { RemoteConnection } from '@virtauth/drivers';
+import { openAuth } from 'virtauth';
+
 import { requireExecutable } from './peers/executables.js';
 import { PrivateLibvirtd, type PrivateLibvirtdOptions } from './peers/libvirtd.js';
 import { describeResult, runProcess } from './peers/process.js';
 import type { TestPki } from './peers/pki.js';
-import { tempDir } from './peers/util.js';
+import { tempDir, type Teardown } from './peers/util.js';
 import { TestVirtauthd, type VirtauthTransport } from './sasl-support.js';
 
 export const gatewayUser = 'alice';
@@ -87,10 +91,35 @@ export class GatewayPair {
     return uri.replace(/^test\+([a-z]+):\/\/([^/]*)\/default/, `${driver[1]}+$1://$2/${driver[2]}`);
   }
 
+  /** virtauth's own client, logged in to virtauthd as the gateway user over unix. */
+  async openClient(): Promise<RemoteConnection> {
+    const auth: ConnectAuth = {
+      credTypes: [CredentialType.AUTHNAME, CredentialType.PASSPHRASE],
+      callback: (creds) => {
+        for (const c of creds) c.result = c.type === CredentialType.AUTHNAME ? gatewayUser : gatewayPassword;
+      },
+    };
+    return (await openAuth(this.gatewayUri(), auth)) as RemoteConnection;
+  }
+
   async stop(): Promise<void> {
     await Promise.allSettled([this.virtauthd.stop(), this.libvirtd.stop()]);
     await rm(this.authDir, { recursive: true, force: true });
   }
+}
+
+/** A GatewayPair stopped when the test ends. */
+export async function startGatewayPair(t: Teardown, options: GatewayPairOptions = {}): Promise<GatewayPair> {
+  const pair = await GatewayPair.start(options);
+  t.teardown(() => pair.stop());
+  return pair;
+}
+
+/** A temp folder removed when the test ends. */
+export async function scratchDir(t: Teardown, prefix = 'vgw'): Promise<string> {
+  const dir = await tempDir(prefix);
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
 }
 
 /** How many clients libvirtd has now (virt-admin srv-clients-info on its admin socket). */

@@ -7,37 +7,24 @@
 
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, readdir, readlink, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, readlink, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import type { ExecutionContext } from 'ava';
 
-import {
-  CredentialType,
-  MessageStatus,
-  MessageType,
-  PACKET_MAX,
-  REMOTE_PROGRAM,
-  encodePacket,
-  xdr,
-  type ConnectAuth,
-} from '@virtauth/core';
-import type { RemoteConnection } from '@virtauth/drivers';
-import { openAuth } from 'virtauth';
+import { MessageStatus, MessageType, PACKET_MAX, REMOTE_PROGRAM, encodePacket, xdr } from '@virtauth/core';
 
-import { GatewayPair, gatewayPassword, gatewayUser, libvirtdClients, pythonGatewayScript } from './gateway-support.js';
 import {
-  TestPki,
-  describeResult,
-  interopTest,
-  libvirtClientEnv,
-  requireExecutable,
-  runPython,
-  runVirsh,
-  systemPython,
-  tempDir,
-  waitFor,
-} from './peers/index.js';
+  GatewayPair,
+  libvirtdClients,
+  pythonGatewayScript,
+  scratchDir,
+  startGatewayPair,
+  type GatewayPairOptions,
+} from './gateway-support.js';
+import { runPython, runVirsh } from './peers/clients.js';
+import { requireExecutable, systemPython } from './peers/executables.js';
+import { TestPki, describeResult, interopTest, libvirtClientEnv, waitFor } from './peers/index.js';
 
 const STORAGE_URI = 'storage:///system';
 const POOL = 'gwpool';
@@ -45,16 +32,16 @@ const VOLUME_BYTES = 4 * 1024 * 1024;
 const virshPeers = ['root', 'libvirtd', 'libvirtd-storage', 'virsh', 'virt-admin', 'sasl-scram'];
 const pythonPeers = ['root', 'libvirtd', 'libvirtd-storage', 'python3-libvirt', 'virsh', 'virt-admin', 'sasl-scram'];
 
-async function scratchDir(t: ExecutionContext): Promise<string> {
-  const dir = await tempDir('vgv');
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  return dir;
+function startStoragePair(t: ExecutionContext, options: GatewayPairOptions = {}): Promise<GatewayPair> {
+  return startGatewayPair(t, { driverUri: STORAGE_URI, libvirtd: { drivers: ['storage'] }, ...options });
 }
 
-async function startStoragePair(t: ExecutionContext, options: Parameters<typeof GatewayPair.start>[0] = {}): Promise<GatewayPair> {
-  const pair = await GatewayPair.start({ driverUri: STORAGE_URI, libvirtd: { drivers: ['storage'] }, ...options });
-  t.teardown(() => pair.stop());
-  return pair;
+/** A scratch folder with an empty `pool` folder in it, for a `dir` pool's target. */
+async function poolFolder(t: ExecutionContext): Promise<{ dir: string; poolDir: string }> {
+  const dir = await scratchDir(t, 'vgv');
+  const poolDir = join(dir, 'pool');
+  await mkdir(poolDir);
+  return { dir, poolDir };
 }
 
 /**
@@ -102,9 +89,7 @@ function virshSteps(poolDir: string, sources: { sparse: string; dense: string },
 }
 
 async function assertVirshVolumesSame(t: ExecutionContext, pair: GatewayPair, transport: 'unix' | 'tls'): Promise<void> {
-  const dir = await scratchDir(t);
-  const poolDir = join(dir, 'pool');
-  await mkdir(poolDir);
+  const { dir, poolDir } = await poolFolder(t);
   const sources = await sourceFiles(dir);
   const env = { LIBVIRT_AUTH_FILE: pair.authFile };
   const output = (tag: string) => (name: string) => join(dir, `${tag}-${name}.out`);
@@ -253,9 +238,7 @@ interopTest.serial(
   pythonPeers,
   async (t) => {
     const pair = await startStoragePair(t);
-    const dir = await scratchDir(t);
-    const poolDir = join(dir, 'pool');
-    await mkdir(poolDir);
+    const { dir, poolDir } = await poolFolder(t);
     const { sparse } = await sourceFiles(dir);
     const run = async (uri: string) => {
       const script = pythonGatewayScript(uri, pythonSparseBody, { pool: 'pypool', poolDir, source: sparse, size: VOLUME_BYTES });
@@ -283,17 +266,16 @@ interopTest.serial(
 // ---------------------------------------------------------------------------------------------
 // A client that dies or misbehaves mid-upload
 
-/** Volume "victim" in a started pool, created directly on libvirtd; returns its file. */
-async function victimVolume(t: ExecutionContext, pair: GatewayPair): Promise<string> {
-  const dir = await scratchDir(t);
-  const poolDir = join(dir, 'pool');
-  await mkdir(poolDir);
+/** A storage pair with volume "victim" in a started pool, created directly on libvirtd; and the volume's file. */
+async function startWithVictim(t: ExecutionContext): Promise<{ pair: GatewayPair; victimFile: string }> {
+  const pair = await startStoragePair(t);
+  const { poolDir } = await poolFolder(t);
   const created = await runVirsh([`pool-create-as ${POOL} dir --target ${poolDir} ; vol-create-as ${POOL} victim 4M --allocation 0`], {
     uri: pair.directUri(),
     env: { LIBVIRT_AUTH_FILE: pair.authFile },
   });
   t.is(created.code, 0, describeResult(created));
-  return join(poolDir, 'victim');
+  return { pair, victimFile: join(poolDir, 'victim') };
 }
 
 /**
@@ -355,8 +337,7 @@ interopTest.serial(
   'a client killed mid-upload: the upstream stream is aborted, libvirtd closes the volume, and a later upload succeeds',
   pythonPeers,
   async (t) => {
-    const pair = await startStoragePair(t);
-    const victimFile = await victimVolume(t, pair);
+    const { pair, victimFile } = await startWithVictim(t);
     const dir = await scratchDir(t);
     const scriptFile = join(dir, 'upload.py');
     await writeFile(scriptFile, pythonGatewayScript(pair.gatewayUri(), uploadThenWait, { pool: POOL }));
@@ -380,15 +361,8 @@ interopTest.serial(
   'an oversized stream chunk mid-upload closes the client and its upstream; libvirtd closes the volume',
   virshPeers,
   async (t) => {
-    const pair = await startStoragePair(t);
-    const victimFile = await victimVolume(t, pair);
-    const auth: ConnectAuth = {
-      credTypes: [CredentialType.AUTHNAME, CredentialType.PASSPHRASE],
-      callback: (creds) => {
-        for (const c of creds) c.result = c.type === CredentialType.AUTHNAME ? gatewayUser : gatewayPassword;
-      },
-    };
-    const conn = (await openAuth(pair.gatewayUri(), auth)) as RemoteConnection;
+    const { pair, victimFile } = await startWithVictim(t);
+    const conn = await pair.openClient();
     const { pool } = await conn.storagePoolLookupByName({ name: POOL });
     const { vol } = await conn.storageVolLookupByName({ pool, name: 'victim' });
     await conn.storageVolUpload({ vol, offset: 0n, length: BigInt(VOLUME_BYTES), flags: 0 });
