@@ -14,14 +14,39 @@ import {
   relayDetail,
   relayStatusOf,
   describeRequester,
+  xdr,
   type ConnectUri,
   type Credential,
   type CredentialType,
   type DaemonIdentity,
+  type HopIdentity,
   type RelayClientConfig,
   type RpcConnection,
   type TransportInfo,
 } from '@virtauth/core';
+
+/**
+ * Names the daemons a connection came through to a virtauth server (relay HOPS), whose identity
+ * of the connection then carries them. Resolves false when the server does not take them
+ * (libvirtd, or an older virtauthd): its identity of this connection then has no hops.
+ */
+export async function announceHops(rpc: RpcConnection, hops: readonly HopIdentity[]): Promise<boolean> {
+  try {
+    await rpc.call(
+      RELAY_PROGRAM,
+      RELAY_PROTOCOL_VERSION,
+      RelayProc.HOPS,
+      p.relayHopsArgs,
+      { hops: hops.map((h) => ({ daemon: h.daemon, driver: h.driver ?? '' })) },
+      xdr.xvoid,
+    );
+    return true;
+  } catch (e) {
+    // "Cannot find program" (no relay program) or "unknown procedure" (no HOPS in it).
+    if (e instanceof VirError && (e.code === ErrorCode.RPC || e.code === ErrorCode.NO_SUPPORT)) return false;
+    throw e;
+  }
+}
 
 /** The far end of a relay connection, as the transport established it. */
 export interface RelayPeer {
