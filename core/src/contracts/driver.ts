@@ -4,7 +4,7 @@ import type { ConnectAuth, CredentialRequester } from '../credentials.js';
 import type { ConnectUri } from '../uri.js';
 import type { RemoteApi, RemoteDomainGetInfoRet, RemoteNodeGetInfoRet, RemoteNonnullDomain } from '../protocol/remote.js';
 import type { HopIdentity } from './auth.js';
-import type { RelayClientConfig } from './relay.js';
+import type { ClientRelay } from './relay.js';
 
 export type DomainRef = RemoteNonnullDomain;
 
@@ -36,9 +36,9 @@ export interface DriverOpenContext {
   signal?: AbortSignal;
   /**
    * Present when whoever opens this driver can answer relayed credential requests: the remote
-   * driver enables the relay on the server and hands it each request that comes back.
+   * driver attaches it to its connection, which enables the relay on the server.
    */
-  relay?: RelayClientConfig;
+  relay?: ClientRelay;
   /**
    * The daemons the caller's connection came through, this process last: a remote driver names
    * them to a virtauth server (relay HOPS), whose identity of the connection then carries them.
