@@ -49,7 +49,9 @@ test("the request: User with unix and OIDC groups as parents, libvirt's action n
   t.deepEqual(req.principal, { type: 'User', id: 'alice' });
   t.deepEqual(req.action, { type: 'Action', id: 'domain.start' });
   t.deepEqual(req.resource, { type: 'Domain', id: '6f1c8a52-6a8e-4b7e-9a41-0f5e2d7c1b11' });
-  t.deepEqual(req.context, { auth_method: 'sasl', transport: 'unix', read_only: true });
+  t.deepEqual(req.context, { auth_method: 'sasl', transport: 'unix', read_only: true, hops: [] });
+  const relayed = cedarRequest('p', subject({ ...identity, hops: [{ daemon: 'gw-a@h1', driver: 'remote' }] }), DOM, 'start');
+  t.deepEqual((relayed.context as { hops: string[] }).hops, ['gw-a@h1']);
   t.deepEqual(
     req.entities[0]!.parents,
     ['alice', 'sudo', 'ops', 'auditor'].map((id) => ({ type: 'Group', id })),

@@ -17,6 +17,7 @@ import {
   type ClientRelay,
   type DriverOpenContext,
   type ExtensionLog,
+  type ClientIdentity,
   type ExtensionSession,
   type MessageHandler,
 } from '@virtauth/core';
@@ -28,12 +29,13 @@ class FakeSession implements ExtensionSession {
   static nextId = 1;
   readonly connectionId = FakeSession.nextId++;
   openStarted = false;
+  readonly identity: ClientIdentity = {};
   closeReason: VirError | null = null;
   readonly sent: { proc: number; value: unknown }[] = [];
   readonly warnings: object[] = [];
   readonly closers: (() => void)[] = [];
   private handler: MessageHandler | undefined;
-  readonly log: ExtensionLog = { debug: () => {}, child: () => this.log };
+  readonly log: ExtensionLog = { debug: () => {}, info: () => {}, child: () => this.log };
   readonly peerFaults = { warn: (fields: object) => void this.warnings.push(fields) };
   readonly rpc = {
     id: this.connectionId,

@@ -22,7 +22,7 @@ import { openAuth } from 'virtauth';
 import { PolkitAccessDriver, polkitActionId, polkitActionsXml, type PolkitAuthorityClient } from '@virtauth/providers';
 
 import { HIDDEN, HIDDEN_UUID, VISIBLE, domainXml } from './access-support.js';
-import { interopTest, libvirtClientEnv, requireExecutable } from './peers/index.js';
+import { interopTest, libvirtClientEnv, requireExecutable, setEnvUntilTeardown } from './peers/index.js';
 import { PrivatePolkit, ensureUser, runAs } from './peers/polkit.js';
 import { startVirtauthd } from './virtauthd-support.js';
 import { TestVirtauthd } from './sasl-support.js';
@@ -94,12 +94,7 @@ interopTest.serial(
       rules: RULES,
     });
     t.teardown(() => polkit.stop());
-    const savedBus = process.env.DBUS_SYSTEM_BUS_ADDRESS;
-    process.env.DBUS_SYSTEM_BUS_ADDRESS = polkit.busAddress;
-    t.teardown(() => {
-      if (savedBus === undefined) delete process.env.DBUS_SYSTEM_BUS_ADDRESS;
-      else process.env.DBUS_SYSTEM_BUS_ADDRESS = savedBus;
-    });
+    setEnvUntilTeardown(t, 'DBUS_SYSTEM_BUS_ADDRESS', polkit.busAddress);
     const daemon = await startVirtauthd(t, { extra: new Map([['access_drivers', ['polkit']]]) });
     // polkit answers yes to root whatever the rules say: the client runs as an ordinary user.
     const account = await ensureUser('vacl-user');

@@ -4,9 +4,15 @@
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
+import { CredentialType, type ConnectAuth } from '@virtauth/core';
+import type { RemoteConnection } from '@virtauth/drivers';
+import { openAuth } from 'virtauth';
+
+import { requireExecutable } from './peers/executables.js';
 import { PrivateLibvirtd, type PrivateLibvirtdOptions } from './peers/libvirtd.js';
+import { describeResult, runProcess } from './peers/process.js';
 import type { TestPki } from './peers/pki.js';
-import { tempDir } from './peers/util.js';
+import { tempDir, type Teardown } from './peers/util.js';
 import { TestVirtauthd, type VirtauthTransport } from './sasl-support.js';
 
 export const gatewayUser = 'alice';
@@ -19,6 +25,8 @@ export interface GatewayPairOptions {
   upstream?: 'unix' | 'tls';
   /** More libvirtd options (e.g. SASL on its unix socket). */
   libvirtd?: Partial<PrivateLibvirtdOptions>;
+  /** The driver URI clients open, mapped to the same on libvirtd (default `test:///default`). */
+  driverUri?: string;
   /** Replaces the default upstream URI built from `upstream`. */
   upstreamUri?: (libvirtd: PrivateLibvirtd) => string;
   /** virtauthd settings besides the gateway's. */
@@ -28,7 +36,7 @@ export interface GatewayPairOptions {
   users?: Record<string, string>;
 }
 
-/** libvirtd, and virtauthd passing `test:///default` through to it, with SCRAM user alice. */
+/** libvirtd, and virtauthd passing `test:///default` (or `driverUri`) through to it, with SCRAM user alice. */
 export class GatewayPair {
   private constructor(
     readonly libvirtd: PrivateLibvirtd,
@@ -36,6 +44,7 @@ export class GatewayPair {
     readonly upstreamUri: string,
     readonly authFile: string,
     private readonly authDir: string,
+    readonly driverUri: string,
   ) {}
 
   static async start(options: GatewayPairOptions = {}): Promise<GatewayPair> {
@@ -46,12 +55,13 @@ export class GatewayPair {
       ...options.libvirtd,
     });
     try {
-      const upstreamUri = options.upstreamUri ? options.upstreamUri(libvirtd) : libvirtd.uri('test:///default', upstream);
+      const driverUri = options.driverUri ?? 'test:///default';
+      const upstreamUri = options.upstreamUri ? options.upstreamUri(libvirtd) : libvirtd.uri(driverUri, upstream);
       const virtauthd = await TestVirtauthd.start({
         users: { [gatewayUser]: gatewayPassword, ...options.users },
         ...(options.pki ? { listenTls: true, pki: options.pki } : {}),
         logLevel: options.logLevel ?? 2,
-        settings: { uri_upstream_list: [`test:///default=${upstreamUri}`], ...options.settings },
+        settings: { uri_upstream_list: [`${driverUri}=${upstreamUri}`], ...options.settings },
       });
       const authDir = await tempDir('vga');
       const authFile = join(authDir, 'auth.conf');
@@ -60,7 +70,7 @@ export class GatewayPair {
         `[credentials-gw]\nauthname=${gatewayUser}\npassword=${gatewayPassword}\n[auth-libvirt-localhost]\ncredentials=gw\n`,
         { mode: 0o600 },
       );
-      return new GatewayPair(libvirtd, virtauthd, upstreamUri, authFile, authDir);
+      return new GatewayPair(libvirtd, virtauthd, upstreamUri, authFile, authDir, driverUri);
     } catch (error) {
       await libvirtd.stop();
       throw error;
@@ -69,18 +79,60 @@ export class GatewayPair {
 
   /** The URI a client uses directly against libvirtd. */
   directUri(transport: 'unix' | 'tls' = 'unix'): string {
-    return this.libvirtd.uri('test:///default', transport);
+    return this.libvirtd.uri(this.driverUri, transport);
   }
 
   /** The URI a client uses through virtauthd (SCRAM: give it `authFile` or the credentials). */
   gatewayUri(transport: VirtauthTransport = 'unix'): string {
-    return this.virtauthd.uri(transport);
+    const uri = this.virtauthd.uri(transport);
+    const driver = /^([a-z]+):\/\/\/([^?#]*)$/.exec(this.driverUri);
+    if (driver === null) throw new Error(`driverUri ${this.driverUri} must look like scheme:///path`);
+    // virtauthd's URI names the test driver: the same listener, with this pair's scheme and path.
+    return uri.replace(/^test\+([a-z]+):\/\/([^/]*)\/default/, `${driver[1]}+$1://$2/${driver[2]}`);
+  }
+
+  /** virtauth's own client, logged in to virtauthd as the gateway user over unix. */
+  async openClient(): Promise<RemoteConnection> {
+    const auth: ConnectAuth = {
+      credTypes: [CredentialType.AUTHNAME, CredentialType.PASSPHRASE],
+      callback: (creds) => {
+        for (const c of creds) c.result = c.type === CredentialType.AUTHNAME ? gatewayUser : gatewayPassword;
+      },
+    };
+    return (await openAuth(this.gatewayUri(), auth)) as RemoteConnection;
   }
 
   async stop(): Promise<void> {
     await Promise.allSettled([this.virtauthd.stop(), this.libvirtd.stop()]);
     await rm(this.authDir, { recursive: true, force: true });
   }
+}
+
+/** A GatewayPair stopped when the test ends. */
+export async function startGatewayPair(t: Teardown, options: GatewayPairOptions = {}): Promise<GatewayPair> {
+  const pair = await GatewayPair.start(options);
+  t.teardown(() => pair.stop());
+  return pair;
+}
+
+/** A temp folder removed when the test ends. */
+export async function scratchDir(t: Teardown, prefix = 'vgw'): Promise<string> {
+  const dir = await tempDir(prefix);
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** How many clients libvirtd has now (virt-admin srv-clients-info on its admin socket). */
+export async function libvirtdClients(libvirtd: PrivateLibvirtd): Promise<number> {
+  const result = await runProcess(requireExecutable('virt-admin', 'libvirt-clients'), [
+    '-c',
+    `libvirtd:///system?socket=${libvirtd.dir}/sock/libvirt-admin-sock`,
+    'srv-clients-info',
+    'libvirtd',
+  ]);
+  const match = /^nclients\s*:\s*(\d+)/m.exec(result.stdout);
+  if (!match) throw new Error(`virt-admin srv-clients-info: ${describeResult(result)}`);
+  return Number(match[1]);
 }
 
 /** A domain the test driver can define, start and screenshot. */

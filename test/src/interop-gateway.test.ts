@@ -3,7 +3,7 @@
 // twice, directly against libvirtd and through virtauthd, and the two outputs must be equal.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import type { ExecutionContext } from 'ava';
@@ -18,7 +18,10 @@ import {
   gatewayNetworkXml,
   gatewayPassword,
   gatewayUser,
+  libvirtdClients,
   pythonGatewayScript,
+  scratchDir,
+  startGatewayPair,
   pythonGatewaySession,
 } from './gateway-support.js';
 import {
@@ -29,10 +32,8 @@ import {
   libvirtClientEnv,
   requireExecutable,
   runPython,
-  runProcess,
   runVirsh,
   systemPython,
-  tempDir,
   untilClientCount,
   waitFor,
   whenEmitted,
@@ -42,18 +43,6 @@ import {
 const virshPeers = ['root', 'libvirtd', 'virsh', 'sasl-scram'];
 const pythonPeers = ['root', 'libvirtd', 'python3-libvirt', 'sasl-scram'];
 const tlsPeers = [...virshPeers, 'python3-libvirt', 'certtool'];
-
-async function scratchDir(t: ExecutionContext): Promise<string> {
-  const dir = await tempDir('vgw');
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-async function startPair(t: ExecutionContext, options: Parameters<typeof GatewayPair.start>[0] = {}): Promise<GatewayPair> {
-  const pair = await GatewayPair.start(options);
-  t.teardown(() => pair.stop());
-  return pair;
-}
 
 /** Files the virsh script reads, and the script: every verb the issue names, in one session. */
 async function virshScript(dir: string, tag: string): Promise<{ script: string; screenshot: string }> {
@@ -123,7 +112,7 @@ interopTest.serial(
   'virsh through virtauthd (SCRAM over unix) to libvirtd prints what virsh prints directly: lifecycle, screenshot, snapshots, networks, pools, volumes',
   virshPeers,
   async (t) => {
-    const pair = await startPair(t);
+    const pair = await startGatewayPair(t);
     await assertVirshSame(t, pair, 'unix');
     const opens = pair.virtauthd.events('connect.open');
     t.true(opens.length > 0 && opens.every((r) => r.upstream === pair.upstreamUri && r.driver === 'remote'), JSON.stringify(opens));
@@ -159,7 +148,7 @@ interopTest.serial(
   'python3-libvirt through virtauthd (SCRAM over unix): same results, lifecycle events and screenshot stream as directly',
   pythonPeers,
   async (t) => {
-    const pair = await startPair(t);
+    const pair = await startGatewayPair(t);
     await assertPythonSame(t, pair, 'unix');
   },
 );
@@ -184,7 +173,7 @@ function watchEvents(t: ExecutionContext, uri: string, env: NodeJS.ProcessEnv): 
 }
 
 interopTest.serial('`virsh event --all --loop` through virtauthd sees the lifecycle events it sees directly', virshPeers, async (t) => {
-  const pair = await startPair(t);
+  const pair = await startGatewayPair(t);
   const dir = await scratchDir(t);
   const env = { LIBVIRT_AUTH_FILE: pair.authFile };
   const direct = watchEvents(t, pair.directUri(), env);
@@ -239,7 +228,7 @@ interopTest.serial(
   async (t) => {
     const pki = await TestPki.create();
     t.teardown(() => pki.remove());
-    const pair = await startPair(t, { pki, upstream: 'tls' });
+    const pair = await startGatewayPair(t, { pki, upstream: 'tls' });
     t.regex(pair.upstreamUri, /^test\+tls:/);
     await assertVirshSame(t, pair, 'tls');
     await assertPythonSame(t, pair, 'tls');
@@ -253,7 +242,7 @@ interopTest.serial(
   'read-only: the read-only socket and the READ_ONLY flag open the upstream read-only (libvirtd refuses writes as it does directly)',
   virshPeers,
   async (t) => {
-    const pair = await startPair(t);
+    const pair = await startGatewayPair(t);
     const dir = await scratchDir(t);
     const domain = join(dir, 'dom.xml');
     await writeFile(domain, gatewayDomainXml('rodom'));
@@ -279,7 +268,7 @@ interopTest.serial(
   saslPeers,
   async (t) => {
     const upstreamPassword = 'bob-Upstream-Pa55-a1';
-    const pair = await startPair(t, { libvirtd: { auth_unix_rw: 'sasl', saslUsers: { bob: upstreamPassword } } });
+    const pair = await startGatewayPair(t, { libvirtd: { auth_unix_rw: 'sasl', saslUsers: { bob: upstreamPassword } } });
     const env = { LIBVIRT_AUTH_FILE: pair.authFile };
     // Without credentials of its own the daemon asks the client; virsh cannot answer relayed requests.
     const refused = await runVirsh(['hostname'], { uri: pair.gatewayUri(), env });
@@ -357,26 +346,8 @@ function remoteCall<A, R>(rpc: RpcConnection, proc: number, args: xdr.Codec<A>, 
 }
 
 async function openGateway(pair: GatewayPair): Promise<{ conn: RemoteConnection; rpc: RpcConnection }> {
-  const auth: ConnectAuth = {
-    credTypes: [CredentialType.AUTHNAME, CredentialType.PASSPHRASE],
-    callback: (creds) => {
-      for (const c of creds) c.result = c.type === CredentialType.AUTHNAME ? gatewayUser : gatewayPassword;
-    },
-  };
-  const conn = (await openAuth(pair.gatewayUri(), auth)) as RemoteConnection;
+  const conn = await pair.openClient();
   return { conn, rpc: conn.rpc };
-}
-
-async function libvirtdClients(libvirtd: PrivateLibvirtd): Promise<number> {
-  const result = await runProcess(requireExecutable('virt-admin', 'libvirt-clients'), [
-    '-c',
-    `libvirtd:///system?socket=${libvirtd.dir}/sock/libvirt-admin-sock`,
-    'srv-clients-info',
-    'libvirtd',
-  ]);
-  const match = /^nclients\s*:\s*(\d+)/m.exec(result.stdout);
-  if (!match) throw new Error(`virt-admin srv-clients-info: ${describeResult(result)}`);
-  return Number(match[1]);
 }
 
 /** What libvirt's client reports for a daemon that died: end of file, or a reset if it left input unread. */
@@ -386,7 +357,7 @@ interopTest.serial(
   "libvirtd killed mid-call: every waiting call gets libvirt's end-of-file error and the client is closed; virtauthd serves on",
   ['root', 'libvirtd', 'virsh'],
   async (t) => {
-    const pair = await startPair(t);
+    const pair = await startGatewayPair(t);
     const { rpc } = await openGateway(pair);
     t.is(await libvirtdClients(pair.libvirtd), 1);
     // Stopped, libvirtd reads nothing: the calls are surely waiting when it dies.
@@ -417,7 +388,7 @@ interopTest.serial(
   'a client killed mid-stream: its upstream connection closes and libvirtd serves the next client',
   ['root', 'libvirtd', 'virsh'],
   async (t) => {
-    const pair = await startPair(t);
+    const pair = await startGatewayPair(t);
     const { rpc } = await openGateway(pair);
     const dom = (await remoteCall(rpc, Proc.DOMAIN_LOOKUP_BY_NAME, xdr.struct({ name: xdr.string(256) }), { name: 'test' }, domainRet)).dom;
     // The screenshot's reply opens the stream; the client dies before reading its data.
@@ -441,7 +412,7 @@ interopTest.serial(
   'bad input through the gateway: an unknown procedure is refused as libvirtd refuses it; stray stream data is dropped and 64 calls in flight follow',
   ['root', 'libvirtd'],
   async (t) => {
-    const pair = await startPair(t, { logLevel: 1 });
+    const pair = await startGatewayPair(t, { logLevel: 1 });
     const { rpc } = await openGateway(pair);
     const unknown = await t.throwsAsync(remoteCall(rpc, 444, xdr.xvoid, undefined, xdr.xvoid));
     // Our client, like libvirt's, turns "unknown procedure" into NO_SUPPORT keeping the text.
@@ -473,7 +444,7 @@ interopTest.serial(
   ['root', 'libvirtd'],
   async (t) => {
     const clients = 200;
-    const pair = await startPair(t, { settings: { max_anonymous_clients: 50 } });
+    const pair = await startGatewayPair(t, { settings: { max_anonymous_clients: 50 } });
     const opened = await Promise.all(Array.from({ length: clients }, () => openGateway(pair)));
     t.teardown(() => Promise.allSettled(opened.map((o) => o.conn.close())));
     t.is(await libvirtdClients(pair.libvirtd), clients, 'one upstream connection per client');
@@ -583,9 +554,9 @@ interopTest.serial(
   "libvirtd going away: python3-libvirt's close callback fires through virtauthd as it does directly, and later calls fail alike",
   pythonPeers,
   async (t) => {
-    const direct = await startPair(t);
+    const direct = await startGatewayPair(t);
     const seenDirect = await closeCallbackAfterKill(t, direct.directUri(), direct.libvirtd);
-    const through = await startPair(t);
+    const through = await startGatewayPair(t);
     const seenThrough = await closeCallbackAfterKill(t, through.gatewayUri(), through.libvirtd);
     t.deepEqual(seenThrough, seenDirect);
     t.deepEqual((seenDirect as { reasons: number[] }).reasons, [1], 'VIR_CONNECT_CLOSE_REASON_EOF');

@@ -446,7 +446,9 @@ test.serial("deadline: a driver's own deadline travels down the chain; each hop 
   const call = auth.calls[0]!;
   // Without propagation the client would see its own 120 s default; it sees the driver's deadline
   // (as B's REQUEST to A and A's REQUEST to the client each carried the time left).
-  t.true(call.deadline! <= observed.deadline! + 2, `client deadline ${call.deadline} vs driver deadline ${observed.deadline}`);
+  // Each hop re-anchors the time left on its own clock when the REQUEST arrives, so the client's
+  // deadline may trail the driver's by the transit time of two hops (milliseconds on a loaded host).
+  t.true(call.deadline! <= observed.deadline! + 50, `client deadline ${call.deadline} vs driver deadline ${observed.deadline}`);
   t.true(call.deadline! > observed.deadline! - 50);
   t.deepEqual(
     call.origin.map((h) => [h.daemon, h.driver]),

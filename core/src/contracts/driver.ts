@@ -3,6 +3,7 @@
 import type { ConnectAuth, CredentialRequester } from '../credentials.js';
 import type { ConnectUri } from '../uri.js';
 import type { RemoteApi, RemoteDomainGetInfoRet, RemoteNodeGetInfoRet, RemoteNonnullDomain } from '../protocol/remote.js';
+import type { HopIdentity } from './auth.js';
 import type { ClientRelay } from './relay.js';
 
 export type DomainRef = RemoteNonnullDomain;
@@ -38,6 +39,11 @@ export interface DriverOpenContext {
    * driver attaches it to its connection, which enables the relay on the server.
    */
   relay?: ClientRelay;
+  /**
+   * The daemons the caller's connection came through, this process last: a remote driver names
+   * them to a virtauth server (relay HOPS), whose identity of the connection then carries them.
+   */
+  hops?: readonly HopIdentity[];
 }
 
 /** A domain lifecycle event (virDomainEventType and its detail). */

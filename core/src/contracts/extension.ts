@@ -4,6 +4,7 @@
 
 import type { Codec } from '../xdr/codec.js';
 import type { VirError } from '../errors.js';
+import type { ClientIdentity } from './auth.js';
 import type { CallOptions, MessageHandler } from '../rpc/connection.js';
 
 /** One connection as a program carried beside libvirt's (the relay) uses it. */
@@ -19,6 +20,7 @@ export interface ProgramConnection {
 /** A connection's logger, as an extension uses it. */
 export interface ExtensionLog {
   debug(fields: object, msg: string): void;
+  info(fields: object, msg: string): void;
   /** The same logger with more bindings. */
   child(bindings: object): ExtensionLog;
 }
@@ -29,6 +31,8 @@ export interface ExtensionSession {
   readonly rpc: ProgramConnection;
   /** Whether CONNECT_OPEN has started on this connection (running, or done). */
   readonly openStarted: boolean;
+  /** Who the client is; an extension may complete it before CONNECT_OPEN (the relay's HOPS). */
+  readonly identity: ClientIdentity;
   /** Lines about this connection, with its bindings. */
   readonly log: ExtensionLog;
   /** Warnings about the client's malformed input, within the connection's budget of them. */

@@ -20,6 +20,12 @@ export const RelayProc = {
   ANSWER: 3,
   /** MESSAGE, server → client: a request is withdrawn (deadline, open abandoned). */
   CANCEL: 4,
+  /**
+   * CALL, client → server, after authentication and before CONNECT_OPEN: the client is a daemon
+   * passing a connection on (gateway or relay hop) and names the daemons it came through, itself
+   * last. The server's identity of the connection then carries them as its hops.
+   */
+  HOPS: 5,
 } as const;
 
 /** Outcome of a request, on the wire and in audit records. */
@@ -88,6 +94,12 @@ export const relayAnswerArgs = x.struct({
 
 export const relayCancelMsg = x.struct({ id: x.uint, status: x.int, message: text });
 
+/** One daemon a connection came through, and the driver it was passed on with (`remote`). */
+export const relayHop = x.struct({ daemon: text, driver: text });
+/** Nearest the original client first; the calling daemon last. */
+export const relayHopsArgs = x.struct({ hops: x.array(relayHop, RELAY_MAX_HOPS) });
+
 export type RelayRequestMsg = x.Infer<typeof relayRequestMsg>;
 export type RelayAnswerArgs = x.Infer<typeof relayAnswerArgs>;
 export type RelayEnableArgs = x.Infer<typeof relayEnableArgs>;
+export type RelayHopsArgs = x.Infer<typeof relayHopsArgs>;

@@ -30,6 +30,7 @@ import {
   type RemoteCaller,
   type TransportInfo,
 } from '@virtauth/core';
+import { announceHops } from './hops.js';
 import { openTransport } from './transport.js';
 
 export type AuthSchemeName = 'none' | 'sasl' | 'polkit' | (string & {});
@@ -96,6 +97,9 @@ export class RemoteDriver implements Driver {
       await this.authenticate(caller, uri, info, ctx);
       // The relay is enabled before CONNECT_OPEN, so the server's drivers can ask us during it.
       const relay = ctx.relay ? await ctx.relay.attach(rpc, { uri, transport: info }) : null;
+      // A daemon passing its client on names the daemons on the way. A server that just refused
+      // the relay program is no virtauthd: it is not asked again.
+      if (ctx.hops && ctx.hops.length > 0 && (relay !== null || !ctx.relay)) await announceHops(rpc, ctx.hops);
       const keepalive = this.opts.keepalive ?? { interval: 5, count: 6 };
       if (keepalive) {
         const supported = await caller

@@ -161,6 +161,8 @@ export function cedarRequest(
       auth_method: identity.method ?? 'none',
       transport: subject.transport,
       read_only: subject.readOnly,
+      // The daemons the connection came through (gateway, relay), nearest the client first.
+      hops: (identity.hops ?? []).map((h) => h.daemon),
     },
     preparsedPolicySetId: policySetId,
     entities,

@@ -6,6 +6,7 @@
 import {
   ErrorCode,
   ErrorDomain,
+  RELAY_MAX_HOPS,
   RELAY_PROGRAM,
   RELAY_PROTOCOL_VERSION,
   RelayProc,
@@ -13,10 +14,12 @@ import {
   makeCredentialRequester,
   relayProtocol as p,
   ALL_CREDENTIAL_TYPES,
+  xdr,
   type CredentialSource,
   type DriverOpenContext,
   type ExtensionLog,
   type ExtensionSession,
+  type HopIdentity,
   type Procedure,
   type ProgramDefinition,
 } from '@virtauth/core';
@@ -44,6 +47,60 @@ export interface RelayOpenTarget {
 
 /** Why waits end when a client goes: one error for all, not a stack trace per connection. */
 const CLIENT_DISCONNECTED = new VirError({ code: ErrorCode.AUTH_CANCELLED, domain: ErrorDomain.AUTH, detail: 'client disconnected' });
+
+/** Longest daemon name or driver name a HOPS call may carry. */
+const HOP_NAME_MAX = 255;
+
+function invalidHops(detail: string): VirError {
+  return new VirError({ code: ErrorCode.INVALID_ARG, domain: ErrorDomain.RPC, detail });
+}
+
+/**
+ * The daemons a HOPS call names, checked. They are what the authenticated client asserts: a
+ * daemon can vouch for the peers it saw, not for what they were told further back.
+ */
+function checkedHops(session: ExtensionSession, args: p.RelayHopsArgs): HopIdentity[] {
+  if (session.openStarted) {
+    throw new VirError({
+      code: ErrorCode.OPERATION_INVALID,
+      domain: ErrorDomain.RPC,
+      detail: 'the daemons a connection came through must be named before CONNECT_OPEN',
+    });
+  }
+  if (session.identity.hops) {
+    throw new VirError({
+      code: ErrorCode.OPERATION_INVALID,
+      domain: ErrorDomain.RPC,
+      detail: 'the daemons a connection came through were named already',
+    });
+  }
+  if (args.hops.length === 0) throw invalidHops('a HOPS call must name at least the calling daemon');
+  return args.hops.map((hop, index) => {
+    for (const [what, name, mayBeEmpty] of [
+      ['daemon', hop.daemon, false],
+      ['driver', hop.driver, true],
+    ] as const) {
+      if ((!mayBeEmpty && name === '') || name.length > HOP_NAME_MAX || /\p{Cc}/u.test(name)) {
+        throw invalidHops(`hop ${index + 1}: the ${what} name must be 1 to ${HOP_NAME_MAX} characters without control characters`);
+      }
+    }
+    return hop.driver === '' ? { daemon: hop.daemon } : { daemon: hop.daemon, driver: hop.driver };
+  });
+}
+
+/** What a remote driver opened for this client names onward: the client's hops, then this daemon. */
+function hopsOnward(session: ExtensionSession, processName: string): HopIdentity[] {
+  const hops = [...(session.identity.hops ?? []), { daemon: processName, driver: 'remote' }];
+  if (hops.length > RELAY_MAX_HOPS) {
+    // A loop of gateways would otherwise open connections until something else gives out.
+    throw new VirError({
+      code: ErrorCode.OPERATION_INVALID,
+      domain: ErrorDomain.RPC,
+      detail: `the connection came through more than ${RELAY_MAX_HOPS} daemons; it is not passed on again`,
+    });
+  }
+  return hops;
+}
 
 /** The daemon's hooks (a DaemonExtension of virtauthd), for sessions of type `S`. */
 export interface RelayExtension<S extends ExtensionSession = ExtensionSession> {
@@ -147,6 +204,15 @@ export function relayExtension<S extends ExtensionSession>(settings: RelaySettin
           return { daemon: processName, max_timeout_ms: channel.clientCapabilities!.timeoutMs };
         },
       });
+      procs.set(RelayProc.HOPS, {
+        args: p.relayHopsArgs,
+        ret: xdr.xvoid,
+        handle: (s, a: p.RelayHopsArgs) => {
+          const hops = checkedHops(s, a);
+          s.identity.hops = hops;
+          s.log.info({ event: 'identity.hops', hops: hops.map((h) => h.daemon) }, 'client named the daemons it came through');
+        },
+      });
       return [{ prog: RELAY_PROGRAM, vers: RELAY_PROTOCOL_VERSION, procedures: procs }];
     },
 
@@ -174,6 +240,7 @@ export function relayExtension<S extends ExtensionSession>(settings: RelaySettin
         },
       };
       const decorated: DriverOpenContext = { ...ctx, requestCredentials: makeCredentialRequester(target.sources, relayAuth) };
+      if (target.driver === 'remote') decorated.hops = hopsOnward(session, processName);
       const caps = channel?.clientCapabilities;
       if (channel && caps) {
         // A remote driver opened here enables the relay on the next daemon and forwards its

@@ -1,9 +1,10 @@
 import { spawnSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 
 import test, { type ExecutionContext } from 'ava';
 
 import { findExecutable, systemPython } from './executables.js';
+import { libvirtDriverModuleDir } from './libvirtd.js';
 
 /** Something outside Node that an interop test needs: a real libvirt program, a library, or root. */
 export interface PeerStatus {
@@ -49,10 +50,23 @@ function npmPackageProbe(packageName: string): PeerProbe {
   };
 }
 
+function driverModuleProbe(module: string, debianPackage: string): PeerProbe {
+  return () => {
+    const folder = libvirtDriverModuleDir();
+    return folder !== undefined && existsSync(`${folder}/libvirt_driver_${module}.so`)
+      ? undefined
+      : `libvirt's ${module} driver module not found: install Debian package ${debianPackage}`;
+  };
+}
+
 const peerProbes: Record<string, PeerProbe> = {
   root: rootProblem,
   // A private libvirtd is only usable as root (see PrivateLibvirtd).
   libvirtd: () => executableProbe('libvirtd', 'libvirt-daemon')() ?? rootProblem(),
+  // libvirtd with its storage driver (vol-upload, vol-download) or its qemu driver (ACL checks).
+  'libvirtd-storage': driverModuleProbe('storage', 'libvirt-daemon'),
+  'libvirtd-qemu': () =>
+    driverModuleProbe('qemu', 'libvirt-daemon-driver-qemu')() ?? executableProbe('qemu-system-x86_64', 'qemu-system-x86')(),
   virsh: executableProbe('virsh', 'libvirt-clients'),
   'virt-admin': executableProbe('virt-admin', 'libvirt-clients'),
   'python3-libvirt': () => {

@@ -121,3 +121,18 @@ export function untilClientCount(servers: readonly ClientCounter[], count: numbe
     check();
   });
 }
+
+/** What a test context offers for cleaning up (ava's ExecutionContext has it). */
+export interface Teardown {
+  teardown(fn: () => unknown): void;
+}
+
+/** Sets an environment variable of this process until the test ends, then restores it. */
+export function setEnvUntilTeardown(t: Teardown, name: string, value: string): void {
+  const previous = process.env[name];
+  process.env[name] = value;
+  t.teardown(() => {
+    if (previous === undefined) delete process.env[name];
+    else process.env[name] = previous;
+  });
+}
