@@ -5,6 +5,7 @@ export * from './logger.js';
 export { createRemoteProgram, authFailed } from './remote-program.js';
 export { createDaemon, type DaemonHandle, type CreateDaemonOptions } from './daemon.js';
 export { relayExtension, type RelaySettings, type RelayExtension } from './relay-extension.js';
+export { flushAuditRecords } from './audit-log.js';
 export { daemonLogControl, logControlFor, type LogControl } from './log-control.js';
 export { AdminService, adminExtension, MAIN_SERVER_NAME, ADMIN_SERVER_NAME, type AdminExtension } from './admin/service.js';
 export { createAdminProgram, adminDisconnectReason, type ManagedServer, type ManagedClient, type AdminBackend } from './admin/program.js';

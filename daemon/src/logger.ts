@@ -1,6 +1,7 @@
 // Structured logs with secrets redacted by path, whatever a caller puts in them.
 
 import { pino, type Logger } from 'pino';
+import { BufferedLogOutput, LOG_FLUSH } from './logging/buffered-output.js';
 
 /** Field names whose values never reach a log line. */
 export const REDACTED_PATHS = [
@@ -26,9 +27,13 @@ export const REDACTED_PATHS = [
 
 const LEVELS: Record<number, string> = { 1: 'debug', 2: 'info', 3: 'warn', 4: 'error' };
 
+/** A logger writing to a stream as it is, or to a descriptor in batches (flushLog writes them now). */
 export function createLogger(level: number, destination: NodeJS.WritableStream | number = 2): Logger {
-  return pino(
+  const output = typeof destination === 'number' ? new BufferedLogOutput(destination) : null;
+  const logger = pino(
     { level: LEVELS[level] ?? 'info', base: { name: 'virtauthd' }, redact: { paths: REDACTED_PATHS, censor: '[redacted]' } },
-    typeof destination === 'number' ? pino.destination({ fd: destination, sync: true }) : (destination as pino.DestinationStream),
+    output ?? (destination as pino.DestinationStream),
   );
+  if (output) (logger as unknown as Record<symbol, unknown>)[LOG_FLUSH] = output.flush;
+  return logger;
 }

@@ -5,9 +5,9 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { createDaemonLogging, sourceFileName } from '../src/logging/daemon-logging.js';
+import { createDaemonLogging, sourceFileName, type DaemonLogging } from '../src/logging/daemon-logging.js';
 import { formatReadableLine } from '../src/logging/sinks.js';
-import { auditLineWriter } from '../src/audit-log.js';
+import { auditLineWriter, flushAuditRecords } from '../src/audit-log.js';
 import type { LogSettings } from '../src/logging/settings.js';
 
 async function scratch(t: import('ava').ExecutionContext): Promise<string> {
@@ -16,7 +16,9 @@ async function scratch(t: import('ava').ExecutionContext): Promise<string> {
   return dir;
 }
 
-async function lines(path: string): Promise<Record<string, unknown>[]> {
+/** The lines in `path`, once `logging` has written what it holds for its next batch. */
+async function lines(logging: DaemonLogging, path: string): Promise<Record<string, unknown>[]> {
+  logging.flush();
   const text = await readFile(path, 'utf8').catch(() => '');
   return text
     .split('\n')
@@ -48,11 +50,11 @@ test("log_level and each output's priority decide what reaches each output", asy
   log.info({ event: 'e.info' }, 'info line');
   log.error({ event: 'e.error' }, 'error line');
   t.deepEqual(
-    (await lines(all)).map((l) => l.msg),
+    (await lines(logging, all)).map((l) => l.msg),
     ['info line', 'error line'],
   );
   t.deepEqual(
-    (await lines(errors)).map((l) => [l.msg, l.conn]),
+    (await lines(logging, errors)).map((l) => [l.msg, l.conn]),
     [['error line', 5]],
   );
 });
@@ -74,7 +76,7 @@ test('log_filters: the first filter matching the source file sets its priority, 
   t.teardown(() => logging.close());
   const child = logging.logger.child({ conn: 1 });
   child.debug({ event: 'raised' }, 'debug from a file a filter raised');
-  const [first] = await lines(out);
+  const [first] = await lines(logging, out);
   t.is(first?.msg, 'debug from a file a filter raised');
   t.like(first?.src, { file: 'daemon/test/daemon-logging.test.ts' });
   t.true(typeof (first?.src as { line?: unknown }).line === 'number');
@@ -82,7 +84,7 @@ test('log_filters: the first filter matching the source file sets its priority, 
   logging.reconfigure(settings([{ priority: 4, match: 'daemon/test' }]));
   child.warn('a warning from a file filtered to errors only');
   child.error(new Error('boom'), 'an error passes');
-  const after = await lines(out);
+  const after = await lines(logging, out);
   t.deepEqual(
     after.map((l) => l.msg),
     ['debug from a file a filter raised', 'an error passes'],
@@ -100,6 +102,7 @@ test('secrets are redacted in every output, including the readable one', async (
   });
   t.teardown(() => logging.close());
   logging.logger.info({ password: 'hunter2', nested: { secret: 'hunter3' }, credentials: [{ result: 'hunter4' }] }, 'with secrets');
+  logging.flush();
   const text = await readFile(out, 'utf8');
   t.false(/hunter/.test(text), text);
   t.false(/hunter/.test(formatReadableLine(JSON.parse(text) as Record<string, unknown>)));
@@ -127,12 +130,12 @@ test('a reconfiguration whose output cannot be opened changes nothing', async (t
   t.throws(() => logging.reconfigure({ level: 4, filters: [], outputs: [{ priority: 1, kind: 'file', path: join(blocker, 'x.log') }] }));
   logging.logger.info('still at info, still to the old file');
   t.deepEqual(
-    (await lines(out)).map((l) => l.msg),
+    (await lines(logging, out)).map((l) => l.msg),
     ['still at info, still to the old file'],
   );
 });
 
-test("audit lines written past pino obey the filters too, and carry their writer's source", async (t) => {
+test("audit lines, written from a timer, obey the filters too, and carry their writer's source", async (t) => {
   const dir = await scratch(t);
   const out = join(dir, 'out.log');
   const settings = (priority: 1 | 4): LogSettings => ({
@@ -148,6 +151,7 @@ test("audit lines written past pino obey the filters too, and carry their writer
   const write = auditLineWriter(session, 'relayed credential request');
   t.truthy(write);
   write!({ outcome: 'OK' });
-  const [line] = await lines(out);
+  flushAuditRecords();
+  const [line] = await lines(logging, out);
   t.like(line, { conn: 9, outcome: 'OK', msg: 'relayed credential request', src: { file: 'daemon/test/daemon-logging.test.ts' } });
 });

@@ -6,6 +6,7 @@ import { dirname, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino, type Logger, type LogFn } from 'pino';
 import { REDACTED_PATHS } from '../logger.js';
+import { LOG_FLUSH } from './buffered-output.js';
 import { defaultLogOutputs, type LogFilter, type LogOutput, type LogPriority, type LogSettings } from './settings.js';
 import { JournalSink, JsonLinesSink, ReadableSink, openFileSink, type LogRecord, type LogSink } from './sinks.js';
 
@@ -34,8 +35,8 @@ export function sourceFileName(fileName: string): string {
 }
 
 /**
- * How a logger made here decides per source file, for writers that bypass pino's methods (the
- * relay's audit lines); child loggers see it through their prototype.
+ * How a logger made here decides per source file, for writers that decide once for many lines
+ * (audit records, see audit-log.ts); child loggers see it through their prototype.
  */
 export const LOG_ROUTING = Symbol.for('virtauth.logRouting');
 
@@ -73,6 +74,10 @@ export function callerLocation(skipFiles: readonly string[] = []): SourceLocatio
   return null;
 }
 
+const isObject = (value: unknown): value is Record<string, unknown> => value !== null && typeof value === 'object';
+const isSourceLocation = (value: unknown): value is SourceLocation =>
+  isObject(value) && typeof value.file === 'string' && typeof value.line === 'number';
+
 interface Route {
   minLevel: number;
   sink: LogSink;
@@ -98,6 +103,8 @@ export interface DaemonLogging {
   outputs(): LogOutput[];
   /** Replaces priorities, filters and outputs; throws (keeping the current ones) if an output cannot be opened. */
   reconfigure(settings: LogSettings): void;
+  /** Writes the lines the outputs hold for their next batch (see buffered-output.ts). */
+  flush(): void;
   close(): void;
 }
 
@@ -138,8 +145,8 @@ export function createDaemonLogging(initial: LogSettings, options: DaemonLogging
     }
   };
 
-  // The destination pino writes to (and the relay's audit lines too): each line goes to the
-  // outputs whose priority it reaches, parsed at most once and only if an output needs fields.
+  // The destination pino writes to: each line goes to the outputs whose priority it reaches,
+  // parsed at most once and only if an output needs fields.
   const destination = {
     write(line: string): void {
       const level = Number(/^\{"level":(\d+)/.exec(line)?.[1] ?? 30);
@@ -171,9 +178,15 @@ export function createDaemonLogging(initial: LogSettings, options: DaemonLogging
             if (level >= defaultLevel) method.apply(this, args);
             return;
           }
+          const [first, ...rest] = args as unknown[];
+          // A record that names its source was admitted by its writer (an audit line writer decides
+          // once for all its lines).
+          if (isObject(first) && isSourceLocation(first.src)) {
+            method.apply(this, args);
+            return;
+          }
           const src = callerLocation();
           if (level < thresholdFor(src?.file)) return;
-          const [first, ...rest] = args as unknown[];
           if (first instanceof Error) (method as (...a: unknown[]) => void).apply(this, [{ err: first, src }, ...rest]);
           else if (first !== null && typeof first === 'object')
             (method as (...a: unknown[]) => void).apply(this, [{ ...first, src }, ...rest]);
@@ -192,7 +205,11 @@ export function createDaemonLogging(initial: LogSettings, options: DaemonLogging
       return wantsSource;
     },
   };
-  (logger as unknown as Record<symbol, LogRouting>)[LOG_ROUTING] = routing;
+  (logger as unknown as Record<symbol, unknown>)[LOG_ROUTING] = routing;
+  const flush = () => {
+    for (const route of routes) route.sink.writeHeld?.();
+  };
+  (logger as unknown as Record<symbol, unknown>)[LOG_FLUSH] = flush;
 
   let current: LogSettings = initial;
   const apply = (settings: LogSettings) => {
@@ -227,6 +244,7 @@ export function createDaemonLogging(initial: LogSettings, options: DaemonLogging
     settings: () => current,
     outputs: () => effectiveOutputs(current, env),
     reconfigure: apply,
+    flush,
     close: () => {
       for (const route of routes) route.sink.close();
       routes = [];

@@ -1,45 +1,40 @@
 // Where log lines go. Every sink receives the line pino wrote (already redacted), and parses
 // it only if it needs its fields.
 
-import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ErrorCode, ErrorDomain, VirError } from '@virtauth/core';
 import { sendUnixDatagram } from '@virtauth/peercred';
+import { BufferedLogOutput, writeFully } from './buffered-output.js';
 import { encodeJournalEntry, journalFieldsOf } from './journal.js';
 
 export type LogRecord = Record<string, unknown>;
 
 export interface LogSink {
   write(line: string, record: () => LogRecord | null): void;
+  /** Writes the lines the sink holds back for its next batch, if it holds any. */
+  writeHeld?(): void;
   close(): void;
 }
 
-/** Writes whole lines to a descriptor, retrying short writes (a full pipe returns EAGAIN). */
-function writeFully(fd: number, text: string): void {
-  let buffer = Buffer.from(text, 'utf8');
-  while (buffer.length > 0) {
-    try {
-      const written = writeSync(fd, buffer);
-      buffer = buffer.subarray(written);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
-    }
-  }
-}
-
-/** pino's JSON lines, unchanged, on a descriptor (stderr when it is not a terminal). */
+/** pino's JSON lines, unchanged, on a descriptor (stderr when it is not a terminal), in batches. */
 export class JsonLinesSink implements LogSink {
-  constructor(
-    private readonly fd: number,
-    private readonly ownsFd = false,
-  ) {}
+  private readonly output: BufferedLogOutput;
+
+  constructor(fd: number, ownsFd = false) {
+    this.output = new BufferedLogOutput(fd, ownsFd);
+  }
 
   write(line: string): void {
-    writeFully(this.fd, line.endsWith('\n') ? line : `${line}\n`);
+    this.output.write(line.endsWith('\n') ? line : `${line}\n`);
+  }
+
+  writeHeld(): void {
+    this.output.flush();
   }
 
   close(): void {
-    if (this.ownsFd) closeSync(this.fd);
+    this.output.close();
   }
 }
 
