@@ -11,7 +11,15 @@ export { AdminService, adminExtension, MAIN_SERVER_NAME, ADMIN_SERVER_NAME, type
 export { createAdminProgram, adminDisconnectReason, type ManagedServer, type ManagedClient, type AdminBackend } from './admin/program.js';
 export { clientInfoParams, sessionFacts, type ClientFacts } from './admin/client-info.js';
 
-export { renderUnits, neededCapabilities, extraWritablePaths, UNIT_FILES, UNIT_TEMPLATE_DIR, DAEMON_MAIN } from './systemd/units.js';
+export {
+  renderUnits,
+  neededCapabilities,
+  extraWritablePaths,
+  UNIT_FILES,
+  UNIT_TEMPLATE_DIR,
+  DAEMON_MAIN,
+  DAEMON_NODE_FLAGS,
+} from './systemd/units.js';
 export {
   readInheritedSockets,
   planActivatedListeners,
