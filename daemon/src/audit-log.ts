@@ -6,11 +6,13 @@
 
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
-import { LOG_BATCH_MS, flushAllLogOutputs } from './logging/buffered-output.js';
+import { writeLinesTogether } from './logging/descriptor-output.js';
 import { LOG_ROUTING, callerLocation, type LogRouting, type SourceLocation } from './logging/daemon-logging.js';
 
 const THIS_FILE = fileURLToPath(import.meta.url);
 
+/** Longest a record is held before it is written (ms). */
+export const AUDIT_BATCH_MS = 10;
 /** Records held at most; the next one writes them all at once. */
 export const MAX_HELD_AUDIT_RECORDS = 256;
 
@@ -34,7 +36,9 @@ export function flushAuditRecords(): void {
   timer = null;
   const batch = held;
   held = [];
-  for (const { log, record, msg } of batch) log.info(record, msg);
+  writeLinesTogether(() => {
+    for (const { log, record, msg } of batch) log.info(record, msg);
+  });
 }
 
 function hold(record: HeldRecord): void {
@@ -45,14 +49,10 @@ function hold(record: HeldRecord): void {
   }
   if (!exitHookInstalled) {
     exitHookInstalled = true;
-    process.on('exit', () => {
-      flushAuditRecords();
-      // Whatever exit listener came first, the lines just written must not wait for a timer.
-      flushAllLogOutputs();
-    });
+    process.on('exit', flushAuditRecords);
   }
   if (timer === null) {
-    timer = setTimeout(flushAuditRecords, LOG_BATCH_MS);
+    timer = setTimeout(flushAuditRecords, AUDIT_BATCH_MS);
     timer.unref();
   }
 }

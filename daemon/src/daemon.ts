@@ -12,7 +12,6 @@ import { registerDefaultDrivers } from '@virtauth/drivers';
 import { DAEMON_CONFIG_KEYS, type DaemonConfig } from './config.js';
 import { checkConfigKeys } from './config-keys.js';
 import { createLogger } from './logger.js';
-import { flushLog } from './logging/buffered-output.js';
 import { flushAuditRecords } from './audit-log.js';
 import { AdminService, adminExtension } from './admin/service.js';
 import { logControlFor } from './log-control.js';
@@ -118,7 +117,6 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
     await server.stop();
     // The last lines, the audit records of the requests the closing connections withdrew among them.
     flushAuditRecords();
-    flushLog(logger);
   };
   if (admin && adminPath !== false) {
     const where = typeof adminPath === 'string' ? { path: adminPath } : adminPath;

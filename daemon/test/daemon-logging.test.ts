@@ -5,7 +5,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { createDaemonLogging, sourceFileName, type DaemonLogging } from '../src/logging/daemon-logging.js';
+import { createDaemonLogging, sourceFileName } from '../src/logging/daemon-logging.js';
 import { formatReadableLine } from '../src/logging/sinks.js';
 import { auditLineWriter, flushAuditRecords } from '../src/audit-log.js';
 import type { LogSettings } from '../src/logging/settings.js';
@@ -16,9 +16,7 @@ async function scratch(t: import('ava').ExecutionContext): Promise<string> {
   return dir;
 }
 
-/** The lines in `path`, once `logging` has written what it holds for its next batch. */
-async function lines(logging: DaemonLogging, path: string): Promise<Record<string, unknown>[]> {
-  logging.flush();
+async function lines(path: string): Promise<Record<string, unknown>[]> {
   const text = await readFile(path, 'utf8').catch(() => '');
   return text
     .split('\n')
@@ -50,11 +48,11 @@ test("log_level and each output's priority decide what reaches each output", asy
   log.info({ event: 'e.info' }, 'info line');
   log.error({ event: 'e.error' }, 'error line');
   t.deepEqual(
-    (await lines(logging, all)).map((l) => l.msg),
+    (await lines(all)).map((l) => l.msg),
     ['info line', 'error line'],
   );
   t.deepEqual(
-    (await lines(logging, errors)).map((l) => [l.msg, l.conn]),
+    (await lines(errors)).map((l) => [l.msg, l.conn]),
     [['error line', 5]],
   );
 });
@@ -76,7 +74,7 @@ test('log_filters: the first filter matching the source file sets its priority, 
   t.teardown(() => logging.close());
   const child = logging.logger.child({ conn: 1 });
   child.debug({ event: 'raised' }, 'debug from a file a filter raised');
-  const [first] = await lines(logging, out);
+  const [first] = await lines(out);
   t.is(first?.msg, 'debug from a file a filter raised');
   t.like(first?.src, { file: 'daemon/test/daemon-logging.test.ts' });
   t.true(typeof (first?.src as { line?: unknown }).line === 'number');
@@ -84,7 +82,7 @@ test('log_filters: the first filter matching the source file sets its priority, 
   logging.reconfigure(settings([{ priority: 4, match: 'daemon/test' }]));
   child.warn('a warning from a file filtered to errors only');
   child.error(new Error('boom'), 'an error passes');
-  const after = await lines(logging, out);
+  const after = await lines(out);
   t.deepEqual(
     after.map((l) => l.msg),
     ['debug from a file a filter raised', 'an error passes'],
@@ -102,7 +100,6 @@ test('secrets are redacted in every output, including the readable one', async (
   });
   t.teardown(() => logging.close());
   logging.logger.info({ password: 'hunter2', nested: { secret: 'hunter3' }, credentials: [{ result: 'hunter4' }] }, 'with secrets');
-  logging.flush();
   const text = await readFile(out, 'utf8');
   t.false(/hunter/.test(text), text);
   t.false(/hunter/.test(formatReadableLine(JSON.parse(text) as Record<string, unknown>)));
@@ -130,7 +127,7 @@ test('a reconfiguration whose output cannot be opened changes nothing', async (t
   t.throws(() => logging.reconfigure({ level: 4, filters: [], outputs: [{ priority: 1, kind: 'file', path: join(blocker, 'x.log') }] }));
   logging.logger.info('still at info, still to the old file');
   t.deepEqual(
-    (await lines(logging, out)).map((l) => l.msg),
+    (await lines(out)).map((l) => l.msg),
     ['still at info, still to the old file'],
   );
 });
@@ -152,6 +149,6 @@ test("audit lines, written from a timer, obey the filters too, and carry their w
   t.truthy(write);
   write!({ outcome: 'OK' });
   flushAuditRecords();
-  const [line] = await lines(logging, out);
+  const [line] = await lines(out);
   t.like(line, { conn: 9, outcome: 'OK', msg: 'relayed credential request', src: { file: 'daemon/test/daemon-logging.test.ts' } });
 });

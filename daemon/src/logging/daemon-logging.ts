@@ -6,7 +6,6 @@ import { dirname, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino, type Logger, type LogFn } from 'pino';
 import { REDACTED_PATHS } from '../logger.js';
-import { LOG_FLUSH } from './buffered-output.js';
 import { defaultLogOutputs, type LogFilter, type LogOutput, type LogPriority, type LogSettings } from './settings.js';
 import { JournalSink, JsonLinesSink, ReadableSink, openFileSink, type LogRecord, type LogSink } from './sinks.js';
 
@@ -103,8 +102,6 @@ export interface DaemonLogging {
   outputs(): LogOutput[];
   /** Replaces priorities, filters and outputs; throws (keeping the current ones) if an output cannot be opened. */
   reconfigure(settings: LogSettings): void;
-  /** Writes the lines the outputs hold for their next batch (see buffered-output.ts). */
-  flush(): void;
   close(): void;
 }
 
@@ -206,10 +203,6 @@ export function createDaemonLogging(initial: LogSettings, options: DaemonLogging
     },
   };
   (logger as unknown as Record<symbol, unknown>)[LOG_ROUTING] = routing;
-  const flush = () => {
-    for (const route of routes) route.sink.writeHeld?.();
-  };
-  (logger as unknown as Record<symbol, unknown>)[LOG_FLUSH] = flush;
 
   let current: LogSettings = initial;
   const apply = (settings: LogSettings) => {
@@ -244,7 +237,6 @@ export function createDaemonLogging(initial: LogSettings, options: DaemonLogging
     settings: () => current,
     outputs: () => effectiveOutputs(current, env),
     reconfigure: apply,
-    flush,
     close: () => {
       for (const route of routes) route.sink.close();
       routes = [];

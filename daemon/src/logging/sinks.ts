@@ -5,32 +5,26 @@ import { mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ErrorCode, ErrorDomain, VirError } from '@virtauth/core';
 import { sendUnixDatagram } from '@virtauth/peercred';
-import { BufferedLogOutput, writeFully } from './buffered-output.js';
+import { DescriptorOutput, writeFully } from './descriptor-output.js';
 import { encodeJournalEntry, journalFieldsOf } from './journal.js';
 
 export type LogRecord = Record<string, unknown>;
 
 export interface LogSink {
   write(line: string, record: () => LogRecord | null): void;
-  /** Writes the lines the sink holds back for its next batch, if it holds any. */
-  writeHeld?(): void;
   close(): void;
 }
 
-/** pino's JSON lines, unchanged, on a descriptor (stderr when it is not a terminal), in batches. */
+/** pino's JSON lines, unchanged, on a descriptor (stderr when it is not a terminal). */
 export class JsonLinesSink implements LogSink {
-  private readonly output: BufferedLogOutput;
+  private readonly output: DescriptorOutput;
 
   constructor(fd: number, ownsFd = false) {
-    this.output = new BufferedLogOutput(fd, ownsFd);
+    this.output = new DescriptorOutput(fd, ownsFd);
   }
 
   write(line: string): void {
     this.output.write(line.endsWith('\n') ? line : `${line}\n`);
-  }
-
-  writeHeld(): void {
-    this.output.flush();
   }
 
   close(): void {
