@@ -5,7 +5,7 @@ import { Command, Option } from 'commander';
 import { ErrorCode, ErrorDomain, VirError, defaultVirtauthSocketDir, formatUuid, terminalSafe, type ConnectAuth } from '@virtauth/core';
 import { createConsoleAuth } from '@virtauth/providers';
 import { openAuth, type Connection } from './connect.js';
-import { clientRelayPolicy, reportRefusedRelayRequest } from './relay-policy.js';
+import { clientRelayPolicy, reportRefusedRelayRequest } from '@virtauth/relay';
 import { dominfoCommand, dumpxmlCommand, hostnameCommand, listCommand, uriCommand, versionCommand, CLIENT_VERSION } from './commands.js';
 import { registerPasswdCommands } from './passwd.js';
 import { defineCommand, domainVerbCommand, eventCommand } from './domain-commands.js';

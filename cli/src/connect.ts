@@ -2,7 +2,7 @@
 // virConnectOpenReadOnly.
 
 import { hostname } from 'node:os';
-import { container as rootContainer, type DependencyContainer } from 'tsyringe';
+import { container as rootContainer, type DependencyContainer, type InjectionToken } from 'tsyringe';
 import {
   CREDENTIAL_SOURCE,
   DRIVER,
@@ -20,7 +20,7 @@ import {
 } from '@virtauth/core';
 import { loadAuthConfSource, registerDefaultProviders, type SaslClientOptions } from '@virtauth/providers';
 import { registerDefaultDrivers } from '@virtauth/drivers';
-import { createRelayClient, type RelayClientOptions, type RelayPolicy } from '@virtauth/relay';
+import { RelayClient, type RelayClientOptions, type RelayPolicy } from '@virtauth/relay';
 import { oidcSessionFor, type OidcOptions } from './login/oidc-client.js';
 
 export interface OpenOptions {
@@ -59,6 +59,12 @@ async function defaultCredentialSources(container: DependencyContainer, uri: Ret
   return authConf ? [...registered, authConf] : registered;
 }
 
+/**
+ * The relay's client end of a container: one prompt queue and one rate per daemon for every open
+ * made with it. A container made elsewhere gets one on its first open.
+ */
+export const RELAY_CLIENT: InjectionToken<RelayClient> = Symbol('virtauth.relayClient');
+
 let defaultContainer: DependencyContainer | null = null;
 
 export interface ClientContainerOptions {
@@ -67,9 +73,9 @@ export interface ClientContainerOptions {
 }
 
 /**
- * Registers the providers and drivers virtauth ships into a container (a new child of the root
- * container by default). Register your own plugins in the same container: tsyringe's resolveAll
- * does not merge a child's registrations with its parent's.
+ * Registers the providers and drivers virtauth ships, and the relay's client end, into a container
+ * (a new child of the root container by default). Register your own plugins in the same
+ * container: tsyringe's resolveAll does not merge a child's registrations with its parent's.
  */
 export function createClientContainer(
   c: DependencyContainer = rootContainer.createChildContainer(),
@@ -77,7 +83,15 @@ export function createClientContainer(
 ): DependencyContainer {
   registerDefaultProviders(c, opts.saslClient ? { saslClient: opts.saslClient } : {});
   registerDefaultDrivers(c);
+  c.registerInstance(RELAY_CLIENT, new RelayClient());
   return c;
+}
+
+function relayClientOf(c: DependencyContainer): RelayClient {
+  if (c.isRegistered(RELAY_CLIENT, true)) return c.resolve(RELAY_CLIENT);
+  const client = new RelayClient();
+  c.registerInstance(RELAY_CLIENT, client);
+  return client;
 }
 
 function sharedContainer(): DependencyContainer {
@@ -116,7 +130,7 @@ export async function openAuth(
     ...(options.extensions ? { extensions: options.extensions } : {}),
   };
   if (options.relay !== false) {
-    ctx.relay = createRelayClient({
+    ctx.relay = relayClientOf(container).forOpen({
       auth,
       sources,
       ...(options.relayPolicy ? { policy: options.relayPolicy } : {}),

@@ -6,15 +6,16 @@ import { container as rootContainer, type DependencyContainer } from 'tsyringe';
 import { AuthType, AUTH_PROVIDER, CONFIG_KEYS, CREDENTIAL_SOURCE, USER_DATABASE } from '@virtauth/core';
 import { loadAuthConfSource, registerAccessDrivers, registerDaemonProviders, type DaemonSaslServer } from '@virtauth/providers';
 import { getPeerCredentials } from '@virtauth/peercred';
-import { relayExtension } from './relay-extension.js';
+import { relayExtension } from '@virtauth/relay';
+import { auditLineWriter, flushAuditRecords } from './audit-log.js';
 import { ACCESS_CONFIG_KEYS, createAccessManager } from './access.js';
 import { registerDefaultDrivers } from '@virtauth/drivers';
 import { DAEMON_CONFIG_KEYS, type DaemonConfig } from './config.js';
 import { checkConfigKeys } from './config-keys.js';
 import { createLogger } from './logger.js';
-import { flushAuditRecords } from './audit-log.js';
 import { AdminService, adminExtension } from './admin/service.js';
 import { logControlFor } from './log-control.js';
+import type { ClientSession } from './session.js';
 import { authSchemeTypes, registerConfiguredPlugins, type AuthSchemeKey } from './plugins.js';
 import {
   VirtauthServer,
@@ -84,9 +85,11 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
   }
   registerDefaultDrivers(container);
 
-  const relay = relayExtension({
+  const relay = relayExtension<ClientSession>({
     maxTimeoutMs: opts.config.relayMaxTimeout * 1000,
     maxRequestsPerOpen: opts.config.relayMaxRequestsPerOpen,
+    // Audit records are info lines: with info off, none is even built.
+    audit: auditLineWriter,
   });
   const adminPath = opts.adminSocket ?? (opts.listeners ? false : join(opts.config.unixSockDir, 'virtauth-admin-sock'));
   const admin = adminPath === false ? null : adminExtension();

@@ -4,7 +4,6 @@ export * from './session.js';
 export * from './logger.js';
 export { createRemoteProgram, authFailed } from './remote-program.js';
 export { createDaemon, type DaemonHandle, type CreateDaemonOptions } from './daemon.js';
-export { relayExtension, type RelaySettings, type RelayExtension } from './relay-extension.js';
 export { flushAuditRecords } from './audit-log.js';
 export { daemonLogControl, logControlFor, type LogControl } from './log-control.js';
 export { AdminService, adminExtension, MAIN_SERVER_NAME, ADMIN_SERVER_NAME, type AdminExtension } from './admin/service.js';

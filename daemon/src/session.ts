@@ -11,6 +11,7 @@ import {
   type AuthLogger,
   type ClientIdentity,
   type DriverConnection,
+  type ExtensionSession,
   type RpcConnection,
   type ServerAuthContext,
   type TransportInfo,
@@ -19,7 +20,7 @@ import {
 } from '@virtauth/core';
 import { PeerFaultLog } from './peer-fault-log.js';
 
-export class ClientSession implements ServerAuthContext {
+export class ClientSession implements ServerAuthContext, ExtensionSession {
   private stateValues: SessionState | undefined;
   readonly identity: ClientIdentity = {};
   private authed: boolean;
@@ -88,6 +89,10 @@ export class ClientSession implements ServerAuthContext {
 
   get connectionId(): number {
     return this.rpc.id;
+  }
+
+  get openStarted(): boolean {
+    return this.opening !== null || this.driverConn !== null;
   }
 
   get authenticated(): boolean {

@@ -1,6 +1,5 @@
 export { TestDriver, escapeXml } from './test/test-driver.js';
 export { RemoteDriver, RemoteConnection, type RemoteDriverOptions, type AuthSchemeName } from './remote/remote-driver.js';
-export { enableRelay } from './remote/relay-client.js';
 export {
   openTransport,
   registerTransport,

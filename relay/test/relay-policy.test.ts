@@ -3,8 +3,8 @@
 
 import test from 'ava';
 import { CredentialType, ErrorCode } from '@virtauth/core';
-import { isTrustedDaemon } from '../src/client-relay.js';
-import { parseRelayPolicy } from '../src/policy-file.js';
+import { isTrustedDaemon } from '../src/client/policy.js';
+import { parseRelayPolicy } from '../src/client/policy-file.js';
 
 test("a policy file with rules, grants and rates parses to openAuth's relayPolicy", (t) => {
   const policy = parseRelayPolicy(

@@ -1,25 +1,16 @@
 // The relay's building blocks on their own: the shared deadline clock, the lazy cancellation,
 // and a channel and a relay client wired back to back without a socket in between. Serial:
-// the prompt queue is shared by the whole process, as it is in an application.
+// several tests measure time.
 
 import test from 'ava';
 import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { firstValueFrom, take, toArray } from 'rxjs';
-import {
-  CredentialType,
-  ErrorCode,
-  RelayCancellation,
-  RelayStatus,
-  VirError,
-  credential,
-  relayError,
-  runRelayHandler,
-  type relayProtocol,
-} from '@virtauth/core';
+import { CredentialType, ErrorCode, RelayStatus, VirError, credential, relayError, type relayProtocol } from '@virtauth/core';
 import { DeadlineClock } from '../src/deadline-clock.js';
-import { RelayChannel, type RelayAuditRecord } from '../src/server-channel.js';
-import { createRelayClient } from '../src/client-relay.js';
+import { RelayChannel, type RelayAuditRecord } from '../src/daemon/channel.js';
+import { createRelayClient } from '../src/client/relay-client.js';
+import { RelayCancellation, runRelayHandler } from '../src/request.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

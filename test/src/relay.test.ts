@@ -1,8 +1,8 @@
 // The credential relay end to end: a driver in a daemon (XenAPI, or the probe driver) needs
 // credentials during CONNECT_OPEN and they come back from the client, through one or two daemons.
 // Every hop authenticates with SASL SCRAM-SHA-256: the client to its daemon from its auth.conf,
-// daemon A to daemon B from A's own auth.conf. Tests run serially: the client library has one
-// prompt queue per process, and several tests measure time.
+// daemon A to daemon B from A's own auth.conf. Tests run serially: the client library's opens
+// share one prompt queue, and several tests measure time.
 
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
@@ -23,9 +23,7 @@ import {
   RelayProc,
   RelayStatus,
   RemoteProc,
-  RelayCancellation,
   RpcConnection,
-  runRelayHandler,
   VirError,
   credential,
   parseUri,
@@ -34,8 +32,16 @@ import {
   xdr,
   type CredentialSource,
 } from '@virtauth/core';
-import { enableRelay, openTransport } from '@virtauth/drivers';
-import { createRelayClient, type ClientRelayAuditRecord, type RelayPolicy } from '@virtauth/relay';
+import { openTransport } from '@virtauth/drivers';
+import {
+  RelayCancellation,
+  RelayClient,
+  createRelayClient,
+  enableRelay,
+  runRelayHandler,
+  type ClientRelayAuditRecord,
+  type RelayPolicy,
+} from '@virtauth/relay';
 import { openAuth, type Connection } from 'virtauth';
 
 import { startXenApiServer, type XenApiServer } from './fixtures/xenapi-server.js';
@@ -465,8 +471,10 @@ test.serial(
       via: { daemon: 'virtauthd@elsewhere', identity: null, key: 'test:elsewhere' },
     });
     const stuck = new RecordingAuth([AUTHNAME], neverAnswer());
+    // One client, as an application has: its opens share the prompt queue.
+    const client = new RelayClient();
     const e = await virErrorOf(
-      runRelayHandler(createRelayClient({ auth: stuck, policy: { timeoutMs: 100 } }).handle, request(), new RelayCancellation()),
+      runRelayHandler(client.forOpen({ auth: stuck, policy: { timeoutMs: 100 } }).handle, request(), new RelayCancellation()),
     );
     t.is(e.code, ErrorCode.AUTH_UNAVAILABLE);
     t.is(e.int1, RelayStatus.TIMED_OUT);
@@ -474,7 +482,7 @@ test.serial(
 
     const next = new RecordingAuth([AUTHNAME], answerWith('bob', ''));
     const req = request();
-    const shown = runRelayHandler(createRelayClient({ auth: next }).handle, req, new RelayCancellation());
+    const shown = runRelayHandler(client.forOpen({ auth: next }).handle, req, new RelayCancellation());
     const outcome = await Promise.race([
       shown.then(() => 'answered'),
       new Promise((r) => setTimeout(() => r('still queued after 2 s'), 2000)),

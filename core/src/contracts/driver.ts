@@ -3,7 +3,7 @@
 import type { ConnectAuth, CredentialRequester } from '../credentials.js';
 import type { ConnectUri } from '../uri.js';
 import type { RemoteApi, RemoteDomainGetInfoRet, RemoteNodeGetInfoRet, RemoteNonnullDomain } from '../protocol/remote.js';
-import type { RelayClientConfig } from './relay.js';
+import type { ClientRelay } from './relay.js';
 
 export type DomainRef = RemoteNonnullDomain;
 
@@ -35,9 +35,9 @@ export interface DriverOpenContext {
   signal?: AbortSignal;
   /**
    * Present when whoever opens this driver can answer relayed credential requests: the remote
-   * driver enables the relay on the server and hands it each request that comes back.
+   * driver attaches it to its connection, which enables the relay on the server.
    */
-  relay?: RelayClientConfig;
+  relay?: ClientRelay;
 }
 
 /** A domain lifecycle event (virDomainEventType and its detail). */

@@ -30,7 +30,6 @@ import {
   type RemoteCaller,
   type TransportInfo,
 } from '@virtauth/core';
-import { enableRelay, relayPeerOf } from './relay-client.js';
 import { openTransport } from './transport.js';
 
 export type AuthSchemeName = 'none' | 'sasl' | 'polkit' | (string & {});
@@ -96,7 +95,7 @@ export class RemoteDriver implements Driver {
       };
       await this.authenticate(caller, uri, info, ctx);
       // The relay is enabled before CONNECT_OPEN, so the server's drivers can ask us during it.
-      const relay = ctx.relay ? await enableRelay(rpc, ctx.relay, relayPeerOf(uri, info)) : null;
+      const relay = ctx.relay ? await ctx.relay.attach(rpc, { uri, transport: info }) : null;
       const keepalive = this.opts.keepalive ?? { interval: 5, count: 6 };
       if (keepalive) {
         const supported = await caller

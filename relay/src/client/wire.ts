@@ -1,5 +1,5 @@
-// The client half of the credential relay on one connection: declare what we can answer, then
-// hand each request the server sends to the host's handler and send back exactly one answer.
+// The client half of the relay on the wire, on one connection: declare what we can answer, then
+// hand each request the server sends to the handler and send back exactly one answer.
 
 import {
   ErrorCode,
@@ -7,21 +7,21 @@ import {
   RELAY_PROTOCOL_VERSION,
   RelayProc,
   RelayStatus,
-  RelayCancellation,
   VirError,
   relayError,
   relayProtocol as p,
   relayDetail,
   relayStatusOf,
-  describeRequester,
+  type AttachedRelay,
+  type ClientRelay,
   type ConnectUri,
   type Credential,
   type CredentialType,
   type DaemonIdentity,
-  type RelayClientConfig,
-  type RpcConnection,
+  type ProgramConnection,
   type TransportInfo,
 } from '@virtauth/core';
+import { RelayCancellation, describeRequester, type RelayClientConfig } from '../request.js';
 
 /** The far end of a relay connection, as the transport established it. */
 export interface RelayPeer {
@@ -30,7 +30,7 @@ export interface RelayPeer {
   key: string;
 }
 
-/** The relay peer of a connection the remote driver opened to `uri`. */
+/** The relay peer of a connection a remote driver opened to `uri`. */
 export function relayPeerOf(uri: ConnectUri, transport: TransportInfo): RelayPeer {
   const identity = transport.identity ?? null;
   if (identity?.transport === 'unix') return { identity, key: `unix:${identity.socket}` };
@@ -39,12 +39,9 @@ export function relayPeerOf(uri: ConnectUri, transport: TransportInfo): RelayPee
   return { identity, key: `${transport.kind}:${uri.host || 'localhost'}:${uri.port ?? ''}` };
 }
 
-export interface RelayConnection {
-  /**
-   * CONNECT_OPEN has finished (opened or failed): a server may relay requests only while it
-   * runs, so later ones are refused without asking anyone, and any still open are withdrawn.
-   */
-  openFinished(): void;
+/** `cfg` as the object a driver attaches to the connections it opens (`DriverOpenContext.relay`). */
+export function attachableRelay(cfg: RelayClientConfig): RelayClientConfig & ClientRelay {
+  return { ...cfg, attach: (conn, target) => enableRelay(conn, cfg, relayPeerOf(target.uri, target.transport)) };
 }
 
 /**
@@ -52,13 +49,13 @@ export interface RelayConnection {
  * program (an older server or libvirtd): the open then goes on without it.
  *
  * Each request's handler gets a cancellation this connection triggers when the server withdraws
- * the request, the connection closes, or the open finishes.
+ * the request, the connection closes, or the open finishes; the handler calls `done` once.
  */
 export async function enableRelay(
-  rpc: RpcConnection,
+  rpc: ProgramConnection,
   cfg: RelayClientConfig,
   peer: RelayPeer = { identity: null, key: `connection:${rpc.id}` },
-): Promise<RelayConnection | null> {
+): Promise<AttachedRelay | null> {
   let enabled: { daemon: string };
   try {
     enabled = await rpc.call(
@@ -80,12 +77,12 @@ export async function enableRelay(
   }
   // Every request carries the connection it came on: the handler checks its chain against it.
   const via = { daemon: enabled.daemon, identity: peer.identity, key: peer.key };
+  // The requests this side still owes an answer: the one record of whether a request has ended
+  // here. Withdrawing one (server CANCEL, close, open finished) takes it out, so its handler's
+  // `done` then sends nothing; a handler that gives up first (its deadline) is still answered.
   const inFlight = new Map<number, RelayCancellation>();
-  // Requests this side withdrew (server CANCEL, close, open finished): they get no answer. A
-  // handler may cancel too (it gave up first), and that one is still answered.
-  const withdrawn = new WeakSet<RelayCancellation>();
-  const withdraw = (c: RelayCancellation, reason: VirError) => {
-    withdrawn.add(c);
+  const withdraw = (id: number, c: RelayCancellation, reason: VirError) => {
+    inFlight.delete(id);
     c.cancel(reason);
   };
   let opening = true;
@@ -115,9 +112,8 @@ export async function enableRelay(
         result: null,
       }));
       const done = (error: VirError | null) => {
-        if (inFlight.get(msg.id) !== cancel) return; // answered already
+        if (inFlight.get(msg.id) !== cancel) return; // withdrawn, or answered already
         inFlight.delete(msg.id);
-        if (withdrawn.has(cancel)) return;
         if (error) answer(msg.id, relayStatusOf(error), [], relayDetail(error));
         else
           answer(
@@ -139,12 +135,11 @@ export async function enableRelay(
     } else if (h.proc === RelayProc.CANCEL) {
       const msg = p.relayCancelMsg.decode(body);
       const c = inFlight.get(msg.id);
-      if (c) withdraw(c, relayError(msg.status, msg.message));
+      if (c) withdraw(msg.id, c, relayError(msg.status, msg.message));
     }
   });
   const withdrawAll = (reason: VirError) => {
-    for (const c of inFlight.values()) withdraw(c, reason);
-    inFlight.clear();
+    for (const [id, c] of [...inFlight]) withdraw(id, c, reason);
   };
   rpc.once('close', () => withdrawAll(relayError(RelayStatus.CANCELLED, 'the connection to the server closed')));
   return {

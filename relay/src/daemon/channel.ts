@@ -12,17 +12,16 @@ import {
   RelayStatus,
   VirError,
   credentialTypeName,
-  describeRequester,
   relayError,
   relayDetail,
   relayStatusOf,
   type Credential,
   type OriginHop,
-  type RelayCancellation,
   type relayProtocol,
 } from '@virtauth/core';
 import { performance } from 'node:perf_hooks';
-import { DeadlineClock } from './deadline-clock.js';
+import { DeadlineClock } from '../deadline-clock.js';
+import { describeRequester, type RelayCancellation } from '../request.js';
 
 type RequestMsg = relayProtocol.RelayRequestMsg;
 type AnswerArgs = relayProtocol.RelayAnswerArgs;

@@ -1,10 +1,14 @@
 // The client's relay policy as a JSON file (`virtauth --relay-policy FILE`): the same shape as
 // openAuth's `relayPolicy`, with credential types by name. A malformed file is refused whole,
-// naming the field, so a typo never leaves stored credentials open to every daemon.
+// naming the field, so a typo never leaves stored credentials open to every daemon. Without a
+// file, no stored credential answers a relayed request.
 
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 import { CredentialType, ErrorCode, ErrorDomain, VirError } from '@virtauth/core';
-import type { OriginRate, RelayPolicy, RelayPolicyRule, StoredCredentialGrant, TrustedDaemon } from './client-relay.js';
+import type { ClientRelayAuditRecord } from './relay-client.js';
+import type { OriginRate, RelayPolicy, RelayPolicyRule, StoredCredentialGrant, TrustedDaemon } from './policy.js';
 
 type Json = unknown;
 
@@ -128,4 +132,25 @@ export function loadRelayPolicy(file: string): RelayPolicy {
     });
   }
   return parseRelayPolicy(source, file);
+}
+
+/** `--relay-policy FILE`, else $VIRTAUTH_RELAY_POLICY, else the user's file when it exists. */
+export function relayPolicyPath(option: string | undefined, env: NodeJS.ProcessEnv = process.env): string | null {
+  if (option) return option;
+  if (env.VIRTAUTH_RELAY_POLICY) return env.VIRTAUTH_RELAY_POLICY;
+  const userFile = join(env.XDG_CONFIG_HOME || join(env.HOME || homedir(), '.config'), 'virtauth', 'relay-policy.json');
+  return existsSync(userFile) ? userFile : null;
+}
+
+export function clientRelayPolicy(option: string | undefined): RelayPolicy | null {
+  const file = relayPolicyPath(option);
+  return file === null ? null : loadRelayPolicy(file);
+}
+
+/** A refused request is worth a line on stderr: a daemon asked for something it may not have. */
+export function reportRefusedRelayRequest(record: ClientRelayAuditRecord, write: (line: string) => void): void {
+  if (record.outcome !== 'DENIED') return;
+  write(
+    `virtauth: refused a credential request (${record.credentialTypes.join(', ')}) relayed by ${record.daemon}: ${record.message ?? 'denied'}\n`,
+  );
 }

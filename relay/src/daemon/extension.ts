@@ -1,5 +1,7 @@
-// Wires the credential relay into virtauthd: the relay program on every connection, and the
-// credentials a driver asks for during CONNECT_OPEN sent back to that connection's client.
+// The daemon's half of the credential relay as an extension of virtauthd: the relay program on
+// every connection, and the credentials a driver asks for during CONNECT_OPEN sent back to that
+// connection's client; a remote driver opened here forwards the next daemon's requests the same
+// way. The daemon adds it to its extensions; it sees a connection only as ExtensionSession.
 
 import {
   ErrorCode,
@@ -11,38 +13,56 @@ import {
   makeCredentialRequester,
   relayProtocol as p,
   ALL_CREDENTIAL_TYPES,
+  type CredentialSource,
   type DriverOpenContext,
+  type ExtensionLog,
+  type ExtensionSession,
   type Procedure,
   type ProgramDefinition,
 } from '@virtauth/core';
-import { RelayChannel, relayNotEnabledError } from '@virtauth/relay';
-import { auditLineWriter } from './audit-log.js';
-import type { DaemonExtension, VirtauthServer } from './server.js';
-import type { ClientSession } from './session.js';
+import { attachableRelay } from '../client/wire.js';
+import { RelayChannel, relayNotEnabledError, type RelayAuditSink } from './channel.js';
 
 export interface RelaySettings {
   /** Longest a relayed request may wait, whatever the client asks for (ms). */
   maxTimeoutMs: number;
   maxRequestsPerOpen: number;
+  /**
+   * Makes the writer of a connection's audit records from its logger (bound to `relay.audit`)
+   * and their message; null or absent: none are built. Called from here, so a log filter on the
+   * relay's files applies to the records.
+   */
+  audit?(log: ExtensionLog, msg: string): RelayAuditSink | null;
+}
+
+/** What a CONNECT_OPEN is opening, and the daemon's own credential sources for it. */
+export interface RelayOpenTarget {
+  uri: string;
+  driver: string;
+  sources: readonly CredentialSource[];
 }
 
 /** Why waits end when a client goes: one error for all, not a stack trace per connection. */
 const CLIENT_DISCONNECTED = new VirError({ code: ErrorCode.AUTH_CANCELLED, domain: ErrorDomain.AUTH, detail: 'client disconnected' });
 
-export interface RelayExtension extends DaemonExtension {
+/** The daemon's hooks (a DaemonExtension of virtauthd), for sessions of type `S`. */
+export interface RelayExtension<S extends ExtensionSession = ExtensionSession> {
   /** Whether the client enabled the credential relay on its connection. */
-  relayEnabled(session: ClientSession): boolean;
+  relayEnabled(session: S): boolean;
+  onSession(session: S): void;
+  programs(daemon: { readonly processName: string }): ProgramDefinition<S>[];
+  decorateOpenContext(session: S, ctx: DriverOpenContext, target: RelayOpenTarget): Promise<DriverOpenContext>;
+  openFinished(session: S): void;
 }
 
-export function relayExtension(settings: RelaySettings): RelayExtension {
+export function relayExtension<S extends ExtensionSession>(settings: RelaySettings): RelayExtension<S> {
   // Only clients that enabled the relay have a channel: the others (nearly all of them) cost
   // nothing here but the ANSWER handler, and their drivers' requests fail as unanswerable.
-  const channels = new WeakMap<ClientSession, RelayChannel>();
+  const channels = new WeakMap<S, RelayChannel>();
   let processName = '';
 
-  const createChannel = (session: ClientSession): RelayChannel => {
-    // Audit records are info lines: with info off, none is even built.
-    const writeAudit = auditLineWriter(session.log.child({ event: 'relay.audit' }), 'relayed credential request');
+  const createChannel = (session: S): RelayChannel => {
+    const writeAudit = settings.audit?.(session.log.child({ event: 'relay.audit' }), 'relayed credential request');
     const channel = new RelayChannel({
       connectionId: session.connectionId,
       // A REQUEST with its origin chain and prompts is a few hundred bytes.
@@ -99,14 +119,14 @@ export function relayExtension(settings: RelaySettings): RelayExtension {
       });
     },
 
-    programs(server: VirtauthServer): ProgramDefinition<ClientSession>[] {
-      processName = server.processName;
-      const procs = new Map<number, Procedure<any, any, ClientSession>>();
+    programs(daemon): ProgramDefinition<S>[] {
+      processName = daemon.processName;
+      const procs = new Map<number, Procedure<any, any, S>>();
       procs.set(RelayProc.ENABLE, {
         args: p.relayEnableArgs,
         ret: p.relayEnableRet,
         handle: (s, a: p.RelayEnableArgs) => {
-          if (s.driverConn || s.opening) {
+          if (s.openStarted) {
             throw new VirError({
               code: ErrorCode.OPERATION_INVALID,
               domain: ErrorDomain.AUTH,
@@ -130,7 +150,7 @@ export function relayExtension(settings: RelaySettings): RelayExtension {
       return [{ prog: RELAY_PROGRAM, vers: RELAY_PROTOCOL_VERSION, procedures: procs }];
     },
 
-    async decorateOpenContext(session, ctx, target): Promise<DriverOpenContext> {
+    async decorateOpenContext(session, ctx, target) {
       const channel = channels.get(session);
       channel?.beginOpen(ctx.signal);
       const hop = { daemon: processName, driver: target.driver, uri: target.uri };
@@ -158,7 +178,7 @@ export function relayExtension(settings: RelaySettings): RelayExtension {
       if (channel && caps) {
         // A remote driver opened here enables the relay on the next daemon and forwards its
         // requests to our client, adding this daemon to their origin chain.
-        decorated.relay = {
+        decorated.relay = attachableRelay({
           credTypes: caps.credTypes,
           personPresent: caps.personPresent,
           timeoutMs: caps.timeoutMs,
@@ -179,7 +199,7 @@ export function relayExtension(settings: RelaySettings): RelayExtension {
                 (e: VirError) => done(e),
               );
           },
-        };
+        });
       }
       return decorated;
     },
