@@ -24,18 +24,21 @@ test('SIGTERM: every relayed request has its audit record in the log file, the o
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const logFile = join(dir, 'virtauthd.log');
   const configFile = join(dir, 'virtauthd.conf');
+  // virtauthd.conf's values read as JSON's: numbers, "strings", [ "lists" ].
+  const settings = {
+    unix_sock_dir: dir,
+    auth_unix_rw: 'none',
+    auth_unix_ro: 'none',
+    log_level: 2,
+    log_outputs: `2:file:${logFile}`,
+    plugins: [probePlugin],
+    uri_allowed_list: [RELAY_PROBE_ALLOWED],
+  };
   await writeFile(
     configFile,
-    [
-      `unix_sock_dir = "${dir}"`,
-      'auth_unix_rw = "none"',
-      'auth_unix_ro = "none"',
-      'log_level = 2',
-      `log_outputs = "2:file:${logFile}"`,
-      `plugins = [ "${probePlugin}" ]`,
-      `uri_allowed_list = [ "${RELAY_PROBE_ALLOWED}" ]`,
-      '',
-    ].join('\n'),
+    Object.entries(settings)
+      .map(([key, value]) => `${key} = ${JSON.stringify(value)}\n`)
+      .join(''),
   );
   const daemon = ChildRun.spawn(process.execPath, [daemonMain, '--config', configFile]);
   t.teardown(() => daemon.stop('SIGKILL'));
