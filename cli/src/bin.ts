@@ -127,7 +127,7 @@ program
   .option('--inactive', 'inactive domains only')
   .option('--name', 'names only')
   .action((o: { all?: boolean; inactive?: boolean; name?: boolean }) =>
-    withConnection(async (c) => (jsonOutput() ? listJson(c, o) : listCommand(c, o))),
+    withConnection(async (c) => (jsonOutput() ? listJson(c, o) : listCommand(c, o)), { noTrailingLine: jsonOutput() }),
   );
 program
   .command('dominfo')

@@ -35,6 +35,7 @@ export * from './contracts/session-state.js';
 export * from './contracts/plugin.js';
 export * from './contracts/sasl.js';
 export * from './contracts/driver.js';
+export * from './contracts/named-methods.js';
 export * from './contracts/transport.js';
 export * from './contracts/userdb.js';
 export * from './rpc/index.js';

@@ -7,7 +7,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import fs from 'node:fs';
-import { once } from 'node:events';
+import { EventEmitter, once } from 'node:events';
 import * as x from '../src/xdr/codec.js';
 import { XdrReader } from '../src/xdr/codec.js';
 import { RpcConnection, type CallHandler } from '../src/rpc/connection.js';
@@ -85,13 +85,15 @@ class RawPeer {
     socket.on('error', () => {});
   }
 
-  async nextPacket(timeoutMs = 2000): Promise<Buffer> {
-    const deadline = Date.now() + timeoutMs;
+  /** The next whole packet, once the data that completes it arrives; `timeoutMs` bounds a hung test. */
+  async nextPacket(timeoutMs = 30_000): Promise<Buffer> {
     while (this.packets.length === 0) {
-      if (Date.now() > deadline) throw new Error('no packet arrived');
-      await new Promise<void>((resolve) => {
-        this.waiters.push(resolve);
-        setTimeout(resolve, 50);
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no packet arrived within ${timeoutMs} ms`)), timeoutMs);
+        this.waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
       });
     }
     return this.packets.shift()!;
@@ -121,18 +123,30 @@ const intRet = x.struct({ n: x.int });
 test('concurrent calls get their own replies even when they complete in reverse order', async (t) => {
   const finished: number[] = [];
   const seenSerials: number[] = [];
+  // Each call waits for its release; once all five are in, they are released last first.
+  const releases = new Map<number, () => void>();
+  let allArrived!: () => void;
+  const arrived = new Promise<void>((resolve) => (allArrived = resolve));
   const { client, dispose } = await pair((server) =>
     server.setCallHandler(async (h, body) => {
       seenSerials.push(h.serial);
       const { n } = intArgs.decode(body);
-      await new Promise((r) => setTimeout(r, 100 - n * 15));
+      const released = new Promise<void>((resolve) => releases.set(n, resolve));
+      if (releases.size === 5) allArrived();
+      await released;
       finished.push(n);
       return { codec: intRet, value: { n: n * 10 } };
     }),
   );
   try {
     const inputs = [1, 2, 3, 4, 5];
-    const results = await Promise.all(inputs.map((n) => client.call(PROG, VERS, 7, intArgs, { n }, intRet)));
+    const replies = inputs.map((n) => client.call(PROG, VERS, 7, intArgs, { n }, intRet));
+    await arrived;
+    for (const n of [...inputs].reverse()) {
+      releases.get(n)!();
+      await replies[n - 1];
+    }
+    const results = await Promise.all(replies);
     t.deepEqual(
       results.map((r) => r.n),
       [10, 20, 30, 40, 50],
@@ -417,10 +431,19 @@ test('keepalive: the client sends PINGs when the peer is silent and closes after
 // Closing
 
 test('closing the client rejects the calls still waiting', async (t) => {
-  const { client, dispose } = await pair((server) => server.setCallHandler(() => new Promise(() => {})));
+  const received = new EventEmitter();
+  let calls = 0;
+  const { client, dispose } = await pair((server) =>
+    server.setCallHandler(() => {
+      calls++;
+      received.emit('call');
+      return new Promise(() => {});
+    }),
+  );
   try {
     const pending = [client.call(PROG, VERS, 1, x.xvoid, undefined, x.xvoid), client.call(PROG, VERS, 2, x.xvoid, undefined, x.xvoid)];
-    await new Promise((r) => setTimeout(r, 20));
+    // Both calls are with the server, which never answers.
+    while (calls < 2) await once(received, 'call');
     client.close();
     for (const p of pending) await t.throwsAsync(p, { instanceOf: VirError, message: 'client socket is closed' });
     await t.throwsAsync(client.call(PROG, VERS, 3, x.xvoid, undefined, x.xvoid), { instanceOf: VirError });
@@ -431,10 +454,17 @@ test('closing the client rejects the calls still waiting', async (t) => {
 });
 
 test("the server going away rejects the client's waiting calls with a system error", async (t) => {
-  const { client, server, dispose } = await pair((s) => s.setCallHandler(() => new Promise(() => {})));
+  const received = new EventEmitter();
+  const { client, server, dispose } = await pair((s) =>
+    s.setCallHandler(() => {
+      received.emit('call');
+      return new Promise(() => {});
+    }),
+  );
   try {
+    const arrived = once(received, 'call');
     const pending = client.call(PROG, VERS, 1, x.xvoid, undefined, x.xvoid);
-    await new Promise((r) => setTimeout(r, 20));
+    await arrived;
     server.stream.destroy();
     const e = await t.throwsAsync(pending, { instanceOf: VirError });
     t.is(e!.code, ErrorCode.SYSTEM_ERROR);
@@ -549,7 +579,8 @@ test('fuzz: garbage, truncated packets and bogus lengths never hang or break the
         peer.socket.end();
         const closedInTime = await Promise.race([
           peer.closed.then(() => true),
-          new Promise<boolean>((r) => setTimeout(() => r(false), 3000)),
+          // A bound for a server that hangs, generous for a loaded machine.
+          new Promise<boolean>((r) => setTimeout(() => r(false), 20_000)),
         ]);
         if (!closedInTime) {
           peer.socket.destroy();
@@ -579,8 +610,10 @@ test('fuzz: garbage, truncated packets and bogus lengths never hang or break the
     fresh.close();
     t.is(runs, 250);
     t.true(errorReplies > 20, `the fuzzer reached the dispatcher (${errorReplies} error replies)`);
-    await new Promise((r) => setTimeout(r, 100));
-    const stillOpen = serverConnections.filter((c) => !c.closed);
+    // The fuzzing peers have all gone: their server sides close, each in its own time.
+    const openNow = () => serverConnections.filter((c) => !c.closed);
+    while (openNow().length > 2) await Promise.race(openNow().map((c) => c.whenClosed()));
+    const stillOpen = openNow();
     t.true(stillOpen.length <= 2, `only the healthy connections remain open (${stillOpen.length})`);
   } finally {
     healthy.close();

@@ -1,8 +1,8 @@
 // The REMOTE program as virtauthd serves it: authentication procedures delegated to providers,
-// connection-level procedures (open, close, features, event callbacks) handled here, and every
-// other procedure of libvirt's generated table dispatched to the driver method of the same name
-// (`domainCreate` for DOMAIN_CREATE), or refused with libvirt's "not supported" error when the
-// driver lacks it. A number the table does not know is refused as libvirtd does ("unknown
+// connection-level procedures (open, close, features, event callbacks) and the domain lists
+// (filtered domain by domain) handled here, and every other procedure of libvirt's generated table
+// dispatched to the driver method of the same name (`domainCreate` for DOMAIN_CREATE), or refused
+// with libvirt's "not supported" error when the driver lacks it. A number the table does not know is refused as libvirtd does ("unknown
 // procedure"), never forwarded: it has no codec, so nothing could check or decode it.
 
 import {
@@ -47,12 +47,6 @@ export interface RemoteProgramOptions {
 
 export const authFailed = (): VirError =>
   new VirError({ code: ErrorCode.AUTH_FAILED, domain: ErrorDomain.RPC, detail: 'authentication failed' });
-
-const apiErrorDomains = new Map(remoteProcedures.map((p) => [p.api, p.apiErrorDomain]));
-
-function unsupported(api: string): VirError {
-  return unsupportedOperation({ api, apiErrorDomain: apiErrorDomains.get(api) ?? ErrorDomain.DOMAIN });
-}
 
 type Handler<A, R> = (s: ClientSession, args: A) => Promise<R> | R;
 
@@ -166,19 +160,12 @@ export function createRemoteProgram(opts: RemoteProgramOptions): ProgramDefiniti
 
   def(RemoteProc.CONNECT_REGISTER_CLOSE_CALLBACK, xdr.xvoid, xdr.xvoid, (s) => void s.conn());
   def(RemoteProc.CONNECT_UNREGISTER_CLOSE_CALLBACK, xdr.xvoid, xdr.xvoid, (s) => void s.conn());
-  def(RemoteProc.CONNECT_GET_TYPE, xdr.xvoid, remote.connectGetTypeRet, async (s) => ({ type: await s.conn().getType() }));
-  def(RemoteProc.CONNECT_GET_VERSION, xdr.xvoid, remote.connectGetVersionRet, async (s) => ({ hv_ver: await s.conn().getVersion() }));
-  def(RemoteProc.CONNECT_GET_LIB_VERSION, xdr.xvoid, remote.connectGetLibVersionRet, async (s) => ({
-    lib_ver: await s.conn().getLibVersion(),
-  }));
-  def(RemoteProc.CONNECT_GET_HOSTNAME, xdr.xvoid, remote.connectGetHostnameRet, async (s) => ({ hostname: await s.conn().getHostname() }));
   def(RemoteProc.CONNECT_GET_URI, xdr.xvoid, remote.connectGetUriRet, async (s) => ({ uri: await s.conn().getUri() }));
   def(RemoteProc.CONNECT_IS_SECURE, xdr.xvoid, remote.connectIsSecureRet, async (s) => {
     const conn = s.conn();
     // The client's link to us counts too: plain TCP is not secure whatever the hypervisor says.
     return { secure: s.transport.secure && (await conn.isSecure()) ? 1 : 0 };
   });
-  def(RemoteProc.NODE_GET_INFO, xdr.xvoid, remote.nodeGetInfoRet, async (s) => s.conn().getNodeInfo());
 
   // Lists show only the domains this client may see (each procedure's @aclfilter).
   const visibleDomains = async (s: ClientSession, proc: number, flags: number) =>
@@ -211,71 +198,6 @@ export function createRemoteProgram(opts: RemoteProgramOptions): ProgramDefiniti
       return { names: (await visibleDomains(s, RemoteProc.CONNECT_LIST_DEFINED_DOMAINS, 2)).map((d) => d.name).slice(0, maxnames) };
     },
   );
-
-  // --- domains --------------------------------------------------------------------------
-  def(RemoteProc.DOMAIN_LOOKUP_BY_NAME, remote.domainLookupByNameArgs, remote.domainLookupByNameRet, async (s, { name }) => ({
-    dom: await s.conn().lookupDomainByName(name),
-  }));
-  def(RemoteProc.DOMAIN_LOOKUP_BY_ID, remote.domainLookupByIdArgs, remote.domainLookupByIdRet, async (s, { id }) => ({
-    dom: await s.conn().lookupDomainById(id),
-  }));
-  def(RemoteProc.DOMAIN_LOOKUP_BY_UUID, remote.domainLookupByUuidArgs, remote.domainLookupByUuidRet, async (s, { uuid }) => ({
-    dom: await s.conn().lookupDomainByUuid(uuid),
-  }));
-  def(RemoteProc.DOMAIN_GET_INFO, remote.domainGetInfoArgs, remote.domainGetInfoRet, async (s, { dom }) => s.conn().getDomainInfo(dom));
-  def(RemoteProc.DOMAIN_GET_STATE, remote.domainGetStateArgs, remote.domainGetStateRet, async (s, { dom }) => s.conn().getDomainState(dom));
-  def(RemoteProc.DOMAIN_GET_XML_DESC, remote.domainGetXmlDescArgs, remote.domainGetXmlDescRet, async (s, { dom, flags }) => ({
-    xml: await s.conn().getDomainXmlDesc(dom, flags),
-  }));
-  def(RemoteProc.DOMAIN_IS_ACTIVE, remote.domainIsActiveArgs, remote.domainIsActiveRet, async (s, { dom }) => {
-    const { state } = await s.conn().getDomainState(dom);
-    return { active: state !== 5 && state !== 0 ? 1 : 0 };
-  });
-  def(RemoteProc.DOMAIN_IS_PERSISTENT, remote.domainIsPersistentArgs, remote.domainIsPersistentRet, async (s, { dom }) => {
-    const c = s.conn();
-    if (!c.isDomainPersistent) throw unsupported('virDomainIsPersistent');
-    return { persistent: (await c.isDomainPersistent(dom)) ? 1 : 0 };
-  });
-  def(RemoteProc.DOMAIN_GET_MAX_MEMORY, remote.domainGetMaxMemoryArgs, remote.domainGetMaxMemoryRet, async (s, { dom }) => ({
-    memory: (await s.conn().getDomainInfo(dom)).maxMem,
-  }));
-  def(RemoteProc.DOMAIN_GET_OS_TYPE, remote.domainGetOsTypeArgs, remote.domainGetOsTypeRet, async (s, { dom }) => {
-    const c = s.conn();
-    if (!c.getDomainOsType) throw unsupported('virDomainGetOSType');
-    return { type: await c.getDomainOsType(dom) };
-  });
-  def(RemoteProc.DOMAIN_GET_AUTOSTART, remote.domainGetAutostartArgs, remote.domainGetAutostartRet, async (s, { dom }) => {
-    const c = s.conn();
-    if (!c.getDomainAutostart) throw unsupported('virDomainGetAutostart');
-    return { autostart: (await c.getDomainAutostart(dom)) ? 1 : 0 };
-  });
-  def(
-    RemoteProc.DOMAIN_HAS_MANAGED_SAVE_IMAGE,
-    remote.domainHasManagedSaveImageArgs,
-    remote.domainHasManagedSaveImageRet,
-    async (s, { dom }) => {
-      const c = s.conn();
-      if (!c.hasManagedSaveImage) throw unsupported('virDomainHasManagedSaveImage');
-      return { result: (await c.hasManagedSaveImage(dom)) ? 1 : 0 };
-    },
-  );
-  def(RemoteProc.NODE_GET_SECURITY_MODEL, xdr.xvoid, remote.nodeGetSecurityModelRet, async (s) => {
-    const c = s.conn();
-    if (!c.getSecurityModel) throw unsupported('virNodeGetSecurityModel');
-    const m = await c.getSecurityModel();
-    return { model: remote.cString(m.model), doi: remote.cString(m.doi) };
-  });
-  def(RemoteProc.DOMAIN_GET_SECURITY_LABEL, remote.domainGetSecurityLabelArgs, remote.domainGetSecurityLabelRet, async (s, { dom }) => {
-    const c = s.conn();
-    if (!c.getDomainSecurityLabel) throw unsupported('virDomainGetSecurityLabel');
-    const l = await c.getDomainSecurityLabel(dom);
-    return { label: remote.cString(l.label), enforcing: l.enforcing ? 1 : 0 };
-  });
-  def(RemoteProc.DOMAIN_GET_MESSAGES, remote.domainGetMessagesArgs, remote.domainGetMessagesRet, async (s, { dom, flags }) => {
-    const c = s.conn();
-    if (!c.getDomainMessages) throw unsupported('virDomainGetMessages');
-    return { msgs: await c.getDomainMessages(dom, flags) };
-  });
 
   // --- domain events ----------------------------------------------------------------------
   def(
@@ -388,15 +310,14 @@ function dropEventCallbacks(s: ClientSession): void {
 }
 
 /**
- * Serves a procedure from the generated table: refused on a read-only connection when libvirt's
- * API refuses it there, and when it opens a stream; then the driver's method of the procedure's
- * name, then the handler above for the procedures it covers (drivers with only the named
- * convenience methods), then libvirt's "not supported" error naming the API.
+ * Serves a procedure from the generated table: the handler above for the procedures this program
+ * answers itself (authentication, the connection, domain lists and event callbacks), else the
+ * driver's method of the procedure's name, else libvirt's "not supported" error naming the API.
  */
 function dispatchToDriver(info: ProcedureInfo, named: Procedure<any, any, ClientSession> | undefined): Handler<unknown, unknown> {
   // Domain lists are always served above, where they are filtered domain by domain: a driver's own
   // method (the remote driver has one per procedure) would hand back the unfiltered list.
-  if (named && (named.needsAuth === false || isConnectionLevel(info.number) || DOMAIN_LISTS.has(info.number))) return named.handle;
+  if (named) return named.handle;
   return (s, args) => {
     const conn = s.conn();
     // The read-only rule is checked with the access rules, before this handler runs.
@@ -405,7 +326,6 @@ function dispatchToDriver(info: ProcedureInfo, named: Procedure<any, any, Client
     if (info.stream) throw unsupportedOperation(info);
     const method = (conn as unknown as Record<string, unknown>)[info.method];
     if (typeof method === 'function') return (method as (a: unknown) => Promise<unknown>).call(conn, args);
-    if (named) return named.handle(s, args);
     throw unsupportedOperation(info);
   };
 }
@@ -471,23 +391,6 @@ function driverResolver(s: ClientSession): ObjectResolver {
     if (type !== 'domain') return ref;
     return s.conn().lookupDomainByUuid((ref as { uuid: Buffer }).uuid);
   };
-}
-
-/** Procedures about the client's connection to us, never a driver's business. */
-const CONNECTION_LEVEL: ReadonlySet<number> = new Set([
-  RemoteProc.CONNECT_OPEN,
-  RemoteProc.CONNECT_CLOSE,
-  RemoteProc.CONNECT_SUPPORTS_FEATURE,
-  RemoteProc.CONNECT_REGISTER_CLOSE_CALLBACK,
-  RemoteProc.CONNECT_UNREGISTER_CLOSE_CALLBACK,
-  RemoteProc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY,
-  RemoteProc.CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY,
-  RemoteProc.CONNECT_IS_SECURE,
-  RemoteProc.CONNECT_GET_URI,
-]);
-
-function isConnectionLevel(proc: number): boolean {
-  return CONNECTION_LEVEL.has(proc);
 }
 
 function rpcMax(what: string): VirError {

@@ -13,8 +13,24 @@ export class JsonSink extends Writable {
   override _write(chunk: Buffer, _encoding: BufferEncoding, done: () => void): void {
     const parts = (this.partial + chunk.toString('utf8')).split('\n');
     this.partial = parts.pop() ?? '';
-    this.lines.push(...parts.filter((line) => line !== ''));
+    const complete = parts.filter((line) => line !== '');
+    this.lines.push(...complete);
+    if (complete.length > 0) this.emit('lines');
     done();
+  }
+
+  /** Resolves with the records of `event` once there are `count` of them (those logged already count). */
+  whenEvents(event: string, count = 1): Promise<Record<string, unknown>[]> {
+    return new Promise((resolve) => {
+      const check = () => {
+        const found = this.events(event);
+        if (found.length < count) return;
+        this.off('lines', check);
+        resolve(found);
+      };
+      this.on('lines', check);
+      check();
+    });
   }
 
   records(): Record<string, unknown>[] {
@@ -24,6 +40,15 @@ export class JsonSink extends Writable {
   events(event: string): Record<string, unknown>[] {
     return this.records().filter((r) => r.event === event);
   }
+}
+
+/**
+ * Keeps the test's process up until the test ends: the daemon's own timers are unref'd (they must
+ * not keep a daemon alive), and a test waiting only on them would otherwise end as inactive.
+ */
+export function keepProcessAlive(t: ExecutionContext): void {
+  const keepAlive = setInterval(() => undefined, 60_000);
+  t.teardown(() => clearInterval(keepAlive));
 }
 
 /** A connection to a daemon's unix socket, closed when the test ends. */

@@ -5,6 +5,7 @@ import fc from 'fast-check';
 import test from 'ava';
 import { decodeJournalEntry, encodeJournalEntry, journalFieldName, journalFieldsOf } from '../src/logging/journal.js';
 import { JournalSink } from '../src/logging/sinks.js';
+import { keepProcessAlive } from './helpers.js';
 
 test('values with newlines use the length-prefixed form; entries read back as written', (t) => {
   const fields: [string, string][] = [
@@ -69,6 +70,7 @@ test('the journal sink: big entries go as a memfd, a full queue waits and retrie
   const sent: { viaMemfd: boolean; message: string; droppedBefore: string | undefined }[] = [];
   let mode: 'ok' | 'EMSGSIZE' | 'EAGAIN' | 'ENOENT' = 'EMSGSIZE';
   const complaints: string[] = [];
+  let onSent = () => {};
   const sink = new JournalSink(
     '/run/test-journal',
     'virtauthd',
@@ -76,6 +78,7 @@ test('the journal sink: big entries go as a memfd, a full queue waits and retrie
       if (mode !== 'ok' && !(mode === 'EMSGSIZE' && viaMemfd)) throw Object.assign(new Error(mode), { code: mode });
       const fields = new Map(decodeJournalEntry(data));
       sent.push({ viaMemfd, message: fields.get('MESSAGE')!.slice(0, 10), droppedBefore: fields.get('VIRTAUTH_DROPPED_BEFORE') });
+      onSent();
     },
     (message) => complaints.push(message),
   );
@@ -91,7 +94,9 @@ test('the journal sink: big entries go as a memfd, a full queue waits and retrie
   sink.write('', record('b'));
   t.is(sent.length, 1, 'nothing sent while the queue is full, and nothing thrown');
   mode = 'ok';
-  await new Promise((resolve) => setTimeout(resolve, 100));
+  // The sink retries on its own timer (unref'd, as a daemon's must be): wait for both sends.
+  keepProcessAlive(t);
+  await new Promise<void>((resolve) => (onSent = () => sent.length === 3 && resolve()));
   t.deepEqual(
     sent.slice(1).map((s) => s.message),
     ['a', 'b'],

@@ -120,8 +120,18 @@ test('mapXenApiError: each XenAPI error becomes the matching libvirt code in dom
     ],
     [
       new XenApiError('VM_BAD_POWER_STATE', ['OpaqueRef:1', 'running', 'halted']),
+      ErrorCode.OPERATION_INVALID,
+      'Requested operation is not valid: XenAPI refused VM.get_record: the domain is halted, the operation needs it running',
+    ],
+    [
+      new XenApiError('OPERATION_NOT_ALLOWED', ['VM is locked']),
+      ErrorCode.OPERATION_INVALID,
+      'Requested operation is not valid: XenAPI refused VM.get_record: OPERATION_NOT_ALLOWED(VM is locked)',
+    ],
+    [
+      new XenApiError('SR_FULL', ['OpaqueRef:2']),
       ErrorCode.INTERNAL_ERROR,
-      'internal error: XenAPI call VM.get_record on xen1.example:443 failed: VM_BAD_POWER_STATE(OpaqueRef:1, running, halted)',
+      'internal error: XenAPI call VM.get_record on xen1.example:443 failed: SR_FULL(OpaqueRef:2)',
     ],
   ];
   for (const [xenError, code, message] of cases) {
@@ -133,6 +143,23 @@ test('mapXenApiError: each XenAPI error becomes the matching libvirt code in dom
     t.is(xenApiErrorCode(mapped), xenError.code);
   }
   t.is(xenApiErrorCode(new Error('x')), null);
+});
+
+test('mapXenApiError: a server cannot make the message huge; codes and parameters are cut to 200 characters, 8 parameters', (t) => {
+  const long = 'x'.repeat(100_000);
+  const error = new XenApiError(
+    long,
+    Array.from({ length: 1000 }, () => long),
+  );
+  const mapped = mapXenApiError(error, ctx);
+  t.is(mapped.code, ErrorCode.INTERNAL_ERROR);
+  const cut = `${'x'.repeat(200)}...`;
+  t.is(mapped.message, `internal error: XenAPI call VM.get_record on xen1.example:443 failed: ${cut}(${Array(8).fill(cut).join(', ')})`);
+  const state = mapXenApiError(new XenApiError('VM_BAD_POWER_STATE', ['OpaqueRef:1', long, long]), ctx);
+  t.is(
+    state.message,
+    `Requested operation is not valid: XenAPI refused VM.get_record: the domain is ${cut}, the operation needs it ${cut}`,
+  );
 });
 
 test('parseJsonRpcReply reads v2 and v1 results and errors', (t) => {
@@ -286,6 +313,38 @@ async function withHttpServer(t: { teardown(fn: () => void): void }, handler: ht
   });
   return { scheme: 'http', host: '127.0.0.1', port: (server.address() as AddressInfo).port, verifyCertificate: true };
 }
+
+test('transport: a kept-alive socket the server dropped is retried once on a fresh one; a fresh socket reset is not', async (t) => {
+  let requests = 0;
+  const reply = JSON.stringify({ jsonrpc: '2.0', result: 'OpaqueRef:ok', id: 1 });
+  // The first request is answered and its socket kept; the second on that socket is reset unread
+  // (the server's idle close racing our reuse); on a new socket it is answered.
+  const sockets = new Set<unknown>();
+  const endpoint = await withHttpServer(t, (req, res) => {
+    requests++;
+    if (sockets.has(req.socket)) return void req.socket.resetAndDestroy();
+    sockets.add(req.socket);
+    res.writeHead(200, { 'Content-Type': 'application/json' }).end(reply);
+  });
+  const transport = new XenApiTransport(endpoint);
+  t.teardown(() => transport.close());
+  t.is(await transport.call('VM.get_all', ['OpaqueRef:s']), 'OpaqueRef:ok');
+  t.is(await transport.call('VM.start', ['OpaqueRef:s', 'OpaqueRef:vm', false, false]), 'OpaqueRef:ok');
+  t.is(requests, 3, 'the reset request was sent once more');
+
+  // A server that resets every request: one attempt per call on a fresh socket, then the error.
+  let resets = 0;
+  const hostile = await withHttpServer(t, (req) => {
+    resets++;
+    req.socket.resetAndDestroy();
+  });
+  const transport2 = new XenApiTransport(hostile);
+  t.teardown(() => transport2.close());
+  const e = await t.throwsAsync(transport2.call('VM.get_all', ['OpaqueRef:s']), { instanceOf: VirError });
+  t.is(e.code, ErrorCode.SYSTEM_ERROR);
+  t.regex(e.message, /^connection to XenAPI server 127\.0\.0\.1:\d+ failed: (read ECONNRESET|socket hang up)$/);
+  t.is(resets, 1);
+});
 
 test('transport: an HTTP error status is HTTP_ERROR, a non-JSON body INTERNAL_ERROR', async (t) => {
   const failing = await withHttpServer(t, (_req, res) => res.writeHead(500, { 'Content-Type': 'text/html' }).end('<html>oops</html>'));

@@ -23,9 +23,26 @@ class Capture extends Writable {
   isTTY?: boolean;
   override _write(chunk: Buffer, _enc: BufferEncoding, done: () => void): void {
     this.text += chunk.toString();
+    this.emit('text');
     done();
   }
+
+  /** Resolves once the output shows `prompt` for the `nth` time: the prompter is then waiting for its answer. */
+  shows(prompt: string, nth = 1): Promise<void> {
+    return new Promise((resolve) => {
+      const check = () => {
+        if (this.text.split(prompt).length - 1 < nth) return;
+        this.off('text', check);
+        resolve();
+      };
+      this.on('text', check);
+      check();
+    });
+  }
 }
+
+const NAME_PROMPT = 'Please enter your authentication name: ';
+const PASSWORD_PROMPT = 'Please enter your password: ';
 
 const info = (extra: Partial<CredentialRequestInfo> = {}): CredentialRequestInfo => ({
   service: 'libvirt',
@@ -214,7 +231,8 @@ test('a withdrawn request stops waiting, and the next prompt still gets the next
   const auth = createConsoleAuth({ input, output });
   const controller = new AbortController();
   const waiting = auth.callback([authname()], info({ signal: controller.signal }));
-  setTimeout(() => controller.abort(new Error('client went away')), 20);
+  await output.shows(NAME_PROMPT);
+  controller.abort(new Error('client went away'));
   const e = await t.throwsAsync(Promise.resolve(waiting), { instanceOf: VirError });
   t.is(e!.code, ErrorCode.AUTH_CANCELLED);
   input.write('bob\n');
@@ -249,8 +267,9 @@ function fakeTerminal() {
   return { input, output };
 }
 
-const typeSlowly = async (input: PassThrough, text: string) => {
-  await new Promise((r) => setTimeout(r, 20));
+/** Types `text` once `prompt` is up, as a person answering it does. */
+const typeAt = async (output: Capture, prompt: string, input: PassThrough, text: string) => {
+  await output.shows(prompt);
   input.write(text);
 };
 
@@ -259,8 +278,8 @@ test('terminal: an echoed answer is shown, a secret is not', async (t) => {
   const auth = createConsoleAuth({ input, output });
   const creds: Credential[] = [authname(), password()];
   const answered = auth.callback(creds, info());
-  await typeSlowly(input, 'alice\r');
-  await typeSlowly(input, 'hunter2-secret\r');
+  await typeAt(output, NAME_PROMPT, input, 'alice\r');
+  await typeAt(output, PASSWORD_PROMPT, input, 'hunter2-secret\r');
   t.true(await answered);
   t.deepEqual(
     creds.map((c) => c.result),
@@ -279,7 +298,7 @@ test('terminal: Ctrl-D at an empty prompt is end of input, and the callback fail
   const auth = createConsoleAuth({ input, output });
   const creds = [password()];
   const answered = auth.callback(creds, info());
-  await typeSlowly(input, '\u0004');
+  await typeAt(output, PASSWORD_PROMPT, input, '\u0004');
   t.false(await answered);
   t.is(creds[0]!.result, null);
 });
@@ -288,7 +307,7 @@ test('terminal: Ctrl-C cancels with AUTH_CANCELLED', async (t) => {
   const { input, output } = fakeTerminal();
   const auth = createConsoleAuth({ input, output });
   const answered = auth.callback([password()], info());
-  await typeSlowly(input, '\u0003');
+  await typeAt(output, PASSWORD_PROMPT, input, '\u0003');
   const e = await t.throwsAsync(Promise.resolve(answered), { instanceOf: VirError });
   t.is(e!.code, ErrorCode.AUTH_CANCELLED);
 });
@@ -298,7 +317,7 @@ test('terminal: a withdrawn request releases the terminal', async (t) => {
   const auth = createConsoleAuth({ input, output });
   const controller = new AbortController();
   const answered = auth.callback([password()], info({ signal: controller.signal }));
-  await new Promise((r) => setTimeout(r, 20));
+  await output.shows(PASSWORD_PROMPT);
   controller.abort(new Error('gone'));
   await t.throwsAsync(Promise.resolve(answered), { instanceOf: VirError, message: /withdrawn/ });
   t.is(input.rawModes.at(-1), false);

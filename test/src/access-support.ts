@@ -8,7 +8,15 @@ import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { CredentialType, VirError, type ConnectAuth } from '@virtauth/core';
 
-import { libvirtClientEnv, requireExecutable, runProcess, waitFor, watchVirshEvents, type ProcessResult } from './peers/index.js';
+import {
+  libvirtClientEnv,
+  requireExecutable,
+  runProcess,
+  waitFor,
+  watchVirshEvents,
+  type ProcessResult,
+  type VirshEventWatcher,
+} from './peers/index.js';
 import { tempDir } from './peers/util.js';
 
 /** admin may do everything; viewer may see and read the domains named gw*, nothing else on them. */
@@ -84,7 +92,7 @@ export async function writeAuthFiles(t: ExecutionContext, passwords: Record<stri
 }
 
 /** `virsh event --all --loop` as `user` until stopped. */
-export function watchEvents(target: AccessTarget, user: 'admin' | 'viewer'): { output(): string; stop(): Promise<string> } {
+export function watchEvents(target: AccessTarget, user: 'admin' | 'viewer'): VirshEventWatcher {
   return watchVirshEvents(target.uri, { LIBVIRT_AUTH_FILE: target.authFile(user) });
 }
 
@@ -148,11 +156,10 @@ export async function runViewerCases(t: ExecutionContext, target: AccessTarget, 
     ok(await virshAs(target, 'admin', ['start', HIDDEN]), 'admin starts the hidden domain');
     ok(await virshAs(target, 'admin', ['destroy', VISIBLE]), 'admin stops the visible domain');
     // The viewer's stream is ordered: once it has the later event, the hidden one would be before it.
-    await waitFor(
-      () => count(viewerEvents.output(), /gw-web.*Stopped/g) > stopsBefore && /db-secret.*Started/.test(adminEvents.output()),
-      20_000,
-      'events after the hidden start',
-    );
+    await Promise.all([
+      viewerEvents.whenOutput((out) => count(out, /gw-web.*Stopped/g) > stopsBefore, 60_000, "the viewer's stop event"),
+      adminEvents.whenOutput((out) => /db-secret.*Started/.test(out), 60_000, "admin's start event of the hidden domain"),
+    ]);
   } finally {
     const viewerOut = await viewerEvents.stop();
     const adminOut = await adminEvents.stop();

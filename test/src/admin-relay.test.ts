@@ -9,7 +9,7 @@ import { CredentialType, ErrorCode } from '@virtauth/core';
 import { openAdmin, openAuth, paramsObject } from 'virtauth';
 
 import { startXenApiServer } from './fixtures/xenapi-server.js';
-import { tempDir, waitFor } from './peers/index.js';
+import { tempDir, whenEmitted } from './peers/index.js';
 import {
   RecordingAuth,
   RelayDaemon,
@@ -92,7 +92,13 @@ test("client-disconnect during a relayed credential request cancels it with the 
   const e = await opening;
   t.not(e.code, ErrorCode.OK);
   t.true(auth.calls[0]!.signal!.aborted, 'the callback was told to stop waiting');
-  const record = await waitFor(() => a.audits().slice(auditsBefore)[0], 3000, "A's audit record of the withdrawn request");
+  const record = await whenEmitted(
+    a.log,
+    ['lines'],
+    () => a.audits().slice(auditsBefore)[0],
+    30_000,
+    "A's audit record of the withdrawn request",
+  );
   t.is(record.outcome, 'CANCELLED');
   t.regex(String(record.message), new RegExp(`operation aborted: client ${clnt.id} disconnected by an administrator`));
   t.deepEqual(
@@ -100,7 +106,7 @@ test("client-disconnect during a relayed credential request cancels it with the 
     [`operation aborted: client ${clnt.id} disconnected by an administrator (virt-admin client-disconnect)`],
   );
   // B's driver was waiting for the same request through A: its wait ends too.
-  const recordB = await waitFor(() => b.audits()[0], 3000, "B's audit record");
+  const recordB = await whenEmitted(b.log, ['lines'], () => b.audits()[0], 30_000, "B's audit record");
   t.is(recordB.outcome, 'CANCELLED');
   await waitForNoClients([a, b]);
   await Promise.allSettled([...auth.running]);

@@ -17,7 +17,9 @@ import {
   runProcess,
   describeResult,
   tempDir,
+  untilClientCount,
   waitFor,
+  whenEmitted,
   TestPki,
   libvirtClientEnv,
   type ProcessResult,
@@ -138,7 +140,7 @@ interopTest.serial(
       mode: 0o600,
     });
     const scram = longVirsh(t, d.uri('unix'), { LIBVIRT_AUTH_FILE: authFile });
-    await waitFor(() => d.events('client.authenticated').length === 1, 30_000, 'the SCRAM client to log in');
+    await d.whenEvents('client.authenticated');
     const tlsClient = longVirsh(t, d.uri('tls'));
     const roSocket = d.handle.listeners.find((l) => l.kind === 'unix' && l.readOnly)!.path!;
     const local = longVirsh(t, `test+unix:///default?socket=${roSocket}`);
@@ -211,21 +213,11 @@ interopTest.serial(
     const roSocket = d.handle.listeners.find((l) => l.kind === 'unix' && l.readOnly)!.path!;
     const uri = `test+unix:///default?socket=${roSocket}`;
     const victim = longVirsh(t, uri);
-    const [first] = await waitFor(
-      async () => {
-        const rows = clientRows((await virtAdmin(d, 'srv-clients-list', 'virtauthd')).stdout);
-        return rows.length === 1 ? rows : undefined;
-      },
-      30_000,
-      'the first client',
-    );
+    await untilClientCount([d.handle.server], 1, 30_000, 'the first client');
+    const [first] = clientRows((await virtAdmin(d, 'srv-clients-list', 'virtauthd')).stdout);
     const victimId = first!.id;
     const bystander = longVirsh(t, uri);
-    await waitFor(
-      async () => clientRows((await virtAdmin(d, 'srv-clients-list', 'virtauthd')).stdout).length === 2,
-      30_000,
-      'the second client',
-    );
+    await untilClientCount([d.handle.server], 2, 30_000, 'the second client');
 
     const r = await virtAdmin(d, 'client-disconnect', 'virtauthd', victimId);
     t.is(r.code, 0, describeResult(r));
@@ -272,13 +264,10 @@ interopTest.serial(
     t.like(fields((await virtAdmin(d, 'srv-clients-info', 'virtauthd')).stdout), { nclients_max: '1', nclients_unauth_max: '1' });
 
     const first = longVirsh(t, uri);
-    await waitFor(
-      async () => clientRows((await virtAdmin(d, 'srv-clients-list', 'virtauthd')).stdout).length === 1,
-      30_000,
-      'the first client',
-    );
+    await untilClientCount([d.handle.server], 1, 30_000, 'the first client');
+    t.is(clientRows((await virtAdmin(d, 'srv-clients-list', 'virtauthd')).stdout).length, 1);
     const second = longVirsh(t, uri, {}, ['list', '--all']);
-    await waitFor(() => d.events('client.waiting').length === 1, 30_000, 'the second client to be held at the limit');
+    await d.whenEvents('client.waiting');
     t.is(second.child.exitCode, null, 'the second virsh is connected but not served');
     t.like(fields((await virtAdmin(d, 'srv-clients-info', 'virtauthd')).stdout), { nclients: '1' });
     t.is(clientRows((await virtAdmin(d, 'srv-clients-list', 'virtauthd')).stdout).length, 1);
@@ -593,18 +582,23 @@ interopTest.serial(
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     });
     let stderr = '';
+    let stdout = '';
     child.stderr!.setEncoding('utf8').on('data', (text: string) => (stderr += text));
+    child.stdout!.setEncoding('utf8').on('data', (text: string) => {
+      stdout += text;
+      child.emit('output');
+    });
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
     const adminSocket = join(dir, 'virtauth-admin-sock');
-    await waitFor(
-      () =>
-        stat(adminSocket).then(
-          () => true,
-          () => false,
-        ),
-      20_000,
-      'the admin socket',
+    // The listener lines come once every socket, the admin one included, is in place.
+    await whenEmitted(
+      child,
+      ['output', 'exit'],
+      () => stdout.includes('virtauth-sock-ro') || child.exitCode !== null,
+      30_000,
+      'the listener lines',
     );
+    t.is(child.exitCode, null, stderr);
     const uri = `virtauthd:///system?socket=${adminSocket}`;
     const set = await runProcess(requireExecutable('virt-admin', 'libvirt-clients'), ['-c', uri, 'daemon-timeout', '--timeout', '1'], {
       env: libvirtClientEnv(),

@@ -4,6 +4,7 @@
 // real libvirtd's test driver. Plus the abuse cases: a read-only socket, bad XML, an unknown
 // procedure, an operation the driver lacks, and event callbacks that do not exist.
 
+import { EventEmitter } from 'node:events';
 import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -31,6 +32,7 @@ import {
   runProcess,
   runPython,
   waitFor,
+  whenEmitted,
   watchVirshEvents,
   type ProcessResult,
 } from './peers/index.js';
@@ -94,12 +96,24 @@ const EXPECTED_EVENTS = [
   'Undefined Removed',
 ];
 
+const MARKER_GONE = /event 'lifecycle' for domain 'marker': Undefined/;
+
 /** Runs the steps with an event watcher open (it also keeps libvirtd's test:///default alive). */
 async function runLifecycle(uri: string, xmlPath: string): Promise<{ steps: string[]; events: string[] }> {
   const watcher = watchEvents(uri);
-  // The watcher has registered once its callbacks exist: wait for it to be connected.
-  await waitFor(async () => (await virsh(uri, ['list', '--all'])).code === 0, 10_000, 'the daemon to answer');
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  // virsh says nothing once it has registered: define and undefine a marker domain until the
+  // watcher reports it, as only a registered watcher can.
+  const markerPath = `${xmlPath}.marker`;
+  await writeFile(markerPath, DOMAIN_XML.replace('<name>lifecycle-vm</name>', '<name>marker</name>').replace(/<uuid>.*<\/uuid>\n/, ''));
+  await waitFor(
+    async () => {
+      await virsh(uri, ['define', markerPath]);
+      await virsh(uri, ['undefine', 'marker']);
+      return MARKER_GONE.test(watcher.output());
+    },
+    60_000,
+    'the event watcher to register',
+  );
   const steps: string[] = [];
   for (const step of STEPS) {
     const args = step.map((a) => (a === 'XML' ? xmlPath : a));
@@ -107,13 +121,9 @@ async function runLifecycle(uri: string, xmlPath: string): Promise<{ steps: stri
     // CPU time depends on the clock; the rest must match.
     steps.push(`$ ${step.join(' ')} -> ${r.code}\n${r.stdout.replace(/^CPU time:.*\n/m, '')}${r.stderr}`);
   }
-  await waitFor(
-    () => (watcher.output().match(/event 'lifecycle'/g) ?? []).length >= EXPECTED_EVENTS.length,
-    10_000,
-    'all lifecycle events',
-  );
-  const out = await watcher.stop();
-  const events = out.split('\n').filter((l) => l.startsWith("event '"));
+  const lifecycleEvents = (out: string) => out.split('\n').filter((l) => l.startsWith("event '") && !l.includes("'marker'"));
+  await watcher.whenOutput((out) => lifecycleEvents(out).length >= EXPECTED_EVENTS.length, 60_000, 'all lifecycle events');
+  const events = lifecycleEvents(await watcher.stop());
   return { steps, events };
 }
 
@@ -246,10 +256,12 @@ test("over the wire: unknown procedures, missing operations and bogus event call
 
   // A registered callback gets the lifecycle MESSAGE with libvirt 9.0's serial 1.
   const received: { serial: number; callbackID: number; event: number }[] = [];
+  const arrivals = new EventEmitter();
   rpc.onProgramMessage(REMOTE_PROGRAM, (h, body) => {
     if (h.proc !== RemoteProc.DOMAIN_EVENT_CALLBACK_LIFECYCLE) return;
     const m = remote.domainEventCallbackLifecycleMsg.decode(body);
     received.push({ serial: h.serial, callbackID: m.callbackID, event: m.msg.event });
+    arrivals.emit('event');
   });
   const { callbackID } = await call(
     RemoteProc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY,
@@ -259,7 +271,7 @@ test("over the wire: unknown procedures, missing operations and bogus event call
   );
   await call(RemoteProc.DOMAIN_SUSPEND, remote.domainSuspendArgs, { dom }, xdr.xvoid);
   await call(RemoteProc.DOMAIN_RESUME, remote.domainResumeArgs, { dom }, xdr.xvoid);
-  await waitFor(() => received.length >= 2, 5000, 'two lifecycle events');
+  await whenEmitted(arrivals, ['event'], () => received.length >= 2, 30_000, 'two lifecycle events');
   t.deepEqual(received, [
     { serial: 1, callbackID, event: 3 },
     { serial: 1, callbackID, event: 4 },

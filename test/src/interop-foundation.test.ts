@@ -52,7 +52,8 @@ import {
   runPythonLibvirt,
   runProcess,
   tempDir,
-  waitFor,
+  untilClientCount,
+  whenEmitted,
   type ProcessResult,
   type PythonDomainSummary,
 } from './peers/index.js';
@@ -583,7 +584,7 @@ interopTest('bad input closes that connection or gets an RPC error while another
   }
   t.is(await bystander.getHostname(), expectedHostname);
   await bystander.close();
-  await waitFor(() => daemon.handle.server.clientCount === 0, 5000, 'every session to end');
+  await untilClientCount([daemon.handle.server], 0, 30_000, 'every session to end');
   t.is(daemon.handle.server.clientCount, 0);
 });
 
@@ -602,15 +603,18 @@ interopTest('virtauthd prints a URI per listener, serves virsh on it, exits 0 on
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (text: string) => (stdout += text));
   child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr += text));
+  child.stdout.on('data', () => child.emit('output'));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.on('exit', (code, signal) => resolve({ code, signal })),
   );
 
   try {
     // Generous: a loaded CI machine can take seconds to start node.
-    await waitFor(
+    await whenEmitted(
+      child,
+      ['output', 'exit'],
       () => stdout.split('\n').filter((line) => line !== '').length >= 2 || child.exitCode !== null,
-      20_000,
+      30_000,
       'two listener lines',
     );
   } catch (error) {

@@ -33,7 +33,9 @@ import {
   runVirsh,
   systemPython,
   tempDir,
+  untilClientCount,
   waitFor,
+  whenEmitted,
   type ProcessResult,
 } from './peers/index.js';
 
@@ -171,8 +173,12 @@ function watchEvents(t: ExecutionContext, uri: string, env: NodeJS.ProcessEnv): 
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let text = '';
-  child.stdout!.on('data', (chunk: Buffer) => (text += chunk.toString('utf8')));
-  child.stderr!.on('data', (chunk: Buffer) => (text += chunk.toString('utf8')));
+  const collect = (chunk: Buffer) => {
+    text += chunk.toString('utf8');
+    child.emit('output');
+  };
+  child.stdout!.on('data', collect);
+  child.stderr!.on('data', collect);
   t.teardown(() => void child.kill('SIGKILL'));
   return { child, output: () => text };
 }
@@ -203,11 +209,16 @@ interopTest.serial('`virsh event --all --loop` through virtauthd sees the lifecy
   });
   t.is(run.code, 0, describeResult(run));
   const finished = (text: string) => /'gwev': Undefined/.test(text);
-  await waitFor(
-    () => finished(direct.output().slice(directFrom)) && finished(through.output().slice(throughFrom)),
-    20_000,
-    'the lifecycle events to arrive',
-  );
+  await Promise.all([
+    whenEmitted(direct.child, ['output'], () => finished(direct.output().slice(directFrom)), 60_000, 'the events seen directly'),
+    whenEmitted(
+      through.child,
+      ['output'],
+      () => finished(through.output().slice(throughFrom)),
+      60_000,
+      'the events seen through virtauthd',
+    ),
+  ]);
   const events = (text: string, from: number) =>
     text
       .slice(from)
@@ -394,7 +405,7 @@ interopTest.serial(
       }
     }
     await rpc.whenClosed();
-    await waitFor(() => pair.virtauthd.handle.server.clientCount === 0, 10_000, 'virtauthd to drop the client');
+    await untilClientCount([pair.virtauthd.handle.server], 0, 30_000, 'virtauthd to drop the client');
     // A new client is told the upstream is unreachable, and virtauthd is still there to say so.
     const after = await runVirsh(['hostname'], { uri: pair.gatewayUri(), env: { LIBVIRT_AUTH_FILE: pair.authFile } });
     t.not(after.code, 0);
@@ -420,7 +431,7 @@ interopTest.serial(
     t.is(await libvirtdClients(pair.libvirtd), 1);
     rpc.stream.destroy();
     await waitFor(async () => (await libvirtdClients(pair.libvirtd)) === 0, 10_000, 'libvirtd to see its client go');
-    await waitFor(() => pair.virtauthd.handle.server.clientCount === 0, 10_000, 'virtauthd to drop the client');
+    await untilClientCount([pair.virtauthd.handle.server], 0, 30_000, 'virtauthd to drop the client');
     const next = await runVirsh(['list --all'], { uri: pair.gatewayUri(), env: { LIBVIRT_AUTH_FILE: pair.authFile } });
     t.is(next.code, 0, describeResult(next));
   },
@@ -551,12 +562,20 @@ async function closeCallbackAfterKill(t: ExecutionContext, uri: string, libvirtd
   });
   t.teardown(() => void child.kill('SIGKILL'));
   let out = '';
-  child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));
-  child.stderr!.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));
-  await waitFor(() => out.includes('ready'), 20_000, `the python client to connect (${out})`);
+  const collect = (chunk: Buffer) => {
+    out += chunk.toString('utf8');
+    child.emit('output');
+  };
+  child.stdout!.on('data', collect);
+  child.stderr!.on('data', collect);
+  const printed = (text: string, what: string) =>
+    whenEmitted(child, ['output', 'exit'], () => out.includes(text) || child.exitCode !== null, 30_000, what).then(() => {
+      if (!out.includes(text)) throw new Error(`the python client exited before ${what}: ${out}`);
+    });
+  await printed('ready', 'connecting');
   process.kill(libvirtd.pid, 'SIGKILL');
   child.stdin!.end('go\n');
-  await waitFor(() => out.includes('reasons'), 30_000, `the python client to report (${out})`);
+  await printed('reasons', 'reporting');
   return JSON.parse(out.split('\n').find((line) => line.includes('reasons'))!);
 }
 
@@ -570,6 +589,6 @@ interopTest.serial(
     const seenThrough = await closeCallbackAfterKill(t, through.gatewayUri(), through.libvirtd);
     t.deepEqual(seenThrough, seenDirect);
     t.deepEqual((seenDirect as { reasons: number[] }).reasons, [1], 'VIR_CONNECT_CLOSE_REASON_EOF');
-    await waitFor(() => through.virtauthd.handle.server.clientCount === 0, 10_000, 'virtauthd to drop the client');
+    await untilClientCount([through.virtauthd.handle.server], 0, 30_000, 'virtauthd to drop the client');
   },
 );

@@ -23,9 +23,7 @@ import {
   parsePythonLibvirtResult,
   pythonLibvirtCommands,
   requireExecutable,
-  runProcess,
   tempDir,
-  waitFor,
   type ProcessResult,
 } from './peers/index.js';
 import {
@@ -235,12 +233,14 @@ interopTest.serial(
     t.teardown(() => rm(dir, { recursive: true, force: true }));
     await chmod(dir, 0o755);
     const path = join(dir, 'sock');
+    let reachable!: Promise<void>;
     const accepted = new Promise<net.Socket>((resolve) => {
       const server = net.createServer(resolve);
-      server.listen(path, () => chmod(path, 0o777));
+      reachable = new Promise<void>((listening) => server.listen(path, listening)).then(() => chmod(path, 0o777));
       t.teardown(() => new Promise<void>((r) => server.close(() => r())));
     });
-    await waitFor(() => runProcess('test', ['-S', path]).then((r) => r.code === 0), 5000, 'the socket');
+    // Listening, and open to the other account.
+    await reachable;
     const script = `const s = require('node:net').connect(${JSON.stringify(path)}); s.on('data', () => process.exit(0));`;
     const client = spawn(requireExecutable('setpriv', 'util-linux'), [...asAccountArgs(account), process.execPath, '-e', script], {
       stdio: 'ignore',

@@ -11,7 +11,10 @@ export class JsonLines extends Writable {
     const text = this.partial + chunk.toString('utf8');
     const parts = text.split('\n');
     this.partial = parts.pop() ?? '';
-    this.lines.push(...parts.filter((line) => line !== ''));
+    const complete = parts.filter((line) => line !== '');
+    this.lines.push(...complete);
+    // Waits on the log (whenEmitted(log, ['lines'], ...)) are told of each new line.
+    if (complete.length > 0) this.emit('lines');
     done();
   }
 

@@ -88,20 +88,32 @@ export class CliProcess {
 
   /** Waits until the output matches `pattern` (fails with the output if the process ends first). */
   async waitFor(pattern: RegExp, timeoutMs = 30_000): Promise<RegExpExecArray> {
-    const deadline = Date.now() + timeoutMs;
     let ended = false;
-    void this.exited.then(() => (ended = true));
-    for (;;) {
-      const match = pattern.exec(this.stderr) ?? pattern.exec(this.stdout);
-      if (match) return match;
-      if (ended || Date.now() > deadline)
-        throw new Error(
-          `virtauth did not print ${pattern} (${ended ? 'it exited' : 'timed out'}); stdout: ${this.stdout} stderr: ${this.stderr}`,
-        );
-      await new Promise<void>((resolve) => {
-        this.waiters.push(resolve);
-        setTimeout(resolve, 500).unref();
-      });
+    let timedOut = false;
+    // Woken by each piece of output, by the exit, and by the bound on a hung process.
+    const wakeAll = () => {
+      for (const w of this.waiters.splice(0)) w();
+    };
+    void this.exited.then(() => {
+      ended = true;
+      wakeAll();
+    });
+    const bound = setTimeout(() => {
+      timedOut = true;
+      wakeAll();
+    }, timeoutMs);
+    try {
+      for (;;) {
+        const match = pattern.exec(this.stderr) ?? pattern.exec(this.stdout);
+        if (match) return match;
+        if (ended || timedOut)
+          throw new Error(
+            `virtauth did not print ${pattern} (${ended ? 'it exited' : 'timed out'}); stdout: ${this.stdout} stderr: ${this.stderr}`,
+          );
+        await new Promise<void>((resolve) => this.waiters.push(resolve));
+      }
+    } finally {
+      clearTimeout(bound);
     }
   }
 

@@ -36,7 +36,7 @@ import { TestDriver } from '@virtauth/drivers';
 import { FileUserDatabase, loadAuthConfSource } from '@virtauth/providers';
 
 import { runProcess } from './peers/process.js';
-import { waitFor } from './peers/util.js';
+import { untilClientCount } from './peers/util.js';
 
 /** The SCRAM iteration count the tests use: the smallest the daemon accepts, to keep 200 logins quick. */
 export const TEST_SCRAM_ITERATIONS = 4096;
@@ -157,6 +157,10 @@ export class RelayDaemon {
     return this.handle.server.clientCount;
   }
 
+  onClientCountChange(listener: (count: number) => void): () => void {
+    return this.handle.server.onClientCountChange(listener);
+  }
+
   registerDriver(driver: Driver): void {
     this.handle.container.register(DRIVER, { useValue: driver });
   }
@@ -180,8 +184,8 @@ export class RelayDaemon {
 }
 
 /** Waits until no client is connected to any of the daemons (connections torn down everywhere). */
-export async function waitForNoClients(daemons: readonly { clientCount: number; name: string }[], timeoutMs = 3000): Promise<void> {
-  await waitFor(() => daemons.every((d) => d.clientCount === 0), timeoutMs, `no clients left on ${daemons.map((d) => d.name).join(', ')}`);
+export async function waitForNoClients(daemons: readonly RelayDaemon[], timeoutMs = 30_000): Promise<void> {
+  await untilClientCount(daemons, 0, timeoutMs, `no clients left on ${daemons.map((d) => d.name).join(', ')}`);
 }
 
 /** What a daemon opens for `xenapiUriVia`: its uri_allowed_list entry. */
@@ -284,7 +288,7 @@ export interface ProbeObservation {
  *  - ask: one AUTHNAME request (service `relayprobe`, host `probe.invalid`), then the test hypervisor;
  *    `deadline_ms=N` puts the driver's own deadline on it.
  *  - flood: up to `count` requests in a row (default 50), stopping at the first refusal.
- *  - later: nothing during the open; the connection's getHostname asks for a credential afterwards.
+ *  - later: nothing during the open; the connection's connectGetHostname asks for a credential afterwards.
  */
 export class RelayProbeDriver implements Driver {
   readonly name = 'relayprobe';
@@ -329,7 +333,8 @@ export class RelayProbeDriver implements Driver {
     if (mode !== 'later') return inner;
     // Asking after the open has finished: the daemon must refuse to relay it.
     return new Proxy(inner, {
-      get: (target, prop) => (prop === 'getHostname' ? async () => (await ask()) ?? '' : Reflect.get(target, prop, target)),
+      get: (target, prop) =>
+        prop === 'connectGetHostname' ? async () => ({ hostname: (await ask()) ?? '' }) : Reflect.get(target, prop, target),
     });
   }
 }

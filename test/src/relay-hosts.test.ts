@@ -17,7 +17,7 @@ import { CredentialType, ErrorCode, ErrorDomain, VirError } from '@virtauth/core
 import { FileUserDatabase } from '@virtauth/providers';
 import { openAuth } from 'virtauth';
 
-import { TestPki, tempDir, waitFor } from './peers/index.js';
+import { TestPki, tempDir, whenEmitted } from './peers/index.js';
 import {
   ChildRun,
   NetnsPair,
@@ -306,15 +306,22 @@ test.serial(
     t.true(e instanceof VirError);
     t.is(e.domain, ErrorDomain.RPC);
     t.is(e.code, ErrorCode.SYSTEM_ERROR, e.message);
-    t.true(failedAfter < 200, `the client's open failed ${failedAfter} ms after A died`);
+    // "At once" as against the relay's 60 s deadline; the margin is for a loaded machine.
+    t.true(failedAfter < 5000, `the client's open failed ${failedAfter} ms after A died`);
     t.true(auth.calls[0]!.signal!.aborted, 'the prompt was withdrawn');
     await Promise.allSettled([...auth.running]);
 
-    const record = await waitFor(() => audits(h.b)[auditsBefore], 2000, "B's audit record");
+    const record = await whenEmitted(h.b.stderr, ['lines'], () => audits(h.b)[auditsBefore], 30_000, "B's audit record");
     t.is(record.outcome, 'CANCELLED');
-    t.true(record.time - killedAt < 100, `B's driver stopped waiting ${record.time - killedAt} ms after A died`);
+    t.true(record.time - killedAt < 5000, `B's driver stopped waiting ${record.time - killedAt} ms after A died`);
     // B logs the failed open after the audit record, possibly in a later chunk of its stderr.
-    const bFailed = await waitFor(() => h.b.stderr.events('connect.open.failed').at(0), 2000, "B's failed open");
+    const bFailed = await whenEmitted(
+      h.b.stderr,
+      ['lines'],
+      () => h.b.stderr.events('connect.open.failed').at(0),
+      30_000,
+      "B's failed open",
+    );
     t.is(bFailed.driver, 'xenapi');
     t.is(h.b.stderr.events('connect.open.failed').length, 1);
     t.is(await h.a.exited, null, 'A was killed by a signal');

@@ -4,6 +4,7 @@
 // daemon A to daemon B from A's own auth.conf. Tests run serially: the client library's opens
 // share one prompt queue, and several tests measure time.
 
+import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import net from 'node:net';
@@ -45,7 +46,7 @@ import {
 import { openAuth, type Connection } from 'virtauth';
 
 import { startXenApiServer, type XenApiServer } from './fixtures/xenapi-server.js';
-import { PrivateLibvirtd, interopTest, runProcess, runVirsh, tempDir, waitFor } from './peers/index.js';
+import { PrivateLibvirtd, interopTest, runProcess, runVirsh, tempDir, whenEmitted } from './peers/index.js';
 import {
   RecordingAuth,
   RelayDaemon,
@@ -485,7 +486,8 @@ test.serial(
     const shown = runRelayHandler(client.forOpen({ auth: next }).handle, req, new RelayCancellation());
     const outcome = await Promise.race([
       shown.then(() => 'answered'),
-      new Promise((r) => setTimeout(() => r('still queued after 2 s'), 2000)),
+      // Queued behind the stuck prompt it would stay forever; the bound is for a loaded machine.
+      new Promise((r) => setTimeout(() => r('still queued after 30 s'), 30_000).unref()),
     ]);
     t.is(outcome, 'answered');
     t.is(req.credentials[0]!.result, 'bob');
@@ -528,7 +530,7 @@ test.serial(
 );
 
 test.serial(
-  "cancellation: the client going away mid-request ends the driver's wait in B at once (CANCELLED in B's audit within 100 ms)",
+  "cancellation: the client going away mid-request ends the driver's wait in B at once (CANCELLED in B's audit, not at the deadline)",
   async (t) => {
     for (const { hops, uri } of topologies()) {
       const auditB = world.b.audits().length;
@@ -548,12 +550,21 @@ test.serial(
       t.is(e.code, ErrorCode.AUTH_CANCELLED, `${hops} hop(s)`);
       const record = (await waitForAudit(world.b, auditB))[0]!;
       t.is(record.outcome, 'CANCELLED');
-      t.true(record.time - abortedAt < 100, `B's driver stopped waiting ${record.time - abortedAt} ms after the client left`);
+      // At once, not at the relay's deadline (a minute or more); the margin is for a loaded machine.
+      t.true(record.time - abortedAt < 5000, `B's driver stopped waiting ${record.time - abortedAt} ms after the client left`);
+      // B logs the failed open after the audit record.
+      const failed = await whenEmitted(
+        world.b.log,
+        ['lines'],
+        () => {
+          const records = world.b.log.events('connect.open.failed').slice(failedOpens);
+          return records.length > 0 ? records : undefined;
+        },
+        30_000,
+        "B's failed open",
+      );
       t.deepEqual(
-        world.b.log
-          .events('connect.open.failed')
-          .slice(failedOpens)
-          .map((r) => r.driver),
+        failed.map((r) => r.driver),
         ['xenapi'],
       );
       t.true(auth.calls[0]!.signal!.aborted);
@@ -562,14 +573,17 @@ test.serial(
   },
 );
 
-async function waitForAudit(d: RelayDaemon, since: number): Promise<DaemonAuditRecord[]> {
-  const deadline = Date.now() + 2000;
-  while (Date.now() < deadline) {
-    const records = auditsSince(d, since);
-    if (records.length > 0) return records;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  throw new Error(`no relay.audit record from ${d.name} within 2 s`);
+function waitForAudit(d: RelayDaemon, since: number): Promise<DaemonAuditRecord[]> {
+  return whenEmitted(
+    d.log,
+    ['lines'],
+    () => {
+      const records = auditsSince(d, since);
+      return records.length > 0 ? records : undefined;
+    },
+    30_000,
+    `a relay.audit record from ${d.name}`,
+  );
 }
 
 test.serial(
@@ -591,6 +605,7 @@ test.serial(
   async (t) => {
     // A rogue server: it accepts the open, then asks for credentials while serving a later call.
     const answers: p.RelayAnswerArgs[] = [];
+    const answered = new EventEmitter();
     const rogueSocket = join(world.dir, 'rogue.sock');
     const rogueConnections = new Set<RpcConnection>();
     const rogue = net.createServer((socket) => {
@@ -598,6 +613,7 @@ test.serial(
       rogueConnections.add(rpc);
       rpc.onProgramMessage(RELAY_PROGRAM, (h, body) => {
         if (h.proc === RelayProc.ANSWER) answers.push(p.relayAnswerArgs.decode(body));
+        answered.emit('answer');
       });
       rpc.setCallHandler((h) => {
         if (h.prog === RELAY_PROGRAM && h.proc === RelayProc.ENABLE)
@@ -627,7 +643,7 @@ test.serial(
       const auth = new RecordingAuth([AUTHNAME, PASSPHRASE], answerWith('root', 'would-be-phished'));
       const conn = await openAuth(`test+unix:///default?socket=${rogueSocket}`, auth, 0, { credentialSources: [] });
       t.is(await conn.getHostname(), 'rogue');
-      const answer = await waitFor(() => answers[0], 2000, "the client's answer to the late request");
+      const answer = await whenEmitted(answered, ['answer'], () => answers[0], 30_000, "the client's answer to the late request");
       t.is(answer.status, RelayStatus.UNAVAILABLE);
       t.deepEqual(answer.results, []);
       t.regex(answer.message, /asked for credentials after the connection open finished/);
@@ -659,12 +675,14 @@ test.serial(
     const expectRejected = async (id: number, why: string) => {
       answer(id, ['root']);
       rejections++;
-      const logged = await waitFor(
+      const logged = await whenEmitted(
+        world.b.log,
+        ['lines'],
         () => {
           const events = world.b.log.events('relay.answer.rejected').slice(rejectedB);
           return events.length >= rejections ? events[rejections - 1] : undefined;
         },
-        2000,
+        30_000,
         why,
       );
       t.is(logged.id, id, why);
@@ -673,9 +691,11 @@ test.serial(
     // Before the client enables the relay nothing can be waiting: the answer is dropped undecoded.
     answer(1, ['root']);
     rejections++;
-    const early = await waitFor(
+    const early = await whenEmitted(
+      world.b.log,
+      ['lines'],
       () => world.b.log.events('relay.answer.rejected').slice(rejectedB)[0],
-      2000,
+      30_000,
       'an answer before the relay was enabled',
     );
     t.is(early.id, undefined, 'not decoded, so no id');
@@ -683,9 +703,11 @@ test.serial(
 
     const requests: p.RelayRequestMsg[] = [];
     const cancels: unknown[] = [];
+    const received = new EventEmitter();
     raw.rpc.onProgramMessage(RELAY_PROGRAM, (h, body) => {
       if (h.proc === RelayProc.REQUEST) requests.push(p.relayRequestMsg.decode(body));
       else cancels.push(p.relayCancelMsg.decode(body));
+      received.emit('message');
     });
     await raw.rpc.call(
       RELAY_PROGRAM,
@@ -698,12 +720,7 @@ test.serial(
     const opened = raw.call(RemoteProc.CONNECT_OPEN, remote.connectOpenArgs, { name: xenDriverUri(), flags: 0 }, xdr.xvoid);
     opened.catch(() => {});
 
-    const waitRequest = async (n: number) => {
-      const deadline = Date.now() + 2000;
-      while (requests.length < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
-      if (requests.length < n) throw new Error(`request ${n} never came`);
-      return requests[n - 1]!;
-    };
+    const waitRequest = (n: number) => whenEmitted(received, ['message'], () => requests[n - 1], 30_000, `request ${n}`);
     const first = await waitRequest(1);
     t.is(first.service, 'xenapi');
     t.deepEqual(first.origin, [hopB()]);

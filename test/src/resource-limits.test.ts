@@ -28,7 +28,7 @@ import {
 import { PRE_AUTH_PACKET_MAX } from '@virtauth/daemon';
 
 import { repeatedPackets, sendWithoutReading } from './abuse-client.js';
-import { waitFor } from './peers/util.js';
+import { untilClientCount } from './peers/util.js';
 import { RawClient } from './sasl-test-helpers.js';
 import { TestVirtauthd } from './sasl-support.js';
 
@@ -84,7 +84,7 @@ test.serial(
     t.is(payloadToError(errorPayload.decode(body)).code, ErrorCode.RPC);
 
     socket.destroy();
-    await waitFor(() => daemon.handle.server.clientCount === 0, 10_000, 'the session to be released');
+    await untilClientCount([daemon.handle.server], 0, 30_000, 'the session to be released');
     t.is(daemon.handle.server.clientCount, 0);
   },
 );
@@ -106,8 +106,8 @@ test.serial('a flood of junk REPLY packets costs a bounded number of log lines, 
   t.true(lines.length >= 1 && lines.length <= 20, `${lines.length} protocol.error lines for ${junkCount} junk packets`);
   t.regex(String(lines[0]?.err), /matches no call/);
   socket.destroy();
-  const summary = await waitFor(() => daemon.events('protocol.error.suppressed')[0], 10_000, 'the summary line at close');
-  t.is(Number(summary.count) + lines.length, junkCount, 'every junk packet is counted, in a line or in the summary');
+  const [summary] = await daemon.whenEvents('protocol.error.suppressed');
+  t.is(Number(summary!.count) + lines.length, junkCount, 'every junk packet is counted, in a line or in the summary');
   t.true(daemon.logText().length < 64 * 1024, `${daemon.logText().length} bytes of log`);
 });
 

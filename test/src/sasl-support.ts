@@ -19,7 +19,7 @@ import {
 
 import type { TestPki } from './peers/pki.js';
 import { describeResult, runProcess } from './peers/process.js';
-import { tempDir } from './peers/util.js';
+import { tempDir, whenEmitted } from './peers/util.js';
 import { JsonLines, type LogRecord } from './log-capture.js';
 
 /** The compiled `virtauth` command line program (bin of the cli package). */
@@ -161,6 +161,20 @@ export class TestVirtauthd {
   events(event: string): LogRecord[] {
     flushAuditRecords();
     return this.log.events(event);
+  }
+
+  /** Resolves with the records of `event` once the daemon has logged `count` of them. */
+  whenEvents(event: string, count = 1, timeoutMs = 30_000): Promise<LogRecord[]> {
+    return whenEmitted(
+      this.log,
+      ['lines'],
+      () => {
+        const records = this.log.events(event);
+        return records.length >= count ? records : undefined;
+      },
+      timeoutMs,
+      `${count} '${event}' log line(s)`,
+    );
   }
 
   async stop(): Promise<void> {

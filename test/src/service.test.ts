@@ -24,7 +24,7 @@ import {
   runProcess,
   runVirsh,
   tempDir,
-  waitFor,
+  whenEmitted,
 } from './peers/index.js';
 import { addVirtauthUser } from './sasl-support.js';
 
@@ -53,8 +53,14 @@ class DaemonProcess {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 
   constructor(readonly child: ChildProcess) {
-    child.stdout?.setEncoding('utf8').on('data', (text: string) => (this.stdout += text));
-    child.stderr?.setEncoding('utf8').on('data', (text: string) => (this.stderr += text));
+    child.stdout?.setEncoding('utf8').on('data', (text: string) => {
+      this.stdout += text;
+      child.emit('output');
+    });
+    child.stderr?.setEncoding('utf8').on('data', (text: string) => {
+      this.stderr += text;
+      child.emit('output');
+    });
     this.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
   }
 
@@ -77,11 +83,16 @@ class DaemonProcess {
 
   async waitForOutput(pattern: RegExp, what: string, timeoutMs = 60_000): Promise<void> {
     try {
-      await waitFor(() => pattern.test(this.stdout + this.stderr) || !this.running, timeoutMs, what);
+      await this.whenOutput(() => pattern.test(this.stdout + this.stderr) || !this.running, timeoutMs, what);
     } catch (error) {
       throw new Error(`${(error as Error).message}; ${this.describe()}`, { cause: error });
     }
     if (!pattern.test(this.stdout + this.stderr)) throw new Error(`exited before ${what}: ${this.describe()}`);
+  }
+
+  /** Resolves once `condition` holds, checked as output arrives and when the process has ended. */
+  private whenOutput(condition: () => boolean, timeoutMs: number, what: string): Promise<unknown> {
+    return whenEmitted(this.child, ['output', 'close'], condition, timeoutMs, what);
   }
 
   /** The JSON log lines on stderr with this event. */
@@ -94,7 +105,7 @@ class DaemonProcess {
   }
 
   async waitForEvent(event: string, count = 1): Promise<Record<string, unknown>[]> {
-    await waitFor(() => this.events(event).length >= count || !this.running, 60_000, `${count} '${event}' log line(s)`).catch(
+    await this.whenOutput(() => this.events(event).length >= count || !this.running, 60_000, `${count} '${event}' log line(s)`).catch(
       (error: Error) => {
         throw new Error(`${error.message}; ${this.describe()}`);
       },

@@ -17,6 +17,7 @@ import {
 } from '@virtauth/core';
 import { XenApiDriver } from '@virtauth/drivers';
 import { selfSignedCertificate, startXenApiServer, type XenApiServer, type XenApiServerOptions } from './fixtures/xenapi-server.js';
+import { whenEmitted } from './peers/util.js';
 
 const PASSWORD = 'pool-secret';
 const USERS = { root: PASSWORD, admin: 'admin-secret' };
@@ -59,6 +60,30 @@ async function withServer(t: { teardown(fn: () => Promise<void>): void }, opts: 
   const server = await startXenApiServer({ users: USERS, ...opts });
   t.teardown(() => server.close());
   return server;
+}
+
+/**
+ * Two servers on one port of two loopback addresses (a pool member redirects to its master by
+ * address only). The port the system chose for the first may be taken on the second address by
+ * another process on a busy machine: then both try again on a new port.
+ */
+async function serversOnOnePort(
+  t: { teardown(fn: () => Promise<void>): void },
+  first: Partial<XenApiServerOptions> & { bindAddress: string },
+  second: Partial<XenApiServerOptions> & { bindAddress: string },
+): Promise<[XenApiServer, XenApiServer]> {
+  for (let attempt = 1; ; attempt++) {
+    const a = await startXenApiServer({ users: USERS, ...first });
+    try {
+      const b = await startXenApiServer({ users: USERS, ...second, port: a.port });
+      t.teardown(() => a.close());
+      t.teardown(() => b.close());
+      return [a, b];
+    } catch (e) {
+      await a.close();
+      if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt === 5) throw e;
+    }
+  }
 }
 
 async function openAsRoot(
@@ -180,8 +205,11 @@ test('unanswered credentials stop the open before any login', async (t) => {
 });
 
 test('HOST_IS_SLAVE: the driver logs in on the pool master instead', async (t) => {
-  const master = await withServer(t, { bindAddress: '127.0.0.2', hosts: [{ nameLabel: 'xen0', hostname: 'xen-master.example' }] });
-  const member = await withServer(t, { bindAddress: '127.0.0.1', port: master.port, slaveOf: '127.0.0.2' });
+  const [master, member] = await serversOnOnePort(
+    t,
+    { bindAddress: '127.0.0.2', hosts: [{ nameLabel: 'xen0', hostname: 'xen-master.example' }] },
+    { bindAddress: '127.0.0.1', slaveOf: '127.0.0.2' },
+  );
   const conn = await openAsRoot(t, member);
   t.deepEqual(member.calls, ['session.login_with_password']);
   t.is(master.sessions.size, 1);
@@ -191,8 +219,11 @@ test('HOST_IS_SLAVE: the driver logs in on the pool master instead', async (t) =
 });
 
 test('HOST_IS_SLAVE redirects are bounded: a loop fails after three', async (t) => {
-  const a = await withServer(t, { bindAddress: '127.0.0.1', slaveOf: '127.0.0.3' });
-  const b = await withServer(t, { bindAddress: '127.0.0.3', port: a.port, slaveOf: '127.0.0.1' });
+  const [a, b] = await serversOnOnePort(
+    t,
+    { bindAddress: '127.0.0.1', slaveOf: '127.0.0.3' },
+    { bindAddress: '127.0.0.3', slaveOf: '127.0.0.1' },
+  );
   const { requester } = recordingRequester({ [CredentialType.PASSPHRASE]: PASSWORD });
   const error = virError(
     await new XenApiDriver().open(parseUri(`xenapi://root@127.0.0.1:${a.port}/?scheme=http`), context(requester)).catch((e: unknown) => e),
@@ -330,7 +361,7 @@ test('aborting the open abandons a login the server never answers', async (t) =>
     parseUri(`xenapi://root@127.0.0.1:${server.port}/?scheme=http`),
     context(requester, controller.signal),
   );
-  while (!server.calls.includes('session.login_with_password')) await new Promise((r) => setTimeout(r, 5));
+  await whenEmitted(server.activity, ['call'], () => server.calls.includes('session.login_with_password'), 30_000, 'the login call');
   const reason = new VirError({ code: ErrorCode.AUTH_CANCELLED, domain: ErrorDomain.AUTH, detail: 'client went away' });
   controller.abort(reason);
   t.is(await opening.catch((e: unknown) => e), reason);
@@ -356,12 +387,13 @@ test('an already aborted open asks for nothing', async (t) => {
 test('a call that outlives the timeout is OPERATION_TIMEOUT, and the half-open session is logged out', async (t) => {
   const server = await withServer(t, { stallMethods: ['pool.get_all_records'] });
   const { requester } = recordingRequester({ [CredentialType.PASSPHRASE]: PASSWORD });
-  const driver = new XenApiDriver({ callTimeoutMs: 200 });
+  // Long enough for the login to get through on a loaded machine; pool.get_all_records never answers.
+  const driver = new XenApiDriver({ callTimeoutMs: 2000 });
   const error = virError(
     await driver.open(parseUri(`xenapi://root@127.0.0.1:${server.port}/?scheme=http`), context(requester)).catch((e: unknown) => e),
   );
   t.is(error.code, ErrorCode.OPERATION_TIMEOUT);
-  t.is(error.message, `Timed out during operation: XenAPI server 127.0.0.1:${server.port} did not answer pool.get_all_records within 0.2s`);
+  t.is(error.message, `Timed out during operation: XenAPI server 127.0.0.1:${server.port} did not answer pool.get_all_records within 2s`);
   t.is(server.sessions.size, 0);
 });
 

@@ -5,6 +5,7 @@ import test from 'ava';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { DEFAULT_VMS, selfSignedCertificate, startXenApiServer, type XenApiServer } from './fixtures/xenapi-server.js';
+import { whenEmitted } from './peers/util.js';
 
 interface XapiLike {
   connect(): Promise<void>;
@@ -63,8 +64,8 @@ for (const transport of ['json-rpc', 'xml-rpc'] as const) {
     t.is(hostname, 'xen1.example');
 
     await xapi.disconnect();
-    // xen-api does not wait for the logout; give it a moment to arrive.
-    for (let i = 0; i < 50 && server.sessions.size > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    // xen-api does not wait for the logout: wait for the fixture to have run it.
+    await whenEmitted(server.activity, ['call'], () => server.sessions.size === 0, 30_000, 'the logout');
     t.is(server.sessions.size, 0);
     t.true(server.calls.includes('session.logout'));
   });

@@ -48,13 +48,36 @@ export interface DomainLifecycleEvent {
 }
 
 /**
+ * The procedures every connection serves (the generated RemoteApi's methods of those names): the
+ * named methods below rest on them.
+ */
+export type RequiredProcedures = Pick<
+  RemoteApi,
+  | 'connectGetType'
+  | 'connectGetVersion'
+  | 'connectGetLibVersion'
+  | 'connectGetHostname'
+  | 'connectGetUri'
+  | 'connectIsSecure'
+  | 'connectSupportsFeature'
+  | 'nodeGetInfo'
+  | 'connectListAllDomains'
+  | 'domainLookupByName'
+  | 'domainLookupById'
+  | 'domainLookupByUuid'
+  | 'domainGetInfo'
+  | 'domainGetState'
+  | 'domainGetXmlDesc'
+>;
+
+/**
  * An open hypervisor connection. The generated RemoteApi (one method per procedure of libvirt's
  * remote program, e.g. `domainCreate({ dom })`) is what a driver implements to serve a procedure:
  * the daemon calls the method of that name, and answers libvirt's "not supported" error when the
- * driver lacks it. The named methods below are the client library's convenience layer, and what the
- * daemon falls back to for the procedures they cover.
+ * driver lacks it. The named methods below are the client library's convenience layer; a driver
+ * gets them from withNamedMethods (named-methods.ts), built on its RemoteApi methods.
  */
-export interface DriverConnection extends Partial<RemoteApi> {
+export interface DriverConnection extends Omit<Partial<RemoteApi>, keyof RequiredProcedures>, RequiredProcedures {
   readonly driverName: string;
   getType(): Promise<string>;
   getVersion(): Promise<bigint>;
@@ -72,7 +95,7 @@ export interface DriverConnection extends Partial<RemoteApi> {
   getDomainState(dom: DomainRef): Promise<{ state: number; reason: number }>;
   getDomainXmlDesc(dom: DomainRef, flags: number): Promise<string>;
   close(): Promise<void>;
-  // Optional details (virsh dominfo asks for them); a driver without one answers NO_SUPPORT.
+  // Over optional procedures (withNamedMethods answers NO_SUPPORT when the driver lacks one).
   getDomainOsType?(dom: DomainRef): Promise<string>;
   getDomainAutostart?(dom: DomainRef): Promise<boolean>;
   isDomainPersistent?(dom: DomainRef): Promise<boolean>;

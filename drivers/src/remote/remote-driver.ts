@@ -18,12 +18,12 @@ import {
   isRemoteUri,
   remote,
   uriParam,
+  withNamedMethods,
   xdr,
   type AuthProvider,
   type ChannelBindingPolicy,
   type ConnectUri,
   type DomainLifecycleEvent,
-  type DomainRef,
   type Driver,
   type DriverConnection,
   type DriverOpenContext,
@@ -194,9 +194,9 @@ function toVirError(reason: unknown): VirError {
 /**
  * An open connection to a remote daemon's hypervisor: every procedure of the remote program as a
  * method (the generated RemoteClient, e.g. `domainCreate({ dom })`), plus the named convenience
- * methods of DriverConnection built on them.
+ * methods of DriverConnection built on them (withNamedMethods).
  */
-export class RemoteConnection extends RemoteClient implements DriverConnection {
+export class RemoteConnection extends withNamedMethods(RemoteClient) implements DriverConnection {
   readonly driverName = 'remote';
 
   constructor(
@@ -207,78 +207,16 @@ export class RemoteConnection extends RemoteClient implements DriverConnection {
     super({ call: (proc, args, value, ret) => rpc.call(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, proc, args, value, ret) });
   }
 
-  async getType() {
-    return (await this.connectGetType()).type;
-  }
-  async getVersion() {
-    return (await this.connectGetVersion()).hv_ver;
-  }
-  async getLibVersion() {
-    return (await this.connectGetLibVersion()).lib_ver;
-  }
-  async getHostname() {
-    return (await this.connectGetHostname()).hostname;
-  }
-  async getUri() {
+  override async getUri() {
     return this.uri.raw;
   }
   async getServerUri() {
     return (await this.connectGetUri()).uri;
   }
-  async isSecure() {
+  override async isSecure() {
     // As libvirt's client: the server only knows its own side; a plain TCP link to it is never secure.
     const serverSays = (await this.connectIsSecure()).secure === 1;
     return serverSays && this.transport.secure;
-  }
-  async supportsFeature(feature: number) {
-    return (await this.connectSupportsFeature({ feature })).supported === 1;
-  }
-  async getNodeInfo() {
-    return this.nodeGetInfo();
-  }
-  async listAllDomains(flags: number) {
-    return (await this.connectListAllDomains({ need_results: 1, flags })).domains;
-  }
-  async lookupDomainByName(name: string) {
-    return (await this.domainLookupByName({ name })).dom;
-  }
-  async lookupDomainById(id: number) {
-    return (await this.domainLookupById({ id })).dom;
-  }
-  async lookupDomainByUuid(uuid: Buffer) {
-    return (await this.domainLookupByUuid({ uuid })).dom;
-  }
-  async getDomainInfo(dom: DomainRef) {
-    return this.domainGetInfo({ dom });
-  }
-  async getDomainState(dom: DomainRef) {
-    return this.domainGetState({ dom, flags: 0 });
-  }
-  async getDomainXmlDesc(dom: DomainRef, flags: number) {
-    return (await this.domainGetXmlDesc({ dom, flags })).xml;
-  }
-  async getDomainOsType(dom: DomainRef) {
-    return (await this.domainGetOsType({ dom })).type;
-  }
-  async getDomainAutostart(dom: DomainRef) {
-    return (await this.domainGetAutostart({ dom })).autostart === 1;
-  }
-  async isDomainPersistent(dom: DomainRef) {
-    return (await this.domainIsPersistent({ dom })).persistent === 1;
-  }
-  async hasManagedSaveImage(dom: DomainRef) {
-    return (await this.domainHasManagedSaveImage({ dom, flags: 0 })).result === 1;
-  }
-  async getSecurityModel() {
-    const r = await this.nodeGetSecurityModel();
-    return { model: remote.fromCString(r.model), doi: remote.fromCString(r.doi) };
-  }
-  async getDomainSecurityLabel(dom: DomainRef) {
-    const r = await this.domainGetSecurityLabel({ dom });
-    return { label: remote.fromCString(r.label), enforcing: r.enforcing === 1 };
-  }
-  async getDomainMessages(dom: DomainRef, flags: number) {
-    return (await this.domainGetMessages({ dom, flags })).msgs;
   }
 
   /**

@@ -1,8 +1,8 @@
 // An in-memory hypervisor, like libvirt's test:///default: one running domain `test`, the
 // machine's host name, fixed versions. State is shared by every connection to the same path.
-// Besides the named read methods it implements procedures of the generated RemoteApi (define,
-// undefine, start, shutdown, destroy, suspend, resume) and sends lifecycle events as libvirt's
-// test driver does; the daemon refuses the procedures it lacks with "not supported".
+// It implements procedures of the generated RemoteApi (reads, and define, undefine, start,
+// shutdown, destroy, suspend, resume) and sends lifecycle events as libvirt's test driver does;
+// the daemon refuses the procedures it lacks with "not supported".
 
 import { hostname } from 'node:os';
 import {
@@ -23,8 +23,9 @@ import {
   type DriverOpenContext,
   type DomainLifecycleEvent,
   type NodeInfo,
-  type remote,
+  remote,
   LIBVIRT_API_VERSION,
+  withNamedMethods,
 } from '@virtauth/core';
 import { parseDomainXml } from './domain-def.js';
 
@@ -144,14 +145,16 @@ function checkFlags(flags: number, allowed: number, api: string): void {
   }
 }
 
-class TestConnection implements DriverConnection {
+class TestConnection extends withNamedMethods(Object) implements DriverConnection {
   readonly driverName = 'test';
   private open = true;
 
   constructor(
     private readonly hv: TestHypervisor,
     private readonly uri: string,
-  ) {}
+  ) {
+    super();
+  }
 
   private check(): void {
     if (!this.open) throw new VirError({ code: ErrorCode.INVALID_CONN, domain: ErrorDomain.TEST, detail: 'connection is closed' });
@@ -173,90 +176,105 @@ class TestConnection implements DriverConnection {
     return d.state === DomainState.RUNNING ? d.cpuTimeNs + (process.hrtime.bigint() - this.hv.bootTime) * BigInt(d.vcpus) : d.cpuTimeNs;
   }
 
-  async getType() {
+  async connectGetType(): Promise<remote.RemoteConnectGetTypeRet> {
     this.check();
-    return 'TEST';
+    return { type: 'TEST' };
   }
-  async getVersion() {
+  async connectGetVersion(): Promise<remote.RemoteConnectGetVersionRet> {
     this.check();
-    return TEST_HV_VERSION;
+    return { hv_ver: TEST_HV_VERSION };
   }
-  async getLibVersion() {
+  async connectGetLibVersion(): Promise<remote.RemoteConnectGetLibVersionRet> {
     this.check();
-    return LIBVIRT_API_VERSION;
+    return { lib_ver: LIBVIRT_API_VERSION };
   }
-  async getHostname() {
+  async connectGetHostname(): Promise<remote.RemoteConnectGetHostnameRet> {
     this.check();
-    return hostname();
+    return { hostname: hostname() };
   }
-  async getUri() {
+  async connectGetUri(): Promise<remote.RemoteConnectGetUriRet> {
     this.check();
-    return this.uri;
+    return { uri: this.uri };
   }
-  async isSecure() {
+  async connectIsSecure(): Promise<remote.RemoteConnectIsSecureRet> {
     this.check();
-    return true;
+    return { secure: 1 };
   }
-  async supportsFeature(feature: number) {
+  async connectSupportsFeature({ feature }: remote.RemoteConnectSupportsFeatureArgs): Promise<remote.RemoteConnectSupportsFeatureRet> {
     this.check();
-    return feature === Feature.TYPED_PARAM_STRING;
+    return { supported: feature === Feature.TYPED_PARAM_STRING ? 1 : 0 };
   }
-  async getNodeInfo() {
+  async nodeGetInfo(): Promise<NodeInfo> {
     this.check();
     return { ...NODE_INFO };
   }
 
-  async listAllDomains(flags: number) {
+  async connectListAllDomains({
+    need_results,
+    flags,
+  }: remote.RemoteConnectListAllDomainsArgs): Promise<remote.RemoteConnectListAllDomainsRet> {
     this.check();
     const wantActive = (flags & ListDomainsFlag.ACTIVE) !== 0;
     const wantInactive = (flags & ListDomainsFlag.INACTIVE) !== 0;
-    return this.hv.domains
+    const domains = this.hv.domains
       .filter((d) => {
         const active = d.id >= 0;
         if (wantActive || wantInactive) return (wantActive && active) || (wantInactive && !active);
         return true;
       })
       .map((d) => this.ref(d));
+    return { domains: need_results ? domains : [], ret: domains.length };
   }
 
-  async lookupDomainByName(name: string) {
+  async domainLookupByName({ name }: remote.RemoteDomainLookupByNameArgs): Promise<remote.RemoteDomainLookupByNameRet> {
     this.check();
     const d = this.hv.domains.find((x) => x.name === name);
     if (!d) throw noDomain(`no domain with matching name '${name}'`);
-    return this.ref(d);
+    return { dom: this.ref(d) };
   }
 
-  async lookupDomainById(id: number) {
+  async domainLookupById({ id }: remote.RemoteDomainLookupByIdArgs): Promise<remote.RemoteDomainLookupByIdRet> {
     this.check();
     const d = this.hv.domains.find((x) => x.id === id && id >= 0);
     if (!d) throw noDomain(`no domain with matching id ${id}`);
-    return this.ref(d);
+    return { dom: this.ref(d) };
   }
 
-  async lookupDomainByUuid(uuid: Buffer) {
+  async domainLookupByUuid({ uuid }: remote.RemoteDomainLookupByUuidArgs): Promise<remote.RemoteDomainLookupByUuidRet> {
     this.check();
     const d = this.hv.domains.find((x) => x.uuidBytes.equals(uuid));
     if (!d) throw noDomain(`no domain with matching uuid '${formatUuid(uuid) ?? uuid.toString('hex')}'`);
-    return this.ref(d);
+    return { dom: this.ref(d) };
   }
 
-  async getDomainInfo(dom: DomainRef): Promise<DomainInfo> {
+  async domainGetInfo({ dom }: remote.RemoteDomainGetInfoArgs): Promise<DomainInfo> {
     this.check();
     const d = this.find(dom);
     return { state: d.state, maxMem: d.maxMemKiB, memory: d.memoryKiB, nrVirtCpu: d.vcpus, cpuTime: this.cpuTime(d) };
   }
 
-  async getDomainState(dom: DomainRef) {
+  async domainGetState({ dom }: remote.RemoteDomainGetStateArgs): Promise<remote.RemoteDomainGetStateRet> {
     this.check();
     const d = this.find(dom);
     return { state: d.state, reason: d.reason ?? (d.state === DomainState.RUNNING ? Reason.RUNNING_BOOTED : 0) };
   }
 
-  async getDomainXmlDesc(dom: DomainRef, _flags: number) {
+  async domainGetMaxMemory({ dom }: remote.RemoteDomainGetMaxMemoryArgs): Promise<remote.RemoteDomainGetMaxMemoryRet> {
+    this.check();
+    return { memory: this.find(dom).maxMemKiB };
+  }
+
+  async domainIsActive({ dom }: remote.RemoteDomainIsActiveArgs): Promise<remote.RemoteDomainIsActiveRet> {
+    this.check();
+    const { state } = this.find(dom);
+    return { active: state !== DomainState.SHUTOFF && state !== DomainState.NOSTATE ? 1 : 0 };
+  }
+
+  async domainGetXmlDesc({ dom }: remote.RemoteDomainGetXmlDescArgs): Promise<remote.RemoteDomainGetXmlDescRet> {
     this.check();
     const d = this.find(dom);
     const idAttr = d.id >= 0 ? ` id='${d.id}'` : '';
-    return [
+    const xml = [
       `<domain type='test'${idAttr}>`,
       `  <name>${escapeXml(d.name)}</name>`,
       `  <uuid>${escapeXml(d.uuid)}</uuid>`,
@@ -275,6 +293,7 @@ class TestConnection implements DriverConnection {
       `</domain>`,
       '',
     ].join('\n');
+    return { xml };
   }
 
   async close() {
@@ -442,37 +461,37 @@ class TestConnection implements DriverConnection {
     if (i >= 0) this.hv.domains.splice(i, 1);
   }
 
-  async getDomainOsType(dom: DomainRef) {
+  async domainGetOsType({ dom }: remote.RemoteDomainGetOsTypeArgs): Promise<remote.RemoteDomainGetOsTypeRet> {
     this.check();
     this.find(dom);
-    return 'linux';
+    return { type: 'linux' };
   }
-  async getDomainAutostart(dom: DomainRef) {
+  async domainGetAutostart({ dom }: remote.RemoteDomainGetAutostartArgs): Promise<remote.RemoteDomainGetAutostartRet> {
     this.check();
-    return this.find(dom).autostart === true;
+    return { autostart: this.find(dom).autostart === true ? 1 : 0 };
   }
-  async isDomainPersistent(dom: DomainRef) {
+  async domainIsPersistent({ dom }: remote.RemoteDomainIsPersistentArgs): Promise<remote.RemoteDomainIsPersistentRet> {
     this.check();
-    return this.find(dom).persistent;
+    return { persistent: this.find(dom).persistent ? 1 : 0 };
   }
-  async hasManagedSaveImage(dom: DomainRef) {
-    this.check();
-    this.find(dom);
-    return false;
-  }
-  async getSecurityModel() {
-    this.check();
-    return { model: 'testSecurity', doi: '' };
-  }
-  async getDomainSecurityLabel(dom: DomainRef) {
+  async domainHasManagedSaveImage({ dom }: remote.RemoteDomainHasManagedSaveImageArgs): Promise<remote.RemoteDomainHasManagedSaveImageRet> {
     this.check();
     this.find(dom);
-    return { label: 'libvirt-test', enforcing: true };
+    return { result: 0 };
   }
-  async getDomainMessages(dom: DomainRef, _flags: number) {
+  async nodeGetSecurityModel(): Promise<remote.RemoteNodeGetSecurityModelRet> {
+    this.check();
+    return { model: remote.cString('testSecurity'), doi: remote.cString('') };
+  }
+  async domainGetSecurityLabel({ dom }: remote.RemoteDomainGetSecurityLabelArgs): Promise<remote.RemoteDomainGetSecurityLabelRet> {
     this.check();
     this.find(dom);
-    return [] as string[];
+    return { label: remote.cString('libvirt-test'), enforcing: 1 };
+  }
+  async domainGetMessages({ dom }: remote.RemoteDomainGetMessagesArgs): Promise<remote.RemoteDomainGetMessagesRet> {
+    this.check();
+    this.find(dom);
+    return { msgs: [] };
   }
 }
 

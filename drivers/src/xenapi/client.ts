@@ -145,7 +145,7 @@ export class XenApiTransport {
     return new VirError({ code, domain: ErrorDomain.XENAPI, detail, cause });
   }
 
-  private post(method: string, body: string, signal: AbortSignal | undefined): Promise<string> {
+  private post(method: string, body: string, signal: AbortSignal | undefined, mayRetry = true): Promise<string> {
     const { scheme, host, port } = this.endpoint;
     return new Promise<string>((resolve, reject) => {
       if (signal?.aborted) return reject(this.abandoned(method, signal));
@@ -181,7 +181,18 @@ export class XenApiTransport {
       const onAbort = (): void => finish(this.abandoned(method, signal!));
       signal?.addEventListener('abort', onAbort, { once: true });
 
-      request.on('error', (e: NodeJS.ErrnoException) => finish(this.connectionError(e)));
+      request.on('error', (e: NodeJS.ErrnoException) => {
+        // A kept-alive socket the server closed while idle resets the next request before the
+        // server read it: sent again once on a fresh socket, as Node's documentation advises.
+        if (mayRetry && request.reusedSocket && e.code === 'ECONNRESET' && !settled) {
+          settled = true;
+          clearTimeout(timer);
+          signal?.removeEventListener('abort', onAbort);
+          resolve(this.post(method, body, signal, false));
+          return;
+        }
+        finish(this.connectionError(e));
+      });
       request.on('response', (response) => {
         const chunks: Buffer[] = [];
         let size = 0;

@@ -33,6 +33,7 @@ import {
   type DriverConnection,
   type DriverOpenContext,
   type NodeInfo,
+  withNamedMethods,
 } from '@virtauth/core';
 import { DEFAULT_CALL_TIMEOUT_MS, XenApiSession, type XenApiEndpoint } from './client.js';
 import { domainXml } from './domain-xml.js';
@@ -254,45 +255,91 @@ function noDomain(detail: string): VirError {
   return new VirError({ code: ErrorCode.NO_DOMAIN, domain: ErrorDomain.XENAPI, detail });
 }
 
-export class XenApiConnection implements DriverConnection {
+/** A libvirt operation done by one XenAPI call on the VM, allowed in some power states. */
+interface PowerOperation {
+  /** The libvirt API, named in errors. */
+  api: string;
+  /** The XenAPI power states it is allowed in, and how an error words them. */
+  from: readonly string[];
+  wanted: string;
+  /** The XenAPI method, called with the VM's reference. */
+  call: string;
+}
+
+const POWER_OPERATIONS = {
+  suspend: { api: 'virDomainSuspend', from: ['Running'], wanted: 'running', call: 'VM.pause' },
+  resume: { api: 'virDomainResume', from: ['Paused'], wanted: 'paused', call: 'VM.unpause' },
+  // A clean shutdown asks the guest to power off; XenAPI offers no choice of method to pass flags to.
+  shutdown: { api: 'virDomainShutdownFlags', from: ['Running'], wanted: 'running', call: 'VM.clean_shutdown' },
+  reboot: { api: 'virDomainReboot', from: ['Running'], wanted: 'running', call: 'VM.clean_reboot' },
+  // Powers the VM off at once; it stays defined on the pool.
+  destroy: { api: 'virDomainDestroyFlags', from: ['Running', 'Paused'], wanted: 'running or paused', call: 'VM.hard_shutdown' },
+  // Removes a halted VM from the pool; its disks stay, as XenAPI leaves them.
+  undefine: { api: 'virDomainUndefineFlags', from: ['Halted'], wanted: 'halted', call: 'VM.destroy' },
+} as const satisfies Record<string, PowerOperation>;
+
+/** virDomainCreateFlags: START_PAUSED, which XenAPI's VM.start takes as an argument. */
+const START_PAUSED = 1;
+
+/** A domain is running when XenAPI calls it so; what it needs for each operation, in XenAPI's terms. */
+function requirePowerState(vm: VmRecord, allowed: readonly string[], api: string, wanted: string): void {
+  if (allowed.includes(vm.powerState)) return;
+  throw new VirError({
+    code: ErrorCode.OPERATION_INVALID,
+    domain: ErrorDomain.XENAPI,
+    detail: `${api}: domain '${vm.nameLabel}' is ${vm.powerState.toLowerCase() || 'in an unknown state'}, not ${wanted}`,
+  });
+}
+
+/**
+ * An open XenAPI session as a libvirt connection. It implements the generated RemoteApi (one
+ * method per remote procedure, e.g. `domainCreate({ dom })`) for what XenAPI can do; the daemon
+ * answers libvirt's "not supported" for every other procedure. The named methods of
+ * DriverConnection come from withNamedMethods.
+ */
+export class XenApiConnection extends withNamedMethods(Object) implements DriverConnection {
   readonly driverName = 'xenapi';
 
   constructor(
     private readonly session: XenApiSession,
     private readonly masterRef: string,
     private readonly openedUri: string,
-  ) {}
-
-  async getType(): Promise<string> {
-    return 'XenAPI';
+  ) {
+    super();
   }
 
-  async getVersion(): Promise<bigint> {
-    return hostVersion(await this.master());
+  // --- the connection and the host -------------------------------------------------------------
+
+  async connectGetType(): Promise<remote.RemoteConnectGetTypeRet> {
+    return { type: 'XenAPI' };
   }
 
-  async getLibVersion(): Promise<bigint> {
-    return LIBVIRT_API_VERSION;
+  async connectGetVersion(): Promise<remote.RemoteConnectGetVersionRet> {
+    return { hv_ver: hostVersion(await this.master()) };
   }
 
-  async getHostname(): Promise<string> {
+  async connectGetLibVersion(): Promise<remote.RemoteConnectGetLibVersionRet> {
+    return { lib_ver: LIBVIRT_API_VERSION };
+  }
+
+  async connectGetHostname(): Promise<remote.RemoteConnectGetHostnameRet> {
     const master = await this.master();
-    return master.hostname || master.nameLabel;
+    return { hostname: master.hostname || master.nameLabel };
   }
 
-  async getUri(): Promise<string> {
-    return this.openedUri;
+  async connectGetUri(): Promise<remote.RemoteConnectGetUriRet> {
+    return { uri: this.openedUri };
   }
 
-  async isSecure(): Promise<boolean> {
-    return this.session.endpoint.scheme === 'https';
+  async connectIsSecure(): Promise<remote.RemoteConnectIsSecureRet> {
+    return { secure: this.session.endpoint.scheme === 'https' ? 1 : 0 };
   }
 
-  async supportsFeature(): Promise<boolean> {
-    return false;
+  async connectSupportsFeature(_args: remote.RemoteConnectSupportsFeatureArgs): Promise<remote.RemoteConnectSupportsFeatureRet> {
+    return { supported: 0 };
   }
 
-  async getNodeInfo(): Promise<NodeInfo> {
+  async nodeGetInfo(): Promise<NodeInfo> {
     const host = await this.master();
     let memoryBytes = 0n;
     if (host.metricsRef !== '' && host.metricsRef !== 'OpaqueRef:NULL') {
@@ -315,34 +362,42 @@ export class XenApiConnection implements DriverConnection {
     };
   }
 
-  async listAllDomains(flags: number): Promise<DomainRef[]> {
-    checkFlags(flags, KNOWN_LIST_FLAGS, 'listAllDomains');
-    return (await this.allGuests()).filter((vm) => matchesListFlags(vm, flags)).map(toDomainRef);
+  // --- finding domains -----------------------------------------------------------------------
+
+  async connectListAllDomains({
+    need_results,
+    flags,
+  }: remote.RemoteConnectListAllDomainsArgs): Promise<remote.RemoteConnectListAllDomainsRet> {
+    checkFlags(flags, KNOWN_LIST_FLAGS, 'virConnectListAllDomains');
+    const domains = (await this.allGuests()).filter((vm) => matchesListFlags(vm, flags)).map(toDomainRef);
+    return { domains: need_results ? domains : [], ret: domains.length };
   }
 
-  async lookupDomainByName(name: string): Promise<DomainRef> {
+  async domainLookupByName({ name }: remote.RemoteDomainLookupByNameArgs): Promise<remote.RemoteDomainLookupByNameRet> {
     const refs = await this.session.call('VM.get_by_name_label', [name]);
     if (Array.isArray(refs)) {
       for (const ref of refs) {
         if (typeof ref !== 'string') continue;
         const vm = parseVmRecord(ref, await this.session.call('VM.get_record', [ref]));
-        if (isGuest(vm)) return toDomainRef(vm);
+        if (isGuest(vm)) return { dom: toDomainRef(vm) };
       }
     }
     throw noDomain(`no domain with matching name '${name}'`);
   }
 
-  async lookupDomainById(id: number): Promise<DomainRef> {
+  async domainLookupById({ id }: remote.RemoteDomainLookupByIdArgs): Promise<remote.RemoteDomainLookupByIdRet> {
     const vm = id >= 0 ? (await this.allGuests()).find((v) => domainId(v) === id) : undefined;
     if (!vm) throw noDomain(`no domain with matching id ${id}`);
-    return toDomainRef(vm);
+    return { dom: toDomainRef(vm) };
   }
 
-  async lookupDomainByUuid(uuid: Buffer): Promise<DomainRef> {
-    return toDomainRef(await this.vmByUuid(uuidToString(uuid)));
+  async domainLookupByUuid({ uuid }: remote.RemoteDomainLookupByUuidArgs): Promise<remote.RemoteDomainLookupByUuidRet> {
+    return { dom: toDomainRef(await this.vmByUuid(uuidToString(uuid))) };
   }
 
-  async getDomainInfo(dom: DomainRef): Promise<DomainInfo> {
+  // --- reading a domain ----------------------------------------------------------------------
+
+  async domainGetInfo({ dom }: remote.RemoteDomainGetInfoArgs): Promise<DomainInfo> {
     const vm = await this.vmOf(dom);
     const maxMem = vm.memoryStaticMax / 1024n;
     return {
@@ -354,28 +409,115 @@ export class XenApiConnection implements DriverConnection {
     };
   }
 
-  async getDomainState(dom: DomainRef): Promise<{ state: number; reason: number }> {
+  async domainGetState({ dom, flags }: remote.RemoteDomainGetStateArgs): Promise<remote.RemoteDomainGetStateRet> {
+    checkFlags(flags, 0, 'virDomainGetState');
     // XenAPI keeps no reason; 0 is every state's "unknown" reason.
     return { state: domainState((await this.vmOf(dom)).powerState), reason: 0 };
   }
 
-  async getDomainXmlDesc(dom: DomainRef, flags: number): Promise<string> {
-    checkFlags(flags, KNOWN_XML_FLAGS, 'getDomainXmlDesc');
-    return domainXml(await this.vmOf(dom));
+  async domainGetXmlDesc({ dom, flags }: remote.RemoteDomainGetXmlDescArgs): Promise<remote.RemoteDomainGetXmlDescRet> {
+    checkFlags(flags, KNOWN_XML_FLAGS, 'virDomainGetXMLDesc');
+    return { xml: domainXml(await this.vmOf(dom)) };
   }
 
-  async getDomainOsType(dom: DomainRef): Promise<string> {
-    return (await this.vmOf(dom)).hvm ? 'hvm' : 'xen';
+  async domainGetOsType({ dom }: remote.RemoteDomainGetOsTypeArgs): Promise<remote.RemoteDomainGetOsTypeRet> {
+    return { type: (await this.vmOf(dom)).hvm ? 'hvm' : 'xen' };
+  }
+
+  async domainGetMaxMemory({ dom }: remote.RemoteDomainGetMaxMemoryArgs): Promise<remote.RemoteDomainGetMaxMemoryRet> {
+    return { memory: (await this.vmOf(dom)).memoryStaticMax / 1024n };
+  }
+
+  async domainIsActive({ dom }: remote.RemoteDomainIsActiveArgs): Promise<remote.RemoteDomainIsActiveRet> {
+    return { active: isActive(await this.vmOf(dom)) ? 1 : 0 };
   }
 
   /** Every XenAPI VM is defined on the pool whether or not it runs. */
-  async isDomainPersistent(dom: DomainRef): Promise<boolean> {
+  async domainIsPersistent({ dom }: remote.RemoteDomainIsPersistentArgs): Promise<remote.RemoteDomainIsPersistentRet> {
     await this.vmOf(dom);
-    return true;
+    return { persistent: 1 };
   }
 
-  async getDomainAutostart(dom: DomainRef): Promise<boolean> {
-    return (await this.vmOf(dom)).autoPowerOn;
+  async domainGetAutostart({ dom }: remote.RemoteDomainGetAutostartArgs): Promise<remote.RemoteDomainGetAutostartRet> {
+    return { autostart: (await this.vmOf(dom)).autoPowerOn ? 1 : 0 };
+  }
+
+  /** XenAPI has no libvirt-style managed save: a suspended VM keeps its state on the pool instead. */
+  async domainHasManagedSaveImage({
+    dom,
+    flags,
+  }: remote.RemoteDomainHasManagedSaveImageArgs): Promise<remote.RemoteDomainHasManagedSaveImageRet> {
+    checkFlags(flags, 0, 'virDomainHasManagedSaveImage');
+    await this.vmOf(dom);
+    return { result: 0 };
+  }
+
+  // --- changing a domain ---------------------------------------------------------------------
+
+  async domainCreate({ dom }: remote.RemoteDomainCreateArgs): Promise<void> {
+    await this.domainCreateWithFlags({ dom, flags: 0 });
+  }
+
+  /** A halted VM boots (VM.start), a suspended one is restored (VM.resume); START_PAUSED is passed on. */
+  async domainCreateWithFlags({ dom, flags }: remote.RemoteDomainCreateWithFlagsArgs): Promise<remote.RemoteDomainCreateWithFlagsRet> {
+    const api = 'virDomainCreateWithFlags';
+    checkFlags(flags, START_PAUSED, api);
+    const vm = await this.vmOf(dom);
+    requirePowerState(vm, ['Halted', 'Suspended'], api, 'halted or suspended');
+    const paused = (flags & START_PAUSED) !== 0;
+    await this.session.call(vm.powerState === 'Suspended' ? 'VM.resume' : 'VM.start', [vm.ref, paused, false]);
+    return { dom: toDomainRef(await this.vmOf(dom)) };
+  }
+
+  async domainSuspend({ dom }: remote.RemoteDomainSuspendArgs): Promise<void> {
+    await this.powerOperation(dom, 0, POWER_OPERATIONS.suspend);
+  }
+
+  async domainResume({ dom }: remote.RemoteDomainResumeArgs): Promise<void> {
+    await this.powerOperation(dom, 0, POWER_OPERATIONS.resume);
+  }
+
+  async domainShutdown({ dom }: remote.RemoteDomainShutdownArgs): Promise<void> {
+    await this.powerOperation(dom, 0, POWER_OPERATIONS.shutdown);
+  }
+
+  async domainShutdownFlags({ dom, flags }: remote.RemoteDomainShutdownFlagsArgs): Promise<void> {
+    await this.powerOperation(dom, flags, POWER_OPERATIONS.shutdown);
+  }
+
+  async domainReboot({ dom, flags }: remote.RemoteDomainRebootArgs): Promise<void> {
+    await this.powerOperation(dom, flags, POWER_OPERATIONS.reboot);
+  }
+
+  async domainDestroy({ dom }: remote.RemoteDomainDestroyArgs): Promise<void> {
+    await this.powerOperation(dom, 0, POWER_OPERATIONS.destroy);
+  }
+
+  async domainDestroyFlags({ dom, flags }: remote.RemoteDomainDestroyFlagsArgs): Promise<void> {
+    await this.powerOperation(dom, flags, POWER_OPERATIONS.destroy);
+  }
+
+  /** Pool autostart is other_config:auto_poweron, replaced as a whole key. */
+  async domainSetAutostart({ dom, autostart }: remote.RemoteDomainSetAutostartArgs): Promise<void> {
+    const vm = await this.vmOf(dom);
+    await this.session.call('VM.remove_from_other_config', [vm.ref, 'auto_poweron']);
+    await this.session.call('VM.add_to_other_config', [vm.ref, 'auto_poweron', autostart !== 0 ? 'true' : 'false']);
+  }
+
+  async domainUndefine({ dom }: remote.RemoteDomainUndefineArgs): Promise<void> {
+    await this.powerOperation(dom, 0, POWER_OPERATIONS.undefine);
+  }
+
+  async domainUndefineFlags({ dom, flags }: remote.RemoteDomainUndefineFlagsArgs): Promise<void> {
+    await this.powerOperation(dom, flags, POWER_OPERATIONS.undefine);
+  }
+
+  /** Checks the flags (none is known) and the VM's power state, then makes the XenAPI call. */
+  private async powerOperation(dom: DomainRef, flags: number, op: PowerOperation): Promise<void> {
+    checkFlags(flags, 0, op.api);
+    const vm = await this.vmOf(dom);
+    requirePowerState(vm, op.from, op.api, op.wanted);
+    await this.session.call(op.call, [vm.ref]);
   }
 
   /** Logs the session out; the connection is released even when the server is unreachable. */

@@ -10,8 +10,17 @@ export class XenApiError extends Error {
     readonly code: string,
     readonly params: readonly string[],
   ) {
-    super(params.length > 0 ? `${code}(${params.join(', ')})` : code);
+    super(params.length > 0 ? `${bounded(code)}(${params.slice(0, MAX_PARAMS_SHOWN).map(bounded).join(', ')})` : bounded(code));
   }
+}
+
+// A server's error text reaches the client's message: a hostile server must not make it huge.
+const MAX_TEXT_SHOWN = 200;
+const MAX_PARAMS_SHOWN = 8;
+
+/** At most MAX_TEXT_SHOWN characters of a server-supplied text, marked when cut. */
+export function bounded(text: string): string {
+  return text.length > MAX_TEXT_SHOWN ? `${text.slice(0, MAX_TEXT_SHOWN)}...` : text;
 }
 
 /** What the mapping needs to word a message: never the password. */
@@ -31,7 +40,7 @@ const xenapiError = (code: number, detail: string, cause: unknown): VirError =>
 
 /** Translates a XenAPI error into libvirt's code and an actionable message in domain XENAPI. */
 export function mapXenApiError(error: XenApiError, ctx: XenApiErrorContext): VirError {
-  const [p0, p1, p2] = error.params;
+  const [p0, p1, p2] = error.params.slice(0, 3).map(bounded);
   switch (error.code) {
     case 'SESSION_AUTHENTICATION_FAILED':
       return xenapiError(
@@ -65,6 +74,16 @@ export function mapXenApiError(error: XenApiError, ctx: XenApiErrorContext): Vir
         `XenAPI server ${ctx.address} expected ${p1 ?? '?'} parameters for ${p0 ?? ctx.method}, got ${p2 ?? '?'}`,
         error,
       );
+    case 'VM_BAD_POWER_STATE':
+      // [vm, expected, actual]: the VM changed state between our check and the call.
+      return xenapiError(
+        ErrorCode.OPERATION_INVALID,
+        `XenAPI refused ${ctx.method}: the domain is ${p2 ?? 'in another state'}, the operation needs it ${p1 ?? 'in another state'}`,
+        error,
+      );
+    case 'OPERATION_NOT_ALLOWED':
+    case 'VM_IS_TEMPLATE':
+      return xenapiError(ErrorCode.OPERATION_INVALID, `XenAPI refused ${ctx.method}: ${error.message}`, error);
     case 'RBAC_PERMISSION_DENIED':
     case 'PERMISSION_DENIED':
       return xenapiError(

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 
 import { requireExecutable, systemPython } from './executables.js';
 import { defaultPeerTimeoutMs, libvirtClientEnv, runProcess, type ProcessResult } from './process.js';
-import { tempDir } from './util.js';
+import { tempDir, whenEmitted } from './util.js';
 
 export interface VirshOptions {
   uri: string;
@@ -26,17 +26,32 @@ export async function runVirsh(args: readonly string[], options: VirshOptions): 
 }
 
 /** `virsh -c URI event --all --loop` running until stopped; everything it printed so far. */
-export function watchVirshEvents(uri: string, env: NodeJS.ProcessEnv = {}): { output(): string; stop(): Promise<string> } {
+export interface VirshEventWatcher {
+  output(): string;
+  /** Resolves once `condition(output)` holds, checked as the watcher prints; fails if it exits first. */
+  whenOutput(condition: (output: string) => boolean, timeoutMs: number, what: string): Promise<void>;
+  stop(): Promise<string>;
+}
+
+export function watchVirshEvents(uri: string, env: NodeJS.ProcessEnv = {}): VirshEventWatcher {
   const child = spawn(requireExecutable('virsh', 'libvirt-clients'), ['-c', uri, 'event', '--all', '--loop'], {
     env: libvirtClientEnv(env),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
-  child.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
-  child.stderr.setEncoding('utf8').on('data', (s: string) => (out += s));
+  const collect = (s: string) => {
+    out += s;
+    child.emit('output');
+  };
+  child.stdout.setEncoding('utf8').on('data', collect);
+  child.stderr.setEncoding('utf8').on('data', collect);
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   return {
     output: () => out,
+    whenOutput: async (condition, timeoutMs, what) => {
+      await whenEmitted(child, ['output', 'close'], () => condition(out) || child.exitCode !== null, timeoutMs, what);
+      if (!condition(out)) throw new Error(`virsh event exited before ${what}: ${out}`);
+    },
     stop: async () => {
       child.kill('SIGINT');
       await exited;

@@ -1,3 +1,4 @@
+import type { EventEmitter } from 'node:events';
 import { mkdtemp } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -41,6 +42,8 @@ export function delay(milliseconds: number): Promise<void> {
 /**
  * Polls `condition` until it returns a truthy value (which is returned) or `timeoutMs` passes.
  * A condition that throws is treated as "not yet"; its last error is reported on timeout.
+ * Only for what no event announces (a file or process of a foreign program); in-process state
+ * is waited on with whenEmitted or untilClientCount.
  */
 export async function waitFor<T>(
   condition: () => T | Promise<T>,
@@ -65,4 +68,56 @@ export async function waitFor<T>(
     }
     await delay(intervalMs);
   }
+}
+
+/**
+ * Resolves with `condition()`'s first truthy value, tried now and again each time `emitter` emits
+ * one of `events`: a wait on what happens, not on the clock. `timeoutMs` only bounds a test that
+ * would otherwise hang; it is generous, for a loaded machine.
+ */
+export function whenEmitted<T>(
+  emitter: EventEmitter,
+  events: readonly string[],
+  condition: () => T,
+  timeoutMs: number,
+  what: string,
+): Promise<NonNullable<T>> {
+  return new Promise((resolve, reject) => {
+    const finish = (outcome: () => void) => {
+      clearTimeout(timer);
+      for (const event of events) emitter.off(event, check);
+      outcome();
+    };
+    const check = () => {
+      const value = condition();
+      if (value !== undefined && value !== null && value !== false && value !== 0 && value !== '') finish(() => resolve(value));
+    };
+    const timer = setTimeout(() => finish(() => reject(new Error(`gave up after ${timeoutMs} ms waiting for ${what}`))), timeoutMs);
+    for (const event of events) emitter.on(event, check);
+    check();
+  });
+}
+
+/** What untilClientCount watches: a daemon's server, which reports each change of its client count. */
+export interface ClientCounter {
+  readonly clientCount: number;
+  onClientCountChange(listener: (count: number) => void): () => void;
+}
+
+/** Resolves when each of `servers` has `count` clients (connected or waiting), as each reports its changes. */
+export function untilClientCount(servers: readonly ClientCounter[], count: number, timeoutMs: number, what: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const unsubscribes: (() => void)[] = [];
+    const finish = (outcome: () => void) => {
+      clearTimeout(timer);
+      for (const unsubscribe of unsubscribes) unsubscribe();
+      outcome();
+    };
+    const check = () => {
+      if (servers.every((s) => s.clientCount === count)) finish(resolve);
+    };
+    const timer = setTimeout(() => finish(() => reject(new Error(`gave up after ${timeoutMs} ms waiting for ${what}`))), timeoutMs);
+    for (const server of servers) unsubscribes.push(server.onClientCountChange(check));
+    check();
+  });
 }
