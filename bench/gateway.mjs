@@ -1,17 +1,21 @@
 // The gateway's cost: the same clients against a private libvirtd directly and through virtauthd
-// passing test:///default through to it (uri_upstream_list; auth none on both, so only the
-// forwarding is measured), in the same run.
+// passing test:///default and storage:///system (a `dir` pool in a temp folder) through to it
+// (uri_upstream_list; auth none on both, so only the forwarding is measured), in the same run. A
+// plain byte-copying proxy (node's stream.pipe, no protocol at all) in front of the same libvirtd
+// shows what any extra hop through one node process costs on this machine.
 //   node bench/gateway.mjs [seconds-per-measurement] [rounds]      (needs root for the private libvirtd)
 // Needs the compiled tree (npm run build).
 
 import 'reflect-metadata';
-import { readFile, writeFile } from 'node:fs/promises';
-import { availableParallelism, cpus } from 'node:os';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { availableParallelism, cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { openAuth } from '../cli/dist/src/index.js';
 import { PrivateLibvirtd } from '../test/dist/src/peers/libvirtd.js';
 import { runPython } from '../test/dist/src/peers/clients.js';
 import { tempDir } from '../test/dist/src/peers/util.js';
+import { startByteProxy } from './lib/byte-proxy.mjs';
 import { loopRate } from './lib/loop-rate.mjs';
 import { pythonRate } from './lib/python-rate.mjs';
 import { spawnVirtauthd } from './lib/virtauthd-process.mjs';
@@ -22,17 +26,20 @@ if (!(secondsPerCase > 0)) throw new Error(`seconds per measurement must be a po
 const concurrentClients = 50;
 const pipelineDepth = 64;
 const eventSamples = 300;
+const volumeBytes = 16 * 1024 * 1024;
+const storageUri = 'storage:///system';
 
-async function startGateway(upstreamUri) {
+async function startGateway(routes) {
   const dir = await tempDir('vbg');
   const configFile = join(dir, 'virtauthd.conf');
   await writeFile(
     configFile,
     `unix_sock_dir = "${dir}"\nauth_unix_rw = "none"\nauth_unix_ro = "none"\nlog_level = 4\nmax_clients = 1000\n` +
-      `uri_upstream_list = [ "test:///default=${upstreamUri}" ]\n`,
+      `uri_upstream_list = [ ${routes.map(([client, upstream]) => `"${client}=${upstream}"`).join(', ')} ]\n`,
   );
   const virtauthd = await spawnVirtauthd(configFile, dir, (stdout) => /'(test\+unix:[^']*virtauth-sock)'/.exec(stdout)?.[1]);
-  return { uri: virtauthd.found, pid: virtauthd.pid, stop: virtauthd.stop };
+  const socket = new URL(virtauthd.found).searchParams.get('socket');
+  return { uri: virtauthd.found, storageUri: `storage+unix:///system?socket=${socket}`, pid: virtauthd.pid, stop: virtauthd.stop };
 }
 
 /** CPU time (user + system) a process has used so far, in microseconds. */
@@ -67,31 +74,63 @@ function pythonCalls(uri) {
   });
 }
 
-/** Screenshots (a stream each: call, reply, data, finish) per second, and their bytes. */
+/** Python that defines receive(begin): opens a stream, lets `begin(stream)` start it, reads it all. */
+const pythonReceive = [
+  'def receive(begin):',
+  '    stream = connection.newStream(0)',
+  '    begin(stream)',
+  '    size = [0]',
+  '    def sink(_s, data, acc):',
+  '        acc[0] += len(data)',
+  '        return len(data)',
+  '    stream.recvAll(sink, size)',
+  '    stream.finish()',
+  '    return size[0]',
+].join('\n');
+
+/** Screenshots (a stream each: call, reply, data, finish) per second. */
 function pythonScreenshots(uri) {
   return pythonRate({
     what: `screenshots against ${uri}`,
     settings: { uri },
     seconds: secondsPerCase,
-    setup: [
-      "connection = libvirt.open(SETTINGS['uri'])",
-      "domain = connection.lookupByName('test')",
-      'def screenshot():',
-      '    stream = connection.newStream(0)',
-      '    domain.screenshot(stream, 0, 0)',
-      '    size = [0]',
-      '    def sink(_s, data, acc):',
-      '        acc[0] += len(data)',
-      '        return len(data)',
-      '    stream.recvAll(sink, size)',
-      '    stream.finish()',
-      '    return size[0]',
-      'IMAGE_BYTES = screenshot()',
-    ].join('\n'),
-    operation: 'screenshot()',
+    setup: ["connection = libvirt.open(SETTINGS['uri'])", "domain = connection.lookupByName('test')", pythonReceive].join('\n'),
+    operation: 'receive(lambda stream: domain.screenshot(stream, 0, 0))',
     batch: 10,
     teardown: 'connection.close()',
   });
+}
+
+/** Bytes per second of whole vol-downloads (STREAM packets of up to 256 KiB) of the bench volume. */
+async function pythonVolumeDownloads(uri) {
+  const downloads = await pythonRate({
+    what: `vol-download against ${uri}`,
+    settings: { uri, bytes: volumeBytes },
+    seconds: secondsPerCase,
+    setup: [
+      "connection = libvirt.open(SETTINGS['uri'])",
+      "volume = connection.storagePoolLookupByName('vbench').storageVolLookupByName('data')",
+      pythonReceive,
+      "assert receive(lambda stream: volume.download(stream, 0, 0, 0)) == SETTINGS['bytes']",
+    ].join('\n'),
+    operation: 'receive(lambda stream: volume.download(stream, 0, 0, 0))',
+    batch: 1,
+    teardown: 'connection.close()',
+  });
+  return downloads * volumeBytes;
+}
+
+/** A transient `dir` pool over a temp folder holding one volume of random bytes, on libvirtd itself. */
+async function createBenchPool(uri) {
+  const poolDir = join(await tempDir('vbp'), 'pool');
+  await mkdir(poolDir);
+  await writeFile(join(poolDir, 'data'), randomBytes(volumeBytes));
+  const xml = `<pool type='dir'><name>vbench</name><target><path>${poolDir}</path></target></pool>`;
+  const result = await runPython(`import libvirt\nlibvirt.open(${JSON.stringify(uri)}).storagePoolCreateXML(${JSON.stringify(xml)}, 0)\n`, {
+    timeoutMs: 60_000,
+  });
+  if (result.code !== 0) throw new Error(`creating the bench pool on ${uri} failed: ${result.stderr.trim()}`);
+  return poolDir;
 }
 
 /** Total calls per second of `clients` connections, one thread each, in one python process. */
@@ -182,50 +221,81 @@ async function ourPipelinedCalls(uri) {
   }
 }
 
-const libvirtd = await PrivateLibvirtd.start({ auth_unix_rw: 'none', extraConfig: { max_clients: 1000, max_workers: 20 } });
+const libvirtd = await PrivateLibvirtd.start({
+  auth_unix_rw: 'none',
+  extraConfig: { max_clients: 1000, max_workers: 20 },
+  drivers: ['storage'],
+});
 let gateway;
+let proxy;
+let poolDir;
 try {
   const direct = libvirtd.uri();
-  gateway = await startGateway(direct);
+  const directStorage = libvirtd.uri(storageUri);
+  gateway = await startGateway([
+    ['test:///default', direct],
+    [storageUri, directStorage],
+  ]);
+  proxy = await startByteProxy(libvirtd.rwSocket);
+  poolDir = await createBenchPool(directStorage);
+  const load = () => loadavg()[0].toFixed(1);
   console.log(
-    `node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'} x${availableParallelism()}, ${secondsPerCase}s per measurement, ${roundsPerCase} rounds`,
+    `node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'} x${availableParallelism()}, ${secondsPerCase}s per measurement, ${roundsPerCase} rounds, load average ${loadavg()
+      .map((l) => l.toFixed(1))
+      .join(' ')}`,
   );
-  console.log(`libvirtd:            ${direct}\nvirtauthd (gateway): ${gateway.uri}\n`);
+  console.log(`libvirtd:            ${direct}\nvirtauthd (gateway): ${gateway.uri}\nbyte-copying proxy:  ${proxy.socket}\n`);
 
   // One measurement at a time, so none competes with another for the CPU; direct and gateway
   // alternate over several rounds and the ratio is the median of the rounds' ratios, so load that
   // comes and goes on a shared machine falls on both sides alike.
   const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
-  async function paired(measure) {
+  // `proxyUri`: the byte-copying proxy is measured in the same rounds too.
+  async function paired(measure, { gatewayUri = gateway.uri, proxyUri } = {}) {
     const rounds = [];
+    const loadBefore = load();
     for (let i = 0; i < roundsPerCase; i++) {
-      const order = i % 2 === 0 ? ['direct', 'gateway'] : ['gateway', 'direct'];
+      const order = i % 2 === 0 ? ['direct', 'gateway', 'proxy'] : ['proxy', 'gateway', 'direct'];
       const round = {};
-      for (const side of order)
-        round[side] = side === 'direct' ? await measure(direct) : await withGatewayCpu(gateway.pid, () => measure(gateway.uri));
+      for (const side of order) {
+        if (side === 'direct') round.direct = await measure(directFor(gatewayUri));
+        else if (side === 'gateway') round.gateway = await withGatewayCpu(gateway.pid, () => measure(gatewayUri));
+        else if (proxyUri) round.proxy = await measure(proxyUri);
+      }
       rounds.push(round);
     }
     return {
+      proxyRatio: proxyUri ? median(rounds.map((r) => r.proxy / r.direct)) : undefined,
       direct: median(rounds.map((r) => r.direct)),
       gateway: median(rounds.map((r) => r.gateway.rate)),
       ratio: median(rounds.map((r) => r.gateway.rate / r.direct)),
       cpuPerCall: median(rounds.map((r) => r.gateway.cpuPerCall)),
+      load: `${loadBefore}-${load()}`,
     };
   }
+  const directFor = (gatewayUri) => (gatewayUri === gateway.storageUri ? directStorage : direct);
   const seq = await paired(pythonCalls);
-  const conc = await paired((uri) => pythonConcurrentCalls(uri, concurrentClients));
+  // The same concurrent clients through a proxy that only copies bytes: the floor of any hop.
+  const conc = await paired((uri) => pythonConcurrentCalls(uri, concurrentClients), { proxyUri: proxy.uri });
   const shots = await paired(pythonScreenshots);
+  const downloads = await paired(pythonVolumeDownloads, { gatewayUri: gateway.storageUri, proxyUri: proxy.storageUri });
   const oursPipeGateway = await ourPipelinedCalls(gateway.uri);
   const events = await eventLatencyAdded(direct, gateway.uri);
 
   const number = (n) => Math.round(n).toLocaleString('en-US').padStart(10);
-  const row = (label, c) => `  ${label.padEnd(46)}${number(c.direct)}${number(c.gateway)}   ${c.ratio.toFixed(2)}x`;
+  const row = (label, c) => `  ${label.padEnd(46)}${number(c.direct)}${number(c.gateway)}   ${c.ratio.toFixed(2)}x   (load ${c.load})`;
   console.log(
     `  ${`per second, median of ${roundsPerCase} rounds`.padEnd(46)}${'direct'.padStart(10)}${'gateway'.padStart(10)}   gateway/direct`,
   );
   console.log(row('python3-libvirt, sequential calls', seq));
   console.log(row(`${concurrentClients} python3-libvirt clients, total calls`, conc));
   console.log(row('python3-libvirt, screenshot streams', shots));
+  const mib = (c) => ({ ...c, direct: c.direct / 2 ** 20, gateway: c.gateway / 2 ** 20 });
+  console.log(row(`python3-libvirt, vol-download MiB (${volumeBytes / 2 ** 20} MiB each)`, mib(downloads)));
+  // What any hop through one node process costs here: the gateway cannot do better than this.
+  console.log(
+    `  through a byte-copying node proxy instead: ${conc.proxyRatio.toFixed(2)}x direct with ${concurrentClients} clients, ${downloads.proxyRatio.toFixed(2)}x for vol-download`,
+  );
   console.log(`  virtauth client, ${pipelineDepth} calls in flight, through the gateway: ${number(oursPipeGateway)}`);
   console.log(`  event latency added by the gateway: median ${events.medianMs?.toFixed(3)} ms over ${events.events} events`);
   console.log(
@@ -241,6 +311,7 @@ try {
     ['same C client, sequential calls: gateway/direct', seq.ratio, 0.6, 'x', true],
     [`${concurrentClients} concurrent C clients, total calls: gateway/direct`, conc.ratio, 0.9, 'x', true],
     ['screenshot stream throughput: gateway/direct', shots.ratio, 0.8, 'x', true],
+    ['vol-download stream throughput: gateway/direct', downloads.ratio, 0.8, 'x', true],
     [`virtauth client (${pipelineDepth} in flight) via gateway / python3-libvirt direct`, oursPipeGateway / seq.direct, 2.0, 'x', true],
     ['median event latency added (ms)', events.medianMs ?? Infinity, 0.2, ' ms', false],
   ];
@@ -252,6 +323,8 @@ try {
     );
   }
 } finally {
+  await proxy?.stop();
   await gateway?.stop();
+  if (poolDir) await rm(join(poolDir, '..'), { recursive: true, force: true });
   await libvirtd.stop();
 }

@@ -5,7 +5,7 @@ import test from 'ava';
 import fc from 'fast-check';
 import * as x from '../src/xdr/codec.js';
 import { XdrReader } from '../src/xdr/codec.js';
-import { FramingError, PacketFramer } from '../src/rpc/framer.js';
+import { CUT_THROUGH_MIN, FramingError, PacketFramer } from '../src/rpc/framer.js';
 import {
   encodePacket,
   errorPayload,
@@ -195,23 +195,128 @@ test('a sink that returns false holds the rest, whole or split, until resume', (
   }
 });
 
+/** The packets' bytes cut into chunks at the offsets the seeds pick. */
+function cutAt(packets: Buffer[], cutSeeds: number[]): Buffer[] {
+  const all = Buffer.concat(packets);
+  const cuts = [...new Set(cutSeeds.map((c) => c % (all.length + 1)))].sort((a, b) => a - b);
+  const chunks: Buffer[] = [];
+  let prev = 0;
+  for (const c of [...cuts, all.length]) {
+    chunks.push(all.subarray(prev, c));
+    prev = c;
+  }
+  return chunks;
+}
+
 test('property: any chunking of any packet sequence reproduces the packets', (t) => {
   const packetArb = fc
     .tuple(fc.nat(500), fc.nat(), fc.uint8Array({ maxLength: 64 }))
     .map(([proc, serial, p]) => call(proc, serial >>> 0, Buffer.from(p)));
   fc.assert(
     fc.property(fc.array(packetArb, { minLength: 1, maxLength: 8 }), fc.array(fc.nat(), { maxLength: 12 }), (packets, cutSeeds) => {
-      const all = Buffer.concat(packets);
-      const cuts = [...new Set(cutSeeds.map((c) => c % (all.length + 1)))].sort((a, b) => a - b);
-      const chunks: Buffer[] = [];
-      let prev = 0;
-      for (const c of [...cuts, all.length]) {
-        chunks.push(all.subarray(prev, c));
-        prev = c;
-      }
-      return collect(new PacketFramer(), chunks).map(hex).join() === packets.map(hex).join();
+      return collect(new PacketFramer(), cutAt(packets, cutSeeds)).map(hex).join() === packets.map(hex).join();
     }),
     { numRuns: 500 },
+  );
+  t.pass();
+});
+
+// ---------------------------------------------------------------------------------------------
+// Cut-through: large packets in pieces as they arrive
+
+/**
+ * Feeds `chunks`; large packets the handler takes come out as their head and pieces, the rest
+ * whole. `order` is every packet in the order it began to come out, pieced ones reassembled.
+ */
+function collectPieces(chunks: Buffer[], take: (head: Buffer, length: number) => boolean = () => true) {
+  const framer = new PacketFramer();
+  const whole: Buffer[] = [];
+  const pieced: { length: number; parts: Buffer[]; done: boolean; index: number }[] = [];
+  const offers: number[] = [];
+  const order: Buffer[] = [];
+  framer.setCutThrough({
+    begin(head, length) {
+      offers.push(length);
+      if (!take(head, length)) return false;
+      pieced.push({ length, parts: [Buffer.from(head)], done: false, index: order.length });
+      order.push(Buffer.alloc(0));
+      return true;
+    },
+    piece(bytes, last) {
+      const current = pieced[pieced.length - 1]!;
+      if (current.done) throw new Error('a piece after the last one');
+      current.parts.push(Buffer.from(bytes));
+      current.done = last;
+    },
+  });
+  for (const chunk of chunks) {
+    framer.push(chunk, (p) => {
+      whole.push(Buffer.from(p));
+      order.push(Buffer.from(p));
+    });
+  }
+  for (const entry of pieced) order[entry.index] = Buffer.concat(entry.parts);
+  return { framer, whole, pieced, offers, order };
+}
+
+const big = (serial: number, size: number) => call(1, serial, Buffer.alloc(size, serial));
+
+test('cut-through: a large packet comes out as its head and the pieces that arrive, in order, between whole packets', (t) => {
+  const packets = [call(1, 1), big(2, 256 * 1024), call(3, 3), big(4, CUT_THROUGH_MIN), call(5, 5)];
+  const all = Buffer.concat(packets);
+  const chunks: Buffer[] = [];
+  for (let off = 0; off < all.length; off += 65536) chunks.push(all.subarray(off, off + 65536));
+  const { whole, pieced, order, framer } = collectPieces(chunks);
+  t.deepEqual(
+    whole.map(hex),
+    [packets[0], packets[2], packets[4]].map((p) => hex(p!)),
+  );
+  t.is(pieced.length, 2);
+  t.true(pieced.every((p) => p.done && p.parts.length > 1));
+  t.is(hex(order.find((p) => p.length === packets[1]!.length)!), hex(packets[1]!));
+  t.is(framer.pending, 0);
+});
+
+test('cut-through: packets below the threshold, or declined, are assembled whole and offered once', (t) => {
+  const small = big(1, CUT_THROUGH_MIN - 100);
+  const large = big(2, 200 * 1024);
+  const all = Buffer.concat([small, large]);
+  const chunks = [all.subarray(0, 1000), all.subarray(1000, 80_000), all.subarray(80_000, 150_000), all.subarray(150_000)];
+  const { whole, pieced, offers } = collectPieces(chunks, () => false);
+  t.deepEqual(whole.map(hex), [hex(small), hex(large)]);
+  t.is(pieced.length, 0);
+  t.deepEqual(offers, [large.length], 'offered once, when its header had arrived');
+});
+
+test('cut-through: a header split over chunks is offered once it is whole; a length word past the limit never is', (t) => {
+  const large = big(7, 100 * 1024);
+  for (const split of [1, 4, 27, 28, 29]) {
+    const { pieced, offers } = collectPieces([large.subarray(0, split), large.subarray(split, 70_000), large.subarray(70_000)]);
+    t.is(offers.length, 1, `split ${split}`);
+    t.is(hex(Buffer.concat(pieced[0]!.parts)), hex(large), `split ${split}`);
+  }
+  const head = Buffer.from(large.subarray(0, 28));
+  head.writeUInt32BE(PACKET_MAX + 1, 0);
+  const framer = new PacketFramer();
+  framer.setCutThrough({ begin: () => t.fail('offered') as never, piece: () => t.fail('piece') });
+  t.throws(() => framer.push(Buffer.concat([head, Buffer.alloc(70_000)]), () => {}), { instanceOf: FramingError });
+});
+
+test('property: cut-through or not, any chunking reproduces the packets in order', (t) => {
+  const packetArb = fc
+    .tuple(fc.nat(), fc.oneof(fc.nat(200), fc.integer({ min: CUT_THROUGH_MIN - 40, max: CUT_THROUGH_MIN + 70_000 })))
+    .map(([serial, size]) => big(serial & 0xff, size));
+  fc.assert(
+    fc.property(
+      fc.array(packetArb, { minLength: 1, maxLength: 5 }),
+      fc.array(fc.nat(), { maxLength: 10 }),
+      fc.boolean(),
+      (packets, cutSeeds, taking) => {
+        const { order, pieced } = collectPieces(cutAt(packets, cutSeeds), () => taking);
+        return order.map(hex).join() === packets.map(hex).join() && pieced.every((p) => p.done && p.length >= CUT_THROUGH_MIN);
+      },
+    ),
+    { numRuns: 60 },
   );
   t.pass();
 });

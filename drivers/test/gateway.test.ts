@@ -309,6 +309,73 @@ test("an upload stream ends with the upstream's answer to the client's abort; a 
   t.deepEqual(r.passThrough.inFlight, { calls: 0, streams: 0 });
 });
 
+const ping = () =>
+  encodePacket(
+    { prog: KEEPALIVE_PROGRAM, vers: KEEPALIVE_VERSION, proc: KeepaliveProc.PING, type: MessageType.MESSAGE, serial: 0, status: 0 },
+    xdr.xvoid,
+    undefined,
+  );
+
+/** Waits until the far end of `peer` has read at least `bytes` bytes, whole packets or not. */
+const bytesArrived = (peer: RawPeer, bytes: number) => peer.until(() => peer.socket.bytesRead >= bytes, `${bytes} bytes`);
+
+test('a large stream packet passes as its bytes arrive; what virtauthd writes to the client meanwhile waits for its end', async (t) => {
+  const r = await rig(t);
+  await openStream(r, VOL_DOWNLOAD, 7);
+  const before = r.client.socket.bytesRead;
+  const packet = streamData(VOL_DOWNLOAD, 7, Buffer.alloc(262144, 1).fill(2, 100_000));
+  r.upstream.socket.write(packet.subarray(0, 100_000));
+  // Passed on before the rest exists: the gateway holds no whole packet back.
+  await bytesArrived(r.client, before + 100_000);
+  t.is(r.client.packets.length, 1, 'only the reply is whole so far');
+  // An answer of virtauthd's own (a refused call) and a PONG, both while the packet is half written.
+  r.client.send(call(444, 8), ping());
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  t.is(r.client.socket.bytesRead, before + 100_000, 'nothing was written into the middle of the packet');
+  r.upstream.socket.write(packet.subarray(100_000));
+  const got = await r.client.count(4);
+  t.true(got[1]!.raw.equals(packet), 'the packet arrives byte for byte');
+  t.deepEqual(
+    got.slice(2).map((p) => [p.header.prog, p.header.serial, p.error?.message]),
+    [
+      [REMOTE_PROGRAM, 8, 'unknown procedure: 444'],
+      [KEEPALIVE_PROGRAM, 0, undefined],
+    ],
+  );
+});
+
+test('the upstream going away in the middle of a stream packet closes the client with not one byte more', async (t) => {
+  const r = await rig(t);
+  r.client.send(call(GET_HOSTNAME, 1));
+  await openStream(r, VOL_DOWNLOAD, 2);
+  const before = r.client.socket.bytesRead;
+  r.upstream.socket.write(streamData(VOL_DOWNLOAD, 2, Buffer.alloc(262144, 3)).subarray(0, 70_000));
+  await bytesArrived(r.client, before + 70_000);
+  r.upstream.socket.destroy();
+  await r.client.until(() => r.client.ended, 'the client to be closed');
+  // The end-of-file answers to the waiting call and the stream would land inside the cut packet.
+  t.is(r.client.socket.bytesRead, before + 70_000);
+  t.true(r.clientRpc.closed);
+});
+
+test("large packets that are no open stream's data are assembled and judged whole: stray data dropped, a large call forwarded", async (t) => {
+  const r = await rig(t);
+  await openStream(r, VOL_UPLOAD, 1);
+  const stray = streamData(VOL_UPLOAD, 99, Buffer.alloc(200_000, 4));
+  const largeCall = call(GET_HOSTNAME, 2, Buffer.alloc(150_000, 5));
+  // Its end (status OK) is not data either: it ends the stream, so it is judged whole too.
+  const bigEnd = encodePacket(header(VOL_UPLOAD, MessageType.STREAM, 1, MessageStatus.OK), xdr.fixedOpaque(100_000), Buffer.alloc(100_000));
+  for (const packet of [stray, largeCall, bigEnd]) {
+    r.client.socket.write(packet.subarray(0, 65_000));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    r.client.socket.write(packet.subarray(65_000));
+  }
+  const upstream = await r.upstream.count(3);
+  t.true(upstream[1]!.raw.equals(largeCall));
+  t.true(upstream[2]!.raw.equals(bigEnd));
+  t.true(r.warnings.some((w) => (w as { event?: string; serial?: number }).event === 'gateway.stream.stray'));
+});
+
 test('stream data for a serial with no stream is dropped, and the connection goes on', async (t) => {
   const r = await rig(t);
   r.client.send(streamData(VOL_UPLOAD, 77, Buffer.alloc(64)), hole(VOL_UPLOAD, 78), call(GET_HOSTNAME, 1));

@@ -12,7 +12,7 @@ import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { XdrReader, type Codec, xvoid } from '../xdr/codec.js';
 import { ErrorCode, ErrorDomain, VirError, rpcError } from '../errors.js';
-import { FramingError, PacketFramer, type PacketSink } from './framer.js';
+import { FramingError, PacketFramer, type PacketCutThrough, type PacketSink } from './framer.js';
 import {
   encodePacket,
   errorPayload,
@@ -39,6 +39,16 @@ export type MessageHandler = (header: Header, body: XdrReader) => void;
  * whose packets are passed on rather than served. `packet` may be a view into the input chunk.
  */
 export type PacketInterceptor = (header: Header, packet: Buffer) => void;
+
+/**
+ * Takes large packets of an intercepted program in pieces as they arrive, when it wants them so
+ * (see PacketFramer's cut-through): `begin` sees the header and the first bytes, and says yes or
+ * no; after a yes, `piece` gets the rest, in order, up to the one marked `last`.
+ */
+export interface PacketPieces {
+  begin(header: Header, head: Buffer, length: number): boolean;
+  piece(bytes: Buffer, last: boolean): void;
+}
 
 export interface RpcConnectionOptions {
   /**
@@ -99,6 +109,10 @@ function onStreamClose(this: Duplex): void {
     new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: 'Connection closed' }),
   );
 }
+/** Shared by every connection, so a tick's gathered write makes no closure. */
+function flushCorked(connection: RpcConnection): void {
+  connection.flushCorked();
+}
 function onStreamDrain(this: Duplex): void {
   (this as OwnedStream)[CONNECTION].outputDrained();
 }
@@ -119,6 +133,15 @@ export class RpcConnection extends EventEmitter {
   /** By program; one or two at most, so a list (a Map's table alone is ~180 bytes). */
   private messageHandlers: { prog: number; handler: MessageHandler }[] | undefined;
   private interceptors: Map<number, PacketInterceptor> | undefined;
+  /** By program, the takers of large packets in pieces; the one that took the current packet. */
+  private pieceTakers: Map<number, PacketPieces> | undefined;
+  private pieceTaker: PacketPieces | undefined;
+  /**
+   * A packet is being written in pieces (writePiece): any other packet written meanwhile waits
+   * here, so it cannot land inside that packet's bytes.
+   */
+  private writingPieces = false;
+  private heldWrites: { packet: Buffer; onFlushed: (() => void) | undefined }[] | undefined;
   private callHandler: CallHandler | null = null;
   private serial = 0;
   /** Calls whose handler runs or whose reply has not left yet. */
@@ -234,8 +257,50 @@ export class RpcConnection extends EventEmitter {
    * undecoded. This connection then issues no calls of its own on that program: their serials
    * would mix with those of the packets passed on.
    */
-  interceptProgram(prog: number, interceptor: PacketInterceptor): void {
+  interceptProgram(prog: number, interceptor: PacketInterceptor, pieces?: PacketPieces): void {
     (this.interceptors ??= new Map()).set(prog, interceptor);
+    if (!pieces) return;
+    if (!this.pieceTakers) {
+      this.pieceTakers = new Map();
+      this.framer.setCutThrough(this.cutThrough());
+    }
+    this.pieceTakers.set(prog, pieces);
+  }
+
+  /** The framer's cut-through: offers a large packet to its program's taker, if any. */
+  private cutThrough(): PacketCutThrough {
+    return {
+      begin: (head, length) => {
+        if (this.isClosed) return false;
+        const header = readHeader(new XdrReader(head, 4));
+        const taker = this.pieceTakers?.get(header.prog);
+        if (!taker?.begin(header, head, length)) return false;
+        this.pieceTaker = taker;
+        return true;
+      },
+      piece: (bytes, last) => {
+        const taker = this.pieceTaker;
+        if (last) this.pieceTaker = undefined;
+        if (!this.isClosed) taker?.piece(bytes, last);
+      },
+    };
+  }
+
+  /**
+   * Writes part of a packet: its first bytes (length word and header included), then the rest
+   * up to the call with `last`. Packets written meanwhile (replies, PONGs, events) wait until the
+   * last piece is written, so the peer's framing stays intact.
+   */
+  writePiece(bytes: Buffer, last: boolean): void {
+    if (this.isClosed) return;
+    this.writingPieces = true;
+    this.send(bytes);
+    if (!last) return;
+    this.writingPieces = false;
+    const held = this.heldWrites;
+    if (!held) return;
+    this.heldWrites = undefined;
+    for (const { packet, onFlushed } of held) this.write(packet, onFlushed);
   }
 
   /**
@@ -290,6 +355,10 @@ export class RpcConnection extends EventEmitter {
   sendMessage<T>(prog: number, vers: number, proc: number, codec: Codec<T>, value: T, sizeHint?: number, serial = 0): void {
     if (this.isClosed) return;
     const packet = encodePacket({ prog, vers, proc, type: MessageType.MESSAGE, serial, status: MessageStatus.OK }, codec, value, sizeHint);
+    if (this.writingPieces) {
+      (this.heldWrites ??= []).push({ packet, onFlushed: undefined });
+      return;
+    }
     // A message is mostly alone (a relay request, a keepalive): it leaves at once rather than at
     // the end of this turn, unless packets are already being gathered for one write (the stream
     // is corked then, and keeps the order).
@@ -373,16 +442,16 @@ export class RpcConnection extends EventEmitter {
   }
 
   private write(packet: Buffer, onFlushed?: () => void): void {
+    if (this.writingPieces) (this.heldWrites ??= []).push({ packet, onFlushed });
+    else this.send(packet, onFlushed);
+  }
+
+  private send(packet: Buffer, onFlushed?: () => void): void {
     if (!this.corked) {
       // Coalesce packets written in the same tick into one syscall (pipelined calls, replies).
       this.corked = true;
       this.stream.cork();
-      process.nextTick(() => {
-        if (!this.corked) return;
-        this.corked = false;
-        this.stream.uncork();
-        this.releaseFlushedReplies();
-      });
+      process.nextTick(flushCorked, this);
     }
     this.stream.write(packet, onFlushed);
     this.noteUnsent();
@@ -578,6 +647,14 @@ export class RpcConnection extends EventEmitter {
    * written so far has left: release their calls now rather than a tick later, when their
    * write callbacks come.
    */
+  /** @internal The end of the tick in which packets were gathered (see write). */
+  flushCorked(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    this.stream.uncork();
+    this.releaseFlushedReplies();
+  }
+
   private releaseFlushedReplies(): void {
     const held = this.repliesUnconfirmed - this.repliesReleased;
     if (held === 0 || this.stream.writableLength !== 0) return;

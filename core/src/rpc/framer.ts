@@ -10,11 +10,36 @@ export class FramingError extends Error {
 /** Takes one packet; returning exactly false asks the framer to hold the rest (the reader is busy). */
 export type PacketSink = (packet: Buffer) => unknown;
 
+/**
+ * Takes large packets in pieces as their bytes arrive, instead of whole once the last byte is in
+ * (a relay of stream data then neither waits for nor copies 256 KiB packets). Only packets of at
+ * least CUT_THROUGH_MIN bytes whose header has arrived are offered.
+ */
+export interface PacketCutThrough {
+  /** The first bytes of a packet of `length` bytes (the header among them): true to take the rest as pieces. */
+  begin(head: Buffer, length: number): boolean;
+  /** The next bytes of the packet begun; `last` with its final bytes. */
+  piece(bytes: Buffer, last: boolean): void;
+}
+
+/** Packets shorter than this are always assembled: one socket read (64 KiB) holds them. */
+export const CUT_THROUGH_MIN = 64 * 1024;
+
 export class PacketFramer {
   private chunks: Buffer[] = [];
   private buffered = 0;
   private expected = -1;
   private maxPacket = PACKET_MAX;
+  private cutThrough: PacketCutThrough | undefined;
+  /** Bytes of the packet being passed on in pieces that have not arrived yet. */
+  private pieceRemaining = 0;
+  /** The packet being assembled was offered and declined: it is not offered again. */
+  private declined = false;
+
+  /** Offers large packets to `handler` in pieces from now on (see PacketCutThrough). */
+  setCutThrough(handler: PacketCutThrough | undefined): void {
+    this.cutThrough = handler;
+  }
 
   /** Lowers (or restores) the largest packet accepted, e.g. to a few KiB before authentication. */
   setMaxPacket(bytes: number): void {
@@ -26,6 +51,14 @@ export class PacketFramer {
    * `onPacket` returns false, delivery stops there and the rest stays buffered until `resume`.
    */
   push(chunk: Buffer, onPacket: PacketSink): void {
+    if (this.pieceRemaining > 0) {
+      // The next bytes of a packet passed on in pieces; nothing is buffered meanwhile.
+      const take = Math.min(this.pieceRemaining, chunk.length);
+      this.pieceRemaining -= take;
+      this.cutThrough!.piece(take === chunk.length ? chunk : chunk.subarray(0, take), this.pieceRemaining === 0);
+      if (take === chunk.length) return;
+      chunk = chunk.subarray(take);
+    }
     // Fast path: nothing buffered and the chunk holds whole packets.
     if (this.buffered === 0) {
       let off = 0;
@@ -33,7 +66,10 @@ export class PacketFramer {
       while (chunk.length - off >= 4) {
         const len = chunk.readUInt32BE(off);
         this.check(len);
-        if (chunk.length - off < len) break;
+        if (chunk.length - off < len) {
+          if (this.beginPieces(chunk.subarray(off), len)) return;
+          break;
+        }
         off += len;
         if (onPacket(chunk.subarray(off - len, off)) === false) {
           stopped = true;
@@ -61,11 +97,43 @@ export class PacketFramer {
         this.check(head);
         this.expected = head;
       }
-      if (this.buffered < this.expected) return;
+      if (this.buffered < this.expected) {
+        if (this.buffered >= PACKET_MIN && this.beginPieces(null, this.expected)) this.expected = -1;
+        return;
+      }
       const packet = this.take(this.expected);
       this.expected = -1;
+      this.declined = false;
       if (onPacket(packet) === false) return;
     }
+  }
+
+  /**
+   * Offers the start of a packet that has not fully arrived (`head`, or else all that is
+   * buffered) to the cut-through handler; true when it took it.
+   */
+  private beginPieces(head: Buffer | null, length: number): boolean {
+    const handler = this.cutThrough;
+    if (!handler || length < CUT_THROUGH_MIN || this.declined) return false;
+    if (head === null) {
+      // Peeked, not taken: a handler that declines leaves the bytes to be assembled.
+      head = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.buffered);
+      if (!handler.begin(head, length)) {
+        this.chunks = [head];
+        this.declined = true;
+        return false;
+      }
+      this.chunks = [];
+      this.buffered = 0;
+    } else {
+      if (head.length < PACKET_MIN) return false;
+      if (!handler.begin(head, length)) {
+        this.declined = true;
+        return false;
+      }
+    }
+    this.pieceRemaining = length - head.length;
+    return true;
   }
 
   /** Bytes held for a packet that has not fully arrived. */

@@ -10,6 +10,11 @@
 // only what it needs to stay honest: which calls await a reply (a reply to anything else is
 // dropped) and which streams are open (stream data for any other serial is dropped, as libvirtd
 // does with stray stream packets).
+//
+// Stream data of an open stream is passed on as its bytes arrive, not once a whole packet (up to
+// 256 KiB for libvirt's streams) has been read: the header is checked, then the rest is copied
+// through piece by piece (RpcConnection's PacketPieces), so a download or upload streams through
+// virtauthd as through a plain proxy instead of stopping at every packet.
 
 import {
   ErrorCode,
@@ -25,6 +30,7 @@ import {
   errorToPayload,
   rpcError,
   type Header,
+  type PacketPieces,
   type RpcConnection,
 } from '@virtauth/core';
 import { REMOTE_PROC_LAST, STREAM_PROCEDURES } from './remote-procedures.js';
@@ -138,10 +144,33 @@ export class PassThrough {
     this.checkEvent = opts.checkEvent;
     this.maxCallsInFlight = opts.maxCallsInFlight ?? 4096;
     this.maxBuffered = opts.maxBuffered ?? 1024 * 1024;
-    this.client.interceptProgram(REMOTE_PROGRAM, (h, p) => this.fromClient(h, p));
-    this.upstream.interceptProgram(REMOTE_PROGRAM, (h, p) => this.fromUpstream(h, p));
+    this.client.interceptProgram(REMOTE_PROGRAM, (h, p) => this.fromClient(h, p), this.streamPieces(this.client, this.upstream));
+    this.upstream.interceptProgram(REMOTE_PROGRAM, (h, p) => this.fromUpstream(h, p), this.streamPieces(this.upstream, this.client));
     void this.upstream.whenClosed().then((reason) => this.upstreamGone(reason));
     void this.client.whenClosed().then(() => this.close());
+  }
+
+  /**
+   * Large stream data packets from `from`, passed to `to` as they arrive: only data (CONTINUE)
+   * of a stream that is open, while nothing from that side waits behind an access check (the
+   * pieces would overtake it). Anything else is assembled and handled whole, as before.
+   */
+  private streamPieces(from: RpcConnection, to: RpcConnection): PacketPieces {
+    const fromClient = from === this.client;
+    return {
+      begin: (h, head) => {
+        if (this.ended || (fromClient ? this.checking : this.upstreamChecking)) return false;
+        if (h.type !== MessageType.STREAM || h.status !== MessageStatus.CONTINUE || !this.streams.has(h.serial)) return false;
+        to.writePiece(head, false);
+        this.throttle(to, from);
+        return true;
+      },
+      piece: (bytes, last) => {
+        if (this.ended) return;
+        to.writePiece(bytes, last);
+        this.throttle(to, from);
+      },
+    };
   }
 
   /** Calls awaiting a reply and streams open, for tests and diagnostics. */
@@ -408,6 +437,11 @@ export class PassThrough {
    */
   private pass(packet: Buffer, to: RpcConnection, from: RpcConnection): void {
     to.writePacket(packet);
+    this.throttle(to, from);
+  }
+
+  /** After a write to `to`: past `maxBuffered` waiting there, `from` is not read until `to` drains. */
+  private throttle(to: RpcConnection, from: RpcConnection): void {
     if (to.stream.writableLength <= this.maxBuffered || this.draining.has(to)) return;
     this.draining.add(to);
     from.holdInput();

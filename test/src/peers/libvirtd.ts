@@ -1,5 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 
@@ -11,6 +11,19 @@ import { delay, freePort, tempDir, waitFor } from './util.js';
 export type LibvirtdAuth = 'none' | 'sasl' | 'polkit';
 export type LibvirtdTransport = 'unix' | 'unix-ro' | 'tcp' | 'tls';
 export type LibvirtdConfigValue = string | number | boolean | readonly string[];
+export type LibvirtdDriverModule = 'storage' | 'qemu';
+
+/** libvirt's fixed system folders a driver module keeps state in; private per daemon when modules load. */
+const systemStateFolders = ['/etc/libvirt', '/run/libvirt', '/var/lib/libvirt', '/var/cache/libvirt', '/var/log/libvirt'];
+
+/** Where Debian installs libvirt's connection-driver modules, or undefined. */
+export function libvirtDriverModuleDir(): string | undefined {
+  for (const libraryDirectory of ['/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib']) {
+    const folder = `${libraryDirectory}/libvirt/connection-driver`;
+    if (existsSync(folder)) return folder;
+  }
+  return undefined;
+}
 
 export interface PrivateLibvirtdOptions {
   auth_unix_rw: LibvirtdAuth;
@@ -36,6 +49,17 @@ export interface PrivateLibvirtdOptions {
   extraConfig?: Record<string, LibvirtdConfigValue>;
   /** log_outputs level: 1 debug, 2 info, 3 warning (default), 4 error. */
   logLevel?: 1 | 2 | 3 | 4;
+  /**
+   * Connection-driver modules to load besides the built-in test driver (default none). They keep
+   * state in libvirt's fixed system folders (/etc/libvirt, /run/libvirt, /var/lib/libvirt, ...),
+   * so the daemon then runs in a private mount namespace over fresh, empty ones: several can run
+   * side by side and nothing of theirs reaches the host.
+   */
+  drivers?: readonly LibvirtdDriverModule[];
+  /** qemu.conf for the qemu driver (in the private /etc/libvirt). */
+  qemuConfig?: Record<string, LibvirtdConfigValue>;
+  /** More environment for libvirtd, e.g. DBUS_SYSTEM_BUS_ADDRESS for its polkit access driver. */
+  env?: Record<string, string>;
   /** libvirtd exits by itself after this many idle seconds: a safety net if a test run dies. */
   idleTimeoutSeconds?: number;
   startTimeoutMs?: number;
@@ -100,7 +124,8 @@ function acceptsConnections(port: number): Promise<boolean> {
 
 /**
  * A real libvirtd of our own: its own config, sockets, SASL database, ports and log, in a short
- * temp dir, with an empty driver directory so only the built-in `test:///default` driver loads.
+ * temp dir, with a driver directory of its own so only the built-in `test:///default` driver and
+ * the modules in `drivers` load.
  * Needs root. Several can run side by side.
  */
 export class PrivateLibvirtd {
@@ -141,8 +166,10 @@ export class PrivateLibvirtd {
     try {
       const socketDir = join(dir, 'sock');
       const saslDir = join(dir, 'sasl');
-      const emptyDriverDir = join(dir, 'no-drivers');
-      await Promise.all([mkdir(socketDir), mkdir(saslDir), mkdir(emptyDriverDir)]);
+      const driverDir = join(dir, 'drivers');
+      await Promise.all([mkdir(socketDir), mkdir(saslDir), mkdir(driverDir)]);
+      const modules = options.drivers ?? [];
+      if (modules.length > 0) await PrivateLibvirtd.linkDriverModules(driverDir, modules);
       const rwSocket = join(socketDir, 'libvirt-sock');
       const roSocket = join(socketDir, 'libvirt-sock-ro');
       if (Buffer.byteLength(rwSocket) >= 108) {
@@ -162,14 +189,13 @@ export class PrivateLibvirtd {
       const pidFile = join(dir, 'libvirtd.pid');
       const idleTimeout = options.idleTimeoutSeconds ?? 600;
       // --daemon returns once the listeners exist; errors go to the log file, quoted below.
-      const launch = await runProcess(
-        libvirtd,
-        ['--daemon', '--listen', '--config', configFile, '--pid-file', pidFile, '--timeout', String(idleTimeout)],
-        {
-          env: { ...process.env, SASL_CONF_PATH: saslDir, LIBVIRT_DRIVER_DIR: emptyDriverDir, LC_ALL: 'C' },
-          timeoutMs: options.startTimeoutMs ?? 15_000,
-        },
-      );
+      const daemonArgs = ['--daemon', '--listen', '--config', configFile, '--pid-file', pidFile, '--timeout', String(idleTimeout)];
+      const [command, args] =
+        modules.length > 0 ? await PrivateLibvirtd.inPrivateState(dir, libvirtd, daemonArgs, options) : [libvirtd, daemonArgs];
+      const launch = await runProcess(command, args, {
+        env: { ...process.env, ...options.env, SASL_CONF_PATH: saslDir, LIBVIRT_DRIVER_DIR: driverDir, LC_ALL: 'C' },
+        timeoutMs: options.startTimeoutMs ?? 15_000,
+      });
       if (launch.code !== 0) {
         const log = existsSync(logFile) ? await readFile(logFile, 'utf8') : '(no log written)';
         throw new Error(`libvirtd did not start (${describeResult(launch)}); its log:\n${log.slice(-3000)}`);
@@ -202,6 +228,51 @@ export class PrivateLibvirtd {
       await rm(dir, { recursive: true, force: true });
       throw error;
     }
+  }
+
+  /** The driver folder holds only the wanted modules: libvirtd loads whatever it finds there. */
+  private static async linkDriverModules(driverDir: string, modules: readonly LibvirtdDriverModule[]): Promise<void> {
+    const installed = libvirtDriverModuleDir();
+    for (const module of modules) {
+      const file = `libvirt_driver_${module}.so`;
+      if (installed === undefined || !existsSync(join(installed, file))) {
+        throw new Error(
+          `libvirt's ${module} driver module ${file} is not installed: install Debian package ${module === 'qemu' ? 'libvirt-daemon-driver-qemu' : 'libvirt-daemon'}`,
+        );
+      }
+      await symlink(join(installed, file), join(driverDir, file));
+    }
+  }
+
+  /**
+   * The command that starts libvirtd in a private mount namespace, with a tmpfs over each of
+   * libvirt's system folders and our own /etc/libvirt (holding qemu.conf). libvirtd --daemon stays
+   * in the namespace; the mounts go when it exits. A missing mount point is created first: an
+   * empty folder libvirtd itself would create anyway.
+   */
+  private static async inPrivateState(
+    dir: string,
+    libvirtd: string,
+    daemonArgs: readonly string[],
+    options: PrivateLibvirtdOptions,
+  ): Promise<[string, string[]]> {
+    const unshare = requireExecutable('unshare', 'util-linux');
+    const etcDir = join(dir, 'etc');
+    await mkdir(etcDir);
+    const qemuSettings = options.qemuConfig ?? {};
+    await writeFile(
+      join(etcDir, 'qemu.conf'),
+      Object.entries(qemuSettings)
+        .map(([key, value]) => `${key} = ${formatConfigValue(key, value)}\n`)
+        .join(''),
+    );
+    for (const folder of systemStateFolders) await mkdir(folder, { recursive: true });
+    // The fixed folders are plain words; our own paths travel in argv, so nothing needs quoting.
+    const tmpfsMounts = systemStateFolders
+      .filter((folder) => folder !== '/etc/libvirt')
+      .map((folder) => `mount -t tmpfs -o mode=0755 tmpfs ${folder}`);
+    const script = `${tmpfsMounts.join(' && ')} && mount --bind "$1" /etc/libvirt && shift && exec "$@"`;
+    return [unshare, ['--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', etcDir, libvirtd, ...daemonArgs]];
   }
 
   private static async writeSaslConfig(saslDir: string, options: PrivateLibvirtdOptions): Promise<void> {
