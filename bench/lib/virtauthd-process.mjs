@@ -6,6 +6,8 @@ import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tempDir, waitFor } from '../../test/dist/src/peers/util.js';
+// Node's flags as the daemon's systemd unit and command run it.
+import { DAEMON_NODE_FLAGS } from '../../daemon/dist/src/systemd/units.js';
 
 const daemonMain = fileURLToPath(new URL('../../daemon/dist/src/main.js', import.meta.url));
 
@@ -25,7 +27,7 @@ export async function writeVirtauthdConfig(settings) {
  * printed once `ready(stdout)` finds what the caller needs in it.
  */
 export async function spawnVirtauthd(configFile, dir, ready) {
-  const child = spawn(process.execPath, [daemonMain, '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, daemonMain, '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (text) => (stdout += text));

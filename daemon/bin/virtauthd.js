@@ -1,4 +1,5 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=4
+// Node's flags as DAEMON_NODE_FLAGS in daemon/src/systemd/units.ts (why: there).
 // Committed entry point, so npm links `virtauthd` at install time, before anything is compiled.
 // The daemon itself lives in dist/ (built by `npm run build`, which `npm ci` runs as its prepare step).
 import { existsSync } from 'node:fs';

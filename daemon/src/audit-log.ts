@@ -1,62 +1,80 @@
-// The relay's audit trail as log lines, in exactly the format of the daemon's other lines,
-// written straight to the log's destination before the outcome they record is sent anywhere.
+// The daemon's audit records (relayed credential requests, access decisions) as info lines of its
+// log, in exactly the format of its other lines. A record is taken when its outcome is known and
+// written with the others of the next few milliseconds, in one go: rendered one by one between
+// packets, on every hop of a relayed request, records cost that request more than the packets
+// did. What is kept when, see docs/security.md ("Audit records").
 
 import { fileURLToPath } from 'node:url';
-import { pino, type Logger } from 'pino';
-import { LOG_ROUTING, callerLocation, type LogRouting } from './logging/daemon-logging.js';
+import type { Logger } from 'pino';
+import { writeLinesTogether } from './logging/descriptor-output.js';
+import { LOG_ROUTING, callerLocation, type LogRouting, type SourceLocation } from './logging/daemon-logging.js';
 
 const THIS_FILE = fileURLToPath(import.meta.url);
 
-type Destination = { write(line: string): unknown };
+/** Longest a record is held before it is written (ms). */
+export const AUDIT_BATCH_MS = 10;
+/** Records held at most; the next one writes them all at once. */
+export const MAX_HELD_AUDIT_RECORDS = 256;
+
+interface HeldRecord {
+  log: Logger;
+  record: object;
+  msg: string;
+}
+
+let held: HeldRecord[] = [];
+let timer: NodeJS.Timeout | null = null;
+let exitHookInstalled = false;
 
 /**
- * A writer of info lines for `log`, or null when info lines are off. For audit records only:
- * they hold no credential value by construction (types, names, outcome, duration), and pino's
- * generic path (serializers, redaction) costs several times the relayed request a record
- * describes.
+ * Writes every audit record held, now, in the order they were taken. The daemon calls it when
+ * it stops; a process that exits any other way (process.exit, an uncaught exception) calls it
+ * from its `exit` event.
  */
-export interface AuditLineWriter {
-  (record: object): void;
-  /**
-   * Renders the record's first fields now and returns what writes the whole line later, with
-   * `rest`'s fields after them: the same line as writing both at once, with the JSON of the first
-   * part built ahead (e.g. while a relayed request waits for its answer).
-   */
-  prepare(first: object): (rest: object) => void;
+export function flushAuditRecords(): void {
+  if (timer !== null) clearTimeout(timer);
+  timer = null;
+  const batch = held;
+  held = [];
+  writeLinesTogether(() => {
+    for (const { log, record, msg } of batch) log.info(record, msg);
+  });
 }
+
+function hold(record: HeldRecord): void {
+  held.push(record);
+  if (held.length >= MAX_HELD_AUDIT_RECORDS) {
+    flushAuditRecords();
+    return;
+  }
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.on('exit', flushAuditRecords);
+  }
+  if (timer === null) {
+    timer = setTimeout(flushAuditRecords, AUDIT_BATCH_MS);
+    timer.unref();
+  }
+}
+
+/**
+ * A writer of audit records as info lines of `log`, or null when info lines are off. For audit
+ * records only: they hold no credential value by construction (types, names, outcome,
+ * duration), so they skip redaction, which costs several times the relayed request a record
+ * describes. A record is taken as it is: the caller does not change it afterwards.
+ */
+export type AuditLineWriter = (record: object) => void;
 
 export function auditLineWriter(log: Logger, msg: string): AuditLineWriter | null {
   if (!log.isLevelEnabled('info')) return null;
-  // With log_filters or a journald output, the writer's caller decides and is recorded once,
-  // as pino's methods would for each line.
+  // With log_filters or a journald output, the writer's caller decides and is recorded once, as
+  // pino's methods would for each line (the line itself is written from a timer).
   const routing = (log as unknown as Record<symbol, LogRouting | undefined>)[LOG_ROUTING];
-  let source = '';
+  let src: SourceLocation | null = null;
   if (routing?.wantsSource) {
-    const src = callerLocation([THIS_FILE]);
+    src = callerLocation([THIS_FILE]);
     if (src && !routing.admits(log.levels.values['info']!, src.file)) return null;
-    if (src) source = `,"src":${JSON.stringify(src)}`;
   }
-  const internals = log as unknown as Record<symbol, unknown>;
-  const destination = internals[pino.symbols.streamSym] as Destination | undefined;
-  const bindings = internals[pino.symbols.chindingsSym];
-  if (!destination || typeof destination.write !== 'function' || typeof bindings !== 'string') {
-    const viaPino = (record: object) => log.info(record, msg);
-    return Object.assign(viaPino, { prepare: (first: object) => (rest: object) => viaPino({ ...first, ...rest }) });
-  }
-  const head = `{"level":${log.levels.values['info']},"time":`;
-  const tail = `,"msg":${JSON.stringify(msg)}}\n`;
-  // A record's fields as they follow the bindings: ",..." or nothing for an empty object.
-  const fields = (record: object) => {
-    const body = JSON.stringify(record);
-    return body.length > 2 ? `,${body.slice(1, -1)}` : '';
-  };
-  const write = (record: object) => {
-    destination.write(head + Date.now() + bindings + source + fields(record) + tail);
-  };
-  return Object.assign(write, {
-    prepare: (first: object) => {
-      const firstFields = fields(first);
-      return (rest: object) => destination.write(head + Date.now() + bindings + source + firstFields + fields(rest) + tail);
-    },
-  });
+  const auditLog = log.child({}, { redact: [] });
+  return (record) => hold({ log: auditLog, record: src ? { ...record, src } : record, msg });
 }

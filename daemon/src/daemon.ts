@@ -7,7 +7,7 @@ import { AuthType, AUTH_PROVIDER, CONFIG_KEYS, CREDENTIAL_SOURCE, USER_DATABASE 
 import { loadAuthConfSource, registerAccessDrivers, registerDaemonProviders, type DaemonSaslServer } from '@virtauth/providers';
 import { getPeerCredentials } from '@virtauth/peercred';
 import { relayExtension } from '@virtauth/relay';
-import { auditLineWriter } from './audit-log.js';
+import { auditLineWriter, flushAuditRecords } from './audit-log.js';
 import { ACCESS_CONFIG_KEYS, createAccessManager } from './access.js';
 import { registerDefaultDrivers } from '@virtauth/drivers';
 import { DAEMON_CONFIG_KEYS, type DaemonConfig } from './config.js';
@@ -118,6 +118,8 @@ export async function createDaemon(opts: CreateDaemonOptions): Promise<DaemonHan
   const stop = async () => {
     await adminService?.stop();
     await server.stop();
+    // The last lines, the audit records of the requests the closing connections withdrew among them.
+    flushAuditRecords();
   };
   if (admin && adminPath !== false) {
     const where = typeof adminPath === 'string' ? { path: adminPath } : adminPath;

@@ -4,12 +4,21 @@ export * from './session.js';
 export * from './logger.js';
 export { createRemoteProgram, authFailed } from './remote-program.js';
 export { createDaemon, type DaemonHandle, type CreateDaemonOptions } from './daemon.js';
+export { flushAuditRecords } from './audit-log.js';
 export { daemonLogControl, logControlFor, type LogControl } from './log-control.js';
 export { AdminService, adminExtension, MAIN_SERVER_NAME, ADMIN_SERVER_NAME, type AdminExtension } from './admin/service.js';
 export { createAdminProgram, adminDisconnectReason, type ManagedServer, type ManagedClient, type AdminBackend } from './admin/program.js';
 export { clientInfoParams, sessionFacts, type ClientFacts } from './admin/client-info.js';
 
-export { renderUnits, neededCapabilities, extraWritablePaths, UNIT_FILES, UNIT_TEMPLATE_DIR, DAEMON_MAIN } from './systemd/units.js';
+export {
+  renderUnits,
+  neededCapabilities,
+  extraWritablePaths,
+  UNIT_FILES,
+  UNIT_TEMPLATE_DIR,
+  DAEMON_MAIN,
+  DAEMON_NODE_FLAGS,
+} from './systemd/units.js';
 export {
   readInheritedSockets,
   planActivatedListeners,

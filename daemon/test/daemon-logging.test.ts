@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import test from 'ava';
 import { createDaemonLogging, sourceFileName } from '../src/logging/daemon-logging.js';
 import { formatReadableLine } from '../src/logging/sinks.js';
-import { auditLineWriter } from '../src/audit-log.js';
+import { auditLineWriter, flushAuditRecords } from '../src/audit-log.js';
 import type { LogSettings } from '../src/logging/settings.js';
 
 async function scratch(t: import('ava').ExecutionContext): Promise<string> {
@@ -132,7 +132,7 @@ test('a reconfiguration whose output cannot be opened changes nothing', async (t
   );
 });
 
-test("audit lines written past pino obey the filters too, and carry their writer's source", async (t) => {
+test("audit lines, written from a timer, obey the filters too, and carry their writer's source", async (t) => {
   const dir = await scratch(t);
   const out = join(dir, 'out.log');
   const settings = (priority: 1 | 4): LogSettings => ({
@@ -148,6 +148,7 @@ test("audit lines written past pino obey the filters too, and carry their writer
   const write = auditLineWriter(session, 'relayed credential request');
   t.truthy(write);
   write!({ outcome: 'OK' });
+  flushAuditRecords();
   const [line] = await lines(out);
   t.like(line, { conn: 9, outcome: 'OK', msg: 'relayed credential request', src: { file: 'daemon/test/daemon-logging.test.ts' } });
 });

@@ -23,7 +23,7 @@ test('defaults: no capability, ProtectHome=yes, sockets under unix_sock_dir with
   const service = units.get('virtauthd.service')!;
   t.regex(
     service,
-    /^ExecStart=\/usr\/bin\/node \/opt\/virtauth\/daemon\/dist\/src\/main\.js --config \/etc\/virtauth\/virtauthd\.conf \$VIRTAUTHD_ARGS$/m,
+    /^ExecStart=\/usr\/bin\/node --max-semi-space-size=4 \/opt\/virtauth\/daemon\/dist\/src\/main\.js --config \/etc\/virtauth\/virtauthd\.conf \$VIRTAUTHD_ARGS$/m,
   );
   t.regex(service, /^CapabilityBoundingSet=$/m);
   t.regex(service, /^ProtectHome=yes$/m);

@@ -31,7 +31,7 @@ import {
 } from '@virtauth/core';
 import { container as rootContainer } from 'tsyringe';
 
-import { buildConfig, createDaemon, createLogger, type DaemonHandle } from '@virtauth/daemon';
+import { buildConfig, createDaemon, createLogger, flushAuditRecords, type DaemonHandle } from '@virtauth/daemon';
 import { TestDriver } from '@virtauth/drivers';
 import { FileUserDatabase, loadAuthConfSource } from '@virtauth/providers';
 
@@ -165,7 +165,9 @@ export class RelayDaemon {
     this.handle.container.register(DRIVER, { useValue: driver });
   }
 
+  /** The daemon's audit records so far, those it still holds for its next batch included. */
   audits(): DaemonAuditRecord[] {
+    flushAuditRecords();
     return this.log.events('relay.audit') as DaemonAuditRecord[];
   }
 

@@ -7,7 +7,15 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { parseConf } from '@virtauth/core';
-import { buildConfig, createDaemon, createDaemonLogging, daemonLoggingOf, type DaemonHandle, type ListenerInfo } from '@virtauth/daemon';
+import {
+  buildConfig,
+  createDaemon,
+  createDaemonLogging,
+  daemonLoggingOf,
+  flushAuditRecords,
+  type DaemonHandle,
+  type ListenerInfo,
+} from '@virtauth/daemon';
 
 import type { TestPki } from './peers/pki.js';
 import { describeResult, runProcess } from './peers/process.js';
@@ -143,12 +151,15 @@ export class TestVirtauthd {
     return this.log.lines.join('\n');
   }
 
+  /** The daemon's log records so far, the audit records it holds for its next batch included. */
   logRecords(): LogRecord[] {
+    flushAuditRecords();
     return this.log.records();
   }
 
   /** Log records of one event, e.g. 'auth.sasl.succeeded'. */
   events(event: string): LogRecord[] {
+    flushAuditRecords();
     return this.log.events(event);
   }
 

@@ -34,8 +34,8 @@ export function sourceFileName(fileName: string): string {
 }
 
 /**
- * How a logger made here decides per source file, for writers that bypass pino's methods (the
- * relay's audit lines); child loggers see it through their prototype.
+ * How a logger made here decides per source file, for writers that decide once for many lines
+ * (audit records, see audit-log.ts); child loggers see it through their prototype.
  */
 export const LOG_ROUTING = Symbol.for('virtauth.logRouting');
 
@@ -72,6 +72,10 @@ export function callerLocation(skipFiles: readonly string[] = []): SourceLocatio
   }
   return null;
 }
+
+const isObject = (value: unknown): value is Record<string, unknown> => value !== null && typeof value === 'object';
+const isSourceLocation = (value: unknown): value is SourceLocation =>
+  isObject(value) && typeof value.file === 'string' && typeof value.line === 'number';
 
 interface Route {
   minLevel: number;
@@ -138,8 +142,8 @@ export function createDaemonLogging(initial: LogSettings, options: DaemonLogging
     }
   };
 
-  // The destination pino writes to (and the relay's audit lines too): each line goes to the
-  // outputs whose priority it reaches, parsed at most once and only if an output needs fields.
+  // The destination pino writes to: each line goes to the outputs whose priority it reaches,
+  // parsed at most once and only if an output needs fields.
   const destination = {
     write(line: string): void {
       const level = Number(/^\{"level":(\d+)/.exec(line)?.[1] ?? 30);
@@ -171,9 +175,15 @@ export function createDaemonLogging(initial: LogSettings, options: DaemonLogging
             if (level >= defaultLevel) method.apply(this, args);
             return;
           }
+          const [first, ...rest] = args as unknown[];
+          // A record that names its source was admitted by its writer (an audit line writer decides
+          // once for all its lines).
+          if (isObject(first) && isSourceLocation(first.src)) {
+            method.apply(this, args);
+            return;
+          }
           const src = callerLocation();
           if (level < thresholdFor(src?.file)) return;
-          const [first, ...rest] = args as unknown[];
           if (first instanceof Error) (method as (...a: unknown[]) => void).apply(this, [{ err: first, src }, ...rest]);
           else if (first !== null && typeof first === 'object')
             (method as (...a: unknown[]) => void).apply(this, [{ ...first, src }, ...rest]);
@@ -192,7 +202,7 @@ export function createDaemonLogging(initial: LogSettings, options: DaemonLogging
       return wantsSource;
     },
   };
-  (logger as unknown as Record<symbol, LogRouting>)[LOG_ROUTING] = routing;
+  (logger as unknown as Record<symbol, unknown>)[LOG_ROUTING] = routing;
 
   let current: LogSettings = initial;
   const apply = (settings: LogSettings) => {

@@ -1,10 +1,11 @@
 // Where log lines go. Every sink receives the line pino wrote (already redacted), and parses
 // it only if it needs its fields.
 
-import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ErrorCode, ErrorDomain, VirError } from '@virtauth/core';
 import { sendUnixDatagram } from '@virtauth/peercred';
+import { DescriptorOutput, writeFully } from './descriptor-output.js';
 import { encodeJournalEntry, journalFieldsOf } from './journal.js';
 
 export type LogRecord = Record<string, unknown>;
@@ -14,32 +15,20 @@ export interface LogSink {
   close(): void;
 }
 
-/** Writes whole lines to a descriptor, retrying short writes (a full pipe returns EAGAIN). */
-function writeFully(fd: number, text: string): void {
-  let buffer = Buffer.from(text, 'utf8');
-  while (buffer.length > 0) {
-    try {
-      const written = writeSync(fd, buffer);
-      buffer = buffer.subarray(written);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
-    }
-  }
-}
-
 /** pino's JSON lines, unchanged, on a descriptor (stderr when it is not a terminal). */
 export class JsonLinesSink implements LogSink {
-  constructor(
-    private readonly fd: number,
-    private readonly ownsFd = false,
-  ) {}
+  private readonly output: DescriptorOutput;
+
+  constructor(fd: number, ownsFd = false) {
+    this.output = new DescriptorOutput(fd, ownsFd);
+  }
 
   write(line: string): void {
-    writeFully(this.fd, line.endsWith('\n') ? line : `${line}\n`);
+    this.output.write(line.endsWith('\n') ? line : `${line}\n`);
   }
 
   close(): void {
-    if (this.ownsFd) closeSync(this.fd);
+    this.output.close();
   }
 }
 

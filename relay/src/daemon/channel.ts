@@ -45,14 +45,7 @@ export type RelayAuditRequestFields = Omit<RelayAuditRecord, 'outcome' | 'durati
 export type RelayAuditOutcomeFields = Pick<RelayAuditRecord, 'outcome' | 'durationMs' | 'message'>;
 
 /** Where audit records go. */
-export interface RelayAuditSink {
-  (record: RelayAuditRecord): void;
-  /**
-   * Optional: takes a request's fields while it waits for its answer (off the round trip's
-   * critical path) and returns what writes its record, with the outcome's fields after them.
-   */
-  prepare?(request: RelayAuditRequestFields): (outcome: RelayAuditOutcomeFields) => void;
-}
+export type RelayAuditSink = (record: RelayAuditRecord) => void;
 
 export interface ClientRelayCapabilities {
   credTypes: readonly number[];
@@ -101,8 +94,6 @@ interface Waiting {
   readonly reject: (e: VirError) => void;
   /** Stops listening to the request's own signal or cancellation. */
   detach: (() => void) | undefined;
-  /** Writes this request's audit record, its request fields already rendered (RelayAuditSink.prepare). */
-  writeAudit?: (outcome: RelayAuditOutcomeFields) => void;
 }
 
 /** How one request ended: the client's answer, or an error raised on this side. */
@@ -232,10 +223,6 @@ export class RelayChannel {
       // The codec writes a credential's declared fields only: no result travels this way.
       credentials: req.credentials,
     });
-    // While the client answers: the audit record's request fields, rendered now rather than on
-    // the answer's way on.
-    const prepare = this.opts.audit?.prepare;
-    if (prepare) waiting.writeAudit = prepare(this.auditRequestFields(id, req));
     return answered;
   }
 
@@ -258,8 +245,7 @@ export class RelayChannel {
     const status = error ? relayStatusOf(error) : RelayStatus.OK;
     const outcome: RelayAuditOutcomeFields = { outcome: OUTCOME_NAMES[status] ?? 'FAILED', durationMs: Date.now() - w.started };
     if (error) outcome.message = error.message;
-    if (w.writeAudit) w.writeAudit(outcome);
-    else this.opts.audit!({ ...this.auditRequestFields(id, w.req), ...outcome });
+    this.opts.audit!({ ...this.auditRequestFields(id, w.req), ...outcome });
   }
 
   private auditRequestFields(id: number, req: ChannelRequest): RelayAuditRequestFields {
