@@ -2,7 +2,7 @@
 // swaps, refusal of files others can read or that are not regular files, and the cross-process
 // lock under writers racing each other.
 
-import { chmod, lstat, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
@@ -108,4 +108,20 @@ test('the default directory is under XDG_STATE_HOME, else ~/.local/state', (t) =
   t.is(defaultTokenCacheDirectory({ XDG_STATE_HOME: '/s' }, '/home/a'), '/s/virtauth/tokens');
   t.is(defaultTokenCacheDirectory({ XDG_STATE_HOME: 'relative' }, '/home/a'), '/home/a/.local/state/virtauth/tokens');
   t.is(defaultTokenCacheDirectory({}, '/home/a'), '/home/a/.local/state/virtauth/tokens');
+});
+
+test('first writers racing on a fresh directory agree on one whole seal key', async (t) => {
+  const first = await cacheIn(t);
+  const directory = join(first.path, '..');
+  // Separate instances share no memory: each must find the key another may be creating.
+  const caches = Array.from({ length: 24 }, () => new TokenCacheFile({ directory, issuer: 'https://id.example', clientId: 'cli' }));
+  await Promise.all(caches.map((cache, i) => put(cache, `slot-${i}`, token(`at-${i}`))));
+  const { entries, refused } = await first.read();
+  t.is(refused, null);
+  t.is(entries.size, 24, 'every writer kept the others’ tokens');
+  t.deepEqual(
+    (await readdir(directory)).filter((name) => name.includes('.key.')),
+    [],
+    'no draft key is left behind',
+  );
 });

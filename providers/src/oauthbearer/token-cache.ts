@@ -5,7 +5,7 @@
 // truncated, swapped for another slot's, or made readable by others is refused, never used.
 
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { lstat, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { link, lstat, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ErrorCode, ErrorDomain, VirError } from '@virtauth/core';
 
@@ -161,11 +161,17 @@ export class TokenCacheFile {
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
         if (!create) return null;
+        // Written whole under a private name, then linked into place: link() fails if the key
+        // exists, and a process that loses the race never sees a half-written key.
+        const draft = `${this.keyPath}.${process.pid}.${randomBytes(6).toString('hex')}`;
         try {
-          await writeFile(this.keyPath, randomBytes(32), { mode: 0o600, flag: 'wx' });
+          await writeFile(draft, randomBytes(32), { mode: 0o600, flag: 'wx' });
+          await link(draft, this.keyPath);
         } catch (w) {
           // Another process created it first: read theirs.
           if ((w as NodeJS.ErrnoException).code !== 'EEXIST') throw w;
+        } finally {
+          await rm(draft, { force: true });
         }
       }
     }
