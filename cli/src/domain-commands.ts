@@ -9,23 +9,13 @@ import {
   ErrorDomain,
   VirError,
   formatUuid,
-  remoteProcedures,
+  remoteOperation,
   unsupportedOperation,
   type DomainLifecycleEvent,
   type DomainRef,
-  type RemoteApi,
 } from '@virtauth/core';
 import type { Connection } from './connect.js';
 import { lookupDomain } from './commands.js';
-
-const byMethod = new Map(remoteProcedures.map((p) => [p.method, p]));
-
-/** The connection's method for a procedure, or libvirt's "not supported" error naming the API. */
-function api<K extends keyof RemoteApi>(conn: Connection, method: K): RemoteApi[K] {
-  const fn = conn[method];
-  if (typeof fn !== 'function') throw unsupportedOperation(byMethod.get(method)!);
-  return (fn as (...a: unknown[]) => unknown).bind(conn) as RemoteApi[K];
-}
 
 const domainJson = (dom: DomainRef) => ({ name: dom.name, uuid: formatUuid(dom.uuid), id: dom.id });
 
@@ -43,22 +33,22 @@ export async function domainVerbCommand(conn: Connection, verb: Verb, arg: strin
       case 'start':
         if (dom.id >= 0)
           throw new VirError({ code: ErrorCode.OPERATION_INVALID, domain: ErrorDomain.NONE, message: 'Domain is already active' });
-        await api(conn, 'domainCreate')({ dom });
+        await remoteOperation(conn, 'domainCreate')({ dom });
         return result(json, dom, 'started', `Domain '${dom.name}' started`);
       case 'shutdown':
-        await api(conn, 'domainShutdown')({ dom });
+        await remoteOperation(conn, 'domainShutdown')({ dom });
         return result(json, dom, 'shutdown', `Domain '${dom.name}' is being shutdown`);
       case 'destroy':
-        await api(conn, 'domainDestroy')({ dom });
+        await remoteOperation(conn, 'domainDestroy')({ dom });
         return result(json, dom, 'destroyed', `Domain '${dom.name}' destroyed`);
       case 'suspend':
-        await api(conn, 'domainSuspend')({ dom });
+        await remoteOperation(conn, 'domainSuspend')({ dom });
         return result(json, dom, 'suspended', `Domain '${dom.name}' suspended`);
       case 'resume':
-        await api(conn, 'domainResume')({ dom });
+        await remoteOperation(conn, 'domainResume')({ dom });
         return result(json, dom, 'resumed', `Domain '${dom.name}' resumed`);
       case 'undefine':
-        await api(conn, 'domainUndefine')({ dom });
+        await remoteOperation(conn, 'domainUndefine')({ dom });
         return result(json, dom, 'undefined', `Domain '${dom.name}' has been undefined`);
     }
   } catch (e) {
@@ -84,7 +74,7 @@ export async function defineCommand(conn: Connection, file: string, json = false
     });
   });
   try {
-    const { dom } = await api(conn, 'domainDefineXml')({ xml });
+    const { dom } = await remoteOperation(conn, 'domainDefineXml')({ xml });
     return result(json, dom, 'defined', `Domain '${dom.name}' defined from ${file}`);
   } catch (e) {
     throw new VirError({

@@ -25,6 +25,7 @@ export {
   DOMAIN_EVENT_ID_LAST,
   RemoteClient,
   remoteProcedures,
+  remoteProcedureByNumber,
   type RemoteApi,
 } from './protocol/remote.js';
 export * as admin from './protocol/generated/admin.js';

@@ -11,6 +11,7 @@ import {
   VirError,
   aclObject,
   formatUuid,
+  remoteProcedureByNumber,
   remoteProcedures,
   xdr,
   type AccessManager,
@@ -26,8 +27,6 @@ export interface GatewayChecks {
   checkEvent?: EventCheck;
 }
 
-const procedures = new Map(remoteProcedures.map((p) => [p.number, p]));
-
 /** The register procedure whose `@aclfilter` decides who sees an event, by the event's name. */
 const EVENT_FILTERS: readonly [prefix: string, register: number][] = [
   ['DOMAIN_EVENT_', RemoteProc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY],
@@ -36,9 +35,6 @@ const EVENT_FILTERS: readonly [prefix: string, register: number][] = [
   ['NODE_DEVICE_EVENT_', RemoteProc.CONNECT_NODE_DEVICE_EVENT_REGISTER_ANY],
   ['SECRET_EVENT_', RemoteProc.CONNECT_SECRET_EVENT_REGISTER_ANY],
 ];
-
-/** Procedures whose `@aclfilter` is about events they register, not a list they return. */
-const isEventRegistration = (info: ProcedureInfo): boolean => /EVENT.*REGISTER/.test(info.name);
 
 /** What a call check reads of the arguments: the object field, the flags, a conditioning field, the XML of a define. */
 function neededFields(info: ProcedureInfo): Set<string> {
@@ -165,7 +161,7 @@ export function gatewayChecks(session: ClientSession, access: AccessManager): Ga
     if (args === undefined) return undefined;
     awaitingReply.delete(reply.serial);
     if (reply.error) return undefined;
-    const info = procedures.get(reply.proc)!;
+    const info = remoteProcedureByNumber.get(reply.proc)!;
     const ret = decodeWhole(info.ret, reply.payload, `${info.name} reply`);
     if (info.object?.in === 'ret') {
       const found = aclObject(info, args, ret);
@@ -184,12 +180,12 @@ export function gatewayChecks(session: ClientSession, access: AccessManager): Ga
   };
 
   const checkEvent: EventCheck = ({ proc, payload }) => {
-    const info = procedures.get(proc);
+    const info = remoteProcedureByNumber.get(proc);
     const family = info ? EVENT_FILTERS.find(([prefix]) => info.name.startsWith(prefix)) : undefined;
     // Events about no object (CONNECT_EVENT_CONNECTION_CLOSED) are the connection's own.
     if (!info?.message) return false;
     if (!family) return info.name.startsWith('CONNECT_EVENT_');
-    const register = procedures.get(family[1])!;
+    const register = remoteProcedureByNumber.get(family[1])!;
     const ref = eventObject(decodeWhole(info.message, payload, `${info.name} event`));
     return access.allowsEvent(register, ref, subject).then((allowed) => {
       if (allowed) remember(register.aclFilter[0]?.object ?? '', ref);
@@ -202,18 +198,23 @@ export function gatewayChecks(session: ClientSession, access: AccessManager): Ga
 
 /** A procedure of the remote program by number. */
 export function procedureInfo(proc: number): ProcedureInfo {
-  return procedures.get(proc)!;
+  return remoteProcedureByNumber.get(proc)!;
 }
 
 function procedureOf(call: ForwardedCall): ProcedureInfo {
-  const info = procedures.get(call.proc);
+  const info = remoteProcedureByNumber.get(call.proc);
   // The pass-through refuses numbers past the table's end; a gap in it is refused here.
   if (!info) throw new VirError({ code: ErrorCode.RPC, domain: ErrorDomain.RPC, detail: `unknown procedure: ${call.proc}` });
   return info;
 }
 
-/** Replies access control reads: lookups (checked on what they found) and lists it filters. */
-function replyChecked(info: ProcedureInfo): boolean {
-  if (info.object?.in === 'ret') return true;
-  return info.aclFilter.length > 0 && !isEventRegistration(info);
-}
+/**
+ * Replies access control reads: lookups (checked on what they found) and lists it filters; not
+ * event registrations, whose `@aclfilter` is about the events, not a list they return.
+ */
+const REPLY_CHECKED: ReadonlySet<number> = new Set(
+  remoteProcedures
+    .filter((p) => p.object?.in === 'ret' || (p.aclFilter.length > 0 && !/EVENT.*REGISTER/.test(p.name)))
+    .map((p) => p.number),
+);
+const replyChecked = (info: ProcedureInfo): boolean => REPLY_CHECKED.has(info.number);

@@ -21,6 +21,7 @@ import {
   accessDenied,
   createSessionSlot,
   remote,
+  remoteProcedureByNumber,
   remoteProcedures,
   unsupportedOperation,
   xdr,
@@ -50,8 +51,7 @@ export const authFailed = (): VirError =>
 
 type Handler<A, R> = (s: ClientSession, args: A) => Promise<R> | R;
 
-const procedureInfo = new Map(remoteProcedures.map((p) => [p.number, p]));
-const procedure = (proc: number): ProcedureInfo => procedureInfo.get(proc)!;
+const procedure = (proc: number): ProcedureInfo => remoteProcedureByNumber.get(proc)!;
 
 export function createRemoteProgram(opts: RemoteProgramOptions): ProgramDefinition<ClientSession> {
   const access = opts.access ?? new AccessManager([], { log: { info() {}, warn() {}, error() {}, debug() {} } });

@@ -10,8 +10,8 @@ import type { DomainRef, RequiredProcedures } from './driver.js';
 /** What the generated table says about each API method, for "not supported" errors. */
 const byMethod: ReadonlyMap<string, ProcedureInfo> = new Map(remoteProcedures.map((p) => [p.method, p]));
 
-/** The driver's method for an optional procedure, or libvirt's "not supported" naming its API. */
-function procedure<M extends keyof RemoteApi>(conn: object, method: M): RemoteApi[M] {
+/** A connection's method for an optional procedure, or libvirt's "not supported" naming its API. */
+export function remoteOperation<M extends keyof RemoteApi>(conn: object, method: M): RemoteApi[M] {
   const fn = (conn as Partial<RemoteApi>)[method];
   if (typeof fn !== 'function') throw unsupportedOperation(byMethod.get(method)!);
   return fn.bind(conn) as RemoteApi[M];
@@ -74,27 +74,27 @@ export function withNamedMethods<B extends abstract new (...args: any[]) => obje
       return (await required(this).domainGetXmlDesc({ dom, flags })).xml;
     }
     async getDomainOsType(dom: DomainRef) {
-      return (await procedure(this, 'domainGetOsType')({ dom })).type;
+      return (await remoteOperation(this, 'domainGetOsType')({ dom })).type;
     }
     async getDomainAutostart(dom: DomainRef) {
-      return (await procedure(this, 'domainGetAutostart')({ dom })).autostart === 1;
+      return (await remoteOperation(this, 'domainGetAutostart')({ dom })).autostart === 1;
     }
     async isDomainPersistent(dom: DomainRef) {
-      return (await procedure(this, 'domainIsPersistent')({ dom })).persistent === 1;
+      return (await remoteOperation(this, 'domainIsPersistent')({ dom })).persistent === 1;
     }
     async hasManagedSaveImage(dom: DomainRef) {
-      return (await procedure(this, 'domainHasManagedSaveImage')({ dom, flags: 0 })).result === 1;
+      return (await remoteOperation(this, 'domainHasManagedSaveImage')({ dom, flags: 0 })).result === 1;
     }
     async getSecurityModel() {
-      const r = await procedure(this, 'nodeGetSecurityModel')();
+      const r = await remoteOperation(this, 'nodeGetSecurityModel')();
       return { model: fromCString(r.model), doi: fromCString(r.doi) };
     }
     async getDomainSecurityLabel(dom: DomainRef) {
-      const r = await procedure(this, 'domainGetSecurityLabel')({ dom });
+      const r = await remoteOperation(this, 'domainGetSecurityLabel')({ dom });
       return { label: fromCString(r.label), enforcing: r.enforcing === 1 };
     }
     async getDomainMessages(dom: DomainRef, flags: number) {
-      return (await procedure(this, 'domainGetMessages')({ dom, flags })).msgs;
+      return (await remoteOperation(this, 'domainGetMessages')({ dom, flags })).msgs;
     }
   }
   return NamedMethods;

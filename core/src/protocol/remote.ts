@@ -3,9 +3,13 @@
 // C headers and code: the API level we report, feature numbers and flag values the daemon and the
 // drivers interpret, and the C-string helpers for `char<>` fields.
 
-import { RemoteAuthType } from './generated/remote.js';
+import { RemoteAuthType, remoteProcedures } from './generated/remote.js';
+import { indexProcedures, type ProcedureInfo } from './procedures.js';
 
 export * from './generated/remote.js';
+
+/** The remote program's procedures by number. */
+export const remoteProcedureByNumber: ReadonlyMap<number, ProcedureInfo> = indexProcedures(remoteProcedures);
 
 /** The libvirt API level virtauth implements, reported as the daemon's library version. */
 export const LIBVIRT_API_VERSION = 9000000n;
