@@ -18,6 +18,7 @@ import {
   type CredentialRequester,
   type TransportInfo,
 } from '@virtauth/core';
+import { connectWithLargeReads } from './large-reads.js';
 import { sshTransports } from './ssh/transports.js';
 
 export const DEFAULT_TCP_PORT = 16509;
@@ -96,7 +97,7 @@ export async function openTransport(uri: ConnectUri, opts: TransportOptions): Pr
   switch (transport) {
     case 'unix': {
       const path = uriParam(uri, 'socket') ?? defaultUnixSocket(uri, opts.readOnly);
-      const socket = await connectWith(net.connect(path), 'connect', `socket '${path}'`, opts);
+      const socket = await connectWith(connectWithLargeReads({ path }), 'connect', `socket '${path}'`, opts);
       socket.setNoDelay(true);
       // The socket the user named (or libvirt's default for the URI) is who we reached.
       return { socket, info: { kind: 'unix', secure: true, identity: { transport: 'unix', socket: resolve(path) } } };
@@ -104,7 +105,7 @@ export async function openTransport(uri: ConnectUri, opts: TransportOptions): Pr
     case 'tcp': {
       const host = uri.host || 'localhost';
       const port = uri.port ?? DEFAULT_TCP_PORT;
-      const socket = await connectWith(net.connect({ host, port }), 'connect', `${host}:${port}`, opts);
+      const socket = await connectWith(connectWithLargeReads({ host, port }), 'connect', `${host}:${port}`, opts);
       socket.setNoDelay(true);
       return {
         socket,
