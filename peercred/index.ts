@@ -1,11 +1,14 @@
 // Peer credentials of a unix-socket client, read through the peercred addon (SO_PEERCRED and
 // SO_PEERGROUPS). Node has no API for them; virtauthd needs them to authorize local clients.
 // The same addon sends unix datagrams (sd_notify, the journal) and names an inherited socket's
-// address (systemd socket activation), two more things Node's net module cannot do.
+// address (systemd socket activation), two more things Node's net module cannot do. And it
+// copies the gateway's stream data between two sockets on a thread of its own (streamPump).
 
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import type net from 'node:net';
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import { TLSSocket } from 'node:tls';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ErrorCode, ErrorDomain, VirError, type PeerCredentials } from '@virtauth/core';
@@ -16,7 +19,29 @@ interface PeercredAddon {
   sendDatagram(path: string, data: Buffer): void;
   sendDatagramViaMemfd(path: string, data: Buffer): void;
   socketAddress(fd: number): SocketAddress;
+  startStreamPump(
+    options: NativePumpOptions,
+    done: (error: (Error & { code: string }) | null, leftover: Buffer, forwarded: number) => void,
+  ): PumpHandle;
+  stopStreamPump(handle: PumpHandle): void;
+  cancelStreamPump(handle: PumpHandle): void;
 }
+
+interface NativePumpOptions {
+  from: number;
+  to: number;
+  prog: number;
+  vers: number;
+  proc: number;
+  serial: number;
+  remaining: number;
+  maxPacket: number;
+  runLimitMs: number;
+}
+
+/** The addon's handle of a running pump; valid until its callback has run. */
+declare const pumpHandle: unique symbol;
+type PumpHandle = { readonly [pumpHandle]: true };
 
 /** The local address of a socket descriptor, and whether it is a listening stream socket. */
 export type SocketAddress = { stream: boolean; listening: boolean } & (
@@ -70,9 +95,8 @@ function unavailable(detail: string): VirError {
 export function getPeerCredentials(socket: net.Socket): PeerCredentials {
   const state = loadAddon();
   if ('problem' in state) throw new VirError({ code: ErrorCode.NO_SUPPORT, domain: ErrorDomain.RPC, detail: state.problem });
-  // Node keeps the descriptor on the socket's libuv handle; it has none once closed.
-  const fd = (socket as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd;
-  if (typeof fd !== 'number' || fd < 0) throw unavailable('the socket is closed or has no file descriptor');
+  const fd = descriptorOf(socket);
+  if (fd === undefined) throw unavailable('the socket is closed or has no file descriptor');
   try {
     const { pid, uid, gid, groups } = state.addon.peerCredentials(fd);
     return groups ? { pid, uid, gid, groups } : { pid, uid, gid };
@@ -81,6 +105,12 @@ export function getPeerCredentials(socket: net.Socket): PeerCredentials {
     if (code === 'ERR_NOT_UNIX_SOCKET') throw unavailable('peer credentials exist only for unix-domain sockets');
     throw unavailable((e as Error).message);
   }
+}
+
+/** Node keeps a socket's descriptor on its libuv handle; it has none once closed. */
+function descriptorOf(socket: Duplex): number | undefined {
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
 }
 
 function addonOrThrow(): PeercredAddon {
@@ -105,3 +135,73 @@ export function sendUnixDatagram(path: string, data: Buffer, options: { viaMemfd
 export function socketAddress(fd: number): SocketAddress {
   return addonOrThrow().socketAddress(fd);
 }
+
+/** What the pump copies: see @virtauth/drivers' StreamPumpJob, which this matches. */
+export interface StreamPumpJob {
+  from: Duplex;
+  to: Duplex;
+  prog: number;
+  vers: number;
+  proc: number;
+  serial: number;
+  remaining: number;
+  maxPacket: number;
+}
+
+/**
+ * How long a pump runs before it stops at a packet boundary anyway, so the connection it reads
+ * is seen by JavaScript again (keepalive, its idle timer) even while a download never pauses.
+ */
+export const STREAM_PUMP_RUN_LIMIT_MS = 1000;
+
+/** A plain (not TLS) socket that is open: its descriptor carries the protocol's bytes as they are. */
+function plainDescriptor(stream: Duplex): number | undefined {
+  if (!(stream instanceof net.Socket) || stream instanceof TLSSocket || stream.destroyed) return undefined;
+  return descriptorOf(stream);
+}
+
+/**
+ * Copies libvirt stream data packets between two sockets on a thread of its own: the rest of the
+ * packet in progress, then every following data packet (STREAM, CONTINUE) of the same call,
+ * stopping at the first packet that is anything else, which is handed back unread. Used by the
+ * gateway for downloads, where it saves node's reads, buffers and writes of every 256 KiB packet.
+ */
+export const streamPump = {
+  canPump(from: Duplex, to: Duplex): boolean {
+    const state = loadAddon();
+    return !('problem' in state) && plainDescriptor(from) !== undefined && plainDescriptor(to) !== undefined;
+  },
+
+  start(job: StreamPumpJob, done: (error: (Error & { code?: string }) | null, leftover: Buffer) => void): { stop(): void; cancel(): void } {
+    const addon = addonOrThrow();
+    const from = plainDescriptor(job.from);
+    const to = plainDescriptor(job.to);
+    if (from === undefined || to === undefined) throw new Error('the stream pump needs two open plain sockets');
+    let finished = false;
+    const handle = addon.startStreamPump(
+      {
+        from,
+        to,
+        prog: job.prog,
+        vers: job.vers,
+        proc: job.proc,
+        serial: job.serial,
+        remaining: job.remaining,
+        maxPacket: job.maxPacket,
+        runLimitMs: STREAM_PUMP_RUN_LIMIT_MS,
+      },
+      (error, leftover) => {
+        finished = true;
+        done(error, leftover);
+      },
+    );
+    return {
+      stop: () => {
+        if (!finished) addon.stopStreamPump(handle);
+      },
+      cancel: () => {
+        if (!finished) addon.cancelStreamPump(handle);
+      },
+    };
+  },
+};

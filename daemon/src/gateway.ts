@@ -4,6 +4,7 @@
 
 import { ErrorCode, ErrorDomain, VirError, isRemoteUri, parseUri, type ConfValue, type DriverConnection } from '@virtauth/core';
 import { PassThrough, RemoteConnection, type CallCheck, type EventCheck, type ReplyCheck } from '@virtauth/drivers';
+import { streamPump } from '@virtauth/peercred';
 import type { ClientSession } from './session.js';
 
 export interface UpstreamRoute {
@@ -85,6 +86,8 @@ export function startPassThrough(
     client: session.rpc,
     upstream: conn.rpc,
     log: session.log,
+    // Downloads between plain sockets are copied by the native pump; the rest goes through node.
+    streamPump,
     ...(checkCall ? { checkCall } : {}),
     ...(results?.checkReply ? { checkReply: results.checkReply } : {}),
     ...(results?.checkEvent ? { checkEvent: results.checkEvent } : {}),

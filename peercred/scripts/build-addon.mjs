@@ -15,6 +15,8 @@ const sources = [
   join(packageDirectory, 'src', 'peercred.cc'),
   join(packageDirectory, 'src', 'socket-tools.cc'),
   join(packageDirectory, 'src', 'socket-tools.h'),
+  join(packageDirectory, 'src', 'stream-pump.cc'),
+  join(packageDirectory, 'src', 'stream-pump.h'),
   join(packageDirectory, 'src', 'addon-errors.h'),
 ];
 const force = process.argv.includes('--force');

@@ -7,6 +7,7 @@
 
 #include "addon-errors.h"
 #include "socket-tools.h"
+#include "stream-pump.h"
 
 #include <cerrno>
 #include <cstring>
@@ -112,7 +113,8 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_get_boolean(env, false, &supported);
 #endif
   napi_set_named_property(env, exports, "supported", supported);
-  return RegisterSocketTools(env, exports);
+  if (RegisterSocketTools(env, exports) == nullptr) return nullptr;
+  return RegisterStreamPump(env, exports);
 }
 
 }  // namespace

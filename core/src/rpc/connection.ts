@@ -46,7 +46,12 @@ export type PacketInterceptor = (header: Header, packet: Buffer) => void;
  * no; after a yes, `piece` gets the rest, in order, up to the one marked `last`.
  */
 export interface PacketPieces {
-  begin(header: Header, head: Buffer, length: number): boolean;
+  /**
+   * 'taken': the taker reads the rest of the packet from the socket itself. It holds this
+   * connection's input first (holdInput) and hands back what it read beyond the packet with
+   * bytesReadElsewhere.
+   */
+  begin(header: Header, head: Buffer, length: number): boolean | 'taken';
   piece(bytes: Buffer, last: boolean): void;
 }
 
@@ -142,6 +147,7 @@ export class RpcConnection extends EventEmitter {
    */
   private writingPieces = false;
   private heldWrites: { packet: Buffer; onFlushed: (() => void) | undefined }[] | undefined;
+  private writeHeldListener: (() => void) | undefined;
   private callHandler: CallHandler | null = null;
   private serial = 0;
   /** Calls whose handler runs or whose reply has not left yet. */
@@ -188,6 +194,11 @@ export class RpcConnection extends EventEmitter {
     stream.on('error', onStreamError);
     stream.on('close', onStreamClose);
     stream.on('drain', onStreamDrain);
+  }
+
+  /** The largest packet accepted from the peer now. */
+  get maxPacketBytes(): number {
+    return this.framer.maxPacketBytes;
   }
 
   /**
@@ -274,9 +285,9 @@ export class RpcConnection extends EventEmitter {
         if (this.isClosed) return false;
         const header = readHeader(new XdrReader(head, 4));
         const taker = this.pieceTakers?.get(header.prog);
-        if (!taker?.begin(header, head, length)) return false;
-        this.pieceTaker = taker;
-        return true;
+        const outcome = taker?.begin(header, head, length) ?? false;
+        if (outcome === true) this.pieceTaker = taker;
+        return outcome;
       },
       piece: (bytes, last) => {
         const taker = this.pieceTaker;
@@ -291,16 +302,37 @@ export class RpcConnection extends EventEmitter {
    * up to the call with `last`. Packets written meanwhile (replies, PONGs, events) wait until the
    * last piece is written, so the peer's framing stays intact.
    */
-  writePiece(bytes: Buffer, last: boolean): void {
+  writePiece(bytes: Buffer, last: boolean, onFlushed?: () => void): void {
     if (this.isClosed) return;
     this.writingPieces = true;
-    this.send(bytes);
-    if (!last) return;
+    this.send(bytes, onFlushed);
+    if (last) this.endPieces();
+  }
+
+  /**
+   * The packet written in pieces is complete (its last bytes went out some other way, e.g.
+   * straight to the socket's descriptor): the packets held meanwhile are written now.
+   */
+  endPieces(): void {
+    if (!this.writingPieces) return;
     this.writingPieces = false;
     const held = this.heldWrites;
     if (!held) return;
     this.heldWrites = undefined;
     for (const { packet, onFlushed } of held) this.write(packet, onFlushed);
+  }
+
+  /** Called once each time a write has to wait for a packet written in pieces (see writePiece). */
+  onWriteHeld(listener: (() => void) | undefined): void {
+    this.writeHeldListener = listener;
+  }
+
+  /**
+   * Input of this connection read from its socket by someone else while input was held (a stream
+   * pump): taken as if read here, before anything read from now on.
+   */
+  bytesReadElsewhere(bytes: Buffer): void {
+    this.onData(bytes);
   }
 
   /**
@@ -356,7 +388,7 @@ export class RpcConnection extends EventEmitter {
     if (this.isClosed) return;
     const packet = encodePacket({ prog, vers, proc, type: MessageType.MESSAGE, serial, status: MessageStatus.OK }, codec, value, sizeHint);
     if (this.writingPieces) {
-      (this.heldWrites ??= []).push({ packet, onFlushed: undefined });
+      this.holdWrite(packet, undefined);
       return;
     }
     // A message is mostly alone (a relay request, a keepalive): it leaves at once rather than at
@@ -442,8 +474,14 @@ export class RpcConnection extends EventEmitter {
   }
 
   private write(packet: Buffer, onFlushed?: () => void): void {
-    if (this.writingPieces) (this.heldWrites ??= []).push({ packet, onFlushed });
+    if (this.writingPieces) this.holdWrite(packet, onFlushed);
     else this.send(packet, onFlushed);
+  }
+
+  private holdWrite(packet: Buffer, onFlushed: (() => void) | undefined): void {
+    const held = (this.heldWrites ??= []);
+    held.push({ packet, onFlushed });
+    if (held.length === 1) this.writeHeldListener?.();
   }
 
   private send(packet: Buffer, onFlushed?: () => void): void {

@@ -16,8 +16,12 @@ export type PacketSink = (packet: Buffer) => unknown;
  * least CUT_THROUGH_MIN bytes whose header has arrived are offered.
  */
 export interface PacketCutThrough {
-  /** The first bytes of a packet of `length` bytes (the header among them): true to take the rest as pieces. */
-  begin(head: Buffer, length: number): boolean;
+  /**
+   * The first bytes of a packet of `length` bytes (the header among them): true to take the rest
+   * as pieces; 'taken' when the handler reads the rest of the packet from the source itself, so
+   * the framer starts on a new packet with the next bytes it is given.
+   */
+  begin(head: Buffer, length: number): boolean | 'taken';
   /** The next bytes of the packet begun; `last` with its final bytes. */
   piece(bytes: Buffer, last: boolean): void;
 }
@@ -115,10 +119,12 @@ export class PacketFramer {
   private beginPieces(head: Buffer | null, length: number): boolean {
     const handler = this.cutThrough;
     if (!handler || length < CUT_THROUGH_MIN || this.declined) return false;
+    let outcome: boolean | 'taken';
     if (head === null) {
       // Peeked, not taken: a handler that declines leaves the bytes to be assembled.
       head = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.buffered);
-      if (!handler.begin(head, length)) {
+      outcome = handler.begin(head, length);
+      if (!outcome) {
         this.chunks = [head];
         this.declined = true;
         return false;
@@ -127,13 +133,19 @@ export class PacketFramer {
       this.buffered = 0;
     } else {
       if (head.length < PACKET_MIN) return false;
-      if (!handler.begin(head, length)) {
+      outcome = handler.begin(head, length);
+      if (!outcome) {
         this.declined = true;
         return false;
       }
     }
-    this.pieceRemaining = length - head.length;
+    this.pieceRemaining = outcome === 'taken' ? 0 : length - head.length;
     return true;
+  }
+
+  /** The largest packet accepted now. */
+  get maxPacketBytes(): number {
+    return this.maxPacket;
   }
 
   /** Bytes held for a packet that has not fully arrived. */

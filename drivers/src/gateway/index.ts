@@ -9,3 +9,4 @@ export {
   type ReplyCheck,
 } from './pass-through.js';
 export { REMOTE_PROC_LAST, STREAM_PROCEDURES } from './remote-procedures.js';
+export type { RunningStreamPump, StreamPump, StreamPumpDone, StreamPumpJob } from './stream-pump.js';

@@ -33,7 +33,9 @@ import {
   type PacketPieces,
   type RpcConnection,
 } from '@virtauth/core';
+import { stopsReadingOnPause } from '../remote/large-reads.js';
 import { REMOTE_PROC_LAST, STREAM_PROCEDURES } from './remote-procedures.js';
+import type { RunningStreamPump, StreamPump } from './stream-pump.js';
 
 /** What an access-control step sees of a call before it is passed on. */
 export interface ForwardedCall {
@@ -90,6 +92,15 @@ export interface PassThroughOptions {
   maxCallsInFlight?: number;
   /** Bytes waiting to be written to one side before the other side is no longer read (default 1 MiB). */
   maxBuffered?: number;
+  /** Copies large stream data from the upstream to the client outside JavaScript, when it can. */
+  streamPump?: StreamPump;
+}
+
+/** A pump at work (or waiting for the packet's first bytes to leave before it starts). */
+interface PumpInProgress {
+  running: RunningStreamPump | undefined;
+  /** Something waits to be written to the client: stop at the next packet boundary. */
+  stopRequested: boolean;
 }
 
 interface OpenStream {
@@ -117,6 +128,8 @@ export class PassThrough {
   private readonly checkEvent: EventCheck | undefined;
   private readonly maxCallsInFlight: number;
   private readonly maxBuffered: number;
+  private readonly streamPump: StreamPump | undefined;
+  private pump: PumpInProgress | undefined;
   /** Serial -> procedure of each forwarded call still waiting for its reply. */
   private readonly calls = new Map<number, number>();
   private readonly streams = new Map<number, OpenStream>();
@@ -144,6 +157,7 @@ export class PassThrough {
     this.checkEvent = opts.checkEvent;
     this.maxCallsInFlight = opts.maxCallsInFlight ?? 4096;
     this.maxBuffered = opts.maxBuffered ?? 1024 * 1024;
+    this.streamPump = opts.streamPump;
     this.client.interceptProgram(REMOTE_PROGRAM, (h, p) => this.fromClient(h, p), this.streamPieces(this.client, this.upstream));
     this.upstream.interceptProgram(REMOTE_PROGRAM, (h, p) => this.fromUpstream(h, p), this.streamPieces(this.upstream, this.client));
     void this.upstream.whenClosed().then((reason) => this.upstreamGone(reason));
@@ -158,9 +172,13 @@ export class PassThrough {
   private streamPieces(from: RpcConnection, to: RpcConnection): PacketPieces {
     const fromClient = from === this.client;
     return {
-      begin: (h, head) => {
+      begin: (h, head, length) => {
         if (this.ended || (fromClient ? this.checking : this.upstreamChecking)) return false;
         if (h.type !== MessageType.STREAM || h.status !== MessageStatus.CONTINUE || !this.streams.has(h.serial)) return false;
+        if (!fromClient && this.canPump()) {
+          this.startPump(h, head, length);
+          return 'taken';
+        }
         to.writePiece(head, false);
         this.throttle(to, from);
         return true;
@@ -173,6 +191,91 @@ export class PassThrough {
     };
   }
 
+  /**
+   * The pump can take over the upstream's socket: it is given, no pump is at work, node stops
+   * reading that socket as soon as it is paused, and holds none of its bytes unread.
+   */
+  private canPump(): boolean {
+    const upstream = this.upstream.stream;
+    return (
+      this.streamPump !== undefined &&
+      this.pump === undefined &&
+      stopsReadingOnPause(upstream) &&
+      upstream.readableLength === 0 &&
+      this.streamPump.canPump(upstream, this.client.stream)
+    );
+  }
+
+  /**
+   * Hands the rest of a large stream packet from the upstream, and the data packets of that
+   * stream after it, to the pump. The upstream is not read meanwhile, and the client's other
+   * packets wait (as behind any packet written in pieces) until the pump is done; the pump starts
+   * once the packet's first bytes have left, so it writes after everything written before.
+   */
+  private startPump(h: Header, head: Buffer, length: number): void {
+    const pump: PumpInProgress = { running: undefined, stopRequested: false };
+    this.pump = pump;
+    this.upstream.holdInput();
+    this.client.onWriteHeld(() => {
+      pump.stopRequested = true;
+      pump.running?.stop();
+    });
+    this.client.writePiece(head, false, () => {
+      if (this.ended || this.pump !== pump) return;
+      try {
+        pump.running = this.streamPump!.start(
+          {
+            from: this.upstream.stream,
+            to: this.client.stream,
+            prog: h.prog,
+            vers: h.vers,
+            proc: h.proc,
+            serial: h.serial,
+            remaining: length - head.length,
+            maxPacket: this.upstream.maxPacketBytes,
+          },
+          (error, leftover) => this.pumpDone(pump, error, leftover),
+        );
+      } catch (e) {
+        this.pumpDone(pump, e as Error, Buffer.alloc(0));
+        return;
+      }
+      if (pump.stopRequested) pump.running.stop();
+    });
+  }
+
+  private pumpDone(pump: PumpInProgress, error: (Error & { code?: string }) | null, leftover: Buffer): void {
+    if (this.pump !== pump) return;
+    this.pump = undefined;
+    this.client.onWriteHeld(undefined);
+    if (this.ended) return;
+    if (error) {
+      this.failMidPacket(error);
+      return;
+    }
+    this.client.endPieces();
+    this.upstream.releaseInput();
+    // What the pump read past its last packet comes first; the socket is read again after it.
+    this.upstream.bytesReadElsewhere(leftover);
+  }
+
+  /**
+   * The client may have part of a packet: nothing more can be written to it that it could read
+   * as a packet, so both connections close.
+   */
+  private failMidPacket(error: Error): void {
+    this.ended = true;
+    this.log.warn(
+      { event: 'gateway.stream.pump.failed', code: (error as { code?: unknown }).code, err: error.message },
+      'stream data could not be passed on to the client; both connections closed',
+    );
+    this.upstream.close(null);
+    this.client.stream.destroy();
+    this.client.close(
+      new VirError({ code: ErrorCode.SYSTEM_ERROR, domain: ErrorDomain.RPC, detail: `stream data lost: ${error.message}` }),
+    );
+  }
+
   /** Calls awaiting a reply and streams open, for tests and diagnostics. */
   get inFlight(): { calls: number; streams: number } {
     return { calls: this.calls.size, streams: this.streams.size };
@@ -182,6 +285,7 @@ export class PassThrough {
   close(): void {
     if (this.ended) return;
     this.ended = true;
+    this.pump?.running?.cancel();
     this.upstream.close(null);
   }
 
@@ -459,6 +563,12 @@ export class PassThrough {
    */
   private upstreamGone(reason: VirError | null): void {
     if (this.ended) return;
+    if (this.pump) {
+      // The client may be inside a packet the pump was writing: it cannot be told anything.
+      this.pump.running?.cancel();
+      this.failMidPacket(reason ?? new Error('the upstream connection closed'));
+      return;
+    }
     this.ended = true;
     const error =
       reason ??

@@ -1,0 +1,42 @@
+// The contract of a stream pump: something that copies a stream's data packets from one socket to
+// another without JavaScript reading them (virtauthd's is native code, in @virtauth/peercred).
+// The pass-through decides what may be pumped; the pump only copies, and stops at anything else.
+
+import type { Duplex } from 'node:stream';
+
+export interface StreamPumpJob {
+  /** The socket read from; nothing else reads it until the pump is done. */
+  from: Duplex;
+  /** The socket written to; nothing else writes it until the pump is done. */
+  to: Duplex;
+  /** The stream's call: only its data packets (type STREAM, status CONTINUE) are passed on. */
+  prog: number;
+  vers: number;
+  proc: number;
+  serial: number;
+  /** Bytes of the packet in progress not read yet: passed on first, whatever they are. */
+  remaining: number;
+  /** A longer packet stops the pump (and is refused by the framer it goes back to). */
+  maxPacket: number;
+}
+
+export interface RunningStreamPump {
+  /** Stop at the next packet boundary: something else waits to be written to `to`. */
+  stop(): void;
+  /** Give up at once, mid-packet if need be: the connection is closing. */
+  cancel(): void;
+}
+
+/**
+ * `done` runs once: with null and the bytes read past the last packet passed on (the start of a
+ * packet that is not more data, to be handled as usual), or with an error, after which the
+ * destination may hold part of a packet and both connections must close.
+ */
+export type StreamPumpDone = (error: (Error & { code?: string }) | null, leftover: Buffer) => void;
+
+export interface StreamPump {
+  /** Whether these two streams can be pumped (plain sockets with descriptors; not TLS). */
+  canPump(from: Duplex, to: Duplex): boolean;
+  /** Starts copying; throws when it cannot start. */
+  start(job: StreamPumpJob, done: StreamPumpDone): RunningStreamPump;
+}
