@@ -154,6 +154,18 @@ export interface StreamPumpJob {
  */
 export const STREAM_PUMP_RUN_LIMIT_MS = 1000;
 
+/**
+ * Pumps at work at once, each a thread: beyond this, downloads go through node as before, so a
+ * crowd of clients cannot make virtauthd start a thread each.
+ */
+export const STREAM_PUMPS_MAX = 64;
+let pumpsRunning = 0;
+
+/** Pumps at work now (for tests and diagnostics). */
+export function streamPumpsRunning(): number {
+  return pumpsRunning;
+}
+
 /** A plain (not TLS) socket that is open: its descriptor carries the protocol's bytes as they are. */
 function plainDescriptor(stream: Duplex): number | undefined {
   if (!(stream instanceof net.Socket) || stream instanceof TLSSocket || stream.destroyed) return undefined;
@@ -169,7 +181,9 @@ function plainDescriptor(stream: Duplex): number | undefined {
 export const streamPump = {
   canPump(from: Duplex, to: Duplex): boolean {
     const state = loadAddon();
-    return !('problem' in state) && plainDescriptor(from) !== undefined && plainDescriptor(to) !== undefined;
+    return (
+      pumpsRunning < STREAM_PUMPS_MAX && !('problem' in state) && plainDescriptor(from) !== undefined && plainDescriptor(to) !== undefined
+    );
   },
 
   start(job: StreamPumpJob, done: (error: (Error & { code?: string }) | null, leftover: Buffer) => void): { stop(): void; cancel(): void } {
@@ -177,6 +191,7 @@ export const streamPump = {
     const from = plainDescriptor(job.from);
     const to = plainDescriptor(job.to);
     if (from === undefined || to === undefined) throw new Error('the stream pump needs two open plain sockets');
+    if (pumpsRunning >= STREAM_PUMPS_MAX) throw new Error(`${STREAM_PUMPS_MAX} stream pumps are at work already`);
     let finished = false;
     const handle = addon.startStreamPump(
       {
@@ -192,9 +207,11 @@ export const streamPump = {
       },
       (error, leftover) => {
         finished = true;
+        pumpsRunning--;
         done(error, leftover);
       },
     );
+    pumpsRunning++;
     return {
       stop: () => {
         if (!finished) addon.stopStreamPump(handle);

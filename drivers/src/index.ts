@@ -11,3 +11,4 @@ export {
 export { registerDefaultDrivers } from './register.js';
 export * from './xenapi/index.js';
 export * from './gateway/index.js';
+export { connectWithLargeReads, stopsReadingOnPause } from './remote/large-reads.js';
