@@ -179,46 +179,71 @@ function plainDescriptor(stream: Duplex): number | undefined {
  * gateway for downloads, where it saves node's reads, buffers and writes of every 256 KiB packet.
  */
 export const streamPump = {
-  canPump(from: Duplex, to: Duplex): boolean {
+  reserve(from: Duplex, to: Duplex): ReservedNativePump | undefined {
     const state = loadAddon();
-    return (
-      pumpsRunning < STREAM_PUMPS_MAX && !('problem' in state) && plainDescriptor(from) !== undefined && plainDescriptor(to) !== undefined
-    );
-  },
-
-  start(job: StreamPumpJob, done: (error: (Error & { code?: string }) | null, leftover: Buffer) => void): { stop(): void; cancel(): void } {
-    const addon = addonOrThrow();
-    const from = plainDescriptor(job.from);
-    const to = plainDescriptor(job.to);
-    if (from === undefined || to === undefined) throw new Error('the stream pump needs two open plain sockets');
-    if (pumpsRunning >= STREAM_PUMPS_MAX) throw new Error(`${STREAM_PUMPS_MAX} stream pumps are at work already`);
-    let finished = false;
-    const handle = addon.startStreamPump(
-      {
-        from,
-        to,
-        prog: job.prog,
-        vers: job.vers,
-        proc: job.proc,
-        serial: job.serial,
-        remaining: job.remaining,
-        maxPacket: job.maxPacket,
-        runLimitMs: STREAM_PUMP_RUN_LIMIT_MS,
-      },
-      (error, leftover) => {
-        finished = true;
-        pumpsRunning--;
-        done(error, leftover);
-      },
-    );
+    if ('problem' in state || pumpsRunning >= STREAM_PUMPS_MAX) return undefined;
+    if (plainDescriptor(from) === undefined || plainDescriptor(to) === undefined) return undefined;
     pumpsRunning++;
-    return {
-      stop: () => {
-        if (!finished) addon.stopStreamPump(handle);
-      },
-      cancel: () => {
-        if (!finished) addon.cancelStreamPump(handle);
-      },
-    };
+    return reservedPump(state.addon);
   },
 };
+
+export interface ReservedNativePump {
+  start(job: StreamPumpJob, done: (error: (Error & { code?: string }) | null, leftover: Buffer) => void): { stop(): void; cancel(): void };
+  release(): void;
+}
+
+function reservedPump(addon: PeercredAddon): ReservedNativePump {
+  let reserved = true;
+  const giveBack = (): void => {
+    if (!reserved) return;
+    reserved = false;
+    pumpsRunning--;
+  };
+  return {
+    release: giveBack,
+    start(job, done) {
+      if (!reserved) throw new Error('this stream pump reservation was used already');
+      const from = plainDescriptor(job.from);
+      const to = plainDescriptor(job.to);
+      if (from === undefined || to === undefined) {
+        giveBack();
+        throw new Error('the stream pump needs two open plain sockets');
+      }
+      let finished = false;
+      let handle;
+      try {
+        handle = addon.startStreamPump(
+          {
+            from,
+            to,
+            prog: job.prog,
+            vers: job.vers,
+            proc: job.proc,
+            serial: job.serial,
+            remaining: job.remaining,
+            maxPacket: job.maxPacket,
+            runLimitMs: STREAM_PUMP_RUN_LIMIT_MS,
+          },
+          (error, leftover) => {
+            finished = true;
+            giveBack();
+            done(error, leftover);
+          },
+        );
+      } catch (e) {
+        giveBack();
+        throw e;
+      }
+      const started = handle;
+      return {
+        stop: () => {
+          if (!finished) addon.stopStreamPump(started);
+        },
+        cancel: () => {
+          if (!finished) addon.cancelStreamPump(started);
+        },
+      };
+    },
+  };
+}

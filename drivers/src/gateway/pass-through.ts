@@ -35,7 +35,7 @@ import {
 } from '@virtauth/core';
 import { stopsReadingOnPause } from '../remote/large-reads.js';
 import { REMOTE_PROC_LAST, STREAM_PROCEDURES } from './remote-procedures.js';
-import type { RunningStreamPump, StreamPump } from './stream-pump.js';
+import type { ReservedStreamPump, RunningStreamPump, StreamPump } from './stream-pump.js';
 
 /** What an access-control step sees of a call before it is passed on. */
 export interface ForwardedCall {
@@ -98,6 +98,7 @@ export interface PassThroughOptions {
 
 /** A pump at work (or waiting for the packet's first bytes to leave before it starts). */
 interface PumpInProgress {
+  reserved: ReservedStreamPump;
   running: RunningStreamPump | undefined;
   /** Something waits to be written to the client: stop at the next packet boundary. */
   stopRequested: boolean;
@@ -175,8 +176,9 @@ export class PassThrough {
       begin: (h, head, length) => {
         if (this.ended || (fromClient ? this.checking : this.upstreamChecking)) return false;
         if (h.type !== MessageType.STREAM || h.status !== MessageStatus.CONTINUE || !this.streams.has(h.serial)) return false;
-        if (!fromClient && this.canPump()) {
-          this.startPump(h, head, length);
+        const reserved = fromClient ? undefined : this.reservePump();
+        if (reserved) {
+          this.startPump(reserved, h, head, length);
           return 'taken';
         }
         to.writePiece(head, false);
@@ -192,18 +194,15 @@ export class PassThrough {
   }
 
   /**
-   * The pump can take over the upstream's socket: it is given, no pump is at work, node stops
-   * reading that socket as soon as it is paused, and holds none of its bytes unread.
+   * A pump, when one can take over the upstream's socket: one is given, none is at work here,
+   * node stops reading that socket as soon as it is paused, and holds none of its bytes unread.
    */
-  private canPump(): boolean {
+  private reservePump(): ReservedStreamPump | undefined {
     const upstream = this.upstream.stream;
-    return (
-      this.streamPump !== undefined &&
-      this.pump === undefined &&
-      stopsReadingOnPause(upstream) &&
-      upstream.readableLength === 0 &&
-      this.streamPump.canPump(upstream, this.client.stream)
-    );
+    if (this.streamPump === undefined || this.pump !== undefined || !stopsReadingOnPause(upstream) || upstream.readableLength !== 0) {
+      return undefined;
+    }
+    return this.streamPump.reserve(upstream, this.client.stream);
   }
 
   /**
@@ -212,8 +211,8 @@ export class PassThrough {
    * packets wait (as behind any packet written in pieces) until the pump is done; the pump starts
    * once the packet's first bytes have left, so it writes after everything written before.
    */
-  private startPump(h: Header, head: Buffer, length: number): void {
-    const pump: PumpInProgress = { running: undefined, stopRequested: false };
+  private startPump(reserved: ReservedStreamPump, h: Header, head: Buffer, length: number): void {
+    const pump: PumpInProgress = { reserved, running: undefined, stopRequested: false };
     this.pump = pump;
     this.upstream.holdInput();
     this.client.onWriteHeld(() => {
@@ -221,9 +220,12 @@ export class PassThrough {
       pump.running?.stop();
     });
     this.client.writePiece(head, false, () => {
-      if (this.ended || this.pump !== pump) return;
+      if (this.ended || this.pump !== pump) {
+        reserved.release();
+        return;
+      }
       try {
-        pump.running = this.streamPump!.start(
+        pump.running = reserved.start(
           {
             from: this.upstream.stream,
             to: this.client.stream,

@@ -35,8 +35,16 @@ export interface RunningStreamPump {
 export type StreamPumpDone = (error: (Error & { code?: string }) | null, leftover: Buffer) => void;
 
 export interface StreamPump {
-  /** Whether these two streams can be pumped (plain sockets with descriptors; not TLS). */
-  canPump(from: Duplex, to: Duplex): boolean;
-  /** Starts copying; throws when it cannot start. */
+  /**
+   * A pump set aside for these two streams, or undefined when they cannot be pumped (not plain
+   * sockets with descriptors, e.g. TLS) or too many pumps are at work.
+   */
+  reserve(from: Duplex, to: Duplex): ReservedStreamPump | undefined;
+}
+
+export interface ReservedStreamPump {
+  /** Starts copying; throws when it cannot start. Either way the reservation is used up. */
   start(job: StreamPumpJob, done: StreamPumpDone): RunningStreamPump;
+  /** Gives the reservation back unused (the connection closed before the pump could start). */
+  release(): void;
 }
