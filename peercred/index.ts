@@ -189,7 +189,10 @@ export const streamPump = {
 };
 
 export interface ReservedNativePump {
-  start(job: StreamPumpJob, done: (error: (Error & { code?: string }) | null, leftover: Buffer) => void): { stop(): void; cancel(): void };
+  start(
+    job: StreamPumpJob,
+    done: (error: (Error & { code?: string; side?: 'source' | 'destination' }) | null, leftover: Buffer) => void,
+  ): { stop(): void; cancel(): void };
   release(): void;
 }
 

@@ -30,6 +30,9 @@ inline const char* ErrnoName(int error) {
     case EACCES: return "EACCES";
     case EPERM: return "EPERM";
     case ENAMETOOLONG: return "ENAMETOOLONG";
+    case EPIPE: return "EPIPE";
+    case ECONNRESET: return "ECONNRESET";
+    case ETIMEDOUT: return "ETIMEDOUT";
     default: return "ESYSCALL";
   }
 }

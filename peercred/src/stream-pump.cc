@@ -62,6 +62,7 @@ struct Pump {
 
   // What the thread reports.
   Ending ending = Ending::kBoundary;
+  const char* failure_side = "";
   std::string failure_code;
   std::string failure_text;
   std::vector<uint8_t> leftover;
@@ -73,8 +74,10 @@ struct Pump {
   bool started = false;
 };
 
-void Fail(Pump& pump, const char* code, const std::string& text) {
+// `side`: which socket failed, "source" or "destination".
+void Fail(Pump& pump, const char* side, const char* code, const std::string& text) {
   pump.ending = Ending::kFailed;
+  pump.failure_side = side;
   pump.failure_code = code;
   pump.failure_text = text;
 }
@@ -118,12 +121,12 @@ bool WriteAll(Pump& pump, const uint8_t* data, size_t length) {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       if (WaitFor(pump, pump.to, POLLOUT, -1) < 0) {
-        Fail(pump, ErrnoName(errno), std::string("poll: ") + std::strerror(errno));
+        Fail(pump, "destination", ErrnoName(errno), std::string("poll: ") + std::strerror(errno));
         return false;
       }
       continue;
     }
-    Fail(pump, ErrnoName(errno), std::string("write: ") + std::strerror(errno));
+    Fail(pump, "destination", ErrnoName(errno), std::string("write: ") + std::strerror(errno));
     return false;
   }
   return true;
@@ -162,19 +165,19 @@ void Run(Pump& pump) {
         timeout = left.count() > 0 ? static_cast<int>(left.count()) : 0;
       }
       if (WaitFor(pump, pump.from, POLLIN, timeout) < 0) {
-        Fail(pump, ErrnoName(errno), std::string("poll: ") + std::strerror(errno));
+        Fail(pump, "source", ErrnoName(errno), std::string("poll: ") + std::strerror(errno));
         return;
       }
       continue;
     }
     if (n < 0) {
-      Fail(pump, ErrnoName(errno), std::string("read: ") + std::strerror(errno));
+      Fail(pump, "source", ErrnoName(errno), std::string("read: ") + std::strerror(errno));
       return;
     }
     if (n == 0) {
       // The end of input between packets is JavaScript's to see (its next read meets it too);
       // inside a packet the stream cannot be completed.
-      if (!at_boundary) Fail(pump, "EPROTO", "the upstream closed the connection inside a stream packet");
+      if (!at_boundary) Fail(pump, "source", "EPROTO", "the upstream closed the connection inside a stream packet");
       if (held > 0) pump.leftover.assign(buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(held));
       return;
     }
@@ -232,6 +235,9 @@ void Finished(napi_env env, void* data, void*) {
       napi_create_string_utf8(env, pump->failure_code.c_str(), NAPI_AUTO_LENGTH, &code);
       napi_create_string_utf8(env, pump->failure_text.c_str(), NAPI_AUTO_LENGTH, &message);
       napi_create_error(env, code, message, &error);
+      napi_value side;
+      napi_create_string_utf8(env, pump->failure_side, NAPI_AUTO_LENGTH, &side);
+      napi_set_named_property(env, error, "side", side);
     } else if (pump->ending == Ending::kCancelled) {
       napi_value code, message;
       napi_create_string_utf8(env, "ECANCELED", NAPI_AUTO_LENGTH, &code);

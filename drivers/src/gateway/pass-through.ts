@@ -35,7 +35,7 @@ import {
 } from '@virtauth/core';
 import { stopsReadingOnPause } from '../remote/large-reads.js';
 import { REMOTE_PROC_LAST, STREAM_PROCEDURES } from './remote-procedures.js';
-import type { ReservedStreamPump, RunningStreamPump, StreamPump } from './stream-pump.js';
+import type { ReservedStreamPump, RunningStreamPump, StreamPump, StreamPumpError } from './stream-pump.js';
 
 /** What an access-control step sees of a call before it is passed on. */
 export interface ForwardedCall {
@@ -246,12 +246,19 @@ export class PassThrough {
     });
   }
 
-  private pumpDone(pump: PumpInProgress, error: (Error & { code?: string }) | null, leftover: Buffer): void {
+  private pumpDone(pump: PumpInProgress, error: StreamPumpError | null, leftover: Buffer): void {
     if (this.pump !== pump) return;
     this.pump = undefined;
     this.client.onWriteHeld(undefined);
     if (this.ended) return;
     if (error) {
+      if (error.side === 'destination' && (error.code === 'EPIPE' || error.code === 'ECONNRESET')) {
+        // The client went away in the middle of a download: nothing is wrong here.
+        this.log.debug({ event: 'gateway.stream.client.gone', code: error.code }, 'client closed its connection during a download');
+        this.close();
+        this.client.close(null);
+        return;
+      }
       this.failMidPacket(error);
       return;
     }

@@ -32,7 +32,10 @@ export interface RunningStreamPump {
  * packet that is not more data, to be handled as usual), or with an error, after which the
  * destination may hold part of a packet and both connections must close.
  */
-export type StreamPumpDone = (error: (Error & { code?: string }) | null, leftover: Buffer) => void;
+export type StreamPumpDone = (error: StreamPumpError | null, leftover: Buffer) => void;
+
+/** Why a pump failed: an errno name (or EPROTO for input that ended inside a packet), and where. */
+export type StreamPumpError = Error & { code?: string; side?: 'source' | 'destination' };
 
 export interface StreamPump {
   /**
