@@ -11,7 +11,16 @@ import type { Duplex } from 'node:stream';
 import { TLSSocket } from 'node:tls';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ErrorCode, ErrorDomain, VirError, type PeerCredentials } from '@virtauth/core';
+import {
+  ErrorCode,
+  ErrorDomain,
+  VirError,
+  type PeerCredentials,
+  type ReservedStreamPump,
+  type StreamPump,
+  type StreamPumpDone,
+  type StreamPumpJob,
+} from '@virtauth/core';
 
 interface PeercredAddon {
   supported: boolean;
@@ -27,17 +36,8 @@ interface PeercredAddon {
   cancelStreamPump(handle: PumpHandle): void;
 }
 
-interface NativePumpOptions {
-  from: number;
-  to: number;
-  prog: number;
-  vers: number;
-  proc: number;
-  serial: number;
-  remaining: number;
-  maxPacket: number;
-  runLimitMs: number;
-}
+/** The job, with the sockets' descriptors in place of the sockets. */
+type NativePumpOptions = Omit<StreamPumpJob, 'from' | 'to'> & { from: number; to: number; runLimitMs: number };
 
 /** The addon's handle of a running pump; valid until its callback has run. */
 declare const pumpHandle: unique symbol;
@@ -136,18 +136,6 @@ export function socketAddress(fd: number): SocketAddress {
   return addonOrThrow().socketAddress(fd);
 }
 
-/** What the pump copies: see @virtauth/drivers' StreamPumpJob, which this matches. */
-export interface StreamPumpJob {
-  from: Duplex;
-  to: Duplex;
-  prog: number;
-  vers: number;
-  proc: number;
-  serial: number;
-  remaining: number;
-  maxPacket: number;
-}
-
 /**
  * How long a pump runs before it stops at a packet boundary anyway, so the connection it reads
  * is seen by JavaScript again (keepalive, its idle timer) even while a download never pauses.
@@ -178,8 +166,8 @@ function plainDescriptor(stream: Duplex): number | undefined {
  * stopping at the first packet that is anything else, which is handed back unread. Used by the
  * gateway for downloads, where it saves node's reads, buffers and writes of every 256 KiB packet.
  */
-export const streamPump = {
-  reserve(from: Duplex, to: Duplex): ReservedNativePump | undefined {
+export const streamPump: StreamPump = {
+  reserve(from: Duplex, to: Duplex): ReservedStreamPump | undefined {
     const state = loadAddon();
     if ('problem' in state || pumpsRunning >= STREAM_PUMPS_MAX) return undefined;
     if (plainDescriptor(from) === undefined || plainDescriptor(to) === undefined) return undefined;
@@ -188,15 +176,7 @@ export const streamPump = {
   },
 };
 
-export interface ReservedNativePump {
-  start(
-    job: StreamPumpJob,
-    done: (error: (Error & { code?: string; side?: 'source' | 'destination' }) | null, leftover: Buffer) => void,
-  ): { stop(): void; cancel(): void };
-  release(): void;
-}
-
-function reservedPump(addon: PeercredAddon): ReservedNativePump {
+function reservedPump(addon: PeercredAddon): ReservedStreamPump {
   let reserved = true;
   const giveBack = (): void => {
     if (!reserved) return;

@@ -44,6 +44,7 @@ export * as relayProtocol from './protocol/relay.js';
 export { RELAY_PROGRAM, RELAY_PROTOCOL_VERSION, RelayProc, RelayStatus, RELAY_MAX_HOPS } from './protocol/relay.js';
 export * from './contracts/relay.js';
 export * from './contracts/extension.js';
+export * from './contracts/stream-pump.js';
 export * from './contracts/access.js';
 export * from './access/objects.js';
 export * from './access/manager.js';

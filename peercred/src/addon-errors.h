@@ -1,4 +1,4 @@
-// Errors thrown to JavaScript by the addon's functions: a JS Error whose `code` is an errno name
+// Shared by the addon's source files. Errors thrown to JavaScript by the addon's functions: a JS Error whose `code` is an errno name
 // (or the addon's own code), so the TypeScript wrappers can tell failures apart and explain them;
 // and the check of the one argument most functions take, a file descriptor.
 #pragma once
@@ -53,4 +53,11 @@ inline bool ReadDescriptorArgument(napi_env env, napi_callback_info info, const 
     return false;
   }
   return true;
+}
+
+// Puts a native function on the addon's exports.
+inline bool AddFunction(napi_env env, napi_value exports, const char* name, napi_callback callback) {
+  napi_value function;
+  if (napi_create_function(env, name, NAPI_AUTO_LENGTH, callback, nullptr, &function) != napi_ok) return false;
+  return napi_set_named_property(env, exports, name, function) == napi_ok;
 }

@@ -212,12 +212,6 @@ napi_value Unsupported(napi_env env, napi_callback_info) {
 }
 #endif
 
-bool AddFunction(napi_env env, napi_value exports, const char* name, napi_callback callback) {
-  napi_value function;
-  if (napi_create_function(env, name, NAPI_AUTO_LENGTH, callback, nullptr, &function) != napi_ok) return false;
-  return napi_set_named_property(env, exports, name, function) == napi_ok;
-}
-
 }  // namespace
 
 napi_value RegisterSocketTools(napi_env env, napi_value exports) {

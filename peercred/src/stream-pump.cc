@@ -368,24 +368,21 @@ void Wake(Pump& pump) {
   if (pump.wake >= 0) (void)!write(pump.wake, &one, sizeof(one));
 }
 
-// Asks the pump to stop at the next packet boundary. Only valid until its callback has run
-// (the TypeScript wrapper keeps to that).
-napi_value StopStreamPump(napi_env env, napi_callback_info info) {
+// Raises one of the pump's flags and wakes its thread. Only valid until the pump's callback has
+// run (the TypeScript wrapper keeps to that).
+napi_value Signal(napi_env env, napi_callback_info info, std::atomic<bool> Pump::*flag) {
   Pump* pump = PumpArgument(env, info);
   if (pump == nullptr) return nullptr;
-  pump->stop_soon.store(true);
+  (pump->*flag).store(true);
   Wake(*pump);
   return nullptr;
 }
 
-// Gives up at once, mid-packet if need be: for a connection that is closing.
-napi_value CancelStreamPump(napi_env env, napi_callback_info info) {
-  Pump* pump = PumpArgument(env, info);
-  if (pump == nullptr) return nullptr;
-  pump->cancelled.store(true);
-  Wake(*pump);
-  return nullptr;
-}
+// Stop at the next packet boundary.
+napi_value StopStreamPump(napi_env env, napi_callback_info info) { return Signal(env, info, &Pump::stop_soon); }
+
+// Give up at once, mid-packet if need be: for a connection that is closing.
+napi_value CancelStreamPump(napi_env env, napi_callback_info info) { return Signal(env, info, &Pump::cancelled); }
 
 #else
 
@@ -395,23 +392,17 @@ napi_value Unsupported(napi_env env, napi_callback_info) {
 
 #endif
 
-bool Add(napi_env env, napi_value exports, const char* name, napi_callback callback) {
-  napi_value function;
-  if (napi_create_function(env, name, NAPI_AUTO_LENGTH, callback, nullptr, &function) != napi_ok) return false;
-  return napi_set_named_property(env, exports, name, function) == napi_ok;
-}
-
 }  // namespace
 
 napi_value RegisterStreamPump(napi_env env, napi_value exports) {
 #ifdef __linux__
-  if (!Add(env, exports, "startStreamPump", StartStreamPump)) return nullptr;
-  if (!Add(env, exports, "stopStreamPump", StopStreamPump)) return nullptr;
-  if (!Add(env, exports, "cancelStreamPump", CancelStreamPump)) return nullptr;
+  if (!AddFunction(env, exports, "startStreamPump", StartStreamPump)) return nullptr;
+  if (!AddFunction(env, exports, "stopStreamPump", StopStreamPump)) return nullptr;
+  if (!AddFunction(env, exports, "cancelStreamPump", CancelStreamPump)) return nullptr;
 #else
-  if (!Add(env, exports, "startStreamPump", Unsupported)) return nullptr;
-  if (!Add(env, exports, "stopStreamPump", Unsupported)) return nullptr;
-  if (!Add(env, exports, "cancelStreamPump", Unsupported)) return nullptr;
+  if (!AddFunction(env, exports, "startStreamPump", Unsupported)) return nullptr;
+  if (!AddFunction(env, exports, "stopStreamPump", Unsupported)) return nullptr;
+  if (!AddFunction(env, exports, "cancelStreamPump", Unsupported)) return nullptr;
 #endif
   return exports;
 }

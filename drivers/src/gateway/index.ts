@@ -9,4 +9,3 @@ export {
   type ReplyCheck,
 } from './pass-through.js';
 export { REMOTE_PROC_LAST, STREAM_PROCEDURES } from './remote-procedures.js';
-export type { ReservedStreamPump, RunningStreamPump, StreamPump, StreamPumpDone, StreamPumpError, StreamPumpJob } from './stream-pump.js';

@@ -31,11 +31,14 @@ import {
   rpcError,
   type Header,
   type PacketPieces,
+  type ReservedStreamPump,
   type RpcConnection,
+  type RunningStreamPump,
+  type StreamPump,
+  type StreamPumpError,
 } from '@virtauth/core';
 import { stopsReadingOnPause } from '../remote/large-reads.js';
 import { REMOTE_PROC_LAST, STREAM_PROCEDURES } from './remote-procedures.js';
-import type { ReservedStreamPump, RunningStreamPump, StreamPump, StreamPumpError } from './stream-pump.js';
 
 /** What an access-control step sees of a call before it is passed on. */
 export interface ForwardedCall {

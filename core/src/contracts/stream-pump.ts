@@ -1,6 +1,7 @@
 // The contract of a stream pump: something that copies a stream's data packets from one socket to
 // another without JavaScript reading them (virtauthd's is native code, in @virtauth/peercred).
-// The pass-through decides what may be pumped; the pump only copies, and stops at anything else.
+// The gateway's pass-through (@virtauth/drivers) decides what may be pumped; the pump only
+// copies, and stops at anything else.
 
 import type { Duplex } from 'node:stream';
 
