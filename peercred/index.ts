@@ -18,7 +18,6 @@ import {
   type PeerCredentials,
   type ReservedStreamPump,
   type StreamPump,
-  type StreamPumpDone,
   type StreamPumpJob,
 } from '@virtauth/core';
 

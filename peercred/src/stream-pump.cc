@@ -215,17 +215,28 @@ void Run(Pump& pump) {
   }
 }
 
-void CloseDescriptors(Pump& pump) {
+// The socket duplicates: closed by the thread as it ends, so the peers see a hang-up as soon as
+// JavaScript's own descriptors go, whenever the callback runs.
+void CloseSockets(Pump& pump) {
   if (pump.from >= 0) close(pump.from);
   if (pump.to >= 0) close(pump.to);
+  pump.from = pump.to = -1;
+}
+
+// The eventfd is closed on the main thread only, where stop() and cancel() write it: closed by
+// the thread, its number could be reused (by libuv's threads) before a stop() that raced the
+// end wrote eight bytes into whatever it now names.
+void CloseDescriptors(Pump& pump) {
+  CloseSockets(pump);
   if (pump.wake >= 0) close(pump.wake);
-  pump.from = pump.to = pump.wake = -1;
+  pump.wake = -1;
 }
 
 // On the main thread once the pump's thread is done: reports to the callback, frees the pump.
 void Finished(napi_env env, void* data, void*) {
   Pump* pump = static_cast<Pump*>(data);
   if (pump->started) pthread_join(pump->thread, nullptr);
+  CloseDescriptors(*pump);
   if (env != nullptr && pump->callback != nullptr) {
     napi_value callback, global, error, leftover, forwarded;
     napi_get_reference_value(env, pump->callback, &callback);
@@ -259,7 +270,7 @@ void Finished(napi_env env, void* data, void*) {
 void* PumpThread(void* data) {
   Pump* pump = static_cast<Pump*>(data);
   Run(*pump);
-  CloseDescriptors(*pump);
+  CloseSockets(*pump);
   // The last release: Node then runs Finished on the main thread.
   napi_release_threadsafe_function(pump->done, napi_tsfn_release);
   return nullptr;
