@@ -297,8 +297,19 @@ export class PassThrough {
   close(): void {
     if (this.ended) return;
     this.ended = true;
-    this.pump?.running?.cancel();
+    this.endPump();
     this.upstream.close(null);
+  }
+
+  /**
+   * A pump at work is cancelled; one still waiting for its packet's first bytes to leave gives
+   * its reservation back (a closed client never reports those bytes written).
+   */
+  private endPump(): void {
+    const pump = this.pump;
+    if (!pump) return;
+    if (pump.running) pump.running.cancel();
+    else pump.reserved.release();
   }
 
   // --- client -> upstream ------------------------------------------------------------------
@@ -577,7 +588,7 @@ export class PassThrough {
     if (this.ended) return;
     if (this.pump) {
       // The client may be inside a packet the pump was writing: it cannot be told anything.
-      this.pump.running?.cancel();
+      this.endPump();
       this.failMidPacket(reason ?? new Error('the upstream connection closed'));
       return;
     }
