@@ -6,108 +6,28 @@
 // depend on: they meet here, as they do in the daemon.)
 // Tests run one at a time: the number of pumps at work is process-wide.
 
-import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import test, { type ExecutionContext } from 'ava';
-import {
-  KEEPALIVE_PROGRAM,
-  KEEPALIVE_VERSION,
-  KeepaliveProc,
-  MessageStatus,
-  MessageType,
-  PACKET_MAX,
-  PacketFramer,
-  REMOTE_PROGRAM,
-  RpcConnection,
-  XdrReader,
-  encodePacket,
-  readHeader,
-  xdr,
-  type Header,
-  type StreamPump,
-} from '@virtauth/core';
-import { PassThrough, connectWithLargeReads } from '@virtauth/drivers';
+import { KEEPALIVE_PROGRAM, KeepaliveProc, MessageStatus, MessageType, PACKET_MAX, RpcConnection, type StreamPump } from '@virtauth/core';
+import { PassThrough } from '@virtauth/drivers';
 import { streamPump, streamPumpsRunning } from '@virtauth/peercred';
-
-interface Packet {
-  header: Header;
-  raw: Buffer;
-}
-
-/** One far end of a socket, driven by the test in raw packets. */
-class RawPeer {
-  readonly packets: Packet[] = [];
-  private readonly framer = new PacketFramer();
-  private waiters: (() => void)[] = [];
-  ended = false;
-
-  constructor(readonly socket: net.Socket) {
-    socket.on('data', (chunk: Buffer) =>
-      this.framer.push(chunk, (p) => {
-        this.packets.push({ header: readHeader(new XdrReader(p, 4)), raw: Buffer.from(p) });
-        this.wake();
-      }),
-    );
-    for (const event of ['end', 'close']) {
-      socket.on(event, () => {
-        this.ended = true;
-        this.wake();
-      });
-    }
-    socket.on('error', () => {});
-  }
-
-  wake(): void {
-    for (const w of this.waiters.splice(0)) w();
-  }
-
-  send(...packets: Buffer[]): void {
-    for (const p of packets) this.socket.write(p);
-  }
-
-  /**
-   * Resolves once `condition` holds, checked on each packet, end, and pump start or end (and every
-   * 50 ms besides; that timer is not unref'd, since with both connections closed and the pump
-   * done nothing else keeps the process waiting).
-   */
-  async until(condition: () => boolean, what: string, ms = 20_000): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (!condition()) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await new Promise<void>((resolve) => {
-        this.waiters.push(resolve);
-        setTimeout(resolve, 50);
-      });
-    }
-  }
-
-  async count(n: number): Promise<Packet[]> {
-    await this.until(() => this.packets.length >= n, `${n} packets (have ${this.packets.length})`);
-    return this.packets;
-  }
-}
-
-async function socketPair(t: ExecutionContext, largeReads: boolean): Promise<[near: net.Socket, far: net.Socket]> {
-  const dir = mkdtempSync(join(tmpdir(), 'vgsp-'));
-  const path = join(dir, 's');
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(path, resolve));
-  const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
-  const near = largeReads ? connectWithLargeReads({ path }) : net.connect(path);
-  await once(near, 'connect');
-  const far = await accepted;
-  server.close();
-  t.teardown(() => {
-    near.destroy();
-    far.destroy();
-    rmSync(dir, { recursive: true, force: true });
-  });
-  return [near, far];
-}
+import {
+  DOMAIN_EVENT_LIFECYCLE,
+  GET_HOSTNAME,
+  RawPeer,
+  type Packet,
+  VOL_DOWNLOAD,
+  call,
+  event,
+  hole,
+  keepalive,
+  openStream,
+  reply,
+  socketPair,
+  streamData,
+  streamEnd,
+} from './gateway-rig.js';
 
 interface Rig {
   client: RawPeer;
@@ -123,7 +43,7 @@ interface Rig {
 
 /** A pass-through between a plain client socket and an upstream made as the remote driver makes it. */
 async function rig(t: ExecutionContext): Promise<Rig> {
-  const [clientFar, clientNear] = await socketPair(t, false);
+  const [clientFar, clientNear] = await socketPair(t);
   const [upstreamNear, upstreamFar] = await socketPair(t, true);
   const clientRpc = new RpcConnection(clientNear);
   const upstreamRpc = new RpcConnection(upstreamNear);
@@ -178,38 +98,6 @@ async function rig(t: ExecutionContext): Promise<Rig> {
   };
 }
 
-const header = (proc: number, type: number, serial: number, status: number = MessageStatus.OK): Header => ({
-  prog: REMOTE_PROGRAM,
-  vers: 1,
-  proc,
-  type,
-  serial,
-  status,
-});
-const call = (proc: number, serial: number) => encodePacket(header(proc, MessageType.CALL, serial), xdr.fixedOpaque(8), Buffer.alloc(8, 3));
-const reply = (proc: number, serial: number, payload = Buffer.alloc(4, 9)) =>
-  encodePacket(header(proc, MessageType.REPLY, serial), xdr.fixedOpaque(payload.length), payload);
-const event = (proc: number, payload: Buffer) =>
-  encodePacket(header(proc, MessageType.MESSAGE, 0), xdr.fixedOpaque(payload.length), payload);
-const streamData = (proc: number, serial: number, data: Buffer) =>
-  encodePacket(header(proc, MessageType.STREAM, serial, MessageStatus.CONTINUE), xdr.fixedOpaque(data.length), data, data.length);
-const streamEnd = (proc: number, serial: number) =>
-  encodePacket(header(proc, MessageType.STREAM, serial, MessageStatus.OK), xdr.xvoid, undefined);
-const hole = (proc: number, serial: number) =>
-  encodePacket(header(proc, MessageType.STREAM_HOLE, serial, MessageStatus.CONTINUE), xdr.struct({ length: xdr.hyper, flags: xdr.uint }), {
-    length: 1n << 20n,
-    flags: 0,
-  });
-const keepalive = (proc: number) =>
-  encodePacket(
-    { prog: KEEPALIVE_PROGRAM, vers: KEEPALIVE_VERSION, proc, type: MessageType.MESSAGE, serial: 0, status: 0 },
-    xdr.xvoid,
-    undefined,
-  );
-
-const VOL_DOWNLOAD = 209;
-const GET_HOSTNAME = 59;
-const DOMAIN_EVENT_LIFECYCLE = 107;
 const CHUNK = 256 * 1024;
 
 /** Data packet `i` of a download: its bytes differ from every other's. */
@@ -221,13 +109,7 @@ const chunk = (serial: number, i: number) => {
 };
 
 /** The client calls vol-download and the upstream accepts: the stream is open. */
-async function openDownload(r: Rig, serial: number): Promise<void> {
-  const [upstreamBefore, clientBefore] = [r.upstream.packets.length, r.client.packets.length];
-  r.client.send(call(VOL_DOWNLOAD, serial));
-  await r.upstream.count(upstreamBefore + 1);
-  r.upstream.send(reply(VOL_DOWNLOAD, serial));
-  await r.client.count(clientBefore + 1);
-}
+const openDownload = (r: Rig, serial: number) => openStream(r, VOL_DOWNLOAD, serial);
 
 /** Waits until `socket` can take more, or is closed (false). */
 function writable(socket: net.Socket): Promise<boolean> {

@@ -4,10 +4,6 @@
 // stream endings, backpressure, the access-check hook, and either side going away.
 
 import test, { type ExecutionContext } from 'ava';
-import { mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import {
   ErrorCode,
   ErrorDomain,
@@ -17,80 +13,31 @@ import {
   MessageStatus,
   MessageType,
   PACKET_MAX,
-  PacketFramer,
   REMOTE_PROGRAM,
   RpcConnection,
   VirError,
-  XdrReader,
   encodePacket,
   errorPayload,
-  readHeader,
   xdr,
-  type ErrorPayload,
-  type Header,
 } from '@virtauth/core';
-import { PassThrough, type CallCheck, type EventCheck, type ReplyCheck } from '../src/gateway/index.js';
-
-interface Packet {
-  header: Header;
-  raw: Buffer;
-  error?: ErrorPayload;
-}
-
-/** One end of a socket that the test drives with raw packets. */
-class RawPeer {
-  readonly packets: Packet[] = [];
-  private readonly framer = new PacketFramer();
-  private waiters: (() => void)[] = [];
-  ended = false;
-
-  constructor(readonly socket: net.Socket) {
-    socket.on('data', (chunk: Buffer) =>
-      this.framer.push(chunk, (p) => {
-        const r = new XdrReader(p, 4);
-        const header = readHeader(r);
-        const packet: Packet = { header, raw: Buffer.from(p) };
-        if (header.status === MessageStatus.ERROR && header.type !== MessageType.CALL) packet.error = errorPayload.decode(r);
-        this.packets.push(packet);
-        this.wake();
-      }),
-    );
-    socket.on('end', () => {
-      this.ended = true;
-      this.wake();
-    });
-    socket.on('close', () => {
-      this.ended = true;
-      this.wake();
-    });
-    socket.on('error', () => {});
-  }
-
-  private wake(): void {
-    for (const w of this.waiters.splice(0)) w();
-  }
-
-  send(...packets: Buffer[]): void {
-    for (const p of packets) this.socket.write(p);
-  }
-
-  /** Resolves when `count` packets have arrived in all (or throws after `ms`). */
-  async until(condition: () => boolean, what: string, ms = 5000): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (!condition()) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await new Promise<void>((resolve) => {
-        this.waiters.push(resolve);
-        setTimeout(resolve, 50).unref();
-      });
-    }
-  }
-
-  async count(n: number): Promise<Packet[]> {
-    await this.until(() => this.packets.length >= n, `${n} packets (have ${this.packets.length})`);
-    return this.packets;
-  }
-}
+import { PassThrough, type CallCheck, type EventCheck, type ReplyCheck } from '@virtauth/drivers';
+import {
+  GET_HOSTNAME,
+  RawPeer,
+  SCREENSHOT,
+  VOL_DOWNLOAD,
+  VOL_UPLOAD,
+  call,
+  errorBody,
+  header,
+  hole,
+  keepalive,
+  openStream,
+  reply,
+  socketPair,
+  streamData,
+  streamEnd,
+} from './gateway-rig.js';
 
 interface Rig {
   client: RawPeer;
@@ -99,24 +46,6 @@ interface Rig {
   upstreamRpc: RpcConnection;
   passThrough: PassThrough;
   warnings: object[];
-}
-
-async function socketPair(t: ExecutionContext): Promise<[net.Socket, net.Socket]> {
-  const dir = mkdtempSync(join(tmpdir(), 'vgt-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const path = join(dir, 's');
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(path, resolve));
-  const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
-  const near = net.connect(path);
-  await new Promise<void>((resolve) => near.once('connect', () => resolve()));
-  const far = await accepted;
-  server.close();
-  t.teardown(() => {
-    near.destroy();
-    far.destroy();
-  });
-  return [near, far];
 }
 
 async function rig(
@@ -133,57 +62,6 @@ async function rig(
   const passThrough = new PassThrough({ client: clientRpc, upstream: upstreamRpc, log, ...(checkCall ? { checkCall } : {}), ...checks });
   return { client: new RawPeer(clientFar), upstream: new RawPeer(upstreamFar), clientRpc, upstreamRpc, passThrough, warnings };
 }
-
-const header = (proc: number, type: number, serial: number, status: number = MessageStatus.OK): Header => ({
-  prog: REMOTE_PROGRAM,
-  vers: 1,
-  proc,
-  type,
-  serial,
-  status,
-});
-const call = (proc: number, serial: number, payload = Buffer.alloc(8, 3)) =>
-  encodePacket(header(proc, MessageType.CALL, serial), xdr.fixedOpaque(payload.length), payload);
-const reply = (proc: number, serial: number, payload = Buffer.alloc(4, 9)) =>
-  encodePacket(header(proc, MessageType.REPLY, serial), xdr.fixedOpaque(payload.length), payload);
-const streamData = (proc: number, serial: number, data: Buffer, status: number = MessageStatus.CONTINUE) =>
-  encodePacket(header(proc, MessageType.STREAM, serial, status), xdr.fixedOpaque(data.length), data, data.length);
-const streamEnd = (proc: number, serial: number) =>
-  encodePacket(header(proc, MessageType.STREAM, serial, MessageStatus.OK), xdr.xvoid, undefined);
-const hole = (proc: number, serial: number) =>
-  encodePacket(header(proc, MessageType.STREAM_HOLE, serial, MessageStatus.CONTINUE), xdr.struct({ length: xdr.hyper, flags: xdr.uint }), {
-    length: 1n << 20n,
-    flags: 0,
-  });
-
-/** A libvirt error payload with the fields that matter here. */
-const errorBody = (code: number, message: string): ErrorPayload => ({
-  code,
-  domain: 7,
-  message,
-  level: 2,
-  dom: null,
-  str1: null,
-  str2: null,
-  str3: null,
-  int1: -1,
-  int2: -1,
-  net: null,
-});
-
-/** The client calls a stream procedure and the upstream accepts it: the stream is open. */
-async function openStream(r: Rig, proc: number, serial: number): Promise<void> {
-  const [upstreamBefore, clientBefore] = [r.upstream.packets.length, r.client.packets.length];
-  r.client.send(call(proc, serial));
-  await r.upstream.count(upstreamBefore + 1);
-  r.upstream.send(reply(proc, serial));
-  await r.client.count(clientBefore + 1);
-}
-
-const SCREENSHOT = 211;
-const VOL_UPLOAD = 208;
-const VOL_DOWNLOAD = 209;
-const GET_HOSTNAME = 59;
 
 test('calls and replies pass byte for byte, many in flight, replies in any order', async (t) => {
   const r = await rig(t);
@@ -309,12 +187,7 @@ test("an upload stream ends with the upstream's answer to the client's abort; a 
   t.deepEqual(r.passThrough.inFlight, { calls: 0, streams: 0 });
 });
 
-const ping = () =>
-  encodePacket(
-    { prog: KEEPALIVE_PROGRAM, vers: KEEPALIVE_VERSION, proc: KeepaliveProc.PING, type: MessageType.MESSAGE, serial: 0, status: 0 },
-    xdr.xvoid,
-    undefined,
-  );
+const ping = () => keepalive(KeepaliveProc.PING);
 
 /** Waits until the far end of `peer` has read at least `bytes` bytes, whole packets or not. */
 const bytesArrived = (peer: RawPeer, bytes: number) => peer.until(() => peer.socket.bytesRead >= bytes, `${bytes} bytes`);
