@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -141,7 +142,9 @@ bool IsMoreData(const Pump& pump, const uint8_t* p) {
 }
 
 void Run(Pump& pump) {
-  std::vector<uint8_t> buffer(kBufferBytes);
+  // Not zeroed: every byte is read into before it is looked at.
+  std::unique_ptr<uint8_t[]> storage(new uint8_t[kBufferBytes]);
+  uint8_t* const buffer = storage.get();
   size_t held = 0;  // bytes at the start of `buffer` not yet passed on (at most a partial header)
   const auto started = std::chrono::steady_clock::now();
   auto over_time = [&] { return std::chrono::steady_clock::now() - started >= pump.run_limit; };
@@ -154,7 +157,7 @@ void Run(Pump& pump) {
     const bool at_boundary = pump.remaining == 0 && held == 0;
     if (at_boundary && (pump.stop_soon.load() || over_time())) return;
 
-    ssize_t n = read(pump.from, buffer.data() + held, buffer.size() - held);
+    ssize_t n = read(pump.from, buffer + held, kBufferBytes - held);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       // Between packets the wait is bounded, so JavaScript sees the connection again now and
@@ -178,7 +181,7 @@ void Run(Pump& pump) {
       // The end of input between packets is JavaScript's to see (its next read meets it too);
       // inside a packet the stream cannot be completed.
       if (!at_boundary) Fail(pump, "source", "EPROTO", "the upstream closed the connection inside a stream packet");
-      if (held > 0) pump.leftover.assign(buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(held));
+      if (held > 0) pump.leftover.assign(buffer, buffer + static_cast<std::ptrdiff_t>(held));
       return;
     }
 
@@ -198,20 +201,20 @@ void Run(Pump& pump) {
         break;
       }
       if (have - position < kHeaderBytes) break;  // a header cut short: wait for the rest of it
-      if (!IsMoreData(pump, buffer.data() + position)) {
+      if (!IsMoreData(pump, buffer + position)) {
         stop = true;
         break;
       }
-      pump.remaining = ReadWord(buffer.data() + position) - kHeaderBytes;
+      pump.remaining = ReadWord(buffer + position) - kHeaderBytes;
       position += kHeaderBytes;
     }
-    if (!WriteAll(pump, buffer.data(), position)) return;
+    if (!WriteAll(pump, buffer, position)) return;
     if (stop) {
-      pump.leftover.assign(buffer.begin() + static_cast<std::ptrdiff_t>(position), buffer.begin() + static_cast<std::ptrdiff_t>(have));
+      pump.leftover.assign(buffer + static_cast<std::ptrdiff_t>(position), buffer + static_cast<std::ptrdiff_t>(have));
       return;
     }
     held = have - position;
-    if (held > 0) std::memmove(buffer.data(), buffer.data() + position, held);
+    if (held > 0) std::memmove(buffer, buffer + position, held);
   }
 }
 
