@@ -193,7 +193,7 @@ function reservedPump(addon: PeercredAddon): ReservedStreamPump {
         throw new Error('the stream pump needs two open plain sockets');
       }
       let finished = false;
-      let handle;
+      let handle: PumpHandle;
       try {
         handle = addon.startStreamPump(
           {
@@ -217,13 +217,12 @@ function reservedPump(addon: PeercredAddon): ReservedStreamPump {
         giveBack();
         throw e;
       }
-      const started = handle;
       return {
         stop: () => {
-          if (!finished) addon.stopStreamPump(started);
+          if (!finished) addon.stopStreamPump(handle);
         },
         cancel: () => {
-          if (!finished) addon.cancelStreamPump(started);
+          if (!finished) addon.cancelStreamPump(handle);
         },
       };
     },

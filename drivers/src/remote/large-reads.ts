@@ -27,9 +27,10 @@ const SMALL_READS_TO_SHRINK = 16;
  * `onread` options for net.connect. Bytes read go straight to the stream's 'data' listeners
  * while it flows and holds nothing, and through push (node's buffering) otherwise. Going around
  * the readable buffer keeps pause() meaning "read no more": after a push, node's stream machinery
- * reads ahead up to its high-water mark even when paused, restarting the socket's reads. A read larger than COPY_AT_MOST is passed on as a view, and the next
- * read gets fresh memory, since the bytes passed on may still be queued for writing to another
- * socket or held by a framer. The buffer is never written into while any part of it is out.
+ * reads ahead up to its high-water mark even when paused, restarting the socket's reads. A read
+ * larger than COPY_AT_MOST is passed on as a view, and the next read gets fresh memory, since the
+ * bytes passed on may still be queued for writing to another socket or held by a framer. The
+ * buffer is never written into while any part of it is out.
  */
 export function largeReads(): net.OnReadOpts {
   let room = LARGE_READ_FIRST;
